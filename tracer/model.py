@@ -1,0 +1,164 @@
+"""Plain data: NICs and the frames captured on them.
+
+Nothing here does I/O or imports a UI.  A :class:`FrameStore` is the one index
+every source (file, pipe, live agent) fills and every consumer (batch output,
+UI, correlation) reads.  It is columnar on purpose: a million frames must cost a
+few dozen bytes each, not a Python object each.  The raw bytes stay where they
+were read (an mmap of the file, or frozen chunks of a stream) and frames point
+into them by (buffer, offset, caplen).
+
+Threading: one reader thread appends while the UI thread reads.  Readers take
+``len(store)`` (or ``len(nic_frames)``) first and only touch indices below it;
+appends are done column by column with the NIC index last, so an index that is
+visible through ``per_nic`` is complete in every column.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass, field
+from typing import Any
+
+# Link-layer header types (https://www.tcpdump.org/linktypes.html) we decode.
+LINKTYPE_NULL = 0
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW = 101
+LINKTYPE_RAW_BSD = 12  # DLT_RAW on BSDs / old libpcap
+LINKTYPE_RAW_OPENBSD = 14
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IPV4 = 228
+LINKTYPE_IPV6 = 229
+LINKTYPE_LINUX_SLL2 = 276
+LINKTYPE_LOOP = 108
+
+RAW_IP_LINKTYPES = frozenset(
+    {LINKTYPE_RAW, LINKTYPE_RAW_BSD, LINKTYPE_RAW_OPENBSD, LINKTYPE_IPV4, LINKTYPE_IPV6}
+)
+
+LINKTYPE_NAMES = {
+    LINKTYPE_NULL: "NULL",
+    LINKTYPE_ETHERNET: "EN10MB",
+    LINKTYPE_RAW: "RAW",
+    LINKTYPE_RAW_BSD: "RAW",
+    LINKTYPE_RAW_OPENBSD: "RAW",
+    LINKTYPE_LINUX_SLL: "LINUX_SLL",
+    LINKTYPE_IPV4: "IPV4",
+    LINKTYPE_IPV6: "IPV6",
+    LINKTYPE_LINUX_SLL2: "LINUX_SLL2",
+    LINKTYPE_LOOP: "LOOP",
+}
+
+
+def linktype_name(linktype: int) -> str:
+    return LINKTYPE_NAMES.get(linktype, f"LINKTYPE_{linktype}")
+
+
+@dataclass(eq=False)
+class Nic:
+    """One capture point: a network interface on a host (or in a netns)."""
+
+    name: str
+    linktype: int = LINKTYPE_ETHERNET
+    host: str | None = None
+    netns: str | None = None
+    kind: str | None = None  # veth, bridge, vxlan, tun, physical, ...
+    description: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+    source: str = ""  # the file (or "-") it was read from
+    snaplen: int = 0
+    # Kernel counters from the newest Interface Statistics Block, if any.
+    received: int | None = None
+    dropped: int | None = None
+    gone: bool = False
+    id: int = -1  # position in FrameStore.nics, set by FrameStore.add_nic
+
+    @property
+    def container(self) -> str | None:
+        """The container whose end of a veth this is (``container=`` in the description)."""
+        value = self.facts.get("container")
+        return str(value) if value is not None else None
+
+    @property
+    def label(self) -> str:
+        """``host/[container/]name``, as much of it as is known."""
+        parts = [p for p in (self.host, self.container) if p]
+        return "/".join([*parts, self.name])
+
+
+class FrameStore:
+    """Every frame from every source, in arrival order, split per NIC."""
+
+    def __init__(self) -> None:
+        self.nics: list[Nic] = []
+        self.buffers: list[Any] = []  # mmap, bytes: anything sliceable
+        self.nic_of = array("H")
+        self.ts_ns = array("q")
+        self.buf_of = array("H")
+        self.offset = array("Q")
+        self.caplen = array("I")
+        self.origlen = array("I")
+        self.per_nic: list[array] = []  # per NIC: global frame indices
+        self.nic_index = array("I")  # per frame: its index within its NIC
+        self.warnings: list[str] = []  # damage found while reading (one line each)
+        self.first_ts_ns: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.nic_index)
+
+    # -- filling -----------------------------------------------------------
+    def add_nic(self, nic: Nic) -> int:
+        nic.id = len(self.nics)
+        self.per_nic.append(array("I"))
+        self.nics.append(nic)
+        return nic.id
+
+    def add_buffer(self, buf: Any) -> int:
+        self.buffers.append(buf)
+        return len(self.buffers) - 1
+
+    def append(
+        self, nic_id: int, ts_ns: int, buf_id: int, offset: int, caplen: int, origlen: int
+    ) -> int:
+        i = len(self.ts_ns)
+        self.nic_of.append(nic_id)
+        self.ts_ns.append(ts_ns)
+        self.buf_of.append(buf_id)
+        self.offset.append(offset)
+        self.caplen.append(caplen)
+        self.origlen.append(origlen)
+        per = self.per_nic[nic_id]
+        self.nic_index.append(len(per))
+        per.append(i)
+        if self.first_ts_ns is None or ts_ns < self.first_ts_ns:
+            self.first_ts_ns = ts_ns
+        return i
+
+    # -- reading -----------------------------------------------------------
+    def data(self, i: int) -> bytes:
+        """The captured bytes of frame ``i`` (a copy: safe to keep)."""
+        off = self.offset[i]
+        return bytes(self.buffers[self.buf_of[i]][off : off + self.caplen[i]])
+
+    def nic(self, i: int) -> Nic:
+        return self.nics[self.nic_of[i]]
+
+    def linktype(self, i: int) -> int:
+        return self.nics[self.nic_of[i]].linktype
+
+    def rel_time(self, i: int) -> float:
+        """Seconds since the earliest frame of the session."""
+        return (self.ts_ns[i] - (self.first_ts_ns or 0)) / 1e9
+
+    def timeline(self, n: int | None = None) -> list[int]:
+        """Global indices of the first ``n`` frames in time order (stable)."""
+        n = len(self) if n is None else n
+        ts = self.ts_ns
+        if all(ts[k] <= ts[k + 1] for k in range(n - 1)):
+            return list(range(n))
+        return sorted(range(n), key=ts.__getitem__)
+
+    def nic_by_name(self, name: str, host: str | None = None) -> Nic | None:
+        for nic in self.nics:
+            if nic.name == name and (host is None or nic.host == host):
+                return nic
+        return None
