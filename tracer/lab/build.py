@@ -1,0 +1,541 @@
+"""Build a scenario as network namespaces, and take it down again.
+
+Every host and every container is its own netns named
+``trc-[TAG-]ID-NODE`` (e.g. ``trc-fv-hostx``, ``trc-fv-a``); Docker's overlay
+namespace is ``trc-do-hostx-ov``.  Links live only inside those namespaces and
+carry the names the article uses (``eth0``, ``docker0``, ``flannel0``,
+``veth-a``), so a capture's interface names read like the article.  Nothing is
+ever created in the root namespace: veth pairs are made with both ends placed
+straight into lab namespaces, and the underlay is a veth pair (or, for more
+than two hosts, a bridge in its own ``trc-ID-underlay`` netns) between host
+namespaces only — no default route, no link out.
+
+The building is done with ``ip``/``bridge``/``iptables`` commands rather than
+pyroute2: each step is the command a person would type (and flanneld/Docker
+documentation shows), a failure names that command and iproute2's own message,
+and the whole build is a few hundred milliseconds of subprocesses.
+
+If anything fails half-way, everything made so far is removed before the error
+is raised; ``down`` removes by name prefix, so it also cleans up after a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from tracer.capture.pcapng_writer import description as describe
+from tracer.lab.scenario import Container, Host, Scenario
+
+LAB_PREFIX = "trc-"
+NETNS_DIR = Path("/var/run/netns")
+STATE_DIR = Path(os.environ.get("TRACER_LAB_STATE", "/run/tracer-lab"))  # state files + helper logs
+AGENT_LIFETIME = 3600  # seconds: a forgotten lab's helper processes end on their own
+# A tag holds a digit and scenario ids hold none, so "trc-TAG-" and "trc-ID-" never overlap.
+TAG_RE = re.compile(r"^(?=.*[0-9])[a-z0-9]{1,12}$")
+VXLAN_MTU = 1450  # flannel and Docker's overlay: 1500 minus the 50-byte VXLAN header
+UDP_MTU = 1472  # flannel's UDP backend: 1500 minus IP+UDP headers
+# Multicast snooping makes the bridge join 224.0.0.106 (an IGMP report at a random
+# moment in every capture); nothing in the article uses multicast.
+QUIET_BRIDGE = ("mcast_snooping", "0")
+
+
+class LabError(Exception):
+    """A lab step failed: one line naming what and where."""
+
+
+class LabIsUp(LabError):
+    pass
+
+
+def run(argv: list[str], *, timeout: float = 20) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise LabError(f"{argv[0]}: command not found (install iproute2/iptables)") from None
+    except subprocess.TimeoutExpired:
+        raise LabError(f"{' '.join(argv)}: timed out after {timeout:g}s") from None
+    if out.returncode != 0:
+        msg = (out.stderr.strip() or out.stdout.strip() or f"exit {out.returncode}").splitlines()[0]
+        raise LabError(f"{' '.join(argv)}: {msg}")
+    return out.stdout
+
+
+def lab_namespaces(prefix: str = LAB_PREFIX) -> list[str]:
+    """Every netns whose name starts with ``prefix`` (all lab ones by default)."""
+    try:
+        names = os.listdir(NETNS_DIR)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if n.startswith(prefix))
+
+
+def mac_from(prefix: str, ip: IPv4Address) -> str:
+    return prefix + ":" + ":".join(f"{b:02x}" for b in ip.packed)
+
+
+@dataclass
+class CapturePoint:
+    """One NIC of the path, where ``record`` captures."""
+
+    netns: str
+    ifname: str
+    host: str
+    kind: str  # veth, bridge, vxlan, tun
+    role: str  # container, bridge, overlay, underlay
+    container: str | None = None
+    facts: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.container or self.host}/{self.ifname}"
+
+    @property
+    def description(self) -> str:
+        return describe(host=self.host, netns=self.netns, kind=self.kind, role=self.role,
+                        container=self.container, **self.facts)
+
+
+class Lab:
+    """One scenario's namespaces: names, build, teardown, capture points."""
+
+    def __init__(self, scenario: Scenario, tag: str | None = None) -> None:
+        if tag is not None and not TAG_RE.match(tag):
+            raise LabError(f"tag {tag!r}: 1-12 lowercase letters or digits, at least one digit")
+        self.scenario = scenario
+        self.tag = tag
+        self.prefix = f"{LAB_PREFIX}{tag}-{scenario.id}-" if tag else f"{LAB_PREFIX}{scenario.id}-"
+        self.pids: list[int] = []
+        self.log: list[str] = []
+
+    # -- names ------------------------------------------------------------
+    def ns(self, node: str) -> str:
+        return self.prefix + node.lower()
+
+    def ov_ns(self, host: Host) -> str:
+        return self.ns(host.name) + "-ov"
+
+    def container_ns(self, c: Container) -> str:
+        return self.ns(c.name)
+
+    @property
+    def state_path(self) -> Path:
+        return STATE_DIR / f"{self.prefix.rstrip('-')}.json"
+
+    def nodes(self) -> dict[str, str]:
+        """netns name -> what it stands for, e.g. 'container A on hostx'."""
+        out = {}
+        for h in self.scenario.hosts:
+            out[self.ns(h.name)] = f"host {h.name}"
+            if self.scenario.overlay.type == "docker-overlay":
+                out[self.ov_ns(h)] = f"overlay namespace of {h.name}"
+            for c in h.containers:
+                out[self.container_ns(c)] = f"container {c.name} on {h.name}"
+        if len(self.scenario.hosts) > 2:
+            out[self.prefix + "underlay"] = "underlay switch"
+        return out
+
+    def namespaces(self) -> list[str]:
+        return lab_namespaces(self.prefix)
+
+    def is_up(self) -> bool:
+        return bool(self.namespaces())
+
+    # -- commands ---------------------------------------------------------
+    def _run(self, *argv: str) -> str:
+        self.log.append(" ".join(argv))
+        return run(list(argv))
+
+    def _ip(self, ns: str, *args: str) -> None:
+        self._run("ip", "-n", ns, *args)
+
+    def _sysctl(self, ns: str, *settings: str) -> None:
+        self._run("ip", "netns", "exec", ns, "sysctl", "-q", "-w", *settings)
+
+    def _iptables(self, ns: str, *args: str) -> None:
+        self._run("ip", "netns", "exec", ns, "iptables", "-w", "5", *args)
+
+    def _add_netns(self, ns: str, *, router: bool) -> None:
+        self._run("ip", "netns", "add", ns)
+        # No IPv6 at all: no autoconf, router solicitations, DAD or MLD in the captures.
+        settings = ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1",
+                    "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"]
+        if router:
+            settings.append("net.ipv4.ip_forward=1")
+        self._sysctl(ns, *settings)
+        self._ip(ns, "link", "set", "lo", "up")
+
+    # -- up -----------------------------------------------------------------
+    def up(self) -> None:
+        if self.is_up():
+            raise LabIsUp(f"{self.scenario.name}: already up ({', '.join(self.namespaces())}); "
+                          f"'tracer lab down {self.scenario.name}' first")
+        try:
+            self._build()
+            self._write_state()
+        except BaseException:
+            try:
+                self.down()
+            except LabError:
+                pass  # the build's own error is the one to report
+            raise
+
+    def _build(self) -> None:
+        s = self.scenario
+        ovt = s.overlay.type
+        for h in s.hosts:
+            self._add_netns(self.ns(h.name), router=True)
+            if ovt == "docker-overlay":
+                self._add_netns(self.ov_ns(h), router=False)
+            for c in h.containers:
+                self._add_netns(self.container_ns(c), router=False)
+        self._build_underlay()
+        for h in s.hosts:
+            if h.docker0 is not None:
+                self._build_docker0(h)
+        builder = {"flannel-vxlan": self._build_flannel_vxlan, "docker-overlay": self._build_docker_overlay,
+                   "flannel-udp": self._build_flannel_udp}.get(ovt)
+        if builder:
+            builder()
+        for h in s.hosts:
+            for c in h.containers:
+                self._build_container(h, c)
+        for h in s.hosts:
+            if h.masquerade and h.docker0 is not None:
+                # Docker's own rule: containers leave the host under the host's address.
+                self._iptables(self.ns(h.name), "-t", "nat", "-A", "POSTROUTING", "-s",
+                               str(h.docker0.network), "!", "-o", "docker0", "-j", "MASQUERADE")
+        if ovt == "port-forward":
+            self._build_port_forward()
+        for h in s.hosts:
+            for c in h.containers:
+                if c.serve_http:
+                    self._start_agent(self.container_ns(c), "http", "--bind", str(c.address.ip),
+                                      "--port", str(c.serve_http))
+
+    def _build_underlay(self) -> None:
+        hosts = self.scenario.hosts
+        if len(hosts) == 1:
+            h = hosts[0]
+            self._ip(self.ns(h.name), "link", "add", "eth0", "address", self.eth0_mac(h), "type", "dummy")
+        elif len(hosts) == 2:
+            x, y = hosts
+            self._ip(self.ns(x.name), "link", "add", "eth0", "address", self.eth0_mac(x), "type", "veth",
+                     "peer", "name", "eth0", "address", self.eth0_mac(y), "netns", self.ns(y.name))
+        else:
+            sw = self.prefix + "underlay"
+            self._add_netns(sw, router=False)
+            self._ip(sw, "link", "add", "underlay", "type", "bridge", *QUIET_BRIDGE)
+            self._ip(sw, "link", "set", "underlay", "up")
+            for h in hosts:
+                port = f"to-{h.name}"
+                self._ip(sw, "link", "add", port, "type", "veth", "peer", "name", "eth0",
+                         "address", self.eth0_mac(h), "netns", self.ns(h.name))
+                self._ip(sw, "link", "set", port, "master", "underlay", "up")
+        for h in hosts:
+            ns = self.ns(h.name)
+            self._ip(ns, "addr", "add", str(h.eth0), "dev", "eth0")
+            self._ip(ns, "link", "set", "eth0", "up")
+
+    def eth0_mac(self, h: Host) -> str:
+        return mac_from("52:54", h.eth0.ip)
+
+    def _build_docker0(self, h: Host) -> None:
+        ns = self.ns(h.name)
+        assert h.docker0 is not None
+        self._ip(ns, "link", "add", "docker0", "address", mac_from("02:42", h.docker0.ip), "type", "bridge",
+                 *QUIET_BRIDGE)
+        self._ip(ns, "addr", "add", str(h.docker0), "dev", "docker0")
+        self._ip(ns, "link", "set", "docker0", "up")
+
+    def container_mtu(self) -> int | None:
+        return {"flannel-vxlan": VXLAN_MTU, "docker-overlay": VXLAN_MTU, "flannel-udp": UDP_MTU}.get(
+            self.scenario.overlay.type)
+
+    def _build_container(self, h: Host, c: Container) -> None:
+        cns = self.container_ns(c)
+        overlay = self.scenario.overlay.type == "docker-overlay"
+        hns = self.ov_ns(h) if overlay else self.ns(h.name)
+        bridge = "br0" if overlay else "docker0"
+        veth = f"veth-{c.name.lower()}"
+        self._ip(hns, "link", "add", veth, "type", "veth", "peer", "name", "eth0",
+                 "address", c.mac, "netns", cns)
+        mtu = self.container_mtu()
+        if mtu:
+            self._ip(hns, "link", "set", veth, "mtu", str(mtu))
+            self._ip(cns, "link", "set", "eth0", "mtu", str(mtu))
+        self._ip(hns, "link", "set", veth, "master", bridge, "up")
+        self._ip(cns, "addr", "add", str(c.address), "dev", "eth0")
+        self._ip(cns, "link", "set", "eth0", "up")
+        if h.docker0 is not None:
+            self._ip(cns, "route", "add", "default", "via", str(h.docker0.ip))
+
+    # -- overlays ------------------------------------------------------------
+    def flannel_subnet_ip(self, h: Host) -> IPv4Address:
+        assert h.docker0 is not None
+        return h.docker0.network.network_address
+
+    def flannel_mac(self, h: Host) -> str:
+        return mac_from("0e:fe", self.flannel_subnet_ip(h))
+
+    def _build_flannel_vxlan(self) -> None:
+        """What flanneld's VXLAN backend programs, host by host."""
+        o = self.scenario.overlay
+        dev = o.device
+        assert dev and o.vni is not None and o.port
+        for h in self.scenario.hosts:
+            ns = self.ns(h.name)
+            self._ip(ns, "link", "add", dev, "address", self.flannel_mac(h), "type", "vxlan", "id", str(o.vni),
+                     "local", str(h.eth0.ip), "dev", "eth0", "dstport", str(o.port), "nolearning")
+            self._ip(ns, "addr", "add", f"{self.flannel_subnet_ip(h)}/32", "dev", dev)
+            self._ip(ns, "link", "set", dev, "up")
+            for p in self.scenario.hosts:
+                if p is h:
+                    continue
+                assert p.docker0 is not None
+                gw = str(self.flannel_subnet_ip(p))
+                self._ip(ns, "route", "add", str(p.docker0.network), "via", gw, "dev", dev, "onlink")
+                self._ip(ns, "neigh", "add", gw, "lladdr", self.flannel_mac(p), "dev", dev, "nud", "permanent")
+                self._run("bridge", "-n", ns, "fdb", "append", self.flannel_mac(p), "dev", dev,
+                          "dst", str(p.eth0.ip), "self", "permanent")
+
+    def docker_vxlan_mac(self, h: Host) -> str:
+        return mac_from("0e:fd", h.eth0.ip)
+
+    def _build_docker_overlay(self) -> None:
+        """Docker's overlay driver: per host an overlay netns with br0 and vxlan0.
+
+        The VXLAN device is created in the host netns and then moved, as Docker
+        does, so its UDP socket (port 4789) stays on the host's eth0 side."""
+        o = self.scenario.overlay
+        dev = o.device
+        assert dev and o.vni is not None and o.port and o.network
+        gw = f"{next(o.network.hosts())}/{o.network.prefixlen}"
+        for h in self.scenario.hosts:
+            ns, ov = self.ns(h.name), self.ov_ns(h)
+            self._ip(ov, "link", "add", "br0", "type", "bridge", *QUIET_BRIDGE)
+            self._ip(ov, "addr", "add", gw, "dev", "br0")
+            self._ip(ov, "link", "set", "br0", "up")
+            self._ip(ns, "link", "add", dev, "address", self.docker_vxlan_mac(h), "type", "vxlan",
+                     "id", str(o.vni), "dstport", str(o.port), "proxy", "l2miss", "l3miss", "nolearning")
+            self._ip(ns, "link", "set", dev, "netns", ov)
+            self._ip(ov, "link", "set", dev, "mtu", str(VXLAN_MTU), "master", "br0", "up")
+            for p in self.scenario.hosts:
+                if p is h:
+                    continue
+                for c in p.containers:  # what Docker learns from the cluster store / gossip
+                    self._ip(ov, "neigh", "add", str(c.address.ip), "lladdr", c.mac, "dev", dev, "nud", "permanent")
+                    self._run("bridge", "-n", ov, "fdb", "add", c.mac, "dev", dev, "dst", str(p.eth0.ip),
+                              "self", "permanent")
+
+    def _build_flannel_udp(self) -> None:
+        """flannel's UDP backend: a TUN flannel0 per host and a forwarder process."""
+        o = self.scenario.overlay
+        dev = o.device
+        assert dev and o.port and o.network
+        for h in self.scenario.hosts:
+            ns = self.ns(h.name)
+            self._ip(ns, "tuntap", "add", "dev", dev, "mode", "tun")
+            self._ip(ns, "link", "set", dev, "mtu", str(UDP_MTU), "up")
+            self._ip(ns, "addr", "add", f"{self.flannel_subnet_ip(h)}/{o.network.prefixlen}", "dev", dev)
+            routes = []
+            for p in self.scenario.hosts:
+                if p is not h:
+                    assert p.docker0 is not None
+                    routes += ["--peer", f"{p.docker0.network}={p.eth0.ip}"]
+            self._start_agent(ns, "udp-forward", "--tun", dev, "--bind", str(h.eth0.ip),
+                              "--port", str(o.port), *routes)
+
+    def _build_port_forward(self) -> None:
+        """The rule the article prints, in a DOCKER chain jumped to like Docker does."""
+        chained: set[str] = set()
+        for pub in self.scenario.overlay.publish:
+            h = self.scenario.host(pub.host)
+            c = next(c for c in h.containers if c.name == pub.container)
+            ns = self.ns(h.name)
+            if ns not in chained:
+                chained.add(ns)
+                self._iptables(ns, "-t", "nat", "-N", "DOCKER")
+                self._iptables(ns, "-t", "nat", "-A", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL",
+                               "-j", "DOCKER")
+                self._iptables(ns, "-t", "nat", "-A", "OUTPUT", "!", "-d", "127.0.0.0/8", "-m", "addrtype",
+                               "--dst-type", "LOCAL", "-j", "DOCKER")
+            self._iptables(ns, "-t", "nat", "-A", "DOCKER", "!", "-i", "docker0", "-p", "tcp", "-m", "tcp",
+                           "--dport", str(pub.host_port), "-j", "DNAT", "--to-destination",
+                           f"{c.address.ip}:{pub.container_port}")
+
+    # -- helper processes ------------------------------------------------------
+    def _start_agent(self, ns: str, kind: str, *args: str) -> None:
+        """Run ``tracer.lab.agents KIND`` inside ``ns`` and wait until it is ready."""
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        log = open(STATE_DIR / f"{ns}-{kind}.log", "wb")
+        argv = ["ip", "netns", "exec", ns, sys.executable, "-m", "tracer.lab.agents", kind, *args,
+                "--netns", ns, "--lifetime", str(AGENT_LIFETIME)]
+        self.log.append(" ".join(argv))
+        with log:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
+                                    start_new_session=True)
+        self.pids.append(proc.pid)
+        assert proc.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            ready = sel.select(timeout=10)
+        line = proc.stdout.readline().decode(errors="replace").strip() if ready else ""
+        proc.stdout.close()
+        if line != "ready":
+            proc.kill()
+            proc.wait(timeout=5)
+            tail = (STATE_DIR / f"{ns}-{kind}.log").read_text(errors="replace").strip().splitlines()
+            raise LabError(f"{ns}: {kind} helper did not start: {tail[-1] if tail else 'no output'}")
+        # Not waited for: it outlives this command; 'down' ends it by pid.
+        proc.returncode = 0  # keep Popen.__del__ quiet about a running child
+
+    # -- state --------------------------------------------------------------
+    def _write_state(self) -> None:
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        state = {"scenario": self.scenario.name, "path": str(self.scenario.path), "tag": self.tag,
+                 "prefix": self.prefix, "netns": self.namespaces(), "nodes": self.nodes(), "pids": self.pids,
+                 "created": time.time()}
+        self.state_path.write_text(json.dumps(state, indent=2) + "\n")
+
+    # -- down -----------------------------------------------------------------
+    def down(self) -> list[str]:
+        """Remove every namespace with this lab's prefix; returns their names."""
+        pids = set(self.pids)
+        try:
+            pids.update(json.loads(self.state_path.read_text()).get("pids", []))
+        except (OSError, ValueError):
+            pass
+        removed = teardown(self.namespaces(), pids)
+        for p in (self.state_path, *STATE_DIR.glob(f"{self.prefix}*.log")):
+            p.unlink(missing_ok=True)
+        self.pids = []
+        return removed
+
+    # -- capture points --------------------------------------------------------
+    def capture_points(self) -> list[CapturePoint]:
+        """Every NIC of the path, in path order: first host outward, the others inward.
+
+        The host-side veth peers (``veth-a``) are left out: they carry exactly the
+        container eth0's frames, and the path reads the same without them."""
+        s = self.scenario
+        points: list[CapturePoint] = []
+        for i, h in enumerate(s.hosts):
+            inner = [self._container_point(h, c) for c in h.containers]
+            outer = self._host_points(h)
+            points += inner + outer if i == 0 else outer[::-1] + inner
+        return points
+
+    def _container_point(self, h: Host, c: Container) -> CapturePoint:
+        return CapturePoint(self.container_ns(c), "eth0", h.name, "veth", "container", c.name,
+                            {"addr": c.address, "mac": c.mac, "peer": f"veth-{c.name.lower()}"})
+
+    def _host_points(self, h: Host) -> list[CapturePoint]:
+        s, o = self.scenario, self.scenario.overlay
+        ns = self.ns(h.name)
+        ports = ",".join(f"veth-{c.name.lower()}" for c in h.containers) or None
+        pts = []
+        if o.type == "docker-overlay":
+            assert o.network is not None and o.device
+            ov = self.ov_ns(h)
+            pts.append(CapturePoint(ov, "br0", h.name, "bridge", "bridge", None,
+                                    {"addr": f"{next(o.network.hosts())}/{o.network.prefixlen}",
+                                     "ports": ",".join(filter(None, [o.device, ports]))}))
+            pts.append(CapturePoint(ov, o.device, h.name, "vxlan", "overlay", None,
+                                    {"vni": o.vni, "port": o.port, "underlay": "eth0",
+                                     "underlay_netns": ns, "mac": self.docker_vxlan_mac(h)}))
+        else:
+            assert h.docker0 is not None
+            pts.append(CapturePoint(ns, "docker0", h.name, "bridge", "bridge", None,
+                                    {"addr": h.docker0, "ports": ports}))
+            if o.type == "flannel-vxlan":
+                assert o.device
+                peers = [str(p.eth0.ip) for p in s.hosts if p is not h]
+                pts.append(CapturePoint(ns, o.device, h.name, "vxlan", "overlay", None,
+                                        {"vni": o.vni, "port": o.port, "local": h.eth0.ip, "dev": "eth0",
+                                         "remote": ",".join(peers), "addr": f"{self.flannel_subnet_ip(h)}/32",
+                                         "mac": self.flannel_mac(h)}))
+            elif o.type == "flannel-udp":
+                assert o.device and o.network
+                pts.append(CapturePoint(ns, o.device, h.name, "tun", "overlay", None,
+                                        {"port": o.port,
+                                         "addr": f"{self.flannel_subnet_ip(h)}/{o.network.prefixlen}"}))
+        peer_ns = [self.ns(p.name) for p in s.hosts if p is not h]
+        facts: dict[str, object] = {"addr": h.eth0, "mac": self.eth0_mac(h)}
+        if len(s.hosts) == 2:
+            facts.update(peer="eth0", peer_netns=peer_ns[0])
+        pts.append(CapturePoint(ns, "eth0", h.name, "veth", "underlay", None, facts))
+        return pts
+
+
+def teardown(namespaces: list[str], pids: set[int] | None = None) -> list[str]:
+    """Kill the processes inside ``namespaces`` (and our helper ``pids``), then delete them."""
+    victims = set(pids or ())
+    for ns in namespaces:
+        try:
+            victims.update(int(p) for p in run(["ip", "netns", "pids", ns]).split())
+        except LabError:
+            pass
+    victims = {p for p in victims if _is_lab_process(p, namespaces)}
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 3
+    while victims and time.monotonic() < deadline:
+        victims = {p for p in victims if _alive(p)}
+        time.sleep(0.02)
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _alive(pid)
+    removed = []
+    errors = []
+    for ns in namespaces:
+        try:
+            run(["ip", "netns", "del", ns])
+            removed.append(ns)
+        except LabError as e:
+            errors.append(str(e))
+    if errors:
+        raise LabError(errors[0])
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:  # reap it if it is our own child (a helper started by this process)
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _is_lab_process(pid: int, namespaces: list[str]) -> bool:
+    """Only processes that sit in one of these namespaces, or are our helper agents."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    if b"tracer.lab.agents" in cmdline:  # ours only if it names one of these namespaces
+        return any(ns.encode() in cmdline for ns in namespaces)
+    try:
+        net = os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return False
+    return any(os.stat(NETNS_DIR / ns).st_ino == net for ns in namespaces if (NETNS_DIR / ns).exists())
