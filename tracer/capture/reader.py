@@ -1,0 +1,1103 @@
+"""Our own pcap / pcapng reader: fills a :class:`tracer.model.FrameStore`.
+
+No per-packet objects: the file is mmapped (streams are read into chunk
+buffers that are frozen into ``bytes`` once full) and every frame is four or
+five integers appended to columns.  The hot loops bind ``struct`` unpackers and
+array appends to locals and hand the store whole batches (see :class:`_Sink`),
+which keeps ``FrameStore``'s invariants: every other column is extended before
+``nic_index`` / ``per_nic``, so a frame counted by ``len(store)`` is complete.
+
+Errors: :func:`open_capture` raises :class:`CaptureError` when the start of the
+input is not something we can read.  Damage found later (truncated record,
+impossible length, ...) stops reading there and appends one line to
+``store.warnings``: ``"<path>: <problem> after N frames"``.  Oddities that do not
+stop reading (caplen > snaplen, caplen > original length, a bad option, a
+timestamp outside int64 ns, a pcapng section of an unknown version, which is
+skipped) add one line each, once per file, without the "after N frames".
+
+Choices worth knowing:
+
+* pcap versions 2.0 .. 2.4 are read, as libpcap and Wireshark do (before 2.3 the
+  caplen/len fields may be swapped: swapped back when caplen > len).
+* pcapng 1.0 (and 1.2, which some writers emit) is read.
+* Offsets in messages are input offsets (for streams: bytes since the start).
+* SPBs have no timestamp: they get the previous frame's (or, at the very start,
+  the next frame's).
+* NIC facts: ``idb`` (the file-wide IDB index) for pcapng; ``ifindex`` and
+  ``capture_interface`` for NICs split out of LINUX_SLL2; ``fcs_len`` from a pcap
+  header's FCS bits.  ``spec.nic_name`` does not rename SLL2 NICs (they are
+  ``if<N>``).
+* Streams are read with ``readinto1``/``read1`` (one syscall's worth at a time);
+  ``cancelled`` is polled between reads, so a reader blocked on a silent pipe
+  returns when the pipe closes.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import stat
+import struct
+import time
+import typing
+from array import array
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from tracer.model import LINKTYPE_LINUX_SLL2, FrameStore, Nic
+
+__all__ = [
+    "Capture",
+    "CaptureError",
+    "SourceSpec",
+    "open_capture",
+    "parse_source_spec",
+    "MAX_CAPLEN",
+]
+
+MAX_CAPLEN = 262144  # libpcap's MAXIMUM_SNAPLEN: anything larger is damage
+MAX_BLOCK = 64 << 20  # a pcapng block larger than this is damage
+WINDOW = 4 << 20  # bytes parsed between flushes / progress / cancel checks
+CHUNK = 4 << 20  # stream chunk buffer size
+PROGRESS_INTERVAL = 0.1
+
+PCAP_MAGIC_US = 0xA1B2C3D4
+PCAP_MAGIC_NS = 0xA1B23C4D
+PCAP_MAGIC_KUZNETZOV = 0xA1B2CD34
+PCAPNG_SHB = 0x0A0D0D0A
+BOM_LE = b"\x4d\x3c\x2b\x1a"
+BOM_BE = b"\x1a\x2b\x3c\x4d"
+
+# pcapng block types
+BT_IDB = 1
+BT_PB = 2
+BT_SPB = 3
+BT_NRB = 4
+BT_ISB = 5
+BT_EPB = 6
+
+NS = 1_000_000_000
+_U32_BE = struct.Struct(">I")
+TS_MIN = -(1 << 63)
+TS_MAX = (1 << 63) - 1
+
+
+class CaptureError(Exception):
+    """The input cannot be read at all.  ``str(e)`` is one line: ``"<path>: <problem>"``."""
+
+
+class _Damage(Exception):
+    """Raised inside the parsers: stop here, report ``<problem>`` as a warning."""
+
+
+@dataclass
+class SourceSpec:
+    path: str  # "-" means stdin
+    nic_name: str | None = None
+    host: str | None = None
+
+
+def parse_source_spec(arg: str) -> SourceSpec:
+    """``PATH``, ``NAME=PATH`` or ``HOST/NIC=PATH``.
+
+    An argument that names an existing file as a whole is a path even if it
+    contains ``=``.
+    """
+    if arg == "-" or "=" not in arg or os.path.exists(arg):
+        return SourceSpec(arg)
+    name, _, path = arg.partition("=")
+    if not path or not name:
+        return SourceSpec(arg)
+    host = None
+    if "/" in name:
+        host, _, name = name.partition("/")
+        host = host or None
+    return SourceSpec(path, nic_name=name or None, host=host)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _hexbytes(b: bytes) -> str:
+    return " ".join(f"{x:02x}" for x in b)
+
+
+def _stem(path: str) -> str:
+    if path == "-":
+        return "stdin"
+    return Path(path).stem or path
+
+
+def _describe_magic(head: bytes) -> str:
+    """The problem with a file whose first bytes are not a magic we read."""
+    if len(head) >= 4:
+        le = struct.unpack("<I", head[:4])[0]
+        if le in (PCAP_MAGIC_KUZNETZOV, 0x34CDB2A1):
+            return (
+                f"unsupported pcap variant (Kuznetzov 'modified pcap', magic {_hexbytes(head[:4])})"
+            )
+    if head[:2] == b"\x1f\x8b":
+        return "gzip-compressed file (decompress it first)"
+    if head[:4] == b"\x28\xb5\x2f\xfd":
+        return "zstd-compressed file (decompress it first)"
+    return f"not a pcap or pcapng file (starts with {_hexbytes(head[:4])})"
+
+
+def _check_start(head: bytes, total: int | None) -> tuple[str, dict]:
+    """Validate the first bytes.  Returns (format, header info) or raises ValueError(problem)."""
+    if len(head) < 4:
+        raise ValueError(f"too short to be a capture ({len(head)} bytes)")
+    (magic_le,) = struct.unpack("<I", head[:4])
+    if magic_le == PCAPNG_SHB:
+        if len(head) < 24:
+            raise ValueError(f"truncated pcapng section header ({len(head)} bytes)")
+        bom = head[8:12]
+        if bom == BOM_LE:
+            e = "<"
+        elif bom == BOM_BE:
+            e = ">"
+        else:
+            raise ValueError(f"pcapng section header has a bad byte-order magic ({_hexbytes(bom)})")
+        blen, _bom, major, minor = struct.unpack(e + "IIHH", head[4:16])
+        if major != 1 or minor not in (0, 2):
+            raise ValueError(f"unsupported pcapng version {major}.{minor} (only 1.0 is read)")
+        if blen < 28 or blen % 4 or blen > MAX_BLOCK:
+            raise ValueError(f"pcapng section header has a bad block length {blen}")
+        if total is not None and blen > total:
+            raise ValueError(
+                f"pcapng section header claims {blen} bytes, the file has only {total}"
+            )
+        if len(head) >= blen:
+            (trail,) = struct.unpack_from(e + "I", head, blen - 4)
+            if trail != blen:
+                raise ValueError(
+                    f"pcapng section header is damaged (length {blen},"
+                    f" trailing copy {trail})"
+                )
+        return "pcapng", {"endian": e, "shb_len": blen}
+    for e in ("<", ">"):
+        (magic,) = struct.unpack(e + "I", head[:4])
+        if magic in (PCAP_MAGIC_US, PCAP_MAGIC_NS):
+            break
+    else:
+        raise ValueError(_describe_magic(head))
+    if len(head) < 24:
+        raise ValueError(f"truncated pcap file header ({len(head)} of 24 bytes)")
+    _m, major, minor, _zone, _sigfigs, snaplen, linkfield = struct.unpack(e + "IHHiIII", head[:24])
+    if major != 2 or minor > 4:
+        # libpcap and Wireshark read 2.0 .. 2.4 (before 2.3 caplen/len may be swapped)
+        raise ValueError(f"unsupported pcap version {major}.{minor} (versions 2.0 to 2.4 are read)")
+    return "pcap", {
+        "endian": e,
+        "nanosecond": magic == PCAP_MAGIC_NS,
+        "lengths_maybe_swapped": minor < 3,
+        "snaplen": snaplen,
+        # LinkType and additional information: low 16 bits are the link type;
+        # bits 16-25 reserved, bit 26 "FCS length present", bits 27-31 FCS length.
+        "linktype": linkfield & 0xFFFF,
+        "fcs_len": (linkfield >> 28) * 2 if linkfield & 0x04000000 else None,
+    }
+
+
+def parse_description(text: str) -> dict[str, str] | None:
+    """``key=value key=value ...`` -> dict, or None when the text is anything else."""
+    tokens = text.split()
+    if not tokens:
+        return None
+    out: dict[str, str] = {}
+    for tok in tokens:
+        key, eq, value = tok.partition("=")
+        if not eq or not key:
+            return None
+        out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------
+# Batched appends into the store
+# --------------------------------------------------------------------------
+
+
+class _Sink:
+    """Per-frame columns collected locally, handed to the store in batches."""
+
+    def __init__(self, store: FrameStore) -> None:
+        self.store = store
+        self.buf_id = 0
+        self.count = 0  # frames added to the store by this capture
+        self.ts = array("q")
+        self.off = array("Q")
+        self.cap = array("I")
+        self.orig = array("I")
+        self.nic = array("H")
+        self.const_nic: int | None = None  # when set, self.nic is not used
+        # frames without a timestamp (SPB) before any timestamp was seen:
+        # positions in the batch or global indices already flushed
+        self.pending_batch: list[int] = []
+        self.pending_global: list[int] = []
+        self.last_ts: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def no_ts_frame(self) -> int:
+        """Timestamp for a frame that has none (SPB): the previous frame's,
+        or, when no frame had one yet, the next one's (patched in :meth:`flush`)."""
+        ts = self.ts
+        if len(ts) > len(self.pending_batch):  # pending frames are a prefix
+            return ts[-1]
+        if self.last_ts is not None:
+            return self.last_ts
+        self.pending_batch.append(len(ts))
+        return 0
+
+    def flush(self) -> None:
+        n = len(self.ts)
+        if not n:
+            return
+        st = self.store
+        base = len(st.ts_ns)
+        ts = self.ts
+        pend = self.pending_batch
+        mn: int | None
+        if len(pend) == n:
+            # nothing but frames without a timestamp so far
+            self.pending_global.extend(base + k for k in pend)
+            pend.clear()
+            mn = None
+        else:
+            fill = ts[len(pend)]
+            for k in pend:
+                ts[k] = fill
+            for g in self.pending_global:
+                st.ts_ns[g] = fill
+            pend.clear()
+            self.pending_global.clear()
+            mn = min(ts)
+            self.last_ts = ts[-1]
+        const = self.const_nic
+        nics = self.nic
+        if const is None and nics.count(nics[0]) == n:
+            const = nics[0]
+        st.nic_of.extend(array("H", [const]) * n if const is not None else nics)
+        st.ts_ns.extend(ts)
+        st.buf_of.extend(array("H", [self.buf_id]) * n)
+        st.offset.extend(self.off)
+        st.caplen.extend(self.cap)
+        st.origlen.extend(self.orig)
+        if mn is not None and (st.first_ts_ns is None or mn < st.first_ts_ns):
+            st.first_ts_ns = mn
+        per_nic = st.per_nic
+        nic_index = st.nic_index
+        if const is not None:
+            per = per_nic[const]
+            k = len(per)
+            nic_index.extend(range(k, k + n))
+            per.extend(range(base, base + n))
+        else:
+            ni_append = nic_index.append
+            for j, nic in enumerate(nics):
+                per = per_nic[nic]
+                ni_append(len(per))
+                per.append(base + j)
+        self.count += n
+        # empty the batch in place (the parsers hold bound appends)
+        del self.ts[:]
+        del self.off[:]
+        del self.cap[:]
+        del self.orig[:]
+        del self.nic[:]
+
+    def finish(self) -> None:
+        self.flush()
+        if self.pending_global and self.store.first_ts_ns is None:
+            self.store.first_ts_ns = 0
+
+
+# --------------------------------------------------------------------------
+# Parsers: parse(buf, pos, stop, end, final) -> new pos
+#   Consume whole records starting before ``stop`` (they may extend to ``end``).
+#   When a record is incomplete: ``final`` -> _Damage, else return its start.
+# --------------------------------------------------------------------------
+
+
+class _Base:
+    def __init__(self, cap: "Capture", store: FrameStore, sink: _Sink) -> None:
+        self.cap = cap
+        self.spec = cap.spec
+        self.store = store
+        self.sink = sink
+        self.warned: set[str] = set()
+        self.host = cap.spec.host
+        self.base = 0  # input offset of buf[0] (streams: where the chunk starts)
+
+    def frames(self) -> int:
+        return self.sink.count + len(self.sink)
+
+    def warn_once(self, kind: str, text: str) -> None:
+        if kind in self.warned:
+            return
+        self.warned.add(kind)
+        self.store.warnings.append(f"{self.spec.path}: {_one_line(text)}")
+
+    def check_odd(self, caplen: int, origlen: int, snaplen: int, what: str) -> None:
+        """Slow path for a record whose caplen exceeds snaplen or origlen."""
+        n = self.frames() + 1
+        if caplen > MAX_CAPLEN:
+            raise _Damage(f"{what} {n} claims caplen {caplen} (more than {MAX_CAPLEN})")
+        if snaplen and caplen > snaplen:
+            self.warn_once(
+                "snaplen",
+                f"{what} {n} has caplen {caplen} > snaplen {snaplen} (kept; warned once per file)",
+            )
+        if caplen > origlen:
+            self.warn_once(
+                "origlen",
+                f"{what} {n} has caplen {caplen} > original length {origlen}"
+                " (kept; warned once per file)",
+            )
+
+    def bad_ts(self, ts: int) -> int:
+        """A timestamp outside what int64 nanoseconds hold (years 1677..2262): clamp it."""
+        self.warn_once(
+            "timestamp",
+            f"packet {self.frames() + 1} has a timestamp outside the years 1677..2262"
+            " (clamped; warned once per file)",
+        )
+        return min(max(ts, TS_MIN), TS_MAX)
+
+    def sll2_nic(self, table: dict, buf, data: int, caplen: int, proto: Nic) -> int:
+        """NIC id for an SLL2 frame: one NIC per interface index (header bytes 4..8)."""
+        if caplen >= 8:
+            (ifindex,) = struct.unpack_from(">I", buf, data + 4)
+        else:
+            ifindex = None
+        nic_id = table.get(ifindex)
+        if nic_id is None:
+            name = f"if{ifindex}" if ifindex is not None else proto.name
+            facts = dict(proto.facts)
+            if ifindex is not None:
+                facts["ifindex"] = ifindex
+            facts["capture_interface"] = proto.name
+            nic = Nic(
+                name=name,
+                linktype=LINKTYPE_LINUX_SLL2,
+                host=proto.host,
+                netns=proto.netns,
+                kind=proto.kind if ifindex is None else None,
+                description=proto.description,
+                facts=facts,
+                source=self.spec.path,
+                snaplen=proto.snaplen,
+            )
+            nic_id = table[ifindex] = self.store.add_nic(nic)
+            self.cap.nics.append(nic)
+        return nic_id
+
+
+class _PcapParser(_Base):
+    def __init__(self, cap, store, sink, info: dict) -> None:
+        super().__init__(cap, store, sink)
+        e = info["endian"]
+        self.rec = struct.Struct(e + "IIII").unpack_from
+        self.frac_mul = 1 if info["nanosecond"] else 1000
+        self.snaplen = info["snaplen"]
+        self.linktype = info["linktype"]
+        self.swapped = info["lengths_maybe_swapped"]
+        name = cap.spec.nic_name or _stem(cap.spec.path)
+        nic = Nic(
+            name=name,
+            linktype=self.linktype,
+            host=cap.spec.host,
+            source=cap.spec.path,
+            snaplen=self.snaplen,
+        )
+        if info.get("fcs_len"):
+            nic.facts["fcs_len"] = info["fcs_len"]
+        self.sll2 = self.linktype == LINKTYPE_LINUX_SLL2
+        self.proto = nic
+        self.sll2_table: dict = {}
+        if not self.sll2:
+            sink.const_nic = store.add_nic(nic)
+            cap.nics.append(nic)
+        # Records with caplen above this take the slow path (warn or damage).
+        self.fast_cap = self.snaplen if 0 < self.snaplen < MAX_CAPLEN else MAX_CAPLEN
+
+    def parse(self, buf, pos: int, stop: int, end: int, final: bool) -> int:
+        if self.sll2:
+            return self._parse_sll2(buf, pos, stop, end, final)
+        unpack = self.rec
+        sink = self.sink
+        ts_app = sink.ts.append
+        off_app = sink.off.append
+        cap_app = sink.cap.append
+        orig_app = sink.orig.append
+        fast_cap = self.fast_cap
+        frac_mul = self.frac_mul
+        while pos < stop:
+            if pos + 16 > end:
+                if final:
+                    self._short_header(pos, end)
+                return pos
+            sec, frac, caplen, orig = unpack(buf, pos)
+            if caplen > fast_cap or caplen > orig:
+                caplen, orig = self.odd_record(caplen, orig)
+            data = pos + 16
+            nxt = data + caplen
+            if nxt > end:
+                if final:
+                    self._short_data(caplen, data, end)
+                return pos
+            ts_app(sec * NS + frac * frac_mul)
+            off_app(data)
+            cap_app(caplen)
+            orig_app(orig)
+            pos = nxt
+        return pos
+
+    def _parse_sll2(self, buf, pos, stop, end, final) -> int:
+        unpack = self.rec
+        ifindex_at = _U32_BE.unpack_from
+        table = self.sll2_table
+        sink = self.sink
+        ts_app = sink.ts.append
+        off_app = sink.off.append
+        cap_app = sink.cap.append
+        orig_app = sink.orig.append
+        nic_app = sink.nic.append
+        fast_cap = self.fast_cap
+        frac_mul = self.frac_mul
+        while pos < stop:
+            if pos + 16 > end:
+                if final:
+                    self._short_header(pos, end)
+                return pos
+            sec, frac, caplen, orig = unpack(buf, pos)
+            if caplen > fast_cap or caplen > orig:
+                caplen, orig = self.odd_record(caplen, orig)
+            data = pos + 16
+            nxt = data + caplen
+            if nxt > end:
+                if final:
+                    self._short_data(caplen, data, end)
+                return pos
+            nic = table.get(ifindex_at(buf, data + 4)[0]) if caplen >= 8 else None
+            if nic is None:
+                nic = self.sll2_nic(table, buf, data, caplen, self.proto)
+            ts_app(sec * NS + frac * frac_mul)
+            off_app(data)
+            cap_app(caplen)
+            orig_app(orig)
+            nic_app(nic)
+            pos = nxt
+        return pos
+
+    def odd_record(self, caplen: int, orig: int) -> tuple[int, int]:
+        if self.swapped and caplen > orig:
+            # pcap before 2.3: the two length fields may be in the other order
+            caplen, orig = orig, caplen
+        self.check_odd(caplen, orig, self.snaplen, "record")
+        return caplen, orig
+
+    def _short_header(self, pos: int, end: int) -> None:
+        raise _Damage(
+            f"truncated record header at offset {self.base + pos} ({end - pos} of 16 bytes)"
+        )
+
+    def _short_data(self, caplen: int, data: int, end: int) -> None:
+        raise _Damage(
+            f"record {self.frames() + 1} is truncated (caplen {caplen},"
+            f" only {end - data} bytes left)"
+        )
+
+
+class _Iface:
+    """One IDB of the current section."""
+
+    __slots__ = ("nic_id", "mul", "div", "off", "snap", "nic", "sll2")
+
+    def __init__(self, nic_id, mul, div, off, snap, nic, sll2) -> None:
+        self.nic_id = nic_id
+        self.mul = mul
+        self.div = div
+        self.off = off
+        self.snap = snap
+        self.nic = nic
+        self.sll2 = sll2  # None, or {ifindex: nic id}
+
+
+class _PcapngParser(_Base):
+    def __init__(self, cap, store, sink, info: dict) -> None:
+        super().__init__(cap, store, sink)
+        self.idb_count = 0  # over the whole file (names "<stem>#<n>")
+        self.section = 0
+        self.ifaces: list[_Iface] = []
+        self.fast: list[tuple] = []  # per interface: (mul, div, off, snap, nic_id)
+        self.skipping = False  # inside a section with an unsupported version
+        self.renamed: tuple[Nic, str] | None = None
+        self._set_endian(info["endian"])
+
+    def _set_endian(self, e: str) -> None:
+        self.e = e
+        self.hdr2 = struct.Struct(e + "II").unpack_from
+        self.epb = struct.Struct(e + "IIIIIII").unpack_from
+        self.u32 = struct.Struct(e + "I").unpack_from
+
+    # -- the loop --------------------------------------------------------
+    def parse(self, buf, pos: int, stop: int, end: int, final: bool) -> int:
+        while pos < stop:
+            pos = self._parse_run(buf, pos, stop, end, final)
+            if pos < 0:  # incomplete, not final
+                return -pos - 1
+            if pos >= stop:
+                break
+            # _parse_run stopped at a section header block: endianness may change
+            pos = self._shb(buf, pos, end, final)
+            if pos < 0:
+                return -pos - 1
+        return pos
+
+    def _incomplete(self, pos: int, end: int, final: bool, need: int) -> int:
+        if final:
+            raise _Damage(
+                f"truncated block at offset {self.base + pos} ({end - pos} of {need} bytes)"
+            )
+        return -pos - 1
+
+    def _parse_run(self, buf, pos, stop, end, final) -> int:
+        """Blocks until ``stop`` or an SHB (returns its offset).  Negative: incomplete."""
+        hdr2 = self.hdr2
+        epb = self.epb
+        u32 = self.u32
+        ifaces = self.ifaces
+        sink = self.sink
+        ts_app = sink.ts.append
+        off_app = sink.off.append
+        cap_app = sink.cap.append
+        orig_app = sink.orig.append
+        nic_app = sink.nic.append
+        skipping = self.skipping
+        fast = self.fast
+        while pos < stop:
+            if pos + 28 <= end and not skipping:
+                btype, blen, ifid, hi, lo, caplen, orig = epb(buf, pos)
+                if btype == BT_EPB and 32 <= blen <= end - pos and not blen & 3:
+                    if u32(buf, pos + blen - 4)[0] != blen:
+                        self._bad_trailer(buf, pos, blen)
+                    if ifid >= len(fast):
+                        raise _Damage(
+                            f"packet block at offset {self.base + pos} refers to"
+                            f" interface {ifid}, the section has {len(ifaces)}"
+                        )
+                    mul, div, off, snap, nic = fast[ifid]
+                    if caplen > blen - 32:
+                        raise _Damage(
+                            f"packet block at offset {self.base + pos} has caplen {caplen}"
+                            f" larger than its block ({blen} bytes)"
+                        )
+                    if caplen > snap or caplen > orig:
+                        self.check_odd(caplen, orig, ifaces[ifid].nic.snaplen, "packet")
+                    t = ((hi << 32) | lo) * mul // div + off
+                    try:
+                        ts_app(t)
+                    except OverflowError:
+                        ts_app(self.bad_ts(t))
+                    off_app(pos + 28)
+                    cap_app(caplen)
+                    orig_app(orig)
+                    if nic < 0:
+                        itf = ifaces[ifid]
+                        nic_app(self.sll2_nic(itf.sll2, buf, pos + 28, caplen, itf.nic))
+                    else:
+                        nic_app(nic)
+                    pos += blen
+                    continue
+            # ---- everything else: the general path
+            if pos + 12 > end:
+                return self._incomplete(pos, end, final, 12)
+            btype, blen = hdr2(buf, pos)
+            if btype == PCAPNG_SHB:
+                return pos
+            if blen < 12 or blen & 3 or blen > MAX_BLOCK:
+                raise _Damage(f"block at offset {self.base + pos} (type {btype:#x}) has a bad length {blen}")
+            if pos + blen > end:
+                return self._incomplete(pos, end, final, blen)
+            if u32(buf, pos + blen - 4)[0] != blen:
+                self._bad_trailer(buf, pos, blen)
+            if not skipping:
+                self._block(buf, pos, btype, blen)
+            pos += blen
+        return pos
+
+    def _bad_trailer(self, buf, pos: int, blen: int) -> None:
+        (trail,) = self.u32(buf, pos + blen - 4)
+        raise _Damage(
+            f"block at offset {self.base + pos} has length {blen} but its trailing copy says {trail}"
+        )
+
+    # -- section header ---------------------------------------------------
+    def _shb(self, buf, pos: int, end: int, final: bool) -> int:
+        if pos + 28 > end:
+            return self._incomplete(pos, end, final, 28)
+        bom = bytes(buf[pos + 8 : pos + 12])
+        if bom == BOM_LE:
+            e = "<"
+        elif bom == BOM_BE:
+            e = ">"
+        else:
+            raise _Damage(
+                f"section header at offset {self.base + pos} has a bad byte-order magic ({_hexbytes(bom)})"
+            )
+        blen, _bom, major, minor = struct.unpack_from(e + "IIHH", buf, pos + 4)
+        if blen < 28 or blen & 3 or blen > MAX_BLOCK:
+            raise _Damage(f"section header at offset {self.base + pos} has a bad length {blen}")
+        if pos + blen > end:
+            return self._incomplete(pos, end, final, blen)
+        (trail,) = struct.unpack_from(e + "I", buf, pos + blen - 4)
+        if trail != blen:
+            raise _Damage(
+                f"block at offset {self.base + pos} has length {blen} but its trailing copy says {trail}"
+            )
+        self._set_endian(e)
+        self.section += 1
+        self.ifaces = []
+        self.fast = []
+        if major != 1 or minor not in (0, 2):
+            self.skipping = True
+            self.store.warnings.append(
+                f"{self.spec.path}: section {self.section} (offset {self.base + pos}) has unsupported"
+                f" pcapng version {major}.{minor}; its blocks were skipped"
+            )
+        else:
+            self.skipping = False
+            self._options(buf, pos + 24, pos + blen - 4, "section header", pos)
+        return pos + blen
+
+    # -- other blocks -----------------------------------------------------
+    def _options(self, buf, p: int, stop: int, what: str, blockpos: int) -> list[tuple[int, bytes]]:
+        """Options in [p, stop).  A bad option: warn once, keep what came before."""
+        out = []
+        u16x2 = struct.Struct(self.e + "HH").unpack_from
+        while p + 4 <= stop:
+            code, length = u16x2(buf, p)
+            if code == 0:
+                break
+            value_end = p + 4 + length
+            if value_end > stop:
+                self.warn_once(
+                    "option",
+                    f"{what} block at offset {self.base + blockpos}: option {code} of length {length}"
+                    f" runs past the end of the block (rest of its options ignored)",
+                )
+                break
+            out.append((code, bytes(buf[p + 4 : value_end])))
+            p = value_end + (-length & 3)
+        return out
+
+    @staticmethod
+    def _text(value: bytes) -> str:
+        return value.rstrip(b"\x00").decode("utf-8", errors="replace")
+
+    def _block(self, buf, pos: int, btype: int, blen: int) -> None:
+        if btype == BT_IDB:
+            self._idb(buf, pos, blen)
+        elif btype == BT_SPB:
+            self._spb(buf, pos, blen)
+        elif btype == BT_PB:
+            self._pb(buf, pos, blen)
+        elif btype == BT_ISB:
+            self._isb(buf, pos, blen)
+        elif btype == BT_EPB:
+            # an EPB the fast path did not take: it is too short
+            raise _Damage(f"packet block at offset {self.base + pos} is too short ({blen} bytes)")
+        # NRB, DSB, custom blocks (0x00000BAD / 0x40000BAD), unknown: skipped
+
+    def _idb(self, buf, pos: int, blen: int) -> None:
+        if blen < 20:
+            raise _Damage(f"interface description block at offset {self.base + pos} is too short ({blen} bytes)")
+        linktype, _res, snaplen = struct.unpack_from(self.e + "HHI", buf, pos + 8)
+        name = desc = None
+        tsresol = 6
+        tsoffset = 0
+        for code, value in self._options(buf, pos + 16, pos + blen - 4, "interface description", pos):
+            if code == 2:
+                name = self._text(value)
+            elif code == 3:
+                desc = self._text(value)
+            elif code == 9 and value:
+                tsresol = value[0]
+            elif code == 14 and len(value) >= 8:
+                (tsoffset,) = struct.unpack(self.e + "q", value[:8])
+        index = self.idb_count
+        self.idb_count += 1
+        nic = Nic(
+            name=name if name else f"{_stem(self.spec.path)}#{index}",
+            linktype=linktype,
+            description=desc,
+            source=self.spec.path,
+            snaplen=snaplen,
+        )
+        if desc is not None:
+            kv = parse_description(desc)
+            if kv:
+                nic.host = kv.pop("host", None) or None
+                nic.netns = kv.pop("netns", None) or None
+                nic.kind = kv.pop("kind", None) or None
+                nic.facts.update(kv)
+        nic.facts["idb"] = index
+        if nic.host is None:
+            nic.host = self.host
+        # timestamp units -> ns: ns = ts * mul // div + off
+        if tsresol & 0x80:
+            mul, div = NS, 1 << (tsresol & 0x7F)
+        else:
+            k = tsresol
+            mul, div = (10 ** (9 - k), 1) if k <= 9 else (1, 10 ** (k - 9))
+        snap_fast = snaplen if 0 < snaplen < MAX_CAPLEN else MAX_CAPLEN
+        # spec.nic_name renames the file's only interface: undone when a second one comes
+        if index > 0 and self.renamed is not None:
+            first, original = self.renamed
+            first.name = original
+            self.renamed = None
+        if linktype == LINKTYPE_LINUX_SLL2:
+            itf = _Iface(-1, mul, div, tsoffset * NS, snap_fast, nic, {})
+        else:
+            nic_id = self.store.add_nic(nic)
+            self.cap.nics.append(nic)
+            itf = _Iface(nic_id, mul, div, tsoffset * NS, snap_fast, nic, None)
+            if index == 0 and self.spec.nic_name:
+                self.renamed = (nic, nic.name)
+                nic.name = self.spec.nic_name
+        self.ifaces.append(itf)
+        self.fast.append((itf.mul, itf.div, itf.off, itf.snap, itf.nic_id))
+
+    def _spb(self, buf, pos: int, blen: int) -> None:
+        if not self.ifaces:
+            raise _Damage(f"simple packet block at offset {self.base + pos} before any interface description")
+        if blen < 16:
+            raise _Damage(f"simple packet block at offset {self.base + pos} is too short ({blen} bytes)")
+        itf = self.ifaces[0]
+        (orig,) = self.u32(buf, pos + 8)
+        caplen = min(orig, blen - 16)
+        if itf.nic.snaplen:
+            caplen = min(caplen, itf.nic.snaplen)
+        self._add(buf, itf, self.sink.no_ts_frame(), pos + 12, caplen, orig, raw_ts=False)
+
+    def _pb(self, buf, pos: int, blen: int) -> None:
+        if blen < 32:
+            raise _Damage(f"packet block at offset {self.base + pos} is too short ({blen} bytes)")
+        ifid, _drops, hi, lo, caplen, orig = struct.unpack_from(self.e + "HHIIII", buf, pos + 8)
+        if ifid >= len(self.ifaces):
+            raise _Damage(
+                f"packet block at offset {self.base + pos} refers to interface {ifid},"
+                f" the section has {len(self.ifaces)}"
+            )
+        if caplen > blen - 32:
+            raise _Damage(
+                f"packet block at offset {self.base + pos} has caplen {caplen} larger than its block"
+                f" ({blen} bytes)"
+            )
+        itf = self.ifaces[ifid]
+        if caplen > itf.snap or caplen > orig:
+            self.check_odd(caplen, orig, itf.nic.snaplen, "packet")
+        self._add(buf, itf, (hi << 32) | lo, pos + 28, caplen, orig, raw_ts=True)
+
+    def _add(self, buf, itf: _Iface, ts: int, data: int, caplen: int, orig: int, raw_ts: bool) -> None:
+        if raw_ts:
+            ts = ts * itf.mul // itf.div + itf.off
+        nic = itf.nic_id
+        if nic < 0:
+            nic = self.sll2_nic(itf.sll2, buf, data, caplen, itf.nic)
+        sink = self.sink
+        if not TS_MIN <= ts <= TS_MAX:
+            ts = self.bad_ts(ts)
+        sink.ts.append(ts)
+        sink.off.append(data)
+        sink.cap.append(caplen)
+        sink.orig.append(orig)
+        sink.nic.append(nic)
+
+    def _isb(self, buf, pos: int, blen: int) -> None:
+        if blen < 24:
+            raise _Damage(f"interface statistics block at offset {self.base + pos} is too short ({blen} bytes)")
+        (ifid,) = self.u32(buf, pos + 8)
+        if ifid >= len(self.ifaces):
+            return  # statistics for an interface we do not know: ignore
+        itf = self.ifaces[ifid]
+        if itf.sll2 is not None:
+            return  # counters of the "any" capture, not of one of its NICs
+        u64 = struct.Struct(self.e + "Q").unpack
+        for code, value in self._options(buf, pos + 20, pos + blen - 4, "interface statistics", pos):
+            if code == 4 and len(value) >= 8:
+                itf.nic.received = u64(value[:8])[0]
+            elif code == 5 and len(value) >= 8:
+                itf.nic.dropped = u64(value[:8])[0]
+
+
+# --------------------------------------------------------------------------
+# Capture
+# --------------------------------------------------------------------------
+
+
+class Capture:
+    """An opened capture: the start is validated, frames are read by :meth:`read_into`."""
+
+    def __init__(self, spec: SourceSpec, fmt: str, info: dict, size: int | None) -> None:
+        self.spec = spec
+        self.format = fmt
+        self.size = size
+        self.nics: list[Nic] = []  # NICs this capture added to the store
+        self._info = info
+        self._mm: mmap.mmap | None = None
+        self._stream: typing.BinaryIO | None = None
+        self._owns_stream = False
+        self._head = b""  # stream bytes read while validating the start
+        self._done = False
+        self._bytes_read = size or 0  # for the last progress() call
+
+    # -- reading ------------------------------------------------------------
+    def read_into(
+        self,
+        store: FrameStore,
+        *,
+        cancelled: Callable[[], bool] | None = None,
+        progress: Callable[[int, int | None], None] | None = None,
+    ) -> int:
+        """Append this capture's NICs and frames to ``store``; return frames added."""
+        if self._done:
+            return 0
+        self._done = True
+        sink = _Sink(store)
+        cls = _PcapParser if self.format == "pcap" else _PcapngParser
+        parser = cls(self, store, sink, self._info)
+        try:
+            if self._mm is not None:
+                self._read_file(parser, sink, store, cancelled, progress)
+            else:
+                self._read_stream(parser, sink, store, cancelled, progress)
+        except _Damage as exc:
+            sink.flush()
+            store.warnings.append(
+                f"{self.spec.path}: {_one_line(str(exc))} after {sink.count} frames"
+            )
+        except OSError as exc:
+            sink.flush()
+            store.warnings.append(
+                f"{self.spec.path}: read error ({_one_line(exc.strerror or str(exc))})"
+                f" after {sink.count} frames"
+            )
+        sink.finish()
+        if progress is not None:
+            progress(self._bytes_read, self.size)
+        return sink.count
+
+    def _read_file(self, parser, sink, store, cancelled, progress) -> None:
+        mm = self._mm
+        end = len(mm)
+        sink.buf_id = store.add_buffer(mm)
+        pos = 24 if self.format == "pcap" else 0
+        last = 0.0
+        while pos < end:
+            stop = min(pos + WINDOW, end)
+            pos = parser.parse(mm, pos, stop, end, True)
+            sink.flush()
+            if progress is not None:
+                now = time.monotonic()
+                if now - last >= PROGRESS_INTERVAL:
+                    last = now
+                    progress(pos, end)
+            if cancelled is not None and cancelled():
+                self._bytes_read = pos
+                return
+
+    def _read_chunk(self, view: memoryview) -> int:
+        """One read of whatever is available (never waits for a full buffer)."""
+        f = self._stream
+        readinto1 = getattr(f, "readinto1", None)
+        if readinto1 is not None:
+            return readinto1(view) or 0
+        readinto = getattr(f, "readinto", None)
+        if readinto is not None and not hasattr(f, "read1"):
+            return readinto(view) or 0  # raw file: one syscall
+        read1 = getattr(f, "read1", None)
+        data = read1(len(view)) if read1 is not None else f.read(len(view))
+        if not data:
+            return 0
+        view[: len(data)] = data
+        return len(data)
+
+    def _read_stream(self, parser, sink, store, cancelled, progress) -> None:
+        head = self._head
+        size = max(CHUNK, 2 * len(head))
+        chunk = bytearray(size)
+        chunk[: len(head)] = head
+        filled = len(head)
+        pos = 24 if self.format == "pcap" else 0
+        sink.buf_id = store.add_buffer(chunk)
+        chunk_start = sink.count  # frames before this chunk
+        total = filled
+        last = 0.0
+        self._head = b""
+        try:
+            while True:
+                if cancelled is not None and cancelled():
+                    break
+                if filled == len(chunk):
+                    # full: freeze the consumed part, carry the partial record over
+                    rest = filled - pos
+                    new = bytearray(max(CHUNK, 2 * rest))
+                    new[:rest] = chunk[pos:filled]
+                    parser.base += pos
+                    if sink.count > chunk_start:
+                        store.buffers[sink.buf_id] = _freeze(chunk, pos)
+                        sink.buf_id = store.add_buffer(new)
+                        chunk_start = sink.count
+                    else:  # no frame points into it: reuse its id
+                        store.buffers[sink.buf_id] = new
+                    chunk = new
+                    filled = rest
+                    pos = 0
+                with memoryview(chunk) as view:
+                    n = self._read_chunk(view[filled:])
+                if n <= 0:
+                    pos = parser.parse(chunk, pos, filled, filled, True)  # damage if incomplete
+                    sink.flush()
+                    break
+                filled += n
+                total += n
+                pos = parser.parse(chunk, pos, filled, filled, False)
+                sink.flush()
+                if progress is not None:
+                    now = time.monotonic()
+                    if now - last >= PROGRESS_INTERVAL:
+                        last = now
+                        progress(total, None)
+        finally:
+            # freeze the last chunk (also when stopped by damage)
+            store.buffers[sink.buf_id] = _freeze(chunk, filled)
+            self._bytes_read = total
+
+    def close(self) -> None:
+        """Close a stream we opened (a FIFO path).  A file's mmap is left alone: the
+        store's frames point into it, and it goes when the store drops it."""
+        if self._owns_stream and self._stream is not None:
+            try:
+                self._stream.close()
+            except OSError:
+                pass
+        self._stream = None
+
+    def __enter__(self) -> "Capture":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _freeze(chunk: bytearray, n: int) -> bytes:
+    with memoryview(chunk) as view:
+        return view[:n].tobytes()
+
+
+def _read_head(f: typing.BinaryIO, want: int) -> bytes:
+    parts = []
+    got = 0
+    read1 = getattr(f, "read1", None) or f.read
+    while got < want:
+        data = read1(want - got)
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    return b"".join(parts)
+
+
+def open_capture(spec: SourceSpec, fileobj: typing.BinaryIO | None = None) -> Capture:
+    """Open ``spec.path`` (or read ``fileobj``) and validate the start of the capture."""
+    path = spec.path
+
+    def fail(problem: str) -> CaptureError:
+        return CaptureError(f"{path}: {_one_line(problem)}")
+
+    if fileobj is None and path == "-":
+        import sys
+
+        fileobj = sys.stdin.buffer
+    if fileobj is None:
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            raise fail("no such file") from None
+        except IsADirectoryError:
+            raise fail("is a directory, not a capture file") from None
+        except PermissionError:
+            raise fail("permission denied") from None
+        except OSError as exc:
+            raise fail(f"cannot open ({exc.strerror or exc})") from None
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise fail("is a directory, not a capture file")
+            if not stat.S_ISREG(st.st_mode):
+                # a FIFO, /dev/stdin, a character device: read it as a stream
+                stream = open(fd, "rb", buffering=0, closefd=True)
+                fd = -1
+                cap = _open_stream(spec, stream, fail)
+                cap._owns_stream = True
+                return cap
+            size = st.st_size
+            if size == 0:
+                raise fail("empty file")
+            try:
+                mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError) as exc:
+                raise fail(f"cannot map the file ({exc})") from None
+            head = mm[:64]
+            if head[:4] == b"\x0a\x0d\x0d\x0a" and size >= 24:
+                # the whole section header block, to check its trailing length
+                e = "<" if head[8:12] == BOM_LE else ">"
+                (blen,) = struct.unpack_from(e + "I", head, 4)
+                head = mm[: min(max(blen, 64), MAX_BLOCK, size)]
+            try:
+                fmt, info = _check_start(head, size)
+            except ValueError as exc:
+                mm.close()
+                raise fail(str(exc)) from None
+            cap = Capture(spec, fmt, info, size)
+            cap._mm = mm  # the mapping outlives the descriptor, closed below
+            return cap
+        except OSError as exc:
+            raise fail(f"cannot read ({exc.strerror or exc})") from None
+        finally:
+            if fd >= 0:
+                os.close(fd)
+    return _open_stream(spec, fileobj, fail)
+
+
+def _open_stream(spec: SourceSpec, f: typing.BinaryIO, fail) -> Capture:
+    try:
+        head = _read_head(f, 24)
+    except OSError as exc:
+        raise fail(f"cannot read ({exc.strerror or exc})") from None
+    if not head:
+        raise fail("empty input (no data)")
+    try:
+        fmt, info = _check_start(head, None)
+        if fmt == "pcapng":
+            try:
+                head += _read_head(f, info["shb_len"] - len(head))
+            except OSError as exc:
+                raise fail(f"cannot read ({exc.strerror or exc})") from None
+            if len(head) < info["shb_len"]:
+                raise ValueError(
+                    f"truncated pcapng section header ({len(head)} of {info['shb_len']} bytes)"
+                )
+            fmt, info = _check_start(head, None)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    cap = Capture(spec, fmt, info, None)
+    cap._stream = f
+    cap._head = head
+    return cap
