@@ -1,0 +1,185 @@
+"""Full dissection with scapy, for the one frame a person looks at.
+
+``dissect(data, linktype)`` returns the frame's layers, outermost first, each
+with the byte span of its header in the frame (the UI highlights it in the hex
+view) and its fields rendered as scapy's ``show2`` would (``i2repr``), made
+terminal-safe with :func:`tracer.dissect.text.safe`.  ``layer_names`` is the
+short form for ``tracer replay --print --json``.
+
+Only the scapy modules needed are imported (not ``scapy.all``: it costs about
+half a second of startup), once, when this module is imported.  Bindings made
+here, on top of scapy's own:
+
+* VXLAN on UDP 4789 and 8472: scapy's ``scapy.layers.vxlan`` already binds both
+  ports in both directions (``bind_layers`` with dport, and with sport); it is
+  imported here so that they apply.
+* flannel's UDP backend (UDP 8285) carries a bare IP packet, no header of its
+  own.  It is bound to :class:`FlannelUDP`, a zero-length layer whose only job
+  is to pick IP or IPv6 by the version nibble.  It is deliberately a layer of
+  its own: in a layer list ``UDP / FlannelUDP / IP`` says "tunnel" where
+  ``UDP / IP`` would look like a dissector accident, and it matches the fast
+  parser's stack.  Its span is empty (``start == end``).
+* Geneve (``scapy.contrib.geneve``, UDP 6081) and MPLS (``scapy.contrib.mpls``)
+  are loaded too; both are cheap.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+from scapy.config import conf
+from scapy.layers import inet, inet6, l2, vxlan  # noqa: F401  (registers bindings)
+from scapy.layers.inet import IP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.packet import NoPayload, Packet, bind_layers
+
+try:  # contrib modules: present in every scapy 2.5+, but never fatal
+    from scapy.contrib import geneve, mpls  # noqa: F401
+except Exception:  # pragma: no cover
+    pass
+
+from tracer.dissect.text import safe
+
+RAW_IP_LINKTYPES = frozenset({101, 12, 14, 228, 229})
+FLANNEL_UDP_PORT = 8285
+MAX_VALUE_CHARS = 200  # a field value longer than this is cut (the hex view has it all)
+_CACHE_SIZE = 256
+
+
+class FlannelUDP(Packet):
+    """flannel's UDP backend: the IP packet follows the UDP header directly."""
+
+    name = "FlannelUDP"
+    fields_desc: list = []
+
+    def guess_payload_class(self, payload: bytes):
+        version = payload[0] >> 4 if payload else 0
+        if version == 4:
+            return IP
+        if version == 6:
+            return IPv6
+        return conf.raw_layer
+
+
+bind_layers(UDP, FlannelUDP, dport=FLANNEL_UDP_PORT)
+
+
+class Field(NamedTuple):
+    name: str
+    value: str  # scapy's i2repr, terminal-safe
+
+
+class Layer(NamedTuple):
+    name: str  # scapy's class name: Ether, IP, UDP, VXLAN, ..., Raw, Padding
+    start: int  # byte offset of the header in the frame
+    end: int  # exclusive; Raw/Padding layers cover payload and trailer bytes
+    fields: tuple[Field, ...]
+
+
+def _first_class(data: bytes, linktype: int):
+    if linktype == 1:
+        return l2.Ether
+    if linktype in RAW_IP_LINKTYPES:
+        version = data[0] >> 4 if data else 0
+        return IP if version == 4 else IPv6 if version == 6 else None
+    if linktype in (0, 108):
+        # The AF value is in host byte order (NULL) or network order (LOOP), and
+        # captures travel between machines: the value itself tells which.
+        if len(data) >= 4 and int.from_bytes(data[:4], "little") > 0xFFFF:
+            return l2.LoopbackOpenBSD
+        return l2.Loopback
+    if linktype == 113:
+        return l2.CookedLinux
+    if linktype == 276:
+        return l2.CookedLinuxV2
+    return conf.l2types.num2layer.get(linktype)
+
+
+def _value(pkt: Packet, fld) -> str:
+    try:
+        text = fld.i2repr(pkt, pkt.getfieldval(fld.name))
+    except Exception as exc:  # a field that cannot render says so
+        text = f"<{type(exc).__name__}>"
+    text = safe(text)
+    if len(text) > MAX_VALUE_CHARS:
+        text = text[: MAX_VALUE_CHARS - 1] + "…"
+    return text
+
+
+def _fields(pkt: Packet) -> tuple[Field, ...]:
+    out = []
+    for fld in pkt.fields_desc:
+        if fld.isconditional and fld.name not in pkt.fields:
+            continue  # a conditional field this packet does not carry
+        out.append(Field(fld.name, _value(pkt, fld)))
+    return tuple(out)
+
+
+def _raw_layer(data: bytes, start: int = 0, name: str = "Raw") -> Layer:
+    load = safe(repr(bytes(data[start:])))
+    if len(load) > MAX_VALUE_CHARS:
+        load = load[: MAX_VALUE_CHARS - 1] + "…"
+    return Layer(name, start, len(data), (Field("load", load),))
+
+
+def _header_len(pkt: Packet) -> int:
+    cache = pkt.raw_packet_cache
+    if cache is not None:
+        return len(cache)
+    # No cache (a layer that rebuilt itself): what it is minus what it carries.
+    return len(bytes(pkt)) - len(bytes(pkt.payload))
+
+
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def _dissect(data: bytes, linktype: int) -> tuple[Layer, ...]:
+    cls = _first_class(data, linktype)
+    if cls is None or not data:
+        return (_raw_layer(data),)
+    try:
+        pkt = cls(data)
+    except Exception:
+        return (_raw_layer(data),)
+    layers: list[Layer] = []
+    n = len(data)
+    off = 0
+    layer = pkt
+    try:
+        while not isinstance(layer, NoPayload):
+            size = _header_len(layer)
+            start = min(off, n)
+            end = min(off + size, n)
+            layers.append(Layer(layer.__class__.__name__, start, end, _fields(layer)))
+            off += size
+            layer = layer.payload
+    except Exception:
+        # Keep what was dissected; the rest of the bytes become Raw.
+        pass
+    if off < n:
+        if layers and layers[-1].name in ("Raw", "Padding"):
+            last = layers[-1]
+            layers[-1] = last._replace(end=n)
+        else:
+            layers.append(_raw_layer(data, off))
+    return tuple(layers)
+
+
+def dissect(data: bytes, linktype: int) -> list[Layer]:
+    """The layers of one frame, outermost first; never raises.
+
+    Unknown link types, and frames scapy cannot take apart, come back as one
+    ``Raw`` layer.  Results are cached (bounded) per (bytes, linktype).
+    """
+    data = bytes(data)
+    try:
+        return list(_dissect(data, linktype))
+    except Exception:  # pragma: no cover - _dissect already guards
+        return [_raw_layer(data)]
+
+
+def layer_names(data: bytes, linktype: int) -> list[str]:
+    """Layer names outermost first, as scapy names its classes, without Raw/Padding.
+
+    E.g. ``["Ether", "IP", "UDP", "VXLAN", "Ether", "IP", "ICMP"]``.
+    """
+    return [layer.name for layer in dissect(data, linktype) if layer.name not in ("Raw", "Padding")]
