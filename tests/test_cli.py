@@ -1,0 +1,242 @@
+"""The `tracer` command as scripts use it: batch output, stdin, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BUNDLED, SHARED_PCAPS, shared_pcap
+
+TRACER = [sys.executable, "-m", "tracer"]
+
+
+def tracer(*args: str, input: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([*TRACER, *args], input=input, capture_output=True, timeout=timeout)
+
+
+def tshark_fields(path: Path, *fields: str, extra: tuple[str, ...] = ()) -> list[list[str]]:
+    cmd = ["tshark", "-n", "-r", str(path), *extra, "-T", "fields"]
+    for f in fields:
+        cmd += ["-e", f]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return [line.split("\t") for line in out.splitlines()]
+
+
+# tshark's protocol names -> scapy's layer names, for the layers both decode.
+TSHARK_TO_SCAPY = {
+    "eth": "Ether", "ethertype": None, "ip": "IP", "ipv6": "IPv6", "udp": "UDP", "tcp": "TCP",
+    "vxlan": "VXLAN", "icmp": "ICMP", "arp": "ARP", "vlan": "Dot1Q", "data": None,
+}
+
+
+def test_version_and_help():
+    r = tracer("--version")
+    assert r.returncode == 0 and r.stdout.decode().startswith("tracer ")
+    r = tracer("replay", "--help")
+    assert r.returncode == 0
+    text = r.stdout.decode()
+    assert "examples:" in text and "HOST/NIC=PATH" in text and "--stats" in text
+
+
+def test_no_command_prints_usage_and_exits_2():
+    r = tracer()
+    assert r.returncode == 2 and b"replay" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "rel,decode",
+    [
+        ("vxlan/tcpdump_vxlan4789_vni100.pcap", ()),
+        ("vxlan/tcpdump_vxlan8472_vni100.pcap", ("-d", "udp.port==8472,vxlan")),
+        ("vxlan/zeek_vxlan4789_vni123_icmp.pcap", ()),
+    ],
+)
+def test_json_layers_match_tshark(rel, decode):
+    path = shared_pcap(rel)
+    r = tracer("replay", str(path), "--print", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    theirs = tshark_fields(path, "frame.protocols", "frame.time_epoch", "frame.len", extra=decode)
+    assert len(rows) == len(theirs)
+    for k, (row, (protocols, epoch, flen)) in enumerate(zip(rows, theirs)):
+        assert row["index"] == k and row["nic"] == path.stem and row["host"] is None
+        assert row["time"] == pytest.approx(float(epoch), abs=1e-6)
+        assert row["length"] == int(flen)
+        want = [TSHARK_TO_SCAPY[p] for p in protocols.split(":") if TSHARK_TO_SCAPY.get(p)]
+        assert row["layers"] == want, (k, protocols)
+        assert row["summary"]
+
+
+def test_print_merges_files_on_one_timeline_with_named_nics():
+    a = shared_pcap("vxlan/tcpdump_vxlan4789_vni100.pcap")
+    b = shared_pcap("vxlan/zeek_vxlan4789_vni123_icmp.pcap")
+    r = tracer("replay", f"hostx/eth0={a}", f"hosty/eth0={b}", "--print", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    assert len(rows) == 20
+    assert {(x["host"], x["nic"]) for x in rows} == {("hostx", "eth0"), ("hosty", "eth0")}
+    times = [x["time"] for x in rows]
+    assert times == sorted(times)
+    for host in ("hostx", "hosty"):
+        assert [x["index"] for x in rows if x["host"] == host] == list(range(10))
+    plain = tracer("replay", f"hostx/eth0={a}", f"hosty/eth0={b}", "--print")
+    lines = plain.stdout.decode().splitlines()
+    assert len(lines) == 20 and all(("hostx/eth0" in ln) or ("hosty/eth0" in ln) for ln in lines)
+
+
+def test_stats_counts_vxlan_like_tshark():
+    path = shared_pcap("vxlan/tcpdump_vxlan8472_vni100.pcap")
+    r = tracer("replay", str(path), "--stats", "--json")
+    assert r.returncode == 0, r.stderr
+    (row,) = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    decode = ("-d", "udp.port==8472,vxlan")
+    frames = tshark_fields(path, "frame.len", extra=decode)
+    vx = tshark_fields(path, "frame.protocols", extra=(*decode, "-Y", "vxlan"))
+    assert row["frames"] == len(frames)
+    assert row["bytes"] == sum(int(f[0]) for f in frames)
+    assert row["encapsulated"]["VXLAN"]["frames"] == len(vx)
+    icmp = sum(1 for (p,) in vx if p.endswith(":icmp") or ":icmp:" in p)
+    assert row["encapsulated"]["VXLAN"]["inner"].get("ICMP", 0) == icmp
+    text = tracer("replay", str(path), "--stats").stdout.decode()
+    assert "VXLAN" in text and f"frames {len(frames)}" in text
+
+
+def test_stdin_equals_file():
+    path = shared_pcap("pcapng_multi_if/macos_many_interfaces.pcapng")
+    from_file = tracer("replay", str(path), "--print", "--json")
+    from_pipe = tracer("replay", "-", "--print", "--json", input=path.read_bytes())
+    assert from_file.returncode == 0 and from_pipe.returncode == 0, from_pipe.stderr
+    # a file prints in time order; a stream prints as frames arrive (file order)
+    assert sorted(from_file.stdout.splitlines()) == sorted(from_pipe.stdout.splitlines())
+    assert len(from_file.stdout.splitlines()) == 64
+    pipe_rows = [json.loads(x) for x in from_pipe.stdout.splitlines()]
+    tshark_order = tshark_fields(path, "frame.time_epoch")
+    assert [r["time"] for r in pipe_rows] == pytest.approx([float(t) for (t,) in tshark_order], abs=1e-6)
+
+
+def test_stdin_frames_appear_before_the_stream_ends():
+    data = shared_pcap("vxlan/tcpdump_vxlan4789_vni100.pcap").read_bytes()
+    proc = subprocess.Popen([*TRACER, "replay", "-", "--print"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # header + the first record only; keep the pipe open
+        first_len = int.from_bytes(data[24 + 8 : 24 + 12], "little")
+        proc.stdin.write(data[: 24 + 16 + first_len])
+        proc.stdin.flush()
+        got: list[bytes] = []
+        reader = threading.Thread(target=lambda: got.append(proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(30)
+        assert got and got[0].strip(), "the first frame was not printed while the stream was open"
+        assert proc.poll() is None
+        proc.stdin.write(data[24 + 16 + first_len :])
+        proc.stdin.close()
+        rest = proc.stdout.read()
+        assert proc.wait(30) == 0
+        assert len(rest.splitlines()) == 9
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+MALFORMED_FATAL = [
+    ("other/malformed/rusticata_kuznetzov_magic_a1b2cd34.pcap", "magic"),
+    ("other/malformed/rusticata_no_magic_starts_with_epb.pcapng", "magic"),
+    ("other/malformed/libpcap_pcap_version_1_4.pcap", "version"),
+    ("other/malformed/libpcap_pcapng_major_version_0.pcapng", "version"),
+]
+
+
+@pytest.mark.parametrize("rel,word", MALFORMED_FATAL)
+def test_unreadable_files_give_one_line_and_exit_1(rel, word):
+    path = shared_pcap(rel)
+    r = tracer("replay", str(path), "--print")
+    err = r.stderr.decode()
+    assert r.returncode == 1
+    assert r.stdout == b""
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert str(path) in err and word in err.lower()
+
+
+def test_missing_and_empty_files(tmp_path):
+    r = tracer("replay", str(tmp_path / "nope.pcap"), "--print")
+    assert r.returncode == 1 and "nope.pcap" in r.stderr.decode()
+    empty = tmp_path / "empty.pcap"
+    empty.write_bytes(b"")
+    r = tracer("replay", str(empty), "--print")
+    err = r.stderr.decode()
+    assert r.returncode == 1 and "empty" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "rel,frames_before",
+    [
+        ("other/malformed/dpkt_truncated_record_header.pcap", 1),
+        ("other/malformed/suricata_corrupt_last_record_header.pcap", 6),
+        ("other/malformed/suricata_fuzz_huge_caplen_truncated.pcap", 1),
+    ],
+)
+def test_damaged_files_keep_frames_before_the_damage(rel, frames_before):
+    path = shared_pcap(rel)
+    r = tracer("replay", str(path), "--print")
+    err = r.stderr.decode()
+    assert len(r.stdout.decode().splitlines()) == frames_before
+    assert r.returncode == 1 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and f"after {frames_before} frame" in err
+
+
+def test_every_shared_capture_runs_without_traceback():
+    if not SHARED_PCAPS.exists():
+        pytest.skip(f"public captures not present at {SHARED_PCAPS}")
+    files = sorted(p for p in SHARED_PCAPS.rglob("*") if p.suffix in (".pcap", ".pcapng"))
+    assert len(files) > 80
+    for path in files:
+        for mode in (("--print", "--json"), ("--stats",)):
+            r = tracer("replay", str(path), *mode)
+            err = r.stderr.decode()
+            assert "Traceback" not in err, (path, err)
+            assert r.returncode in (0, 1), (path, r.returncode)
+            if r.returncode == 1:
+                assert err.startswith("tracer: ") and len(err.strip().splitlines()) >= 1, path
+
+
+def test_packet_bytes_never_reach_the_terminal(tmp_path):
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.packet import Raw
+    from scapy.utils import wrpcap
+
+    evil = b"\x1b]0;pwned\x07\x1b[2J[bold]x[/bold][@click=app.quit]\r\n\x9b31m"
+    path = tmp_path / "evil.pcap"
+    wrpcap(str(path), [Ether() / IP() / UDP(sport=53, dport=53) / Raw(evil)] * 3)
+    for args in (("--print",), ("--print", "--json"), ("--stats",)):
+        r = tracer("replay", f"evil\x1b[31m=" + str(path), *args)
+        assert r.returncode == 0, r.stderr
+        assert b"\x1b" not in r.stdout and b"\x07" not in r.stdout and b"\x9b" not in r.stdout
+
+
+def test_ui_refuses_without_a_terminal():
+    if not BUNDLED.exists():
+        pytest.skip("bundled capture not recorded yet")
+    r = tracer("replay")
+    assert r.returncode == 2 and b"terminal" in r.stderr
+
+
+def test_bundled_capture_prints_eight_nics():
+    if not BUNDLED.exists():
+        pytest.fail(f"bundled capture missing: {BUNDLED}")
+    r = tracer("replay", "--print", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    nics = {(x["host"], x["container"], x["nic"]) for x in rows}
+    assert len(nics) == 8, nics
+    vx = [x for x in rows if "VXLAN" in x["layers"]]
+    # only the hosts' own eth0 (the underlay) carries VXLAN; containers see plain IP
+    assert vx and {(x["container"], x["nic"]) for x in vx} == {(None, "eth0")}
