@@ -178,7 +178,8 @@ class Lab:
     def up(self) -> None:
         if self.is_up():
             raise LabIsUp(f"{self.scenario.name}: already up ({', '.join(self.namespaces())}); "
-                          f"'tracer lab down {self.scenario.name}' first")
+                          f"'tracer lab down {self.scenario.name}"
+                          f"{f' --tag {self.tag}' if self.tag else ''}' first")
         try:
             self._build()
             self._write_state()

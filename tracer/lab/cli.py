@@ -104,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
         return _err(f"capture: {e}")
     except KeyboardInterrupt:
         return _err("interrupted", 130)
+    except BrokenPipeError:  # `tracer lab status | head`: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:  # LabError and anything unexpected: one line, no traceback
         from tracer.lab.build import LabError
 
