@@ -1,0 +1,112 @@
+"""Regenerate screenshots/*.svg: the main screens on the bundled capture.
+
+    python screenshots/make.py [CAPTURE]
+
+Each screen is driven with the keys a person would press, at a fixed size and
+theme, so the pictures change only when the UI does.  The README shows them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from tracer.capture.reader import SourceSpec, open_capture
+from tracer.dissect.fast import identify
+from tracer.model import FrameStore
+from tracer.ui import TracerApp
+
+HERE = Path(__file__).resolve().parent
+BUNDLED = HERE.parent / "scenarios" / "flannel-vxlan" / "capture.pcapng"
+SIZE = (240, 50)  # three NIC columns side by side
+
+
+def make_app(path: Path) -> TracerApp:
+    def load(store, cancelled, progress):
+        cap = open_capture(SourceSpec(str(path)))
+        try:
+            cap.read_into(store, cancelled=cancelled, progress=progress)
+        finally:
+            cap.close()
+
+    return TracerApp(FrameStore(), load, title=f"tracer — {path.name}")
+
+
+async def settle(pilot) -> None:
+    app = pilot.app
+    await app.workers.wait_for_complete()
+    while not app.loading_done:
+        await pilot.pause(0.02)
+    await pilot.pause()
+    await pilot.pause()
+
+
+def first_encapsulated(store: FrameStore) -> int:
+    for i in range(len(store)):
+        if identify(store.data(i), store.linktype(i)).encap:
+            return i
+    return 0
+
+
+async def select(pilot, frame: int) -> None:
+    app = pilot.app
+    packets = app.query_one(f"#nic-{app.store.nic_of[frame]}").packets
+    packets.focus()
+    await pilot.pause()
+    packets.cursor = app.store.nic_index[frame]
+    await pilot.pause()
+
+
+async def main_screen(pilot) -> None:
+    # docker0, flannel0 and eth0 of Host X: the echo request as it leaves, wrapped in VXLAN.
+    await pilot.press("tab", "tab", "tab", "j", "j")
+
+
+async def layers_and_hex(pilot) -> None:
+    await select(pilot, first_encapsulated(pilot.app.store))
+    # Into the tree; down to the VXLAN layer and open it: its bytes light up.
+    await pilot.press("enter", "down", "down", "down", "down", "enter")
+
+
+async def merged(pilot) -> None:
+    await pilot.press("m")
+    for _ in range(11):
+        await pilot.press("j")
+
+
+async def help_screen(pilot) -> None:
+    await pilot.press("question_mark")
+
+
+SHOTS: dict[str, Callable[[object], Awaitable[None]]] = {
+    "main": main_screen,
+    "layers-hex": layers_and_hex,
+    "merged": merged,
+    "help": help_screen,
+}
+
+
+async def shoot(path: Path, name: str, drive) -> Path:
+    app = make_app(path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await drive(pilot)
+        await pilot.pause()
+        out = HERE / f"{name}.svg"
+        out.write_text(app.export_screenshot(title=f"tracer — {name}"), encoding="utf-8")
+    return out
+
+
+async def run(path: Path) -> None:
+    for name, drive in SHOTS.items():
+        out = await shoot(path, name, drive)
+        print(out.relative_to(HERE.parent))
+
+
+if __name__ == "__main__":
+    capture = Path(sys.argv[1]) if len(sys.argv) > 1 else BUNDLED
+    if not capture.exists():
+        sys.exit(f"{capture}: no such capture (record it with the lab, or pass one)")
+    asyncio.run(run(capture))

@@ -1,0 +1,506 @@
+"""The Textual UI: snapshots of the main screens and Pilot-driven behaviour.
+
+Snapshots use the bundled capture (scenarios/flannel-vxlan/capture.pcapng) at a
+fixed size and theme; when the UI or that capture changes, update them with
+``pytest tests/test_ui.py --snapshot-update`` and look at ``snapshot_report.html``
+(or the SVGs) before accepting.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import types
+from pathlib import Path
+
+import pytest
+
+from rich.text import Text
+from textual.widgets import Static
+
+from tests.conftest import BUNDLED, shared_pcap
+from tracer.capture.reader import CaptureError, SourceSpec, open_capture
+from tracer.model import FrameStore, Nic
+from tracer.ui import TracerApp
+from tracer.ui.detail import HexView, LayerTree
+from tracer.ui.help import HelpScreen
+from tracer.ui.packet_list import PacketList
+
+SIZE = (160, 48)
+
+
+# -- helpers ---------------------------------------------------------------------------
+def screen_capture() -> list[SourceSpec]:
+    """The bundled capture of the article's A→C journey (eight NICs)."""
+    if not BUNDLED.exists():
+        pytest.skip(f"bundled capture {BUNDLED} not recorded")
+    return [SourceSpec(str(BUNDLED))]
+
+
+def file_loader(*specs: SourceSpec | Path | str):
+    def load(store, cancelled, progress):
+        for spec in specs:
+            if not isinstance(spec, SourceSpec):
+                spec = SourceSpec(str(spec))
+            open_capture(spec).read_into(store, cancelled=cancelled, progress=progress)
+
+    return load
+
+
+def make_app(*specs) -> TracerApp:
+    return TracerApp(FrameStore(), file_loader(*(specs or screen_capture())), title="tracer")
+
+
+async def settle(pilot) -> None:
+    """Loading finished and every message it caused handled: the screen is final."""
+    app = pilot.app
+    await app.workers.wait_for_complete()
+    for _ in range(100):
+        if app.loading_done:
+            break
+        await pilot.pause(0.02)
+    await pilot.pause()
+    await pilot.pause()
+
+
+def screen_text(app) -> str:
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+def static_text(widget: Static) -> str:
+    return str(widget.render())
+
+
+def first_vxlan_frame(store: FrameStore) -> int:
+    from tracer.dissect.fast import identify
+
+    for i in range(len(store)):
+        if "VXLAN" in identify(store.data(i), store.linktype(i)).encap:
+            return i
+    pytest.skip("no VXLAN frame in the capture")
+
+
+async def select_frame(pilot, frame: int) -> None:
+    app = pilot.app
+    store = app.store
+    column = app.query_one(f"#nic-{store.nic_of[frame]}")
+    column.packets.focus()
+    column.packets.cursor = store.nic_index[frame]
+    await pilot.pause()
+
+
+# -- snapshots ---------------------------------------------------------------------
+def test_snapshot_main(snap_compare):
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=settle)
+
+
+def test_snapshot_layer_tree_expanded(snap_compare):
+    async def run_before(pilot):
+        await settle(pilot)
+        await select_frame(pilot, first_vxlan_frame(pilot.app.store))
+        # Expand all, then hop layer by layer (shift+down) to VXLAN: the tree scrolls to it.
+        await pilot.press("enter", "e", "down", "shift+down", "shift+down", "shift+down")
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_hex_highlight(snap_compare):
+    async def run_before(pilot):
+        await settle(pilot)
+        await select_frame(pilot, first_vxlan_frame(pilot.app.store))
+        # Enter: the tree takes focus on the frame line; down x4: Ether, IP, UDP, VXLAN.
+        await pilot.press("enter", "down", "down", "down", "down")
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_merged(snap_compare):
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.press("m", "down", "down")
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_help(snap_compare):
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_many_nics_scrolled(snap_compare):
+    path = shared_pcap("pcapng_multi_if/macos_many_interfaces.pcapng")
+
+    async def run_before(pilot):
+        await settle(pilot)
+        for _ in range(10):  # to lo0, the last of 11 columns: the view has paged
+            await pilot.press("tab")
+        await pilot.pause()
+
+    assert snap_compare(make_app(path), terminal_size=SIZE, run_before=run_before)
+
+
+# -- behaviour -----------------------------------------------------------------------
+async def test_keys_move_the_selection():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        lst = app.focused
+        assert isinstance(lst, PacketList) and lst.nic_id == 0
+        assert lst.cursor == 0 and app.selected_frame == app.store.per_nic[0][0]
+        await pilot.press("down", "j", "j")
+        assert lst.cursor == 3
+        assert app.selected_frame == app.store.per_nic[0][3]
+        await pilot.press("k")
+        assert lst.cursor == 2
+        await pilot.press("end")
+        assert lst.cursor == lst.count - 1
+        await pilot.press("home")
+        assert lst.cursor == 0
+        await pilot.press("pagedown")
+        assert lst.cursor == min(lst.count - 1, lst.scrollable_content_region.height - 1)
+        await pilot.press("pageup")
+        assert lst.cursor == 0
+        # The tree and hex view follow the cursor.
+        tree = app.query_one(LayerTree)
+        assert tree.frame == app.selected_frame
+        assert app.query_one(HexView).data == app.store.data(app.selected_frame)
+
+
+async def test_click_selects_a_row():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        lst = app.query_one("#nic-0").packets
+        await pilot.click(lst, offset=(5, 2))
+        await pilot.pause()
+        assert lst.cursor == 2
+        assert app.selected_frame == app.store.per_nic[0][2]
+
+
+async def test_tab_moves_between_columns_and_into_the_detail_panes():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        lists = [c.packets for c in app._columns]
+        assert len(lists) >= 2
+        assert app.focused is lists[0]
+        await pilot.press("tab")
+        assert app.focused is lists[1]
+        await pilot.press("shift+tab")
+        assert app.focused is lists[0]
+        await pilot.press("right")
+        assert app.focused is lists[1]
+        await pilot.press("h")
+        assert app.focused is lists[0]
+        for _ in range(len(lists)):
+            await pilot.press("tab")
+        assert isinstance(app.focused, LayerTree)
+        await pilot.press("tab")
+        assert isinstance(app.focused, HexView)
+        await pilot.press("escape")  # back to the list the tab walk came from
+        assert app.focused is lists[-1]
+        # < and >: more NICs per screen, or more of each line; the focused column stays in view.
+        before = lists[0].outer_size.width
+        await pilot.press("less_than_sign", "less_than_sign", "less_than_sign", "less_than_sign")
+        await pilot.pause()
+        assert lists[0].outer_size.width < before
+        await pilot.press("greater_than_sign")
+        await pilot.pause()
+        container = app.query_one("#columns")
+        column = lists[-1].parent
+        assert container.region.x <= column.region.x
+        assert column.region.right <= container.region.right
+
+
+async def test_merged_timeline_toggles_and_keeps_the_packet():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("tab", "down")  # second NIC, second frame
+        frame = app.selected_frame
+        await pilot.press("m")
+        merged = app.query_one("#merged-list", PacketList)
+        assert merged.display and app.query_one("#merged").display
+        assert not app.query_one("#columns").display
+        assert app.focused is merged
+        assert merged.count == len(app.store)
+        assert merged.frame == frame
+        times = [app.store.ts_ns[merged.frame_at(r)] for r in range(merged.count)]
+        assert times == sorted(times)
+        assert app.store.nics[1].name in screen_text(app)  # the NIC column is drawn
+        await pilot.press("j")
+        moved = app.selected_frame
+        await pilot.press("m")
+        assert app.query_one("#columns").display and not app.query_one("#merged").display
+        assert app.selected_frame == moved
+        assert app.focused.nic_id == app.store.nic_of[moved]
+
+
+async def test_expand_and_collapse_all():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await select_frame(pilot, first_vxlan_frame(app.store))
+        tree = app.query_one(LayerTree)
+        layers = list(tree.root.children)
+        names = [str(n.label.plain).split()[0] for n in layers]
+        assert "VXLAN" in names and len(layers) >= 7
+        assert not any(n.is_expanded for n in layers)
+        await pilot.press("e")
+        assert all(n.is_expanded for n in layers if n.allow_expand)
+        await pilot.press("c")
+        assert not any(n.is_expanded for n in layers)
+        # Expanded stays expanded on the next packet.
+        await pilot.press("e", "j")
+        assert all(n.is_expanded for n in tree.root.children if n.allow_expand)
+
+
+async def test_selecting_a_layer_moves_the_hex_highlight():
+    from tracer.dissect.tree import dissect
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        frame = first_vxlan_frame(app.store)
+        await select_frame(pilot, frame)
+        layers = dissect(app.store.data(frame), app.store.linktype(frame))
+        hexview = app.query_one(HexView)
+        await pilot.press("enter")
+        assert isinstance(app.focused, LayerTree)
+        assert hexview.highlight in (None, (0, app.store.caplen[frame]))
+        await pilot.press("down")
+        assert hexview.highlight == (layers[0].start, layers[0].end)
+        await pilot.press("down")
+        assert hexview.highlight == (layers[1].start, layers[1].end)
+        # A field of a layer highlights the whole layer.
+        await pilot.press("e", "down")
+        assert hexview.highlight == (layers[1].start, layers[1].end)
+        # The highlighted bytes are drawn in the highlight style.
+        hl = hexview.get_component_rich_style("hex-view--highlight")
+        line = hexview.line_text(layers[1].start // 16)
+        styled = [s for s in line.spans if s.style == hl]
+        assert styled, "no highlighted span in the hex line"
+
+
+async def test_rows_render_lazily_on_a_large_store():
+    from scapy.all import IP, UDP, Ether, raw
+
+    frame = raw(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=2) / (b"x" * 20))
+    n = 200_000
+    store = FrameStore()
+    buf = store.add_buffer(frame)
+    nic = store.add_nic(Nic("eth0"))
+    for k in range(n):
+        store.append(nic, 1_000_000 * k, buf, 0, len(frame), len(frame))
+    app = TracerApp(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        lst = app.query_one("#nic-0").packets
+        assert lst.count == n
+        height = lst.scrollable_content_region.height
+        assert 0 < lst.rows_formatted <= height + 2
+        await pilot.press("end")
+        await pilot.pause()
+        assert lst.cursor == n - 1
+        assert lst.rows_formatted <= 2 * (height + 2)
+        assert f"{(n - 1) / 1000:.6f}" in screen_text(app)
+
+
+async def test_first_screen_and_progress_before_loading_finishes():
+    release = threading.Event()
+    reached = threading.Event()
+    path = screen_capture()[0]
+
+    def load(store, cancelled, progress):
+        store.add_nic(Nic("early0", host="hostx"))
+        progress(500, 1000)
+        reached.set()
+        release.wait(10)
+        open_capture(path).read_into(store, cancelled=cancelled, progress=progress)
+
+    app = TracerApp(FrameStore(), load)
+    async with app.run_test(size=SIZE) as pilot:
+        assert reached.wait(5)
+        await pilot.pause(0.5)  # a couple of poll ticks
+        assert not app.loading_done
+        status = static_text(app.query_one("#status"))
+        assert "indexing" in status and "50%" in status
+        assert "early0" in screen_text(app)
+        release.set()
+        await settle(pilot)
+        status = static_text(app.query_one("#status"))
+        assert "indexing" not in status and "loaded" in status
+        assert len(app._columns) == len(app.store.nics) >= 2
+
+
+async def test_a_failing_load_shows_the_error_and_keeps_frames():
+    path = screen_capture()[0]
+
+    def load(store, cancelled, progress):
+        open_capture(path).read_into(store, cancelled=cancelled, progress=progress)
+        store.warnings.append("x.pcap: [bold red]damaged[/] record \x1b[2J after 3 frames")
+        raise CaptureError("y.pcap: not a capture file [@click=app.quit]")
+
+    app = TracerApp(FrameStore(), load)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert app.is_running
+        assert app.load_error and "not a capture file" in app.load_error
+        status = static_text(app.query_one("#status"))
+        assert "y.pcap: not a capture file [@click=app.quit]" in status
+        assert "[bold red]damaged[/]" in status and "\x1b" not in status
+        assert len(app.store) > 0
+        assert app.query_one("#nic-0").packets.count == len(app.store.per_nic[0])
+        messages = [n.message for n in app._notifications]
+        assert any("not a capture file" in m for m in messages)
+        assert any("[bold red]damaged[/]" in m and "\x1b" not in m for m in messages)
+
+
+async def test_no_load_at_all():
+    app = TracerApp(FrameStore())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert "0 NICs" in static_text(app.query_one("#status"))
+        await pilot.press("j", "m", "m", "e", "c", "tab")
+
+
+async def test_help_screen_and_command_palette():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        assert "merged timeline" in screen_text(app)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert {"Toggle merged timeline", "Expand all layers", "Collapse all layers"} <= set(titles)
+        # Through the palette itself, as a person would.
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"toggle merged")
+        await pilot.pause(0.3)  # the palette searches in a worker
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert app.query_one("#merged").display
+
+
+# -- hostile captures: markup and escape sequences stay text ------------------------
+HOSTILE = "[bold]B[/] [@click=app.quit]Q[/] \x1b]0;pwned\x07 \x1b[2J [/]"
+
+
+def _pcapng_block(btype: int, body: bytes) -> bytes:
+    body += b"\0" * (-len(body) % 4)
+    return struct.pack("<II", btype, len(body) + 12) + body + struct.pack("<I", len(body) + 12)
+
+
+def _option(code: int, value: bytes) -> bytes:
+    return struct.pack("<HH", code, len(value)) + value + b"\0" * (-len(value) % 4)
+
+
+def hostile_pcapng(path: Path, frames: list[bytes]) -> Path:
+    shb = _pcapng_block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    opts = (
+        _option(2, ("eth" + HOSTILE).encode())
+        + _option(3, ("host=[red]evil[/]\x1b[2J").encode())
+        + _option(0, b"")
+    )
+    idb = _pcapng_block(1, struct.pack("<HHI", 1, 0, 65535) + opts)
+    epbs = b""
+    for k, frame in enumerate(frames):
+        ts = 1_700_000_000_000_000 + k
+        epbs += _pcapng_block(
+            6, struct.pack("<IIIII", 0, ts >> 32, ts & 0xFFFFFFFF, len(frame), len(frame)) + frame
+        )
+    path.write_bytes(shb + idb + epbs)
+    return path
+
+
+def hostile_frames() -> list[bytes]:
+    from scapy.all import ICMP, IP, UDP, Ether, raw
+    from scapy.layers.vxlan import VXLAN
+
+    payload = HOSTILE.encode()
+    inner = Ether() / IP(src="10.244.1.2", dst="10.244.2.3") / ICMP() / payload
+    return [
+        raw(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=5353, dport=9) / payload),
+        raw(Ether() / IP(src="192.168.0.1", dst="192.168.0.2") / UDP(sport=40000, dport=4789) / VXLAN(vni=1) / inner),
+    ]
+
+
+async def test_markup_and_escapes_in_packets_are_shown_literally(tmp_path, monkeypatch):
+    from scapy.all import wrpcap
+
+    frames = hostile_frames()
+    pcap = tmp_path / "hostile.pcap"
+    wrpcap(str(pcap), frames)
+    pcapng = hostile_pcapng(tmp_path / "hostile.pcapng", frames)
+
+    # Whatever a dissector lets through, the list must not interpret it.
+    import tracer.ui.packet_list as packet_list
+
+    real_identify = packet_list.identify
+
+    def hostile_identify(data, linktype):
+        ident = real_identify(data, linktype)
+        return types.SimpleNamespace(summary=ident.summary + " " + HOSTILE, encap=ident.encap)
+
+    monkeypatch.setattr(packet_list, "identify", hostile_identify)
+
+    app = TracerApp(
+        FrameStore(),
+        file_loader(SourceSpec(str(pcap), nic_name="[b]x[/b]\x1b[2J"), SourceSpec(str(pcapng))),
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        for key in ("j", "enter", "e", "down", "down", "down", "tab", "m", "j", "m"):
+            await pilot.press(key)
+            await pilot.pause()
+        await pilot.click(PacketList, offset=(10, 0))
+        await pilot.pause()
+        assert app.is_running and app.return_code is None
+        text = screen_text(app)
+        assert "\x1b" not in text and "\x07" not in text
+        assert "[bold]B[/]" in text  # summary (and NIC name) drawn as typed
+        assert "[@click=app.quit]Q[/]" in text
+        assert "[b]x[/b]" in text  # NIC name given on the command line
+        assert "[red]evil[/]\\x1b[2J" in text  # host from the pcapng interface description
+
+        # Every NIC header, row, tree label and hex line: literal, escape-free.
+        for column in app._columns:
+            header = column.header.header_text()
+            assert isinstance(header, Text) and "\x1b" not in header.plain
+        assert any("[@click=app.quit]" in c.header.header_text().plain for c in app._columns)
+        for lst in app.query(PacketList):
+            for y in range(min(lst.count, 5)):
+                row = lst.render_line(y).text
+                assert "\x1b" not in row and "\x07" not in row
+        tree = app.query_one(LayerTree)
+        labels = []
+
+        def walk(node):
+            labels.append(node.label.plain)
+            for child in node.children:
+                walk(child)
+
+        walk(tree.root)
+        assert all("\x1b" not in label and "\x07" not in label for label in labels)
+        assert any("[bold]" in label for label in labels), "payload field not shown literally"
+        hexview = app.query_one(HexView)
+        data = hexview.data
+        assert HOSTILE.encode() in data
+        for line in range((len(data) + 15) // 16):
+            chunk = data[line * 16 : line * 16 + 16]
+            expected = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in chunk)
+            plain = hexview.line_text(line).plain
+            assert "\x1b" not in plain and plain.endswith(expected)
+
+    # The markup survived as text, so quitting never happened through a click.
+    assert app.return_code in (None, 0)

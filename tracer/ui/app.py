@@ -1,0 +1,433 @@
+"""The tracer app: NIC columns side by side, the selected packet's layers and bytes below.
+
+The app is built from a :class:`FrameStore` and an optional ``load`` callable
+that fills it (the CLI passes one reading the capture files; tests pass their
+own).  ``load`` runs in a thread worker and only reports progress; the UI picks
+up new NICs and frames from the store on a throttled timer, so a big capture
+costs a few refreshes a second, never one message per packet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, HorizontalScroll, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Footer, Header, Static
+from textual.worker import get_current_worker
+
+from tracer.capture.reader import CaptureError
+from tracer.dissect.text import safe
+from tracer.model import FrameStore
+from tracer.ui.detail import HexView, LayerTree
+from tracer.ui.help import HelpScreen
+from tracer.ui.packet_list import NicColumn, PacketList
+
+Progress = Callable[[int, "int | None"], None]
+Load = Callable[[FrameStore, Callable[[], bool], Progress], None]
+
+POLL_SECONDS = 0.2
+MAX_WARNING_TOASTS = 3
+MIN_COLUMN = 68  # cells: time, tag and "10.244.1.2 → 10.244.2.2 ICMP echo request id 7507 seq 1"
+COLUMN_STEP = 8
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def progress_text(done: int, total: int | None, width: int = 20) -> Text:
+    text = Text()
+    text.append("indexing ", style="bold #facc15")
+    if total:
+        frac = max(0.0, min(1.0, done / total))
+        filled = round(frac * width)
+        text.append("━" * filled, style="#facc15")
+        text.append("━" * (width - filled), style="#3a3f4b")
+        text.append(f" {frac * 100:3.0f}%  {human_bytes(done)} / {human_bytes(total)}")
+    else:
+        text.append(f"{human_bytes(done)} read")
+    return text
+
+
+class TracerApp(App[None]):
+    """One column per NIC; the selected frame's layer tree and hex below."""
+
+    CSS_PATH = "tracer.tcss"
+    TITLE = "tracer"
+    ENABLE_COMMAND_PALETTE = True
+
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("m", "toggle_merged", "Merged"),
+        Binding("e", "expand_all", "Expand all"),
+        Binding("c", "collapse_all", "Collapse all"),
+        Binding("left,h", "column(-1)", "Prev column", show=False),
+        Binding("right,l", "column(1)", "Next column", show=False),
+        Binding("escape", "back_to_list", "Back", show=False),
+        Binding("less_than_sign", "column_width(-1)", "Narrower", show=False, key_display="<"),
+        Binding("greater_than_sign", "column_width(1)", "Wider", show=False, key_display=">"),
+    ]
+
+    class Loaded(Message):
+        """``load`` returned: everything it could read is in the store."""
+
+    class LoadFailed(Message):
+        """``load`` raised: ``error`` is one line for people; frames read so far stay."""
+
+        def __init__(self, error: str) -> None:
+            super().__init__()
+            self.error = error
+
+    def __init__(
+        self,
+        store: FrameStore,
+        load: Load | None = None,
+        *,
+        title: str = "tracer",
+    ) -> None:
+        super().__init__()
+        self.store = store
+        self._load = load
+        self.title = title
+        self.animation_level = "none"
+        self.loading_done = load is None
+        self.load_error: str | None = None
+        self._progress: tuple[int, int | None] | None = None
+        self._columns: list[NicColumn] = []
+        self._warnings_seen = 0
+        self._poll_timer: Timer | None = None
+        self._merged_count = -1
+        self.active_list: PacketList | None = None
+        self.min_column = MIN_COLUMN
+        self._first_column = 0  # leftmost NIC column in view
+        self._max_ts = None
+        self._ts_scanned = 0
+        self.selected_frame: int | None = None
+
+    # -- layout ------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="⇄")
+        with Vertical(id="lists"):
+            yield HorizontalScroll(id="columns")
+            with Vertical(id="merged", classes="nic-column"):
+                yield Static(id="merged-header", classes="nic-header")
+                yield PacketList(self.store, None, id="merged-list", classes="nic-packets")
+        with Horizontal(id="detail"):
+            yield LayerTree(self.store, id="layers")
+            yield HexView(id="hex")
+        yield Static(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.theme = "textual-dark"
+        self.query_one("#merged").display = False
+        self.query_one("#layers", LayerTree).border_title = "Layers"
+        self.query_one("#hex", HexView).border_title = "Bytes"
+        self.sync_from_store()
+        if self._load is not None:
+            self._poll_timer = self.set_interval(POLL_SECONDS, self.sync_from_store)
+            self.run_load()
+
+    # -- loading -----------------------------------------------------------
+    @work(thread=True, exclusive=True, exit_on_error=False, name="load")
+    def run_load(self) -> None:
+        worker = get_current_worker()
+        assert self._load is not None
+
+        def progress(done: int, total: int | None) -> None:
+            self._progress = (done, total)  # read by the poll timer
+
+        try:
+            self._load(self.store, lambda: worker.is_cancelled, progress)
+        except Exception as exc:  # CaptureError or worse: say it, keep what was read
+            error = str(exc) if isinstance(exc, CaptureError) else f"{type(exc).__name__}: {exc}"
+            self.post_message(self.LoadFailed(error))
+        else:
+            self.post_message(self.Loaded())
+
+    def on_tracer_app_loaded(self, message: Loaded) -> None:
+        self._finish_loading()
+
+    def on_tracer_app_load_failed(self, message: LoadFailed) -> None:
+        self.load_error = safe(message.error)
+        self.notify(self.load_error, title="capture", severity="error", markup=False, timeout=10)
+        self._finish_loading()
+
+    def _finish_loading(self) -> None:
+        self.loading_done = True
+        if self._poll_timer is not None:
+            self._poll_timer.stop()
+            self._poll_timer = None
+        self.sync_from_store()
+
+    def sync_from_store(self) -> None:
+        """Mount columns for new NICs, grow row counts, refresh headers and status."""
+        store = self.store
+        container = self.query_one("#columns", HorizontalScroll)
+        new = [NicColumn(nic, store) for nic in store.nics[len(self._columns) :]]
+        if new:
+            self._columns.extend(new)
+            container.mount_all(new)
+            self._size_columns()
+            if self.active_list is None:
+                self.call_after_refresh(self._focus_first_list)
+        time_width = self._time_width()
+        for column in self._columns:
+            if column.is_mounted:
+                column.packets.set_time_width(time_width)
+                column.sync()
+        self.query_one("#merged-list", PacketList).set_time_width(time_width)
+        if self.query_one("#merged").display and len(store) != self._merged_count:
+            self._sync_merged()
+        self._sync_merged_header()
+        self._report_warnings()
+        self._update_status()
+        if self.selected_frame is None and self.active_list is not None:
+            if self.active_list.frame is not None:
+                self._show_frame(self.active_list.frame)
+
+    def _time_width(self) -> int:
+        """Cells for the longest relative time so far (scanning only new frames)."""
+        store = self.store
+        n = len(store)
+        if n > self._ts_scanned:
+            newest = max(store.ts_ns[self._ts_scanned : n])
+            self._max_ts = newest if self._max_ts is None else max(self._max_ts, newest)
+            self._ts_scanned = n
+        if self._max_ts is None:
+            return 8
+        return len(f"{(self._max_ts - (store.first_ts_ns or 0)) / 1e9:.6f}")
+
+    def on_resize(self) -> None:
+        self._size_columns()
+
+    def _size_columns(self) -> None:
+        """Share the width between the columns, but never below MIN_COLUMN: then scroll.
+
+        Fractional widths inside a horizontal scroller resolve against the
+        viewport, so the widths are set here in cells.
+        """
+        if not self._columns:
+            return
+        avail = self.query_one("#columns").size.width or self.size.width
+        n = len(self._columns)
+        if n * self.min_column <= avail:
+            base, extra = divmod(avail, n)
+        else:
+            fit = max(1, avail // self.min_column)  # page: `fit` columns fill the view
+            base, extra = divmod(avail, fit)
+            extra = 0
+        for k, column in enumerate(self._columns):
+            column.styles.width = base + (1 if k < extra else 0)
+        active = self.active_list
+        if active is not None and active.nic_id is not None:
+            self.call_after_refresh(self._page_to, active.nic_id)
+
+    def _sync_merged(self) -> None:
+        n = len(self.store)
+        self._merged_count = n
+        merged = self.query_one("#merged-list", PacketList)
+        labels = [len(safe(nic.label)) for nic in self.store.nics]
+        merged.nic_width = max(6, min(28, max(labels, default=6)))
+        merged.sync(self.store.timeline(n))
+
+    def _sync_merged_header(self) -> None:
+        store = self.store
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append("merged timeline", style="bold")
+        text.append(f"  ·  {len(store.nics)} NICs · {len(store):,} frames", style="")
+        text.append("\n")
+        merged = self.query_one("#merged-list", PacketList)
+        text.append(
+            f"{'time':>{merged.time_width}} {'NIC':<{merged.nic_width}}    summary",
+            style="#7f8c98",
+        )
+        self.query_one("#merged-header", Static).update(text)
+
+    def _report_warnings(self) -> None:
+        warnings = self.store.warnings
+        new = warnings[self._warnings_seen : len(warnings)]
+        if not new:
+            return
+        shown = max(0, MAX_WARNING_TOASTS - self._warnings_seen)
+        for line in new[:shown]:
+            self.notify(safe(str(line)), title="capture damage", severity="warning", markup=False)
+        if len(new) > shown:
+            self.notify(f"{len(new) - shown} more warnings", severity="warning", markup=False)
+        self._warnings_seen += len(new)
+
+    def _update_status(self) -> None:
+        store = self.store
+        text = Text(no_wrap=True, overflow="ellipsis")
+        if not self.loading_done:
+            done, total = self._progress or (0, None)
+            text.append_text(progress_text(done, total))
+            text.append("   ")
+        text.append(f"{len(store.nics)} NIC{'s' if len(store.nics) != 1 else ''}", style="bold")
+        text.append(f" · {len(store):,} frame{'s' if len(store) != 1 else ''}", style="bold")
+        if self.loading_done and self.load_error is None:
+            text.append(" · loaded", style="#7f8c98")
+        if self.load_error:
+            text.append("   ✖ ", style="bold #ff6b6b")
+            text.append(self.load_error, style="#ff6b6b")
+        if store.warnings:
+            text.append(f"   ⚠ {len(store.warnings)} warning{'s' if len(store.warnings) != 1 else ''}: ", style="bold #facc15")
+            text.append(safe(str(store.warnings[-1])), style="#facc15")
+        self.query_one("#status", Static).update(text)
+
+    # -- selection ---------------------------------------------------------
+    def _focus_first_list(self) -> None:
+        if self.active_list is None and self._columns:
+            self._columns[0].packets.focus()
+
+    def _lists(self) -> list[PacketList]:
+        if self.query_one("#merged").display:
+            return [self.query_one("#merged-list", PacketList)]
+        return [c.packets for c in self._columns]
+
+    def on_descendant_focus(self, event) -> None:
+        if isinstance(event.widget, PacketList):
+            self._set_active(event.widget)
+            if event.widget.frame is None:  # an empty NIC: don't keep showing another's packet
+                self._show_frame(None)
+            if event.widget.nic_id is not None:
+                # After Textual's own scroll_visible: snap to whole columns (pages).
+                self.call_after_refresh(self._page_to, event.widget.nic_id)
+
+    def _page_to(self, nic_id: int) -> None:
+        """Scroll the columns so that column ``nic_id`` shows and no column is cut."""
+        container = self.query_one("#columns", HorizontalScroll)
+        if not self._columns or nic_id >= len(self._columns):
+            return
+        width = self._columns[0].outer_size.width
+        view = container.scrollable_content_region.width
+        if width <= 0 or view <= 0:
+            return
+        fit = max(1, view // width)
+        # Our own page, not scroll_x: Textual's scroll_visible may have overshot.
+        first = self._first_column
+        if nic_id < first:
+            first = nic_id
+        elif nic_id >= first + fit:
+            first = nic_id - fit + 1
+        first = max(0, min(first, len(self._columns) - fit))
+        self._first_column = first
+        container.scroll_to(x=first * width, animate=False, immediate=True)
+
+    def _set_active(self, packet_list: PacketList) -> None:
+        """The list the detail panes follow; its column stays marked while the tree has focus."""
+        self.active_list = packet_list
+        for column in self._columns:
+            column.set_class(column.packets is packet_list, "-active")
+        self.query_one("#merged").set_class(packet_list.nic_id is None, "-active")
+
+    @on(PacketList.Highlighted)
+    def _list_highlighted(self, message: PacketList.Highlighted) -> None:
+        if message.packet_list is self.active_list or self.active_list is None:
+            self._show_frame(message.frame)
+
+    @on(PacketList.Selected)
+    def _list_selected(self, message: PacketList.Selected) -> None:
+        self._set_active(message.packet_list)
+        self._show_frame(message.frame)
+        self.query_one("#layers", LayerTree).focus()
+
+    def _show_frame(self, frame: int | None) -> None:
+        if frame == self.selected_frame:
+            return
+        self.selected_frame = frame
+        tree = self.query_one("#layers", LayerTree)
+        tree.show_frame(frame)
+        hexview = self.query_one("#hex", HexView)
+        hexview.show_bytes(self.store.data(frame) if frame is not None else b"")
+        hexview.border_title = "Bytes"
+
+    @on(LayerTree.RangeHighlighted)
+    def _range_highlighted(self, message: LayerTree.RangeHighlighted) -> None:
+        hexview = self.query_one("#hex", HexView)
+        hexview.highlight = message.span
+        title = Text("Bytes")
+        if message.layer and message.span:
+            title.append(f"  {message.layer} ", style="bold")
+            title.append(f"[{message.span[0]}:{message.span[1]}]")
+        hexview.border_title = title
+
+    # -- actions -----------------------------------------------------------
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_toggle_merged(self) -> None:
+        merged_box = self.query_one("#merged")
+        merged = self.query_one("#merged-list", PacketList)
+        columns = self.query_one("#columns")
+        frame = self.selected_frame
+        to_merged = not merged_box.display
+        merged_box.display = to_merged
+        columns.display = not to_merged
+        if to_merged:
+            if len(self.store) != self._merged_count:
+                self._sync_merged()
+            self._sync_merged_header()
+            target = merged
+            if frame is not None:
+                merged.cursor = merged.row_of(frame)
+        else:
+            target = self._columns[0].packets if self._columns else None
+            if frame is not None and self._columns:
+                column = self._columns[self.store.nic_of[frame]]
+                target = column.packets
+                target.cursor = self.store.nic_index[frame]
+        if target is not None:
+            self._set_active(target)
+            target.focus()
+
+    def action_expand_all(self) -> None:
+        self.query_one("#layers", LayerTree).action_expand_all()
+
+    def action_collapse_all(self) -> None:
+        self.query_one("#layers", LayerTree).action_collapse_all()
+
+    def action_column(self, delta: int) -> None:
+        lists = self._lists()
+        if not lists:
+            return
+        current = self.focused if isinstance(self.focused, PacketList) else self.active_list
+        index = lists.index(current) if current in lists else 0
+        target = lists[max(0, min(len(lists) - 1, index + delta))]
+        target.focus()
+
+    def action_column_width(self, direction: int) -> None:
+        self.min_column = max(32, min(160, self.min_column + direction * COLUMN_STEP))
+        self._size_columns()
+
+    def action_back_to_list(self) -> None:
+        if self.active_list is not None and self.active_list.display:
+            self.active_list.focus()
+        elif self._lists():
+            self._lists()[0].focus()
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield SystemCommand(
+            "Toggle merged timeline",
+            "One list of every NIC's frames in time order ⇄ one column per NIC (m)",
+            self.action_toggle_merged,
+        )
+        yield SystemCommand("Expand all layers", "Open every layer of the selected packet (e)", self.action_expand_all)
+        yield SystemCommand("Collapse all layers", "Close every layer of the selected packet (c)", self.action_collapse_all)
+        yield SystemCommand("Wider columns", "Fewer NIC columns per screen, more of each summary (>)", lambda: self.action_column_width(1))
+        yield SystemCommand("Narrower columns", "More NIC columns per screen (<)", lambda: self.action_column_width(-1))
+        yield SystemCommand("Keys", "The help screen listing every key (?)", self.action_help)
+        yield from super().get_system_commands(screen)

@@ -1,0 +1,89 @@
+"""The `?` screen: every key, grouped by where it works."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+KEYS: list[tuple[str, list[tuple[str, str]]]] = [
+    (
+        "Packet lists",
+        [
+            ("↑ ↓  k j", "previous / next packet"),
+            ("PgUp PgDn", "page up / down"),
+            ("Home End  g G", "first / last packet"),
+            ("click", "select a packet (the layer tree and hex view follow the cursor)"),
+            ("Enter", "into the selected packet's layer tree"),
+            ("Tab  Shift+Tab", "next / previous column, then the layer tree and hex view"),
+            ("← →  h l", "previous / next NIC column"),
+            ("m", "merged timeline of every NIC  ⇄  one column per NIC"),
+            ("<  >", "narrower / wider NIC columns (more NICs or more of each line)"),
+        ],
+    ),
+    (
+        "Layer tree and hex",
+        [
+            ("↑ ↓", "move between layers and fields (the hex view highlights the layer)"),
+            ("Enter, Space", "expand / collapse a layer"),
+            ("e", "expand every layer"),
+            ("c", "collapse every layer"),
+            ("Esc", "back to the packet list"),
+        ],
+    ),
+    (
+        "Anywhere",
+        [
+            ("?", "this help"),
+            ("Ctrl+P", "command palette (merged view, expand / collapse all, theme, …)"),
+            ("q  Ctrl+Q", "quit"),
+        ],
+    ),
+]
+
+LEGEND: list[tuple[str, str, str]] = [
+    ("VX", "bold #e879f9", "VXLAN-encapsulated frame (V2, V3: tunnels nested that deep)"),
+    ("FU", "bold #facc15", "flannel UDP backend (raw IP inside UDP 8285)"),
+    ("GR", "bold #fb923c", "GRE-encapsulated frame"),
+]
+
+
+def help_table() -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(justify="right", style="bold #facc15", no_wrap=True)
+    table.add_column()
+    for group, keys in KEYS:
+        table.add_row(Text(group, style="bold #7dd3fc"), "")
+        for key, what in keys:
+            table.add_row(Text(key), Text(what))
+        table.add_row("", "")
+    table.add_row(Text("Row markers", style="bold #7dd3fc"), "")
+    for tag, style, what in LEGEND:
+        table.add_row(Text(tag, style=style), Text(what))
+    table.add_row("", "")
+    table.add_row(
+        Text("Times", style="bold #7dd3fc"),
+        Text("seconds since the first frame of the session, every NIC on one clock"),
+    )
+    return table
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [
+        Binding("escape,question_mark,q", "dismiss", "Close", show=True),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="help-box"):
+            yield Static(help_table(), id="help-keys")
+            yield Static(Text("Esc, ? or q closes this help", style="dim"), id="help-close")
+
+    def on_mount(self) -> None:
+        self.query_one("#help-box").border_title = "tracer — keys"
+
+    def action_dismiss(self) -> None:  # type: ignore[override]
+        self.dismiss(None)

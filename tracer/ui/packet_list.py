@@ -1,0 +1,381 @@
+"""The virtual packet list: one row per frame, drawn on demand from the FrameStore.
+
+A list never holds its rows.  It knows which frames it shows (one NIC's
+``store.per_nic[nic_id]``, or the merged timeline) and how many of them are
+complete; ``render_line(y)`` formats only the rows on screen, through an LRU
+cache of finished strips, so a million-frame capture costs what a screenful does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.segment import Segment
+from rich.text import Text
+from textual import events
+from textual.binding import Binding
+from textual.cache import LRUCache
+from textual.containers import Vertical
+from textual.geometry import Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widgets import Static
+
+from tracer.dissect.fast import identify
+from tracer.dissect.text import safe
+from tracer.model import FrameStore, Nic, linktype_name
+
+# Encapsulation name -> (two-cell tag, style).  Unknown names get their initials.
+ENCAP_TAGS: dict[str, tuple[str, str]] = {
+    "VXLAN": ("VX", "bold #e879f9"),
+    "GENEVE": ("GV", "bold #c084fc"),
+    "GRE": ("GR", "bold #fb923c"),
+    "FLANNEL-UDP": ("FU", "bold #facc15"),
+    "IPIP": ("IP", "bold #fb923c"),
+    "6IN4": ("64", "bold #fb923c"),
+    "4IN6": ("46", "bold #fb923c"),
+    "6IN6": ("66", "bold #fb923c"),
+}
+TIME_STYLE = "#7f8c98"
+NIC_STYLE = "#5fb3b3"
+PLAIN_STYLE = "#d4d4d4"
+OUTER_STYLE = "#8a7a9a"
+DEFAULT_TAG_STYLE = "bold #e879f9"
+
+
+def encap_tag(encap: Sequence[str]) -> Text:
+    """A two-cell marker for an encapsulated frame ("VX", "GR", ...), or blanks."""
+    if not encap:
+        return Text("  ")
+    name = str(encap[0])
+    tag, style = ENCAP_TAGS.get(name.upper(), (None, DEFAULT_TAG_STYLE))
+    if tag is None:
+        tag = (safe(name)[:2] or "??").upper().ljust(2)
+    if len(encap) > 1:  # nested tunnels: show the depth instead of the second letter
+        tag = tag[0] + str(min(len(encap), 9))
+    return Text(tag, style=style)
+
+
+def frame_summary(store: FrameStore, i: int) -> tuple[str, tuple[str, ...]]:
+    """(one-line summary, encapsulation names) of frame ``i``; never raises."""
+    try:
+        ident = identify(store.data(i), store.linktype(i))
+        return safe(ident.summary), tuple(ident.encap or ())
+    except Exception as exc:  # a dissector bug must not take the list down
+        return safe(f"{store.caplen[i]} bytes (not decoded: {type(exc).__name__})"), ()
+
+
+def format_row(
+    store: FrameStore, i: int, *, with_nic: bool = False, nic_width: int = 16, time_width: int = 10
+) -> Text:
+    """The row for frame ``i``: relative time, [NIC], encapsulation tag, summary.
+
+    Everything derived from the packet is appended as plain text: nothing in a
+    capture can become markup.
+    """
+    summary, encap = frame_summary(store, i)
+    # "tunnel | tunnel | inner": the inner packet is what one follows across
+    # NICs, so it comes first and bright; the tunnels follow, dimmed.
+    *outer, inner = summary.split(" | ")
+    row = Text(no_wrap=True, overflow="ellipsis", end="")
+    row.append(f"{store.rel_time(i):{time_width}.6f} ", style=TIME_STYLE)
+    if with_nic:
+        label = safe(store.nic(i).label)
+        if len(label) > nic_width:
+            label = label[: nic_width - 1] + "…"
+        row.append(label.ljust(nic_width) + " ", style=NIC_STYLE)
+    row.append_text(encap_tag(encap))
+    row.append(" ")
+    row.append(inner, style=PLAIN_STYLE)
+    if outer:
+        row.append("  ⟨" + " | ".join(outer) + "⟩", style=OUTER_STYLE)
+    return row
+
+
+class PacketList(ScrollView, can_focus=True):
+    """A virtual list of frames: one NIC's (``nic_id``) or all of them (``nic_id=None``)."""
+
+    COMPONENT_CLASSES = {"packet-list--cursor", "packet-list--cursor-blurred"}
+
+    BINDINGS = [
+        Binding("up,k", "cursor_up", "Up", show=False),
+        Binding("down,j", "cursor_down", "Down", show=False),
+        Binding("home,g", "first", "First", show=False),
+        Binding("end,G", "last", "Last", show=False),
+        Binding("pageup", "page_up", "Page up", show=False),
+        Binding("pagedown", "page_down", "Page down", show=False),
+        Binding("enter", "select", "Layers", show=True),
+        Binding("left,h", "app.column(-1)", "Prev column", show=False),
+        Binding("right,l", "app.column(1)", "Next column", show=False),
+    ]
+
+    cursor: reactive[int] = reactive(-1, init=False, always_update=False)
+
+    class Highlighted(Message):
+        """The cursor moved to another frame (``frame`` is a global store index)."""
+
+        def __init__(self, packet_list: "PacketList", frame: int) -> None:
+            super().__init__()
+            self.packet_list = packet_list
+            self.frame = frame
+
+        @property
+        def control(self) -> "PacketList":
+            return self.packet_list
+
+    class Selected(Highlighted):
+        """Enter chose the frame: the detail panes take it, and the focus."""
+
+    def __init__(
+        self,
+        store: FrameStore,
+        nic_id: int | None,
+        *,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self.store = store
+        self.nic_id = nic_id
+        self._frames: Sequence[int] = []
+        self._count = 0
+        self._cache: LRUCache[tuple[int, int], Strip] = LRUCache(1024)
+        self._row_width = 0
+        self.nic_width = 16  # merged timeline: cells for the NIC label
+        self.time_width = 10  # cells for the relative time (the app widens it for long captures)
+        self.rows_formatted = 0  # how many rows were ever formatted (lazy-render tests)
+
+    # -- data --------------------------------------------------------------
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def frame_at(self, row: int) -> int | None:
+        return self._frames[row] if 0 <= row < self._count else None
+
+    def row_of(self, frame: int) -> int:
+        """The row showing global frame ``frame`` (0 when it is not in this list)."""
+        frames = self._frames
+        if 0 <= frame < self._count and frames[frame] == frame:
+            return frame  # a timeline already in arrival order: row == frame
+        if self.nic_id is not None and self.store.nic_of[frame] == self.nic_id:
+            return self.store.nic_index[frame]
+        try:
+            return list(frames[: self._count]).index(frame)
+        except ValueError:
+            return 0
+
+    @property
+    def frame(self) -> int | None:
+        """Global index of the frame under the cursor."""
+        return self.frame_at(self.cursor)
+
+    def set_time_width(self, width: int) -> None:
+        if width != self.time_width:
+            self.time_width = width
+            self._cache.clear()
+            self.refresh()
+
+    def sync(self, frames: Sequence[int] | None = None) -> bool:
+        """Pick up frames appended to the store since the last call.
+
+        ``frames`` replaces the frame sequence (the merged timeline); a NIC's
+        list reads its ``per_nic`` array, whose first ``len()`` entries are
+        always complete.  Returns True when the row count changed.
+        """
+        if frames is not None:
+            self._frames = frames
+            self._cache.clear()
+        elif self.nic_id is not None:
+            self._frames = self.store.per_nic[self.nic_id]
+        count = len(self._frames)
+        changed = count != self._count
+        self._count = count
+        if changed or frames is not None:
+            self.virtual_size = Size(self._row_width, count)
+            if self.cursor < 0 and count:
+                self.cursor = 0
+            self.refresh()
+        return changed
+
+    # -- drawing -----------------------------------------------------------
+    # Cached strips are uncropped and cursor-free: focus and width changes only redraw.
+    def _on_focus(self, event: events.Focus) -> None:
+        self.refresh_line(self.cursor)
+        if self.frame is not None:
+            self.post_message(self.Highlighted(self, self.frame))
+
+    def _on_blur(self, event: events.Blur) -> None:
+        self.refresh_line(self.cursor)
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        row = scroll_y + y
+        width = self.size.width
+        base = self.rich_style
+        if row >= self._count:
+            if row == 0 and self.nic_id is not None:
+                note = Text("  no packets on this NIC", style="italic #7f8c98", end="")
+                strip = Strip(Segment.apply_style(note.render(self.app.console), base))
+                return strip.crop_extend(scroll_x, scroll_x + width, base)
+            return Strip.blank(width, base)
+        frame = self._frames[row]
+        key = (row, frame)
+        strip = self._cache.get(key)
+        if strip is None:
+            text = format_row(
+                self.store,
+                frame,
+                with_nic=self.nic_id is None,
+                nic_width=self.nic_width,
+                time_width=self.time_width,
+            )
+            self.rows_formatted += 1
+            segments = list(text.render(self.app.console))
+            strip = Strip(Segment.apply_style(segments, base))
+            self._cache[key] = strip
+        if row == self.cursor:
+            cursor_style = self.get_component_rich_style(
+                "packet-list--cursor" if self.has_focus else "packet-list--cursor-blurred"
+            )
+            # Over the row's own colours (post_style), so the cursor reads as one bar.
+            strip = strip.crop_extend(0, max(width, strip.cell_length), base)
+            strip = Strip(Segment.apply_style(iter(strip), None, cursor_style), strip.cell_length)
+        return strip.crop_extend(scroll_x, scroll_x + width, base).apply_offsets(scroll_x, row)
+
+    def watch_cursor(self, old: int, new: int) -> None:
+        for row in (old, new):
+            if row >= 0:
+                self.refresh_line(row)
+        self._scroll_cursor_into_view()
+        if self.frame is not None:
+            self.post_message(self.Highlighted(self, self.frame))
+
+    def _scroll_cursor_into_view(self) -> None:
+        top = round(self.scroll_y)
+        height = self.scrollable_content_region.height or self.size.height
+        if height <= 0 or self.cursor < 0:
+            return
+        if self.cursor < top:
+            self.scroll_to(y=self.cursor, animate=False, immediate=True)
+        elif self.cursor >= top + height:
+            self.scroll_to(y=self.cursor - height + 1, animate=False, immediate=True)
+
+    # -- keys and mouse ----------------------------------------------------
+    def _move(self, row: int) -> None:
+        if self._count:
+            self.cursor = max(0, min(self._count - 1, row))
+
+    def action_cursor_up(self) -> None:
+        self._move(self.cursor - 1)
+
+    def action_cursor_down(self) -> None:
+        self._move(self.cursor + 1)
+
+    def action_first(self) -> None:
+        self._move(0)
+
+    def action_last(self) -> None:
+        self._move(self._count - 1)
+
+    def _page(self) -> int:
+        return max(1, (self.scrollable_content_region.height or self.size.height) - 1)
+
+    def action_page_up(self) -> None:
+        self._move(self.cursor - self._page())
+
+    def action_page_down(self) -> None:
+        self._move(self.cursor + self._page())
+
+    def action_select(self) -> None:
+        if self.frame is not None:
+            self.post_message(self.Selected(self, self.frame))
+
+    def on_click(self, event: events.Click) -> None:
+        row = round(self.scroll_y) + event.y
+        if 0 <= row < self._count:
+            self.focus()
+            self.cursor = row  # the detail follows; focus stays here to keep scanning
+
+
+class NicHeader(Static):
+    """Name, host, kind, link type, packet count, drops and 'gone' of one NIC."""
+
+    def __init__(self, nic: Nic, store: FrameStore, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.nic = nic
+        self.store = store
+
+    def header_text(self) -> Text:
+        """Line 1: ``eth0 in A @ hostx   1/8``; line 2: kind, address, link type, counts."""
+        nic = self.nic
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append(safe(nic.name), style="bold")
+        container = getattr(nic, "container", None)
+        if container:
+            text.append(" in ", style="dim")
+            text.append(safe(container), style="bold #facc15")
+        if nic.host:
+            text.append(" @ ", style="dim")
+            text.append(safe(nic.host), style="bold #5fb3b3")
+        if nic.gone:
+            text.append("  GONE", style="bold #ff6b6b")
+        if len(self.store.nics) > 1:
+            text.append(f"  {nic.id + 1}/{len(self.store.nics)}", style="#7f8c98")
+        text.append("\n")
+        facts: list[tuple[str, str]] = []
+        if nic.kind:
+            facts.append((safe(nic.kind), "#facc15"))
+        info = nic.facts or {}
+        if info.get("vni") is not None:
+            tunnel = f"vni {info['vni']}"
+            if info.get("port"):
+                tunnel += f" :{info['port']}"
+            if info.get("remote"):
+                tunnel += f" → {info['remote']}"
+            facts.append((safe(tunnel), "#e879f9"))
+        elif info.get("addr"):
+            facts.append((safe(info["addr"]), "#5fb3b3"))
+        facts.append((linktype_name(nic.linktype), "#7f8c98"))
+        count = len(self.store.per_nic[nic.id])
+        facts.append((f"{count:,} pkt{'s' if count != 1 else ''}", ""))
+        if nic.dropped:
+            facts.append((f"{nic.dropped:,} dropped", "bold #ff6b6b"))
+        elif nic.dropped == 0:
+            facts.append(("0 dropped", "#7f8c98"))
+        for n, (fact, style) in enumerate(facts):
+            if n:
+                text.append(" · ", style="dim")
+            text.append(fact, style=style)
+        return text
+
+    def sync(self) -> None:
+        self.update(self.header_text())
+
+    def on_mount(self) -> None:
+        self.sync()
+
+
+class NicColumn(Vertical):
+    """One NIC: a header over its packet list."""
+
+    def __init__(self, nic: Nic, store: FrameStore) -> None:
+        super().__init__(id=f"nic-{nic.id}", classes="nic-column")
+        self.nic = nic
+        self.store = store
+        self.header = NicHeader(nic, store, classes="nic-header")
+        self.packets = PacketList(store, nic.id, classes="nic-packets")
+
+    def compose(self):
+        yield self.header
+        yield self.packets
+
+    def on_mount(self) -> None:
+        self.sync()
+
+    def sync(self) -> None:
+        self.packets.sync()
+        self.header.sync()
