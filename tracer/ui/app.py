@@ -9,6 +9,8 @@ costs a few refreshes a second, never one message per packet.
 
 from __future__ import annotations
 
+import threading
+
 from collections.abc import Callable, Iterable
 
 from rich.text import Text
@@ -33,6 +35,13 @@ Progress = Callable[[int, "int | None"], None]
 Load = Callable[[FrameStore, Callable[[], bool], Progress], None]
 
 POLL_SECONDS = 0.2
+# Until the first frames are on screen, look far more often: the first screen
+# of a huge file should come as soon as its first frames are indexed.
+FIRST_POLL_SECONDS = 0.02
+# The reader pauses (at most this long) once its first frames are in, until the
+# first screen is painted: otherwise it takes the GIL from the UI thread and a
+# huge file's first screen comes late.
+FIRST_PAINT_WAIT = 1.0
 MAX_WARNING_TOASTS = 3
 MIN_COLUMN = 68  # cells: time, tag and "10.244.1.2 → 10.244.2.2 ICMP echo request id 7507 seq 1"
 COLUMN_STEP = 8
@@ -115,6 +124,7 @@ class TracerApp(App[None]):
         self._max_ts = None
         self._ts_scanned = 0
         self.selected_frame: int | None = None
+        self._first_paint = threading.Event()
 
     # -- layout ------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -138,6 +148,7 @@ class TracerApp(App[None]):
         self.sync_from_store()
         if self._load is not None:
             self._poll_timer = self.set_interval(POLL_SECONDS, self.sync_from_store)
+            self._first_timer = self.set_interval(FIRST_POLL_SECONDS, self._sync_first_frames)
             self.run_load()
 
     # -- loading -----------------------------------------------------------
@@ -149,8 +160,13 @@ class TracerApp(App[None]):
         def progress(done: int, total: int | None) -> None:
             self._progress = (done, total)  # read by the poll timer
 
+        def cancelled() -> bool:
+            if len(self.store) and not self._first_paint.is_set():
+                self._first_paint.wait(FIRST_PAINT_WAIT)
+            return worker.is_cancelled
+
         try:
-            self._load(self.store, lambda: worker.is_cancelled, progress)
+            self._load(self.store, cancelled, progress)
         except Exception as exc:  # CaptureError or worse: say it, keep what was read
             error = str(exc) if isinstance(exc, CaptureError) else f"{type(exc).__name__}: {exc}"
             self.post_message(self.LoadFailed(error))
@@ -164,6 +180,12 @@ class TracerApp(App[None]):
         self.load_error = safe(message.error)
         self.notify(self.load_error, title="capture", severity="error", markup=False, timeout=10)
         self._finish_loading()
+
+    def _sync_first_frames(self) -> None:
+        if len(self.store) or self.loading_done:
+            self._first_timer.stop()
+            self.sync_from_store()
+            self.call_after_refresh(self._first_paint.set)
 
     def _finish_loading(self) -> None:
         self.loading_done = True
@@ -185,8 +207,9 @@ class TracerApp(App[None]):
                 self.call_after_refresh(self._focus_first_list)
         time_width = self._time_width()
         for column in self._columns:
+            # every column, mounted yet or not: one mounted later must not keep the default
+            column.packets.set_time_width(time_width)
             if column.is_mounted:
-                column.packets.set_time_width(time_width)
                 column.sync()
         self.query_one("#merged-list", PacketList).set_time_width(time_width)
         if self.query_one("#merged").display and len(store) != self._merged_count:
@@ -331,7 +354,8 @@ class TracerApp(App[None]):
         self.active_list = packet_list
         for column in self._columns:
             column.set_class(column.packets is packet_list, "-active")
-        self.query_one("#merged").set_class(packet_list.nic_id is None, "-active")
+        # query, not query_one: focus events can still arrive while the app tears down
+        self.query("#merged").set_class(packet_list.nic_id is None, "-active")
 
     @on(PacketList.Highlighted)
     def _list_highlighted(self, message: PacketList.Highlighted) -> None:
