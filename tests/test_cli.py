@@ -240,3 +240,25 @@ def test_bundled_capture_prints_eight_nics():
     vx = [x for x in rows if "VXLAN" in x["layers"]]
     # only the hosts' own eth0 (the underlay) carries VXLAN; containers see plain IP
     assert vx and {(x["container"], x["nic"]) for x in vx} == {(None, "eth0")}
+
+
+def test_journeys_follow_the_echo_across_both_hosts():
+    r = tracer("replay", str(BUNDLED), "--journeys", "--json")
+    assert r.returncode == 0, r.stderr
+    journeys = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    requests = [j for j in journeys if j["inner"].get("proto") == "ICMP" and j["inner"].get("type") == 8]
+    # as many echo requests as A's eth0 sent (read from the capture, not assumed)
+    frames = [json.loads(x) for x in tracer("replay", str(BUNDLED), "--print", "--json").stdout.splitlines()]
+    sent = [f for f in frames if f["container"] == "A" and "echo request" in f["summary"]]
+    assert len(requests) == len(sent) > 0
+    for j in requests:
+        path = [(h["host"], h["container"], h["nic"]) for h in j["hops"]]
+        assert path == [("hostx", "A", "eth0"), ("hostx", None, "docker0"), ("hostx", None, "flannel0"),
+                        ("hostx", None, "eth0"), ("hosty", None, "eth0"), ("hosty", None, "flannel0"),
+                        ("hosty", None, "docker0"), ("hosty", "C", "eth0")]
+        assert j["hops"][3]["step"].startswith("encapsulated VXLAN vni 1")
+        assert j["hops"][3]["encap"] == ["VXLAN"] and j["hops"][2]["encap"] == []
+        assert j["hops"][5]["step"].startswith("decapsulated")
+        assert j["hops"][-1]["step"] == "delivered"
+    text = tracer("replay", str(BUNDLED), "--journeys").stdout.decode()
+    assert "encapsulated VXLAN vni 1" in text and "8 hops, delivered" in text

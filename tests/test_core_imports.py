@@ -12,6 +12,7 @@ CORE = [
     "tracer.dissect.tree",
     "tracer.dissect.text",
     "tracer.stats",
+    "tracer.correlate",
     "tracer.lab",
     "tracer.cli",
 ]

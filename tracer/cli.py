@@ -103,7 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument(
         "--json", action="store_true",
-        help="with --print: JSON Lines, one object per frame",
+        help="with --print, --journeys or --stats: JSON Lines",
+    )
+    replay.add_argument(
+        "--journeys", action="store_true",
+        help="print journeys (the same packet across NICs and hosts, each step explained); no UI",
     )
     replay.add_argument(
         "--stats", action="store_true",
@@ -263,20 +267,46 @@ def _print_stats(store: FrameStore, out: TextIO, as_json: bool) -> None:
             out.write(f"  {encap}: {info['frames']} frames ({inner})\n")
 
 
+def _print_journeys(store: FrameStore, out: TextIO, as_json: bool) -> None:
+    from tracer.correlate import correlate
+    from tracer.dissect.text import safe
+
+    corr = correlate(store)
+    for j in corr.iter_json():
+        if as_json:
+            out.write(json.dumps(j) + "\n")
+            continue
+        inner = j["inner"]
+        what = " ".join(f"{k} {v}" for k, v in inner.items() if k not in ("src", "dst", "proto") and v is not None)
+        out.write(f"journey {j['id']}: {safe(str(inner.get('src')))} → {safe(str(inner.get('dst')))} "
+                  f"{inner.get('proto')} {safe(what)} — {len(j['hops'])} hops, {safe(j['end'])}"
+                  f"{' (clocks corrected)' if j.get('clock_corrected') else ''}\n")
+        width = max(len(_hop_label(h)) for h in j["hops"])
+        for h in j["hops"]:
+            out.write(f"  {h['offset'] * 1e3:+10.3f} ms  {safe(_hop_label(h)):<{width}}  "
+                      f"#{h['index']:<5} {safe(h['step'])}\n")
+
+
+def _hop_label(h: dict) -> str:
+    return "/".join(str(p) for p in (h["host"], h["container"], h["nic"]) if p)
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from tracer.capture.reader import CaptureError
 
-    if args.json and not (args.print_ or args.stats):
-        raise UsageError("--json goes with --print or --stats")
-    if args.print_ and args.stats:
-        raise UsageError("choose one of --print and --stats")
+    batch = [name for name, on in (("--print", args.print_), ("--journeys", args.journeys),
+                                   ("--stats", args.stats)) if on]
+    if args.json and not batch:
+        raise UsageError("--json goes with --print, --journeys or --stats")
+    if len(batch) > 1:
+        raise UsageError(f"choose one of {' and '.join(batch)}")
     try:
         captures = _open_sources(args.sources)
     except CaptureError as e:
         return _die(str(e))
     store = FrameStore()
 
-    if not (args.print_ or args.stats):
+    if not batch:
         return _run_ui(captures, store)
 
     out = sys.stdout
@@ -287,6 +317,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
             _load_all(captures, store)
             if args.print_:
                 _emit_frames(store, store.timeline(), out, args.json)
+            elif args.journeys:
+                _print_journeys(store, out, args.json)
             else:
                 _print_stats(store, out, args.json)
         out.flush()

@@ -1,0 +1,562 @@
+"""Journeys (tracer.correlate) on the lab's real recordings and public captures.
+
+Expectations come from the scenario files (addresses, traffic) and from the
+pcapng NIC descriptions (host, role, container); frames are selected with the
+fast parser, independently of the correlator.  Where a case needs a variation
+(a NIC not captured, a host clock running late, the same packets sent again)
+the real recording is re-indexed: frames are left out, or appended again to the
+same NICs with shifted timestamps — the bytes are always the recorded ones.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, shared_pcap
+from tracer.capture.reader import SourceSpec, open_capture
+from tracer.correlate import Correlation, correlate, find_journeys, journey_json, nic_role
+from tracer.dissect.fast import identify
+from tracer.model import FrameStore, Nic
+
+SCENARIOS = REPO / "scenarios"
+OVERLAYS = ["flannel-vxlan", "docker-overlay", "flannel-udp"]
+
+
+# -- helpers ----------------------------------------------------------------------
+
+def load(path: Path | str) -> FrameStore:
+    store = FrameStore()
+    open_capture(SourceSpec(str(path))).read_into(store)
+    assert not store.warnings, store.warnings
+    return store
+
+
+def scenario(name: str) -> dict:
+    return tomllib.loads((SCENARIOS / f"{name}.toml").read_text())
+
+
+def recording(name: str) -> FrameStore:
+    return load(SCENARIOS / name / "capture.pcapng")
+
+
+def addresses(scen: dict) -> dict[str, str]:
+    """name -> address, for hosts (their eth0) and containers."""
+    out = {}
+    for host in scen["hosts"]:
+        out[host["name"]] = host["eth0"]
+        for c in host.get("containers", []):
+            out[c["name"]] = c["address"]
+    return out
+
+
+def host_of(scen: dict, container: str) -> str:
+    for host in scen["hosts"]:
+        if any(c["name"] == container for c in host.get("containers", [])):
+            return host["name"]
+    raise KeyError(container)
+
+
+def expected_path(store: FrameStore, scen: dict, src: str, dst: str) -> list[Nic]:
+    """The article's path from container src to container dst, from the NIC facts:
+    src's veth, its host's bridge, overlay device, underlay ‖ the same backwards."""
+
+    def find(host: str, role: str) -> list[Nic]:
+        return [n for n in store.nics if n.host == host and nic_role(n) == role]
+
+    def container_nic(name: str) -> Nic:
+        (nic,) = [n for n in store.nics if n.container == name]
+        return nic
+
+    hx, hy = host_of(scen, src), host_of(scen, dst)
+    out_x = find(hx, "bridge") + find(hx, "overlay") + find(hx, "underlay")
+    in_y = find(hy, "underlay") + find(hy, "overlay") + find(hy, "bridge")
+    return [container_nic(src), *out_x, *in_y, container_nic(dst)]
+
+
+def frames_where(store: FrameStore, pred) -> list[int]:
+    return [i for i in range(len(store)) if pred(identify(store.data(i), store.linktype(i)))]
+
+
+def icmp_frames(store, src_addr, dst_addr, itype):
+    return frames_where(
+        store,
+        lambda d: d.proto == 1 and d.icmp_type == itype and d.src == src_addr and d.dst == dst_addr,
+    )
+
+
+def journeys_of(corr, frames) -> list:
+    seen = {}
+    for f in frames:
+        j = corr.journey(f)
+        assert j is not None, f"frame {f} is in no journey"
+        seen[j.id] = j
+    return [seen[k] for k in sorted(seen)]
+
+
+def copy_store(store: FrameStore, *, keep=lambda nic: True, shift=lambda nic: 0,
+               again_after_ns: int | None = None) -> FrameStore:
+    """The same recorded frames re-indexed: some NICs left out, some clocks shifted,
+    or everything sent a second time ``again_after_ns`` later on the same NICs."""
+    out = FrameStore()
+    ids = {}
+    for nic in store.nics:
+        if keep(nic):
+            ids[nic.id] = out.add_nic(Nic(nic.name, nic.linktype, nic.host, nic.netns,
+                                          nic.kind, nic.description, dict(nic.facts)))
+    bufs = {k: out.add_buffer(b) for k, b in enumerate(store.buffers)}
+    rounds = [0] if again_after_ns is None else [0, again_after_ns]
+    for extra in rounds:
+        for i in store.timeline():
+            nic = store.nic(i)
+            if nic.id in ids:
+                out.append(ids[nic.id], store.ts_ns[i] + shift(nic) + extra, bufs[store.buf_of[i]],
+                           store.offset[i], store.caplen[i], store.origlen[i])
+    return out
+
+
+def hop_key(h):
+    return (h.nic.host, h.nic.name, h.nic.container)
+
+
+# -- the article's A -> C journey, on every overlay -------------------------------------
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_echo_requests_follow_the_article_path(name):
+    scen = scenario(name)
+    store = recording(name)
+    corr = correlate(store)
+    addr = addresses(scen)
+    path = expected_path(store, scen, "A", "C")
+    assert len(path) == len(store.nics) == 8  # every NIC of the recording is on the path
+    requests = icmp_frames(store, addr["A"], addr["C"], 8)
+    count = next(t["count"] for t in scen["traffic"] if t["kind"] == "ping" and t["to"] == "C")
+    assert len(requests) == count * len(path)  # the recording saw every ping at every NIC
+    journeys = journeys_of(corr, requests)
+    assert len(journeys) == count
+    assert sorted(j.inner["seq"] for j in journeys) == sorted(
+        {identify(store.data(f), store.linktype(f)).icmp_seq for f in requests})
+    for j in journeys:
+        assert j.inner["src"] == addr["A"] and j.inner["dst"] == addr["C"]
+        assert j.inner["proto"] == "ICMP" and j.inner["type"] == 8
+        assert [h.nic for h in j.hops] == path
+        steps = [h.step for h in j.hops]
+        assert steps[0] == "sent"
+        # Host X: overlay device -> eth0 is where the packet is wrapped
+        assert steps[3].startswith("encapsulated"), steps
+        assert j.hops[3].encap and not j.hops[2].encap
+        assert steps[4].startswith("sent over the underlay ("), steps
+        assert steps[5].startswith("decapsulated"), steps
+        assert steps[-1] == "delivered"
+        assert j.end == "delivered"
+        # one clock in the lab: path order is time order
+        times = [h.time_ns for h in j.hops]
+        assert times == sorted(times)
+        assert not j.corrected and all(h.corrected_time_ns == h.time_ns for h in j.hops)
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+@pytest.mark.parametrize("name", [*OVERLAYS, "port-forward"])
+def test_journeys_cover_what_tshark_sees(name):
+    """tshark's count of A's packets (any layer, so inside tunnels too) and its
+    per-interface split are exactly the hops of A's journeys."""
+    scen = scenario(name)
+    addr = addresses(scen)
+    path = SCENARIOS / name / "capture.pcapng"
+    shown = f"ip.addr=={addr['A']}"
+    if name == "port-forward":  # Host X masquerades A behind its own address
+        shown += f" || ip.addr=={addr['hostx']}"
+    # tshark decodes VXLAN on 4789 only; flannel's UDP backend is a bare IP packet
+    decode = {"flannel-vxlan": ["-d", "udp.port==8472,vxlan"],
+              "flannel-udp": ["-d", "udp.port==8285,ip"]}.get(name, [])
+    out = subprocess.run(
+        ["tshark", "-n", "-r", str(path), *decode, "-Y", shown, "-T", "fields",
+         "-e", "frame.interface_id"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    store = recording(name)
+    corr = correlate(store)
+    journeys = [j for j in corr.journeys if j.inner["proto"] != "ARP"]
+    assert sum(len(j.hops) for j in journeys) == len(out)
+    per_if = Counter(int(x) for x in out)
+    assert Counter(h.nic.facts["idb"] for j in journeys for h in j.hops) == per_if
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_encapsulation_step_names_the_tunnel(name):
+    scen = scenario(name)
+    store = recording(name)
+    addr = addresses(scen)
+    ov = scen["overlay"]
+    (j, *_) = journeys_of(correlate(store), icmp_frames(store, addr["A"], addr["C"], 8))
+    step = j.hops[3].step
+    assert f"{addr['hostx']}→{addr['hosty']}" in step
+    assert step.endswith(f"udp/{ov['port']}")
+    if "vni" in ov:
+        assert step.startswith(f"encapsulated VXLAN vni {ov['vni']} ")
+        assert j.hops[3].encap == ("VXLAN",)
+    else:
+        assert step.startswith("encapsulated flannel-udp ")
+        assert j.hops[3].encap == ("flannel-udp",)
+    # the routed hops: into the overlay device on X (flannel) and out of it on Y
+    if ov["type"].startswith("flannel"):
+        assert j.hops[2].step == "routed" and j.hops[6].step == "routed"
+        assert j.hops[1].step == "bridged"
+    else:  # docker overlay: one L2 network, bridged all the way
+        assert {j.hops[k].step for k in (1, 2, 6)} == {"bridged"}
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_echo_replies_are_their_own_journeys_in_reverse(name):
+    scen = scenario(name)
+    store = recording(name)
+    corr = correlate(store)
+    addr = addresses(scen)
+    path = expected_path(store, scen, "C", "A")
+    replies = icmp_frames(store, addr["C"], addr["A"], 0)
+    requests = icmp_frames(store, addr["A"], addr["C"], 8)
+    rj = journeys_of(corr, replies)
+    assert len(replies) == len(requests) and len(rj) == len(journeys_of(corr, requests))
+    assert not {j.id for j in rj} & {j.id for j in journeys_of(corr, requests)}
+    for j in rj:
+        assert [h.nic for h in j.hops] == path
+        assert path[0].host == "hosty" and path[-1].container == "A"
+        assert j.hops[3].step.startswith("encapsulated") and j.hops[5].step.startswith("decapsulated")
+        assert all(corr.journey(h.frame) is j for h in j.hops)
+
+
+@pytest.mark.parametrize("name", [*OVERLAYS, "port-forward", "bridge"])
+def test_every_ip_frame_is_in_exactly_one_journey_and_journeys_are_one_packet(name):
+    store = recording(name)
+    corr = correlate(store)
+    total = 0
+    for i in range(len(store)):
+        d = identify(store.data(i), store.linktype(i))
+        if d.ipver or d.arp is not None:
+            j = corr.journey(i)
+            assert j is not None and i in j.frames
+            total += 1
+        else:
+            assert corr.journey(i) is None
+    assert sum(len(j.frames) for j in corr.journeys) == total
+    for j in corr.journeys:
+        ids = {identify(store.data(f), store.linktype(f)) for f in j.frames}
+        assert len({(d.proto, d.ip_id, d.icmp_seq, d.tcp_seq, d.tcp_flags, d.digest) for d in ids}) == 1
+        assert sorted(h.frame for h in j.hops) == sorted(j.frames)
+
+
+# -- NAT: the article's port forwarding --------------------------------------------------
+
+def test_port_forward_syn_shows_dnat_to_c():
+    scen = scenario("port-forward")
+    store = recording("port-forward")
+    addr = addresses(scen)
+    pub = scen["overlay"]["publish"][0]
+    syns = frames_where(store, lambda d: d.proto == 6 and d.tcp_flags == 0x02)
+    corr = correlate(store)
+    (j,) = journeys_of(corr, syns)
+    assert len(j.hops) == len(store.nics) == 6  # A eth0, X docker0, X eth0 | Y eth0, Y docker0, C eth0
+    assert j.inner["src"] == addr["A"] and j.inner["dst"] == addr["hosty"]
+    assert j.inner["dport"] == pub["host_port"] and j.inner["flags"] == "S"
+    steps = [h.step for h in j.hops]
+    dnat = f"DNAT dst {addr['hosty']}:{pub['host_port']} → {addr['C']}:{pub['container_port']}"
+    (k,) = [k for k, s in enumerate(steps) if s.startswith(dnat)]
+    assert (j.hops[k - 1].nic.host, j.hops[k - 1].nic.name) == ("hosty", "eth0")
+    assert (j.hops[k].nic.host, nic_role(j.hops[k].nic)) == ("hosty", "bridge")
+    # Host X masquerades A behind its eth0 address (scenario: masquerade = true)
+    sport = j.inner["sport"]
+    snat = f"SNAT src {addr['A']}:{sport} → {addr['hostx']}:{sport}"
+    assert any(s.startswith(snat) for s in steps), steps
+    assert j.hops[-1].nic.container == "C" and j.end == "delivered"
+    assert steps[-1] == "delivered"
+
+
+def test_port_forward_every_tcp_segment_crosses_all_six_nics_even_with_ip_id_0():
+    store = recording("port-forward")
+    corr = correlate(store)
+    tcp = frames_where(store, lambda d: d.proto == 6)
+    journeys = journeys_of(corr, tcp)
+    assert len(tcp) == 6 * len(journeys)
+    assert all(len(j.hops) == 6 and j.end == "delivered" for j in journeys)
+    # the SYN-ACK leaves C with IP ID 0 (DF set): it still forms one whole journey
+    zero = [j for j in journeys if j.inner["ip_id"] == 0]
+    assert zero and all(len({h.nic.id for h in j.hops}) == 6 for j in zero)
+    # requests start in A, replies in C
+    for j in journeys:
+        assert {j.hops[0].nic.container, j.hops[-1].nic.container} == {"A", "C"}
+
+
+def test_bridge_same_host_and_masquerade():
+    scen = scenario("bridge")
+    store = recording("bridge")
+    addr = addresses(scen)
+    corr = correlate(store)
+    ab = journeys_of(corr, icmp_frames(store, addr["A"], addr["B"], 8))
+    assert len(ab) == next(t["count"] for t in scen["traffic"] if t["to"] == "B")
+    for j in ab:
+        assert [(h.nic.container or h.nic.name) for h in j.hops] == ["A", "docker0", "B"]
+        assert [h.step for h in j.hops] == ["sent", "bridged", "delivered"]
+    ay = journeys_of(corr, frames_where(
+        store, lambda d: d.proto == 1 and d.icmp_type == 8 and d.dst == addr["hosty"]))
+    for j in ay:
+        assert [(h.nic.host, h.nic.container or h.nic.name) for h in j.hops] == [
+            ("hostx", "A"), ("hostx", "docker0"), ("hostx", "eth0"), ("hosty", "eth0")]
+        assert j.hops[2].step.startswith(f"SNAT src {addr['A']} → {addr['hostx']}")
+        assert j.hops[3].step.startswith("sent over the underlay") and j.end == "delivered"
+
+
+def test_arp_broadcast_is_one_journey_delivered_at_its_target():
+    store = recording("bridge")
+    corr = correlate(store)
+    docker0 = store.nic_by_name("docker0", "hostx")
+    gw = docker0.facts["addr"].split("/")[0]
+    asks = frames_where(store, lambda d: d.arp is not None and d.arp[0] == 1
+                        and d.arp[4] == bytes(map(int, gw.split("."))))
+    (j,) = journeys_of(corr, asks)
+    assert j.inner["proto"] == "ARP" and j.inner["dst"] == gw
+    assert len(j.hops) == len(asks) == 3  # flooded to B as well
+    assert j.hops[0].nic.container == "A"
+    assert j.hops[1].nic is docker0 and j.hops[1].step == "delivered"
+
+
+# -- repeated identities ----------------------------------------------------------------
+
+def test_same_inner_packet_in_two_vnis_never_shares_a_journey():
+    store = load(shared_pcap("vxlan/zeek_vxlan_same_5tuple_two_vnis.pcap"))
+    vni_of = {}
+    for i in range(len(store)):
+        d = identify(store.data(i), store.linktype(i))
+        vni_of[i] = d.vni
+    assert set(vni_of.values()) == {4242, 4711, None}
+    corr = correlate(store)
+    for j in corr.journeys:
+        assert len({vni_of[f] for f in j.frames} - {None}) <= 1
+    # every encapsulated frame is matched, one VNI per journey, both VNIs present
+    assert all(corr.journey(i) is not None for i in vni_of)
+    per_vni = Counter(vni_of[f] for j in corr.journeys for f in j.frames if vni_of[f])
+    assert per_vni[4242] == per_vni[4711] > 0
+
+
+def test_same_skb_at_one_probe_point_twice_is_a_hairpin_in_one_journey():
+    # retis: one ICMP packet recorded at each kernel probe point, passing
+    # net_dev_start_xmit / netif_receive_skb twice (veth, then through OVS)
+    store = load(shared_pcap("pcapng_multi_if/retis_kernel_probe_points_ovs.pcapng"))
+    corr = correlate(store)
+    icmp = frames_where(store, lambda d: d.proto == 1)
+    journeys = journeys_of(corr, icmp)
+    pings = {(d.icmp_type, d.icmp_seq) for d in
+             (identify(store.data(f), store.linktype(f)) for f in icmp)}
+    assert len(journeys) == len(pings) == 4
+    hairpins = 0
+    for j in journeys:
+        names = [h.nic.name for h in j.hops]
+        hairpins += len(names) - len(set(names))
+        times = [h.time_ns for h in j.hops]
+        assert times == sorted(times)
+        assert names[0] == "raw_tracepoint/net:net_dev_start_xmit"
+    assert hairpins == 8  # two probe points seen twice, in each of the 4 journeys
+
+
+def test_duplicate_on_two_nics_joins_but_same_seq_other_payload_does_not():
+    store = load(shared_pcap("pcapng_multi_if/pcpp_linux_enp0s3_any_mixed_linktypes.pcapng"))
+    corr = correlate(store)
+    ids = [identify(store.data(i), store.linktype(i)) for i in range(len(store))]
+    # frames 0 and 1: the same segment on two interfaces (tshark calls the second a retransmission)
+    assert ids[0].key == ids[1].key and store.nic_of[0] != store.nic_of[1]
+    j = corr.journey(0)
+    assert j is corr.journey(1) and len(j.hops) == 2
+    # same IP ID and TCP seq, different payload: different packets
+    same = [(a, b) for a in range(len(ids)) for b in range(a + 1, len(ids))
+            if ids[a].ip_id == ids[b].ip_id and ids[a].tcp_seq == ids[b].tcp_seq
+            and ids[a].digest != ids[b].digest]
+    assert same
+    for a, b in same:
+        assert corr.journey(a) is not corr.journey(b)
+
+
+def test_the_same_packets_sent_again_later_are_new_journeys():
+    store = recording("flannel-vxlan")
+    once = correlate(store)
+    twice_store = copy_store(store, again_after_ns=300_000_000)  # a retransmission's delay
+    twice = correlate(twice_store)
+    assert len(twice.journeys) == 2 * len(once.journeys)
+    n = len(store)
+    for j in twice.journeys:
+        rounds = {f >= n for f in j.frames}
+        assert len(rounds) == 1  # never mixes the first and the second sending
+        assert len(j.hops) in {len(k.hops) for k in once.journeys}
+    # 300 ms later is far outside the 5 ms hair-pin allowance: no NIC twice in a journey
+    assert all(len({h.nic.id for h in j.hops}) == len(j.hops) for j in twice.journeys)
+    # with a long hair-pin allowance the second sending would be taken for a hair-pin
+    merged = correlate(twice_store, hairpin_ns=400_000_000)
+    assert len(merged.journeys) == len(once.journeys)
+
+
+# -- topology, clocks, capture points ----------------------------------------------------
+
+def test_host_clock_offset_is_estimated_from_underlay_frames_and_corrected():
+    store = recording("flannel-vxlan")
+    late = -3_000_000  # Host Y's clock 3 ms behind Host X's
+    skewed = copy_store(store, shift=lambda nic: late if nic.host == "hosty" else 0)
+    corr = correlate(skewed)
+    assert corr.corrected
+    assert corr.offsets["hostx"] == 0
+    assert abs(corr.offsets["hosty"] - late) < 20_000  # within the wire's few µs
+    scen = scenario("flannel-vxlan")
+    addr = addresses(scen)
+    ref = correlate(store)
+    for j in journeys_of(corr, icmp_frames(skewed, addr["A"], addr["C"], 8)):
+        assert [h.nic.name for h in j.hops] == [n.name for n in expected_path(skewed, scen, "A", "C")]
+        assert j.corrected and j.hops[4].time_ns < j.hops[3].time_ns  # as captured: impossible
+        times = [h.corrected_time_ns for h in j.hops]
+        assert times == sorted(times)
+        assert "sent over the underlay (" in j.hops[4].step and "-" not in j.hops[4].step
+    assert len(corr.journeys) == len(ref.journeys)
+    out = journey_json(corr.journeys[2])
+    assert out["clock_corrected"] is True and "corrected_time" in out["hops"][0]
+
+
+def test_journey_that_stops_early_says_where_it_was_last_seen():
+    # captured on Host X and Host Y's eth0 only: the packets are not seen further
+    store = copy_store(recording("flannel-vxlan"),
+                       keep=lambda nic: nic.host == "hostx" or nic_role(nic) == "underlay")
+    scen = scenario("flannel-vxlan")
+    addr = addresses(scen)
+    corr = correlate(store)
+    for j in journeys_of(corr, icmp_frames(store, addr["A"], addr["C"], 8)):
+        assert len(j.hops) == 5
+        assert j.end == "not seen after hosty/eth0"
+        assert j.hops[-1].step.startswith("sent over the underlay")
+
+
+def test_journey_json_is_the_batch_output_shape():
+    scen = scenario("flannel-vxlan")
+    addr = addresses(scen)
+    store = recording("flannel-vxlan")
+    journeys = find_journeys(store)
+    assert [j.id for j in journeys] == list(range(len(journeys)))
+    firsts = [j.hops[0].time_ns for j in journeys]
+    assert firsts == sorted(firsts)
+    for j in journeys:
+        out = journey_json(j)
+        json.dumps(out)
+        assert {"id", "inner", "hops"} <= set(out)
+        assert {"src", "dst", "proto"} <= set(out["inner"])
+        for h, hop in zip(j.hops, out["hops"]):
+            assert {"host", "nic", "time", "index", "encap", "step"} <= set(hop)
+            assert hop["index"] == store.nic_index[h.frame]
+            assert store.per_nic[h.nic.id][hop["index"]] == h.frame
+            assert isinstance(hop["encap"], list)
+    (j, *_) = journeys_of(correlate(store), icmp_frames(store, addr["A"], addr["C"], 8))
+    out = journey_json(j)
+    assert out["inner"]["type"] == 8 and {"id", "seq"} <= set(out["inner"])
+    assert [(h["host"], h["nic"]) for h in out["hops"]] == [
+        ("hostx", "eth0"), ("hostx", "docker0"), ("hostx", "flannel0"), ("hostx", "eth0"),
+        ("hosty", "eth0"), ("hosty", "flannel0"), ("hosty", "docker0"), ("hosty", "eth0")]
+    assert out["hops"][0]["container"] == "A" and out["hops"][-1]["container"] == "C"
+    assert [h["encap"] for h in out["hops"]] == [[], [], [], ["VXLAN"], ["VXLAN"], [], [], []]
+    assert out["hops"][0]["offset"] == 0
+
+
+def test_ui_lookups_frame_to_journey_and_hop():
+    store = recording("flannel-vxlan")
+    corr = correlate(store)
+    assert len(corr.journey_of) == len(store)
+    for j in corr.journeys:
+        for k, h in enumerate(j.hops):
+            assert corr.journey(h.frame) is j
+            assert j.hop_of(h.frame) == k
+    assert corr.journey(len(store) + 5) is None
+
+
+def test_correlate_does_not_import_textual():
+    code = ("import sys, tracer.correlate\n"
+            "print(','.join(m for m in sys.modules if m == 'textual' or m.startswith(('textual.', 'tracer.ui'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=REPO)
+    assert out.stdout.strip() == ""
+
+
+def test_without_nic_facts_host_order_and_clock_offset_come_from_the_tunnel():
+    # the recording as plain per-host captures would give it: host names, no facts
+    # (tracer replay hostx/eth0=x.pcap ...), and Host Y's clock 3 ms behind
+    store = recording("flannel-vxlan")
+    late = -3_000_000
+    bare = FrameStore()
+    for nic in store.nics:
+        bare.add_nic(Nic(nic.name, nic.linktype, nic.host))
+    buf = {k: bare.add_buffer(b) for k, b in enumerate(store.buffers)}
+    for i in range(len(store)):
+        nic = store.nic(i)
+        bare.append(nic.id, store.ts_ns[i] + (late if nic.host == "hosty" else 0),
+                    buf[store.buf_of[i]], store.offset[i], store.caplen[i], store.origlen[i])
+    corr = correlate(bare)
+    assert corr.corrected and abs(corr.offsets["hosty"] - corr.offsets["hostx"] - late) < 20_000
+    scen = scenario("flannel-vxlan")
+    addr = addresses(scen)
+    path = [(n.host, n.name) for n in expected_path(store, scen, "A", "C")]
+    for j in journeys_of(corr, icmp_frames(bare, addr["A"], addr["C"], 8)):
+        assert [(h.nic.host, h.nic.name) for h in j.hops] == path
+        assert j.hops[3].step.startswith("encapsulated VXLAN vni 1 ")
+        assert j.hops[5].step.startswith("decapsulated")
+    for j in journeys_of(corr, icmp_frames(bare, addr["C"], addr["A"], 0)):
+        assert [(h.nic.host, h.nic.name) for h in j.hops] == path[::-1]
+
+
+@pytest.mark.parametrize("name", [*OVERLAYS, "port-forward", "bridge"])
+def test_fed_in_pieces_as_a_live_capture_gives_the_same_journeys(name):
+    store = recording(name)
+    whole = correlate(store)
+    live = FrameStore()
+    for nic in store.nics:
+        live.add_nic(Nic(nic.name, nic.linktype, nic.host, nic.netns, nic.kind,
+                         nic.description, dict(nic.facts)))
+    buf = {k: live.add_buffer(b) for k, b in enumerate(store.buffers)}
+    corr = Correlation(live)
+    assert corr.update() == []
+    touched = set()
+    for i in range(len(store)):  # arrival order, 7 frames per read
+        live.append(store.nic_of[i], store.ts_ns[i], buf[store.buf_of[i]], store.offset[i],
+                    store.caplen[i], store.origlen[i])
+        if i % 7 == 6 or i == len(store) - 1:
+            changed = corr.update()
+            touched |= {j.id for j in changed}
+            for j in changed:  # usable at once: hops of what is known so far
+                assert sorted(h.frame for h in j.hops) == sorted(j.frames)
+    assert touched == {j.id for j in corr.journeys}
+    assert sorted(sorted(j.frames) for j in corr.journeys) == sorted(
+        sorted(j.frames) for j in whole.journeys)
+    for j in corr.journeys:
+        ref = whole.journey(j.frames[0])
+        assert [h.frame for h in j.hops] == [h.frame for h in ref.hops]
+        assert [h.step for h in j.hops] == [h.step for h in ref.hops]
+        assert all(corr.journey(f) is j for f in j.frames)
+
+
+def test_live_updates_estimate_the_clock_offset_too():
+    store = recording("flannel-vxlan")
+    late = -3_000_000
+    live = FrameStore()
+    for nic in store.nics:
+        live.add_nic(Nic(nic.name, nic.linktype, nic.host))  # no facts: addresses learnt
+    buf = {k: live.add_buffer(b) for k, b in enumerate(store.buffers)}
+    corr = Correlation(live)
+    for i in store.timeline():
+        nic = store.nic(i)
+        live.append(nic.id, store.ts_ns[i] + (late if nic.host == "hosty" else 0),
+                    buf[store.buf_of[i]], store.offset[i], store.caplen[i], store.origlen[i])
+        if i % 5 == 4:
+            corr.update()
+    corr.update()
+    assert corr.corrected and abs(corr.offsets["hosty"] - corr.offsets["hostx"] - late) < 20_000
+    whole = correlate(live)
+    assert whole.offsets == corr.offsets
+    for j in corr.journeys:
+        assert [h.frame for h in j.hops] == [h.frame for h in whole.journey(j.frames[0]).hops]
