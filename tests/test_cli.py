@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -217,7 +215,7 @@ def test_packet_bytes_never_reach_the_terminal(tmp_path):
     path = tmp_path / "evil.pcap"
     wrpcap(str(path), [Ether() / IP() / UDP(sport=53, dport=53) / Raw(evil)] * 3)
     for args in (("--print",), ("--print", "--json"), ("--stats",)):
-        r = tracer("replay", f"evil\x1b[31m=" + str(path), *args)
+        r = tracer("replay", "evil\x1b[31m=" + str(path), *args)
         assert r.returncode == 0, r.stderr
         assert b"\x1b" not in r.stdout and b"\x07" not in r.stdout and b"\x9b" not in r.stdout
 

@@ -13,6 +13,10 @@ CORE = [
     "tracer.dissect.text",
     "tracer.stats",
     "tracer.correlate",
+    "tracer.topology",
+    "tracer.capture.agent",
+    "tracer.capture.live",
+    "tracer.capture.live_cli",
     "tracer.lab",
     "tracer.cli",
 ]

@@ -137,3 +137,26 @@ def test_capinfos_counts(tmp_path):
     assert "Number of packets:   3" in out
     assert out.count("Number of stat entries = 1") == 2
     assert "Time precision = nanoseconds (9)" in out
+
+
+def test_gone_comment_marks_the_nic_gone_for_the_reader(tmp_path):
+    from tracer.capture.reader import SourceSpec, open_capture
+    from tracer.model import FrameStore
+
+    path = tmp_path / "gone.pcapng"
+    with open(path, "wb") as f:
+        w = PcapngWriter(f)
+        stays = w.add_interface("eth0", LINKTYPE_ETHERNET)
+        goes = w.add_interface("veth-b", LINKTYPE_ETHERNET)
+        w.write_stats(stays, 2_000, 5, 0)
+        w.write_stats(goes, 2_000, 3, 1, comment="gone: veth-b disappeared (removed) after 3 frames")
+    store = FrameStore()
+    with open_capture(SourceSpec(str(path))) as cap:
+        cap.read_into(store)
+    nics = {n.name: n for n in store.nics}
+    assert nics["veth-b"].gone and not nics["eth0"].gone
+    assert (nics["veth-b"].received, nics["veth-b"].dropped) == (3, 1)
+    if shutil.which("tshark"):
+        out = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "frame.number"],
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr

@@ -114,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-NIC frames, bytes, times, link type and encapsulations; no UI",
     )
 
+    sub.add_parser(
+        "agent",
+        help="the capture agent alone (root): NICs in, one pcapng stream out (see 'tracer agent --help')",
+        add_help=False,
+    )
     for module_name in COMMAND_MODULES:
         module = _command_module(module_name)
         if module is None:
@@ -357,6 +362,12 @@ def _run_ui(captures, store: FrameStore) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["agent"]:
+        # all of its arguments are the agent's own (argparse's REMAINDER drops --help)
+        from tracer.capture import agent
+
+        return agent.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -134,10 +134,16 @@ class PcapngWriter:
         self._f.write(_block(BT_EPB, body))
 
     def write_stats(self, if_id: int, ts_ns: int, received: int | None, dropped: int | None,
-                    *, start_ns: int | None = None) -> None:
-        """An ISB: kernel counters for one interface at ``ts_ns``."""
+                    *, start_ns: int | None = None, comment: str | None = None) -> None:
+        """An ISB: kernel counters for one interface at ``ts_ns``.
+
+        ``comment`` (opt_comment) carries events of the interface; one that
+        starts with ``gone`` says it disappeared (the reader marks the NIC gone).
+        """
         hi, lo = self._ts(if_id, ts_ns)
         opts = []
+        if comment is not None:
+            opts.append((OPT_COMMENT, comment.encode()))
         if start_ns is not None:
             shi, slo = self._ts(if_id, start_ns)
             opts.append((ISB_STARTTIME, struct.pack(_E + "II", shi, slo)))

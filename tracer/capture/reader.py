@@ -834,6 +834,9 @@ class _PcapngParser(_Base):
                 itf.nic.received = u64(value[:8])[0]
             elif code == 5 and len(value) >= 8:
                 itf.nic.dropped = u64(value[:8])[0]
+            elif code == 1 and value.startswith(b"gone"):
+                # the live agent's word that the interface disappeared (veth deleted)
+                itf.nic.gone = True
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,659 @@
+"""The capture agent: the only part of ``tracer live`` that runs as root.
+
+``python -m tracer.capture.agent [-i NIC[@NETNS]]... [--netns NS]... [--all-netns]
+[-s SNAPLEN] [-c COUNT] [--duration S] [FILTER...]`` writes ONE pcapng stream to
+stdout: an Interface Description Block per NIC (named as the kernel names it,
+described in the project convention by :mod:`tracer.topology`), an Enhanced
+Packet Block per frame, and an Interface Statistics Block per NIC with the
+kernel's PACKET_STATISTICS (received/dropped) every second and at the end.
+
+It opens one AF_PACKET socket per NIC (entering each netns to do so), attaches
+the kernel BPF filter if one is given, reads raw frames from a TPACKET_V3 ring
+(as libpcap does: no system call per frame; one ``recvmsg`` per frame where the
+ring cannot be set up) straight into EPBs, and never looks inside them.  The filter is tcpdump syntax compiled by tcpdump itself
+(``tcpdump -ddd -y LINKTYPE -s 262144 FILTER``, once per link type) and attached
+with SO_ATTACH_FILTER: exactly the classic BPF tcpdump would attach.  The
+filter never truncates (ret 262144), so original lengths stay right; ``-s`` is
+applied on receive.
+
+Nothing is written until every socket is open: the first bytes on stdout mean
+"running".  It stops cleanly — remaining frames drained, final statistics,
+every block whole — on SIGTERM/SIGINT, ``-c``/``--duration``, EOF on stdin with
+``--stop-on-stdin-eof`` (how ``tracer live`` asks it to stop once it has given
+up root), or when the reader of stdout goes away.  NICs that appear later and
+match the selection get a new IDB; a NIC that disappears gets a last ISB whose
+comment starts with ``gone`` and capture goes on on the others.
+
+Errors: one line on stderr; exit 2 for usage (unknown NIC or netns, bad
+filter), 1 for failure (no permission, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import errno
+import os
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from tracer import topology
+from tracer.capture.afpacket import (
+    SCM_TIMESTAMPNS,
+    CaptureError,
+    PacketSocket,
+    epb_flags,
+)
+from tracer.capture.pcapng_writer import (
+    BT_EPB,
+    EPB_FLAGS,
+    PcapngWriter,
+    _options,
+)
+from tracer.model import linktype_name
+
+SO_ATTACH_FILTER = 26
+SO_RCVBUFFORCE = 33
+MAX_SNAPLEN = 262144
+STATS_INTERVAL = 1.0  # seconds between ISBs (and rescans for new NICs)
+FLUSH_INTERVAL = 0.2  # a busy stream is flushed at least this often
+OUT_BUFFER = 1 << 20
+BATCH = 512  # frames read from one socket before looking at the others
+GONE_ERRNOS = {errno.ENETDOWN, errno.ENXIO, errno.ENODEV}
+_E = "<" if sys.byteorder == "little" else ">"
+_EPB_HEAD = struct.Struct(_E + "IIIIIII")
+_U32 = struct.Struct(_E + "I")
+_TIMESPEC = struct.Struct("@ll")
+
+
+class AgentError(Exception):
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- BPF ----------------------------------------------------------------------------
+
+def compile_filter(words: list[str], linktype: int) -> list[tuple[int, int, int, int]]:
+    """Classic BPF for ``words`` on ``linktype``, from tcpdump's own compiler."""
+    tcpdump = shutil.which("tcpdump")
+    if tcpdump is None:
+        raise AgentError("a capture filter needs tcpdump to compile it (not installed)", 2)
+    expr = " ".join(words)
+    out = subprocess.run([tcpdump, "-ddd", "-y", linktype_name(linktype), "-s", str(MAX_SNAPLEN), expr],
+                         capture_output=True, text=True, timeout=20)
+    if out.returncode != 0:
+        msg = (out.stderr.strip().splitlines() or ["tcpdump failed"])[-1]
+        raise AgentError(f"filter {expr!r}: {msg.removeprefix('tcpdump: ')}", 2)
+    nums = out.stdout.split()
+    n = int(nums[0])
+    vals = [int(x) for x in nums[1:]]
+    return [tuple(vals[i * 4: i * 4 + 4]) for i in range(n)]  # type: ignore[misc]
+
+
+def attach_filter(sock: socket.socket, prog: list[tuple[int, int, int, int]]) -> None:
+    raw = b"".join(struct.pack("HBBI", c, jt, jf, k) for c, jt, jf, k in prog)
+    buf = ctypes.create_string_buffer(raw, len(raw))
+    fprog = struct.pack("HL", len(prog), ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
+# -- one NIC -------------------------------------------------------------------------
+
+@dataclass
+class Tap:
+    link: topology.Link
+    psock: PacketSocket
+    if_id: int
+    frames: int = 0
+    gone: bool = False
+    ring: "Ring | None" = None
+
+    @property
+    def fd(self) -> int:
+        return self.psock.fileno()
+
+
+SOL_PACKET = 263
+PACKET_RX_RING = 5
+PACKET_VERSION = 10
+TPACKET_V3 = 2
+TP_STATUS_USER = 1
+RING_BLOCK = 1 << 20  # > the largest snaplen: a frame always fits a block
+RING_FRAME = 2048  # V3 packs frames of any size into blocks; this only sizes the request
+RING_TIMEOUT_MS = 20  # a partly filled block is handed over after this long
+_BLOCK_HDR = struct.Struct("@III")  # block_status, num_pkts, offset_to_first_pkt (at +8)
+_TP3_HDR = struct.Struct("@IIIIIIH")  # next_offset, sec, nsec, snaplen, len, status, mac
+TP3_PKTTYPE = 48 + 10  # TPACKET_ALIGN(sizeof tpacket3_hdr) + offsetof(sockaddr_ll, sll_pkttype)
+
+
+class Ring:
+    """A TPACKET_V3 receive ring (what libpcap uses): the kernel fills blocks of
+    frames in shared memory, so reading costs no system call per frame."""
+
+    def __init__(self, sock: socket.socket, size: int) -> None:
+        import mmap
+
+        self.nblocks = max(2, size // RING_BLOCK)
+        sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
+        req = struct.pack("@7I", RING_BLOCK, self.nblocks, RING_FRAME,
+                          RING_BLOCK // RING_FRAME * self.nblocks, RING_TIMEOUT_MS, 0, 0)
+        sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
+        self.mm = mmap.mmap(sock.fileno(), RING_BLOCK * self.nblocks, mmap.MAP_SHARED,
+                            mmap.PROT_READ | mmap.PROT_WRITE)
+        self.block = 0
+
+    def close(self) -> None:
+        try:
+            self.mm.close()
+        except (BufferError, ValueError):
+            pass
+
+
+class _Out:
+    """stdout as a file object for the writer: a buffer flushed with os.write."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = bytearray()
+
+    def write(self, data) -> int:
+        self.buf += data
+        if len(self.buf) >= OUT_BUFFER:
+            self.flush()
+        return len(data)
+
+    def flush(self) -> None:
+        view = memoryview(self.buf)
+        try:
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+        finally:
+            view.release()
+        del self.buf[:]
+
+
+# -- selection -------------------------------------------------------------------------
+
+def parse_nic(arg: str) -> tuple[str, str | None]:
+    name, at, ns = arg.rpartition("@")
+    return (name, ns or None) if at and name else (arg, None)
+
+
+class Selection:
+    """Which NICs to capture: chosen by name (``-i``) or discovered (topology)."""
+
+    def __init__(self, nics: list[str], netns: list[str], all_netns: bool, host: str | None) -> None:
+        self.named = [parse_nic(n) for n in nics]
+        self.netns = netns
+        self.all_netns = all_netns
+        self.host = host
+
+    def current(self, strict: bool) -> list[topology.Link]:
+        if not self.named:
+            return topology.discover(self.netns, all_netns=self.all_netns, host=self.host)
+        by_ns: dict[str | None, list[topology.Link]] = {}
+        out = []
+        for name, ns in self.named:
+            if ns not in by_ns:
+                try:
+                    by_ns[ns] = topology.all_links(ns, self.host)
+                except topology.TopologyError as e:
+                    if strict:
+                        raise AgentError(str(e), 2) from None
+                    by_ns[ns] = []
+            found = [l for l in by_ns[ns] if l.name == name]
+            if not found:
+                if strict:
+                    have = ", ".join(l.name for l in by_ns[ns]) or "none"
+                    where = f" in netns {ns}" if ns else ""
+                    raise AgentError(f"{name}: no such interface{where}; have: {have}", 2)
+                continue
+            found[0].role = found[0].role if found[0].role != "other" else "chosen"
+            out.append(found[0])
+        return out
+
+
+# -- the agent ---------------------------------------------------------------------------
+
+class Agent:
+    def __init__(self, selection: Selection, *, snaplen: int = MAX_SNAPLEN, filter_words: list[str] | None = None,
+                 count: int = 0, duration: float = 0, buffer_kib: int = 4096,
+                 stop_on_stdin_eof: bool = False, out_fd: int = 1, use_ring: bool = True) -> None:
+        self.selection = selection
+        self.snaplen = snaplen
+        self.filter_words = filter_words or []
+        self.count = count
+        self.duration = duration
+        self.rcvbuf = buffer_kib * 1024
+        self.stop_on_stdin_eof = stop_on_stdin_eof
+        self.use_ring = use_ring
+        self.out_fd = out_fd
+        self.out = _Out(out_fd)
+        self.writer: PcapngWriter | None = None
+        self.taps: list[Tap] = []
+        self.by_fd: dict[int, Tap] = {}
+        self.filters: dict[int, list] = {}
+        self.poller = select.poll()
+        self.stopping = False
+        self.reader_gone = False
+        self.total = 0
+        self.start_ns = time.time_ns()
+        # one receive buffer; frames are read straight into it after room for an EPB header
+        self.buf = bytearray(max(OUT_BUFFER, 4 * (snaplen + 64)))
+        self.view = memoryview(self.buf)
+        self.fill = 0
+        self.anc = socket.CMSG_SPACE(_TIMESPEC.size)
+        self.flag_opts = {pt: _options([(EPB_FLAGS, _U32.pack(f))]) for pt in range(5)
+                          if (f := epb_flags(pt)) is not None}
+
+    # -- opening ---------------------------------------------------------------
+    def _filter_for(self, linktype: int) -> list | None:
+        if not self.filter_words:
+            return None
+        if linktype not in self.filters:
+            self.filters[linktype] = compile_filter(self.filter_words, linktype)
+        return self.filters[linktype]
+
+    def _open(self, link: topology.Link) -> Tap:
+        try:
+            ps = PacketSocket(link.name, netns=link.netns, snaplen=self.snaplen)
+        except CaptureError as e:
+            raise AgentError(str(e)) from None
+        try:
+            ps.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.rcvbuf)
+        except OSError:
+            ps.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+        prog = self._filter_for(ps.linktype)
+        if prog is not None:
+            attach_filter(ps.sock, prog)
+            while ps.recv() is not None:  # queued before the filter was on: not wanted
+                pass
+            ps.stats()
+            ps.received = ps.dropped = 0
+        ring = None
+        if self.use_ring:
+            try:
+                ring = Ring(ps.sock, self.rcvbuf)
+            except OSError:
+                ring = None  # an old kernel: one recvmsg per frame, as before
+        return Tap(link, ps, -1, ring=ring)
+
+    def _add(self, tap: Tap) -> None:
+        assert self.writer is not None
+        tap.if_id = self.writer.add_interface(tap.link.name, tap.psock.linktype,
+                                              description=tap.link.description, snaplen=self.snaplen)
+        self.taps.append(tap)
+        self.by_fd[tap.fd] = tap
+        self.poller.register(tap.fd, select.POLLIN)
+
+    def start(self) -> None:
+        links = self.selection.current(strict=True)
+        if not links:
+            raise AgentError("no NIC to capture on was found; name one with -i NIC[@NETNS]", 2)
+        taps = []
+        try:
+            for link in links:
+                taps.append(self._open(link))
+        except BaseException:
+            for t in taps:
+                self._close(t)
+            raise
+        self.writer = PcapngWriter(self.out, user_appl="tracer agent")
+        for t in taps:
+            self._add(t)
+        self.out.flush()
+
+    # -- the loop ------------------------------------------------------------------
+    def run(self) -> int:
+        out_fd = self.out_fd
+        self.poller.register(out_fd, 0)  # POLLERR/POLLHUP: the reader went away
+        stdin_fd = -1
+        if self.stop_on_stdin_eof:
+            stdin_fd = 0
+            self.poller.register(stdin_fd, select.POLLIN)
+        started = time.monotonic()
+        last_stats = last_flush = started
+        try:
+            while not self.stopping:
+                events = self.poller.poll(100)
+                for fd, ev in events:
+                    if fd == out_fd:
+                        self.reader_gone = True
+                        self.stopping = True
+                    elif fd == stdin_fd:
+                        if not os.read(stdin_fd, 4096):
+                            self.poller.unregister(stdin_fd)
+                            stdin_fd = -1
+                            self.stopping = True
+                    else:
+                        tap = self.by_fd.get(fd)
+                        if tap is not None:
+                            if ev & (select.POLLERR | select.POLLNVAL):
+                                self._check_error(tap)
+                            if not tap.gone:
+                                self._read(tap, BATCH)
+                now = time.monotonic()
+                if self.count and self.total >= self.count:
+                    self.stopping = True
+                if self.duration and now - started >= self.duration:
+                    self.stopping = True
+                if now - last_stats >= STATS_INTERVAL:
+                    last_stats = now
+                    self._stats()
+                    self._rescan()
+                if not events or now - last_flush >= FLUSH_INTERVAL:
+                    self._flush()
+                    last_flush = now
+            if not self.reader_gone:
+                for tap in list(self.taps):  # what is already queued belongs to the capture
+                    if not tap.gone:
+                        self._read(tap, 100_000)
+                self._stats()
+                self._flush()
+        except BrokenPipeError:
+            self.reader_gone = True
+        finally:
+            for tap in self.taps:
+                if not tap.gone:
+                    self._close(tap)
+        return 0
+
+    @staticmethod
+    def _close(tap: Tap) -> None:
+        if tap.ring is not None:
+            tap.ring.close()
+        tap.psock.close()
+
+    def _check_error(self, tap: Tap) -> None:
+        err = tap.psock.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err in GONE_ERRNOS:
+            self._gone(tap, os.strerror(err))
+
+    def _read(self, tap: Tap, limit: int) -> None:
+        if tap.ring is not None:
+            self._drain_ring(tap, limit)
+        else:
+            self._drain(tap, limit)
+
+    def _drain_ring(self, tap: Tap, limit: int) -> None:
+        """Frames of the ring's user-owned blocks, as EPBs into ``self.buf``; each
+        block is given back to the kernel once read."""
+        ring = tap.ring
+        assert ring is not None
+        mm = ring.mm
+        hdr = _TP3_HDR.unpack_from
+        blk = _BLOCK_HDR.unpack_from
+        pack = _EPB_HEAD.pack_into
+        u32 = _U32.pack_into
+        flag_opts = self.flag_opts
+        snap = self.snaplen
+        buf = self.buf
+        room = len(buf) - (snap + 64)
+        if_id = tap.if_id
+        count = self.count
+        n = 0
+        while n < limit:
+            base = ring.block * RING_BLOCK
+            status, num, p = blk(mm, base + 8)
+            if not status & TP_STATUS_USER:
+                break
+            p += base
+            for _ in range(num):
+                nxt, sec, nsec, caplen, origlen, _st, mac = hdr(mm, p)
+                if count and self.total >= count:
+                    break
+                fill = self.fill
+                if fill > room:
+                    self._commit()
+                    fill = 0
+                if caplen > snap:
+                    caplen = snap
+                ts = sec * 1_000_000_000 + nsec
+                end = fill + 28 + caplen
+                buf[fill + 28: end] = mm[p + mac: p + mac + caplen]
+                pad = -caplen & 3
+                if pad:
+                    buf[end: end + pad] = b"\0" * pad
+                    end += pad
+                opt = flag_opts.get(mm[p + TP3_PKTTYPE], b"")
+                if opt:
+                    buf[end: end + len(opt)] = opt
+                    end += len(opt)
+                total = end + 4 - fill
+                u32(buf, end, total)
+                pack(buf, fill, BT_EPB, total, if_id, ts >> 32, ts & 0xFFFFFFFF, caplen, origlen)
+                self.fill = end + 4
+                self.total += 1
+                tap.frames += 1
+                n += 1
+                p += nxt
+            # frames past -c in this block are not wanted: the block goes back whole
+            struct.pack_into("@I", mm, base + 8, 0)
+            ring.block = (ring.block + 1) % ring.nblocks
+            if count and self.total >= count:
+                break
+
+    def _flush(self) -> None:
+        self._commit()
+        self.out.flush()
+
+    def _commit(self) -> None:
+        """Frames in ``self.buf`` go out after whatever the writer has buffered."""
+        if self.fill:
+            self.out.flush()
+            view = self.view[: self.fill]
+            while view:
+                n = os.write(self.out_fd, view)
+                view = view[n:]
+            self.fill = 0
+
+    def _drain(self, tap: Tap, limit: int) -> None:
+        """Read up to ``limit`` frames of one NIC straight into EPBs in ``self.buf``."""
+        recv = tap.psock.sock.recvmsg_into
+        anc = self.anc
+        snap = self.snaplen
+        view = self.view
+        room = len(self.buf) - (snap + 64)
+        pack = _EPB_HEAD.pack_into
+        u32 = _U32.pack_into
+        tsunpack = _TIMESPEC.unpack_from
+        flag_opts = self.flag_opts
+        buf = self.buf
+        if_id = tap.if_id
+        count = self.count
+        n = 0
+        while n < limit:
+            if count and self.total >= count:
+                break
+            fill = self.fill
+            if fill > room:
+                self._commit()
+                fill = 0
+            try:
+                nbytes, ancdata, _fl, addr = recv([view[fill + 28: fill + 28 + snap]], anc, socket.MSG_TRUNC)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                if e.errno in GONE_ERRNOS:
+                    self._gone(tap, e.strerror)
+                    break
+                raise
+            ts = 0
+            for level, kind, data in ancdata:
+                if kind == SCM_TIMESTAMPNS and level == socket.SOL_SOCKET:
+                    sec, nsec = tsunpack(data)
+                    ts = sec * 1_000_000_000 + nsec
+            if not ts:
+                ts = time.time_ns()
+            caplen = nbytes if nbytes < snap else snap
+            pad = -caplen & 3
+            end = fill + 28 + caplen
+            if pad:
+                buf[end: end + pad] = b"\0" * pad
+                end += pad
+            opt = flag_opts.get(addr[2], b"")
+            if opt:
+                buf[end: end + len(opt)] = opt
+                end += len(opt)
+            total = end + 4 - fill
+            u32(buf, end, total)
+            pack(buf, fill, BT_EPB, total, if_id, ts >> 32, ts & 0xFFFFFFFF, caplen, nbytes)
+            self.fill = end + 4
+            n += 1
+            self.total += 1
+            tap.frames += 1
+
+    def _stats(self) -> None:
+        assert self.writer is not None
+        self._commit()
+        now = time.time_ns()
+        for tap in self.taps:
+            if tap.gone:
+                continue
+            try:
+                rec, drop = tap.psock.stats()
+            except OSError:
+                continue
+            self.writer.write_stats(tap.if_id, now, rec, drop, start_ns=self.start_ns)
+
+    def _gone(self, tap: Tap, why: str | None) -> None:
+        assert self.writer is not None
+        self._commit()
+        tap.gone = True
+        try:
+            rec, drop = tap.psock.stats()
+        except OSError:
+            rec, drop = tap.psock.received, tap.psock.dropped
+        self.writer.write_stats(
+            tap.if_id, time.time_ns(), rec, drop, start_ns=self.start_ns, comment=
+            f"gone: {tap.link.label} disappeared ({why or 'removed'}) after {tap.frames} frames;"
+            " capture went on on the other NICs")
+        try:
+            self.poller.unregister(tap.fd)
+        except (KeyError, ValueError):
+            pass
+        self.by_fd.pop(tap.fd, None)
+        self._close(tap)
+        print(f"tracer agent: {tap.link.label}: gone ({why or 'removed'}); capture goes on", file=sys.stderr)
+
+    def _rescan(self) -> None:
+        """New NICs matching the selection get an IDB; vanished ones are marked gone."""
+        try:
+            links = self.selection.current(strict=False)
+        except (topology.TopologyError, OSError, AgentError):
+            return
+        now_keys = {(l.netns, l.name, l.ifindex) for l in links}
+        for tap in self.taps:
+            if tap.gone:
+                continue
+            key = (tap.link.netns, tap.link.name, tap.link.ifindex)
+            if key not in now_keys and not self._still_there(tap.link):
+                self._gone(tap, "removed")
+        live = {(t.link.netns, t.link.name, t.link.ifindex) for t in self.taps if not t.gone}
+        for link in links:
+            if (link.netns, link.name, link.ifindex) in live:
+                continue
+            try:
+                tap = self._open(link)
+            except (AgentError, OSError):
+                continue  # it went again, or is not capturable: try at the next scan
+            self._add(tap)
+
+    @staticmethod
+    def _still_there(link: topology.Link) -> bool:
+        """Discovery may stop selecting a NIC that still exists (e.g. a bridge lost
+        its last port): only a NIC that is really gone is reported gone."""
+        try:
+            return any(l.ifindex == link.ifindex and l.name == link.name
+                       for l in topology.all_links(link.netns, link.host))
+        except (topology.TopologyError, OSError):
+            return False
+
+
+# -- command line ---------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tracer agent", description=(
+        "Capture on NICs across network namespaces; write one pcapng stream to stdout. Needs root."))
+    add_capture_args(p)
+    p.add_argument("--stop-on-stdin-eof", action="store_true",
+                   help="stop cleanly when stdin reaches EOF (how 'tracer live' stops it)")
+    p.add_argument("-B", "--buffer-size", type=int, default=4096, metavar="KiB",
+                   help="kernel receive buffer per NIC in KiB (default 4096)")
+    return p
+
+
+def add_capture_args(p: argparse.ArgumentParser) -> None:
+    """The options ``tracer live`` shares with the agent."""
+    p.add_argument("-i", "--interface", dest="interfaces", action="append", default=[], metavar="NIC[@NETNS]",
+                   help="capture on exactly this NIC (repeatable); @NETNS for another network namespace")
+    p.add_argument("--netns", action="append", default=[], metavar="NAME",
+                   help="also discover NICs in this network namespace (repeatable)")
+    p.add_argument("--all-netns", action="store_true",
+                   help="also discover NICs in every named netns and every container netns (/proc)")
+    p.add_argument("-s", "--snaplen", type=int, default=MAX_SNAPLEN, metavar="SNAPLEN",
+                   help=f"bytes kept per frame (default {MAX_SNAPLEN})")
+    p.add_argument("-c", "--count", type=int, default=0, metavar="COUNT", help="stop after COUNT frames")
+    p.add_argument("--duration", type=float, default=0, metavar="SECONDS", help="stop after SECONDS")
+    p.add_argument("--host", default=None, help="host name written into the NIC descriptions (default: hostname)")
+    p.add_argument("filter", nargs="*", metavar="FILTER",
+                   help="capture filter in tcpdump syntax (e.g. icmp, 'udp port 8472')")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if not (0 < args.snaplen <= MAX_SNAPLEN):
+        raise AgentError(f"-s {args.snaplen}: 1 to {MAX_SNAPLEN}", 2)
+    if args.count < 0 or args.duration < 0:
+        raise AgentError("-c and --duration must not be negative", 2)
+    if args.filter and args.filter[0] == "--":
+        args.filter = args.filter[1:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    stop = {"agent": None}
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        if stop["agent"] is not None:
+            stop["agent"].stopping = True
+        else:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        check_args(args)
+        sel = Selection(args.interfaces, args.netns, args.all_netns, args.host)
+        agent = Agent(sel, snaplen=args.snaplen, filter_words=args.filter, count=args.count,
+                      duration=args.duration, buffer_kib=args.buffer_size,
+                      stop_on_stdin_eof=args.stop_on_stdin_eof)
+        agent.start()
+        stop["agent"] = agent
+        return agent.run()
+    except AgentError as e:
+        print(f"tracer agent: {e}", file=sys.stderr)
+        return e.code
+    except (topology.TopologyError, CaptureError) as e:
+        print(f"tracer agent: {e}", file=sys.stderr)
+        return 2 if isinstance(e, topology.TopologyError) else 1
+    except PermissionError as e:
+        print(f"tracer agent: {e.strerror or e}; capturing needs root (CAP_NET_RAW)", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, BrokenPipeError):
+        return 0
+    except Exception as e:  # noqa: BLE001 - one line, never a traceback
+        print(f"tracer agent: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

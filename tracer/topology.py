@@ -1,0 +1,354 @@
+"""Which NICs a cross-host packet crosses, found with netlink (pyroute2).
+
+In each network namespace asked for, :func:`discover` lists the NICs the
+article cares about: Docker/CNI bridges (``docker0``, ``cni0``, ``br-*``, and
+``br0`` of Docker's overlay namespace) with their member ports, the overlay
+devices (``flannel0``/``flannel.1`` and every vxlan, geneve or tun device), and
+the uplink (the default route's device, the VXLAN underlay device; in a lab
+with no default route, the addressed links left over).  Each :class:`Link`
+carries the facts that explain it — bridge master and ports, veth peer and the
+netns it lives in, VXLAN VNI/port/local/remote/underlay/FDB, addresses — and
+renders them as an IDB description in the project convention
+(``host=... netns=... kind=... key=value``, see
+:func:`tracer.capture.pcapng_writer.description`).
+
+Namespaces are entered with :func:`tracer.capture.afpacket.run_in_netns` (a
+thread that ``setns``es, then a plain ``IPRoute()``): a netns that does not
+exist is an error, never created by accident.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from tracer.capture.afpacket import NETNS_RUN_DIR, CaptureError, run_in_netns
+from tracer.capture.pcapng_writer import description as describe
+
+ARPHRD_ETHER = 1
+ARPHRD_LOOPBACK = 772
+ARPHRD_NONE = 0xFFFE
+AF_BRIDGE = 7
+OVERLAY_KINDS = ("vxlan", "geneve", "tun")
+# Path order inside one host: container ports, bridge, overlay, uplink.
+ROLE_ORDER = {"container": 0, "bridge": 1, "overlay": 2, "underlay": 3, "other": 4}
+
+
+class TopologyError(Exception):
+    """Discovery failed (one line, for people)."""
+
+
+@dataclass
+class Link:
+    """One NIC as netlink describes it."""
+
+    name: str
+    ifindex: int
+    netns: str | None  # display name: a named netns, /proc/PID/ns/net, or None (ours)
+    host: str
+    kind: str  # veth, bridge, vxlan, geneve, tun, physical, dummy, ...
+    role: str = "other"  # container, bridge, overlay, underlay, other
+    arphrd: int = ARPHRD_ETHER
+    up: bool = True
+    facts: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def where(self) -> str | None:
+        """What :func:`run_in_netns` takes to enter this NIC's netns (None: ours)."""
+        return self.netns
+
+    @property
+    def key(self) -> tuple[str | None, str]:
+        return (self.netns, self.name)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.netns}" if self.netns else self.name
+
+    @property
+    def description(self) -> str:
+        facts = {k: v for k, v in self.facts.items() if k not in ("host", "netns", "kind", "role")}
+        return describe(host=self.host, netns=self.netns, kind=self.kind, role=self.role, **facts)
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "ifindex": self.ifindex, "host": self.host, "netns": self.netns,
+                "kind": self.kind, "role": self.role, "up": self.up, "description": self.description,
+                "facts": {k: str(v) for k, v in self.facts.items()}}
+
+
+def _ns_path(netns: str) -> str:
+    return netns if "/" in netns else os.path.join(NETNS_RUN_DIR, netns)
+
+
+def _inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def named_netns() -> list[str]:
+    try:
+        return sorted(os.listdir(NETNS_RUN_DIR))
+    except OSError:
+        return []
+
+
+def current_netns_name() -> str | None:
+    """The name of the netns this process is in, when it is a named one."""
+    mine = _inode("/proc/self/ns/net")
+    for name in named_netns():
+        if _inode(_ns_path(name)) == mine:
+            return name
+    return None
+
+
+def container_netns() -> list[str]:
+    """Network namespaces of running processes that have no name (containers), as
+    ``/proc/PID/ns/net`` (one per namespace), not ours and not a named one."""
+    seen = {_inode("/proc/self/ns/net"), _inode("/proc/1/ns/net")}
+    seen.update(_inode(_ns_path(n)) for n in named_netns())
+    out = []
+    for pid in sorted((p for p in os.listdir("/proc") if p.isdigit()), key=int):
+        path = f"/proc/{pid}/ns/net"
+        ino = _inode(path)
+        if ino is None or ino in seen:
+            continue
+        seen.add(ino)
+        out.append(path)
+    return out
+
+
+# -- one netns ------------------------------------------------------------------
+
+
+def _dump(netns: str | None) -> dict:
+    """Links, addresses, bridge FDB, default-route devices of one netns."""
+    from pyroute2 import IPRoute
+
+    def body() -> dict:
+        with IPRoute() as ip:
+            links = list(ip.get_links())
+            addrs = list(ip.get_addr())
+            defaults = set()
+            for fam in (socket.AF_INET, socket.AF_INET6):
+                try:
+                    for r in ip.get_default_routes(family=fam):
+                        if r.get("RTA_OIF"):
+                            defaults.add(r.get("RTA_OIF"))
+                except Exception:  # noqa: BLE001 - no IPv6 in this netns
+                    pass
+            fdb = []
+            kinds = {_kind_of(l) for l in links}
+            remote_oifs = set()
+            if kinds & {"vxlan", "geneve"}:
+                fdb = [(n["ifindex"], n.get("NDA_LLADDR"), n.get("NDA_DST"))
+                       for n in ip.get_neighbours(family=AF_BRIDGE) if n.get("NDA_DST")]
+                for _if, _mac, dst in fdb:
+                    try:
+                        r = ip.route("get", dst=dst)
+                        if r and r[0].get("RTA_OIF"):
+                            remote_oifs.add(r[0].get("RTA_OIF"))
+                    except Exception:  # noqa: BLE001 - unroutable remote: no uplink from it
+                        pass
+            nsids = {}
+            if any(l.get("IFLA_LINK_NETNSID") is not None for l in links):
+                for name in named_netns():
+                    try:
+                        fd = os.open(_ns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+                    except OSError:
+                        continue
+                    try:
+                        nsid = ip.get_netnsid(fd=fd).get("nsid")
+                        if nsid is not None and nsid >= 0:
+                            nsids[nsid] = name
+                    except Exception:  # noqa: BLE001
+                        pass
+                    finally:
+                        os.close(fd)
+            return {"links": links, "addrs": addrs, "defaults": defaults, "fdb": fdb,
+                    "remote_oifs": remote_oifs, "nsids": nsids}
+
+    try:
+        return run_in_netns(netns, body)
+    except CaptureError as e:  # the netns could not be entered
+        raise TopologyError(f"{e}; have: {', '.join(named_netns()) or 'no named netns'}") from None
+    except OSError as e:
+        raise TopologyError(f"netns {netns}: {e.strerror or e}") from None
+
+
+def _kind_of(link) -> str:
+    kind = link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
+    if kind:
+        return str(kind)
+    t = link["ifi_type"]
+    if t == ARPHRD_LOOPBACK:
+        return "loopback"
+    if t == ARPHRD_NONE:
+        return "tun"
+    return "physical"
+
+
+def _peer_name(netns: str | None, ifindex: int) -> str | None:
+    from pyroute2 import IPRoute
+
+    def body():
+        with IPRoute() as ip:
+            found = ip.get_links(ifindex)
+            return found[0].get("IFLA_IFNAME") if found else None
+
+    try:
+        return run_in_netns(netns, body)
+    except Exception:  # noqa: BLE001 - the peer's netns went away: leave it out
+        return None
+
+
+def links_in(netns: str | None, host: str | None = None) -> list[Link]:
+    """Every NIC of one netns (except lo), with its facts; ``role`` says why it matters."""
+    host = host or socket.gethostname()
+    d = _dump(netns)
+    by_index = {l["index"]: l for l in d["links"]}
+    addrs: dict[int, list[str]] = {}
+    for a in d["addrs"]:
+        if a.get("IFA_ADDRESS"):
+            addrs.setdefault(a["index"], []).append(f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}")
+    out: list[Link] = []
+    for l in d["links"]:
+        kind = _kind_of(l)
+        if kind == "loopback":
+            continue
+        name = l.get("IFLA_IFNAME")
+        facts: dict[str, object] = {}
+        if addrs.get(l["index"]):
+            facts["addr"] = ",".join(addrs[l["index"]])
+        mac = l.get("IFLA_ADDRESS")
+        if mac and l["ifi_type"] == ARPHRD_ETHER:
+            facts["mac"] = mac
+        if l.get("IFLA_MTU"):
+            facts["mtu"] = l.get("IFLA_MTU")
+        master = l.get("IFLA_MASTER")
+        if master in by_index:
+            facts["master"] = by_index[master].get("IFLA_IFNAME")
+        if kind == "bridge":
+            ports = [m.get("IFLA_IFNAME") for m in d["links"] if m.get("IFLA_MASTER") == l["index"]]
+            if ports:
+                facts["ports"] = ",".join(ports)
+        if kind == "veth" and l.get("IFLA_LINK"):
+            nsid = l.get("IFLA_LINK_NETNSID")
+            peer_ns = netns if nsid is None else d["nsids"].get(nsid)
+            if nsid is None:
+                peer = by_index.get(l.get("IFLA_LINK"))
+                facts["peer"] = peer.get("IFLA_IFNAME") if peer else None
+            elif peer_ns is not None:
+                facts["peer"] = _peer_name(peer_ns, l.get("IFLA_LINK"))
+                facts["peer_netns"] = peer_ns
+            facts["peer_ifindex"] = l.get("IFLA_LINK")
+        if kind in ("vxlan", "geneve"):
+            data = l.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA") or {}
+            pre = "IFLA_VXLAN_" if kind == "vxlan" else "IFLA_GENEVE_"
+            facts["vni"] = data.get(pre + "ID")
+            facts["port"] = data.get(pre + "PORT")
+            facts["local"] = data.get(pre + "LOCAL") or data.get(pre + "LOCAL6")
+            group = data.get(pre + "GROUP") or data.get(pre + "REMOTE") or data.get(pre + "GROUP6")
+            under = data.get(pre + "LINK")
+            if under in by_index:
+                facts["dev"] = by_index[under].get("IFLA_IFNAME")
+            entries = [(mac_, dst) for ifx, mac_, dst in d["fdb"] if ifx == l["index"]]
+            remotes = sorted({dst for _m, dst in entries} | ({group} if group else set()))
+            if remotes:
+                facts["remote"] = ",".join(remotes)
+            if entries:
+                facts["fdb"] = ",".join(f"{m}>{dst}" for m, dst in entries)
+        facts = {k: v for k, v in facts.items() if v is not None and str(v) != ""}
+        out.append(Link(name=name, ifindex=l["index"], netns=netns, host=host, kind=kind,
+                        arphrd=l["ifi_type"], up=l.get("IFLA_OPERSTATE") != "DOWN", facts=facts))
+    # the netns we were started in is a host's (not a container's) even without a bridge
+    _assign_roles(out, d, is_init=netns is None or _inode(_ns_path(netns)) == _inode("/proc/1/ns/net"))
+    return out
+
+
+def _is_host_bridge(name: str) -> bool:
+    return name in ("docker0", "cni0", "br0") or name.startswith("br-")
+
+
+def _assign_roles(links: list[Link], d: dict, is_init: bool = False) -> None:
+    bridges = {l.name for l in links if l.kind == "bridge" and _is_host_bridge(l.name)}
+    overlay = {l.name for l in links
+               if l.kind in OVERLAY_KINDS or l.name in ("flannel0", "flannel.1")}
+    for l in links:
+        if l.name in bridges:
+            l.role = "bridge"
+        elif l.name in overlay:
+            l.role = "overlay"
+        elif l.facts.get("master") in bridges:
+            l.role = "container"
+    uplinks = set(d["defaults"]) | set(d["remote_oifs"])
+    by_index = {l.ifindex: l for l in links}
+    for l in links:
+        if l.kind in ("vxlan", "geneve") and l.facts.get("dev"):
+            uplinks.update(x.ifindex for x in links if x.name == l.facts["dev"])
+    if not bridges and not overlay and not is_init:
+        # no bridge, no overlay, not the machine's own netns: a container's NICs
+        for l in links:
+            if l.ifindex in uplinks or l.facts.get("addr"):
+                l.role = "container"
+        return
+    if not uplinks:
+        uplinks = {l.ifindex for l in links if l.role == "other" and l.facts.get("addr")}
+    for i in uplinks:
+        if i in by_index and by_index[i].role == "other":
+            by_index[i].role = "underlay"
+
+
+def interesting(links: Iterable[Link]) -> list[Link]:
+    """The NICs the article cares about, in path order (ports, bridge, overlay, uplink)."""
+    chosen = [l for l in links if l.role != "other"]
+    return sorted(chosen, key=lambda l: ROLE_ORDER[l.role])
+
+
+def discover(netns: list[str | None] | None = None, *, all_netns: bool = False,
+             host: str | None = None) -> list[Link]:
+    """The interesting NICs of our netns (None) and of each netns in ``netns``.
+
+    ``all_netns`` adds every named netns and every container netns found through
+    /proc."""
+    spaces: list[str | None] = [None] + list(netns or [])
+    if all_netns:
+        spaces += named_netns() + container_netns()
+    here = current_netns_name()
+    seen: set = set()
+    out: list[Link] = []
+    for ns in spaces:
+        label = here if ns is None else ns
+        ino = _inode("/proc/self/ns/net") if ns is None else _inode(_ns_path(ns))
+        if ino is None and ns is not None:
+            raise TopologyError(f"netns {ns}: no such network namespace; have: "
+                                f"{', '.join(named_netns()) or 'none'}")
+        if ino in seen:
+            continue
+        seen.add(ino)
+        found = links_in(ns, host)
+        for l in found:
+            l.netns = label
+        out += interesting(found)
+    return out
+
+
+def all_links(netns: str | None, host: str | None = None) -> list[Link]:
+    """Every NIC of one netns, for choosing by name (``-i``) and for error messages."""
+    found = links_in(netns, host)
+    here = current_netns_name() if netns is None else netns
+    for l in found:
+        l.netns = here
+    return found
+
+
+def format_links(links: list[Link]) -> str:
+    lines = []
+    for l in links:
+        where = l.netns or "(this netns)"
+        lines.append(f"{where:<24} {l.name:<12} {l.kind:<8} {l.role:<9} "
+                     + " ".join(f"{k}={v}" for k, v in l.facts.items()))
+    return "\n".join(lines) if lines else "no NICs of interest found"
