@@ -17,6 +17,7 @@ CORE = [
     "tracer.capture.agent",
     "tracer.capture.live",
     "tracer.capture.live_cli",
+    "tracer.capture.remote",
     "tracer.lab",
     "tracer.cli",
 ]

@@ -29,9 +29,23 @@ examples:
       no UI: one JSON object per frame, like 'tracer replay --print --json'
   sudo tracer topology --json
       what would be captured, with each NIC's facts
+  tracer live --host x=ssh://me@hostx --host y=ssh://me@hosty -w all.pcapng
+      capture on both hosts at once over your own ssh (sudo -n tracer agent there, else
+      sudo -n tcpdump per NIC); one session, NICs grouped by host; all.pcapng reopens
+      in 'tracer replay'. '--host z=local' adds this machine.
+  tracer live --via 'ip netns exec {host}' --host x=trc-fv-hostx --host y=trc-fv-hosty
+      the same with any command prefix instead of ssh (docker exec, kubectl exec, ...)
 
 Only a small capture agent runs as root; this process drops to SUDO_UID (or -Z USER,
 else nobody) once the agent is running, before any packet is parsed.
+
+With --host NAME=URL, run it as yourself: ssh uses your own config, agent and
+known_hosts (host keys are always checked; BatchMode, so no prompts), and each host
+runs 'sudo -n' (nothing when you log in as root). A host that cannot be reached,
+refuses sudo or has neither tracer nor tcpdump gets one line on stderr; the others
+go on. One that drops mid-capture is reported, its frames so far kept. Exit status 1
+when any host failed or dropped. -c counts frames of all hosts together. 'docker
+exec' / 'kubectl exec' in --via get -i (stdin is how a host is asked to stop).
 """
 
 
@@ -46,8 +60,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                      "capture filter in tcpdump syntax."),
         epilog=LIVE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        conflict_handler="resolve",  # --host is redefined below (the agent's is one name)
     )
     add_capture_args(p)
+    p.add_argument("--host", action="append", default=[], metavar="NAME[=URL]",
+                   help="NAME=URL (repeatable): capture on that host too, URL ssh://[user@]host[:port], an ssh "
+                        "destination, 'local' (this machine) or, with --via, what {host} becomes; "
+                        "a plain NAME (no '=') is this machine's name in NIC descriptions (default: hostname)")
+    p.add_argument("--via", metavar="'COMMAND {host}'",
+                   help="reach the --host NAME=X hosts with this command prefix instead of ssh, {host} "
+                        "replaced by X (e.g. 'ip netns exec {host}', 'docker exec {host}', "
+                        "'kubectl exec -n kube-system {host} --')")
+    p.add_argument("--ssh-config", metavar="FILE", help="ssh -F FILE for the ssh:// hosts (default: ~/.ssh/config)")
     p.add_argument("-w", "--write", metavar="FILE.pcapng", help="also save the stream as pcapng")
     p.add_argument("-Z", "--user", metavar="USER",
                    help="user to become once the agent runs (default: SUDO_UID, else nobody)")
@@ -107,6 +131,19 @@ def _live(args: argparse.Namespace) -> int:
 
     if args.json and not args.print_:
         return _err("live: --json goes with --print", 2)
+    from tracer.capture.remote import is_remote_arg
+
+    remotes = [h for h in args.host if is_remote_arg(h)]
+    names = [h for h in args.host if not is_remote_arg(h)]
+    if remotes:
+        if names:
+            return _err(f"live: --host {names[0]}: with NAME=URL hosts, add this machine as {names[0]}=local", 2)
+        return _live_hosts(args, remotes)
+    if args.via or args.ssh_config:
+        return _err(f"live: {'--via' if args.via else '--ssh-config'} goes with --host NAME=URL", 2)
+    if len(names) > 1:
+        return _err("live: --host NAME given twice (NAME=URL captures on another host)", 2)
+    args.host = names[0] if names else None
     try:
         check_args(args)
     except AgentError as e:
@@ -145,6 +182,71 @@ def _live(args: argparse.Namespace) -> int:
             rc = _ui(session, store, ui)
         code = session.stop()
         if code not in (0, None) and rc == 0:
+            rc = 1
+        return rc
+    finally:
+        session.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _live_hosts(args: argparse.Namespace, remotes: list[str]) -> int:
+    """``--host NAME=URL ...``: several hosts, one session (see :mod:`tracer.capture.remote`)."""
+    from tracer.capture.agent import AgentError, check_args
+    from tracer.capture.live import LiveError
+    from tracer.capture.remote import RemoteOptions, RemoteSession, parse_host
+    from tracer.model import FrameStore
+
+    try:
+        check_args(args)
+        hosts = [parse_host(h, args.via) for h in remotes]
+    except (AgentError, LiveError) as e:
+        return _err(f"live: {e}", e.code)
+    seen: set[str] = set()
+    for h in hosts:
+        if h.name in seen:
+            return _err(f"live: --host {h.name}: given twice", 2)
+        seen.add(h.name)
+    if args.via and "{host}" not in args.via:
+        return _err("live: --via needs {host} where the host goes, e.g. 'ip netns exec {host}'", 2)
+    if not args.print_ and not sys.stdout.isatty():
+        return _err("live: the UI needs a terminal; use --print (or --print --json) for scripts", 2)
+    opts = RemoteOptions(hosts=hosts, interfaces=args.interfaces, netns=args.netns, all_netns=args.all_netns,
+                         snaplen=args.snaplen, count=args.count, duration=args.duration, filter=args.filter,
+                         write=args.write, user=args.user, via=args.via, ssh_config=args.ssh_config)
+    printing = args.print_
+    try:
+        _warm_up(printing)
+    except Exception as e:  # noqa: BLE001
+        return _err(f"live: cannot load the {'UI' if not printing else 'printer'} "
+                    f"({type(e).__name__}: {e}); try --print")
+    # host lines (unreachable, sudo refused, dropped, ...) go to stderr as they happen with
+    # --print; the UI gets them from session.hosts / session.agent_lines
+    session = RemoteSession(opts, on_line=lambda line: _err(f"live: {line}", 0))
+    stop_flag = threading.Event()
+    ui: dict = {}
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        stop_flag.set()
+        session.request_stop()
+        if "app" in ui:
+            ui["app"].exit()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            session.start()
+        except LiveError as e:
+            return _err(f"live: {e}", e.code)
+        if not printing:
+            session.on_line = None
+        store = FrameStore()
+        if printing:
+            rc = _print(session, store, args.json, stop_flag)
+        else:
+            rc = _ui(session, store, ui)  # prints session.agent_lines (the host lines) at the end
+        code = session.stop()
+        if code and rc == 0:
             rc = 1
         return rc
     finally:

@@ -1,0 +1,468 @@
+"""tracer live --host NAME=URL: several hosts over real OpenSSH, in the flannel-vxlan lab.
+
+The lab is built once for the module under a unique tag (``trc-rm<PID>-fv-...``).
+Each host's netns runs OpenSSH's own sshd, listening on the host's underlay
+address, with a host key, a user key and a config made here in tmp (no PAM, root
+by key only, a PidFile in tmp).  ``tracer live`` runs in a third netns
+(``trc-rm<PID>-cl``) wired to each host by its own veth pair, so the ssh traffic
+never crosses a NIC being captured.  Nothing touches the machine's own network;
+every sshd, the extra netns and the lab are removed in ``finally`` blocks.
+
+Without root or sshd the root tests skip; the parsing tests run everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import requires_root
+from tracer.capture.live import LiveError
+from tracer.capture.remote import (
+    HostSpec,
+    RemoteOptions,
+    explain_failure,
+    host_argv,
+    links_from_ip,
+    parse_host,
+)
+
+TAG = f"rm{os.getpid()}"
+PY = sys.executable
+VENV_BIN = str(Path(PY).parent)
+SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
+needs_tools = pytest.mark.skipif(
+    not (SSHD and shutil.which("ssh") and shutil.which("ssh-keygen") and shutil.which("tshark")
+         and shutil.which("tcpdump")),
+    reason="needs openssh-server, openssh-client, tcpdump and tshark")
+HOSTX_NICS = ["veth-a", "docker0", "flannel0", "eth0"]
+ADDR = {"hostx": "192.168.0.1", "hosty": "192.168.0.2"}
+
+
+# -- no root: what the user typed ---------------------------------------------------------
+
+def test_parse_host_forms():
+    assert parse_host("x=ssh://me@hostx") == HostSpec("x", "ssh", "me@hostx", None)
+    assert parse_host("x=ssh://me@hostx:2222") == HostSpec("x", "ssh", "me@hostx", 2222)
+    assert parse_host("x=hostx-alias") == HostSpec("x", "ssh", "hostx-alias", None)
+    assert parse_host("x=local") == HostSpec("x", "local")
+    assert parse_host("x=trc-fv-hostx", via="ip netns exec {host}") == HostSpec("x", "via", "trc-fv-hostx")
+    for bad in ("=ssh://a", "x=", "x y=ssh://a", "x=http://a", "x=ssh://", "x=-oProxyCommand=evil"):
+        with pytest.raises(LiveError):
+            parse_host(bad)
+
+
+def test_commands_never_turn_off_host_key_checking():
+    opts = RemoteOptions(hosts=[], ssh_config="/tmp/cfg")
+    argv = host_argv(HostSpec("x", "ssh", "me@hostx", 2222), opts, "echo $1", ["a b"])
+    assert argv[0] == "ssh" and "BatchMode=yes" in argv and ["-F", "/tmp/cfg"] == argv[argv.index("-F"):][:2]
+    assert not any("StrictHostKeyChecking" in a or "KnownHostsFile" in a for a in argv)
+    assert argv[-2] == "me@hostx" and argv[-1] == "sh -c 'echo $1' tracer-remote 'a b'"
+    via = RemoteOptions(hosts=[], via="docker exec {host}")
+    assert host_argv(HostSpec("x", "via", "c1; rm"), via, "s", []) == [
+        "docker", "exec", "-i", "c1; rm", "sh", "-c", "s", "tracer-remote"]
+
+
+def test_failure_lines():
+    changed = ["@@@@@@@@@@", "@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @", "@@@@@@@@@@",
+               "Host key verification failed."]
+    assert explain_failure(changed, 255, "ssh").startswith("refused: its host key does not match known_hosts")
+    assert "sudo refused" in explain_failure(["sudo: a password is required"], 1, "x")
+    assert explain_failure([], 255, "ssh") == "ssh exited with status 255"
+
+
+def test_nics_from_ip_json_get_topology_roles():
+    links = [
+        {"ifindex": 2, "ifname": "eth0", "link_type": "ether", "address": "52:54:00:00:00:01", "mtu": 1500,
+         "addr_info": [{"local": "192.168.0.1", "prefixlen": 24}]},
+        {"ifindex": 3, "ifname": "docker0", "link_type": "ether", "linkinfo": {"info_kind": "bridge"},
+         "addr_info": [{"local": "10.244.1.1", "prefixlen": 24}]},
+        {"ifindex": 4, "ifname": "veth-a", "link_type": "ether", "master": "docker0",
+         "linkinfo": {"info_kind": "veth"}, "addr_info": []},
+        {"ifindex": 5, "ifname": "flannel.1", "link_type": "ether",
+         "linkinfo": {"info_kind": "vxlan", "info_data": {"id": 1, "port": 8472, "local": "192.168.0.1",
+                                                          "link": "eth0"}}},
+        {"ifindex": 6, "ifname": "mgmt", "link_type": "ether", "addr_info": [{"local": "10.9.0.1", "prefixlen": 30}]},
+        {"ifindex": 1, "ifname": "lo", "link_type": "loopback"},
+    ]
+    from tracer.topology import interesting
+
+    got = interesting(links_from_ip("x", None, links, []))
+    assert [(l.name, l.role) for l in got] == [("veth-a", "container"), ("docker0", "bridge"),
+                                               ("flannel.1", "overlay"), ("eth0", "underlay")]
+    assert got[2].description.startswith("host=x kind=vxlan role=overlay ") and "vni=1" in got[2].description
+
+
+def test_plain_host_name_and_remote_hosts_do_not_mix(capsys):
+    from tracer.cli import main
+
+    assert main(["live", "--print", "--host", "me", "--host", "x=ssh://a"]) == 2
+    assert capsys.readouterr().err == "tracer: live: --host me: with NAME=URL hosts, add this machine as me=local\n"
+    assert main(["live", "--print", "--via", "docker exec {host}"]) == 2
+    assert main(["live", "--print", "--via", "docker exec", "--host", "x=c1"]) == 2
+
+
+# -- the lab, sshd, a client netns ----------------------------------------------------------
+
+def sh(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True, timeout=30)
+
+
+def descendants(pid: int) -> list[int]:
+    kids: dict[int, list[int]] = {}
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            ppid = int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        kids.setdefault(ppid, []).append(int(p))
+    out, todo = [], [pid]
+    while todo:
+        for k in kids.get(todo.pop(), []):
+            out.append(k)
+            todo.append(k)
+    return out
+
+
+class Sshd:
+    """OpenSSH's sshd in one lab host's netns; stop() kills it and every process under it."""
+
+    def __init__(self, tmp: Path, netns: str, addr: str, port: int, path: str, keys: Path) -> None:
+        self.name = f"{netns}-{port}"
+        self.pidfile = tmp / f"{self.name}.pid"
+        cfg = tmp / f"{self.name}.sshd_config"
+        cfg.write_text("\n".join([
+            f"ListenAddress {addr}", f"Port {port}", f"HostKey {keys / netns}", f"PidFile {self.pidfile}",
+            f"AuthorizedKeysFile {keys / 'authorized_keys'}", "PermitRootLogin prohibit-password",
+            "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
+            f"SetEnv PATH={path}", "LogLevel ERROR", ""]))
+        os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation directory
+        sh("ip", "netns", "exec", netns, SSHD, "-f", str(cfg), "-E", str(tmp / f"{self.name}.log"))
+        deadline = time.monotonic() + 10
+        while not (self.pidfile.exists() and self.pidfile.read_text().strip()):
+            assert time.monotonic() < deadline, "sshd did not start"
+            time.sleep(0.05)
+        self.pid = int(self.pidfile.read_text())
+        self.stopped = False
+
+    def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        procs = [self.pid, *descendants(self.pid)]
+        for p in procs:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create network namespaces (run as root, as CI does)")
+    if not SSHD:
+        pytest.skip("needs openssh-server (sshd)")
+    from tracer.lab import build, scenario, status
+
+    state = tmp_path_factory.mktemp("lab-state")
+    client = f"trc-{TAG}-cl"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(build, "STATE_DIR", state)
+        mp.setattr(status, "STATE_DIR", state)
+        lab = build.Lab(scenario.load("flannel-vxlan"), tag=TAG)
+        try:
+            lab.up()
+            # the client: its own veth pair to each host, a /32 route to each underlay address
+            sh("ip", "netns", "add", client)
+            sh("ip", "-n", client, "link", "set", "lo", "up")
+            for i, host in enumerate(("hostx", "hosty"), 1):
+                ns = lab.ns(host)
+                sh("ip", "-n", client, "link", "add", f"to{host[-1]}", "type", "veth", "peer", "name", "mgmt",
+                   "netns", ns)
+                sh("ip", "-n", client, "addr", "add", f"10.99.{i}.2/30", "dev", f"to{host[-1]}")
+                sh("ip", "-n", ns, "addr", "add", f"10.99.{i}.1/30", "dev", "mgmt")
+                sh("ip", "-n", client, "link", "set", f"to{host[-1]}", "up")
+                sh("ip", "-n", ns, "link", "set", "mgmt", "up")
+                sh("ip", "-n", client, "route", "add", f"{ADDR[host]}/32", "via", f"10.99.{i}.1")
+            lab.client = client
+            yield lab
+        finally:
+            subprocess.run(["ip", "netns", "del", client], capture_output=True, timeout=30)
+            lab.down()
+            assert not build.lab_namespaces(f"trc-{TAG}-"), "lab namespaces left behind"
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory, lab):
+    """Throw-away host keys (one per host, one spare), a user key, known_hosts, client configs."""
+    d = tmp_path_factory.mktemp("ssh-keys")
+    for name in (lab.ns("hostx"), lab.ns("hosty"), "spare", "id"):
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "tracer-test", "-f", str(d / name))
+    (d / "authorized_keys").write_text((d / "id.pub").read_text())
+
+    def pub(name: str) -> str:
+        return " ".join((d / f"{name}.pub").read_text().split()[:2])
+
+    good = [f"{ADDR[h]} {pub(lab.ns(h))}" for h in ADDR] + [f"[{ADDR[h]}]:2222 {pub(lab.ns(h))}" for h in ADDR]
+    (d / "known_hosts").write_text("\n".join(good) + "\n")
+    # host Y presents another key than the one recorded: a mismatch
+    (d / "known_hosts.bad").write_text(f"{ADDR['hostx']} {pub(lab.ns('hostx'))}\n{ADDR['hosty']} {pub('spare')}\n")
+    for cfg, kh in (("ssh_config", "known_hosts"), ("ssh_config.bad", "known_hosts.bad")):
+        (d / cfg).write_text("\n".join([
+            "Host *", f"  UserKnownHostsFile {d / kh}", "  GlobalKnownHostsFile /dev/null",
+            f"  IdentityFile {d / 'id'}", "  IdentitiesOnly yes", "  StrictHostKeyChecking yes", ""]))
+    return d
+
+
+@pytest.fixture
+def sshd(lab, keys, tmp_path):
+    """start(host, with_tracer=True, port=22): an sshd in that host's netns, killed after the test."""
+    started: list[Sshd] = []
+
+    def start(host: str, with_tracer: bool = True, port: int = 22) -> Sshd:
+        path = f"{VENV_BIN}:/usr/bin:/bin" if with_tracer else "/usr/bin:/bin"
+        s = Sshd(tmp_path, lab.ns(host), ADDR[host], port, path, keys)
+        started.append(s)
+        return s
+
+    try:
+        yield start
+    finally:
+        for s in started:
+            s.stop()
+
+
+class Live:
+    """``tracer live --host ...`` in the client netns."""
+
+    def __init__(self, lab, keys: Path, *args: str, config: str = "ssh_config") -> None:
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", lab.client, PY, "-m", "tracer", "live", "--ssh-config", str(keys / config),
+             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def stop(self, terminate: bool = True, timeout: float = 40) -> tuple[int, str, str]:
+        if terminate and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+        return self.proc.returncode, out.decode(), err.decode()
+
+
+def wait_idbs(path: Path, hosts: set[str], live: Live, timeout: float = 30) -> None:
+    """Until every host's interfaces are in the saved stream (its capture runs)."""
+    from tests.test_live import blocks, options
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert live.proc.poll() is None, live.stop(False)[2]
+        try:
+            descs = [dict(options(b, 8)).get(3, b"").decode() for t, b in blocks(path) if t == 1]
+        except (AssertionError, OSError, struct_error):
+            descs = []
+        if {d.split()[0].removeprefix("host=") for d in descs if d} >= hosts:
+            time.sleep(0.5)
+            return
+        time.sleep(0.1)
+    raise AssertionError("hosts did not start capturing: " + live.stop()[2])
+
+
+struct_error = __import__("struct").error
+
+
+def ping(lab, n: int = 3) -> int:
+    from tracer.lab.traffic import ping as lab_ping
+
+    replies, _err = lab_ping(lab.ns("a"), lab.scenario.address_of("C"), n, (os.getpid() + n) & 0xFFFF)
+    return replies
+
+
+def journeys(path: Path) -> list[dict]:
+    r = subprocess.run([PY, "-m", "tracer", "replay", str(path), "--journeys", "--json"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return [json.loads(line) for line in r.stdout.splitlines()]
+
+
+def a_to_c(js: list[dict]) -> list[dict]:
+    return [j for j in js if j["inner"].get("src") == "10.244.1.2" and j["inner"].get("dst") == "10.244.2.2"
+            and j["inner"].get("proto") == "ICMP"]
+
+
+# -- tests ------------------------------------------------------------------------------------
+
+@requires_root
+@needs_tools
+def test_two_hosts_over_ssh_eight_hops(lab, keys, sshd, tmp_path):
+    """tracer agent on both hosts (on the remote PATH): every hop of A->C, across both."""
+    sshd("hostx")
+    sshd("hosty")
+    out = tmp_path / "all.pcapng"
+    live = Live(lab, keys, "--host", f"x=ssh://root@{ADDR['hostx']}", "--host", f"y=ssh://root@{ADDR['hosty']}",
+                "--print", "--json", "-w", str(out))
+    try:
+        wait_idbs(out, {"x", "y"}, live)
+        assert ping(lab) == 3
+        time.sleep(0.5)
+    finally:
+        rc, stdout, err = live.stop()
+    assert rc == 0, err
+    assert "tcpdump" not in err  # the agent was used on both
+    frames = [json.loads(line) for line in stdout.splitlines()]
+    icmp = {(f["host"], f["nic"]) for f in frames if "ICMP" in f["layers"]}
+    assert icmp == {("x", n) for n in HOSTX_NICS} | {("y", n) for n in ["veth-c", "docker0", "flannel0", "eth0"]}
+    assert {f["netns"] for f in frames if f["host"] == "y"} == {lab.ns("hosty")}
+
+    js = a_to_c(journeys(out))
+    assert len(js) == 3
+    for j in js:
+        assert [(h["host"], h["nic"]) for h in j["hops"]] == [
+            ("x", "veth-a"), ("x", "docker0"), ("x", "flannel0"), ("x", "eth0"),
+            ("y", "eth0"), ("y", "flannel0"), ("y", "docker0"), ("y", "veth-c")]
+        assert j["end"] == "delivered"
+    # tshark reads the merged file; the number of frames is what was printed
+    from tests.test_live import tshark_rows
+
+    assert len(tshark_rows(out, "frame.number")) == len(frames)
+
+
+@requires_root
+@needs_tools
+def test_tcpdump_fallback_when_tracer_is_not_on_the_remote_path(lab, keys, sshd, tmp_path):
+    sshd("hostx")
+    sshd("hosty", with_tracer=False, port=2222)
+    out = tmp_path / "fallback.pcapng"
+    live = Live(lab, keys, "--host", f"x=ssh://root@{ADDR['hostx']}",
+                "--host", f"y=ssh://root@{ADDR['hosty']}:2222", "--print", "--json", "-w", str(out))
+    try:
+        wait_idbs(out, {"x", "y"}, live)
+        assert ping(lab, 2) == 2
+        time.sleep(0.5)
+    finally:
+        rc, stdout, err = live.stop()
+    assert rc == 0, err
+    assert "y: tracer is not on its PATH: capturing with tcpdump on veth-c, docker0, flannel0, eth0" in err
+    assert "x: tracer is not" not in err
+    js = a_to_c(journeys(out))
+    assert len(js) == 2 and all(len(j["hops"]) == 8 for j in js)
+    assert [h["host"] for h in js[0]["hops"]] == ["x"] * 4 + ["y"] * 4
+    from tests.test_live import tshark_rows
+
+    rows = tshark_rows(out, "frame.interface_name", "frame.interface_description")
+    ydesc = {r[0]: r[1] for r in rows if r[1].startswith("host=y ")}
+    # tcpdump's NICs got their facts from `ip -d -j addr` on the host
+    assert set(ydesc) == {"veth-c", "docker0", "flannel0", "eth0"}
+    assert "kind=vxlan" in ydesc["flannel0"] and "vni=1" in ydesc["flannel0"] and "role=overlay" in ydesc["flannel0"]
+
+
+@requires_root
+@needs_tools
+def test_sshd_stopped_mid_capture_is_reported_and_the_rest_goes_on(lab, keys, sshd, tmp_path):
+    sshd("hostx")
+    y = sshd("hosty")
+    out = tmp_path / "drop.pcapng"
+    live = Live(lab, keys, "--host", f"x=ssh://root@{ADDR['hostx']}", "--host", f"y=ssh://root@{ADDR['hosty']}",
+                "--print", "--json", "-w", str(out))
+    try:
+        wait_idbs(out, {"x", "y"}, live)
+        assert ping(lab, 2) == 2
+        time.sleep(0.5)
+        y.stop()  # sshd and its sessions are gone: the connection drops
+        time.sleep(1.5)
+        assert live.proc.poll() is None, "capture stopped when one host dropped"
+        t_dropped = time.time()
+        assert ping(lab, 2) == 2
+        time.sleep(0.5)
+    finally:
+        rc, stdout, err = live.stop()
+    assert rc == 1, err  # one host did not make it to the end
+    lines = [l for l in err.splitlines() if l.startswith("tracer: live: y: connection dropped mid-capture")]
+    assert len(lines) == 1, err
+    frames = [json.loads(line) for line in stdout.splitlines()]
+    icmp = [f for f in frames if "ICMP" in f["layers"]]
+    assert {f["nic"] for f in icmp if f["host"] == "y"} == {"veth-c", "docker0", "flannel0", "eth0"}
+    assert all(f["time"] < t_dropped for f in icmp if f["host"] == "y")  # y's frames so far: kept
+    assert {f["nic"] for f in icmp if f["host"] == "x" and f["time"] > t_dropped} == set(HOSTX_NICS)
+    from tests.test_live import blocks, options, tshark_rows
+
+    assert len(tshark_rows(out, "frame.number")) == len(frames)  # the file is whole
+    gone = [b for t, b in blocks(out) if t == 5 and any(c == 1 and v.startswith(b"gone: host y")
+                                                          for c, v in options(b, 12))]
+    assert len(gone) == 4  # y's four columns are marked gone
+    r = subprocess.run([PY, "-m", "tracer", "replay", str(out), "--stats", "--json"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+@requires_root
+@needs_tools
+def test_host_key_mismatch_is_refused(lab, keys, sshd, tmp_path):
+    sshd("hostx")
+    sshd("hosty")
+    out = tmp_path / "x-only.pcapng"
+    live = Live(lab, keys, "--host", f"x=ssh://root@{ADDR['hostx']}", "--host", f"y=ssh://root@{ADDR['hosty']}",
+                "--print", "--json", "--duration", "3", "-w", str(out), config="ssh_config.bad")
+    rc, stdout, err = live.stop(terminate=False)
+    assert rc == 1
+    assert err.splitlines() == ["tracer: live: y: refused: its host key does not match known_hosts "
+                                "(REMOTE HOST IDENTIFICATION HAS CHANGED); Host key verification failed"], err
+    # x was captured all the same (its key is the one on record)
+    from tests.test_live import blocks, options
+
+    descs = [dict(options(b, 8)).get(3, b"").decode() for t, b in blocks(out) if t == 1]
+    assert len(descs) == 4 and all(d.startswith("host=x ") for d in descs)
+
+    r = subprocess.run(["ip", "netns", "exec", lab.client, PY, "-m", "tracer", "live", "--ssh-config",
+                        str(keys / "ssh_config.bad"), "--host", f"y=ssh://root@{ADDR['hosty']}", "--print"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.splitlines()[-1] == "tracer: live: no host could be captured"
+
+
+def test_exec_prefixes_get_stdin():
+    from tracer.capture.remote import with_stdin
+
+    assert with_stdin(["docker", "exec", "c1"]) == ["docker", "exec", "-i", "c1"]
+    assert with_stdin(["kubectl", "exec", "-n", "kube-system", "node-1", "--"]) == [
+        "kubectl", "exec", "-i", "-n", "kube-system", "node-1", "--"]
+    assert with_stdin(["docker", "exec", "-it", "c1"]) == ["docker", "exec", "-it", "c1"]
+    assert with_stdin(["kubectl", "exec", "--stdin", "p"]) == ["kubectl", "exec", "--stdin", "p"]
+    assert with_stdin(["ip", "netns", "exec", "ns1"]) == ["ip", "netns", "exec", "ns1"]
+
+
+@requires_root
+@needs_tools
+def test_via_and_local_with_count(lab, tmp_path):
+    """--via 'ip netns exec {host}' for Y, 'local' for the netns tracer runs in (X); -c N
+    is N frames in all, then the session ends by itself."""
+    out = tmp_path / "via.pcapng"
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", lab.ns("hostx"), PY, "-m", "tracer", "live", "--via", "ip netns exec {host}",
+         "--host", "x=local", "--host", f"y={lab.ns('hosty')}", "--print", "--json", "-w", str(out),
+         "-c", "12", "icmp or udp port 8472"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    live = Live.__new__(Live)
+    live.proc = proc
+    try:
+        wait_idbs(out, {"x", "y"}, live)
+        assert ping(lab, 2) == 2
+        rc, stdout, err = live.stop(terminate=False, timeout=30)
+    finally:
+        if proc.poll() is None:
+            live.stop()
+    assert rc == 0, err
+    frames = [json.loads(line) for line in stdout.splitlines()]
+    assert len(frames) == 12 and {f["host"] for f in frames} == {"x", "y"}
+    from tests.test_live import blocks
+
+    assert sum(1 for t, _ in blocks(out) if t == 6) == 12
