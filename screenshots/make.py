@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from tracer.capture.reader import SourceSpec, open_capture
+from tracer.correlate import correlate
 from tracer.dissect.fast import identify
 from tracer.model import FrameStore
 from tracer.ui import TracerApp
@@ -39,6 +40,8 @@ async def settle(pilot) -> None:
     await app.workers.wait_for_complete()
     while not app.loading_done:
         await pilot.pause(0.02)
+    while not app.tracker.caught_up:  # journeys are matched a chunk per tick
+        await pilot.pause(0.02)
     await pilot.pause()
     await pilot.pause()
 
@@ -59,6 +62,13 @@ async def select(pilot, frame: int) -> None:
     await pilot.pause()
 
 
+def longest_journey_start(store: FrameStore) -> int:
+    """First frame of the first journey with the most hops (the A→C echo request)."""
+    journeys = correlate(store).journeys
+    best = max(journeys, key=lambda j: (len(j.hops), -j.id), default=None)
+    return best.hops[0].frame if best is not None else 0
+
+
 async def main_screen(pilot) -> None:
     # docker0, flannel0 and eth0 of Host X: the echo request as it leaves, wrapped in VXLAN.
     await pilot.press("tab", "tab", "tab", "j", "j")
@@ -66,8 +76,25 @@ async def main_screen(pilot) -> None:
 
 async def layers_and_hex(pilot) -> None:
     await select(pilot, first_encapsulated(pilot.app.store))
-    # Into the tree; down to the VXLAN layer and open it: its bytes light up.
-    await pilot.press("enter", "down", "down", "down", "down", "enter")
+    # Into the tree (t); down to the VXLAN layer and open it: its bytes light up.
+    await pilot.press("t", "down", "down", "down", "down", "enter")
+
+
+async def journey_highlight(pilot) -> None:
+    # The echo request on A's eth0, then two hops on (n n): flannel0 of Host X is selected,
+    # the same packet on A's eth0 and docker0 is marked, each NIC header says when.
+    await select(pilot, longest_journey_start(pilot.app.store))
+    await pilot.press("n", "n")
+
+
+async def journey(pilot) -> None:
+    # Enter on the echo request: the article's A→C figure; the cursor on Host X eth0.
+    await select(pilot, longest_journey_start(pilot.app.store))
+    await pilot.press("enter", "down", "down", "down")
+
+
+async def topology(pilot) -> None:
+    await pilot.press("T")
 
 
 async def merged(pilot) -> None:
@@ -83,6 +110,9 @@ async def help_screen(pilot) -> None:
 SHOTS: dict[str, Callable[[object], Awaitable[None]]] = {
     "main": main_screen,
     "layers-hex": layers_and_hex,
+    "journey-highlight": journey_highlight,
+    "journey": journey,
+    "topology": topology,
     "merged": merged,
     "help": help_screen,
 }

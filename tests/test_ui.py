@@ -59,6 +59,10 @@ async def settle(pilot) -> None:
         if app.loading_done:
             break
         await pilot.pause(0.02)
+    for _ in range(200):  # journeys are matched a chunk per tick after loading
+        if app.tracker.caught_up:
+            break
+        await pilot.pause(0.02)
     await pilot.pause()
     await pilot.pause()
 
@@ -99,7 +103,7 @@ def test_snapshot_layer_tree_expanded(snap_compare):
         await settle(pilot)
         await select_frame(pilot, first_vxlan_frame(pilot.app.store))
         # Expand all, then hop layer by layer (shift+down) to VXLAN: the tree scrolls to it.
-        await pilot.press("enter", "e", "down", "shift+down", "shift+down", "shift+down")
+        await pilot.press("t", "e", "down", "shift+down", "shift+down", "shift+down")
         await pilot.pause()
 
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
@@ -109,8 +113,8 @@ def test_snapshot_hex_highlight(snap_compare):
     async def run_before(pilot):
         await settle(pilot)
         await select_frame(pilot, first_vxlan_frame(pilot.app.store))
-        # Enter: the tree takes focus on the frame line; down x4: Ether, IP, UDP, VXLAN.
-        await pilot.press("enter", "down", "down", "down", "down")
+        # t: the tree takes focus on the frame line; down x4: Ether, IP, UDP, VXLAN.
+        await pilot.press("t", "down", "down", "down", "down")
         await pilot.pause()
 
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
@@ -272,7 +276,7 @@ async def test_selecting_a_layer_moves_the_hex_highlight():
         await select_frame(pilot, frame)
         layers = dissect(app.store.data(frame), app.store.linktype(frame))
         hexview = app.query_one(HexView)
-        await pilot.press("enter")
+        await pilot.press("t")
         assert isinstance(app.focused, LayerTree)
         assert hexview.highlight in (None, (0, app.store.caplen[frame]))
         await pilot.press("down")
@@ -460,7 +464,7 @@ async def test_markup_and_escapes_in_packets_are_shown_literally(tmp_path, monke
     )
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        for key in ("j", "enter", "e", "down", "down", "down", "tab", "m", "j", "m"):
+        for key in ("j", "t", "e", "down", "down", "down", "tab", "m", "j", "m"):
             await pilot.press(key)
             await pilot.pause()
         await pilot.click(PacketList, offset=(10, 0))

@@ -17,6 +17,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.containers import Horizontal, HorizontalScroll, Vertical
 from textual.message import Message
 from textual.screen import Screen
@@ -29,7 +30,10 @@ from tracer.dissect.text import safe
 from tracer.model import FrameStore
 from tracer.ui.detail import HexView, LayerTree
 from tracer.ui.help import HelpScreen
+from tracer.ui.journey_screen import JourneyScreen
+from tracer.ui.journeys import JourneyTracker, hop_note
 from tracer.ui.packet_list import NicColumn, PacketList
+from tracer.ui.topology_screen import TopologyScreen, has_facts
 
 Progress = Callable[[int, "int | None"], None]
 Load = Callable[[FrameStore, Callable[[], bool], Progress], None]
@@ -42,6 +46,14 @@ FIRST_POLL_SECONDS = 0.02
 # first screen is painted: otherwise it takes the GIL from the UI thread and a
 # huge file's first screen comes late.
 FIRST_PAINT_WAIT = 1.0
+# Journeys are matched a chunk at a time on the UI thread (the correlation is not
+# thread-safe), from the first paint on: the first screen never waits for them.
+MATCH_SECONDS = 0.03
+# Actions that work on the main screen's widgets: off while another screen shows.
+MAIN_ONLY = {
+    "toggle_merged", "expand_all", "collapse_all", "column", "back_to_list", "column_width",
+    "hop", "journey", "layers", "topology",
+}
 MAX_WARNING_TOASTS = 3
 MIN_COLUMN = 68  # cells: time, tag and "10.244.1.2 → 10.244.2.2 ICMP echo request id 7507 seq 1"
 COLUMN_STEP = 8
@@ -79,9 +91,14 @@ class TracerApp(App[None]):
     BINDINGS = [
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("J", "journey", "Journey", show=False),
+        Binding("t", "layers", "Layers"),
+        Binding("n,right_square_bracket", "hop(1)", "Next hop", key_display="n"),
+        Binding("p,left_square_bracket", "hop(-1)", "Prev hop", key_display="p"),
+        Binding("T", "topology", "Topology"),
         Binding("m", "toggle_merged", "Merged"),
-        Binding("e", "expand_all", "Expand all"),
-        Binding("c", "collapse_all", "Collapse all"),
+        Binding("e", "expand_all", "Expand all", show=False),
+        Binding("c", "collapse_all", "Collapse all", show=False),
         Binding("left,h", "column(-1)", "Prev column", show=False),
         Binding("right,l", "column(1)", "Next column", show=False),
         Binding("escape", "back_to_list", "Back", show=False),
@@ -125,6 +142,10 @@ class TracerApp(App[None]):
         self._ts_scanned = 0
         self.selected_frame: int | None = None
         self._first_paint = threading.Event()
+        self.tracker = JourneyTracker(store)
+        self.journey = None  # the selected frame's Journey, once matched
+        self._match_timer: Timer | None = None
+        self._match_interval = MATCH_SECONDS
 
     # -- layout ------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -150,6 +171,8 @@ class TracerApp(App[None]):
             self._poll_timer = self.set_interval(POLL_SECONDS, self.sync_from_store)
             self._first_timer = self.set_interval(FIRST_POLL_SECONDS, self._sync_first_frames)
             self.run_load()
+        else:
+            self.call_after_refresh(self._start_matching)
 
     # -- loading -----------------------------------------------------------
     @work(thread=True, exclusive=True, exit_on_error=False, name="load")
@@ -186,6 +209,7 @@ class TracerApp(App[None]):
             self._first_timer.stop()
             self.sync_from_store()
             self.call_after_refresh(self._first_paint.set)
+            self.call_after_refresh(self._start_matching)
 
     def _finish_loading(self) -> None:
         self.loading_done = True
@@ -193,6 +217,71 @@ class TracerApp(App[None]):
             self._poll_timer.stop()
             self._poll_timer = None
         self.sync_from_store()
+        if len(self.store) - self.tracker.matched <= self.tracker.chunk:
+            self._match_step()  # what is left fits one tick: the screen is final at once
+        self._start_matching()
+
+    # -- journeys ----------------------------------------------------------
+    def _start_matching(self) -> None:
+        """Match on a timer: gently while the reader still indexes (both want the GIL), briskly after."""
+        interval = MATCH_SECONDS if self.loading_done else POLL_SECONDS
+        if self._match_timer is not None and self._match_interval != interval:
+            self._match_timer.stop()
+            self._match_timer = None
+        if self._match_timer is None:
+            self._match_interval = interval
+            self._match_timer = self.set_interval(interval, self._match_step)
+
+    def _match_step(self) -> None:
+        """Match the next chunk of frames; re-mark the selection when its journey changed."""
+        tracker = self.tracker
+        try:
+            if tracker.caught_up:
+                if self.loading_done and self._match_timer is not None:
+                    self._match_timer.stop()
+                    self._match_timer = None
+                    self._update_status()
+                return
+            grown = tracker.step()
+            mine = self.journey
+            if mine is None or any(j is mine for j in grown):
+                self._mark_journey()
+            if tracker.caught_up or not self.loading_done:
+                self._update_status()
+        except NoMatches:  # a tick during teardown: the widgets are gone
+            pass
+
+    def _mark_journey(self) -> None:
+        """Mark the selected packet's other sightings in every list, with their offsets."""
+        frame = self.selected_frame
+        journey = self.tracker.journey(frame)
+        self.journey = journey
+        store = self.store
+        rows: dict[int, set[int]] = {}
+        notes: dict[int, object] = {}
+        merged_frames: list[int] = []
+        if journey is not None and len(journey) > 1:
+            hops = journey.hops
+            for k, hop in enumerate(hops):
+                nid = hop.nic.id
+                if hop.frame == frame:
+                    notes[nid] = hop_note(journey, k)
+                    continue
+                notes.setdefault(nid, hop_note(journey, k))
+                rows.setdefault(nid, set()).add(store.nic_index[hop.frame])
+                merged_frames.append(hop.frame)
+        for column in self._columns:
+            nid = column.nic.id
+            column.packets.set_journey_rows(
+                rows.get(nid, ()), reveal=column.packets is not self.active_list
+            )
+            column.header.set_hop_note(notes.get(nid))  # type: ignore[arg-type]
+        merged = self.query_one("#merged-list", PacketList)
+        if self.query_one("#merged").display:
+            merged.set_journey_rows(merged.row_of(f) for f in merged_frames)
+        else:
+            merged.set_journey_rows(())
+        self._update_status()
 
     def sync_from_store(self) -> None:
         """Mount columns for new NICs, grow row counts, refresh headers and status."""
@@ -265,6 +354,8 @@ class TracerApp(App[None]):
         labels = [len(safe(nic.label)) for nic in self.store.nics]
         merged.nic_width = max(6, min(28, max(labels, default=6)))
         merged.sync(self.store.timeline(n))
+        if self.journey is not None:
+            self.call_later(self._mark_journey)  # the timeline was re-sorted: its rows moved
 
     def _sync_merged_header(self) -> None:
         store = self.store
@@ -302,6 +393,21 @@ class TracerApp(App[None]):
         text.append(f" · {len(store):,} frame{'s' if len(store) != 1 else ''}", style="bold")
         if self.loading_done and self.load_error is None:
             text.append(" · loaded", style="#7f8c98")
+        tracker = self.tracker
+        if len(store) and not tracker.caught_up:
+            text.append(f" · matching journeys {tracker.matched * 100 // len(store)}%", style="#facc15")
+        elif len(store):
+            n = len(tracker.corr)
+            text.append(f" · {n:,} journey{'s' if n != 1 else ''}", style="#7f8c98")
+        journey = self.journey
+        if journey is not None and len(journey) > 1 and self.selected_frame is not None:
+            try:
+                k = journey.hop_of(self.selected_frame)
+            except ValueError:
+                k = 0
+            text.append(f"   ◆ journey {journey.id}: hop {k + 1}/{len(journey.hops)}, ", style="#fbbf24")
+            text.append(safe(journey.end), style="#fbbf24")
+            text.append("  (n/p: next/previous hop, Enter: its diagram)", style="#7f8c98")
         if self.load_error:
             text.append("   ✖ ", style="bold #ff6b6b")
             text.append(self.load_error, style="#ff6b6b")
@@ -364,14 +470,16 @@ class TracerApp(App[None]):
 
     @on(PacketList.Selected)
     def _list_selected(self, message: PacketList.Selected) -> None:
+        """Enter on a packet: its journey (the article's diagram)."""
         self._set_active(message.packet_list)
         self._show_frame(message.frame)
-        self.query_one("#layers", LayerTree).focus()
+        self.action_journey()
 
     def _show_frame(self, frame: int | None) -> None:
         if frame == self.selected_frame:
             return
         self.selected_frame = frame
+        self._mark_journey()
         tree = self.query_one("#layers", LayerTree)
         tree.show_frame(frame)
         hexview = self.query_one("#hex", HexView)
@@ -392,6 +500,78 @@ class TracerApp(App[None]):
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in MAIN_ONLY and self.screen is not self.default_screen:
+            return False
+        return True
+
+    def action_layers(self) -> None:
+        """Into the selected packet's layer tree (Esc comes back)."""
+        if self.active_list is not None and self.active_list.frame is not None:
+            self._show_frame(self.active_list.frame)
+        self.query_one("#layers", LayerTree).focus()
+
+    def action_journey(self) -> None:
+        """The article's diagram for the selected packet's journey."""
+        frame = self.selected_frame
+        if frame is None:
+            return
+        if not self.tracker.caught_up and self.tracker.journey(frame) is None:
+            self.tracker.run_all()  # asked for now: finish matching rather than say "none"
+            self._mark_journey()
+        journey = self.tracker.journey(frame)
+        if journey is None:
+            self.notify(
+                "this frame carries no IP or ARP packet, so it belongs to no journey",
+                title="journey",
+                severity="warning",
+                markup=False,
+            )
+            return
+        screen = JourneyScreen(self.store, journey, frame, matching=not self.tracker.caught_up)
+        self.push_screen(screen, self._journey_closed)
+
+    def _journey_closed(self, frame: int | None) -> None:
+        """Back from the journey screen on hop ``frame``: the main screen selects it."""
+        if frame is not None and frame != self.selected_frame:
+            self.select_frame(frame)
+
+    def action_topology(self) -> None:
+        if not self.tracker.caught_up and not has_facts(self.store):
+            self.tracker.run_all()  # no NIC facts: the picture comes from the journeys
+        self.push_screen(TopologyScreen(self.store, self.tracker.corr))
+
+    def action_hop(self, delta: int) -> None:
+        """Select the next (``delta=1``) or previous hop of the selected packet's journey."""
+        frame = self.selected_frame
+        journey = self.journey
+        if frame is None or journey is None or len(journey) < 2:
+            self.notify("no journey for this packet (yet)", title="journey", markup=False, timeout=2)
+            return
+        k = journey.hop_of(frame) + delta
+        if not 0 <= k < len(journey.hops):
+            where = "first" if k < 0 else "last"
+            self.notify(f"this is the journey's {where} hop", title="journey", markup=False, timeout=2)
+            return
+        self.select_frame(journey.hops[k].frame)
+
+    def select_frame(self, frame: int) -> None:
+        """Move the selection to global frame ``frame``: its column (paged into view) and row."""
+        if self.query_one("#merged").display:
+            merged = self.query_one("#merged-list", PacketList)
+            merged.cursor = merged.row_of(frame)
+            merged.focus()
+            return
+        nid = self.store.nic_of[frame]
+        if nid >= len(self._columns):
+            return
+        packets = self._columns[nid].packets
+        packets.cursor = self.store.nic_index[frame]
+        self._set_active(packets)
+        self._show_frame(frame)
+        packets.focus()
+        self.call_after_refresh(self._page_to, nid)
 
     def action_toggle_merged(self) -> None:
         merged_box = self.query_one("#merged")
@@ -417,6 +597,7 @@ class TracerApp(App[None]):
         if target is not None:
             self._set_active(target)
             target.focus()
+        self._mark_journey()
 
     def action_expand_all(self) -> None:
         self.query_one("#layers", LayerTree).action_expand_all()
@@ -444,11 +625,20 @@ class TracerApp(App[None]):
             self._lists()[0].focus()
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        if screen is not self.default_screen:
+            yield SystemCommand("Keys", "The help screen listing every key (?)", self.action_help)
+            yield from super().get_system_commands(screen)
+            return
         yield SystemCommand(
             "Toggle merged timeline",
             "One list of every NIC's frames in time order ⇄ one column per NIC (m)",
             self.action_toggle_merged,
         )
+        yield SystemCommand("Journey of the selected packet", "The packet's path across NICs and hosts, as the article draws it (Enter, J)", self.action_journey)
+        yield SystemCommand("Next hop", "Select the same packet at its next NIC (n)", lambda: self.action_hop(1))
+        yield SystemCommand("Previous hop", "Select the same packet at its previous NIC (p)", lambda: self.action_hop(-1))
+        yield SystemCommand("Topology", "Hosts, namespaces, bridges, veths and tunnels of the capture (T)", self.action_topology)
+        yield SystemCommand("Layer tree", "Into the selected packet's layers (t)", self.action_layers)
         yield SystemCommand("Expand all layers", "Open every layer of the selected packet (e)", self.action_expand_all)
         yield SystemCommand("Collapse all layers", "Close every layer of the selected packet (c)", self.action_collapse_all)
         yield SystemCommand("Wider columns", "Fewer NIC columns per screen, more of each summary (>)", lambda: self.action_column_width(1))

@@ -18,7 +18,10 @@ KEYS: list[tuple[str, list[tuple[str, str]]]] = [
             ("PgUp PgDn", "page up / down"),
             ("Home End  g G", "first / last packet"),
             ("click", "select a packet (the layer tree and hex view follow the cursor)"),
-            ("Enter", "into the selected packet's layer tree"),
+            ("Enter  J", "the packet's journey: the article's diagram of every NIC it crossed"),
+            ("n ]  p [", "next / previous hop of the journey (the same packet at its next NIC)"),
+            ("t", "into the selected packet's layer tree"),
+            ("T", "topology: hosts, namespaces, bridges, veths, tunnels"),
             ("Tab  Shift+Tab", "next / previous column, then the layer tree and hex view"),
             ("← →  h l", "previous / next NIC column"),
             ("m", "merged timeline of every NIC  ⇄  one column per NIC"),
@@ -36,6 +39,14 @@ KEYS: list[tuple[str, list[tuple[str, str]]]] = [
         ],
     ),
     (
+        "Journey screen",
+        [
+            ("↑ ↓  n p", "previous / next hop (its layers show below)"),
+            ("Enter  t", "into the hop's layer tree, every layer open"),
+            ("Esc", "back (the main screen selects the hop you were on)"),
+        ],
+    ),
+    (
         "Anywhere",
         [
             ("?", "this help"),
@@ -46,6 +57,7 @@ KEYS: list[tuple[str, list[tuple[str, str]]]] = [
 ]
 
 LEGEND: list[tuple[str, str, str]] = [
+    ("◆", "bold #fbbf24", "the selected packet, seen at this NIC too (amber row, offset in header)"),
     ("VX", "bold #e879f9", "VXLAN-encapsulated frame (V2, V3: tunnels nested that deep)"),
     ("FU", "bold #facc15", "flannel UDP backend (raw IP inside UDP 8285)"),
     ("GR", "bold #fb923c", "GRE-encapsulated frame"),

@@ -8,7 +8,9 @@ cache of finished strips, so a million-frame capture costs what a screenful does
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import bisect
+
+from collections.abc import Iterable, Sequence
 
 from rich.segment import Segment
 from rich.text import Text
@@ -97,7 +99,7 @@ def format_row(
 class PacketList(ScrollView, can_focus=True):
     """A virtual list of frames: one NIC's (``nic_id``) or all of them (``nic_id=None``)."""
 
-    COMPONENT_CLASSES = {"packet-list--cursor", "packet-list--cursor-blurred"}
+    COMPONENT_CLASSES = {"packet-list--cursor", "packet-list--cursor-blurred", "packet-list--journey"}
 
     BINDINGS = [
         Binding("up,k", "cursor_up", "Up", show=False),
@@ -106,7 +108,7 @@ class PacketList(ScrollView, can_focus=True):
         Binding("end,G", "last", "Last", show=False),
         Binding("pageup", "page_up", "Page up", show=False),
         Binding("pagedown", "page_down", "Page down", show=False),
-        Binding("enter", "select", "Layers", show=True),
+        Binding("enter", "select", "Journey", show=True, key_display="⏎"),
         Binding("left,h", "app.column(-1)", "Prev column", show=False),
         Binding("right,l", "app.column(1)", "Next column", show=False),
     ]
@@ -141,12 +143,15 @@ class PacketList(ScrollView, can_focus=True):
         self.store = store
         self.nic_id = nic_id
         self._frames: Sequence[int] = []
+        self._positions: dict[int, int] | None = None  # frame -> row, for a sorted timeline
         self._count = 0
         self._cache: LRUCache[tuple[int, int], Strip] = LRUCache(1024)
         self._row_width = 0
         self.nic_width = 16  # merged timeline: cells for the NIC label
         self.time_width = 10  # cells for the relative time (the app widens it for long captures)
         self.rows_formatted = 0  # how many rows were ever formatted (lazy-render tests)
+        # Rows of the selected packet's journey in this list (not the cursor): drawn marked.
+        self.journey_rows: frozenset[int] = frozenset()
 
     # -- data --------------------------------------------------------------
     @property
@@ -163,15 +168,32 @@ class PacketList(ScrollView, can_focus=True):
             return frame  # a timeline already in arrival order: row == frame
         if self.nic_id is not None and self.store.nic_of[frame] == self.nic_id:
             return self.store.nic_index[frame]
-        try:
-            return list(frames[: self._count]).index(frame)
-        except ValueError:
-            return 0
+        if self._positions is None:  # once per timeline, not once per look-up
+            self._positions = {f: row for row, f in enumerate(frames[: self._count])}
+        return self._positions.get(frame, 0)
 
     @property
     def frame(self) -> int | None:
         """Global index of the frame under the cursor."""
         return self.frame_at(self.cursor)
+
+    def set_journey_rows(self, rows: Iterable[int], *, reveal: bool = False) -> None:
+        """Mark ``rows`` as the selected packet's sightings; ``reveal`` scrolls the first into view."""
+        rows = frozenset(rows)
+        if rows != self.journey_rows:
+            for row in self.journey_rows ^ rows:
+                self.refresh_line(row)
+            self.journey_rows = rows
+        if reveal and rows:
+            self.reveal_row(min(rows))
+
+    def reveal_row(self, row: int) -> None:
+        """Scroll (not move the cursor) so that ``row`` shows, centred when it was off screen."""
+        top = round(self.scroll_y)
+        height = self.scrollable_content_region.height or self.size.height
+        if height <= 0 or top <= row < top + height:
+            return
+        self.scroll_to(y=max(0, row - height // 2), animate=False, immediate=True)
 
     def set_time_width(self, width: int) -> None:
         if width != self.time_width:
@@ -188,6 +210,7 @@ class PacketList(ScrollView, can_focus=True):
         """
         if frames is not None:
             self._frames = frames
+            self._positions = None
             self._cache.clear()
         elif self.nic_id is not None:
             self._frames = self.store.per_nic[self.nic_id]
@@ -237,10 +260,13 @@ class PacketList(ScrollView, can_focus=True):
             segments = list(text.render(self.app.console))
             strip = Strip(Segment.apply_style(segments, base))
             self._cache[key] = strip
+        mark = None
         if row == self.cursor:
-            cursor_style = self.get_component_rich_style(
-                "packet-list--cursor" if self.has_focus else "packet-list--cursor-blurred"
-            )
+            mark = "packet-list--cursor" if self.has_focus else "packet-list--cursor-blurred"
+        if row in self.journey_rows and (row != self.cursor or not self.has_focus):
+            mark = "packet-list--journey"
+        if mark is not None:
+            cursor_style = self.get_component_rich_style(mark)
             # Over the row's own colours (post_style), so the cursor reads as one bar.
             strip = strip.crop_extend(0, max(width, strip.cell_length), base)
             strip = Strip(Segment.apply_style(iter(strip), None, cursor_style), strip.cell_length)
@@ -301,6 +327,21 @@ class PacketList(ScrollView, can_focus=True):
             self.cursor = row  # the detail follows; focus stays here to keep scanning
 
 
+RATE_WINDOW_NS = 1_000_000_000
+
+
+def nic_rate(store: FrameStore, frames, count: int) -> int:
+    """Frames in the last second of this NIC's capture time (live: its current rate).
+
+    Capture time, not the wall clock, so a replay shows the rate as it was and
+    a snapshot is the same every run.  A NIC's frames are in time order.
+    """
+    ts = store.ts_ns
+    newest = ts[frames[count - 1]]
+    first = bisect.bisect_right(frames, newest - RATE_WINDOW_NS, 0, count, key=ts.__getitem__)
+    return count - first
+
+
 class NicHeader(Static):
     """Name, host, kind, link type, packet count, drops and 'gone' of one NIC."""
 
@@ -308,6 +349,12 @@ class NicHeader(Static):
         super().__init__(**kwargs)
         self.nic = nic
         self.store = store
+        self.hop_note: Text | None = None  # "◆ hop 4/8 +0.048 ms" when the selected packet passed here
+
+    def set_hop_note(self, note: Text | None) -> None:
+        if note != self.hop_note:
+            self.hop_note = note
+            self.sync()
 
     def header_text(self) -> Text:
         """Line 1: ``eth0 in A @ hostx   1/8``; line 2: kind, address, link type, counts."""
@@ -325,6 +372,9 @@ class NicHeader(Static):
             text.append("  GONE", style="bold #ff6b6b")
         if len(self.store.nics) > 1:
             text.append(f"  {nic.id + 1}/{len(self.store.nics)}", style="#7f8c98")
+        if self.hop_note is not None:
+            text.append("  ")
+            text.append_text(self.hop_note)
         text.append("\n")
         facts: list[tuple[str, str]] = []
         if nic.kind:
@@ -340,8 +390,11 @@ class NicHeader(Static):
         elif info.get("addr"):
             facts.append((safe(info["addr"]), "#5fb3b3"))
         facts.append((linktype_name(nic.linktype), "#7f8c98"))
-        count = len(self.store.per_nic[nic.id])
+        frames = self.store.per_nic[nic.id]
+        count = len(frames)
         facts.append((f"{count:,} pkt{'s' if count != 1 else ''}", ""))
+        if count > 1:
+            facts.append((f"{nic_rate(self.store, frames, count):,} pkt/s", "#7f8c98"))
         if nic.dropped:
             facts.append((f"{nic.dropped:,} dropped", "bold #ff6b6b"))
         elif nic.dropped == 0:

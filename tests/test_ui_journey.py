@@ -1,0 +1,415 @@
+"""Journeys on screen: the highlight across columns, hop keys, the journey and topology screens.
+
+Expected hops come from :func:`tracer.correlate.correlate` on the same capture,
+never from hard-coded rows.  Snapshots use the bundled capture at a fixed size;
+update them with ``pytest tests/test_ui_journey.py --snapshot-update`` and look
+at the SVGs before accepting.
+"""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from tests.conftest import BUNDLED
+from tests.test_ui import (
+    HOSTILE,
+    SIZE,
+    file_loader,
+    hostile_frames,
+    hostile_pcapng,
+    make_app,
+    screen_text,
+    select_frame,
+    settle,
+    static_text,
+)
+from tracer.capture.reader import SourceSpec, open_capture
+from tracer.correlate import correlate
+from tracer.model import FrameStore, Nic
+from tracer.ui import TracerApp
+from tracer.ui.detail import LayerTree
+from tracer.ui.journey_screen import JourneyDiagram, JourneyScreen
+from tracer.ui.packet_list import PacketList
+from tracer.ui.topology_screen import TopologyScreen
+
+
+def echo_request_journey(store: FrameStore):
+    """The first A→C ICMP echo request journey (eight hops across both hosts)."""
+    for j in correlate(store).journeys:
+        if j.inner.get("proto") == "ICMP" and j.inner.get("type") == 8 and len(j.hops) == 8:
+            return j
+    pytest.skip("no eight-hop echo request in the capture")
+
+
+def frame_key(store: FrameStore, frame: int) -> tuple[str, str | None, int]:
+    """A frame's NIC and row, to compare hops of two correlations of one store."""
+    nic = store.nic(frame)
+    return (nic.label, nic.host, store.nic_index[frame])
+
+
+def column_in_view(app, nic_id: int) -> bool:
+    container = app.query_one("#columns")
+    column = app.query_one(f"#nic-{nic_id}")
+    return container.region.x <= column.region.x and column.region.right <= container.region.right
+
+
+# -- snapshots ----------------------------------------------------------------------
+def test_snapshot_journey_highlight(snap_compare):
+    """Main screen: the echo request at Host X eth0; its other sightings marked amber."""
+
+    async def run_before(pilot):
+        await settle(pilot)
+        j = echo_request_journey(pilot.app.store)
+        await select_frame(pilot, j.hops[0].frame)
+        await pilot.press("n", "n")  # hop 3: flannel0 of Host X; docker0 shows beside it
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_journey_screen(snap_compare):
+    async def run_before(pilot):
+        await settle(pilot)
+        j = echo_request_journey(pilot.app.store)
+        await select_frame(pilot, j.hops[0].frame)
+        await pilot.press("enter", "down", "down", "down")  # hop 4: Host X eth0, VXLAN outside
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_topology_screen(snap_compare):
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.press("T")
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+# -- the highlight and the hop keys -------------------------------------------------
+async def test_hop_keys_walk_the_journey_in_path_order():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        store = app.store
+        j = echo_request_journey(store)
+        hops = j.hops
+        assert [h.nic.host for h in hops] == ["hostx"] * 4 + ["hosty"] * 4
+        await select_frame(pilot, hops[0].frame)
+        assert app.selected_frame == hops[0].frame
+        for k in range(1, 8):
+            await pilot.press("n")
+            await pilot.pause()
+            hop = hops[k]
+            assert app.selected_frame == hop.frame, k
+            assert isinstance(app.focused, PacketList) and app.focused.nic_id == hop.nic.id
+            assert app.focused.cursor == store.nic_index[hop.frame]
+            assert column_in_view(app, hop.nic.id), f"hop {k}: column {hop.nic.label} not paged in"
+        await pilot.press("n")  # the last hop: stays
+        assert app.selected_frame == hops[-1].frame
+        for k in range(6, -1, -1):
+            await pilot.press("p")
+            await pilot.pause()
+            assert app.selected_frame == hops[k].frame, k
+            assert column_in_view(app, hops[k].nic.id)
+        # ] and [ do the same
+        await pilot.press("right_square_bracket")
+        assert app.selected_frame == hops[1].frame
+        await pilot.press("left_square_bracket")
+        assert app.selected_frame == hops[0].frame
+
+
+async def test_other_columns_mark_the_same_journey():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        store = app.store
+        corr = correlate(store)
+        j = echo_request_journey(store)
+        selected = j.hops[3].frame  # Host X eth0: encapsulated
+        await select_frame(pilot, selected)
+        mine = corr.journey(selected)
+        marked = 0
+        for column in app._columns:
+            for row in column.packets.journey_rows:
+                frame = column.packets.frame_at(row)
+                assert frame is not None and frame != selected
+                assert corr.journey(frame) is mine, f"{column.nic.label} row {row}"
+                marked += 1
+        assert marked == len(mine.hops) - 1
+        # Every NIC the journey crossed says which hop it was and when, from the first hop.
+        t0 = mine.hops[0].corrected_time_ns
+        for k, hop in enumerate(mine.hops):
+            note = app.query_one(f"#nic-{hop.nic.id}").header.header_text().plain
+            assert f"hop {k + 1}/8" in note
+            assert f"{(hop.corrected_time_ns - t0) / 1e6:+.3f} ms" in note
+        # The mark is its own style, not the cursor's.
+        other = app.query_one(f"#nic-{mine.hops[0].nic.id}").packets
+        assert other.get_component_rich_style("packet-list--journey") != other.get_component_rich_style(
+            "packet-list--cursor-blurred"
+        )
+        assert "journey" in static_text(app.query_one("#status"))
+        # The merged timeline marks the same frames.
+        await pilot.press("m")
+        merged = app.query_one("#merged-list", PacketList)
+        frames = {merged.frame_at(r) for r in merged.journey_rows}
+        assert frames == {h.frame for h in mine.hops} - {selected}
+
+
+# -- the journey screen -------------------------------------------------------------
+async def test_journey_screen_opens_on_enter_and_J():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        store = app.store
+        j = echo_request_journey(store)
+        await select_frame(pilot, j.hops[0].frame)
+        await pilot.press("enter")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, JourneyScreen)
+        diagram = screen.query_one(JourneyDiagram)
+        assert len(diagram.hops) == 8 and len(diagram.hop_lines) == 8
+        assert [frame_key(store, h.frame) for h in diagram.hops] == [frame_key(store, h.frame) for h in j.hops]
+        text = screen_text(app)
+        for words in (
+            "Host X (hostx)",
+            "Host Y (hosty)",
+            "A's eth0",
+            "C's eth0",
+            "encapsulated VXLAN vni 1",
+            "decapsulated VXLAN vni 1",
+            "sent over the underlay",
+            "192.168.0.1 → 192.168.0.2 UDP 8472 VXLAN vni 1 | 10.244.1.2 → 10.244.2.2 ICMP echo request",
+            "✔ delivered",
+            "+0.000 ms",
+        ):
+            assert words in text, words
+        steps = [h.step for h in diagram.hops]
+        assert steps[3].startswith("encapsulated") and steps[5].startswith("decapsulated")
+        # Hops in path order, one line each, top to bottom.
+        assert diagram.hop_lines == sorted(diagram.hop_lines)
+        # Down to Host X eth0: its layers below; Enter opens them all.
+        await pilot.press("down", "down", "down")
+        tree = screen.query_one(LayerTree)
+        assert tree.frame == j.hops[3].frame
+        await pilot.press("enter")
+        assert app.focused is tree and tree.expand_fields
+        assert "VXLAN" in tree.layer_names
+        await pilot.press("escape")
+        assert app.focused is diagram
+        await pilot.press("escape")
+        assert not isinstance(app.screen, JourneyScreen)
+        assert app.selected_frame == j.hops[3].frame  # the main screen follows to that hop
+        await pilot.press("J")
+        assert isinstance(app.screen, JourneyScreen)
+        assert app.screen.diagram.cursor == 3
+
+
+async def test_a_journey_that_stops_early_says_where():
+    """Only Host X's NICs and Host Y's eth0: the request is last seen on Host Y eth0."""
+    keep = {("hostx", "eth0"), ("hostx", "docker0"), ("hostx", "flannel0"), ("hosty", "eth0")}
+
+    def load(store, cancelled, progress):
+        full = FrameStore()
+        open_capture(SourceSpec(str(BUNDLED))).read_into(full)
+        ids = {}
+        for nic in full.nics:
+            if (nic.host, nic.name) in keep and not (nic.container and nic.host == "hosty"):
+                copy = Nic(nic.name, nic.linktype, nic.host, nic.netns, nic.kind, nic.description, dict(nic.facts))
+                ids[nic.id] = store.add_nic(copy)
+        for i in range(len(full)):
+            nid = full.nic_of[i]
+            if nid in ids:
+                data = full.data(i)
+                buf = store.add_buffer(data)
+                store.append(ids[nid], full.ts_ns[i], buf, 0, len(data), len(data))
+
+    if not BUNDLED.exists():
+        pytest.skip("bundled capture not recorded")
+    app = TracerApp(FrameStore(), load)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        store = app.store
+        corr = correlate(store)
+        j = next(j for j in corr.journeys if j.inner.get("type") == 8 and len(j) > 2)
+        assert j.end.startswith("not seen after")
+        await select_frame(pilot, j.hops[0].frame)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, JourneyScreen)
+        text = screen_text(app)
+        assert "✖ not seen after hosty/eth0" in text
+        assert "not seen after hosty/eth0" in text.splitlines()[1]  # and in the title
+
+
+# -- the topology screen ------------------------------------------------------------
+async def test_topology_screen_shows_hosts_and_tunnels():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("T")
+        await pilot.pause()
+        assert isinstance(app.screen, TopologyScreen)
+        text = screen_text(app)
+        for words in (
+            "Host X (hostx)",
+            "Host Y (hosty)",
+            "netns trc-fv-hostx",
+            "container A",
+            "container C",
+            "flannel0  vxlan   vni 1 udp/8472 192.168.0.1 → 192.168.0.2",
+            "vni 1 udp/8472 192.168.0.2 → 192.168.0.1",
+            "docker0   bridge  10.244.1.1/24  ports veth-a",
+            "tunnel   Host X (hostx) flannel0  ⇠ VXLAN vni 1 udp/8472 ⇢  Host Y (hosty) flannel0",
+            "wire     Host X (hostx) eth0 192.168.0.1/24",
+        ):
+            assert words in text, words
+        await pilot.press("escape")
+        assert not isinstance(app.screen, TopologyScreen)
+
+
+async def test_topology_is_inferred_from_journeys_without_facts(tmp_path):
+    """Plain pcaps, one per NIC: no facts, so the hand-offs come from the journeys."""
+    from scapy.all import ICMP, IP, Ether, wrpcap
+
+    def pkt(ttl):
+        return Ether() / IP(src="10.1.0.2", dst="10.2.0.2", id=7, ttl=ttl) / ICMP(id=1, seq=1) / (b"x" * 8)
+
+    a = tmp_path / "a.pcap"
+    b = tmp_path / "b.pcap"
+    first = pkt(64)
+    first.time = 1_700_000_000.0
+    wrpcap(str(a), [first])
+    p = pkt(63)
+    p.time = 1_700_000_000.001
+    wrpcap(str(b), [p])
+    app = TracerApp(
+        FrameStore(),
+        file_loader(SourceSpec(str(a), nic_name="veth1", host="h1"), SourceSpec(str(b), nic_name="eth0", host="h1")),
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("T")
+        await pilot.pause()
+        text = screen_text(app)
+        assert "inferred from the journeys" in text
+        assert "Hand-offs seen in the journeys" in text
+        assert "h1/veth1  →  h1/eth0" in text or "h1/eth0  →  h1/veth1" in text
+
+
+# -- hostile captures ------------------------------------------------------------------
+async def test_new_screens_show_markup_and_escapes_literally(tmp_path, monkeypatch):
+    from scapy.all import wrpcap
+
+    frames = hostile_frames()
+    pcap = tmp_path / "hostile.pcap"
+    wrpcap(str(pcap), frames)
+    pcapng = hostile_pcapng(tmp_path / "hostile.pcapng", frames)
+
+    import tracer.ui.packet_list as packet_list
+
+    real_identify = packet_list.identify
+
+    def hostile_identify(data, linktype):
+        ident = real_identify(data, linktype)
+        return types.SimpleNamespace(summary=ident.summary + " " + HOSTILE, encap=ident.encap)
+
+    monkeypatch.setattr(packet_list, "identify", hostile_identify)
+    app = TracerApp(
+        FrameStore(),
+        file_loader(
+            SourceSpec(str(pcap), nic_name="[b]x[/b]\x1b[2J", host="[i]h[/i]\x07"), SourceSpec(str(pcapng))
+        ),
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        texts = []
+        for lst in [c.packets for c in app._columns]:
+            lst.focus()
+            await pilot.pause()
+            await pilot.press("j", "n", "p", "enter")
+            await pilot.pause()
+            if isinstance(app.screen, JourneyScreen):
+                await pilot.press("down", "enter", "e")
+                await pilot.pause()
+                texts.append(screen_text(app))
+                await pilot.press("escape", "escape")
+                await pilot.pause()
+        await pilot.press("T")
+        await pilot.pause()
+        assert isinstance(app.screen, TopologyScreen)
+        texts.append(screen_text(app))
+        await pilot.press("escape")
+        assert app.is_running and app.return_code is None
+        assert len(texts) >= 2, "no journey screen was shown"
+        for text in texts:
+            assert "\x1b" not in text and "\x07" not in text
+        journey_text = "\n".join(texts[:-1])
+        assert "[bold]B[/]" in journey_text  # the summary, as typed
+        assert "[b]x[/b]" in journey_text  # the NIC name
+        assert "[i]h[/i]" in journey_text  # the host
+        assert "[b]x[/b]" in texts[-1] and "[red]evil[/]" in texts[-1]
+    assert app.return_code in (None, 0)
+
+
+async def test_clock_correction_is_said():
+    """Host Y's clock 5 ms behind: the journey is still in path order, and says it corrected."""
+    if not BUNDLED.exists():
+        pytest.skip("bundled capture not recorded")
+    skew = 5_000_000
+
+    def load(store, cancelled, progress):
+        full = FrameStore()
+        open_capture(SourceSpec(str(BUNDLED))).read_into(full)
+        for nic in full.nics:
+            store.add_nic(Nic(nic.name, nic.linktype, nic.host, nic.netns, nic.kind, nic.description, dict(nic.facts)))
+
+        def ts(i):
+            return full.ts_ns[i] - (skew if full.nic(i).host == "hosty" else 0)
+
+        for i in sorted(range(len(full)), key=ts):
+            data = full.data(i)
+            store.append(full.nic_of[i], ts(i), store.add_buffer(data), 0, len(data), len(data))
+
+    app = TracerApp(FrameStore(), load)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        j = echo_request_journey(app.store)
+        assert j.corrected
+        await select_frame(pilot, j.hops[5].frame)
+        assert "(clock corrected)" in app.query_one(f"#nic-{j.hops[5].nic.id}").header.header_text().plain
+        await pilot.press("enter")
+        await pilot.pause()
+        text = screen_text(app)
+        assert "corrected for host clock offsets (hosty's times +5.000 ms)" in text
+        assert [h.nic.host for h in app.screen.diagram.hops] == ["hostx"] * 4 + ["hosty"] * 4
+
+
+async def test_help_and_palette_name_the_new_keys():
+    from tracer.ui.help import HelpScreen
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        assert {"Journey of the selected packet", "Next hop", "Previous hop", "Topology", "Layer tree"} <= titles
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        text = screen_text(app)
+        assert "the packet's journey" in text and "next / previous hop" in text and "topology" in text
+        await pilot.press("escape")
+        # Through the palette, as a person would.
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"topology")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, TopologyScreen)
+        # On the topology screen the main screen's commands are not offered.
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        assert "Next hop" not in titles

@@ -1,0 +1,304 @@
+"""The journey screen: the article's A→C figure, drawn from one packet's hops.
+
+Hosts are boxes, the NICs the packet crossed run down a path inside them, the
+wire joins the boxes, and beside each NIC is what was captured there (outer
+headers only where they exist).  The step from the previous hop is written on
+the path between two NICs.  The hop under the cursor shows its layer tree below.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import events, on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.geometry import Region, Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import Footer, Header, Static
+
+from tracer.correlate import Hop, Journey
+from tracer.dissect.text import safe
+from tracer.model import FrameStore
+from tracer.ui.detail import LayerTree
+from tracer.ui.journeys import (
+    HOP_STYLE,
+    TIME_STYLE,
+    capture_line,
+    describe_inner,
+    host_title,
+    nic_title,
+    offset_ms,
+    step_text,
+)
+
+BOX_STYLE = "#4b8b8b"
+HOST_STYLE = "bold #5fb3b3"
+NIC_STYLE = "bold"
+KIND_STYLE = "#facc15"
+WIRE_STYLE = "bold #60a5fa"
+CURSOR_STYLE = "on #1e3a5f"
+
+
+def host_groups(hops: list[Hop]) -> list[list[int]]:
+    """Consecutive hops on one host, as lists of hop positions (a host box each)."""
+    groups: list[list[int]] = []
+    for k, hop in enumerate(hops):
+        if groups and hops[groups[-1][-1]].nic.host == hop.nic.host:
+            groups[-1].append(k)
+        else:
+            groups.append([k])
+    return groups
+
+
+class JourneyDiagram(Widget, can_focus=True):
+    """The boxes-and-path drawing; ``cursor`` is the selected hop."""
+
+    BINDINGS = [
+        Binding("up,k,p", "move(-1)", "Prev hop", show=False),
+        Binding("down,j,n", "move(1)", "Next hop", show=False),
+        Binding("home,g", "move(-1000)", "First hop", show=False),
+        Binding("end,G", "move(1000)", "Last hop", show=False),
+    ]
+
+    cursor: reactive[int] = reactive(0, init=False)
+
+    def __init__(self, store: FrameStore, journey: Journey, cursor: int = 0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.store = store
+        self.journey = journey
+        self.hops = journey.hops
+        self.set_reactive(JourneyDiagram.cursor, cursor)
+        self.hop_lines: list[int] = []  # y of each hop's line in the drawing
+        self._label_width = max((len(nic_title(h.nic)) for h in self.hops), default=4)
+        self._kind_width = max((len(safe(h.nic.kind or "")) for h in self.hops), default=0)
+
+    # -- drawing -----------------------------------------------------------
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return len(self.lines(max(width, 40)))
+
+    def render(self) -> Text:
+        lines = self.lines(self.size.width or 100)
+        return Text("\n").join(lines)
+
+    def lines(self, width: int) -> list[Text]:
+        """The drawing at ``width`` cells, one Text per line (hop_lines filled in)."""
+        hops = self.hops
+        groups = host_groups(hops)
+        lw, kw = self._label_width, self._kind_width
+        path_x = 2 + lw + 2 + (kw + 2 if kw else 0)  # column of the path inside a box line
+        t0 = hops[0]
+        time_w = max(len(offset_ms(h, t0)) for h in hops)
+        # As wide as the longest line (the article's boxes hug their NICs), at most the screen.
+        widest = max(
+            max(path_x + 3 + time_w + 2 + capture_line(self.store, h).cell_len + 3 for h in hops),
+            max(path_x + 3 + step_text(h.step).cell_len + 2 for h in hops),
+            max(len(self._host_label(h)) + 6 for h in hops),
+        )
+        inner_w = max(path_x + 4, min(width - 2, widest))  # between the two side borders
+        out: list[Text] = []
+        self.hop_lines = [0] * len(hops)
+
+        def boxed(body: Text, style: str = "") -> Text:
+            body.truncate(inner_w, overflow="ellipsis", pad=True)
+            if style:
+                body.stylize(style)
+            line = Text("│", style=BOX_STYLE, end="")
+            line.append_text(body)
+            line.append("│", style=BOX_STYLE)
+            return line
+
+        def border(left: str, right: str, title: str | None, cross: str | None) -> Text:
+            line = Text(left, style=BOX_STYLE, end="")
+            body = Text("─" * inner_w, style=BOX_STYLE, end="")
+            if title:
+                label = f" {title} "
+                body = Text("─", style=BOX_STYLE, end="")
+                body.append(label, style=HOST_STYLE)
+                body.append("─" * (inner_w - 1 - len(label)), style=BOX_STYLE)
+            if cross:  # the path goes through the border: into (or out of) the box
+                body = body[:path_x] + Text(cross, style=HOP_STYLE) + body[path_x + 1 :]
+            line.append_text(body)
+            line.append(right, style=BOX_STYLE)
+            return line
+
+        for g, group in enumerate(groups):
+            first, last = g == 0, g == len(groups) - 1
+            if not first:
+                hop = hops[group[0]]
+                wire = Text(" " * (path_x + 1), end="")
+                wire.append("║", style=WIRE_STYLE)
+                wire.append("  ")
+                wire.append_text(step_text(hop.step))
+                wire.append("   (the wire between the hosts)", style=TIME_STYLE)
+                out.append(wire)
+            out.append(border("┌", "┐", self._host_label(hops[group[0]]), None if first else "┼"))
+            for n, k in enumerate(group):
+                hop = hops[k]
+                if n:  # the step on the path between two NICs of one host
+                    body = Text(" " * path_x, end="")
+                    body.append("│", style=HOP_STYLE)
+                    body.append("  ")
+                    body.append_text(step_text(hop.step))
+                    out.append(boxed(body))
+                body = Text("  ", end="")
+                body.append(nic_title(hop.nic).ljust(lw), style=NIC_STYLE)
+                body.append("  ")
+                if kw:
+                    body.append(safe(hop.nic.kind or "").ljust(kw), style=KIND_STYLE)
+                    body.append("  ")
+                body.append("◉" if k == self.cursor else "●", style=HOP_STYLE)
+                body.append("  ")
+                body.append(offset_ms(hop, t0).rjust(time_w), style=TIME_STYLE)
+                body.append("  ")
+                body.append_text(capture_line(self.store, hop))
+                self.hop_lines[k] = len(out)
+                out.append(boxed(body, CURSOR_STYLE if k == self.cursor else ""))
+            out.append(border("└", "┘", None, None if last else "┼"))
+        end = Text(" " * (path_x + 1), end="")
+        journey = self.journey
+        if journey.end == "delivered":
+            end.append("✔ delivered", style="bold #4ade80")
+            target = hops[-1]
+            end.append(f" at {nic_title(target.nic)}", style="#4ade80")
+            if target.nic.host:
+                end.append(f" on {safe(target.nic.host)}", style="#4ade80")
+        else:
+            end.append("✖ " + safe(journey.end), style="bold #ff6b6b")
+        out.append(end)
+        return out
+
+    def _host_label(self, hop: Hop) -> str:
+        return host_title(hop.nic.host)
+
+    # -- moving ------------------------------------------------------------
+    def watch_cursor(self, old: int, new: int) -> None:
+        self.refresh()
+        self.post_message(JourneyScreen.HopChosen(new))
+        self.call_after_refresh(self.reveal_cursor)
+
+    def reveal_cursor(self) -> None:
+        if self.cursor < len(self.hop_lines):
+            y = self.hop_lines[self.cursor]
+            self.scroll_to_region(Region(0, max(0, y - 1), 1, 3), animate=False, immediate=True)
+
+    def action_move(self, delta: int) -> None:
+        self.cursor = max(0, min(len(self.hops) - 1, self.cursor + delta))
+
+    def on_click(self, event: events.Click) -> None:
+        y = event.y
+        for k, line in enumerate(self.hop_lines):
+            if line == y:
+                self.cursor = k
+
+
+class JourneyScreen(Screen[int | None]):
+    """One packet's journey; dismissed with the hop frame the cursor was on."""
+
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("enter,t", "layers", "Layers", key_display="⏎"),
+        Binding("e", "expand_all", "Expand all"),
+        Binding("c", "collapse_all", "Collapse all"),
+    ]
+
+    class HopChosen(Message):
+        def __init__(self, hop: int) -> None:
+            super().__init__()
+            self.hop = hop
+
+    def __init__(
+        self, store: FrameStore, journey: Journey, frame: int | None = None, *, matching: bool = False
+    ) -> None:
+        super().__init__()
+        self.store = store
+        self.journey = journey
+        self.matching = matching  # frames were still being matched: more hops may join later
+        try:
+            start = journey.hop_of(frame) if frame is not None else 0
+        except ValueError:
+            start = 0
+        self.diagram = JourneyDiagram(store, journey, start, id="journey-diagram")
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="⇄")
+        yield Static(self.title_text(), id="journey-title")
+        with VerticalScroll(id="journey-scroll"):
+            yield self.diagram
+        yield LayerTree(self.store, id="journey-layers")
+        yield Footer()
+
+    def title_text(self) -> Text:
+        j = self.journey
+        hops = j.hops
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append(f"Journey {j.id}", style="bold")
+        text.append("  ")
+        text.append(describe_inner(j), style="bold #e5e7eb")
+        text.append(f"  ·  {len(hops)} hop{'s' if len(hops) != 1 else ''}", style="")
+        text.append("  ·  ")
+        if j.end == "delivered":
+            text.append("delivered", style="bold #4ade80")
+        else:
+            text.append(safe(j.end), style="bold #ff6b6b")
+        text.append("\n")
+        if j.corrected:
+            offsets = j._corr.offsets
+            parts = ", ".join(
+                f"{safe(str(h))}'s times {-o / 1e6:+.3f} ms" for h, o in sorted(offsets.items(), key=str) if o
+            )
+            text.append("times since the first hop, ", style=TIME_STYLE)
+            text.append(f"corrected for host clock offsets ({parts})", style="bold #facc15")
+        else:
+            text.append("times since the first hop (hosts' clocks agree: no correction)", style=TIME_STYLE)
+        if self.matching:
+            text.append("   still matching the capture: more hops may join", style="bold #facc15")
+        text.append("   ↑↓ hop · ⏎ layers · Esc back", style="dim")
+        return text
+
+    def on_mount(self) -> None:
+        self.diagram.focus()
+        self._show_hop(self.diagram.cursor)
+
+    @on(HopChosen)
+    def _hop_chosen(self, message: HopChosen) -> None:
+        message.stop()
+        self._show_hop(message.hop)
+
+    def _show_hop(self, k: int) -> None:
+        hop = self.journey.hops[k]
+        tree = self.query_one("#journey-layers", LayerTree)
+        tree.show_frame(hop.frame)
+        title = Text(f"Layers · hop {k + 1}/{len(self.journey.hops)} · ")
+        title.append(safe(hop.nic.label), style="bold")
+        tree.border_title = title
+
+    @on(LayerTree.RangeHighlighted)
+    def _range(self, message: LayerTree.RangeHighlighted) -> None:
+        message.stop()  # no hex view here; the main screen's must not follow
+
+    @property
+    def hop_frame(self) -> int:
+        return self.journey.hops[self.diagram.cursor].frame
+
+    def action_back(self) -> None:
+        if not self.diagram.has_focus:
+            self.diagram.focus()
+        else:
+            self.dismiss(self.hop_frame)
+
+    def action_layers(self) -> None:
+        tree = self.query_one("#journey-layers", LayerTree)
+        if tree.has_focus:
+            return
+        tree.action_expand_all()
+        tree.focus()
+
+    def action_expand_all(self) -> None:
+        self.query_one("#journey-layers", LayerTree).action_expand_all()
+
+    def action_collapse_all(self) -> None:
+        self.query_one("#journey-layers", LayerTree).action_collapse_all()

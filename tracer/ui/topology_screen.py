@@ -1,0 +1,349 @@
+"""The topology screen: hosts, namespaces, bridges with their veths, tunnels with their peers.
+
+Drawn from the NIC facts a capture carries (the pcapng interface descriptions:
+``host``, ``netns``, ``kind``, ``peer``, ``ports``, ``vni``, ``remote`` …).  A
+capture without them (plain pcaps) gets the picture the journeys imply: which
+NIC hands packets to which, and how.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import Footer, Header, Static
+
+from tracer.correlate import Correlation, nic_addresses, nic_role
+from tracer.dissect.text import safe
+from tracer.model import FrameStore, Nic
+from tracer.ui.journeys import host_title, step_text
+
+BOX_STYLE = "#7f8c98"
+HOST_STYLE = "bold #5fb3b3"
+NS_STYLE = "#a3a3a3"
+KIND_STYLE = "#facc15"
+TUNNEL_STYLE = "#e879f9"
+ADDR_STYLE = "#5fb3b3"
+WIRE_STYLE = "bold #60a5fa"
+DIM = "#7f8c98"
+ROLE_RANK = {"container": 0, "bridge": 1, "overlay": 2, "underlay": 3}  # inside a host, along the path out
+MAX_JOURNEYS = 20_000  # journeys read to infer links when the capture has no facts
+
+
+def has_facts(store: FrameStore) -> bool:
+    return any(nic.kind or nic.netns or nic.facts.get("role") for nic in store.nics)
+
+
+def _first_addr(nic: Nic) -> str:
+    value = nic.facts.get("addr") or ""
+    return safe(str(value).split(",")[0])
+
+
+def host_of_address(store: FrameStore) -> dict[str, str | None]:
+    """Address (no prefix) -> the host that owns it, from the NICs' ``addr``/``local``."""
+    out: dict[str, str | None] = {}
+    for nic in store.nics:
+        for a in nic_addresses(nic):
+            out.setdefault(a, nic.host)
+    return out
+
+
+def nic_line(nic: Nic, owners: dict[str, str | None], name_w: int, kind_w: int, count: int = 0) -> Text:
+    """``flannel0  vxlan  vni 1 udp/8472 192.168.0.1 → 192.168.0.2 (Host Y) via eth0``."""
+    f = nic.facts
+    text = Text(no_wrap=True, overflow="ellipsis", end="")
+    text.append(safe(nic.name).ljust(name_w), style="bold")
+    text.append("  ")
+    text.append(safe(nic.kind or "?").ljust(kind_w), style=KIND_STYLE if nic.kind else DIM)
+    text.append("  ")
+    if not nic.kind and not f.get("addr"):
+        text.append(f"{count:,} packet{'s' if count != 1 else ''}", style=DIM)
+        return text
+    kind = (nic.kind or "").lower()
+    if f.get("vni") is not None or kind in ("vxlan", "geneve"):
+        tunnel = f"vni {f.get('vni', '?')}"
+        if f.get("port"):
+            tunnel += f" udp/{f['port']}"
+        text.append(safe(tunnel), style=TUNNEL_STYLE)
+        if f.get("local") or f.get("remote"):
+            text.append(f" {safe(str(f.get('local') or '*'))} → {safe(str(f.get('remote') or '*'))}", style=TUNNEL_STYLE)
+            remote_host = owners.get(str(f.get("remote") or ""))
+            if remote_host and remote_host != nic.host:
+                text.append(f" ({safe(remote_host)})", style=DIM)
+        return text
+    if kind == "tun":
+        text.append("TUN (raw IP)", style=TUNNEL_STYLE)
+        if f.get("port"):
+            text.append(f" flannel udp/{safe(str(f['port']))}", style=TUNNEL_STYLE)
+        if f.get("addr"):
+            text.append(f"  {_first_addr(nic)}", style=ADDR_STYLE)
+        return text
+    if f.get("addr"):
+        text.append(_first_addr(nic), style=ADDR_STYLE)
+    if kind == "bridge" and f.get("ports"):
+        text.append("  ports ", style=DIM)
+        text.append(safe(str(f["ports"]).replace(",", ", ")))
+    elif f.get("peer"):
+        text.append("  ⇄ ", style=WIRE_STYLE)
+        text.append(safe(str(f["peer"])))
+        peer_ns = f.get("peer_netns")
+        if peer_ns:
+            text.append(f" in {safe(str(peer_ns))}", style=DIM)
+    return text
+
+
+def host_box(
+    host: str | None, nics: list[Nic], owners: dict, width: int, bridges: dict, counts: list[int]
+) -> list[Text]:
+    """One host as a box of netns sub-boxes, ``width`` cells wide."""
+    inner = width - 2
+    name_w = max(len(safe(n.name)) for n in nics)
+    kind_w = max(len(safe(n.kind or "?")) for n in nics)
+    out: list[Text] = []
+
+    def line(body: Text) -> Text:
+        body.truncate(inner, overflow="ellipsis", pad=True)
+        t = Text("│", style=BOX_STYLE, end="")
+        t.append_text(body)
+        t.append("│", style=BOX_STYLE)
+        return t
+
+    def rule(left: str, right: str, title: str = "", style: str = BOX_STYLE, w: int = inner) -> Text:
+        t = Text(left, style=BOX_STYLE, end="")
+        if title:
+            t.append("─", style=BOX_STYLE)
+            t.append(f" {title} ", style=style)
+            t.append("─" * max(0, w - len(title) - 3), style=BOX_STYLE)
+        else:
+            t.append("─" * w, style=BOX_STYLE)
+        t.append(right, style=BOX_STYLE)
+        return t
+
+    out.append(rule("┌", "┐", host_title(host), HOST_STYLE))
+    by_ns: dict[str | None, list[Nic]] = {}
+    for nic in sorted(nics, key=lambda n: (ROLE_RANK.get(nic_role(n) or "", 4), n.id)):
+        by_ns.setdefault(nic.netns, []).append(nic)
+    sub = inner - 2  # a netns box inside, with a cell of margin each side
+    for ns, members in by_ns.items():
+        containers = sorted({safe(n.container) for n in members if n.container})
+        title = f"netns {safe(ns)}" if ns else "netns (not named)"
+        if containers:
+            title = f"container {', '.join(containers)} · " + title
+        head = Text(" ", end="")
+        head.append_text(rule("┌", "┐", title, NS_STYLE, sub - 2))
+        out.append(line(head))
+        for nic in members:
+            body = Text(" │ ", style=BOX_STYLE, end="")
+            content = nic_line(nic, owners, name_w, kind_w, counts[nic.id])
+            peer = str(nic.facts.get("peer") or "")
+            content.truncate(sub - 4, overflow="ellipsis", pad=True)
+            body.append_text(content)
+            body.append(" │", style=BOX_STYLE)
+            out.append(line(body))
+        foot = Text(" ", end="")
+        foot.append_text(rule("└", "┘", w=sub - 2))
+        out.append(line(foot))
+        for nic in members:  # a container's veth: the pair's other end is a port of the bridge
+            peer = str(nic.facts.get("peer") or "")
+            if nic.container and peer:
+                link = Text("   ", end="")
+                link.append("┆", style=WIRE_STYLE)
+                link.append(f" veth pair: {safe(nic.container)}'s {safe(nic.name)} ⇄ {safe(peer)}", style=DIM)
+                if peer in bridges:
+                    link.append(f", a port of {safe(bridges[peer])}", style=DIM)
+                out.append(line(link))
+    out.append(rule("└", "┘"))
+    return out
+
+
+def links_between_hosts(store: FrameStore) -> list[Text]:
+    """The wire (veth/physical peers on other hosts) and the tunnels (VXLAN remotes, same VNI)."""
+    owners = host_of_address(store)
+    nics = store.nics
+    out: list[Text] = []
+    seen: set = set()
+    for nic in nics:
+        f = nic.facts
+        if f.get("peer") and f.get("peer_netns"):
+            peer = next(
+                (p for p in nics if p.name == f["peer"] and p.netns == f["peer_netns"] and p.host != nic.host),
+                None,
+            )
+            if peer is not None and frozenset((nic.id, peer.id)) not in seen:
+                seen.add(frozenset((nic.id, peer.id)))
+                t = Text(no_wrap=True, overflow="ellipsis")
+                t.append("wire     ", style=WIRE_STYLE)
+                t.append(f"{host_title(nic.host)} {safe(nic.name)} {_first_addr(nic)}")
+                t.append("  ════════  ", style=WIRE_STYLE)
+                t.append(f"{host_title(peer.host)} {safe(peer.name)} {_first_addr(peer)}")
+                out.append(t)
+    tunnels = [n for n in nics if n.facts.get("vni") is not None]
+    for nic in tunnels:
+        remote = str(nic.facts.get("remote") or "")
+        peers = [
+            p
+            for p in tunnels
+            if p.host != nic.host
+            and p.facts.get("vni") == nic.facts.get("vni")
+            and (not remote or owners.get(remote) == p.host)
+        ]
+        for peer in peers:
+            key = frozenset((nic.id, peer.id))
+            if key in seen:
+                continue
+            seen.add(key)
+            t = Text(no_wrap=True, overflow="ellipsis")
+            t.append("tunnel   ", style=TUNNEL_STYLE)
+            t.append(f"{host_title(nic.host)} {safe(nic.name)}")
+            port = nic.facts.get("port")
+            t.append(
+                f"  ⇠ VXLAN vni {safe(str(nic.facts.get('vni')))}{f' udp/{safe(str(port))}' if port else ''} ⇢  ",
+                style=TUNNEL_STYLE,
+            )
+            t.append(f"{host_title(peer.host)} {safe(peer.name)}")
+            out.append(t)
+    tuns = [n for n in nics if (n.kind or "").lower() == "tun"]
+    for nic in tuns:
+        for peer in tuns:
+            key = frozenset((nic.id, peer.id))
+            if peer.host != nic.host and key not in seen:
+                seen.add(key)
+                t = Text(no_wrap=True, overflow="ellipsis")
+                t.append("tunnel   ", style=TUNNEL_STYLE)
+                t.append(f"{host_title(nic.host)} {safe(nic.name)}")
+                port = nic.facts.get("port")
+                t.append(f"  ⇠ flannel UDP{f' udp/{safe(str(port))}' if port else ''} (TUN) ⇢  ", style=TUNNEL_STYLE)
+                t.append(f"{host_title(peer.host)} {safe(peer.name)}")
+                out.append(t)
+    return out
+
+
+def inferred_links(store: FrameStore, corr: Correlation | None) -> list[Text]:
+    """NIC → NIC hand-offs seen in the journeys, with what happened, most frequent first."""
+    if corr is None:
+        return []
+    counts: Counter = Counter()
+    for j in corr.journeys[:MAX_JOURNEYS]:
+        if len(j) < 2:
+            continue
+        hops = j.hops
+        for a, b in zip(hops, hops[1:]):
+            what = b.step.split(" (")[0].split(", delivered")[0]
+            what = what.split(" udp/")[0]
+            counts[(a.nic.id, b.nic.id, what)] += 1
+    out = []
+    for (a, b, what), n in counts.most_common(40):
+        t = Text(no_wrap=True, overflow="ellipsis")
+        t.append(safe(store.nics[a].label), style="bold")
+        t.append("  →  ", style=WIRE_STYLE)
+        t.append(safe(store.nics[b].label), style="bold")
+        t.append("  ")
+        t.append_text(step_text(what))
+        t.append(f"  ×{n}", style=DIM)
+        out.append(t)
+    return out
+
+
+class TopologyDiagram(Widget):
+    """Host boxes side by side (as many as fit), then the links between them."""
+
+    def __init__(self, store: FrameStore, corr: Correlation | None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.store = store
+        self.corr = corr
+
+    def get_content_height(self, container, viewport, width: int) -> int:
+        return len(self.lines(max(width, 40)))
+
+    def render(self) -> Text:
+        return Text("\n").join(self.lines(self.size.width or 120))
+
+    def lines(self, width: int) -> list[Text]:
+        store = self.store
+        facts = has_facts(store)
+        hosts: dict[str | None, list[Nic]] = {}
+        for nic in store.nics:
+            hosts.setdefault(nic.host, []).append(nic)
+        out: list[Text] = []
+        if not hosts:
+            return [Text("no NICs in this capture", style="italic " + DIM)]
+        if not facts:
+            out.append(
+                Text(
+                    "This capture states no NIC facts (no host/netns/kind in its interface descriptions): "
+                    "the picture below is inferred from the journeys.",
+                    style="italic " + DIM,
+                )
+            )
+            out.append(Text(""))
+        owners = host_of_address(store)
+        bridges = {}
+        for nic in store.nics:
+            if (nic.kind or "") == "bridge":
+                for port in str(nic.facts.get("ports") or "").split(","):
+                    if port:
+                        bridges[port] = nic.name
+        min_box = 60
+        per_row = max(1, min(len(hosts), width // min_box))
+        box_w = width // per_row
+        items = list(hosts.items())
+        for r in range(0, len(items), per_row):
+            counts = [len(per) for per in store.per_nic]
+            boxes = [host_box(h, n, owners, box_w - 1, bridges, counts) for h, n in items[r : r + per_row]]
+            height = max(len(b) for b in boxes)
+            for y in range(height):
+                row = Text(end="")
+                for b in boxes:
+                    cell = b[y] if y < len(b) else Text(" " * (box_w - 1))
+                    row.append_text(cell)
+                    row.append(" ")
+                out.append(row)
+        links = links_between_hosts(store) if facts else []
+        inferred = inferred_links(store, self.corr) if not facts else []
+        if links:
+            out.append(Text(""))
+            out.append(Text("Between the hosts", style="bold #7dd3fc"))
+            out.extend(links)
+        if not facts:
+            out.append(Text(""))
+            out.append(Text("Hand-offs seen in the journeys", style="bold #7dd3fc"))
+            out.extend(inferred or [Text("none: no packet was seen on two NICs", style="italic " + DIM)])
+        return out
+
+
+class TopologyScreen(Screen[None]):
+    BINDINGS = [
+        Binding("escape,T", "back", "Back"),
+        Binding("up,k", "scroll(-1)", "Up", show=False),
+        Binding("down,j", "scroll(1)", "Down", show=False),
+    ]
+
+    def __init__(self, store: FrameStore, corr: Correlation | None = None) -> None:
+        super().__init__()
+        self.store = store
+        self.corr = corr
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="⇄")
+        source = "the capture's NIC facts" if has_facts(self.store) else "the journeys (no NIC facts)"
+        title = Text(no_wrap=True, overflow="ellipsis")
+        title.append("Topology", style="bold")
+        title.append(f"  ·  {len(self.store.nics)} NICs  ·  from {source}", style=DIM)
+        yield Static(title, id="topology-title")
+        with VerticalScroll(id="topology-scroll"):
+            yield TopologyDiagram(self.store, self.corr, id="topology-diagram")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#topology-scroll").focus()
+
+    def action_scroll(self, delta: int) -> None:
+        self.query_one("#topology-scroll", VerticalScroll).scroll_relative(y=delta, animate=False)
+
+    def action_back(self) -> None:
+        self.dismiss(None)
