@@ -155,7 +155,7 @@ class LiveOptions:
     host: str | None = None
 
     def agent_argv(self) -> list[str]:
-        argv = [sys.executable, "-m", "tracer.capture.agent", "--stop-on-stdin-eof", "-s", str(self.snaplen)]
+        argv = [sys.executable, "-I", "-m", "tracer.capture.agent", "--stop-on-stdin-eof", "-s", str(self.snaplen)]
         for i in self.interfaces:
             argv += ["-i", i]
         for n in self.netns:

@@ -712,7 +712,7 @@ class RemoteSession:
     def _capture_host(self, spec: HostSpec, host: HostState) -> None:
         if spec.method == "local":
             host.method = "tracer agent"
-            argv = [sys.executable, "-m", "tracer.capture.agent", *self._agent_args(host.name)]
+            argv = [sys.executable, "-I", "-m", "tracer.capture.agent", *self._agent_args(host.name)]
             if os.geteuid() != 0:
                 argv = ["sudo", "-n", *argv]
             self._run_streams(host, [(argv, host.name, None, None)])

@@ -379,7 +379,7 @@ class Lab:
         """Run ``tracer.lab.agents KIND`` inside ``ns`` and wait until it is ready."""
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         log = open(STATE_DIR / f"{ns}-{kind}.log", "wb")
-        argv = ["ip", "netns", "exec", ns, sys.executable, "-m", "tracer.lab.agents", kind, *args,
+        argv = ["ip", "netns", "exec", ns, sys.executable, "-I", "-m", "tracer.lab.agents", kind, *args,
                 "--netns", ns, "--lifetime", str(AGENT_LIFETIME)]
         self.log.append(" ".join(argv))
         with log:
