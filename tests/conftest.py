@@ -25,3 +25,24 @@ def shared_pcap(rel: str) -> Path:
     if not path.exists():
         pytest.skip(f"public capture {rel} not present at {SHARED_PCAPS}")
     return path
+
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def nobody_dir():
+    """A directory uid 65534 may write in: where ``tracer live -w`` goes when the test
+    runs it as root (it becomes nobody) or with SUDO_UID=65534, as the file is opened
+    with the rights of that user.  (pytest's tmp_path is root's, mode 0700.)"""
+    import shutil
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="tracer-test-", dir="/tmp"))
+    try:
+        os.chmod(d, 0o755)
+        if IS_ROOT:
+            os.chown(d, NOBODY, NOBODY)
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

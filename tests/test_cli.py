@@ -173,6 +173,14 @@ def test_missing_and_empty_files(tmp_path):
     assert r.returncode == 1 and "empty" in err and len(err.strip().splitlines()) == 1
 
 
+def test_file_names_in_errors_are_printed_with_controls_visible(tmp_path):
+    """A hostile file name (ESC, CR) reaches stderr escaped, in one line."""
+    r = tracer("replay", str(tmp_path / "x\x1b]0;pwned\x07\ry.pcap"), "--print")
+    err = r.stderr.decode()
+    assert r.returncode == 1 and "\x1b" not in err and "\r" not in err and "\a" not in err
+    assert "x\\x1b]0;pwned\\x07\\ry.pcap" in err and len(err.splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     "rel,frames_before",
     [

@@ -160,9 +160,9 @@ def udp_to(lab, src: str, dst: str, n: int = 3) -> None:
 
 @requires_root
 @needs_tools
-def test_live_sees_the_path_matches_tcpdump_and_drops_to_sudo_uid(lab, tmp_path):
+def test_live_sees_the_path_matches_tcpdump_and_drops_to_sudo_uid(lab, tmp_path, nobody_dir):
     hostx = lab.ns("hostx")
-    out = tmp_path / "live.pcapng"
+    out = nobody_dir / "live.pcapng"
     live = Live(hostx, "--print", "--json", "-w", str(out), env={"SUDO_UID": "65534", "SUDO_GID": "65534"})
     dumps = []
     try:
@@ -219,9 +219,33 @@ def test_live_sees_the_path_matches_tcpdump_and_drops_to_sudo_uid(lab, tmp_path)
 
 
 @requires_root
+def test_w_is_opened_as_the_user_never_through_a_link_as_root(lab, tmp_path, nobody_dir):
+    """sudo tracer live -w LINK where LINK points at a root file: the file is opened
+    with the user's rights (like tcpdump -Z), so root's file is neither truncated nor
+    handed to the user; one line, non-zero, before any capture starts."""
+    precious = tmp_path / "precious"
+    precious.write_text("root's\n")
+    os.chmod(tmp_path, 0o755)  # the user may see it, not write it
+    link = nobody_dir / "out.pcapng"
+    link.symlink_to(precious)
+    live = Live(lab.ns("hostx"), "--print", "-w", str(link), env={"SUDO_UID": "65534", "SUDO_GID": "65534"})
+    rc, out, err = live.stop(terminate=False)
+    assert rc == 1, err
+    assert precious.read_text() == "root's\n" and precious.stat().st_uid == 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "cannot write as nobody" in lines[0] and "Permission denied" in lines[0], err
+    assert out == ""
+    # a root-only directory: the same, one line
+    os.chmod(tmp_path, 0o700)
+    rc, _out, err = Live(lab.ns("hostx"), "--print", "-w", str(tmp_path / "new.pcapng"),
+                         env={"SUDO_UID": "65534", "SUDO_GID": "65534"}).stop(terminate=False)
+    assert rc == 1 and len(err.strip().splitlines()) == 1 and not (tmp_path / "new.pcapng").exists(), err
+
+
+@requires_root
 @needs_tools
-def test_bpf_filter_keeps_only_matching_frames_on_every_nic(lab, tmp_path):
-    out = tmp_path / "icmp.pcapng"
+def test_bpf_filter_keeps_only_matching_frames_on_every_nic(lab, tmp_path, nobody_dir):
+    out = nobody_dir / "icmp.pcapng"
     live = Live(lab.ns("hostx"), "--print", "--json", "-w", str(out), "icmp")
     try:
         live.wait_running(out)
@@ -247,11 +271,11 @@ def test_bpf_filter_keeps_only_matching_frames_on_every_nic(lab, tmp_path):
 
 @requires_root
 @needs_tools
-def test_veth_added_then_deleted_mid_capture(lab, tmp_path):
+def test_veth_added_then_deleted_mid_capture(lab, tmp_path, nobody_dir):
     """A container's veth appears on docker0 (new IDB), then is deleted: the capture
     goes on on the other NICs, its column gets a 'gone' ISB, the file stays valid."""
     hostx = lab.ns("hostx")
-    out = tmp_path / "gone.pcapng"
+    out = nobody_dir / "gone.pcapng"
     live = Live(hostx, "--print", "--json", "-w", str(out))
     try:
         live.wait_running(out)
@@ -285,8 +309,8 @@ def test_veth_added_then_deleted_mid_capture(lab, tmp_path):
 
 
 @requires_root
-def test_count_stops_after_exactly_count_frames(lab, tmp_path):
-    out = tmp_path / "c.pcapng"
+def test_count_stops_after_exactly_count_frames(lab, tmp_path, nobody_dir):
+    out = nobody_dir / "c.pcapng"
     live = Live(lab.ns("hostx"), "--print", "-c", "5", "-w", str(out), "-i", "eth0", "-i", f"eth0@{lab.ns('a')}")
     live.wait_running(out)
     ping(lab, "A", "C", 3)

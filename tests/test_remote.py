@@ -108,6 +108,14 @@ def test_plain_host_name_and_remote_hosts_do_not_mix(capsys):
     assert capsys.readouterr().err == "tracer: live: --host me: with NAME=URL hosts, add this machine as me=local\n"
     assert main(["live", "--print", "--via", "docker exec {host}"]) == 2
     assert main(["live", "--print", "--via", "docker exec", "--host", "x=c1"]) == 2
+    capsys.readouterr()
+    # a name that would break the key=value interface descriptions: refused before capturing
+    assert main(["live", "--print", "--host", "a b"]) == 2
+    assert capsys.readouterr().err == "tracer: live: --host a b: the name may only have letters, digits and _.:@+-\n"
+    # what a remote host or a file name brings is printed with its control characters visible
+    assert main(["live", "--print", "--host", "x\x1b]0;pwned\x07"]) == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\\x1b]0;pwned\\x07" in err
 
 
 # -- the lab, sshd, a client netns ----------------------------------------------------------
@@ -244,10 +252,10 @@ def sshd(lab, keys, tmp_path):
 class Live:
     """``tracer live --host ...`` in the client netns."""
 
-    def __init__(self, lab, keys: Path, *args: str, config: str = "ssh_config") -> None:
+    def __init__(self, lab, keys: Path, *args: str, config: str = "ssh_config", env: dict | None = None) -> None:
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", lab.client, PY, "-m", "tracer", "live", "--ssh-config", str(keys / config),
-             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
 
     def stop(self, terminate: bool = True, timeout: float = 40) -> tuple[int, str, str]:
         if terminate and self.proc.poll() is None:
@@ -304,11 +312,11 @@ def a_to_c(js: list[dict]) -> list[dict]:
 
 @requires_root
 @needs_tools
-def test_two_hosts_over_ssh_eight_hops(lab, keys, sshd, tmp_path):
+def test_two_hosts_over_ssh_eight_hops(lab, keys, sshd, tmp_path, nobody_dir):
     """tracer agent on both hosts (on the remote PATH): every hop of A->C, across both."""
     sshd("hostx")
     sshd("hosty")
-    out = tmp_path / "all.pcapng"
+    out = nobody_dir / "all.pcapng"
     live = Live(lab, keys, "--host", f"x=ssh://root@{ADDR['hostx']}", "--host", f"y=ssh://root@{ADDR['hosty']}",
                 "--print", "--json", "-w", str(out))
     try:
@@ -339,10 +347,47 @@ def test_two_hosts_over_ssh_eight_hops(lab, keys, sshd, tmp_path):
 
 @requires_root
 @needs_tools
-def test_tcpdump_fallback_when_tracer_is_not_on_the_remote_path(lab, keys, sshd, tmp_path):
+def test_through_sudo_ssh_runs_as_the_invoking_user(lab, keys, sshd, nobody_dir):
+    """sudo tracer live --host ...: ssh runs as SUDO_UID with that user's key and
+    known_hosts (here copies owned by uid 65534), never as root; the -w file is the user's."""
+    from tests.conftest import NOBODY
+    from tests.test_live import uid_of
+
+    sshd("hostx")
+    mine = nobody_dir / "ssh"
+    mine.mkdir()
+    for name in ("id", "known_hosts"):
+        shutil.copy(keys / name, mine / name)
+    (mine / "config").write_text("\n".join([
+        "Host *", f"  UserKnownHostsFile {mine / 'known_hosts'}", "  GlobalKnownHostsFile /dev/null",
+        f"  IdentityFile {mine / 'id'}", "  IdentitiesOnly yes", "  StrictHostKeyChecking yes", ""]))
+    for f in (mine, *mine.iterdir()):
+        os.chown(f, NOBODY, NOBODY)
+    os.chmod(mine / "id", 0o600)
+    out = nobody_dir / "x.pcapng"
+    live = Live(lab, mine, "--host", f"x=ssh://root@{ADDR['hostx']}", "--print", "--json", "-w", str(out),
+                config="config", env={"SUDO_UID": str(NOBODY), "SUDO_GID": str(NOBODY)})
+    try:
+        wait_idbs(out, {"x"}, live)
+        ssh = [p for p in descendants(live.proc.pid)
+               if Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0].endswith(b"ssh")]
+        assert ssh and {uid_of(p) for p in ssh} == {NOBODY}
+        assert uid_of(live.proc.pid) == NOBODY
+        assert ping(lab) == 3
+        time.sleep(0.5)
+    finally:
+        rc, stdout, err = live.stop()
+    assert rc == 0, err
+    assert out.stat().st_uid == NOBODY
+    assert any(json.loads(line)["host"] == "x" and "ICMP" in json.loads(line)["layers"] for line in stdout.splitlines())
+
+
+@requires_root
+@needs_tools
+def test_tcpdump_fallback_when_tracer_is_not_on_the_remote_path(lab, keys, sshd, tmp_path, nobody_dir):
     sshd("hostx")
     sshd("hosty", with_tracer=False, port=2222)
-    out = tmp_path / "fallback.pcapng"
+    out = nobody_dir / "fallback.pcapng"
     live = Live(lab, keys, "--host", f"x=ssh://root@{ADDR['hostx']}",
                 "--host", f"y=ssh://root@{ADDR['hosty']}:2222", "--print", "--json", "-w", str(out))
     try:
@@ -368,10 +413,10 @@ def test_tcpdump_fallback_when_tracer_is_not_on_the_remote_path(lab, keys, sshd,
 
 @requires_root
 @needs_tools
-def test_sshd_stopped_mid_capture_is_reported_and_the_rest_goes_on(lab, keys, sshd, tmp_path):
+def test_sshd_stopped_mid_capture_is_reported_and_the_rest_goes_on(lab, keys, sshd, tmp_path, nobody_dir):
     sshd("hostx")
     y = sshd("hosty")
-    out = tmp_path / "drop.pcapng"
+    out = nobody_dir / "drop.pcapng"
     live = Live(lab, keys, "--host", f"x=ssh://root@{ADDR['hostx']}", "--host", f"y=ssh://root@{ADDR['hosty']}",
                 "--print", "--json", "-w", str(out))
     try:
@@ -407,10 +452,10 @@ def test_sshd_stopped_mid_capture_is_reported_and_the_rest_goes_on(lab, keys, ss
 
 @requires_root
 @needs_tools
-def test_host_key_mismatch_is_refused(lab, keys, sshd, tmp_path):
+def test_host_key_mismatch_is_refused(lab, keys, sshd, tmp_path, nobody_dir):
     sshd("hostx")
     sshd("hosty")
-    out = tmp_path / "x-only.pcapng"
+    out = nobody_dir / "x-only.pcapng"
     live = Live(lab, keys, "--host", f"x=ssh://root@{ADDR['hostx']}", "--host", f"y=ssh://root@{ADDR['hosty']}",
                 "--print", "--json", "--duration", "3", "-w", str(out), config="ssh_config.bad")
     rc, stdout, err = live.stop(terminate=False)
@@ -443,10 +488,10 @@ def test_exec_prefixes_get_stdin():
 
 @requires_root
 @needs_tools
-def test_via_and_local_with_count(lab, tmp_path):
+def test_via_and_local_with_count(lab, tmp_path, nobody_dir):
     """--via 'ip netns exec {host}' for Y, 'local' for the netns tracer runs in (X); -c N
     is N frames in all, then the session ends by itself."""
-    out = tmp_path / "via.pcapng"
+    out = nobody_dir / "via.pcapng"
     proc = subprocess.Popen(
         ["ip", "netns", "exec", lab.ns("hostx"), PY, "-m", "tracer", "live", "--via", "ip netns exec {host}",
          "--host", "x=local", "--host", f"y={lab.ns('hosty')}", "--print", "--json", "-w", str(out),

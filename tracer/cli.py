@@ -62,7 +62,11 @@ def _command_module(name: str):
 
 
 def _die(msg: str, code: int = 1) -> int:
-    print(f"{PROG}: {msg}", file=sys.stderr)
+    """One line on stderr; ``msg`` may hold a file name or text from a capture, so
+    every control character in it is made visible (:func:`tracer.dissect.text.safe`)."""
+    from tracer.dissect.text import safe
+
+    print(f"{PROG}: {safe(msg)}", file=sys.stderr)
     return code
 
 

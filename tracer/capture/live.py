@@ -14,9 +14,10 @@ by closing the agent's stdin (the agent runs ``--stop-on-stdin-eof`` in its own
 session, so a terminal Ctrl-C reaches only us), then reads the stream to its
 end, so ``-w`` gets the final statistics blocks and every block whole.
 
-``-w FILE`` is opened before root is given up (so ``sudo tracer live -w x``
-writes where the user asked, like ``sudo tee``) and handed to the user; every
-byte of the stream goes there unbuffered as it is read.
+``-w FILE`` is opened with the rights of the user this process becomes (a
+forked child gives up root first, see :func:`open_output`), before the agent
+starts: root never follows a link or truncates a file on the user's behalf.
+Every byte of the stream goes there unbuffered as it is read.
 """
 
 from __future__ import annotations
@@ -100,6 +101,54 @@ def drop_privileges(who: tuple[int, int, str | None]) -> None:
     os.setresuid(uid, uid, uid)
     if os.getresuid() != (uid, uid, uid):  # pragma: no cover - the kernel said yes
         raise LiveError("could not give up root")
+
+
+def open_output(path: str, who: tuple[int, int, str | None] | None) -> BinaryIO:
+    """``-w FILE``, opened with the rights of the user we become (like ``tcpdump -Z``):
+    root never creates, truncates or follows a symlink to a file on the user's
+    behalf.  A forked child gives up root, opens the file and hands the descriptor
+    back over a socketpair, so an unwritable path still fails before the agent
+    starts.  ``who`` None (not root, or staying root): opened as we are."""
+    if who is None or who[0] == 0:
+        try:
+            return open(path, "wb", buffering=0)  # type: ignore[return-value]
+        except OSError as e:
+            raise LiveError(f"{path}: cannot write ({e.strerror or e})") from None
+    import socket
+
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 0
+        try:
+            parent.close()
+            drop_privileges(who)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+            socket.send_fds(child, [b"ok"], [fd])
+        except OSError as e:
+            try:
+                child.send(b"err" + (e.strerror or str(e)).encode(errors="replace"))
+            except OSError:
+                pass
+            code = 1
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    child.close()
+    try:
+        msg, fds, _flags, _addr = socket.recv_fds(parent, 4096, 1)
+    except OSError as e:
+        msg, fds = b"err" + str(e).encode(), []
+    finally:
+        parent.close()
+        os.waitpid(pid, 0)
+    user = who[2] or f"uid {who[0]}"
+    if not fds:
+        why = msg[3:].decode(errors="replace") if msg.startswith(b"err") else "no answer"
+        raise LiveError(f"{path}: cannot write as {user} ({why}); tracer writes -w files as the user "
+                        "it runs as after giving up root, like tcpdump -Z")
+    return open(fds[0], "wb", buffering=0)  # type: ignore[return-value]
 
 
 class Tee:
@@ -195,7 +244,7 @@ class LiveSession:
             raise LiveError("capturing needs root (CAP_NET_RAW); run it with sudo: sudo tracer live ...")
         who = target_user(self.opts.user)
         if self.opts.write:
-            self.wfile = self._open_output(self.opts.write, who)
+            self.wfile = open_output(self.opts.write, who)
         try:
             self._spawn()
             self._wait_running()
@@ -212,19 +261,6 @@ class LiveSession:
         except BaseException:
             self.stop()
             raise
-
-    @staticmethod
-    def _open_output(path: str, who: tuple[int, int, str | None] | None) -> BinaryIO:
-        try:
-            f = open(path, "wb", buffering=0)
-        except OSError as e:
-            raise LiveError(f"{path}: cannot write ({e.strerror or e})") from None
-        if who is not None and who[0] != 0:
-            try:
-                os.fchown(f.fileno(), who[0], who[1])
-            except OSError:
-                pass
-        return f  # type: ignore[return-value]
 
     def _spawn(self) -> None:
         self.proc = subprocess.Popen(

@@ -93,7 +93,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _err(msg: str, code: int = 1) -> int:
-    print(f"{PROG}: {msg}", file=sys.stderr)
+    """One line on stderr.  ``msg`` may carry NIC names, file names, or what a remote
+    host / the agent wrote on its stderr: control characters are made visible."""
+    from tracer.dissect.text import safe
+
+    print(f"{PROG}: {safe(msg)}", file=sys.stderr)
     return code
 
 
@@ -126,12 +130,11 @@ def _topology(args: argparse.Namespace) -> int:
 
 def _live(args: argparse.Namespace) -> int:
     from tracer.capture.agent import AgentError, check_args
-    from tracer.capture.live import LiveError, LiveOptions, LiveSession
-    from tracer.model import FrameStore
+    from tracer.capture.live import LiveOptions, LiveSession
 
     if args.json and not args.print_:
         return _err("live: --json goes with --print", 2)
-    from tracer.capture.remote import is_remote_arg
+    from tracer.capture.remote import HOST_NAME_OK, is_remote_arg
 
     remotes = [h for h in args.host if is_remote_arg(h)]
     names = [h for h in args.host if not is_remote_arg(h)]
@@ -144,6 +147,8 @@ def _live(args: argparse.Namespace) -> int:
     if len(names) > 1:
         return _err("live: --host NAME given twice (NAME=URL captures on another host)", 2)
     args.host = names[0] if names else None
+    if args.host is not None and not HOST_NAME_OK.match(args.host):
+        return _err(f"live: --host {args.host}: the name may only have letters, digits and _.:@+-", 2)
     try:
         check_args(args)
     except AgentError as e:
@@ -153,41 +158,8 @@ def _live(args: argparse.Namespace) -> int:
     opts = LiveOptions(interfaces=args.interfaces, netns=args.netns, all_netns=args.all_netns,
                        snaplen=args.snaplen, count=args.count, duration=args.duration, filter=args.filter,
                        write=args.write, user=args.user, host=args.host)
-    printing = args.print_
-    try:
-        _warm_up(printing)
-    except Exception as e:  # noqa: BLE001 - e.g. a broken UI install: say so, suggest --print
-        return _err(f"live: cannot load the {'UI' if not printing else 'printer'} "
-                    f"({type(e).__name__}: {e}); try --print")
-    session = LiveSession(opts, on_agent_line=(lambda line: _err(f"live: {line}", 0)) if printing else None)
-    stop_flag = threading.Event()
-    ui: dict = {}
-
-    def on_signal(signum, frame):  # noqa: ARG001 - ask the agent to finish, keep reading
-        stop_flag.set()
-        session.request_stop()
-        if "app" in ui:
-            ui["app"].exit()
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        try:
-            session.start()
-        except LiveError as e:
-            return _err(f"live: {e}", e.code)
-        store = FrameStore()
-        if printing:
-            rc = _print(session, store, args.json, stop_flag)
-        else:
-            rc = _ui(session, store, ui)
-        code = session.stop()
-        if code not in (0, None) and rc == 0:
-            rc = 1
-        return rc
-    finally:
-        session.stop()
-        for s, h in old.items():
-            signal.signal(s, h)
+    session = LiveSession(opts, on_agent_line=(lambda line: _err(f"live: {line}", 0)) if args.print_ else None)
+    return _run_session(session, args.print_, args.json)
 
 
 def _live_hosts(args: argparse.Namespace, remotes: list[str]) -> int:
@@ -195,7 +167,6 @@ def _live_hosts(args: argparse.Namespace, remotes: list[str]) -> int:
     from tracer.capture.agent import AgentError, check_args
     from tracer.capture.live import LiveError
     from tracer.capture.remote import RemoteOptions, RemoteSession, parse_host
-    from tracer.model import FrameStore
 
     try:
         check_args(args)
@@ -214,23 +185,34 @@ def _live_hosts(args: argparse.Namespace, remotes: list[str]) -> int:
     opts = RemoteOptions(hosts=hosts, interfaces=args.interfaces, netns=args.netns, all_netns=args.all_netns,
                          snaplen=args.snaplen, count=args.count, duration=args.duration, filter=args.filter,
                          write=args.write, user=args.user, via=args.via, ssh_config=args.ssh_config)
-    printing = args.print_
-    try:
-        _warm_up(printing)
-    except Exception as e:  # noqa: BLE001
-        return _err(f"live: cannot load the {'UI' if not printing else 'printer'} "
-                    f"({type(e).__name__}: {e}); try --print")
     # host lines (unreachable, sudo refused, dropped, ...) go to stderr as they happen with
     # --print; the UI gets them from session.hosts / session.agent_lines
     session = RemoteSession(opts, on_line=lambda line: _err(f"live: {line}", 0))
-    stop_flag = threading.Event()
-    ui: dict = {}
+    return _run_session(session, args.print_, args.json)
 
-    def on_signal(signum, frame):  # noqa: ARG001
+
+def _run_session(session, printing: bool, as_json: bool) -> int:
+    """Start ``session`` (a LiveSession or RemoteSession: root is given up in there),
+    then print or show what it reads until it ends, Ctrl-C, SIGTERM or ``q``."""
+    from tracer.capture.live import LiveError
+    from tracer.model import FrameStore
+
+    store = FrameStore()
+    try:
+        _warm_up(printing)
+        # the app (and with it Textual's terminal driver) is made while the Python
+        # installation is surely readable: after root is given up it may not be
+        app = None if printing else _make_app(session, store)
+    except Exception as e:  # noqa: BLE001 - e.g. a broken UI install: say so, suggest --print
+        return _err(f"live: cannot load the {'UI' if not printing else 'printer'} "
+                    f"({type(e).__name__}: {e}); try --print")
+    stop_flag = threading.Event()
+
+    def on_signal(signum, frame):  # noqa: ARG001 - ask the agent(s) to finish, keep reading
         stop_flag.set()
         session.request_stop()
-        if "app" in ui:
-            ui["app"].exit()
+        if app is not None:
+            app.exit()
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -238,13 +220,17 @@ def _live_hosts(args: argparse.Namespace, remotes: list[str]) -> int:
             session.start()
         except LiveError as e:
             return _err(f"live: {e}", e.code)
-        if not printing:
-            session.on_line = None
-        store = FrameStore()
-        if printing:
-            rc = _print(session, store, args.json, stop_flag)
+        if app is None:
+            rc = _print(session, store, as_json, stop_flag)
         else:
-            rc = _ui(session, store, ui)  # prints session.agent_lines (the host lines) at the end
+            if hasattr(session, "on_line"):
+                session.on_line = None  # host lines go to the end, not over the UI
+            try:
+                rc = _ui(app, session, store)
+            except ImportError as e:
+                return _err(f"live: the UI could not load {e.name or e} after giving up root (this Python "
+                            f"installation is not readable by uid {os.getuid()}); use --print, -Z root, or "
+                            "install tracer where that user can read it")
         code = session.stop()
         if code and rc == 0:
             rc = 1
@@ -300,15 +286,18 @@ def _print(session, store, as_json: bool, stop_flag: threading.Event) -> int:
     return 1 if store.warnings else 0
 
 
-def _ui(session, store, ui: dict) -> int:
+def _make_app(session, store):
     from tracer.ui.app import TracerApp
 
     def load(st, cancelled, progress) -> None:
         session.load(st, cancelled, progress)
 
-    title = "tracer live — " + (", ".join(session.opts.interfaces) or "discovered NICs")
-    app = TracerApp(store, load, title=title)
-    ui["app"] = app
+    names = getattr(session.opts, "interfaces", None) or []
+    title = "tracer live — " + (", ".join(names) or "discovered NICs")
+    return TracerApp(store, load, title=title)
+
+
+def _ui(app, session, store) -> int:
     app.run()
     session.request_stop()
     for line in session.agent_lines:

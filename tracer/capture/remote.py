@@ -33,6 +33,16 @@ A host that cannot be reached, refuses sudo or has neither tracer nor tcpdump
 is reported in one line and the others go on; a connection that drops
 mid-capture is reported, and its frames so far stay in the session and the
 file.  :attr:`RemoteSession.hosts` keeps ``(host, state, reason)`` for a UI.
+
+Privileges: nothing here needs root but this machine's own agent (``NAME=local``),
+which is started first.  Started through sudo (or given ``-Z USER``), this process
+then becomes that user *before* any ssh or ``--via`` command runs, so ssh uses
+the person's own config, keys and known_hosts, and no host's bytes are read as
+root; a ``--via`` command that needs root must say so (``sudo -n ip netns exec
+{host}``).  At a root shell (no SUDO_UID, no ``-Z``) root *is* the person: ssh
+and ``--via`` run as root, and this process becomes ``nobody`` once every host is
+capturing, before the merged stream is parsed.  ``-w`` is always opened as the
+user this process ends up as (see :func:`tracer.capture.live.open_output`).
 """
 
 from __future__ import annotations
@@ -50,7 +60,7 @@ import time
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
-from tracer.capture.live import LiveError, drop_privileges, target_user
+from tracer.capture.live import LiveError, drop_privileges, open_output, target_user
 from tracer.capture.pcapng_writer import PcapngWriter
 from tracer.capture.reader import CaptureError, SourceSpec, open_capture, parse_description
 from tracer.model import FrameStore
@@ -61,7 +71,7 @@ STOP_TIMEOUT = 10.0
 F_SETPIPE_SZ = 1031
 SSH_OPTIONS = ["-T", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
                "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
-_NAME_OK = re.compile(r"^[A-Za-z0-9_.:@+-]+$")
+HOST_NAME_OK = re.compile(r"^[A-Za-z0-9_.:@+-]+$")
 
 # states of a host
 STARTING, CAPTURING, DONE, FAILED, DROPPED = "starting", "capturing", "done", "failed", "dropped"
@@ -87,7 +97,7 @@ def parse_host(arg: str, via: str | None = None) -> HostSpec:
     if not name or not url:
         raise LiveError(f"--host {arg}: expected NAME=URL (ssh://[user@]host[:port], local, "
                         "or what --via's {host} becomes)", 2)
-    if not _NAME_OK.match(name):
+    if not HOST_NAME_OK.match(name):
         raise LiveError(f"--host {arg}: the name may only have letters, digits and _.:@+-", 2)
     if url == "local":
         return HostSpec(name, "local")
@@ -560,6 +570,7 @@ class RemoteSession:
         self._count_reached = False
         self._loading = False
         self._procs_lock = threading.Lock()
+        self._local: dict[str, subprocess.Popen] = {}  # this machine's agents, started as root
         self.exit_code = 0
 
     # -- status, for people and UIs ------------------------------------------------
@@ -621,9 +632,7 @@ class RemoteSession:
     def start(self) -> None:
         who = target_user(self.opts.user) if os.geteuid() == 0 else None
         if self.opts.write:
-            from tracer.capture.live import LiveSession
-
-            self.wfile = LiveSession._open_output(self.opts.write, who)
+            self.wfile = open_output(self.opts.write, who)
         self._rfd, self._wfd = os.pipe()
         os.set_inheritable(self._rfd, False)
         os.set_inheritable(self._wfd, False)
@@ -634,7 +643,24 @@ class RemoteSession:
         self.out = _Merged(self._wfd, self.wfile)
         self.writer = PcapngWriter(self.out, user_appl="tracer live (several hosts)")
         try:
+            # this machine's agent is the one thing that needs root here: start it, then give
+            # root up before any ssh / --via command runs (as the user, with the user's own
+            # ssh config, keys and known_hosts) and before any host's stream is read
             for spec, host in zip(self.opts.hosts, self.hosts):
+                if spec.method == "local":
+                    try:
+                        self._local[host.name] = self._spawn(self._local_argv(host))
+                    except OSError as e:
+                        self._set(host, FAILED, f"cannot start the capture agent ({e.strerror or e})")
+            # a person behind sudo (or named with -Z) reaches hosts as themselves; root at a
+            # root shell is that person, and gives up root (to nobody) once hosts are capturing
+            early = who is not None and (self.opts.user is not None or bool(os.environ.get("SUDO_UID")))
+            if early:
+                assert who is not None
+                drop_privileges(who)
+            for spec, host in zip(self.opts.hosts, self.hosts):
+                if host.state == FAILED:
+                    continue
                 t = threading.Thread(target=self._host_main, args=(spec, host), daemon=True,
                                      name=f"tracer-host-{host.name}")
                 t.start()
@@ -653,7 +679,7 @@ class RemoteSession:
                     self._set(h, FAILED, f"did not start within {START_TIMEOUT:g}s")
             if not any(h.state in (CAPTURING, DONE) for h in self.hosts):
                 raise LiveError("no host could be captured", 1)
-            if who is not None:
+            if who is not None and not early:
                 drop_privileges(who)
             if self.opts.duration:
                 timer = threading.Timer(self.opts.duration, self.request_stop)
@@ -709,13 +735,17 @@ class RemoteSession:
             args += ["--", *o.filter]
         return args
 
+    def _local_argv(self, host: HostState) -> list[str]:
+        argv = [sys.executable, "-I", "-m", "tracer.capture.agent", *self._agent_args(host.name)]
+        return argv if os.geteuid() == 0 else ["sudo", "-n", *argv]
+
     def _capture_host(self, spec: HostSpec, host: HostState) -> None:
         if spec.method == "local":
             host.method = "tracer agent"
-            argv = [sys.executable, "-I", "-m", "tracer.capture.agent", *self._agent_args(host.name)]
-            if os.geteuid() != 0:
-                argv = ["sudo", "-n", *argv]
-            self._run_streams(host, [(argv, host.name, None, None)])
+            proc = self._local.pop(host.name, None)
+            if proc is None:
+                raise LiveError("the capture agent was not started")
+            self._run_streams(host, [(proc, host.name, None, None)])
             return
         netns = sorted({ns for i in self.opts.interfaces for ns in [i.rpartition("@")[2]] if "@" in i}
                        | set(self.opts.netns))
@@ -729,8 +759,11 @@ class RemoteSession:
         text = out.decode(errors="replace")
         facts, spaces = _sections(text)
         if p.returncode != 0 or "uid" not in facts:
-            raise LiveError(explain_failure(err.decode(errors="replace").splitlines(), p.returncode,
-                                            "ssh" if spec.method == "ssh" else "the --via command"))
+            why = explain_failure(err.decode(errors="replace").splitlines(), p.returncode,
+                                  "ssh" if spec.method == "ssh" else "the --via command")
+            if spec.method == "via" and os.geteuid() != 0 and ("ermission denied" in why or "not permitted" in why):
+                why += "; --via commands run as you, not root: one that needs root says so (--via 'sudo -n ...')"
+            raise LiveError(why)
         if facts.get("tracer"):
             host.method = "tracer agent"
             argv = host_argv(spec, self.opts, AS_ROOT, [facts["tracer"], "agent", *self._agent_args(host.name)])
@@ -783,7 +816,7 @@ class RemoteSession:
         copiers: list[tuple[_StreamCopier, subprocess.Popen, list[str]]] = []
         threads = []
         for argv, label, pcap_name, pcap_desc in streams:
-            p = self._spawn(argv)
+            p = argv if isinstance(argv, subprocess.Popen) else self._spawn(argv)
             errs: list[str] = []
             c = _StreamCopier(self, host, p.stdout, label, pcap_name,
                               _with_host(pcap_desc, host.name) if pcap_desc else None)
