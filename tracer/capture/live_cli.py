@@ -33,13 +33,16 @@ examples:
       capture on both hosts at once over your own ssh (sudo -n tracer agent there, else
       sudo -n tcpdump per NIC); one session, NICs grouped by host; all.pcapng reopens
       in 'tracer replay'. '--host z=local' adds this machine.
-  tracer live --via 'ip netns exec {host}' --host x=trc-fv-hostx --host y=trc-fv-hosty
-      the same with any command prefix instead of ssh (docker exec, kubectl exec, ...)
+  sudo tracer live -Z root --via 'ip netns exec {host}' --host x=trc-fv-hostx --host y=trc-fv-hosty
+      the same with any command prefix instead of ssh (docker exec, kubectl exec, ...);
+      ip netns needs root, which -Z root keeps
 
 Only a small capture agent runs as root; this process drops to SUDO_UID (or -Z USER,
-else nobody) once the agent is running, before any packet is parsed.
+else nobody) once the agent is running, before any packet is parsed. -w FILE is
+opened as that user (like tcpdump -Z): it must be somewhere that user can write.
 
-With --host NAME=URL, run it as yourself: ssh uses your own config, agent and
+With --host NAME=URL, run it as yourself (under sudo, tracer becomes you before any
+ssh or --via command runs; only NAME=local needs root): ssh uses your own config, agent and
 known_hosts (host keys are always checked; BatchMode, so no prompts), and each host
 runs 'sudo -n' (nothing when you log in as root). A host that cannot be reached,
 refuses sudo or has neither tracer nor tcpdump gets one line on stderr; the others
