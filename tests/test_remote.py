@@ -511,3 +511,33 @@ def test_via_and_local_with_count(lab, tmp_path, nobody_dir):
     from tests.test_live import blocks
 
     assert sum(1 for t, _ in blocks(out) if t == 6) == 12
+
+
+def test_a_hostile_stream_ends_its_host_in_one_line_never_a_traceback():
+    """A remote host's bytes are untrusted: an IDB too short for its fields, an EPB
+    pointing past its block, garbage after a good frame. The frames before are kept."""
+    import io
+    import struct as st
+
+    from tracer.capture.pcapng_writer import PcapngWriter
+    from tracer.capture.remote import HostState, RemoteSession, _StreamCopier
+
+    good = io.BytesIO()
+    w = PcapngWriter(good)
+    w.add_interface("eth0", 1, description="host=x")
+    w.write_packet(0, 1_000_000_000, b"\x00" * 60, 60)
+    shb_idb_epb = good.getvalue()
+    short_idb = st.pack("<II", 1, 12) + st.pack("<I", 12)
+    bad_epb = st.pack("<IIIIIIII", 6, 32, 0, 0, 0, 4000, 4000, 32)
+    for tail in (short_idb, bad_epb, b"\xff" * 7):
+        sess = RemoteSession(RemoteOptions(hosts=[]))
+        out = io.BytesIO()
+        sess.writer = PcapngWriter(out)
+        sess.out = type("O", (), {"frames": 0})()
+        host = HostState("x")
+        c = _StreamCopier(sess, host, io.BytesIO(shb_idb_epb + tail), "x")
+        c.run()  # returns; no exception escapes
+        assert c.started and not c.clean_end
+        assert host.frames == 1
+        if tail is short_idb:
+            assert [line for line in sess.agent_lines if "damaged stream" in line]

@@ -191,7 +191,9 @@ class Tee:
 
 
 @dataclass
-class LiveOptions:
+class CaptureOptions:
+    """What to capture, as ``tracer live`` takes it: the agent's arguments, ``-w``, ``-Z``."""
+
     interfaces: list[str] = field(default_factory=list)
     netns: list[str] = field(default_factory=list)
     all_netns: bool = False
@@ -201,25 +203,34 @@ class LiveOptions:
     filter: list[str] = field(default_factory=list)
     write: str | None = None
     user: str | None = None
-    host: str | None = None
+
+    def agent_args(self, host: str | None = None, *, duration: bool = True) -> list[str]:
+        """``tracer agent``'s arguments (after the program): ``duration=False`` when the
+        caller times the capture itself (several hosts stop together)."""
+        args = ["--stop-on-stdin-eof", "-s", str(self.snaplen)]
+        for i in self.interfaces:
+            args += ["-i", i]
+        for n in self.netns:
+            args += ["--netns", n]
+        if self.all_netns:
+            args.append("--all-netns")
+        if self.count:
+            args += ["-c", str(self.count)]
+        if duration and self.duration:
+            args += ["--duration", str(self.duration)]
+        if host:
+            args += ["--host", host]
+        if self.filter:
+            args += ["--", *self.filter]
+        return args
+
+
+@dataclass
+class LiveOptions(CaptureOptions):
+    host: str | None = None  # this machine's name in NIC descriptions (default: hostname)
 
     def agent_argv(self) -> list[str]:
-        argv = [sys.executable, "-I", "-m", "tracer.capture.agent", "--stop-on-stdin-eof", "-s", str(self.snaplen)]
-        for i in self.interfaces:
-            argv += ["-i", i]
-        for n in self.netns:
-            argv += ["--netns", n]
-        if self.all_netns:
-            argv.append("--all-netns")
-        if self.count:
-            argv += ["-c", str(self.count)]
-        if self.duration:
-            argv += ["--duration", str(self.duration)]
-        if self.host:
-            argv += ["--host", self.host]
-        if self.filter:
-            argv += ["--", *self.filter]
-        return argv
+        return [sys.executable, "-I", "-m", "tracer.capture.agent", *self.agent_args(self.host)]
 
 
 class LiveSession:
@@ -265,7 +276,7 @@ class LiveSession:
     def _spawn(self) -> None:
         self.proc = subprocess.Popen(
             self.opts.agent_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            bufsize=0, start_new_session=True, close_fds=True)
+            bufsize=0, start_new_session=True, close_fds=True, cwd="/")
         self._stderr_thread = threading.Thread(target=self._read_stderr, name="tracer-agent-stderr", daemon=True)
         self._stderr_thread.start()
 

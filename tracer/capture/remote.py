@@ -60,7 +60,7 @@ import time
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
-from tracer.capture.live import LiveError, drop_privileges, open_output, target_user
+from tracer.capture.live import CaptureOptions, LiveError, drop_privileges, open_output, target_user
 from tracer.capture.pcapng_writer import PcapngWriter
 from tracer.capture.reader import CaptureError, SourceSpec, open_capture, parse_description
 from tracer.model import FrameStore
@@ -120,17 +120,8 @@ def parse_host(arg: str, via: str | None = None) -> HostSpec:
 
 
 @dataclass
-class RemoteOptions:
-    hosts: list[HostSpec]
-    interfaces: list[str] = field(default_factory=list)
-    netns: list[str] = field(default_factory=list)
-    all_netns: bool = False
-    snaplen: int = 262144
-    count: int = 0
-    duration: float = 0
-    filter: list[str] = field(default_factory=list)
-    write: str | None = None
-    user: str | None = None
+class RemoteOptions(CaptureOptions):
+    hosts: list[HostSpec] = field(default_factory=list)
     via: str | None = None
     ssh_config: str | None = None
 
@@ -348,10 +339,15 @@ class _StreamCopier:
             return
         self.started = True
         self.s._host_running(self.host)
-        if head == b"\x0a\x0d\x0d\x0a":
-            self._pcapng(head)
-        else:
-            self._pcap(head)
+        try:
+            if head == b"\x0a\x0d\x0d\x0a":
+                self._pcapng(head)
+            else:
+                self._pcap(head)
+        except (struct.error, ValueError, IndexError, KeyError) as e:
+            # a host's bytes are not trusted: a block too short for its own fields ends
+            # this stream (clean_end stays False: reported), never a traceback
+            self.s._host_line(self.host, f"{self.label}: damaged stream ({e}); frames so far kept")
 
     # -- pcapng -------------------------------------------------------------------
     def _pcapng(self, first: bytes) -> None:
@@ -649,7 +645,7 @@ class RemoteSession:
             for spec, host in zip(self.opts.hosts, self.hosts):
                 if spec.method == "local":
                     try:
-                        self._local[host.name] = self._spawn(self._local_argv(host))
+                        self._local[host.name] = self._spawn(self._local_argv(host), cwd="/")
                     except OSError as e:
                         self._set(host, FAILED, f"cannot start the capture agent ({e.strerror or e})")
             # a person behind sudo (or named with -Z) reaches hosts as themselves; root at a
@@ -720,23 +716,8 @@ class RemoteSession:
                     host.state = DONE
                 self._running.notify_all()
 
-    def _agent_args(self, name: str) -> list[str]:
-        o = self.opts
-        args = ["--stop-on-stdin-eof", "--host", name, "-s", str(o.snaplen)]
-        for i in o.interfaces:
-            args += ["-i", i]
-        for n in o.netns:
-            args += ["--netns", n]
-        if o.all_netns:
-            args.append("--all-netns")
-        if o.count:
-            args += ["-c", str(o.count)]
-        if o.filter:
-            args += ["--", *o.filter]
-        return args
-
     def _local_argv(self, host: HostState) -> list[str]:
-        argv = [sys.executable, "-I", "-m", "tracer.capture.agent", *self._agent_args(host.name)]
+        argv = [sys.executable, "-I", "-m", "tracer.capture.agent", *self.opts.agent_args(host.name, duration=False)]
         return argv if os.geteuid() == 0 else ["sudo", "-n", *argv]
 
     def _capture_host(self, spec: HostSpec, host: HostState) -> None:
@@ -766,7 +747,8 @@ class RemoteSession:
             raise LiveError(why)
         if facts.get("tracer"):
             host.method = "tracer agent"
-            argv = host_argv(spec, self.opts, AS_ROOT, [facts["tracer"], "agent", *self._agent_args(host.name)])
+            agent = [facts["tracer"], "agent", *self.opts.agent_args(host.name, duration=False)]
+            argv = host_argv(spec, self.opts, AS_ROOT, agent)
             self._run_streams(host, [(argv, host.name, None, None)])
             return
         if not facts.get("tcpdump"):
