@@ -89,6 +89,12 @@ def _inode(path: str) -> int | None:
         return None
 
 
+def netns_inode(netns: str | None) -> int | None:
+    """The inode of a netns (None: ours), the same for its name and its path; None
+    when it does not exist."""
+    return _inode("/proc/self/ns/net" if netns is None else _ns_path(netns))
+
+
 def named_netns() -> list[str]:
     try:
         return sorted(os.listdir(NETNS_RUN_DIR))
@@ -205,8 +211,9 @@ def _peer_name(netns: str | None, ifindex: int) -> str | None:
         return None
 
 
-def links_in(netns: str | None, host: str | None = None) -> list[Link]:
-    """Every NIC of one netns (except lo), with its facts; ``role`` says why it matters."""
+def links_in(netns: str | None, host: str | None = None, *, loopback: bool = False) -> list[Link]:
+    """Every NIC of one netns (lo only with ``loopback``), with its facts; ``role`` says
+    why it matters.  Loopback never gets a role: it is on no cross-host path."""
     host = host or socket.gethostname()
     d = _dump(netns)
     by_index = {l["index"]: l for l in d["links"]}
@@ -217,7 +224,7 @@ def links_in(netns: str | None, host: str | None = None) -> list[Link]:
     out: list[Link] = []
     for l in d["links"]:
         kind = _kind_of(l)
-        if kind == "loopback":
+        if kind == "loopback" and not loopback:
             continue
         name = l.get("IFLA_IFNAME")
         facts: dict[str, object] = {}
@@ -265,7 +272,8 @@ def links_in(netns: str | None, host: str | None = None) -> list[Link]:
         out.append(Link(name=name, ifindex=l["index"], netns=netns, host=host, kind=kind,
                         arphrd=l["ifi_type"], up=l.get("IFLA_OPERSTATE") != "DOWN", facts=facts))
     # the netns we were started in is a host's (not a container's) even without a bridge
-    _assign_roles(out, d, is_init=netns is None or _inode(_ns_path(netns)) == _inode("/proc/1/ns/net"))
+    _assign_roles([l for l in out if l.kind != "loopback"], d,
+                  is_init=netns is None or _inode(_ns_path(netns)) == _inode("/proc/1/ns/net"))
     return out
 
 
@@ -337,8 +345,9 @@ def discover(netns: list[str | None] | None = None, *, all_netns: bool = False,
 
 
 def all_links(netns: str | None, host: str | None = None) -> list[Link]:
-    """Every NIC of one netns, for choosing by name (``-i``) and for error messages."""
-    found = links_in(netns, host)
+    """Every NIC of one netns, lo too, for choosing by name (``-i lo`` works; discovery
+    never picks lo) and for error messages."""
+    found = links_in(netns, host, loopback=True)
     here = current_netns_name() if netns is None else netns
     for l in found:
         l.netns = here
@@ -346,9 +355,14 @@ def all_links(netns: str | None, host: str | None = None) -> list[Link]:
 
 
 def format_links(links: list[Link]) -> str:
+    """One line per NIC, for a terminal: names, netns and facts come from the kernel
+    (a container may name its veth anything, ESC included) and are escaped with
+    :func:`tracer.dissect.text.safe`.  (JSON output is escaped by ``json.dumps``.)"""
+    from tracer.dissect.text import safe
+
     lines = []
     for l in links:
-        where = l.netns or "(this netns)"
-        lines.append(f"{where:<24} {l.name:<12} {l.kind:<8} {l.role:<9} "
-                     + " ".join(f"{k}={v}" for k, v in l.facts.items()))
+        where = safe(l.netns) if l.netns else "(this netns)"
+        lines.append(f"{where:<24} {safe(l.name):<12} {safe(l.kind):<8} {safe(l.role):<9} "
+                     + " ".join(f"{safe(k)}={safe(v)}" for k, v in l.facts.items()))
     return "\n".join(lines) if lines else "no NICs of interest found"

@@ -22,10 +22,15 @@ every block whole — on SIGTERM/SIGINT, ``-c``/``--duration``, EOF on stdin wit
 ``--stop-on-stdin-eof`` (how ``tracer live`` asks it to stop once it has given
 up root), or when the reader of stdout goes away.  NICs that appear later and
 match the selection get a new IDB; a NIC that disappears gets a last ISB whose
-comment starts with ``gone`` and capture goes on on the others.
+comment starts with ``gone`` and capture goes on on the others.  A NIC set down
+(``ip link set X down``, ENETDOWN on its socket) is not gone: its socket stays
+bound, frames flow again once it is up, and stderr says ``X: down`` / ``X: up``.
+A NIC is one interface of the stream however often it is named, went down or
+was seen again: one IDB per (netns, name, ifindex).
 
 Errors: one line on stderr; exit 2 for usage (unknown NIC or netns, bad
-filter), 1 for failure (no permission, ...).
+filter, bad -c/--duration, stdout a terminal), 1 for failure (no permission, ...).
+Names from the kernel are escaped (:func:`tracer.dissect.text.safe`) on stderr.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import errno
+import math
 import os
 import select
 import shutil
@@ -57,6 +63,7 @@ from tracer.capture.pcapng_writer import (
     PcapngWriter,
     _options,
 )
+from tracer.dissect.text import safe
 from tracer.model import linktype_name
 
 SO_ATTACH_FILTER = 26
@@ -66,7 +73,8 @@ STATS_INTERVAL = 1.0  # seconds between ISBs (and rescans for new NICs)
 FLUSH_INTERVAL = 0.2  # a busy stream is flushed at least this often
 OUT_BUFFER = 1 << 20
 BATCH = 512  # frames read from one socket before looking at the others
-GONE_ERRNOS = {errno.ENETDOWN, errno.ENXIO, errno.ENODEV}
+GONE_ERRNOS = {errno.ENXIO, errno.ENODEV}  # the device is no more
+DOWN_ERRNOS = {errno.ENETDOWN}  # set down (or on its way out: netlink tells which)
 _E = "<" if sys.byteorder == "little" else ">"
 _EPB_HEAD = struct.Struct(_E + "IIIIIII")
 _U32 = struct.Struct(_E + "I")
@@ -114,6 +122,7 @@ class Tap:
     if_id: int
     frames: int = 0
     gone: bool = False
+    down: bool = False  # administratively down: the socket stays bound, frames resume when up
     ring: "Ring | None" = None
 
     @property
@@ -189,7 +198,11 @@ def parse_nic(arg: str) -> tuple[str, str | None]:
 
 
 class Selection:
-    """Which NICs to capture: chosen by name (``-i``) or discovered (topology)."""
+    """Which NICs to capture: chosen by name (``-i``) or discovered (topology).
+
+    A NIC named twice (``-i eth0 -i eth0``, or ``eth0`` and ``eth0@NS`` when NS is
+    the netns we are in) is captured once, where it was first named.  Loopback is
+    never discovered but can be named (``-i lo``)."""
 
     def __init__(self, nics: list[str], netns: list[str], all_netns: bool, host: str | None) -> None:
         self.named = [parse_nic(n) for n in nics]
@@ -202,6 +215,7 @@ class Selection:
             return topology.discover(self.netns, all_netns=self.all_netns, host=self.host)
         by_ns: dict[str | None, list[topology.Link]] = {}
         out = []
+        seen: set[tuple] = set()
         for name, ns in self.named:
             if ns not in by_ns:
                 try:
@@ -213,10 +227,14 @@ class Selection:
             found = [l for l in by_ns[ns] if l.name == name]
             if not found:
                 if strict:
-                    have = ", ".join(l.name for l in by_ns[ns]) or "none"
+                    have = ", ".join(l.name for l in by_ns[ns] if l.kind != "loopback") or "none"
                     where = f" in netns {ns}" if ns else ""
                     raise AgentError(f"{name}: no such interface{where}; have: {have}", 2)
                 continue
+            key = (topology.netns_inode(ns) or found[0].netns, found[0].name)
+            if key in seen:
+                continue
+            seen.add(key)
             found[0].role = found[0].role if found[0].role != "other" else "chosen"
             out.append(found[0])
         return out
@@ -273,10 +291,17 @@ class Agent:
         except OSError:
             ps.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
         prog = self._filter_for(ps.linktype)
+        down = False
         if prog is not None:
             attach_filter(ps.sock, prog)
-            while ps.recv() is not None:  # queued before the filter was on: not wanted
-                pass
+            try:
+                while ps.recv() is not None:  # queued before the filter was on: not wanted
+                    pass
+            except OSError as e:
+                if e.errno not in DOWN_ERRNOS:
+                    ps.close()
+                    raise
+                down = True  # down now (the error is read): frames come once it is up
             ps.stats()
             ps.received = ps.dropped = 0
         ring = None
@@ -285,7 +310,7 @@ class Agent:
                 ring = Ring(ps.sock, self.rcvbuf)
             except OSError:
                 ring = None  # an old kernel: one recvmsg per frame, as before
-        return Tap(link, ps, -1, ring=ring)
+        return Tap(link, ps, -1, down=down, ring=ring)
 
     def _add(self, tap: Tap) -> None:
         assert self.writer is not None
@@ -294,6 +319,8 @@ class Agent:
         self.taps.append(tap)
         self.by_fd[tap.fd] = tap
         self.poller.register(tap.fd, select.POLLIN)
+        if tap.down:
+            print(f"tracer agent: {safe(tap.link.label)}: down", file=sys.stderr)
 
     def start(self) -> None:
         links = self.selection.current(strict=True)
@@ -374,9 +401,11 @@ class Agent:
         tap.psock.close()
 
     def _check_error(self, tap: Tap) -> None:
-        err = tap.psock.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        err = tap.psock.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # reading clears it
         if err in GONE_ERRNOS:
             self._gone(tap, os.strerror(err))
+        elif err in DOWN_ERRNOS:
+            self._went_down(tap)
 
     def _read(self, tap: Tap, limit: int) -> None:
         if tap.ring is not None:
@@ -486,6 +515,9 @@ class Agent:
                 if e.errno in GONE_ERRNOS:
                     self._gone(tap, e.strerror)
                     break
+                if e.errno in DOWN_ERRNOS:
+                    self._went_down(tap)
+                    break
                 raise
             ts = 0
             for level, kind, data in ancdata:
@@ -543,24 +575,49 @@ class Agent:
             pass
         self.by_fd.pop(tap.fd, None)
         self._close(tap)
-        print(f"tracer agent: {tap.link.label}: gone ({why or 'removed'}); capture goes on", file=sys.stderr)
+        print(f"tracer agent: {safe(tap.link.label)}: gone ({safe(why or 'removed')}); capture goes on",
+              file=sys.stderr)
+
+    def _went_down(self, tap: Tap) -> None:
+        """ENETDOWN: the NIC was set down, or is being deleted (the kernel sets it down
+        first).  Netlink tells which; a NIC that is down keeps its socket and IDB."""
+        state = self._state(tap.link)
+        if state is None:
+            self._gone(tap, "removed")
+        elif not tap.down:
+            tap.down = True
+            print(f"tracer agent: {safe(tap.link.label)}: down", file=sys.stderr)
+
+    @staticmethod
+    def _key(link: topology.Link) -> tuple:
+        return (link.netns, link.name, link.ifindex)
 
     def _rescan(self) -> None:
-        """New NICs matching the selection get an IDB; vanished ones are marked gone."""
+        """New NICs matching the selection get an IDB; vanished ones are marked gone;
+        a NIC that was down and is up again is said so (its tap never closed)."""
         try:
             links = self.selection.current(strict=False)
         except (topology.TopologyError, OSError, AgentError):
             return
-        now_keys = {(l.netns, l.name, l.ifindex) for l in links}
+        now = {self._key(l): l for l in links}
         for tap in self.taps:
             if tap.gone:
                 continue
-            key = (tap.link.netns, tap.link.name, tap.link.ifindex)
-            if key not in now_keys and not self._still_there(tap.link):
+            link = now.get(self._key(tap.link))
+            # discovery may stop selecting a NIC that still exists (e.g. a bridge lost
+            # its last port): only a NIC that is really gone is reported gone
+            state = link.up if link is not None else self._state(tap.link)
+            if state is None:
                 self._gone(tap, "removed")
-        live = {(t.link.netns, t.link.name, t.link.ifindex) for t in self.taps if not t.gone}
-        for link in links:
-            if (link.netns, link.name, link.ifindex) in live:
+                continue
+            if tap.down and state:
+                tap.down = False
+                print(f"tracer agent: {safe(tap.link.label)}: up", file=sys.stderr)
+        # one tap per device, ever: a NIC seen again (up again, or gone and back with
+        # the same ifindex) is the same interface, never a second IDB
+        have = {self._key(t.link) for t in self.taps}
+        for key, link in now.items():
+            if key in have:
                 continue
             try:
                 tap = self._open(link)
@@ -569,14 +626,16 @@ class Agent:
             self._add(tap)
 
     @staticmethod
-    def _still_there(link: topology.Link) -> bool:
-        """Discovery may stop selecting a NIC that still exists (e.g. a bridge lost
-        its last port): only a NIC that is really gone is reported gone."""
+    def _state(link: topology.Link) -> bool | None:
+        """Whether this very NIC (same netns, name and ifindex) is up (True), down
+        (False) or no more (None), as netlink sees it now."""
         try:
-            return any(l.ifindex == link.ifindex and l.name == link.name
-                       for l in topology.all_links(link.netns, link.host))
+            for l in topology.all_links(link.netns, link.host):
+                if l.ifindex == link.ifindex and l.name == link.name:
+                    return l.up
         except (topology.TopologyError, OSError):
-            return False
+            pass
+        return None
 
 
 # -- command line ---------------------------------------------------------------------------
@@ -602,24 +661,39 @@ def add_capture_args(p: argparse.ArgumentParser) -> None:
                    help="also discover NICs in every named netns and every container netns (/proc)")
     p.add_argument("-s", "--snaplen", type=int, default=MAX_SNAPLEN, metavar="SNAPLEN",
                    help=f"bytes kept per frame (default {MAX_SNAPLEN})")
-    p.add_argument("-c", "--count", type=int, default=0, metavar="COUNT", help="stop after COUNT frames")
-    p.add_argument("--duration", type=float, default=0, metavar="SECONDS", help="stop after SECONDS")
+    # None when not given: an explicit 0 is refused by check_args, not taken for "no limit"
+    p.add_argument("-c", "--count", type=int, default=None, metavar="COUNT", help="stop after COUNT frames")
+    p.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after SECONDS")
     p.add_argument("--host", default=None, help="host name written into the NIC descriptions (default: hostname)")
     p.add_argument("filter", nargs="*", metavar="FILTER",
                    help="capture filter in tcpdump syntax (e.g. icmp, 'udp port 8472')")
 
 
 def check_args(args: argparse.Namespace) -> None:
+    """Values argparse's types let through; ``count``/``duration`` not given become 0 (no limit)."""
     if not (0 < args.snaplen <= MAX_SNAPLEN):
         raise AgentError(f"-s {args.snaplen}: 1 to {MAX_SNAPLEN}", 2)
-    if args.count < 0 or args.duration < 0:
-        raise AgentError("-c and --duration must not be negative", 2)
+    if args.count is not None and args.count <= 0:
+        raise AgentError(f"-c {args.count}: a number of frames, 1 or more", 2)
+    if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
+        raise AgentError(f"--duration {args.duration:g}: a number of seconds, more than 0 and finite", 2)
+    args.count = args.count or 0
+    args.duration = args.duration or 0
     if args.filter and args.filter[0] == "--":
         args.filter = args.filter[1:]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if os.isatty(1):  # as tcpdump -w - does; before anything that needs root
+        print("tracer agent: refusing to write binary pcapng to a terminal; pipe it or use tracer live",
+              file=sys.stderr)
+        return 2
+    try:
+        check_args(args)
+    except AgentError as e:
+        print(f"tracer agent: {safe(e)}", file=sys.stderr)
+        return e.code
     stop = {"agent": None}
 
     def on_signal(signum, frame):  # noqa: ARG001
@@ -631,7 +705,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        check_args(args)
         sel = Selection(args.interfaces, args.netns, args.all_netns, args.host)
         agent = Agent(sel, snaplen=args.snaplen, filter_words=args.filter, count=args.count,
                       duration=args.duration, buffer_kib=args.buffer_size,
@@ -640,18 +713,18 @@ def main(argv: list[str] | None = None) -> int:
         stop["agent"] = agent
         return agent.run()
     except AgentError as e:
-        print(f"tracer agent: {e}", file=sys.stderr)
+        print(f"tracer agent: {safe(e)}", file=sys.stderr)
         return e.code
     except (topology.TopologyError, CaptureError) as e:
-        print(f"tracer agent: {e}", file=sys.stderr)
+        print(f"tracer agent: {safe(e)}", file=sys.stderr)
         return 2 if isinstance(e, topology.TopologyError) else 1
     except PermissionError as e:
-        print(f"tracer agent: {e.strerror or e}; capturing needs root (CAP_NET_RAW)", file=sys.stderr)
+        print(f"tracer agent: {safe(e.strerror or e)}; capturing needs root (CAP_NET_RAW)", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, BrokenPipeError):
         return 0
     except Exception as e:  # noqa: BLE001 - one line, never a traceback
-        print(f"tracer agent: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"tracer agent: {type(e).__name__}: {safe(e)}", file=sys.stderr)
         return 1
 
 
