@@ -560,3 +560,158 @@ def test_live_updates_estimate_the_clock_offset_too():
     assert whole.offsets == corr.offsets
     for j in corr.journeys:
         assert [h.frame for h in j.hops] == [h.frame for h in whole.journey(j.frames[0]).hops]
+
+
+# -- matching a bounded number of frames per call (the UI's chunks) ---------------------
+
+def _journeys_by_frames(corr) -> dict:
+    """{first frame: (frames, hop frames, steps, end)}: journeys, whatever their ids."""
+    return {min(j.frames): (sorted(j.frames), [h.frame for h in j.hops], [h.step for h in j.hops], j.end)
+            for j in corr.journeys}
+
+
+@pytest.mark.parametrize("limit", [1, 3, 7, 1000])
+@pytest.mark.parametrize("source", [
+    "bundled", "port-forward", "pcapng_multi_if/retis_kernel_probe_points_ovs.pcapng",
+    "pcapng_multi_if/macos_many_interfaces.pcapng", "vxlan/zeek_vxlan_same_5tuple_two_vnis.pcap"])
+def test_update_with_a_limit_repeatedly_gives_the_same_journeys_as_one_update(source, limit):
+    if source == "bundled":
+        store = recording("flannel-vxlan")
+    elif source == "port-forward":
+        store = recording("port-forward")
+    else:
+        store = load(shared_pcap(source))
+    one = Correlation(store)
+    one.update()
+    assert one.frames == len(store) and one.pending == 0
+
+    corr = Correlation(store)
+    assert corr.pending == len(store)
+    touched = set()
+    calls = 0
+    while corr.pending:
+        before = corr.frames
+        changed = corr.update(limit=limit)
+        calls += 1
+        assert corr.frames == before + min(limit, len(store) - before)  # at most limit per call
+        assert len(corr.journey_of) == corr.frames
+        touched |= {j.id for j in changed}
+        for j in changed:
+            assert max(j.frames) < corr.frames  # nothing past what was matched
+    assert calls == -(-len(store) // limit)
+    assert corr.update(limit=limit) == [] and corr.update() == []
+    assert touched == {j.id for j in corr.journeys}
+    assert corr.offsets == one.offsets
+    assert _journeys_by_frames(corr) == _journeys_by_frames(one)
+    assert _journeys_by_frames(corr) == _journeys_by_frames(correlate(store))
+    for j in corr.journeys:
+        assert all(corr.journey(f) is j for f in j.frames)
+
+
+def test_update_limit_zero_matches_nothing_and_negative_is_refused():
+    store = recording("flannel-vxlan")
+    corr = Correlation(store)
+    assert corr.update(limit=0) == [] and corr.frames == 0 and corr.pending == len(store)
+    with pytest.raises(ValueError):
+        corr.update(limit=-1)
+    assert corr.update(limit=len(store) + 10) and corr.pending == 0
+
+
+def test_journey_names_its_store_and_correlation():
+    store = recording("flannel-vxlan")
+    corr = correlate(store)
+    j = corr.journeys[0]
+    assert j.store is store and j.correlation is corr
+
+
+# -- replies: conntrack undoing the NAT ---------------------------------------------------
+
+def _pf_replies(store):
+    """Port-forward journeys of the replies: C's port 80 back to Host X's masqueraded port."""
+    scen = scenario("port-forward")
+    addr = addresses(scen)
+    pub = scen["overlay"]["publish"][0]
+    frames = frames_where(store, lambda d: d.proto == 6 and d.src == addr["C"]
+                          and d.sport == pub["container_port"])
+    return scen, addr, pub, frames
+
+
+def test_port_forward_replies_show_conntrack_undoing_the_nat():
+    store = recording("port-forward")
+    scen, addr, pub, frames = _pf_replies(store)
+    corr = correlate(store)
+    replies = journeys_of(corr, frames)
+    assert replies and any(j.inner["flags"] == "SA" for j in replies)
+    for j in replies:
+        steps = [h.step for h in j.hops]
+        assert [(h.nic.host, h.nic.container or h.nic.name) for h in j.hops] == [
+            ("hosty", "C"), ("hosty", "docker0"), ("hosty", "eth0"),
+            ("hostx", "eth0"), ("hostx", "docker0"), ("hostx", "A")]
+        dport = j.inner["dport"]
+        # Host Y: the reply's source goes back to the published address (the DNAT undone)
+        assert steps[2] == (f"un-DNAT src {addr['C']}:{pub['container_port']} → "
+                            f"{addr['hosty']}:{pub['host_port']} (conntrack reply), routed")
+        # Host X: its destination goes back to A (the MASQUERADE undone)
+        assert steps[4] == (f"un-SNAT dst {addr['hostx']}:{dport} → {addr['A']}:{dport} "
+                            "(conntrack reply), routed")
+        assert not any(s.startswith(("SNAT", "DNAT")) for s in steps), steps
+        assert [h["step"] for h in journey_json(j)["hops"]] == steps
+    # the requests keep the rules' own names
+    requests = [j for j in corr.journeys if j.inner.get("proto") == "TCP" and j not in replies]
+    assert requests
+    for j in requests:
+        steps = [h.step for h in j.hops]
+        assert not any("un-" in s or "conntrack" in s for s in steps), steps
+        assert sum(s.startswith(("SNAT", "DNAT")) for s in steps) == 2, steps
+
+
+@pytest.mark.parametrize("late", [-3_000_000, 3_000_000])
+def test_reply_nat_is_told_apart_whatever_the_host_clocks(late):
+    # Host Y's clock 3 ms off, far more than the connection's round trip
+    store = copy_store(recording("port-forward"), shift=lambda nic: late if nic.host == "hosty" else 0)
+    _scen, _addr, _pub, frames = _pf_replies(store)
+    corr = correlate(store)
+    replies = journeys_of(corr, frames)
+    for j in corr.journeys:
+        if j.inner.get("proto") != "TCP":
+            continue
+        nat = [h.step.split(", ")[0] for h in j.hops if "NAT" in h.step]
+        if j in replies:
+            assert [s.split(" ")[0] for s in nat] == ["un-DNAT", "un-SNAT"], nat
+        else:
+            assert [s.split(" ")[0] for s in nat] == ["SNAT", "DNAT"], nat
+
+
+def test_replies_without_their_connections_start_keep_the_plain_names():
+    # only C's side of the connection captured: nothing shows the requests came first
+    store = recording("port-forward")
+    _scen, _addr, _pub, frames = _pf_replies(store)
+    frames = sorted(f for j in journeys_of(correlate(store), frames) for f in j.frames)
+    only = FrameStore()
+    for nic in store.nics:
+        only.add_nic(Nic(nic.name, nic.linktype, nic.host, nic.netns, nic.kind,
+                         nic.description, dict(nic.facts)))
+    bufs = {k: only.add_buffer(b) for k, b in enumerate(store.buffers)}
+    for i in frames:
+        only.append(store.nic_of[i], store.ts_ns[i], bufs[store.buf_of[i]], store.offset[i],
+                    store.caplen[i], store.origlen[i])
+    corr = correlate(only)
+    assert corr.journeys and all(len(j.hops) == 6 for j in corr.journeys)
+    for j in corr.journeys:
+        steps = [h.step.split(", ")[0] for h in j.hops]
+        assert [s.split(" ")[0] for s in steps if "NAT" in s] == ["SNAT", "DNAT"], steps
+
+
+def test_masqueraded_ping_replies_show_the_snat_undone():
+    scen = scenario("bridge")
+    store = recording("bridge")
+    addr = addresses(scen)
+    corr = correlate(store)
+    back = journeys_of(corr, frames_where(
+        store, lambda d: d.proto == 1 and d.icmp_type == 0 and d.src == addr["hosty"]))
+    assert back
+    for j in back:
+        steps = [h.step for h in j.hops]
+        assert any(s.startswith(f"un-SNAT dst {addr['hostx']} → {addr['A']} (conntrack reply)")
+                   for s in steps), steps
+        assert not any(s.startswith(("SNAT", "DNAT")) for s in steps), steps

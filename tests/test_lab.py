@@ -173,6 +173,108 @@ def test_cli_errors_are_one_line(capsys, monkeypatch):
     assert rc == 0 and all(n in out for n in SCENARIOS)
 
 
+def tracer_cli(capsys, *argv: str) -> tuple[int, list[str]]:
+    """``tracer ARGV`` through tracer.cli.main: (exit code, stderr lines)."""
+    from tracer.cli import main
+
+    capsys.readouterr()
+    rc = main(list(argv))
+    _out, err = capsys.readouterr()
+    return rc, err.splitlines()
+
+
+@pytest.fixture
+def nothing_built(monkeypatch):
+    """Root as far as the lab knows, and any attempt to build (or look) is recorded."""
+    calls = []
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    for name in ("up", "is_up", "down"):
+        monkeypatch.setattr(Lab, name, lambda self, _n=name: calls.append(_n) or False)
+    monkeypatch.setattr("tracer.lab.record.record", lambda *a, **k: calls.append("record"))
+    return calls
+
+
+def _capture_file() -> Path:
+    for name in SCENARIOS:
+        path = REPO / "scenarios" / name / "capture.pcapng"
+        if path.is_file():
+            return path
+    pytest.skip("no recorded capture in scenarios/")
+
+
+@pytest.mark.parametrize("what", ["directory", "parent is a file", "no such directory", "device",
+                                  "unwritable"])
+def test_record_refuses_an_unusable_output_before_building(what, tmp_path, capsys, nothing_built):
+    out = {
+        "directory": tmp_path,
+        "parent is a file": Path(__file__) / "x.pcapng",
+        "no such directory": tmp_path / "nosuch" / "x.pcapng",
+        "device": Path("/dev/null"),
+        "unwritable": Path("/sys/tracer-test.pcapng"),  # not even root may create files there
+    }[what]
+    rc, err = tracer_cli(capsys, "lab", "record", "flannel-vxlan", "--tag", TAG, "-w", str(out))
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith(f"tracer lab: {out}: "), err
+    assert nothing_built == []
+    assert list(tmp_path.iterdir()) == [] and Path("/dev/null").is_char_device()
+
+
+def test_record_output_check_leaves_nothing_behind(tmp_path, capsys, nothing_built):
+    out = tmp_path / "ok.pcapng"
+    tracer_cli(capsys, "lab", "record", "flannel-vxlan", "--tag", TAG, "-w", str(out))
+    assert "record" in nothing_built  # a usable path: on to recording (faked here)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("as_root", [True, False])
+def test_up_with_a_capture_file_says_it_is_not_a_scenario(as_root, tmp_path, capsys, monkeypatch,
+                                                           nothing_built):
+    monkeypatch.setattr(os, "geteuid", lambda: 0 if as_root else 1000)
+    cap = tmp_path / "some.pcap"
+    shutil.copyfile(_capture_file(), cap)
+    for arg in (str(cap), "some.pcap"):
+        monkeypatch.chdir(tmp_path)
+        rc, err = tracer_cli(capsys, "lab", "up", arg)
+        assert rc == 2 and len(err) == 1, err
+        assert err[0].startswith(f"tracer lab: {arg}: not a scenario (TOML): a pcapng capture"), err
+    for name, data, says in (
+        ("binary.toml", b"\x00\xff\xfe binary", "not a scenario (TOML): binary data"),
+        ("latin1.toml", "name = 'caf\xe9'".encode("latin-1"),
+         "not a scenario (TOML): not UTF-8 text (byte 0xe9 at offset 11)"),
+        ("big.toml", b"# " + b"x" * (2 << 20), "not a scenario (TOML): larger than"),
+        ("broken.toml", b"[scenario\nname=", "not valid TOML: Expected"),
+    ):
+        path = tmp_path / name
+        path.write_bytes(data)
+        rc, err = tracer_cli(capsys, "lab", "up", str(path))
+        assert rc == 2 and len(err) == 1, err
+        assert err[0].startswith(f"tracer lab: {path}: {says}"), err
+    assert nothing_built == []
+
+
+def test_up_of_a_missing_scenario_or_a_directory_is_one_line(tmp_path, capsys, nothing_built):
+    for arg, says in (
+        ("nonexistent", "nonexistent: no such scenario; have: bridge"),
+        ("nonexistent.toml", "nonexistent.toml: no such scenario file"),
+        (str(tmp_path / "x.toml"), f"{tmp_path / 'x.toml'}: no such scenario file"),
+        (str(tmp_path), f"{tmp_path}: a directory, not a scenario file"),
+    ):
+        for action in ("up", "traffic", "record", "down"):
+            argv = ["lab", action, arg] + (["-w", str(tmp_path / "x.pcapng")] if action == "record" else [])
+            rc, err = tracer_cli(capsys, *argv)
+            assert rc == 2 and len(err) == 1 and err[0].startswith(f"tracer lab: {says}"), (action, err)
+    assert nothing_built == []
+
+
+def test_a_file_name_with_a_newline_stays_one_line(tmp_path, capsys, nothing_built):
+    path = tmp_path / "evil\nname.toml"
+    path.write_bytes(b"\xff")
+    rc, err = tracer_cli(capsys, "lab", "up", str(path))
+    assert rc == 2 and len(err) == 1, err
+    assert err[0] == (f"tracer lab: {tmp_path}/evil\\nname.toml: "
+                      "not a scenario (TOML): not UTF-8 text (byte 0xff at offset 0)")
+
+
 # -- bundled captures (no root) ------------------------------------------------------
 
 @needs_tshark

@@ -31,6 +31,7 @@ from tracer.model import FrameStore, Nic
 from tracer.ui import TracerApp
 from tracer.ui.detail import LayerTree
 from tracer.ui.journey_screen import JourneyDiagram, JourneyScreen
+from tracer.ui.journeys import JourneyTracker, step_text
 from tracer.ui.packet_list import PacketList
 from tracer.ui.topology_screen import TopologyScreen
 
@@ -244,6 +245,59 @@ async def test_a_journey_that_stops_early_says_where():
         text = screen_text(app)
         assert "✖ not seen after hosty/eth0" in text
         assert "not seen after hosty/eth0" in text.splitlines()[1]  # and in the title
+
+
+def test_tracker_matches_a_chunk_per_step_on_the_store_itself():
+    if not BUNDLED.exists():
+        pytest.skip("bundled capture not recorded")
+    store = FrameStore()
+    open_capture(SourceSpec(str(BUNDLED))).read_into(store)
+    tracker = JourneyTracker(store, chunk=5)
+    assert tracker.corr.store is store and not tracker.caught_up
+    steps = 0
+    while not tracker.caught_up:
+        before = tracker.matched
+        tracker.step()
+        steps += 1
+        assert tracker.matched - before == min(5, len(store) - before)
+    assert steps == -(-len(store) // 5)
+    whole = correlate(store)
+    assert sorted(sorted(j.frames) for j in tracker.corr.journeys) == sorted(sorted(j.frames) for j in whole.journeys)
+    for j in tracker.corr.journeys:
+        assert j.store is store
+        assert [h.step for h in j.hops] == [h.step for h in whole.journey(j.frames[0]).hops]
+
+
+def test_reply_nat_steps_are_coloured_as_nat():
+    nat = step_text("SNAT src 10.0.0.2:1 → 192.168.0.1:1")
+    for step in ("un-DNAT src 172.17.0.2:80 → 192.168.0.2:8080 (conntrack reply), routed",
+                 "un-SNAT dst 192.168.0.1:49382 → 172.18.0.2:49382 (conntrack reply), routed"):
+        text = step_text(step)
+        assert text.plain == step
+        (first, *_rest) = text.spans
+        assert text.plain[first.start : first.end].startswith("un-") and first.style == nat.spans[0].style
+
+
+async def test_journey_screen_of_a_port_forward_reply_says_conntrack_undid_the_nat():
+    capture = BUNDLED.parent.parent / "port-forward" / "capture.pcapng"
+    if not capture.exists():
+        pytest.skip("port-forward capture not recorded")
+    app = make_app(capture)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        store = app.store
+        j = next(j for j in correlate(store).journeys if j.inner.get("flags") == "SA")
+        await select_frame(pilot, j.hops[0].frame)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, JourneyScreen)
+        text = screen_text(app)
+        for words in (
+            "un-DNAT src 172.17.0.2:80 → 192.168.0.2:8080 (conntrack reply)",
+            "un-SNAT dst 192.168.0.1:",
+        ):
+            assert words in text, words
+        assert "SNAT src" not in text and "DNAT dst" not in text
 
 
 # -- the topology screen ------------------------------------------------------------

@@ -51,7 +51,10 @@ Hop order comes from topology when the NICs say their role (the lab's pcapng
 descriptions: ``role=container|bridge|overlay|underlay``, or ``kind``):
 hosts in hand-off order (sender of the underlay frame first), inside a host
 container → bridge → overlay → underlay on the way out and the reverse on the
-way in.  Without roles, by (corrected) time inside a host.
+way in.  Without roles, by (corrected) time inside a host.  An address or port
+rewritten between two hops is ``SNAT src …`` / ``DNAT dst …``; on a reply, where
+conntrack undoes the NAT of the connection's first packets, it is
+``un-DNAT src …`` / ``un-SNAT dst … (conntrack reply)``.
 
 ARP frames form their own journeys (``inner["proto"] == "ARP"``), matched on
 the whole ARP payload: the same request seen on both ends of a wire is one
@@ -67,7 +70,7 @@ from dataclasses import dataclass
 from itertools import islice
 from operator import itemgetter
 from statistics import median
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from tracer.dissect.fast import Identity, identify
 from tracer.model import FrameStore, Nic
@@ -228,6 +231,16 @@ class Journey:
     def corrected(self) -> bool:
         """True when hop times were corrected for host clock offsets."""
         return self._corr.corrected
+
+    @property
+    def correlation(self) -> "Correlation":
+        """The :class:`Correlation` this journey belongs to (its clock ``offsets``, ...)."""
+        return self._corr
+
+    @property
+    def store(self) -> FrameStore:
+        """The store the journey's ``frames`` index into."""
+        return self._corr.store
 
     def hop_of(self, frame: int) -> int:
         """Position in ``hops`` of a global frame index (ValueError if not in it)."""
@@ -459,6 +472,9 @@ class Correlation:
         self._learn_seen: set = set()
         self._deltas: dict[tuple, list[int]] = {}
         self._pairs_seen: set = set()
+        # exact id -> {host: first time seen there}, built only when a NAT step asks
+        self._first: dict[int, dict] = {}
+        self._first_upto = 0
 
     def _match(self) -> None:
         """One shot: every frame, journeys numbered by their first frame's time."""
@@ -503,8 +519,19 @@ class Correlation:
         self.journey_of = journey_of
         self._estimate_offsets()
 
-    def update(self) -> list[Journey]:
+    @property
+    def pending(self) -> int:
+        """Frames in the store that :meth:`update` has not matched yet."""
+        return max(0, len(self.store) - self.frames)
+
+    def update(self, limit: int | None = None) -> list[Journey]:
         """Match the frames appended to the store since the last call (live capture).
+
+        ``limit``: match at most that many of them (the oldest first), to bound
+        the work of one call (the UI matches a chunk per tick); :attr:`pending`
+        says how many are left, :attr:`frames` how many were matched so far.
+        Calling it until nothing is pending gives the same journeys as one call
+        without a limit.
 
         New journeys get the next ids (creation order, no longer first-frame time
         order); a journey that gains frames has its hops rebuilt on next use.
@@ -516,10 +543,14 @@ class Correlation:
         arrive; :func:`correlate` does not keep the open-journey state, so frames
         added after it never join its journeys.
         """
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0, not {limit}")
         store = self.store
         start = self.frames
         n = len(store)
-        if n == start:
+        if limit is not None:
+            n = min(n, start + limit)
+        if n <= start:
             return []
         enabled = gc.isenabled()
         gc.disable()
@@ -740,7 +771,7 @@ class Correlation:
         j._inner = _inner(first)
         prev = None
         for h in items:
-            h.step = "sent" if prev is None else _step(prev, h)
+            h.step = "sent" if prev is None else _step(prev, h, self._reply)
             prev = h
         delivered = False
         for k in range(1, len(items)):
@@ -753,6 +784,57 @@ class Correlation:
         else:
             j._end = f"not seen after {items[-1].nic.label}"
         j._hops = items
+
+    def _first_seen(self) -> dict[int, dict]:
+        """Exact id -> {host: earliest captured time}, over the frames matched so far.
+
+        Built on first use (only NAT steps ask) and extended as frames are matched."""
+        first = self._first
+        n = self.frames
+        upto = self._first_upto
+        if upto < n:
+            ex_a, journey_of = self._ex, self.journey_of
+            ts, nic_of, hosts = self.store.ts_ns, self.store.nic_of, self._hosts
+            for i in range(upto, n):
+                if journey_of[i] < 0:
+                    continue  # neither IP nor ARP: no exact id
+                per = first.get(ex_a[i])
+                host = hosts[nic_of[i]]
+                if per is None:
+                    first[ex_a[i]] = {host: ts[i]}
+                else:
+                    t = per.get(host)
+                    if t is None or ts[i] < t:
+                        per[host] = ts[i]
+            self._first_upto = n
+        return first
+
+    def _reply(self, p: Hop, h: Hop) -> bool:
+        """Is the rewrite between hops ``p`` and ``h`` conntrack undoing a NAT (reply direction)?
+
+        A NAT rule rewrites a connection's original tuple O into O'; conntrack
+        then rewrites the replies, which arrive as the inverse of O', back into
+        the inverse of O.  So a rewrite a → b is a reply when the inverse of b
+        (the connection's original tuple) was seen before a, on the host that
+        rewrote it (one clock) or, failing that, anywhere (corrected times).
+        A connection whose first packets were not captured is taken to start
+        with the first one that was.
+        """
+        a, b = p.ident, h.ident
+        ids = self._ex_ids
+        ka = ids.get(_EXACT(a))
+        kb = ids.get((b.dst_raw, b.src_raw, b.dport, b.sport, b.icmp_id))
+        if ka is None or kb is None or ka == kb:
+            return False
+        first = self._first_seen()
+        fa, fb = first.get(ka, {}), first.get(kb, {})
+        for host in (h.nic.host, p.nic.host):
+            if host in fa and host in fb:
+                return fb[host] < fa[host]
+        if not fa or not fb:
+            return False
+        off = self.offsets
+        return min(t - off.get(x, 0) for x, t in fb.items()) < min(t - off.get(x, 0) for x, t in fa.items())
 
     def _delivered(self, h: Hop, later: list[Hop]) -> bool:
         """Did the packet reach its destination at this hop?
@@ -901,8 +983,13 @@ def _duration(ns: int) -> str:
     return f"{ns / 1e6:.3g} ms"
 
 
-def _step(p: Hop, h: Hop) -> str:
-    """What happened between two consecutive hops, in a few words."""
+def _step(p: Hop, h: Hop, reply: Callable[[Hop, Hop], bool] | None = None) -> str:
+    """What happened between two consecutive hops, in a few words.
+
+    An address or port rewritten is ``SNAT src`` / ``DNAT dst``, or, when
+    ``reply(p, h)`` says conntrack is undoing a NAT for a reply, ``un-DNAT src``
+    (the reply's source back to the published address) / ``un-SNAT dst`` (back
+    to the masqueraded sender), with ``(conntrack reply)``."""
     a, b = p.ident, h.ident
     parts: list[str] = []
     ne_a, ne_b = len(a.encap), len(b.encap)
@@ -921,10 +1008,20 @@ def _step(p: Hop, h: Hop) -> str:
             text += f" vni {t.vni}"
         parts.append(text)
     if a.ipver and b.ipver:
-        if a.dst_raw != b.dst_raw or a.dport != b.dport:
-            parts.insert(0, f"DNAT dst {_endpoint(a.dst, a.dport)} → {_endpoint(b.dst, b.dport)}")
-        if a.src_raw != b.src_raw or a.sport != b.sport:
-            parts.insert(0, f"SNAT src {_endpoint(a.src, a.sport)} → {_endpoint(b.src, b.sport)}")
+        dnat = a.dst_raw != b.dst_raw or a.dport != b.dport
+        snat = a.src_raw != b.src_raw or a.sport != b.sport
+        if (dnat or snat) and reply is not None and reply(p, h):
+            if dnat:
+                parts.insert(0, f"un-SNAT dst {_endpoint(a.dst, a.dport)} → {_endpoint(b.dst, b.dport)}"
+                              " (conntrack reply)")
+            if snat:
+                parts.insert(0, f"un-DNAT src {_endpoint(a.src, a.sport)} → {_endpoint(b.src, b.sport)}"
+                              " (conntrack reply)")
+        else:
+            if dnat:
+                parts.insert(0, f"DNAT dst {_endpoint(a.dst, a.dport)} → {_endpoint(b.dst, b.dport)}")
+            if snat:
+                parts.insert(0, f"SNAT src {_endpoint(a.src, a.sport)} → {_endpoint(b.src, b.sport)}")
         if p.nic.host == h.nic.host and ne_a == ne_b:
             routed = a.ttl is not None and b.ttl is not None and b.ttl < a.ttl
             if not routed and a.macs and b.macs and a.macs != b.macs:
@@ -976,7 +1073,7 @@ def journey_json(j: Journey) -> dict:
     ``offset`` seconds since the first hop (corrected for clock offsets when
     ``clock_corrected``, and then each hop also has ``corrected_time``).
     """
-    store = j._corr.store
+    store = j.store
     hops = j.hops
     t0 = hops[0].corrected_time_ns
     out_hops = []

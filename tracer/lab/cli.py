@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from tracer.capture.afpacket import CaptureError
+from tracer.dissect.text import safe
 from tracer.lab import scenario as scenarios
 from tracer.lab.scenario import ScenarioError
 
@@ -72,7 +73,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _err(msg: str, code: int = 1) -> int:
-    print(f"{PROG}: {msg}", file=sys.stderr)
+    print(f"{PROG}: {safe(msg)}", file=sys.stderr)  # one line, whatever a file name holds
     return code
 
 
@@ -85,13 +86,21 @@ def run(args: argparse.Namespace) -> int:
             return _list()
         if cmd == "status":
             return _status(args.json)
+        # the scenario file and the output path first: no root needed to hear they are wrong
+        scen = scenarios.load(args.scenario) if cmd in ("up", "traffic", "record") else None
+        if cmd == "record":
+            problem = _record_args(Path(args.write), args.snaplen)
+            if problem:
+                return _err(problem, 2)
         if os.geteuid() != 0:
             return _err(f"{cmd}: needs root to build network namespaces; run it with sudo")
         if cmd == "down":
             return _down(args)
         from tracer.lab.build import Lab
 
-        lab = Lab(scenarios.load(args.scenario), tag=args.tag)
+        if scen is None:
+            return _err(f"unknown action {cmd!r}", 2)
+        lab = Lab(scen, tag=args.tag)
         if cmd == "up":
             return _up(lab)
         if cmd == "traffic":
@@ -164,10 +173,9 @@ def _traffic(lab) -> int:
 def _record(lab, out: Path, snaplen: int) -> int:
     from tracer.lab.record import record
 
-    if not 64 <= snaplen <= 262144:
-        return _err(f"--snaplen {snaplen}: 64 to 262144", 2)
-    if not out.parent.is_dir():
-        return _err(f"{out}: no such directory {out.parent}", 2)
+    problem = _record_args(out, snaplen)
+    if problem:
+        return _err(problem, 2)
     built = False
     if not lab.is_up():
         print(f"{lab.scenario.name}: not up; building it for this recording", file=sys.stderr)
@@ -186,6 +194,30 @@ def _record(lab, out: Path, snaplen: int) -> int:
         print(f"  {n.point.host + '/' + (n.point.container + ':' if n.point.container else '') + n.point.ifname:<22}"
               f" {n.frames:>4} frames{drops}")
     return 0 if all(r.as_expected for r in results) else 1
+
+
+def _record_args(out: Path, snaplen: int) -> str | None:
+    """What is wrong with ``record``'s options (one line), or None.
+
+    Checked before anything is built, not after the traffic was sent.  The
+    recording is written to a temporary file beside ``out`` and renamed onto it,
+    so that very file is created (and removed) here."""
+    if not 64 <= snaplen <= 262144:
+        return f"--snaplen {snaplen}: 64 to 262144"
+    if out.is_dir():
+        return f"{out}: is a directory; give the file to write, e.g. {out / 'capture.pcapng'}"
+    if not out.parent.is_dir():
+        return f"{out}: no such directory {out.parent}"
+    if out.exists() and not out.is_file():
+        return f"{out}: not a regular file; the recording would replace it"
+    probe = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with open(probe, "wb"):  # the very name record() writes to first
+            pass
+        probe.unlink()
+    except OSError as e:
+        return f"{out}: cannot write there: {e.strerror or e}"
+    return None
 
 
 def _down(args: argparse.Namespace) -> int:

@@ -204,32 +204,71 @@ class _Table:
 
 
 def find(name_or_path: str) -> Path:
-    """A scenario by name (scenarios/NAME.toml) or by path."""
+    """A scenario by name (scenarios/NAME.toml) or by path.
+
+    A ``.toml`` name or one with a ``/`` is a path; any other name is looked up
+    in scenarios/ first, then taken as a file in the current directory."""
     p = Path(name_or_path)
     if p.suffix == ".toml" or "/" in name_or_path:
+        if p.is_dir():
+            raise ScenarioError(p, "", "a directory, not a scenario file")
         if not p.is_file():
             raise ScenarioError(p, "", "no such scenario file")
         return p
     candidate = SCENARIO_DIR / f"{name_or_path}.toml"
-    if not candidate.is_file():
-        have = ", ".join(available()) or "none"
-        raise ScenarioError(name_or_path, "", f"no such scenario; have: {have}")
-    return candidate
+    if candidate.is_file():
+        return candidate
+    if p.is_file():  # tracer lab up some.pcap: load() says what it is
+        return p
+    have = ", ".join(available()) or "none"
+    raise ScenarioError(name_or_path, "", f"no such scenario; have: {have}")
 
 
 def available() -> list[str]:
     return sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
 
 
+MAX_SCENARIO_BYTES = 1 << 20  # a scenario file is a few KB; never read a capture whole
+
+
 def load(name_or_path: str | Path) -> Scenario:
     path = find(str(name_or_path))
     try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ScenarioError(path, "", f"not valid TOML: {e}") from None
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SCENARIO_BYTES + 1)
     except OSError as e:
         raise ScenarioError(path, "", e.strerror or str(e)) from None
+    text = _toml_text(path, raw)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(path, "", f"not valid TOML: {' '.join(str(e).split())}") from None
     return parse(data, path)
+
+
+_CAPTURE_MAGIC = {
+    b"\xd4\xc3\xb2\xa1": "pcap", b"\xa1\xb2\xc3\xd4": "pcap",
+    b"\x4d\x3c\xb2\xa1": "pcap", b"\xa1\xb2\x3c\x4d": "pcap", b"\x0a\x0d\x0d\x0a": "pcapng",
+}
+
+
+def _toml_text(path: Path, raw: bytes) -> str:
+    """The file's text, or a :class:`ScenarioError` saying why it is no scenario file."""
+
+    def nope(what: str) -> ScenarioError:
+        return ScenarioError(path, "", f"not a scenario (TOML): {what}")
+
+    kind = _CAPTURE_MAGIC.get(raw[:4])
+    if kind:
+        raise nope(f"a {kind} capture; open it with 'tracer replay {path}'")
+    if len(raw) > MAX_SCENARIO_BYTES:
+        raise nope(f"larger than {MAX_SCENARIO_BYTES >> 20} MiB")
+    if b"\0" in raw:
+        raise nope(f"binary data (a NUL byte at offset {raw.index(0)})")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise nope(f"not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
 
 
 def parse(data: dict, path: Path) -> Scenario:

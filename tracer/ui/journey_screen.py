@@ -246,7 +246,7 @@ class JourneyScreen(Screen[int | None]):
             text.append(safe(j.end), style="bold #ff6b6b")
         text.append("\n")
         if j.corrected:
-            offsets = j._corr.offsets
+            offsets = j.correlation.offsets
             parts = ", ".join(
                 f"{safe(str(h))}'s times {-o / 1e6:+.3f} ms" for h, o in sorted(offsets.items(), key=str) if o
             )

@@ -2,9 +2,9 @@
 
 :class:`tracer.correlate.Correlation` is not thread-safe, so it runs on the UI
 thread, from a timer, and only after the first screen is painted.  Each tick
-matches at most ``chunk`` more frames (the correlation sees the store through a
-window that grows), so a million-frame file never blocks the UI for long and
-its first screen is not delayed at all.
+matches at most ``chunk`` more frames (``Correlation.update(limit=chunk)``), so
+a million-frame file never blocks the UI for long and its first screen is not
+delayed at all.
 """
 
 from __future__ import annotations
@@ -26,32 +26,13 @@ INNER_STYLE = "#e5e7eb"
 TIME_STYLE = "#7f8c98"
 
 
-class StoreWindow:
-    """The first ``limit`` frames of a store, to everything that asks ``len()``.
-
-    Every other attribute is the store's own, so the correlation reads the real
-    columns; it just never looks past the frames it was allowed to match so far.
-    """
-
-    def __init__(self, store: FrameStore) -> None:
-        self._store = store
-        self.limit = 0
-
-    def __len__(self) -> int:
-        return min(self.limit, len(self._store))
-
-    def __getattr__(self, name: str):
-        return getattr(self._store, name)
-
-
 class JourneyTracker:
     """Journeys of a growing store, matched ``chunk`` frames per :meth:`step`."""
 
     def __init__(self, store: FrameStore, chunk: int = CHUNK) -> None:
         self.store = store
         self.chunk = chunk
-        self._window = StoreWindow(store)
-        self.corr = Correlation(self._window)  # type: ignore[arg-type]
+        self.corr = Correlation(store)
 
     @property
     def matched(self) -> int:
@@ -59,12 +40,11 @@ class JourneyTracker:
 
     @property
     def caught_up(self) -> bool:
-        return self.corr.frames >= len(self.store)
+        return not self.corr.pending
 
     def step(self) -> list[Journey]:
         """Match the next chunk of frames; the journeys that are new or grew."""
-        self._window.limit = min(len(self.store), self.corr.frames + self.chunk)
-        return self.corr.update()
+        return self.corr.update(limit=self.chunk)
 
     def run_all(self) -> None:
         while not self.caught_up:
@@ -114,7 +94,7 @@ def describe_inner(journey: Journey) -> str:
     hops = journey.hops
     if not hops:
         return ""
-    store = journey._corr.store
+    store = journey.store
     summary, _ = frame_summary(store, hops[0].frame)
     return summary.split(" | ")[-1]
 
@@ -148,6 +128,8 @@ STEP_STYLES = (
     ("decapsulated", "bold #e879f9"),
     ("DNAT", "bold #fb923c"),
     ("SNAT", "bold #fb923c"),
+    ("un-DNAT", "bold #fb923c"),  # conntrack undoing a NAT for a reply
+    ("un-SNAT", "bold #fb923c"),
     ("sent over", "bold #60a5fa"),
     ("routed", "#5fb3b3"),
     ("delivered", "bold #4ade80"),
