@@ -82,3 +82,65 @@ def test_header_rate_is_frames_in_the_last_second_of_capture_time():
         assert nic_rate(store, frames, len(frames)) == brute, nic.name
         checked += 1
     assert checked >= 2
+
+
+async def test_journey_screen_follows_hops_joining_live():
+    """Live: the journey screen is open on a packet seen at two NICs so far; as the
+    rest of the stream arrives, its other hops join and the screen redraws in place."""
+    import struct
+
+    from tracer.correlate import correlate
+    from tracer.ui.app import TracerApp
+    from tracer.ui.journey_screen import JourneyScreen
+
+    data = BUNDLED.read_bytes()
+    whole = FrameStore()
+    with open_capture(SourceSpec(str(BUNDLED))) as cap:
+        cap.read_into(whole)
+    journey = next(j for j in correlate(whole).journeys if len(j.hops) == 8)
+    second = sorted(h.frame for h in journey.hops)[1]
+    # byte offset just after the EPB of the journey's second frame (frames are in file order)
+    pos, epbs, cut = 0, -1, None
+    while pos < len(data):
+        btype, blen = struct.unpack_from("<II", data, pos)
+        pos += blen
+        if btype in (3, 6):
+            epbs += 1
+            if epbs == second:
+                cut = pos
+                break
+    assert cut is not None
+    gate = threading.Event()
+    r, w = os.pipe()
+
+    def agent() -> None:
+        with os.fdopen(w, "wb", buffering=0) as out:
+            out.write(data[:cut])
+            gate.wait(30)
+            out.write(data[cut:])
+
+    threading.Thread(target=agent, daemon=True).start()
+    cap = open_capture(SourceSpec("-"), fileobj=Tee(r, None))
+    store = FrameStore()
+    app = TracerApp(store, lambda st, c, p: cap.read_into(st, cancelled=c, progress=p), title="tracer live")
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(200):
+            if len(store) == second + 1 and app.tracker.caught_up:
+                break
+            await pilot.pause(0.02)
+        first = sorted(h.frame for h in journey.hops)[0]
+        app.select_frame(first)
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, JourneyScreen)
+        assert len(screen.journey.hops) == 2 and screen.matching
+        gate.set()
+        await _settle(pilot)
+        await pilot.pause()
+        assert app.screen is screen  # the same screen, redrawn
+        assert len(screen.journey.hops) == 8 and not screen.matching
+        title = str(screen.query_one("#journey-title").render())
+        assert "8 hops" in title and "more hops may join" not in title
+        assert len(screen.diagram.lines(SIZE[0])) > 0

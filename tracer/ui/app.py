@@ -241,15 +241,30 @@ class TracerApp(App[None]):
                     self._match_timer.stop()
                     self._match_timer = None
                     self._update_status()
+                    self._sync_journey_screen(())
                 return
             grown = tracker.step()
             mine = self.journey
             if mine is None or any(j is mine for j in grown):
                 self._mark_journey()
+            self._sync_journey_screen(grown)
             if tracker.caught_up or not self.loading_done:
                 self._update_status()
         except NoMatches:  # a tick during teardown: the widgets are gone
             pass
+
+    @property
+    def still_matching(self) -> bool:
+        """More hops may still join a journey: frames unmatched, or the capture goes on."""
+        return not (self.tracker.caught_up and self.loading_done)
+
+    def _sync_journey_screen(self, grown) -> None:
+        """The journey screen on top follows its journey as hops join (live capture)."""
+        screen = self.screen
+        if isinstance(screen, JourneyScreen) and (
+            any(j is screen.journey for j in grown) or screen.matching != self.still_matching
+        ):
+            screen.journey_changed(self.still_matching)
 
     def _mark_journey(self) -> None:
         """Mark the selected packet's other sightings in every list, with their offsets."""
@@ -529,7 +544,7 @@ class TracerApp(App[None]):
                 markup=False,
             )
             return
-        screen = JourneyScreen(self.store, journey, frame, matching=not self.tracker.caught_up)
+        screen = JourneyScreen(self.store, journey, frame, matching=self.still_matching)
         self.push_screen(screen, self._journey_closed)
 
     def _journey_closed(self, frame: int | None) -> None:

@@ -263,6 +263,13 @@ class JourneyScreen(Screen[int | None]):
         self.diagram.focus()
         self._show_hop(self.diagram.cursor)
 
+    def journey_changed(self, matching: bool) -> None:
+        """Hops joined (live capture, or matching still going on): redraw in place,
+        the cursor staying on its hop."""
+        self.matching = matching
+        self.query_one("#journey-title", Static).update(self.title_text())
+        self.diagram.refresh(layout=True)
+
     @on(HopChosen)
     def _hop_chosen(self, message: HopChosen) -> None:
         message.stop()
