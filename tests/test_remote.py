@@ -465,8 +465,14 @@ def test_host_key_mismatch_is_refused(lab, keys, sshd, tmp_path, nobody_dir):
     # x was captured all the same (its key is the one on record)
     from tests.test_live import blocks, options
 
-    descs = [dict(options(b, 8)).get(3, b"").decode() for t, b in blocks(out) if t == 1]
-    assert len(descs) == 4 and all(d.startswith("host=x ") for d in descs)
+    idbs = [dict(options(b, 8)) for t, b in blocks(out) if t == 1]
+    descs = [o.get(3, b"").decode() for o in idbs]
+    assert len([d for d in descs if d.startswith("host=x ")]) == 4
+    # y has one column, gone, saying why: in the file, so replay shows it as well
+    assert [(o[2], o[3]) for o in idbs if o[3].startswith(b"host=y")] == [
+        (b"(not captured)", b"host=y role=unavailable")]
+    gone = [v for t, b in blocks(out) if t == 5 for c, v in options(b, 12) if c == 1]
+    assert len(gone) == 1 and gone[0].startswith(b"gone: host y: refused: its host key does not match")
 
     r = subprocess.run(["ip", "netns", "exec", lab.client, PY, "-m", "tracer", "live", "--ssh-config",
                         str(keys / "ssh_config.bad"), "--host", f"y=ssh://root@{ADDR['hosty']}", "--print"],

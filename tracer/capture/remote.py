@@ -73,6 +73,8 @@ SSH_OPTIONS = ["-T", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
                "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
 HOST_NAME_OK = re.compile(r"^[A-Za-z0-9_.:@+-]+$")
 
+NOT_CAPTURED = "(not captured)"  # the column of a host that could not be captured
+
 # states of a host
 STARTING, CAPTURING, DONE, FAILED, DROPPED = "starting", "capturing", "done", "failed", "dropped"
 
@@ -585,8 +587,21 @@ class RemoteSession:
                 return
             host.state, host.reason = state, reason
             self._running.notify_all()
+        if state == FAILED and host.nics == 0:
+            self._unavailable(host, reason)
         if state in (FAILED, DROPPED):
             self._host_line(host, reason)
+
+    def _unavailable(self, host: HostState, reason: str) -> None:
+        """A host that never captured still gets one column, gone, saying why: in the UI,
+        in ``--print``'s end lines, and in the saved file (``tracer replay`` shows it too)."""
+        with self._lock:
+            if self.writer is None or host.nics:
+                return
+            host.nics = 1
+            if_id = self.writer.add_interface(NOT_CAPTURED, 1, description=f"host={host.name} role=unavailable")
+            host.if_ids.append(if_id)
+            self.writer.write_stats(if_id, time.time_ns(), None, None, comment=f"gone: host {host.name}: {reason}")
 
     def _host_running(self, host: HostState) -> None:
         with self._running:
