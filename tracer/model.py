@@ -11,6 +11,13 @@ Threading: one reader thread appends while the UI thread reads.  Readers take
 ``len(store)`` (or ``len(nic_frames)``) first and only touch indices below it;
 appends are done column by column with the NIC index last, so an index that is
 visible through ``per_nic`` is complete in every column.
+
+``nic_of`` and ``buf_of`` start as 2-byte columns (``"H"``) and are widened to
+4 bytes (``"I"``, see :meth:`FrameStore.widen_nic_of`) the first time an id
+above 65535 is stored: a pcapng may declare any number of interfaces.  Widening
+replaces the array object, so never keep a reference to these columns across
+appends; and ``array.extend`` wants the same typecode, so build what you extend
+them with from ``store.nic_of.typecode``.
 """
 
 from __future__ import annotations
@@ -47,6 +54,12 @@ LINKTYPE_NAMES = {
     LINKTYPE_LINUX_SLL2: "LINUX_SLL2",
     LINKTYPE_LOOP: "LOOP",
 }
+
+
+# Typecodes of the id columns (nic_of, buf_of): narrow until an id needs more.
+NARROW_ID = "H"
+WIDE_ID = "I"
+NARROW_ID_MAX = 0xFFFF
 
 
 def linktype_name(linktype: int) -> str:
@@ -91,9 +104,9 @@ class FrameStore:
     def __init__(self) -> None:
         self.nics: list[Nic] = []
         self.buffers: list[Any] = []  # mmap, bytes: anything sliceable
-        self.nic_of = array("H")
+        self.nic_of = array(NARROW_ID)  # widened to WIDE_ID past 65535 NICs
         self.ts_ns = array("q")
-        self.buf_of = array("H")
+        self.buf_of = array(NARROW_ID)  # widened to WIDE_ID past 65535 buffers
         self.offset = array("Q")
         self.caplen = array("I")
         self.origlen = array("I")
@@ -116,13 +129,35 @@ class FrameStore:
         self.buffers.append(buf)
         return len(self.buffers) - 1
 
+    def widen_nic_of(self) -> array:
+        """Make ``nic_of`` hold NIC ids above 65535 (once; a copy).  Returns it."""
+        if self.nic_of.typecode != WIDE_ID:
+            self.nic_of = array(WIDE_ID, self.nic_of)
+        return self.nic_of
+
+    def widen_buf_of(self) -> array:
+        """Make ``buf_of`` hold buffer ids above 65535 (once; a copy).  Returns it."""
+        if self.buf_of.typecode != WIDE_ID:
+            self.buf_of = array(WIDE_ID, self.buf_of)
+        return self.buf_of
+
     def append(
         self, nic_id: int, ts_ns: int, buf_id: int, offset: int, caplen: int, origlen: int
     ) -> int:
         i = len(self.ts_ns)
-        self.nic_of.append(nic_id)
+        try:
+            self.nic_of.append(nic_id)
+        except OverflowError:  # an id above 65535 (a negative one still raises)
+            if nic_id < 0:
+                raise
+            self.widen_nic_of().append(nic_id)
         self.ts_ns.append(ts_ns)
-        self.buf_of.append(buf_id)
+        try:
+            self.buf_of.append(buf_id)
+        except OverflowError:
+            if buf_id < 0:
+                raise
+            self.widen_buf_of().append(buf_id)
         self.offset.append(offset)
         self.caplen.append(caplen)
         self.origlen.append(origlen)

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tracer.model import LINKTYPE_LINUX_SLL2, FrameStore, Nic
+from tracer.model import LINKTYPE_LINUX_SLL2, NARROW_ID_MAX, WIDE_ID, FrameStore, Nic
 
 __all__ = [
     "Capture",
@@ -231,7 +231,9 @@ class _Sink:
         self.off = array("Q")
         self.cap = array("I")
         self.orig = array("I")
-        self.nic = array("H")
+        # NIC ids: the store's typecode ("H", or "I" once an id passed 65535); a
+        # parser that meets a larger id calls wide_nic (its append then changes)
+        self.nic = array(store.nic_of.typecode)
         self.const_nic: int | None = None  # when set, self.nic is not used
         # frames without a timestamp (SPB) before any timestamp was seen:
         # positions in the batch or global indices already flushed
@@ -241,6 +243,14 @@ class _Sink:
 
     def __len__(self) -> int:
         return len(self.ts)
+
+    def wide_nic(self, nic: int) -> Callable[[int], None]:
+        """``self.nic.append(nic)`` overflowed (a NIC id above 65535): widen the
+        batch's NIC column to 4 bytes, append ``nic``, return the new bound append
+        (the caller rebinds its local; the column stays wide for this capture)."""
+        self.nic = array(WIDE_ID, self.nic)
+        self.nic.append(nic)
+        return self.nic.append
 
     def no_ts_frame(self) -> int:
         """Timestamp for a frame that has none (SPB): the previous frame's,
@@ -281,9 +291,25 @@ class _Sink:
         nics = self.nic
         if const is None and nics.count(nics[0]) == n:
             const = nics[0]
-        st.nic_of.extend(array("H", [const]) * n if const is not None else nics)
+        # nic_of / buf_of are "H" until an id above 65535 widens them to "I";
+        # extend() wants the column's own typecode
+        nic_of = st.nic_of
+        if const is not None:
+            if const > NARROW_ID_MAX:
+                nic_of = st.widen_nic_of()
+            nic_of.extend(array(nic_of.typecode, [const]) * n)
+        else:
+            if nics.typecode != nic_of.typecode:
+                if nics.typecode == WIDE_ID:
+                    nic_of = st.widen_nic_of()
+                else:  # a narrow batch into a store another capture widened
+                    nics = array(WIDE_ID, nics)
+            nic_of.extend(nics)
         st.ts_ns.extend(ts)
-        st.buf_of.extend(array("H", [self.buf_id]) * n)
+        buf_of = st.buf_of
+        if self.buf_id > NARROW_ID_MAX:
+            buf_of = st.widen_buf_of()
+        buf_of.extend(array(buf_of.typecode, [self.buf_id]) * n)
         st.offset.extend(self.off)
         st.caplen.extend(self.cap)
         st.origlen.extend(self.orig)
@@ -490,7 +516,10 @@ class _PcapParser(_Base):
             off_app(data)
             cap_app(caplen)
             orig_app(orig)
-            nic_app(nic)
+            try:
+                nic_app(nic)
+            except OverflowError:  # a NIC id above 65535
+                nic_app = sink.wide_nic(nic)
             pos = nxt
         return pos
 
@@ -609,9 +638,11 @@ class _PcapngParser(_Base):
                     orig_app(orig)
                     if nic < 0:
                         itf = ifaces[ifid]
-                        nic_app(self.sll2_nic(itf.sll2, buf, pos + 28, caplen, itf.nic))
-                    else:
+                        nic = self.sll2_nic(itf.sll2, buf, pos + 28, caplen, itf.nic)
+                    try:
                         nic_app(nic)
+                    except OverflowError:  # a NIC id above 65535
+                        nic_app = sink.wide_nic(nic)
                     pos += blen
                     continue
             # ---- everything else: the general path
@@ -628,6 +659,8 @@ class _PcapngParser(_Base):
                 self._bad_trailer(buf, pos, blen)
             if not skipping:
                 self._block(buf, pos, btype, blen)
+                # an SPB / PB may have widened the batch's NIC column
+                nic_app = sink.nic.append
             pos += blen
         return pos
 
@@ -817,7 +850,10 @@ class _PcapngParser(_Base):
         sink.off.append(data)
         sink.cap.append(caplen)
         sink.orig.append(orig)
-        sink.nic.append(nic)
+        try:
+            sink.nic.append(nic)
+        except OverflowError:  # a NIC id above 65535
+            sink.wide_nic(nic)
 
     def _isb(self, buf, pos: int, blen: int) -> None:
         if blen < 24:
