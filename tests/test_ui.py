@@ -508,3 +508,27 @@ async def test_markup_and_escapes_in_packets_are_shown_literally(tmp_path, monke
 
     # The markup survived as text, so quitting never happened through a click.
     assert app.return_code in (None, 0)
+
+
+async def test_a_column_gone_before_any_packet_says_why(tmp_path):
+    """What `tracer live --host` writes for a host it could not capture: an empty
+    interface with a 'gone: ...' statistics comment; its column shows the reason
+    (control characters from a remote's message made visible)."""
+    from tracer.capture.pcapng_writer import PcapngWriter
+
+    path = tmp_path / "hosts.pcapng"
+    with open(path, "wb") as f:
+        w = PcapngWriter(f)
+        w.add_interface("eth0", 1, description="host=x")
+        w.write_packet(0, 1_000_000_000, bytes(60), 60)
+        y = w.add_interface("(not captured)", 1, description="host=y role=unavailable")
+        w.write_stats(y, 1_000_000_000, None, None,
+                      comment="gone: host y: refused: its host key does not match known_hosts\x1b[2J")
+    app = make_app(path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        nic = app.store.nics[1]
+        assert nic.gone and nic.gone_reason.startswith("host y: refused")
+        text = screen_text(app)
+        assert "GONE" in text and "no packets on this NIC" in text
+        assert "host y: refused: its host key does not" in text and "\\x1b[2J" in text.replace("\n", "")

@@ -83,6 +83,7 @@ class Nic:
     received: int | None = None
     dropped: int | None = None
     gone: bool = False
+    gone_reason: str | None = None  # the capture's own words, e.g. "host y: refused: ..."
     id: int = -1  # position in FrameStore.nics, set by FrameStore.add_nic
 
     @property

@@ -873,6 +873,7 @@ class _PcapngParser(_Base):
             elif code == 1 and value.startswith(b"gone"):
                 # the live agent's word that the interface disappeared (veth deleted)
                 itf.nic.gone = True
+                itf.nic.gone_reason = value.decode(errors="replace").removeprefix("gone").lstrip(": ") or None
 
 
 # --------------------------------------------------------------------------

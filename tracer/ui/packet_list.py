@@ -9,6 +9,7 @@ cache of finished strips, so a million-frame capture costs what a screenful does
 from __future__ import annotations
 
 import bisect
+import textwrap
 
 from collections.abc import Iterable, Sequence
 
@@ -234,15 +235,25 @@ class PacketList(ScrollView, can_focus=True):
     def _on_blur(self, event: events.Blur) -> None:
         self.refresh_line(self.cursor)
 
+    def _empty_notes(self, width: int) -> list[Text]:
+        """What an empty column says: no packets, and why when the capture said (a host
+        that could not be reached, a NIC that went away)."""
+        notes = [Text("  no packets on this NIC", style="italic #7f8c98", end="")]
+        nic = self.store.nics[self.nic_id] if self.nic_id is not None else None
+        if nic is not None and nic.gone and nic.gone_reason:
+            for line in textwrap.wrap(safe(nic.gone_reason), max(10, width - 3)):
+                notes.append(Text("  " + line, style="#ff6b6b", end=""))
+        return notes
+
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
         row = scroll_y + y
         width = self.size.width
         base = self.rich_style
         if row >= self._count:
-            if row == 0 and self.nic_id is not None:
-                note = Text("  no packets on this NIC", style="italic #7f8c98", end="")
-                strip = Strip(Segment.apply_style(note.render(self.app.console), base))
+            notes = self._empty_notes(width) if self._count == 0 and self.nic_id is not None else []
+            if row < len(notes):
+                strip = Strip(Segment.apply_style(notes[row].render(self.app.console), base))
                 return strip.crop_extend(scroll_x, scroll_x + width, base)
             return Strip.blank(width, base)
         frame = self._frames[row]
