@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import select
 import signal
 import struct
@@ -106,3 +107,6 @@ def test_sudo_live_ui_runs_as_the_user_on_a_real_terminal(pair):
     assert "Traceback" not in text and "Error" not in text, text[-3000:]
     assert rc == 0, text[-3000:]
     assert "va" in text and "tracer — keys" in text  # the column, and the help screen was shown
+    # the frames were read and shown as the user: the status line counted them
+    counts = [int(m) for m in re.findall(r"(\d+) frames", re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text))]
+    assert counts and max(counts) >= 6, counts

@@ -268,7 +268,27 @@ def _warm_up(printing: bool) -> None:
     layer_names(_WARM_FRAME, LINKTYPE_ETHERNET)
     safe("x")
     if not printing:
-        import tracer.ui.app  # noqa: F401  (the UI's own lazy imports happen as the user)
+        import tracer.ui.app  # noqa: F401
+
+        # what Textual and Rich import only once running: the terminal driver, the
+        # thread the reader runs in, layouts, Rich's cell-width table (measured with
+        # a headless run; names another version lacks are simply not needed there)
+        import importlib
+        import pkgutil
+
+        import textual.layouts
+        from rich._unicode_data import load as unicode_table
+
+        names = ["termios", "tty", "queue", "concurrent.futures.thread", "textual.drivers.linux_driver",
+                 "textual.drivers._writer_thread", "textual._xterm_parser", "textual._keyboard_protocol",
+                 "textual._parser", "textual.scrollbar"]
+        names += [m.name for m in pkgutil.iter_modules(textual.layouts.__path__, "textual.layouts.")]
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass
+        unicode_table()
 
 
 def _print(session, store, as_json: bool, stop_flag: threading.Event) -> int:
