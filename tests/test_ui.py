@@ -532,3 +532,23 @@ async def test_a_column_gone_before_any_packet_says_why(tmp_path):
         text = screen_text(app)
         assert "GONE" in text and "no packets on this NIC" in text
         assert "host y: refused: its host key does not" in text and "\\x1b[2J" in text.replace("\n", "")
+
+
+async def test_a_reader_that_dies_outside_its_own_except_is_reported(monkeypatch):
+    """The reader's worker fails before run_load's own try (as when Textual's thread
+    machinery cannot import a module after root was given up): the worker's error
+    still reaches the status line, instead of an empty screen that looks idle."""
+    import tracer.ui.app as app_module
+
+    def broken():
+        raise ImportError("No module named 'concurrent.futures.thread'")
+
+    monkeypatch.setattr(app_module, "get_current_worker", broken)
+    app = TracerApp(FrameStore(), lambda store, cancelled, progress: None, title="tracer")
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(100):
+            if app.load_error:
+                break
+            await pilot.pause(0.02)
+        assert app.load_error == "reading stopped: ImportError: No module named 'concurrent.futures.thread'"
+        assert app.loading_done

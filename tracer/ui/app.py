@@ -23,7 +23,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Header, Static
-from textual.worker import get_current_worker
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from tracer.capture.reader import CaptureError
 from tracer.dissect.text import safe
@@ -195,6 +195,14 @@ class TracerApp(App[None]):
             self.post_message(self.LoadFailed(error))
         else:
             self.post_message(self.Loaded())
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The reader's worker died outside our own ``except`` (e.g. Textual's thread
+        machinery could not import a module after root was given up): say so, never
+        an empty screen that looks like 'no traffic'."""
+        if event.worker.name == "load" and event.state == WorkerState.ERROR and not self.loading_done:
+            err = event.worker.error
+            self.post_message(self.LoadFailed(f"reading stopped: {type(err).__name__}: {err}"))
 
     def on_tracer_app_loaded(self, message: Loaded) -> None:
         self._finish_loading()
