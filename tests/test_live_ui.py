@@ -144,3 +144,60 @@ async def test_journey_screen_follows_hops_joining_live():
         title = str(screen.query_one("#journey-title").render())
         assert "8 hops" in title and "more hops may join" not in title
         assert len(screen.diagram.lines(SIZE[0])) > 0
+
+
+async def test_columns_are_grouped_by_host_as_nics_arrive_interleaved():
+    """Several hosts' NICs reach the merged stream in any order (tracer live --host):
+    each new NIC's column goes after its host's last column, also when it arrives
+    later, and keys/selection follow the screen order."""
+    import io
+
+    from tracer.capture.pcapng_writer import PcapngWriter
+    from tracer.ui.app import TracerApp
+
+    first, later = io.BytesIO(), io.BytesIO()
+    w = PcapngWriter(first)
+    for name, host in (("eth0", "x"), ("eth0", "y"), ("docker0", "x")):
+        nid = w.add_interface(name, 1, description=f"host={host}")
+        w.write_packet(nid, 1_000_000_000 + nid, bytes(60), 60)
+    w._f = later  # the rest of the same section, sent later
+    nid = w.add_interface("docker0", 1, description="host=y")
+    w.write_packet(nid, 2_000_000_000, bytes(60), 60)
+    gate = threading.Event()
+    r, wfd = os.pipe()
+
+    def agent() -> None:
+        with os.fdopen(wfd, "wb", buffering=0) as out:
+            out.write(first.getvalue())
+            gate.wait(30)
+            out.write(later.getvalue())
+
+    threading.Thread(target=agent, daemon=True).start()
+    cap = open_capture(SourceSpec("-"), fileobj=Tee(r, None))
+    store = FrameStore()
+    app = TracerApp(store, lambda st, c, p: cap.read_into(st, cancelled=c, progress=p), title="tracer live")
+
+    def shown():
+        return [(c.nic.host, c.nic.name) for c in app._columns]
+
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(200):
+            if len(app._columns) == 3:
+                break
+            await pilot.pause(0.02)
+        assert shown() == [("x", "eth0"), ("x", "docker0"), ("y", "eth0")]
+        gate.set()
+        await _settle(pilot)
+        assert shown() == [("x", "eth0"), ("x", "docker0"), ("y", "eth0"), ("y", "docker0")]
+        # the DOM (what is drawn, and the focus chain) has the same order
+        dom = [(c.nic.host, c.nic.name) for c in app.query("NicColumn")]
+        assert dom == shown()
+        assert [c.header.header_text().plain.split("\n")[0].split()[-1] for c in app._columns] == [
+            "1/4", "2/4", "3/4", "4/4"]
+        # selecting y's docker0 frame focuses its column; one column left is y's eth0
+        app.select_frame(3)
+        await pilot.pause()
+        assert app.active_list is app._columns[3].packets
+        app.action_column(-1)
+        await pilot.pause()
+        assert app.focused is app._columns[2].packets

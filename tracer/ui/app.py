@@ -131,7 +131,8 @@ class TracerApp(App[None]):
         self.loading_done = load is None
         self.load_error: str | None = None
         self._progress: tuple[int, int | None] | None = None
-        self._columns: list[NicColumn] = []
+        self._columns: list[NicColumn] = []  # in screen order (grouped by host)
+        self._by_nic: dict[int, NicColumn] = {}
         self._warnings_seen = 0
         self._poll_timer: Timer | None = None
         self._merged_count = -1
@@ -312,8 +313,7 @@ class TracerApp(App[None]):
         container = self.query_one("#columns", HorizontalScroll)
         new = [NicColumn(nic, store) for nic in store.nics[len(self._columns) :]]
         if new:
-            self._columns.extend(new)
-            container.mount_all(new)
+            self._place_columns(container, new)
             self._size_columns()
             if self.active_list is None:
                 self.call_after_refresh(self._focus_first_list)
@@ -332,6 +332,38 @@ class TracerApp(App[None]):
         if self.selected_frame is None and self.active_list is not None:
             if self.active_list.frame is not None:
                 self._show_frame(self.active_list.frame)
+
+    def _place_columns(self, container: HorizontalScroll, new: list[NicColumn]) -> None:
+        """Columns are grouped by host (several hosts' NICs arrive interleaved): a new
+        NIC goes after the last column of its host, else at the end; arrival order
+        within a host (the agent sends them in path order)."""
+        rank: dict[str | None, int] = {}
+        for column in (*self._columns, *new):
+            rank.setdefault(column.nic.host, len(rank))
+            self._by_nic[column.nic.id] = column
+        fresh = {id(c) for c in new}
+        order = sorted(enumerate((*self._columns, *new)), key=lambda kc: (rank[kc[1].nic.host], kc[0]))
+        self._columns = [c for _k, c in order]
+        # one mount per run of consecutive new columns, before the old column after it
+        k, n = 0, len(self._columns)
+        while k < n:
+            if id(self._columns[k]) not in fresh:
+                k += 1
+                continue
+            end = k
+            while end < n and id(self._columns[end]) in fresh:
+                end += 1
+            if end < n:
+                container.mount_all(self._columns[k:end], before=self._columns[end])
+            else:
+                container.mount_all(self._columns[k:end])
+            k = end
+        if len(new) != n or any(c.nic.id != k for k, c in enumerate(self._columns)):
+            for position, column in enumerate(self._columns):
+                column.header.position = position
+
+    def _column(self, nic_id: int) -> NicColumn | None:
+        return self._by_nic.get(nic_id)
 
     def _time_width(self) -> int:
         """Cells for the longest relative time so far (scanning only new frames)."""
@@ -461,8 +493,10 @@ class TracerApp(App[None]):
     def _page_to(self, nic_id: int) -> None:
         """Scroll the columns so that column ``nic_id`` shows and no column is cut."""
         container = self.query_one("#columns", HorizontalScroll)
-        if not self._columns or nic_id >= len(self._columns):
+        column = self._column(nic_id)
+        if column is None:
             return
+        nic_id = self._columns.index(column)  # from here on: the column's place on screen
         width = self._columns[0].outer_size.width
         view = container.scrollable_content_region.width
         if width <= 0 or view <= 0:
@@ -587,9 +621,10 @@ class TracerApp(App[None]):
             merged.focus()
             return
         nid = self.store.nic_of[frame]
-        if nid >= len(self._columns):
+        column = self._column(nid)
+        if column is None:
             return
-        packets = self._columns[nid].packets
+        packets = column.packets
         packets.cursor = self.store.nic_index[frame]
         self._set_active(packets)
         self._show_frame(frame)
@@ -613,8 +648,8 @@ class TracerApp(App[None]):
                 merged.cursor = merged.row_of(frame)
         else:
             target = self._columns[0].packets if self._columns else None
-            if frame is not None and self._columns:
-                column = self._columns[self.store.nic_of[frame]]
+            column = self._column(self.store.nic_of[frame]) if frame is not None else None
+            if column is not None:
                 target = column.packets
                 target.cursor = self.store.nic_index[frame]
         if target is not None:

@@ -361,6 +361,7 @@ class NicHeader(Static):
         self.nic = nic
         self.store = store
         self.hop_note: Text | None = None  # "◆ hop 4/8 +0.048 ms" when the selected packet passed here
+        self.position: int | None = None  # its column's place on screen, when not its NIC id
 
     def set_hop_note(self, note: Text | None) -> None:
         if note != self.hop_note:
@@ -382,7 +383,8 @@ class NicHeader(Static):
         if nic.gone:
             text.append("  GONE", style="bold #ff6b6b")
         if len(self.store.nics) > 1:
-            text.append(f"  {nic.id + 1}/{len(self.store.nics)}", style="#7f8c98")
+            place = nic.id if self.position is None else self.position
+            text.append(f"  {place + 1}/{len(self.store.nics)}", style="#7f8c98")
         if self.hop_note is not None:
             text.append("  ")
             text.append_text(self.hop_note)
