@@ -219,6 +219,41 @@ def test_nic_deleted_while_down_is_gone_once(netns, tmp_path):
     assert err.count("gone") == 1
 
 
+@requires_root
+def test_nic_deleted_and_recreated_with_the_same_ifindex_is_captured_again(netns, tmp_path):
+    """A netns rebuilt gives its veth the same name and often the same ifindex: the old
+    interface is gone, the new device gets its own interface and its frames."""
+    a, b = netns("a"), netns("b")
+
+    def pair() -> None:
+        ip("link", "add", "va", "netns", a, "index", "100", "type", "veth", "peer", "name", "vb", "netns", b)
+        ip("-n", a, "addr", "add", "10.199.0.1/24", "dev", "va")
+        ip("-n", b, "addr", "add", "10.199.0.2/24", "dev", "vb")
+        ip("-n", a, "link", "set", "va", "up")
+        ip("-n", b, "link", "set", "vb", "up")
+
+    pair()
+    out = tmp_path / "again.pcapng"
+    agent = AgentProc(a, out, "-i", "va")
+    try:
+        agent.wait_running()
+        udp(a, "10.199.0.2", b"first-life")
+        ip("-n", a, "link", "del", "va")
+        time.sleep(1.5)
+        pair()
+        wait_for(lambda: idb_names(out).count("va") == 2, 10, "the recreated va to be opened")
+        udp(a, "10.199.0.2", b"second-life")
+        time.sleep(0.5)
+    finally:
+        rc, err = agent.stop()
+    assert rc == 0, err
+    assert idb_names(out) == ["va", "va"]
+    assert len(gone_comments(out)) == 1
+    frames = epbs(out)
+    assert sum(1 for i, _t, d in frames if i == 0 and is_udp(d, b"first-life")) == 3
+    assert sum(1 for i, _t, d in frames if i == 1 and is_udp(d, b"second-life")) == 3
+
+
 # -- lo by name ------------------------------------------------------------------------------
 
 @requires_root
@@ -314,6 +349,7 @@ BAD_LIMITS = [
     (["--duration", "1e400"], "--duration inf"),
     (["--duration", "-1"], "--duration -1"),
     (["--duration", "0"], "--duration 0"),
+    (["--duration", "1e300"], "--duration 1e+300"),  # threading.Timer would overflow
     (["-c", "-1"], "-c -1"),
     (["-c", "0"], "-c 0"),
 ]

@@ -143,7 +143,11 @@ async def test_journey_screen_follows_hops_joining_live():
         assert len(screen.journey.hops) == 8 and not screen.matching
         title = str(screen.query_one("#journey-title").render())
         assert "8 hops" in title and "more hops may join" not in title
-        assert len(screen.diagram.lines(SIZE[0])) > 0
+        # the drawing itself has every hop, and the cursor stayed on the frame it was on
+        assert len(screen.diagram.hops) == 8
+        drawn = "\n".join(line.plain for line in screen.diagram.lines(SIZE[0]))
+        assert all(h.nic.name in drawn for h in screen.journey.hops)
+        assert screen.hop_frame == first
 
 
 async def test_columns_are_grouped_by_host_as_nics_arrive_interleaved():
@@ -157,7 +161,7 @@ async def test_columns_are_grouped_by_host_as_nics_arrive_interleaved():
 
     first, later = io.BytesIO(), io.BytesIO()
     w = PcapngWriter(first)
-    for name, host in (("eth0", "x"), ("eth0", "y"), ("docker0", "x")):
+    for name, host in (("eth0", "y"), ("eth0", "x"), ("docker0", "x")):
         nid = w.add_interface(name, 1, description=f"host={host}")
         w.write_packet(nid, 1_000_000_000 + nid, bytes(60), 60)
     w._f = later  # the rest of the same section, sent later
@@ -185,7 +189,7 @@ async def test_columns_are_grouped_by_host_as_nics_arrive_interleaved():
             if len(app._columns) == 3:
                 break
             await pilot.pause(0.02)
-        assert shown() == [("x", "eth0"), ("x", "docker0"), ("y", "eth0")]
+        assert shown() == [("x", "eth0"), ("x", "docker0"), ("y", "eth0")]  # y came first
         gate.set()
         await _settle(pilot)
         assert shown() == [("x", "eth0"), ("x", "docker0"), ("y", "eth0"), ("y", "docker0")]
@@ -195,6 +199,7 @@ async def test_columns_are_grouped_by_host_as_nics_arrive_interleaved():
         assert [c.header.header_text().plain.split("\n")[0].split()[-1] for c in app._columns] == [
             "1/4", "2/4", "3/4", "4/4"]
         # selecting y's docker0 frame focuses its column; one column left is y's eth0
+        assert store.nics[3].host == "y" and store.per_nic[3][0] == 3
         app.select_frame(3)
         await pilot.pause()
         assert app.active_list is app._columns[3].packets

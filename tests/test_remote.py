@@ -547,3 +547,37 @@ def test_a_hostile_stream_ends_its_host_in_one_line_never_a_traceback():
         assert host.frames == 1
         if tail is short_idb:
             assert [line for line in sess.agent_lines if "damaged stream" in line]
+
+
+@requires_root
+def test_a_host_too_slow_to_start_is_given_up_and_sends_no_columns_later(monkeypatch, tmp_path, nobody_dir):
+    """START_TIMEOUT passes for host s (its --via command sleeps first): it is reported
+    once, has its one '(not captured)' column, and what it sends later is dropped,
+    never new columns of a host already said to have failed; f is captured."""
+    from tests.test_live import blocks, options
+    from tracer.capture import remote
+    from tracer.cli import main
+
+    nss = {k: f"trc-{TAG}-{k}" for k in ("f", "s")}
+    try:
+        for ns in nss.values():
+            sh("ip", "netns", "add", ns)
+            sh("ip", "-n", ns, "link", "add", "va", "type", "veth", "peer", "name", "vb")
+            sh("ip", "-n", ns, "link", "set", "va", "up")
+            sh("ip", "-n", ns, "link", "set", "vb", "up")
+        monkeypatch.setattr(remote, "START_TIMEOUT", 2.0)
+        # s answers the probe at once; its capture command starts after the timeout
+        via = ("sh -c 'case \"$0:$*\" in *-s:*--stop-on-stdin-eof*|*-s:*--immediate-mode*) sleep 4;; esac; "
+               "exec ip netns exec \"$0\" \"$@\"' {host}")
+        out = nobody_dir / "slow.pcapng"
+        rc = main(["live", "--print", "-Z", "root", "--via", via, "--host", f"f={nss['f']}",
+                   "--host", f"s={nss['s']}", "-i", "va", "--duration", "7", "-w", str(out)])
+    finally:
+        for ns in nss.values():
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+    assert rc == 1
+    idbs = [dict(options(b, 8)) for t, b in blocks(out) if t == 1]
+    by_host: dict[str, list[bytes]] = {}
+    for o in idbs:
+        by_host.setdefault(o[3].decode().split()[0], []).append(o[2])
+    assert by_host == {"host=f": [b"va"], "host=s": [b"(not captured)"]}, by_host

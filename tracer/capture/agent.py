@@ -69,6 +69,7 @@ from tracer.model import linktype_name
 SO_ATTACH_FILTER = 26
 SO_RCVBUFFORCE = 33
 MAX_SNAPLEN = 262144
+MAX_DURATION = 366 * 86400.0  # seconds; threading.Timer and friends overflow on much more
 STATS_INTERVAL = 1.0  # seconds between ISBs (and rescans for new NICs)
 FLUSH_INTERVAL = 0.2  # a busy stream is flushed at least this often
 OUT_BUFFER = 1 << 20
@@ -613,9 +614,10 @@ class Agent:
             if tap.down and state:
                 tap.down = False
                 print(f"tracer agent: {safe(tap.link.label)}: up", file=sys.stderr)
-        # one tap per device, ever: a NIC seen again (up again, or gone and back with
-        # the same ifindex) is the same interface, never a second IDB
-        have = {self._key(t.link) for t in self.taps}
+        # one tap per live device: a NIC up again keeps its tap (no second IDB); one that
+        # was gone and is back (a netns rebuilt: same name, often the same ifindex) is a
+        # new device, with a new tap and IDB, as a NIC that appears later
+        have = {self._key(t.link) for t in self.taps if not t.gone}
         for key, link in now.items():
             if key in have:
                 continue
@@ -675,8 +677,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise AgentError(f"-s {args.snaplen}: 1 to {MAX_SNAPLEN}", 2)
     if args.count is not None and args.count <= 0:
         raise AgentError(f"-c {args.count}: a number of frames, 1 or more", 2)
-    if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
-        raise AgentError(f"--duration {args.duration:g}: a number of seconds, more than 0 and finite", 2)
+    if args.duration is not None and not (math.isfinite(args.duration) and 0 < args.duration <= MAX_DURATION):
+        raise AgentError(f"--duration {args.duration:g}: a number of seconds, more than 0 and at most "
+                         f"{MAX_DURATION:g} (a year)", 2)
     args.count = args.count or 0
     args.duration = args.duration or 0
     if args.filter and args.filter[0] == "--":

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import pwd
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -101,6 +102,13 @@ def drop_privileges(who: tuple[int, int, str | None]) -> None:
     os.setresuid(uid, uid, uid)
     if os.getresuid() != (uid, uid, uid):  # pragma: no cover - the kernel said yes
         raise LiveError("could not give up root")
+    # as sudo -H would: tools started from here on (ssh, kubectl, docker in --via) read
+    # the user's own ~/.kube, ~/.docker, not root's
+    try:
+        pw = pwd.getpwuid(uid)
+    except KeyError:
+        return
+    os.environ.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
 
 
 def open_output(path: str, who: tuple[int, int, str | None] | None) -> BinaryIO:
@@ -121,6 +129,9 @@ def open_output(path: str, who: tuple[int, int, str | None] | None) -> BinaryIO:
     if pid == 0:  # pragma: no cover - runs in the child
         code = 0
         try:
+            # Ctrl-C must end an open() that blocks (a FIFO nobody reads): not our handlers
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
             parent.close()
             drop_privileges(who)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
@@ -131,7 +142,11 @@ def open_output(path: str, who: tuple[int, int, str | None] | None) -> BinaryIO:
             except OSError:
                 pass
             code = 1
-        except BaseException:
+        except BaseException as e:  # e.g. LiveError from drop_privileges: say what
+            try:
+                child.send(b"err" + str(e).encode(errors="replace"))
+            except OSError:
+                pass
             code = 1
         finally:
             os._exit(code)
@@ -148,6 +163,7 @@ def open_output(path: str, who: tuple[int, int, str | None] | None) -> BinaryIO:
         why = msg[3:].decode(errors="replace") if msg.startswith(b"err") else "no answer"
         raise LiveError(f"{path}: cannot write as {user} ({why}); tracer writes -w files as the user "
                         "it runs as after giving up root, like tcpdump -Z")
+    os.set_inheritable(fds[0], False)  # SCM_RIGHTS does not carry close-on-exec
     return open(fds[0], "wb", buffering=0)  # type: ignore[return-value]
 
 

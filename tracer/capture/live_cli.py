@@ -213,7 +213,9 @@ def _run_session(session, printing: bool, as_json: bool) -> int:
 
     def on_signal(signum, frame):  # noqa: ARG001 - ask the agent(s) to finish, keep reading
         stop_flag.set()
-        session.request_stop()
+        # not here: the handler runs in the main thread, which may hold the session's lock
+        # (spawning a host's process); a thread waits for it instead
+        threading.Thread(target=session.request_stop, name="tracer-stop", daemon=True).start()
         if app is not None:
             app.exit()
 
@@ -228,12 +230,7 @@ def _run_session(session, printing: bool, as_json: bool) -> int:
         else:
             if hasattr(session, "on_line"):
                 session.on_line = None  # host lines go to the end, not over the UI
-            try:
-                rc = _ui(app, session, store)
-            except ImportError as e:
-                return _err(f"live: the UI could not load {e.name or e} after giving up root (this Python "
-                            f"installation is not readable by uid {os.getuid()}); use --print, -Z root, or "
-                            "install tracer where that user can read it")
+            rc = _ui(app, session, store)
         code = session.stop()
         if code and rc == 0:
             rc = 1
@@ -327,4 +324,11 @@ def _ui(app, session, store) -> int:
         _err(f"live: {line}", 0)
     for w in store.warnings:
         _err(f"live: warning: {w}", 0)
+    crash = getattr(app, "_exception", None)  # Textual keeps what ended the app
+    if isinstance(crash, ImportError) and os.getuid() != 0:
+        _err(f"live: the UI could not load {crash.name or crash} after giving up root (this Python "
+             f"installation is not readable by uid {os.getuid()}); use --print, -Z root, or install "
+             "tracer where that user can read it")
+    if app.return_code:
+        return app.return_code
     return 1 if store.warnings else 0

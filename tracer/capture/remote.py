@@ -139,6 +139,11 @@ class HostState:
     nics: int = 0
     frames: int = 0
     if_ids: list[int] = field(default_factory=list)  # its interfaces in the merged stream
+    procs: list[subprocess.Popen] = field(default_factory=list, repr=False)  # its commands
+
+
+class _Abandoned(Exception):
+    """A host given up on (it did not start in time): its late bytes are not kept."""
 
     def as_tuple(self) -> tuple[str, str, str]:
         return (self.name, self.state, self.reason)
@@ -346,6 +351,8 @@ class _StreamCopier:
                 self._pcapng(head)
             else:
                 self._pcap(head)
+        except _Abandoned:
+            return
         except (struct.error, ValueError, IndexError, KeyError) as e:
             # a host's bytes are not trusted: a block too short for its own fields ends
             # this stream (clean_end stays False: reported), never a traceback
@@ -583,8 +590,8 @@ class RemoteSession:
 
     def _set(self, host: HostState, state: str, reason: str = "") -> None:
         with self._running:
-            if host.state in (FAILED, DROPPED, DONE) and state != host.state:
-                return
+            if host.state in (FAILED, DROPPED, DONE):
+                return  # its first end is the one reported
             host.state, host.reason = state, reason
             self._running.notify_all()
         if state == FAILED and host.nics == 0:
@@ -613,6 +620,8 @@ class RemoteSession:
     def _add_interface(self, host: HostState, name: str, linktype: int, desc: str, snaplen: int) -> int:
         with self._lock:
             assert self.writer is not None
+            if host.state == FAILED:
+                raise _Abandoned
             host.nics += 1
             if_id = self.writer.add_interface(name, linktype, description=desc,
                                               snaplen=snaplen if 0 < snaplen <= 262144 else 262144)
@@ -621,6 +630,8 @@ class RemoteSession:
 
     def _packet(self, host: HostState, if_id: int, ts: int, data: bytes, orig: int, flags: int | None) -> bool:
         with self._lock:
+            if host.state == FAILED:
+                raise _Abandoned
             if self._count_reached:
                 return True  # keep reading (the host is being stopped), keep nothing
             assert self.writer is not None
@@ -660,7 +671,7 @@ class RemoteSession:
             for spec, host in zip(self.opts.hosts, self.hosts):
                 if spec.method == "local":
                     try:
-                        self._local[host.name] = self._spawn(self._local_argv(host), cwd="/")
+                        self._local[host.name] = self._spawn(self._local_argv(host), host, cwd="/")
                     except OSError as e:
                         self._set(host, FAILED, f"cannot start the capture agent ({e.strerror or e})")
             # a person behind sudo (or named with -Z) reaches hosts as themselves; root at a
@@ -688,6 +699,7 @@ class RemoteSession:
             for h in self.hosts:
                 if h.state == STARTING:
                     self._set(h, FAILED, f"did not start within {START_TIMEOUT:g}s")
+                    self._abandon(h)
             if not any(h.state in (CAPTURING, DONE) for h in self.hosts):
                 raise LiveError("no host could be captured", 1)
             if who is not None and not early:
@@ -705,14 +717,28 @@ class RemoteSession:
             self.stop()
             raise
 
-    def _spawn(self, argv: list[str], **kw) -> subprocess.Popen:
+    def _spawn(self, argv: list[str], host: HostState, **kw) -> subprocess.Popen:
         with self._procs_lock:
-            if self._stop_asked:
+            if self._stop_asked or host.state == FAILED:
                 raise LiveError("stopping")
             p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  start_new_session=True, close_fds=True, **kw)
             self.procs.append(p)
+            host.procs.append(p)
             return p
+
+    def _abandon(self, host: HostState) -> None:
+        """Given up on (too slow to start): its commands are asked to end (stdin closed)
+        and killed when ours; whatever it still sends is dropped, not shown as columns."""
+        with self._procs_lock:
+            procs = list(host.procs)
+        for p in procs:
+            try:
+                if p.stdin is not None:
+                    p.stdin.close()
+                p.kill()
+            except OSError:
+                pass
 
     def _host_main(self, spec: HostSpec, host: HostState) -> None:
         try:
@@ -745,7 +771,7 @@ class RemoteSession:
             return
         netns = sorted({ns for i in self.opts.interfaces for ns in [i.rpartition("@")[2]] if "@" in i}
                        | set(self.opts.netns))
-        p = self._spawn(host_argv(spec, self.opts, PROBE, netns))
+        p = self._spawn(host_argv(spec, self.opts, PROBE, netns), host)
         try:
             out, err = p.communicate(timeout=PROBE_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -813,7 +839,7 @@ class RemoteSession:
         copiers: list[tuple[_StreamCopier, subprocess.Popen, list[str]]] = []
         threads = []
         for argv, label, pcap_name, pcap_desc in streams:
-            p = argv if isinstance(argv, subprocess.Popen) else self._spawn(argv)
+            p = argv if isinstance(argv, subprocess.Popen) else self._spawn(argv, host)
             errs: list[str] = []
             c = _StreamCopier(self, host, p.stdout, label, pcap_name,
                               _with_host(pcap_desc, host.name) if pcap_desc else None)
@@ -824,6 +850,8 @@ class RemoteSession:
             copiers.append((c, p, errs))
         for t in threads:
             t.join()
+        if host.state == FAILED:
+            return  # given up on already (and said so)
         reasons = []
         for c, p, errs in copiers:
             try:

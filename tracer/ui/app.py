@@ -9,6 +9,7 @@ costs a few refreshes a second, never one message per packet.
 
 from __future__ import annotations
 
+import re
 import threading
 
 from collections.abc import Callable, Iterable
@@ -126,7 +127,7 @@ class TracerApp(App[None]):
         super().__init__()
         self.store = store
         self._load = load
-        self.title = title
+        self.title = safe(title)  # file and NIC names: the terminal's title bar, not markup
         self.animation_level = "none"
         self.loading_done = load is None
         self.load_error: str | None = None
@@ -271,7 +272,8 @@ class TracerApp(App[None]):
         """The journey screen on top follows its journey as hops join (live capture)."""
         screen = self.screen
         if isinstance(screen, JourneyScreen) and (
-            any(j is screen.journey for j in grown) or screen.matching != self.still_matching
+            screen.diagram.hops is not screen.journey.hops  # grew, or its times were corrected
+            or screen.matching != self.still_matching
         ):
             screen.journey_changed(self.still_matching)
 
@@ -335,14 +337,22 @@ class TracerApp(App[None]):
 
     def _place_columns(self, container: HorizontalScroll, new: list[NicColumn]) -> None:
         """Columns are grouped by host (several hosts' NICs arrive interleaved): a new
-        NIC goes after the last column of its host, else at the end; arrival order
-        within a host (the agent sends them in path order)."""
-        rank: dict[str | None, int] = {}
-        for column in (*self._columns, *new):
-            rank.setdefault(column.nic.host, len(rank))
+        NIC joins its host's columns; hosts in name order (NICs without a host first),
+        arrival order within a host (the agent sends them in path order); hosts that
+        could not be captured (``role=unavailable``) after every other."""
+        for column in new:
             self._by_nic[column.nic.id] = column
         fresh = {id(c) for c in new}
-        order = sorted(enumerate((*self._columns, *new)), key=lambda kc: (rank[kc[1].nic.host], kc[0]))
+
+        def key(kc: tuple[int, NicColumn]) -> tuple:
+            # a host that could not be captured at all goes last: the first column is one with
+            # packets; hosts by name (node2 before node10), the same live and in replay
+            nic = kc[1].nic
+            name = nic.host or ""
+            natural = tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name) if t)
+            return (nic.facts.get("role") == "unavailable", nic.host is not None, natural, kc[0])
+
+        order = sorted(enumerate((*self._columns, *new)), key=key)
         self._columns = [c for _k, c in order]
         # one mount per run of consecutive new columns, before the old column after it
         k, n = 0, len(self._columns)

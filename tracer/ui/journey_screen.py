@@ -70,11 +70,23 @@ class JourneyDiagram(Widget, can_focus=True):
         super().__init__(**kwargs)
         self.store = store
         self.journey = journey
-        self.hops = journey.hops
         self.set_reactive(JourneyDiagram.cursor, cursor)
         self.hop_lines: list[int] = []  # y of each hop's line in the drawing
-        self._label_width = max((len(nic_title(h.nic)) for h in self.hops), default=4)
-        self._kind_width = max((len(safe(h.nic.kind or "")) for h in self.hops), default=0)
+        self._take(journey.hops)
+
+    def _take(self, hops: list[Hop]) -> None:
+        self.hops = hops
+        self._label_width = max((len(nic_title(h.nic)) for h in hops), default=4)
+        self._kind_width = max((len(safe(h.nic.kind or "")) for h in hops), default=0)
+
+    def follow(self) -> None:
+        """The journey's hops as they are now (more joined, or times corrected), the
+        cursor staying on the frame it was on."""
+        frame = self.hops[self.cursor].frame if self.hops else None
+        self._take(self.journey.hops)
+        k = next((i for i, h in enumerate(self.hops) if h.frame == frame), 0)
+        self.set_reactive(JourneyDiagram.cursor, k)
+        self.refresh(layout=True)
 
     # -- drawing -----------------------------------------------------------
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
@@ -268,7 +280,8 @@ class JourneyScreen(Screen[int | None]):
         the cursor staying on its hop."""
         self.matching = matching
         self.query_one("#journey-title", Static).update(self.title_text())
-        self.diagram.refresh(layout=True)
+        self.diagram.follow()
+        self._show_hop(self.diagram.cursor)
 
     @on(HopChosen)
     def _hop_chosen(self, message: HopChosen) -> None:
@@ -276,10 +289,11 @@ class JourneyScreen(Screen[int | None]):
         self._show_hop(message.hop)
 
     def _show_hop(self, k: int) -> None:
-        hop = self.journey.hops[k]
+        hops = self.diagram.hops
+        hop = hops[k]
         tree = self.query_one("#journey-layers", LayerTree)
         tree.show_frame(hop.frame)
-        title = Text(f"Layers · hop {k + 1}/{len(self.journey.hops)} · ")
+        title = Text(f"Layers · hop {k + 1}/{len(hops)} · ")
         title.append(safe(hop.nic.label), style="bold")
         tree.border_title = title
 
@@ -289,7 +303,7 @@ class JourneyScreen(Screen[int | None]):
 
     @property
     def hop_frame(self) -> int:
-        return self.journey.hops[self.diagram.cursor].frame
+        return self.diagram.hops[self.diagram.cursor].frame
 
     def action_back(self) -> None:
         if not self.diagram.has_focus:

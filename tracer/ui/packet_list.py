@@ -389,6 +389,9 @@ class NicHeader(Static):
             text.append("  ")
             text.append_text(self.hop_note)
         text.append("\n")
+        if (nic.facts or {}).get("role") == "unavailable":  # tracer live --host: never captured
+            text.append("host not captured", style="bold #ff6b6b")
+            return text
         facts: list[tuple[str, str]] = []
         if nic.kind:
             facts.append((safe(nic.kind), "#facc15"))
