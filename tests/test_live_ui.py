@@ -206,3 +206,40 @@ async def test_columns_are_grouped_by_host_as_nics_arrive_interleaved():
         app.action_column(-1)
         await pilot.pause()
         assert app.focused is app._columns[2].packets
+
+
+HOSTS = BUNDLED.parent / "hosts.pcapng"  # tracer live --via ... --host x --host y --host z (z missing)
+
+
+def test_snapshot_hosts_grouped_and_one_not_captured(snap_compare):
+    """Two hosts' NICs grouped by host, then the host that could not be captured,
+    its column saying why; y's eth0 on the VXLAN-wrapped echo request."""
+    from tests.test_ui import file_loader
+    from tracer.ui.app import TracerApp
+
+    app = TracerApp(FrameStore(), file_loader(HOSTS), title="tracer — hosts.pcapng")
+
+    async def drive(pilot):
+        await _settle(pilot)
+        for _ in range(8):
+            await pilot.press("right")
+        await pilot.press("left", "j", "j")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=drive)
+
+
+async def test_hosts_capture_columns_are_host_ordered_and_journeys_cross_hosts():
+    from tests.test_ui import file_loader
+    from tracer.ui.app import TracerApp
+
+    app = TracerApp(FrameStore(), file_loader(HOSTS), title="hosts")
+    async with app.run_test(size=SIZE) as pilot:
+        await _settle(pilot)
+        assert [(c.nic.host, c.nic.name) for c in app._columns] == [
+            ("x", "veth-a"), ("x", "docker0"), ("x", "flannel0"), ("x", "eth0"),
+            ("y", "veth-c"), ("y", "docker0"), ("y", "flannel0"), ("y", "eth0"), ("z", "(not captured)")]
+        z = app._columns[-1].nic
+        assert z.gone and "Cannot open network namespace" in z.gone_reason
+        full = [j for j in app.tracker.corr.journeys if len(j.hops) == 8]
+        assert len(full) == 6 and all({h.nic.host for h in j.hops} == {"x", "y"} for j in full)

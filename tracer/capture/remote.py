@@ -357,6 +357,12 @@ class _StreamCopier:
             # a host's bytes are not trusted: a block too short for its own fields ends
             # this stream (clean_end stays False: reported), never a traceback
             self.s._host_line(self.host, f"{self.label}: damaged stream ({e}); frames so far kept")
+        finally:
+            if not self.clean_end:
+                try:
+                    self.f.close()  # no one reads on: its command gets EPIPE rather than block
+                except OSError:
+                    pass
 
     # -- pcapng -------------------------------------------------------------------
     def _pcapng(self, first: bytes) -> None:
