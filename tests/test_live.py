@@ -386,3 +386,19 @@ def test_topology_json_has_the_facts(lab):
     desc = nics[(hostx, "flannel0")]["description"]
     assert desc.startswith(f"host={socket.gethostname()} netns={hostx} kind=vxlan role=overlay ")
     assert " " not in "".join(desc.split(" "))  # tokens only
+
+
+@requires_root
+def test_giving_up_root_gives_the_user_their_own_home_and_name():
+    """After the drop, tools started from tracer (ssh, kubectl/docker in --via) see the
+    user's HOME/USER/LOGNAME, not root's (as sudo -H would)."""
+    import pwd
+
+    code = ("import os; from tracer.capture.live import drop_privileges; "
+            "drop_privileges((65534, 65534, None)); "
+            "print(os.getuid(), os.environ['HOME'], os.environ['USER'], os.environ['LOGNAME'])")
+    r = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60, cwd="/",
+                       env={**os.environ, "HOME": "/root", "USER": "root", "LOGNAME": "root"})
+    assert r.returncode == 0, r.stderr
+    pw = pwd.getpwuid(65534)
+    assert r.stdout.split() == ["65534", pw.pw_dir, pw.pw_name, pw.pw_name]

@@ -243,3 +243,24 @@ async def test_hosts_capture_columns_are_host_ordered_and_journeys_cross_hosts()
         assert z.gone and "Cannot open network namespace" in z.gone_reason
         full = [j for j in app.tracker.corr.journeys if len(j.hops) == 8]
         assert len(full) == 6 and all({h.nic.host for h in j.hops} == {"x", "y"} for j in full)
+
+
+def test_a_ui_that_crashes_exits_non_zero(capsys):
+    """Textual catches what breaks the app and returns normally: live must still exit 1."""
+    import functools
+    from types import SimpleNamespace
+
+    from tracer.capture.live_cli import _ui
+    from tracer.ui.app import TracerApp
+
+    class Crashing(TracerApp):
+        def on_mount(self) -> None:
+            raise ImportError("No module named 'termios'", name="termios")
+
+    app = Crashing(FrameStore(), None, title="crash")
+    app.run = functools.partial(app.run, headless=True, size=SIZE)
+    stopped = []
+    session = SimpleNamespace(request_stop=lambda: stopped.append(True), agent_lines=["x: a host line"])
+    assert _ui(app, session, FrameStore()) == 1
+    assert stopped == [True]
+    assert "tracer: live: x: a host line" in capsys.readouterr().err

@@ -581,3 +581,39 @@ def test_a_host_too_slow_to_start_is_given_up_and_sends_no_columns_later(monkeyp
     for o in idbs:
         by_host.setdefault(o[3].decode().split()[0], []).append(o[2])
     assert by_host == {"host=f": [b"va"], "host=s": [b"(not captured)"]}, by_host
+
+
+CTRL_C_DURING_SPAWN = r"""
+import os, signal, subprocess
+from tracer.capture import live_cli
+from tracer.capture.remote import HostSpec, RemoteOptions, RemoteSession
+
+real, fired = subprocess.Popen, []
+
+def popen(*args, **kwargs):
+    if not fired:  # Ctrl-C arrives while this machine's agent is being started
+        fired.append(1)
+        os.kill(os.getpid(), signal.SIGINT)
+    return real(*args, **kwargs)
+
+subprocess.Popen = popen
+session = RemoteSession(RemoteOptions(hosts=[HostSpec("me", "local")], interfaces=["va"], user="root"))
+print("rc", live_cli._run_session(session, True, False), flush=True)
+"""
+
+
+@requires_root
+def test_ctrl_c_while_the_local_agent_is_spawned_does_not_hang():
+    """The signal handler runs in the main thread, which holds the session's spawn lock
+    at that moment: stopping must not wait for that lock there (it deadlocked)."""
+    ns = f"trc-{TAG}-cc"
+    try:
+        sh("ip", "netns", "add", ns)
+        sh("ip", "-n", ns, "link", "add", "va", "type", "veth", "peer", "name", "vb")
+        sh("ip", "-n", ns, "link", "set", "va", "up")
+        r = subprocess.run(["ip", "netns", "exec", ns, PY, "-c", CTRL_C_DURING_SPAWN], capture_output=True,
+                           text=True, timeout=30, cwd=str(Path(__file__).resolve().parent.parent))
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+    assert r.stdout.startswith("rc "), r.stderr
+    assert "Traceback" not in r.stderr, r.stderr

@@ -552,3 +552,10 @@ async def test_a_reader_that_dies_outside_its_own_except_is_reported(monkeypatch
             await pilot.pause(0.02)
         assert app.load_error == "reading stopped: ImportError: No module named 'concurrent.futures.thread'"
         assert app.loading_done
+
+
+def test_the_title_a_file_or_nic_name_makes_is_escaped():
+    """The title reaches the terminal's title bar: ESC/BEL from a file name must not."""
+    app = TracerApp(FrameStore(), None, title="tracer — a\x1b]0;pwned\x07b.pcap")
+    assert "\x1b" not in app.title and "\x07" not in app.title
+    assert app.title == "tracer — a\\x1b]0;pwned\\x07b.pcap"
