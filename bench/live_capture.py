@@ -17,7 +17,7 @@ Kernel drops come from PACKET_STATISTICS: the agent's last ISBs, tcpdump's
 and dropped; the last lines give the highest offered rate each took with zero
 kernel drops.  Needs root; everything is removed at the end, also on failure.
 
-    sudo python bench/live_capture.py [--seconds 2] [--rates 5000,20000,...]
+    sudo python bench/live_capture.py [--seconds 2] [--rates 5000,20000,...] [--session] [--apart]
 """
 
 from __future__ import annotations
@@ -109,16 +109,19 @@ def tcpdump_counts(err: str) -> tuple[int, int]:
     return int(cap.group(1)) if cap else -1, int(drop.group(1)) if drop else -1
 
 
-def step(lab, rate: int, seconds: float, tmp: Path, session: bool) -> dict:
+def step(lab, rate: int, seconds: float, tmp: Path, which: set[str]) -> dict:
+    """One sender run at ``rate`` while the tools in ``which`` capture."""
     hostx, a = lab.ns("hostx"), lab.ns("a")
     out = tmp / f"tracer-{rate}.pcapng"
-    agent_argv = ["ip", "netns", "exec", hostx, sys.executable, "-m", "tracer.capture.agent",
-                  "-B", str(BUFFER_KIB)]
-    for n in NICS:
-        agent_argv += ["-i", n]
-    agent = subprocess.Popen(agent_argv, stdout=open(out, "wb"), stderr=subprocess.PIPE, cwd=REPO)
+    agent = None
+    if "tracer" in which:
+        agent_argv = ["ip", "netns", "exec", hostx, sys.executable, "-m", "tracer.capture.agent",
+                      "-B", str(BUFFER_KIB)]
+        for n in NICS:
+            agent_argv += ["-i", n]
+        agent = subprocess.Popen(agent_argv, stdout=open(out, "wb"), stderr=subprocess.PIPE, cwd=REPO)
     dumps = []
-    for n in NICS:
+    for n in NICS if "tcpdump" in which else []:
         p = subprocess.Popen(["ip", "netns", "exec", hostx, "tcpdump", "-n", "-Z", "root", "-B", str(BUFFER_KIB),
                               "-i", n, "-w", str(tmp / f"td-{rate}-{n}.pcap")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -126,7 +129,7 @@ def step(lab, rate: int, seconds: float, tmp: Path, session: bool) -> dict:
         p.stderr.readline()  # "listening on ..."
         dumps.append(p)
     sess = None
-    if session:
+    if "session" in which:
         import threading
 
         from tracer.capture.live import LiveOptions, LiveSession
@@ -139,7 +142,7 @@ def step(lab, rate: int, seconds: float, tmp: Path, session: bool) -> dict:
         reader = threading.Thread(target=sess.load, args=(store,), daemon=True)
         reader.start()
     deadline = time.monotonic() + 10
-    while out.stat().st_size == 0 and time.monotonic() < deadline:
+    while agent is not None and out.stat().st_size == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
     time.sleep(0.3)
     c = lab.scenario.address_of("C")
@@ -151,25 +154,28 @@ def step(lab, rate: int, seconds: float, tmp: Path, session: bool) -> dict:
                        capture_output=True, text=True, timeout=seconds + 30)
     sent, took = r.stdout.split()
     time.sleep(0.5)
-    agent.send_signal(signal.SIGTERM)
-    _, aerr = agent.communicate(timeout=30)
-    result = {"rate": rate, "sent": int(sent), "pps": int(int(sent) / float(took))}
-    frames, drops = tracer_counts(out)
-    result["tracer"] = (sum(frames.values()), sum(drops.values()))
-    td = [0, 0]
-    for p in dumps:
-        p.send_signal(signal.SIGINT)
-        _, err = p.communicate(timeout=30)
-        got, dropped = tcpdump_counts(err)
-        td[0] += got
-        td[1] += dropped
-    result["tcpdump"] = tuple(td)
+    pps = int(int(sent) / float(took))
+    result = {"rate": rate, "sent": int(sent), "pps": pps}
+    if agent is not None:
+        agent.send_signal(signal.SIGTERM)
+        agent.communicate(timeout=30)
+        frames, drops = tracer_counts(out)
+        result["tracer"] = (sum(frames.values()), sum(drops.values()), pps)
+    if dumps:
+        td = [0, 0]
+        for p in dumps:
+            p.send_signal(signal.SIGINT)
+            _, err = p.communicate(timeout=30)
+            got, dropped = tcpdump_counts(err)
+            td[0] += got
+            td[1] += dropped
+        result["tcpdump"] = (td[0], td[1], pps)
     if sess is not None:
         sess.request_stop()
         reader.join(timeout=30)
         sess.stop()
         sd = sum(int(n.dropped or 0) for n in store.nics)
-        result["session"] = (len(store), sd)
+        result["session"] = (len(store), sd, pps)
     return result
 
 
@@ -180,7 +186,11 @@ def main() -> int:
                     help="offered frames/s per step, comma-separated; 0 = as fast as possible")
     ap.add_argument("--session", action="store_true",
                     help="also run the whole tracer live path (agent -> reader -> FrameStore, -w)")
+    ap.add_argument("--apart", action="store_true",
+                    help="one sender run per tool at each rate (they do not share the CPUs), "
+                         "instead of all capturing the same run")
     args = ap.parse_args()
+    tools = ["tracer", "tcpdump"] + (["session"] if args.session else [])
     if os.geteuid() != 0:
         print("bench/live_capture.py: needs root (network namespaces)", file=sys.stderr)
         return 1
@@ -201,7 +211,13 @@ def main() -> int:
                 head += f" | {'live session':>12} {'drops':>7}"
             print(head)
             for rate in [int(x) for x in args.rates.split(",")]:
-                r = step(lab, rate, args.seconds, tmp, args.session)
+                if args.apart:
+                    r = {"rate": rate}
+                    for tool in tools:
+                        r |= {k: v for k, v in step(lab, rate, args.seconds, tmp, {tool}).items()
+                              if k in (tool, "sent", "pps")}
+                else:
+                    r = step(lab, rate, args.seconds, tmp, set(tools))
                 results.append(r)
                 line = (f"{(rate or 'max'):>10} {r['pps']:>8} {r['sent']:>8} | {r['tracer'][0]:>13} "
                         f"{r['tracer'][1]:>7} | {r['tcpdump'][0]:>14} {r['tcpdump'][1]:>7}")
@@ -210,8 +226,10 @@ def main() -> int:
                 print(line, flush=True)
         finally:
             lab.down()
-    for tool in ("tracer", "tcpdump") + (("session",) if args.session else ()):
-        ok = [r["pps"] for r in results if r[tool][1] == 0]
+    if args.apart:
+        print("(--apart: each tool had its own sender run; sent/s is the last one's)")
+    for tool in tools:
+        ok = [r[tool][2] for r in results if r[tool][1] == 0]
         best = max(ok) if ok else 0
         print(f"{tool}: highest rate with zero kernel drops: {best} frames/s sent "
               f"(= {4 * best} frames/s captured over the 4 NICs)")
