@@ -264,3 +264,65 @@ def test_a_ui_that_crashes_exits_non_zero(capsys):
     assert _ui(app, session, FrameStore()) == 1
     assert stopped == [True]
     assert "tracer: live: x: a host line" in capsys.readouterr().err
+
+
+async def test_capture_lines_from_another_thread_become_notifications():
+    """What the agent or a host says while the UI runs (a NIC gone, a host dropped)
+    shows at once, escaped; before and after the run it is simply not shown here."""
+    from tracer.ui.app import TracerApp
+
+    app = TracerApp(FrameStore(), None, title="tracer live")
+    app.capture_note("before the app runs: ignored")
+    async with app.run_test(size=SIZE) as pilot:
+        t = threading.Thread(target=app.capture_note,
+                             args=("y: connection dropped mid-capture \x1b[2J; its 12 frames so far are kept",))
+        t.start()
+        for _ in range(50):
+            await pilot.pause(0.02)
+            if not t.is_alive():
+                break
+        notes = [(n.title, n.message, n.markup) for n in app._notifications]  # Textual's own list
+        assert notes == [("capture", "y: connection dropped mid-capture \\x1b[2J; its 12 frames so far are kept",
+                          False)]
+
+
+async def test_an_empty_column_says_why_when_its_nic_goes_later():
+    """Live: the column is drawn empty first; the agent's 'gone' statistics block comes
+    later and the column then says why (not only the header's GONE)."""
+    import io
+
+    from tests.test_ui import screen_text
+    from tracer.capture.pcapng_writer import PcapngWriter
+    from tracer.ui.app import TracerApp
+
+    first, later = io.BytesIO(), io.BytesIO()
+    w = PcapngWriter(first)
+    w.add_interface("va", 1, description="host=x")
+    w.add_interface("vc", 1, description="host=x")
+    w.write_packet(0, 1_000_000_000, bytes(60), 60)
+    w._f = later
+    w.write_stats(1, 2_000_000_000, 0, 0, comment="gone: vc disappeared (removed) after 0 frames")
+    gate = threading.Event()
+    r, wfd = os.pipe()
+
+    def agent() -> None:
+        with os.fdopen(wfd, "wb", buffering=0) as out:
+            out.write(first.getvalue())
+            gate.wait(30)
+            out.write(later.getvalue())
+
+    threading.Thread(target=agent, daemon=True).start()
+    cap = open_capture(SourceSpec("-"), fileobj=Tee(r, None))
+    store = FrameStore()
+    app = TracerApp(store, lambda st, c, p: cap.read_into(st, cancelled=c, progress=p), title="tracer live")
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(200):
+            if len(store) == 1 and len(app._columns) == 2:
+                break
+            await pilot.pause(0.02)
+        await pilot.pause(0.2)
+        assert "disappeared" not in screen_text(app)
+        gate.set()
+        await _settle(pilot)
+        await pilot.pause(0.2)
+        assert "vc disappeared (removed) after 0 frames" in screen_text(app)

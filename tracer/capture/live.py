@@ -252,14 +252,14 @@ class LiveOptions(CaptureOptions):
 class LiveSession:
     """Agent (root) -> pipe -> reader (user) -> FrameStore."""
 
-    def __init__(self, opts: LiveOptions, *, on_agent_line: Callable[[str], None] | None = None) -> None:
+    def __init__(self, opts: LiveOptions, *, on_line: Callable[[str], None] | None = None) -> None:
         self.opts = opts
         self.proc: subprocess.Popen | None = None
         self.capture: Capture | None = None
         self.tee: Tee | None = None
         self.wfile: BinaryIO | None = None
         self.agent_lines: list[str] = []
-        self.on_agent_line = on_agent_line
+        self.on_line = on_line  # each agent stderr line (a NIC gone, down, up), as it comes
         self._stderr_thread: threading.Thread | None = None
         self._stop_asked = False
         self._stopped = False
@@ -302,8 +302,8 @@ class LiveSession:
             line = raw.decode(errors="replace").rstrip("\n")
             line = line.removeprefix("tracer agent: ")
             self.agent_lines.append(line)
-            if self.on_agent_line is not None and self.capture is not None:
-                self.on_agent_line(line)
+            if self.on_line is not None and self.capture is not None:
+                self.on_line(line)
 
     def _wait_running(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None

@@ -161,7 +161,7 @@ def _live(args: argparse.Namespace) -> int:
     opts = LiveOptions(interfaces=args.interfaces, netns=args.netns, all_netns=args.all_netns,
                        snaplen=args.snaplen, count=args.count, duration=args.duration, filter=args.filter,
                        write=args.write, user=args.user, host=args.host)
-    session = LiveSession(opts, on_agent_line=(lambda line: _err(f"live: {line}", 0)) if args.print_ else None)
+    session = LiveSession(opts, on_line=lambda line: _err(f"live: {line}", 0))
     return _run_session(session, args.print_, args.json)
 
 
@@ -228,8 +228,9 @@ def _run_session(session, printing: bool, as_json: bool) -> int:
         if app is None:
             rc = _print(session, store, as_json, stop_flag)
         else:
-            if hasattr(session, "on_line"):
-                session.on_line = None  # host lines go to the end, not over the UI
+            # lines from the agent / the hosts (a NIC gone, a host dropped): a toast in the UI
+            # as they come, and on stderr once the UI is gone
+            session.on_line = app.capture_note
             rc = _ui(app, session, store)
         code = session.stop()
         if code and rc == 0:
@@ -312,8 +313,10 @@ def _make_app(session, store):
     def load(st, cancelled, progress) -> None:
         session.load(st, cancelled, progress)
 
-    names = getattr(session.opts, "interfaces", None) or []
-    title = "tracer live — " + (", ".join(names) or "discovered NICs")
+    hosts = [h.name for h in getattr(session.opts, "hosts", [])]
+    names = session.opts.interfaces
+    what = ", ".join(names) or "discovered NICs"
+    title = "tracer live — " + (f"hosts {', '.join(hosts)}: {what}" if hosts else what)
     return TracerApp(store, load, title=title)
 
 

@@ -198,6 +198,14 @@ class TracerApp(App[None]):
         else:
             self.post_message(self.Loaded())
 
+    def capture_note(self, line: str) -> None:
+        """A line from the capture (``tracer live``: a NIC gone, a host dropped), from any
+        thread: shown as a notification, escaped."""
+        try:
+            self.call_from_thread(self.notify, safe(line), title="capture", markup=False, timeout=8)
+        except RuntimeError:
+            pass  # not running (yet, or any more): the caller prints it at the end
+
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """The reader's worker died outside our own ``except`` (e.g. Textual's thread
         machinery could not import a module after root was given up): say so, never

@@ -146,6 +146,7 @@ class PacketList(ScrollView, can_focus=True):
         self._frames: Sequence[int] = []
         self._positions: dict[int, int] | None = None  # frame -> row, for a sorted timeline
         self._count = 0
+        self._gone_shown: str | None = None  # the gone reason an empty column last drew
         self._cache: LRUCache[tuple[int, int], Strip] = LRUCache(1024)
         self._row_width = 0
         self.nic_width = 16  # merged timeline: cells for the NIC label
@@ -218,6 +219,11 @@ class PacketList(ScrollView, can_focus=True):
         count = len(self._frames)
         changed = count != self._count
         self._count = count
+        if count == 0 and self.nic_id is not None:
+            gone = self.store.nics[self.nic_id].gone_reason
+            if gone != self._gone_shown:  # an empty column says why once the capture says
+                self._gone_shown = gone
+                self.refresh()
         if changed or frames is not None:
             self.virtual_size = Size(self._row_width, count)
             if self.cursor < 0 and count:
