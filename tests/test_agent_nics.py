@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import blocks, idb_names, options, wait_for
 from tests.conftest import IS_ROOT, requires_root
 
 PY = sys.executable
@@ -28,33 +29,6 @@ REFUSE_TTY = "tracer agent: refusing to write binary pcapng to a terminal; pipe 
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-def blocks(path: Path) -> list[tuple[int, bytes]]:
-    """(type, body) of every block of a little-endian pcapng; asserts the framing is whole."""
-    data, off, out = path.read_bytes(), 0, []
-    while off < len(data):
-        btype, total = struct.unpack_from("<II", data, off)
-        assert total >= 12 and off + total <= len(data), f"truncated block at {off}"
-        assert struct.unpack_from("<I", data, off + total - 4)[0] == total
-        out.append((btype, data[off + 8: off + total - 4]))
-        off += total
-    return out
-
-
-def options(body: bytes, start: int) -> list[tuple[int, bytes]]:
-    out, o = [], start
-    while o + 4 <= len(body):
-        code, length = struct.unpack_from("<HH", body, o)
-        if code == 0:
-            break
-        out.append((code, body[o + 4: o + 4 + length]))
-        o += 4 + length + (-length % 4)
-    return out
-
-
-def idb_names(path: Path) -> list[str]:
-    return [dict(options(b, 8)).get(2, b"").decode() for t, b in blocks(path) if t == 1]
-
 
 def epbs(path: Path) -> list[tuple[int, int, bytes]]:
     """(interface id, time in ns, captured bytes) of every EPB."""
@@ -73,15 +47,6 @@ def is_udp(frame: bytes, payload: bytes) -> bool:
 
 def gone_comments(path: Path) -> list[bytes]:
     return [v for t, b in blocks(path) if t == 5 for c, v in options(b, 12) if c == 1 and v.startswith(b"gone")]
-
-
-def wait_for(cond, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def ip(*args: str) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import blocks, idb_names, lab_up, options, wait_for
 from tests.conftest import requires_root
 
 TAG = f"lv{os.getpid()}"
@@ -32,33 +33,6 @@ PATH_NICS = ["veth-a", "docker0", "flannel0", "eth0"]  # Host X, in path order
 
 # -- helpers -----------------------------------------------------------------------------
 
-def blocks(path: Path) -> list[tuple[int, bytes]]:
-    """(type, body) of every block of a little-endian pcapng; asserts the framing is whole."""
-    data, off, out = path.read_bytes(), 0, []
-    while off < len(data):
-        btype, total = struct.unpack_from("<II", data, off)
-        assert total >= 12 and off + total <= len(data), f"truncated block at {off}"
-        assert struct.unpack_from("<I", data, off + total - 4)[0] == total
-        out.append((btype, data[off + 8: off + total - 4]))
-        off += total
-    return out
-
-
-def options(body: bytes, start: int) -> list[tuple[int, bytes]]:
-    out, o = [], start
-    while o + 4 <= len(body):
-        code, length = struct.unpack_from("<HH", body, o)
-        if code == 0:
-            break
-        out.append((code, body[o + 4: o + 4 + length]))
-        o += 4 + length + (-length % 4)
-    return out
-
-
-def idb_names(path: Path) -> list[str]:
-    return [dict(options(b, 8)).get(2, b"").decode() for t, b in blocks(path) if t == 1]
-
-
 def tshark_rows(path: Path, *fields: str) -> list[list[str]]:
     argv = ["tshark", "-n", "-r", str(path), "-d", "udp.port==8472,vxlan", "-T", "fields", "-E", "separator=|"]
     for f in fields:
@@ -66,15 +40,6 @@ def tshark_rows(path: Path, *fields: str) -> list[list[str]]:
     out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return [line.split("|") for line in out.stdout.splitlines()]
-
-
-def wait_for(cond, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Live:
@@ -125,19 +90,8 @@ def uid_of(pid: int) -> int:
 def lab(tmp_path_factory):
     if os.geteuid() != 0:
         pytest.skip("needs root to create network namespaces (run as root, as CI does)")
-    from tracer.lab import build, scenario, status
-
-    state = tmp_path_factory.mktemp("lab-state")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(build, "STATE_DIR", state)
-        mp.setattr(status, "STATE_DIR", state)
-        lab = build.Lab(scenario.load("flannel-vxlan"), tag=TAG)
-        try:
-            lab.up()
-            yield lab
-        finally:
-            lab.down()
-            assert not build.lab_namespaces(f"trc-{TAG}-"), "lab namespaces left behind"
+    with lab_up(tmp_path_factory.mktemp("lab-state"), "flannel-vxlan", TAG) as lab:
+        yield lab
 
 
 def ping(lab, src: str, dst: str, count: int = 3) -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import requires_root
+from tests.helpers import lab_up
 from tracer.capture.live import LiveError
 from tracer.capture.remote import (
     HostSpec,
@@ -179,16 +180,9 @@ def lab(tmp_path_factory):
         pytest.skip("needs root to create network namespaces (run as root, as CI does)")
     if not SSHD:
         pytest.skip("needs openssh-server (sshd)")
-    from tracer.lab import build, scenario, status
-
-    state = tmp_path_factory.mktemp("lab-state")
     client = f"trc-{TAG}-cl"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(build, "STATE_DIR", state)
-        mp.setattr(status, "STATE_DIR", state)
-        lab = build.Lab(scenario.load("flannel-vxlan"), tag=TAG)
+    with lab_up(tmp_path_factory.mktemp("lab-state"), "flannel-vxlan", TAG) as lab:
         try:
-            lab.up()
             # the client: its own veth pair to each host, a /32 route to each underlay address
             sh("ip", "netns", "add", client)
             sh("ip", "-n", client, "link", "set", "lo", "up")
@@ -205,8 +199,6 @@ def lab(tmp_path_factory):
             yield lab
         finally:
             subprocess.run(["ip", "netns", "del", client], capture_output=True, timeout=30)
-            lab.down()
-            assert not build.lab_namespaces(f"trc-{TAG}-"), "lab namespaces left behind"
 
 
 @pytest.fixture(scope="module")
@@ -270,7 +262,7 @@ class Live:
 
 def wait_idbs(path: Path, hosts: set[str], live: Live, timeout: float = 30) -> None:
     """Until every host's interfaces are in the saved stream (its capture runs)."""
-    from tests.test_live import blocks, options
+    from tests.helpers import blocks, options
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -439,7 +431,8 @@ def test_sshd_stopped_mid_capture_is_reported_and_the_rest_goes_on(lab, keys, ss
     assert {f["nic"] for f in icmp if f["host"] == "y"} == {"veth-c", "docker0", "flannel0", "eth0"}
     assert all(f["time"] < t_dropped for f in icmp if f["host"] == "y")  # y's frames so far: kept
     assert {f["nic"] for f in icmp if f["host"] == "x" and f["time"] > t_dropped} == set(HOSTX_NICS)
-    from tests.test_live import blocks, options, tshark_rows
+    from tests.helpers import blocks, options
+    from tests.test_live import tshark_rows
 
     assert len(tshark_rows(out, "frame.number")) == len(frames)  # the file is whole
     gone = [b for t, b in blocks(out) if t == 5 and any(c == 1 and v.startswith(b"gone: host y")
@@ -463,7 +456,7 @@ def test_host_key_mismatch_is_refused(lab, keys, sshd, tmp_path, nobody_dir):
     assert err.splitlines() == ["tracer: live: y: refused: its host key does not match known_hosts "
                                 "(REMOTE HOST IDENTIFICATION HAS CHANGED); Host key verification failed"], err
     # x was captured all the same (its key is the one on record)
-    from tests.test_live import blocks, options
+    from tests.helpers import blocks, options
 
     idbs = [dict(options(b, 8)) for t, b in blocks(out) if t == 1]
     descs = [o.get(3, b"").decode() for o in idbs]
@@ -514,7 +507,7 @@ def test_via_and_local_with_count(lab, tmp_path, nobody_dir):
     assert rc == 0, err
     frames = [json.loads(line) for line in stdout.splitlines()]
     assert len(frames) == 12 and {f["host"] for f in frames} == {"x", "y"}
-    from tests.test_live import blocks
+    from tests.helpers import blocks
 
     assert sum(1 for t, _ in blocks(out) if t == 6) == 12
 
@@ -554,7 +547,7 @@ def test_a_host_too_slow_to_start_is_given_up_and_sends_no_columns_later(monkeyp
     """START_TIMEOUT passes for host s (its --via command sleeps first): it is reported
     once, has its one '(not captured)' column, and what it sends later is dropped,
     never new columns of a host already said to have failed; f is captured."""
-    from tests.test_live import blocks, options
+    from tests.helpers import blocks, options
     from tracer.capture import remote
     from tracer.cli import main
 

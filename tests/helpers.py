@@ -1,0 +1,66 @@
+"""Helpers the live-capture tests share: reading what a capture wrote, block by block,
+waiting for a condition, and a lab scenario built for one test module."""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def blocks(path: Path) -> list[tuple[int, bytes]]:
+    """(type, body) of every block of a little-endian pcapng; asserts the framing is whole."""
+    data, off, out = path.read_bytes(), 0, []
+    while off < len(data):
+        btype, total = struct.unpack_from("<II", data, off)
+        assert total >= 12 and off + total <= len(data), f"truncated block at {off}"
+        assert struct.unpack_from("<I", data, off + total - 4)[0] == total
+        out.append((btype, data[off + 8: off + total - 4]))
+        off += total
+    return out
+
+
+def options(body: bytes, start: int) -> list[tuple[int, bytes]]:
+    out, o = [], start
+    while o + 4 <= len(body):
+        code, length = struct.unpack_from("<HH", body, o)
+        if code == 0:
+            break
+        out.append((code, body[o + 4: o + 4 + length]))
+        o += 4 + length + (-length % 4)
+    return out
+
+
+def idb_names(path: Path) -> list[str]:
+    return [dict(options(b, 8)).get(2, b"").decode() for t, b in blocks(path) if t == 1]
+
+
+def wait_for(cond, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def lab_up(state_dir: Path, scenario_name: str, tag: str) -> Iterator[object]:
+    """The scenario built under ``tag`` (its state kept in ``state_dir``), and removed
+    again whatever happens; asserts no namespace of it is left behind."""
+    import pytest
+
+    from tracer.lab import build, scenario, status
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(build, "STATE_DIR", state_dir)
+        mp.setattr(status, "STATE_DIR", state_dir)
+        lab = build.Lab(scenario.load(scenario_name), tag=tag)
+        try:
+            lab.up()
+            yield lab
+        finally:
+            lab.down()
+            assert not build.lab_namespaces(f"trc-{tag}-"), "lab namespaces left behind"
