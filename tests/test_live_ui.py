@@ -19,16 +19,23 @@ from tracer.model import FrameStore
 SIZE = (160, 48)
 
 
-def _live_app(tee_out=None):
+def _live_app(*parts: bytes, tee_out=None, title: str = "tracer live — discovered NICs"):
+    """The app as ``tracer live`` runs it, the agent's stdout played by a thread writing
+    ``parts`` (default: the bundled capture) into a pipe in small writes, then EOF;
+    before each part after the first it waits for the returned ``gate`` to be set."""
     from tracer.ui.app import TracerApp
 
-    data = BUNDLED.read_bytes()
+    parts = parts or (BUNDLED.read_bytes(),)
+    gate = threading.Event()
     r, w = os.pipe()
 
-    def agent() -> None:  # stands in for the agent's stdout: small writes, then EOF
+    def agent() -> None:
         with os.fdopen(w, "wb", buffering=0) as out:
-            for k in range(0, len(data), 512):
-                out.write(data[k : k + 512])
+            for n, data in enumerate(parts):
+                if n:
+                    gate.wait(30)
+                for k in range(0, len(data), 512):
+                    out.write(data[k : k + 512])
 
     threading.Thread(target=agent, daemon=True).start()
     tee = Tee(r, tee_out)
@@ -36,22 +43,22 @@ def _live_app(tee_out=None):
     store = FrameStore()
     app = TracerApp(store, lambda st, cancelled, progress: cap.read_into(st, cancelled=cancelled,
                                                                           progress=progress),
-                    title="tracer live — discovered NICs")
-    return app, store, tee
+                    title=title)
+    return app, store, tee, gate
 
 
 from tests.test_ui import settle as _settle  # noqa: E402  (loading done and journeys matched)
 
 
 def test_snapshot_live_screen_from_a_recorded_stream(snap_compare):
-    app, _, _ = _live_app()
+    app, _, _, _ = _live_app()
     assert snap_compare(app, terminal_size=SIZE, run_before=_settle)
 
 
 async def test_live_stream_fills_every_column_and_tees_every_byte(tmp_path):
     saved = tmp_path / "tee.pcapng"
     with open(saved, "wb") as out:
-        app, store, tee = _live_app(out)
+        app, store, tee, _ = _live_app(tee_out=out)
         async with app.run_test(size=SIZE) as pilot:
             await _settle(pilot)
             assert len(store.nics) == 8
@@ -90,7 +97,6 @@ async def test_journey_screen_follows_hops_joining_live():
     import struct
 
     from tracer.correlate import correlate
-    from tracer.ui.app import TracerApp
     from tracer.ui.journey_screen import JourneyScreen
 
     data = BUNDLED.read_bytes()
@@ -110,19 +116,7 @@ async def test_journey_screen_follows_hops_joining_live():
                 cut = pos
                 break
     assert cut is not None
-    gate = threading.Event()
-    r, w = os.pipe()
-
-    def agent() -> None:
-        with os.fdopen(w, "wb", buffering=0) as out:
-            out.write(data[:cut])
-            gate.wait(30)
-            out.write(data[cut:])
-
-    threading.Thread(target=agent, daemon=True).start()
-    cap = open_capture(SourceSpec("-"), fileobj=Tee(r, None))
-    store = FrameStore()
-    app = TracerApp(store, lambda st, c, p: cap.read_into(st, cancelled=c, progress=p), title="tracer live")
+    app, store, _, gate = _live_app(data[:cut], data[cut:], title="tracer live")
     async with app.run_test(size=SIZE) as pilot:
         for _ in range(200):
             if len(store) == second + 1 and app.tracker.caught_up:
@@ -157,7 +151,6 @@ async def test_columns_are_grouped_by_host_as_nics_arrive_interleaved():
     import io
 
     from tracer.capture.pcapng_writer import PcapngWriter
-    from tracer.ui.app import TracerApp
 
     first, later = io.BytesIO(), io.BytesIO()
     w = PcapngWriter(first)
@@ -167,19 +160,7 @@ async def test_columns_are_grouped_by_host_as_nics_arrive_interleaved():
     w._f = later  # the rest of the same section, sent later
     nid = w.add_interface("docker0", 1, description="host=y")
     w.write_packet(nid, 2_000_000_000, bytes(60), 60)
-    gate = threading.Event()
-    r, wfd = os.pipe()
-
-    def agent() -> None:
-        with os.fdopen(wfd, "wb", buffering=0) as out:
-            out.write(first.getvalue())
-            gate.wait(30)
-            out.write(later.getvalue())
-
-    threading.Thread(target=agent, daemon=True).start()
-    cap = open_capture(SourceSpec("-"), fileobj=Tee(r, None))
-    store = FrameStore()
-    app = TracerApp(store, lambda st, c, p: cap.read_into(st, cancelled=c, progress=p), title="tracer live")
+    app, store, _, gate = _live_app(first.getvalue(), later.getvalue(), title="tracer live")
 
     def shown():
         return [(c.nic.host, c.nic.name) for c in app._columns]
@@ -293,7 +274,6 @@ async def test_an_empty_column_says_why_when_its_nic_goes_later():
 
     from tests.test_ui import screen_text
     from tracer.capture.pcapng_writer import PcapngWriter
-    from tracer.ui.app import TracerApp
 
     first, later = io.BytesIO(), io.BytesIO()
     w = PcapngWriter(first)
@@ -302,19 +282,7 @@ async def test_an_empty_column_says_why_when_its_nic_goes_later():
     w.write_packet(0, 1_000_000_000, bytes(60), 60)
     w._f = later
     w.write_stats(1, 2_000_000_000, 0, 0, comment="gone: vc disappeared (removed) after 0 frames")
-    gate = threading.Event()
-    r, wfd = os.pipe()
-
-    def agent() -> None:
-        with os.fdopen(wfd, "wb", buffering=0) as out:
-            out.write(first.getvalue())
-            gate.wait(30)
-            out.write(later.getvalue())
-
-    threading.Thread(target=agent, daemon=True).start()
-    cap = open_capture(SourceSpec("-"), fileobj=Tee(r, None))
-    store = FrameStore()
-    app = TracerApp(store, lambda st, c, p: cap.read_into(st, cancelled=c, progress=p), title="tracer live")
+    app, store, _, gate = _live_app(first.getvalue(), later.getvalue(), title="tracer live")
     async with app.run_test(size=SIZE) as pilot:
         for _ in range(200):
             if len(store) == 1 and len(app._columns) == 2:
