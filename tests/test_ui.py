@@ -439,7 +439,10 @@ def hostile_frames() -> list[bytes]:
     ]
 
 
-async def test_markup_and_escapes_in_packets_are_shown_literally(tmp_path, monkeypatch):
+def hostile_app(tmp_path: Path, monkeypatch, host: str | None = None) -> TracerApp:
+    """The hostile frames as a pcap (its NIC named with markup and escapes, on ``host``)
+    and a pcapng (hostile IDB), and a dissector that appends markup to every summary:
+    whatever one lets through, the screens must not interpret it."""
     from scapy.all import wrpcap
 
     frames = hostile_frames()
@@ -447,7 +450,6 @@ async def test_markup_and_escapes_in_packets_are_shown_literally(tmp_path, monke
     wrpcap(str(pcap), frames)
     pcapng = hostile_pcapng(tmp_path / "hostile.pcapng", frames)
 
-    # Whatever a dissector lets through, the list must not interpret it.
     import tracer.ui.packet_list as packet_list
 
     real_identify = packet_list.identify
@@ -457,11 +459,14 @@ async def test_markup_and_escapes_in_packets_are_shown_literally(tmp_path, monke
         return types.SimpleNamespace(summary=ident.summary + " " + HOSTILE, encap=ident.encap)
 
     monkeypatch.setattr(packet_list, "identify", hostile_identify)
-
-    app = TracerApp(
+    return TracerApp(
         FrameStore(),
-        file_loader(SourceSpec(str(pcap), nic_name="[b]x[/b]\x1b[2J"), SourceSpec(str(pcapng))),
+        file_loader(SourceSpec(str(pcap), nic_name="[b]x[/b]\x1b[2J", host=host), SourceSpec(str(pcapng))),
     )
+
+
+async def test_markup_and_escapes_in_packets_are_shown_literally(tmp_path, monkeypatch):
+    app = hostile_app(tmp_path, monkeypatch)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         for key in ("j", "t", "e", "down", "down", "down", "tab", "m", "j", "m"):

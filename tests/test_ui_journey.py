@@ -8,17 +8,14 @@ at the SVGs before accepting.
 
 from __future__ import annotations
 
-import types
 
 import pytest
 
 from tests.conftest import BUNDLED
 from tests.test_ui import (
-    HOSTILE,
     SIZE,
     file_loader,
-    hostile_frames,
-    hostile_pcapng,
+    hostile_app,
     make_app,
     screen_text,
     select_frame,
@@ -357,28 +354,7 @@ async def test_topology_is_inferred_from_journeys_without_facts(tmp_path):
 
 # -- hostile captures ------------------------------------------------------------------
 async def test_new_screens_show_markup_and_escapes_literally(tmp_path, monkeypatch):
-    from scapy.all import wrpcap
-
-    frames = hostile_frames()
-    pcap = tmp_path / "hostile.pcap"
-    wrpcap(str(pcap), frames)
-    pcapng = hostile_pcapng(tmp_path / "hostile.pcapng", frames)
-
-    import tracer.ui.packet_list as packet_list
-
-    real_identify = packet_list.identify
-
-    def hostile_identify(data, linktype):
-        ident = real_identify(data, linktype)
-        return types.SimpleNamespace(summary=ident.summary + " " + HOSTILE, encap=ident.encap)
-
-    monkeypatch.setattr(packet_list, "identify", hostile_identify)
-    app = TracerApp(
-        FrameStore(),
-        file_loader(
-            SourceSpec(str(pcap), nic_name="[b]x[/b]\x1b[2J", host="[i]h[/i]\x07"), SourceSpec(str(pcapng))
-        ),
-    )
+    app = hostile_app(tmp_path, monkeypatch, host="[i]h[/i]\x07")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         texts = []
