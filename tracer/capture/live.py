@@ -167,6 +167,16 @@ def open_output(path: str, who: tuple[int, int, str | None] | None) -> BinaryIO:
     return open(fds[0], "wb", buffering=0)  # type: ignore[return-value]
 
 
+def ask_to_stop(proc: subprocess.Popen) -> None:
+    """EOF on its stdin: how an agent (``--stop-on-stdin-eof``), a remote command, or
+    the sh around a remote tcpdump is asked to finish; works after giving up root."""
+    try:
+        if proc.stdin is not None:
+            proc.stdin.close()
+    except OSError:
+        pass
+
+
 class Tee:
     """The agent's pipe as the reader sees it; every byte read is also written to ``out``."""
 
@@ -335,11 +345,7 @@ class LiveSession:
         if self._stop_asked or self.proc is None:
             return
         self._stop_asked = True
-        try:
-            if self.proc.stdin is not None:
-                self.proc.stdin.close()
-        except OSError:
-            pass
+        ask_to_stop(self.proc)
 
     def stop(self) -> int:
         """Stop the agent, copy the rest of its stream to ``-w``; returns its exit status."""

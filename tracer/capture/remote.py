@@ -60,7 +60,7 @@ import time
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
-from tracer.capture.live import CaptureOptions, LiveError, drop_privileges, open_output, target_user
+from tracer.capture.live import CaptureOptions, LiveError, ask_to_stop, drop_privileges, open_output, target_user
 from tracer.capture.pcapng_writer import PcapngWriter
 from tracer.capture.reader import CaptureError, SourceSpec, open_capture, parse_description
 from tracer.model import FrameStore
@@ -567,7 +567,6 @@ class RemoteSession:
         self.hosts = [HostState(h.name) for h in opts.hosts]
         self.on_line = on_line
         self.agent_lines: list[str] = []  # every line reported, "HOST: ..."
-        self.procs: list[subprocess.Popen] = []
         self.capture = None
         self.wfile: BinaryIO | None = None
         self.writer: PcapngWriter | None = None
@@ -729,9 +728,13 @@ class RemoteSession:
                 raise LiveError("stopping")
             p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  start_new_session=True, close_fds=True, **kw)
-            self.procs.append(p)
             host.procs.append(p)
             return p
+
+    @property
+    def procs(self) -> list[subprocess.Popen]:
+        """Every command started, of every host."""
+        return [p for h in self.hosts for p in h.procs]
 
     def _abandon(self, host: HostState) -> None:
         """Given up on (too slow to start): its commands are asked to end (stdin closed)
@@ -739,9 +742,8 @@ class RemoteSession:
         with self._procs_lock:
             procs = list(host.procs)
         for p in procs:
+            ask_to_stop(p)
             try:
-                if p.stdin is not None:
-                    p.stdin.close()
                 p.kill()
             except OSError:
                 pass
@@ -907,13 +909,17 @@ class RemoteSession:
         for t in self._threads:
             t.join()
         with self._lock:
+            self._end_stream()
+
+    def _end_stream(self) -> None:
+        """Flush the merged stream and close its pipe: the reader sees EOF (lock held)."""
+        if self.out is not None:
+            self.out.flush()
+        if self._wfd >= 0:
+            os.close(self._wfd)
+            self._wfd = -1
             if self.out is not None:
-                self.out.flush()
-            if self._wfd >= 0:
-                os.close(self._wfd)
-                self._wfd = -1
-                if self.out is not None:
-                    self.out.fd = -1
+                self.out.fd = -1
 
     # -- reading and stopping (as LiveSession) ---------------------------------------------
     def load(self, store: FrameStore, cancelled: Callable[[], bool] | None = None,
@@ -949,11 +955,7 @@ class RemoteSession:
             self._stop_asked = True
             procs = list(self.procs)
         for p in procs:
-            try:
-                if p.stdin is not None:
-                    p.stdin.close()
-            except OSError:
-                pass
+            ask_to_stop(p)
 
     def stop(self) -> int:
         if self._stopped:
@@ -975,13 +977,7 @@ class RemoteSession:
         for t in self._threads:
             t.join(2)
         with self._lock:
-            if self.out is not None:
-                self.out.flush()
-            if self._wfd >= 0:
-                os.close(self._wfd)
-                self._wfd = -1
-                if self.out is not None:
-                    self.out.fd = -1
+            self._end_stream()
             if self.wfile is not None:
                 self.wfile.close()
                 self.wfile = None

@@ -259,13 +259,13 @@ class TracerApp(App[None]):
                     self._match_timer.stop()
                     self._match_timer = None
                     self._update_status()
-                    self._sync_journey_screen(())
+                    self._sync_journey_screen()
                 return
             grown = tracker.step()
             mine = self.journey
             if mine is None or any(j is mine for j in grown):
                 self._mark_journey()
-            self._sync_journey_screen(grown)
+            self._sync_journey_screen()
             if tracker.caught_up or not self.loading_done:
                 self._update_status()
         except NoMatches:  # a tick during teardown: the widgets are gone
@@ -276,7 +276,7 @@ class TracerApp(App[None]):
         """More hops may still join a journey: frames unmatched, or the capture goes on."""
         return not (self.tracker.caught_up and self.loading_done)
 
-    def _sync_journey_screen(self, grown) -> None:
+    def _sync_journey_screen(self) -> None:
         """The journey screen on top follows its journey as hops join (live capture)."""
         screen = self.screen
         if isinstance(screen, JourneyScreen) and (
@@ -376,9 +376,8 @@ class TracerApp(App[None]):
             else:
                 container.mount_all(self._columns[k:end])
             k = end
-        if len(new) != n or any(c.nic.id != k for k, c in enumerate(self._columns)):
-            for position, column in enumerate(self._columns):
-                column.header.position = position
+        for position, column in enumerate(self._columns):
+            column.header.position = position
 
     def _column(self, nic_id: int) -> NicColumn | None:
         return self._by_nic.get(nic_id)
