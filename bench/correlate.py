@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tracer.capture.reader import SourceSpec, open_capture  # noqa: E402
+from tracer.pcapng.reader import SourceSpec, open_capture  # noqa: E402
 from tracer.correlate import Correlation, correlate  # noqa: E402
 from tracer.dissect.fast import identify  # noqa: E402
 from tracer.model import FrameStore, Nic  # noqa: E402

@@ -11,7 +11,7 @@ Times, over the same frames:
 and prints frames/s for each: CPU time of this process (the machine is shared
 and noisy; wall time would count other people's work), best of --repeat runs.
 identify() gets a bytes copy of each frame, as FrameStore.data() hands out;
-classify() reads the mapped file in place, as tracer.stats does.
+classify() reads the mapped file in place, as tracer.cli.stats does.
 
     python bench/fast_parse.py [/tmp/vx1m.pcap] [--repeat 3] [--limit N]
 

@@ -28,8 +28,8 @@ T0 = time.perf_counter()
 CHILD = r"""
 import asyncio, json, sys, time
 t0 = float(sys.argv[2])
-from tracer.capture.reader import SourceSpec, open_capture
-from tracer.cli import _load_all
+from tracer.pcapng.reader import SourceSpec, open_capture
+from tracer.cli.main import _load_all
 from tracer.model import FrameStore
 from tracer.ui.app import TracerApp
 from tracer.ui.packet_list import PacketList

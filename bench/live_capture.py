@@ -6,7 +6,7 @@ fast as asked (bounded in time).  Every frame crosses four NICs of Host X —
 A's veth (host side), docker0, flannel0, eth0 (VXLAN-encapsulated) — while, in
 the same run, both capture them:
 
-* tracer: ``python -m tracer.capture.agent`` on those four NICs writing pcapng
+* tracer: ``python -m tracer.net.agent`` on those four NICs writing pcapng
   to a file (what ``tracer live -w`` runs as root), and, with ``--session``,
   the whole live path too (agent -> pipe -> reader -> FrameStore, teed to -w);
 * tcpdump: one ``tcpdump -w`` per NIC (tcpdump takes one -i), ``-B`` equal to
@@ -92,7 +92,7 @@ def sh(*argv: str) -> str:
 
 
 def tracer_counts(path: Path) -> tuple[dict[str, int], dict[str, int]]:
-    from tracer.capture.reader import SourceSpec, open_capture
+    from tracer.pcapng.reader import SourceSpec, open_capture
     from tracer.model import FrameStore
 
     store = FrameStore()
@@ -115,7 +115,7 @@ def step(lab, rate: int, seconds: float, tmp: Path, which: set[str]) -> dict:
     out = tmp / f"tracer-{rate}.pcapng"
     agent = None
     if "tracer" in which:
-        agent_argv = ["ip", "netns", "exec", hostx, sys.executable, "-m", "tracer.capture.agent",
+        agent_argv = ["ip", "netns", "exec", hostx, sys.executable, "-m", "tracer.net.agent",
                       "-B", str(BUFFER_KIB)]
         for n in NICS:
             agent_argv += ["-i", n]
@@ -132,7 +132,7 @@ def step(lab, rate: int, seconds: float, tmp: Path, which: set[str]) -> dict:
     if "session" in which:
         import threading
 
-        from tracer.capture.live import LiveOptions, LiveSession
+        from tracer.sources.local import LiveOptions, LiveSession
         from tracer.model import FrameStore
 
         sess = LiveSession(LiveOptions(interfaces=[f"{n}@{hostx}" for n in NICS], user="root",

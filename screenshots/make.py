@@ -13,7 +13,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from tracer.capture.reader import SourceSpec, open_capture
+from tracer.pcapng.reader import SourceSpec, open_capture
 from tracer.correlate import correlate
 from tracer.dissect.fast import identify
 from tracer.model import FrameStore

@@ -55,7 +55,7 @@ def ip(*args: str) -> None:
 
 def udp(netns: str, dst: str, payload: bytes, n: int = 3) -> None:
     """``n`` datagrams from inside ``netns`` (nobody needs to answer: the NIC sees them go)."""
-    from tracer.capture.afpacket import run_in_netns
+    from tracer.net.afpacket import run_in_netns
 
     s = run_in_netns(netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     with s:
@@ -87,12 +87,12 @@ def netns():
 
 
 class AgentProc:
-    """``python -m tracer.capture.agent ARGS > out`` inside a netns, stopped with SIGTERM."""
+    """``python -m tracer.net.agent ARGS > out`` inside a netns, stopped with SIGTERM."""
 
     def __init__(self, ns: str, out: Path, *args: str) -> None:
         self.out = out
         self.file = open(out, "wb")
-        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, PY, "-m", "tracer.capture.agent", *args],
+        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, PY, "-m", "tracer.net.agent", *args],
                                      stdout=self.file, stderr=subprocess.PIPE)
 
     def wait_running(self) -> None:
@@ -223,7 +223,7 @@ def test_nic_deleted_and_recreated_with_the_same_ifindex_is_captured_again(netns
 
 @requires_root
 def test_lo_by_name_is_captured_but_never_discovered(netns, tmp_path):
-    from tracer import topology
+    from tracer.net import discovery as topology
 
     c = netns("lo")
     ip("-n", c, "link", "set", "lo", "up")
@@ -249,7 +249,7 @@ def test_lo_by_name_is_captured_but_never_discovered(netns, tmp_path):
     assert sum(1 for _i, _t, d in epbs(out) if is_udp(d, b"loopback-probe")) == 6
 
     # an unknown name still lists what there is, lo left out as before
-    r = subprocess.run(["ip", "netns", "exec", c, PY, "-m", "tracer.capture.agent", "-i", "nosuch"],
+    r = subprocess.run(["ip", "netns", "exec", c, PY, "-m", "tracer.net.agent", "-i", "nosuch"],
                        capture_output=True, text=True, timeout=60)
     assert (r.returncode, r.stdout) == (2, "")
     assert r.stderr == "tracer agent: nosuch: no such interface; have: va\n"
@@ -259,7 +259,7 @@ def test_lo_by_name_is_captured_but_never_discovered(netns, tmp_path):
 
 @requires_root
 def test_same_nic_named_twice_is_one_interface(netns, tmp_path):
-    from tracer.capture.agent import Selection
+    from tracer.net.agent import Selection
 
     a, b = netns("a"), netns("b")
     veth_pair(a, b)
@@ -294,13 +294,13 @@ def test_agent_refuses_a_terminal_for_stdout():
     (the NIC named does not exist, so without the check this would fail differently)."""
     master, slave = os.openpty()
     try:
-        for argv in ([PY, "-m", "tracer.capture.agent", "-i", "trc-no-such-nic"],
+        for argv in ([PY, "-m", "tracer.net.agent", "-i", "trc-no-such-nic"],
                      [PY, "-m", "tracer", "agent", "-i", "trc-no-such-nic", "--duration", "1"]):
             r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE,
                                text=True, timeout=60)
             assert (r.returncode, r.stderr) == (2, REFUSE_TTY)
         # --help still helps on a terminal
-        r = subprocess.run([PY, "-m", "tracer.capture.agent", "--help"], stdout=slave, stderr=subprocess.PIPE,
+        r = subprocess.run([PY, "-m", "tracer.net.agent", "--help"], stdout=slave, stderr=subprocess.PIPE,
                            text=True, timeout=60)
         assert r.returncode == 0 and r.stderr == ""
     finally:
@@ -322,7 +322,7 @@ BAD_LIMITS = [
 
 @pytest.mark.parametrize("args,start", BAD_LIMITS, ids=[" ".join(a) for a, _s in BAD_LIMITS])
 def test_live_rejects_bad_count_and_duration(args, start, capsys, monkeypatch):
-    from tracer.capture import live as live_mod
+    from tracer.sources import local as live_mod
     from tracer.cli import main
 
     monkeypatch.setattr(live_mod.LiveSession, "_spawn", lambda self: pytest.fail("agent started"))
@@ -342,7 +342,7 @@ def test_agent_rejects_bad_count_and_duration(args, start):
 
 
 def test_good_limits_pass_and_absent_ones_mean_no_limit():
-    from tracer.capture.agent import build_parser, check_args
+    from tracer.net.agent import build_parser, check_args
 
     args = build_parser().parse_args(["-c", "3", "--duration", "2.5"])
     check_args(args)
@@ -353,7 +353,7 @@ def test_good_limits_pass_and_absent_ones_mean_no_limit():
 
 
 def test_format_links_escapes_names_netns_and_facts():
-    from tracer import topology
+    from tracer.net import discovery as topology
 
     link = topology.Link(name="a\x1b]0;pwned\x07b", ifindex=3, netns="ns\x1b[2J", host="h",
                          kind="veth", role="container",

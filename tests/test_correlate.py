@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, shared_pcap
-from tracer.capture.reader import SourceSpec, open_capture
+from tracer.pcapng.reader import SourceSpec, open_capture
 from tracer.correlate import Correlation, correlate, find_journeys, journey_json, nic_role
 from tracer.dissect.fast import identify
 from tracer.model import FrameStore, Nic

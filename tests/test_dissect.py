@@ -25,7 +25,7 @@ from tracer.dissect.fast import (
     identify,
     inner_name,
 )
-from tracer.dissect.text import safe
+from tracer.text import safe
 from tracer.dissect.tree import dissect, layer_names
 
 needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")

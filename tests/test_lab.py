@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BUNDLED, REPO, requires_root
-from tracer.capture.afpacket import CaptureError, PacketSocket
-from tracer.lab import build, cli, scenario
+from tracer.net.afpacket import CaptureError, PacketSocket
+from tracer.cli import lab as cli
+from tracer.lab import build, scenario
 from tracer.lab.build import Lab, LabError, lab_namespaces
 from tracer.lab.scenario import ScenarioError
 

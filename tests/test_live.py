@@ -57,7 +57,7 @@ class Live:
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid and b"tracer.capture.agent" in cmd:
+            if int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid and b"tracer.net.agent" in cmd:
                 return int(pid)
         return None
 
@@ -102,7 +102,7 @@ def ping(lab, src: str, dst: str, count: int = 3) -> int:
 
 
 def udp_to(lab, src: str, dst: str, n: int = 3) -> None:
-    from tracer.capture.afpacket import run_in_netns
+    from tracer.net.afpacket import run_in_netns
 
     s = run_in_netns(lab.ns(src), lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     with s:
@@ -298,7 +298,7 @@ def test_without_cap_net_raw_one_clear_line():
 
 def test_not_root_one_clear_line(monkeypatch, capsys):
     """As a user (no CAP_NET_RAW): the same line, no agent started."""
-    from tracer.capture import live as live_mod
+    from tracer.sources import local as live_mod
     from tracer.cli import main
 
     monkeypatch.setattr(live_mod, "has_cap_net_raw", lambda: False)
@@ -348,7 +348,7 @@ def test_giving_up_root_gives_the_user_their_own_home_and_name():
     user's HOME/USER/LOGNAME, not root's (as sudo -H would)."""
     import pwd
 
-    code = ("import os; from tracer.capture.live import drop_privileges; "
+    code = ("import os; from tracer.sources.local import drop_privileges; "
             "drop_privileges((65534, 65534, None)); "
             "print(os.getuid(), os.environ['HOME'], os.environ['USER'], os.environ['LOGNAME'])")
     r = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60, cwd="/",

@@ -12,8 +12,8 @@ import os
 import threading
 
 from tests.conftest import BUNDLED
-from tracer.capture.live import Tee
-from tracer.capture.reader import SourceSpec, open_capture
+from tracer.sources.local import Tee
+from tracer.pcapng.reader import SourceSpec, open_capture
 from tracer.model import FrameStore
 
 SIZE = (160, 48)
@@ -150,7 +150,7 @@ async def test_columns_are_grouped_by_host_as_nics_arrive_interleaved():
     later, and keys/selection follow the screen order."""
     import io
 
-    from tracer.capture.pcapng_writer import PcapngWriter
+    from tracer.pcapng.writer import PcapngWriter
 
     first, later = io.BytesIO(), io.BytesIO()
     w = PcapngWriter(first)
@@ -231,7 +231,7 @@ def test_a_ui_that_crashes_exits_non_zero(capsys):
     import functools
     from types import SimpleNamespace
 
-    from tracer.capture.live_cli import _ui
+    from tracer.cli.live import _ui
     from tracer.ui.app import TracerApp
 
     class Crashing(TracerApp):
@@ -273,7 +273,7 @@ async def test_an_empty_column_says_why_when_its_nic_goes_later():
     import io
 
     from tests.test_ui import screen_text
-    from tracer.capture.pcapng_writer import PcapngWriter
+    from tracer.pcapng.writer import PcapngWriter
 
     first, later = io.BytesIO(), io.BytesIO()
     w = PcapngWriter(first)

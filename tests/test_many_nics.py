@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from tracer import cli, stats
-from tracer.capture import reader
-from tracer.capture.pcapng_writer import PcapngWriter
-from tracer.capture.reader import SourceSpec, open_capture
+from tracer import cli
+from tracer.cli import stats
+from tracer.pcapng import reader
+from tracer.pcapng.writer import PcapngWriter
+from tracer.pcapng.reader import SourceSpec, open_capture
 from tracer.model import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2, FrameStore, Nic
 
 IDBS = 70_000

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SHARED_PCAPS, shared_pcap
-from tracer.capture import reader
-from tracer.capture.reader import (
+from tracer.pcapng import reader
+from tracer.pcapng.reader import (
     CaptureError,
     SourceSpec,
     open_capture,
@@ -971,7 +971,7 @@ def test_stream_damage_midway_and_progress():
 
 def test_round_trip_with_our_writer(tmp_path):
     """What the project's writer (live agent, lab record) writes reads back whole."""
-    writer_mod = pytest.importorskip("tracer.capture.pcapng_writer")
+    writer_mod = pytest.importorskip("tracer.pcapng.writer")
     path = tmp_path / "rt.pcapng"
     with open(path, "wb") as f:
         w = writer_mod.PcapngWriter(f)

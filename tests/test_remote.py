@@ -26,8 +26,8 @@ import pytest
 
 from tests.conftest import requires_root
 from tests.helpers import lab_up
-from tracer.capture.live import LiveError
-from tracer.capture.remote import (
+from tracer.sources.local import LiveError
+from tracer.sources.remote import (
     HostSpec,
     RemoteOptions,
     explain_failure,
@@ -94,7 +94,7 @@ def test_nics_from_ip_json_get_topology_roles():
         {"ifindex": 6, "ifname": "mgmt", "link_type": "ether", "addr_info": [{"local": "10.9.0.1", "prefixlen": 30}]},
         {"ifindex": 1, "ifname": "lo", "link_type": "loopback"},
     ]
-    from tracer.topology import interesting
+    from tracer.net.discovery import interesting
 
     got = interesting(links_from_ip("x", None, links, []))
     assert [(l.name, l.role) for l in got] == [("veth-a", "container"), ("docker0", "bridge"),
@@ -475,7 +475,7 @@ def test_host_key_mismatch_is_refused(lab, keys, sshd, tmp_path, nobody_dir):
 
 
 def test_exec_prefixes_get_stdin():
-    from tracer.capture.remote import with_stdin
+    from tracer.sources.remote import with_stdin
 
     assert with_stdin(["docker", "exec", "c1"]) == ["docker", "exec", "-i", "c1"]
     assert with_stdin(["kubectl", "exec", "-n", "kube-system", "node-1", "--"]) == [
@@ -518,8 +518,8 @@ def test_a_hostile_stream_ends_its_host_in_one_line_never_a_traceback():
     import io
     import struct as st
 
-    from tracer.capture.pcapng_writer import PcapngWriter
-    from tracer.capture.remote import HostState, RemoteSession, _StreamCopier
+    from tracer.pcapng.writer import PcapngWriter
+    from tracer.sources.remote import HostState, RemoteSession, _StreamCopier
 
     good = io.BytesIO()
     w = PcapngWriter(good)
@@ -548,7 +548,7 @@ def test_a_host_too_slow_to_start_is_given_up_and_sends_no_columns_later(monkeyp
     once, has its one '(not captured)' column, and what it sends later is dropped,
     never new columns of a host already said to have failed; f is captured."""
     from tests.helpers import blocks, options
-    from tracer.capture import remote
+    from tracer.sources import remote
     from tracer.cli import main
 
     nss = {k: f"trc-{TAG}-{k}" for k in ("f", "s")}
@@ -578,8 +578,8 @@ def test_a_host_too_slow_to_start_is_given_up_and_sends_no_columns_later(monkeyp
 
 CTRL_C_DURING_SPAWN = r"""
 import os, signal, subprocess
-from tracer.capture import live_cli
-from tracer.capture.remote import HostSpec, RemoteOptions, RemoteSession
+from tracer.cli import live as live_cli
+from tracer.sources.remote import HostSpec, RemoteOptions, RemoteSession
 
 real, fired = subprocess.Popen, []
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import BUNDLED, shared_pcap
-from tracer import stats
-from tracer.capture.reader import SourceSpec, open_capture
+from tracer.cli import stats
+from tracer.pcapng.reader import SourceSpec, open_capture
 from tracer.model import FrameStore
 
 

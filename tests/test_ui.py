@@ -19,7 +19,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from tests.conftest import BUNDLED, shared_pcap
-from tracer.capture.reader import CaptureError, SourceSpec, open_capture
+from tracer.pcapng.reader import CaptureError, SourceSpec, open_capture
 from tracer.model import FrameStore, Nic
 from tracer.ui import TracerApp
 from tracer.ui.detail import HexView, LayerTree
@@ -519,7 +519,7 @@ async def test_a_column_gone_before_any_packet_says_why(tmp_path):
     """What `tracer live --host` writes for a host it could not capture: an empty
     interface with a 'gone: ...' statistics comment; its column shows the reason
     (control characters from a remote's message made visible)."""
-    from tracer.capture.pcapng_writer import PcapngWriter
+    from tracer.pcapng.writer import PcapngWriter
 
     path = tmp_path / "hosts.pcapng"
     with open(path, "wb") as f:

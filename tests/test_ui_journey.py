@@ -22,7 +22,7 @@ from tests.test_ui import (
     settle,
     static_text,
 )
-from tracer.capture.reader import SourceSpec, open_capture
+from tracer.pcapng.reader import SourceSpec, open_capture
 from tracer.correlate import correlate
 from tracer.model import FrameStore, Nic
 from tracer.ui import TracerApp

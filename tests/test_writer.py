@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tracer.capture.pcapng_writer import PcapngWriter, description
+from tracer.pcapng.writer import PcapngWriter, description
 from tracer.model import LINKTYPE_ETHERNET, LINKTYPE_RAW
 
 needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
@@ -140,7 +140,7 @@ def test_capinfos_counts(tmp_path):
 
 
 def test_gone_comment_marks_the_nic_gone_for_the_reader(tmp_path):
-    from tracer.capture.reader import SourceSpec, open_capture
+    from tracer.pcapng.reader import SourceSpec, open_capture
     from tracer.model import FrameStore
 
     path = tmp_path / "gone.pcapng"

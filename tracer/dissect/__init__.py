@@ -5,7 +5,7 @@
   (encapsulation, inner protocol) question of ``--stats`` (``classify``).
 * :mod:`tracer.dissect.tree` — scapy, only for the frame a person looks at:
   layers with byte spans and rendered fields (``dissect``, ``layer_names``).
-* :mod:`tracer.dissect.text` — ``safe``: packet-derived text made harmless
+* :mod:`tracer.text` — ``safe``: packet-derived text made harmless
   for a terminal.
 
 Nothing is imported here: importing :mod:`tracer.dissect.fast` must not pay

@@ -3,7 +3,7 @@
 ``dissect(data, linktype)`` returns the frame's layers, outermost first, each
 with the byte span of its header in the frame (the UI highlights it in the hex
 view) and its fields rendered as scapy's ``show2`` would (``i2repr``), made
-terminal-safe with :func:`tracer.dissect.text.safe`.  ``layer_names`` is the
+terminal-safe with :func:`tracer.text.safe`.  ``layer_names`` is the
 short form for ``tracer replay --print --json``.
 
 Only the scapy modules needed are imported (not ``scapy.all``: it costs about
@@ -39,7 +39,7 @@ try:  # contrib modules: present in every scapy 2.5+, but never fatal
 except Exception:  # pragma: no cover
     pass
 
-from tracer.dissect.text import safe
+from tracer.text import safe
 
 RAW_IP_LINKTYPES = frozenset({101, 12, 14, 228, 229})
 FLANNEL_UDP_PORT = 8285

@@ -5,7 +5,7 @@
 - :mod:`tracer.lab.traffic` sends its traffic from inside the namespaces;
 - :mod:`tracer.lab.record` captures every NIC of the path into one pcapng;
 - :mod:`tracer.lab.status` reports what is up; :mod:`tracer.lab.agents` are the
-  helper processes (HTTP server, flannel UDP forwarder); :mod:`tracer.lab.cli` is
+  helper processes (HTTP server, flannel UDP forwarder); :mod:`tracer.cli.lab` is
   ``tracer lab``.
 
 Importing this package does nothing (no subprocess, no root needed).

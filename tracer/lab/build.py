@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from tracer.capture.pcapng_writer import description as describe
+from tracer.pcapng.writer import description as describe
 from tracer.lab.scenario import Container, Host, Scenario
 
 LAB_PREFIX = "trc-"

@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tracer.capture.afpacket import PacketSocket, epb_flags
-from tracer.capture.pcapng_writer import PcapngWriter
+from tracer.net.afpacket import PacketSocket, epb_flags
+from tracer.pcapng.writer import PcapngWriter
 from tracer.lab.build import CapturePoint, Lab
 from tracer.lab.traffic import StepResult, run_traffic
 

@@ -16,7 +16,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Any
 
-SCENARIO_DIR = Path(__file__).resolve().parent.parent.parent / "scenarios"
+from tracer.scenarios import DIR as SCENARIO_DIR
 
 OVERLAYS = ("none", "port-forward", "flannel-vxlan", "docker-overlay", "flannel-udp")
 ENCAP_PORT = {"flannel-vxlan": 8472, "docker-overlay": 4789, "flannel-udp": 8285}

@@ -1,7 +1,7 @@
 """The scenario's traffic: ICMP echo and HTTP GET, sent from inside a lab netns.
 
 No ``ping`` or ``curl`` is needed: the sockets are created inside the source
-namespace (see :func:`tracer.capture.afpacket.run_in_netns`) and used from
+namespace (see :func:`tracer.net.afpacket.run_in_netns`) and used from
 here.  Every wait is bounded: one second per echo reply, three seconds for an
 HTTP exchange.
 """
@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from tracer.capture.afpacket import run_in_netns
+from tracer.net.afpacket import run_in_netns
 from tracer.lab.build import Lab
 from tracer.lab.scenario import Step
 

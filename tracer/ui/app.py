@@ -26,8 +26,8 @@ from textual.timer import Timer
 from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from tracer.capture.reader import CaptureError
-from tracer.dissect.text import safe
+from tracer.pcapng.reader import CaptureError
+from tracer.text import safe
 from tracer.model import FrameStore
 from tracer.ui.detail import HexView, LayerTree
 from tracer.ui.help import HelpScreen

@@ -18,7 +18,7 @@ from textual.strip import Strip
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from tracer.dissect.text import safe
+from tracer.text import safe
 from tracer.dissect.tree import dissect
 from tracer.model import FrameStore
 

@@ -21,7 +21,7 @@ from textual.widget import Widget
 from textual.widgets import Footer, Header, Static
 
 from tracer.correlate import Hop, Journey
-from tracer.dissect.text import safe
+from tracer.text import safe
 from tracer.model import FrameStore
 from tracer.ui.detail import LayerTree
 from tracer.ui.journeys import (

@@ -14,7 +14,7 @@ import re
 from rich.text import Text
 
 from tracer.correlate import Correlation, Hop, Journey
-from tracer.dissect.text import safe
+from tracer.text import safe
 from tracer.model import FrameStore, Nic
 from tracer.ui.packet_list import frame_summary
 

@@ -27,7 +27,7 @@ from textual.strip import Strip
 from textual.widgets import Static
 
 from tracer.dissect.fast import identify
-from tracer.dissect.text import safe
+from tracer.text import safe
 from tracer.model import FrameStore, Nic, linktype_name
 
 # Encapsulation name -> (two-cell tag, style).  Unknown names get their initials.

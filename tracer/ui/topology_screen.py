@@ -19,7 +19,7 @@ from textual.widget import Widget
 from textual.widgets import Footer, Header, Static
 
 from tracer.correlate import Correlation, nic_addresses, nic_role
-from tracer.dissect.text import safe
+from tracer.text import safe
 from tracer.model import FrameStore, Nic
 from tracer.ui.journeys import host_title, step_text
 

@@ -53,7 +53,7 @@ exec' / 'kubectl exec' in --via get -i (stdin is how a host is asked to stop).
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from tracer.capture.agent import add_capture_args
+    from tracer.net.agent import add_capture_args
 
     p = subparsers.add_parser(
         "live",
@@ -98,7 +98,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def _err(msg: str, code: int = 1) -> int:
     """One line on stderr.  ``msg`` may carry NIC names, file names, or what a remote
     host / the agent wrote on its stderr: control characters are made visible."""
-    from tracer.dissect.text import safe
+    from tracer.text import safe
 
     print(f"{PROG}: {safe(msg)}", file=sys.stderr)
     return code
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _topology(args: argparse.Namespace) -> int:
-    from tracer import topology
+    from tracer.net import discovery as topology
 
     try:
         links = topology.discover(args.netns, all_netns=args.all_netns)
@@ -132,12 +132,12 @@ def _topology(args: argparse.Namespace) -> int:
 
 
 def _live(args: argparse.Namespace) -> int:
-    from tracer.capture.agent import AgentError, check_args
-    from tracer.capture.live import LiveOptions, LiveSession
+    from tracer.net.agent import AgentError, check_args
+    from tracer.sources.local import LiveOptions, LiveSession
 
     if args.json and not args.print_:
         return _err("live: --json goes with --print", 2)
-    from tracer.capture.remote import HOST_NAME_OK, is_remote_arg
+    from tracer.sources.remote import HOST_NAME_OK, is_remote_arg
 
     remotes = [h for h in args.host if is_remote_arg(h)]
     names = [h for h in args.host if not is_remote_arg(h)]
@@ -166,10 +166,10 @@ def _live(args: argparse.Namespace) -> int:
 
 
 def _live_hosts(args: argparse.Namespace, remotes: list[str]) -> int:
-    """``--host NAME=URL ...``: several hosts, one session (see :mod:`tracer.capture.remote`)."""
-    from tracer.capture.agent import AgentError, check_args
-    from tracer.capture.live import LiveError
-    from tracer.capture.remote import RemoteOptions, RemoteSession, parse_host
+    """``--host NAME=URL ...``: several hosts, one session (see :mod:`tracer.sources.remote`)."""
+    from tracer.net.agent import AgentError, check_args
+    from tracer.sources.local import LiveError
+    from tracer.sources.remote import RemoteOptions, RemoteSession, parse_host
 
     try:
         check_args(args)
@@ -197,7 +197,7 @@ def _live_hosts(args: argparse.Namespace, remotes: list[str]) -> int:
 def _run_session(session, printing: bool, as_json: bool) -> int:
     """Start ``session`` (a LiveSession or RemoteSession: root is given up in there),
     then print or show what it reads until it ends, Ctrl-C, SIGTERM or ``q``."""
-    from tracer.capture.live import LiveError
+    from tracer.sources.local import LiveError
     from tracer.model import FrameStore
 
     store = FrameStore()
@@ -256,9 +256,9 @@ def _warm_up(printing: bool) -> None:
     import encodings.idna  # noqa: F401
     import unicodedata  # noqa: F401
 
-    from tracer.cli import _frame_json, _frame_line  # noqa: F401
+    from tracer.cli.main import _frame_json, _frame_line  # noqa: F401
     from tracer.dissect.fast import identify
-    from tracer.dissect.text import safe
+    from tracer.text import safe
     from tracer.dissect.tree import layer_names
     from tracer.model import LINKTYPE_ETHERNET
 
@@ -290,8 +290,8 @@ def _warm_up(printing: bool) -> None:
 
 
 def _print(session, store, as_json: bool, stop_flag: threading.Event) -> int:
-    from tracer.capture.live import run_batch
-    from tracer.cli import _emit_frames
+    from tracer.sources.local import run_batch
+    from tracer.cli.main import _emit_frames
 
     out = sys.stdout
 

@@ -1,9 +1,9 @@
 """The capture agent: the only part of ``tracer live`` that runs as root.
 
-``python -m tracer.capture.agent [-i NIC[@NETNS]]... [--netns NS]... [--all-netns]
+``python -m tracer.net.agent [-i NIC[@NETNS]]... [--netns NS]... [--all-netns]
 [-s SNAPLEN] [-c COUNT] [--duration S] [FILTER...]`` writes ONE pcapng stream to
 stdout: an Interface Description Block per NIC (named as the kernel names it,
-described in the project convention by :mod:`tracer.topology`), an Enhanced
+described in the project convention by :mod:`tracer.net.discovery`), an Enhanced
 Packet Block per frame, and an Interface Statistics Block per NIC with the
 kernel's PACKET_STATISTICS (received/dropped) every second and at the end.
 
@@ -30,7 +30,7 @@ was seen again: one IDB per (netns, name, ifindex).
 
 Errors: one line on stderr; exit 2 for usage (unknown NIC or netns, bad
 filter, bad -c/--duration, stdout a terminal), 1 for failure (no permission, ...).
-Names from the kernel are escaped (:func:`tracer.dissect.text.safe`) on stderr.
+Names from the kernel are escaped (:func:`tracer.text.safe`) on stderr.
 """
 
 from __future__ import annotations
@@ -50,20 +50,20 @@ import sys
 import time
 from dataclasses import dataclass
 
-from tracer import topology
-from tracer.capture.afpacket import (
+from tracer.net import discovery as topology
+from tracer.net.afpacket import (
     SCM_TIMESTAMPNS,
     CaptureError,
     PacketSocket,
     epb_flags,
 )
-from tracer.capture.pcapng_writer import (
+from tracer.pcapng.writer import (
     BT_EPB,
     EPB_FLAGS,
     PcapngWriter,
     _options,
 )
-from tracer.dissect.text import safe
+from tracer.text import safe
 from tracer.model import linktype_name
 
 SO_ATTACH_FILTER = 26

@@ -123,7 +123,7 @@ class PcapngWriter:
     def write_packet(self, if_id: int, ts_ns: int, data: bytes, origlen: int | None = None,
                      *, flags: int | None = None) -> None:
         """An EPB.  ``flags``: the epb_flags word (direction in bits 0-1, reception
-        type in bits 2-4), e.g. from :func:`tracer.capture.afpacket.epb_flags`."""
+        type in bits 2-4), e.g. from :func:`tracer.net.afpacket.epb_flags`."""
         hi, lo = self._ts(if_id, ts_ns)
         caplen = len(data)
         body = (struct.pack(_E + "IIIII", if_id, hi, lo, caplen,

@@ -1,11 +1,11 @@
 """``tracer live``: run the capture agent as root, read its stream as a user.
 
 The dumpcap / ``tcpdump -Z`` model.  :class:`LiveSession` starts
-``python -m tracer.capture.agent`` (root; it enters each netns and opens the
+``python -m tracer.net.agent`` (root; it enters each netns and opens the
 AF_PACKET sockets), waits for its first bytes (every socket is open), and then
 this process gives up root for good: to SUDO_UID/SUDO_GID when started through
 sudo, to ``-Z USER`` when given, else to ``nobody``.  Only then is the stream
-parsed, with the replay reader (:func:`tracer.capture.reader.open_capture` over
+parsed, with the replay reader (:func:`tracer.pcapng.reader.open_capture` over
 the pipe) into a :class:`~tracer.model.FrameStore`: packet bytes are never
 parsed or rendered as root.
 
@@ -32,7 +32,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
-from tracer.capture.reader import Capture, SourceSpec, open_capture
+from tracer.pcapng.reader import Capture, SourceSpec, open_capture
 from tracer.model import FrameStore
 
 CAP_NET_RAW = 13
@@ -256,7 +256,7 @@ class LiveOptions(CaptureOptions):
     host: str | None = None  # this machine's name in NIC descriptions (default: hostname)
 
     def agent_argv(self) -> list[str]:
-        return [sys.executable, "-I", "-m", "tracer.capture.agent", *self.agent_args(self.host)]
+        return [sys.executable, "-I", "-m", "tracer.net.agent", *self.agent_args(self.host)]
 
 
 class LiveSession:
@@ -289,7 +289,7 @@ class LiveSession:
                 drop_privileges(who)
             assert self.proc is not None and self.proc.stdout is not None
             self.tee = Tee(self.proc.stdout.fileno(), self.wfile)
-            from tracer.capture.reader import CaptureError
+            from tracer.pcapng.reader import CaptureError
 
             try:
                 self.capture = open_capture(SourceSpec("-"), fileobj=self.tee)  # type: ignore[arg-type]

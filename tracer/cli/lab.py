@@ -13,8 +13,8 @@ import os
 import sys
 from pathlib import Path
 
-from tracer.capture.afpacket import CaptureError
-from tracer.dissect.text import safe
+from tracer.net.afpacket import CaptureError
+from tracer.text import safe
 from tracer.lab import scenario as scenarios
 from tracer.lab.scenario import ScenarioError
 
@@ -246,7 +246,7 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m tracer.lab.cli ...``) for when tracer.cli is absent."""
+    """Stand-alone entry (``python -m tracer.cli.lab ...``) for when tracer.cli is absent."""
     parser = argparse.ArgumentParser(prog="tracer")
     sub = parser.add_subparsers(dest="command")
     add_parser(sub)

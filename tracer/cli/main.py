@@ -20,8 +20,7 @@ from tracer import __version__
 from tracer.model import FrameStore
 
 PROG = "tracer"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-BUNDLED_CAPTURE = REPO_ROOT / "scenarios" / "flannel-vxlan" / "capture.pcapng"
+from tracer.scenarios import BUNDLED_CAPTURE
 
 REPLAY_EPILOG = """\
 examples:
@@ -46,7 +45,7 @@ class UsageError(Exception):
 
 # Commands other than replay live beside what they drive; each module has
 # add_parser(subparsers) and run(args) -> exit status.
-COMMAND_MODULES = ("tracer.lab.cli", "tracer.capture.live_cli")
+COMMAND_MODULES = ("tracer.cli.lab", "tracer.cli.live")
 _COMMAND_OWNERS: dict = {}
 
 
@@ -63,8 +62,8 @@ def _command_module(name: str):
 
 def _die(msg: str, code: int = 1) -> int:
     """One line on stderr; ``msg`` may hold a file name or text from a capture, so
-    every control character in it is made visible (:func:`tracer.dissect.text.safe`)."""
-    from tracer.dissect.text import safe
+    every control character in it is made visible (:func:`tracer.text.safe`)."""
+    from tracer.text import safe
 
     print(f"{PROG}: {safe(msg)}", file=sys.stderr)
     return code
@@ -138,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _open_sources(args_sources: list[str]):
-    from tracer.capture.reader import SourceSpec, open_capture, parse_source_spec
+    from tracer.pcapng.reader import SourceSpec, open_capture, parse_source_spec
 
     if not args_sources:
         if not BUNDLED_CAPTURE.exists():
@@ -184,7 +183,7 @@ def _load_all(captures, store: FrameStore, cancelled=None, progress=None) -> Non
 
 
 def _frame_line(store: FrameStore, i: int, summary: str, width: int) -> str:
-    from tracer.dissect.text import safe
+    from tracer.text import safe
 
     return f"{store.rel_time(i):12.6f} {safe(store.nic(i).label):<{width}} {summary}"
 
@@ -253,8 +252,8 @@ def _print_streaming(captures, store: FrameStore, out: TextIO, as_json: bool) ->
 
 
 def _print_stats(store: FrameStore, out: TextIO, as_json: bool) -> None:
-    from tracer.dissect.text import safe
-    from tracer.stats import nic_stats
+    from tracer.text import safe
+    from tracer.cli.stats import nic_stats
 
     stats = nic_stats(store)
     if as_json:
@@ -278,7 +277,7 @@ def _print_stats(store: FrameStore, out: TextIO, as_json: bool) -> None:
 
 def _print_journeys(store: FrameStore, out: TextIO, as_json: bool) -> None:
     from tracer.correlate import correlate
-    from tracer.dissect.text import safe
+    from tracer.text import safe
 
     corr = correlate(store)
     for j in corr.iter_json():
@@ -301,7 +300,7 @@ def _hop_label(h: dict) -> str:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from tracer.capture.reader import CaptureError
+    from tracer.pcapng.reader import CaptureError
 
     batch = [name for name, on in (("--print", args.print_), ("--journeys", args.journeys),
                                    ("--stats", args.stats)) if on]
@@ -369,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["agent"]:
         # all of its arguments are the agent's own (argparse's REMAINDER drops --help)
-        from tracer.capture import agent
+        from tracer.net import agent
 
         return agent.main(argv[1:])
     parser = build_parser()

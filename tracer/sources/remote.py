@@ -17,7 +17,7 @@ On each host a first short command (the *probe*) finds ``tracer`` and
 --stop-on-stdin-eof ...`` (no sudo when already root) writes one pcapng stream.
 Without it: one ``sudo -n tcpdump -U -w - -i NIC`` per NIC (pcap streams), the
 NICs and their facts from ``ip -d -j addr`` (discovered with the same roles as
-:mod:`tracer.topology` when no ``-i`` is given).  Stopping is EOF on the remote
+:mod:`tracer.net.discovery` when no ``-i`` is given).  Stopping is EOF on the remote
 command's stdin, which ssh forwards: the agent stops cleanly; tcpdump is run
 under a tiny ``sh`` that stops it when its stdin ends.
 
@@ -42,7 +42,7 @@ root; a ``--via`` command that needs root must say so (``sudo -n ip netns exec
 {host}``).  At a root shell (no SUDO_UID, no ``-Z``) root *is* the person: ssh
 and ``--via`` run as root, and this process becomes ``nobody`` once every host is
 capturing, before the merged stream is parsed.  ``-w`` is always opened as the
-user this process ends up as (see :func:`tracer.capture.live.open_output`).
+user this process ends up as (see :func:`tracer.sources.local.open_output`).
 """
 
 from __future__ import annotations
@@ -60,9 +60,9 @@ import time
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
-from tracer.capture.live import CaptureOptions, LiveError, ask_to_stop, drop_privileges, open_output, target_user
-from tracer.capture.pcapng_writer import PcapngWriter
-from tracer.capture.reader import CaptureError, SourceSpec, open_capture, parse_description
+from tracer.sources.local import CaptureOptions, LiveError, ask_to_stop, drop_privileges, open_output, target_user
+from tracer.pcapng.writer import PcapngWriter
+from tracer.pcapng.reader import CaptureError, SourceSpec, open_capture, parse_description
 from tracer.model import FrameStore
 
 START_TIMEOUT = 30.0  # seconds for every host to be capturing (or to have failed)
@@ -512,8 +512,8 @@ def _sections(text: str) -> tuple[dict[str, str], dict[str | None, tuple[list, l
 
 
 def links_from_ip(host: str, netns: str | None, links: list, routes: list) -> list:
-    """:class:`tracer.topology.Link` objects (roles as topology assigns them) from ``ip -j``."""
-    from tracer import topology
+    """:class:`tracer.net.discovery.Link` objects (roles as topology assigns them) from ``ip -j``."""
+    from tracer.net import discovery as topology
 
     by_name = {l.get("ifname"): l for l in links}
     out = []
@@ -766,7 +766,7 @@ class RemoteSession:
                 self._running.notify_all()
 
     def _local_argv(self, host: HostState) -> list[str]:
-        argv = [sys.executable, "-I", "-m", "tracer.capture.agent", *self.opts.agent_args(host.name, duration=False)]
+        argv = [sys.executable, "-I", "-m", "tracer.net.agent", *self.opts.agent_args(host.name, duration=False)]
         return argv if os.geteuid() == 0 else ["sudo", "-n", *argv]
 
     def _capture_host(self, spec: HostSpec, host: HostState) -> None:
@@ -818,8 +818,8 @@ class RemoteSession:
         self._run_streams(host, streams)
 
     def _tcpdump_nics(self, host: HostState, spaces: dict) -> list:
-        from tracer import topology
-        from tracer.capture.agent import parse_nic
+        from tracer.net import discovery as topology
+        from tracer.net.agent import parse_nic
 
         if self.opts.all_netns:
             self._host_line(host, "--all-netns needs tracer on the host; with tcpdump only the "

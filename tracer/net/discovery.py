@@ -10,9 +10,9 @@ carries the facts that explain it — bridge master and ports, veth peer and the
 netns it lives in, VXLAN VNI/port/local/remote/underlay/FDB, addresses — and
 renders them as an IDB description in the project convention
 (``host=... netns=... kind=... key=value``, see
-:func:`tracer.capture.pcapng_writer.description`).
+:func:`tracer.pcapng.writer.description`).
 
-Namespaces are entered with :func:`tracer.capture.afpacket.run_in_netns` (a
+Namespaces are entered with :func:`tracer.net.afpacket.run_in_netns` (a
 thread that ``setns``es, then a plain ``IPRoute()``): a netns that does not
 exist is an error, never created by accident.
 """
@@ -24,8 +24,8 @@ import socket
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from tracer.capture.afpacket import NETNS_RUN_DIR, CaptureError, run_in_netns
-from tracer.capture.pcapng_writer import description as describe
+from tracer.net.afpacket import NETNS_RUN_DIR, CaptureError, run_in_netns
+from tracer.pcapng.writer import description as describe
 
 ARPHRD_ETHER = 1
 ARPHRD_LOOPBACK = 772
@@ -357,8 +357,8 @@ def all_links(netns: str | None, host: str | None = None) -> list[Link]:
 def format_links(links: list[Link]) -> str:
     """One line per NIC, for a terminal: names, netns and facts come from the kernel
     (a container may name its veth anything, ESC included) and are escaped with
-    :func:`tracer.dissect.text.safe`.  (JSON output is escaped by ``json.dumps``.)"""
-    from tracer.dissect.text import safe
+    :func:`tracer.text.safe`.  (JSON output is escaped by ``json.dumps``.)"""
+    from tracer.text import safe
 
     lines = []
     for l in links:
