@@ -34,10 +34,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tracer.pcapng.reader import SourceSpec, open_capture  # noqa: E402
 from tracer.correlate import Correlation, correlate  # noqa: E402
 from tracer.dissect.fast import identify  # noqa: E402
 from tracer.model import FrameStore, Nic  # noqa: E402
+from tracer.pcapng.reader import SourceSpec, open_capture  # noqa: E402
 
 SOURCE = REPO / "scenarios" / "flannel-vxlan" / "capture.pcapng"
 SHIFT_NS = 500_000_000
@@ -76,8 +76,7 @@ def build(frames: int) -> FrameStore:
         chunks.append(bytes(b))
     store = FrameStore()
     for nic in src.nics:
-        store.add_nic(Nic(nic.name, nic.linktype, nic.host, nic.netns, nic.kind,
-                          nic.description, dict(nic.facts)))
+        store.add_nic(Nic(nic.name, nic.linktype, nic.host, nic.netns, nic.kind, nic.description, dict(nic.facts)))
     buf = b"".join(chunks)
     store.add_buffer(buf)
     tl = len(tmpl)
@@ -114,8 +113,9 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.perf_counter()
     store = build(args.frames)
-    print(f"built {len(store):,} frames on {len(store.nics)} NICs "
-          f"in {time.perf_counter() - t0:.1f} s (not timed below)")
+    print(
+        f"built {len(store):,} frames on {len(store.nics)} NICs in {time.perf_counter() - t0:.1f} s (not timed below)"
+    )
 
     def ident_only():
         bufs, bo, off, cl, no = store.buffers, store.buf_of, store.offset, store.caplen, store.nic_of
@@ -128,8 +128,10 @@ def main() -> None:
     dt, _ = cpu(ident_only, args.repeat)
     print(f"identify only    {dt:6.2f} s  {n / dt:12,.0f} frames/s")
     dt, corr = cpu(lambda: correlate(store), args.repeat)
-    print(f"match            {dt:6.2f} s  {n / dt:12,.0f} frames/s  "
-          f"-> {len(corr.journeys):,} journeys, clocks corrected: {corr.corrected}")
+    print(
+        f"match            {dt:6.2f} s  {n / dt:12,.0f} frames/s  "
+        f"-> {len(corr.journeys):,} journeys, clocks corrected: {corr.corrected}"
+    )
 
     def with_hops():
         c = correlate(store)
@@ -144,8 +146,7 @@ def main() -> None:
         # the same frames arriving as a live capture: update() every 10,000 frames
         part = FrameStore()
         for nic in store.nics:
-            part.add_nic(Nic(nic.name, nic.linktype, nic.host, nic.netns, nic.kind,
-                             nic.description, dict(nic.facts)))
+            part.add_nic(Nic(nic.name, nic.linktype, nic.host, nic.netns, nic.kind, nic.description, dict(nic.facts)))
         part.add_buffer(store.buffers[0])
         c = Correlation(part)
         ts, no, off, cl, ol = store.ts_ns, store.nic_of, store.offset, store.caplen, store.origlen
@@ -159,8 +160,10 @@ def main() -> None:
         return spent, c
 
     spent, c = live()
-    print(f"live update()    {spent:6.2f} s  {n / spent:12,.0f} frames/s  "
-          f"(every 10,000 frames; -> {len(c.journeys):,} journeys)")
+    print(
+        f"live update()    {spent:6.2f} s  {n / spent:12,.0f} frames/s  "
+        f"(every 10,000 frames; -> {len(c.journeys):,} journeys)"
+    )
     sizes: dict[int, int] = {}
     for j in corr.journeys:
         sizes[len(j.frames)] = sizes.get(len(j.frames), 0) + 1

@@ -97,8 +97,10 @@ def main() -> int:
     t_walk = best(run_identify, args.repeat)
     fast._PICK_LEN = saved
     print(f"  walk only   {base:7.3f} s  {n / base:12,.0f} frames/s")
-    print(f"  identify()  {t_id:7.3f} s  {n / t_id:12,.0f} frames/s"
-          f"   ({(t_id - base) / n * 1e9:.0f} ns/frame over the walk)")
+    print(
+        f"  identify()  {t_id:7.3f} s  {n / t_id:12,.0f} frames/s"
+        f"   ({(t_id - base) / n * 1e9:.0f} ns/frame over the walk)"
+    )
     print(f"  general walk{t_walk:7.3f} s  {n / t_walk:12,.0f} frames/s   (identify() without the fast lane)")
     print(f"  classify()  {t_cl:7.3f} s  {n / t_cl:12,.0f} frames/s")
 

@@ -56,8 +56,9 @@ asyncio.run(main())
 def measure(path: Path) -> dict:
     # perf_counter is system-wide monotonic on Linux: start the clock before the child's imports
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", CHILD, str(path), repr(start)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path), repr(start)], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -77,8 +78,10 @@ def main() -> int:
         runs = [measure(path) for _ in range(args.repeat)]
         best = min(runs, key=lambda r: r["first"])
         results[n] = best
-        print(f"{n:>9} frames: first screen {best['first']:.2f} s "
-              f"({best['frames_at_first']} frames indexed then), fully indexed {best['loaded']:.2f} s")
+        print(
+            f"{n:>9} frames: first screen {best['first']:.2f} s "
+            f"({best['frames_at_first']} frames indexed then), fully indexed {best['loaded']:.2f} s"
+        )
     small, large = results[1000]["first"], results[args.frames]["first"]
     print(f"ratio {large / small:.2f} (target <= 1.5): {'met' if large <= 1.5 * small else 'NOT met'}")
     for p in tmp.iterdir():

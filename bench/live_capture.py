@@ -92,8 +92,8 @@ def sh(*argv: str) -> str:
 
 
 def tracer_counts(path: Path) -> tuple[dict[str, int], dict[str, int]]:
-    from tracer.pcapng.reader import SourceSpec, open_capture
     from tracer.model import FrameStore
+    from tracer.pcapng.reader import SourceSpec, open_capture
 
     store = FrameStore()
     with open_capture(SourceSpec(str(path))) as cap:
@@ -115,16 +115,33 @@ def step(lab, rate: int, seconds: float, tmp: Path, which: set[str]) -> dict:
     out = tmp / f"tracer-{rate}.pcapng"
     agent = None
     if "tracer" in which:
-        agent_argv = ["ip", "netns", "exec", hostx, sys.executable, "-m", "tracer.net.agent",
-                      "-B", str(BUFFER_KIB)]
+        agent_argv = ["ip", "netns", "exec", hostx, sys.executable, "-m", "tracer.net.agent", "-B", str(BUFFER_KIB)]
         for n in NICS:
             agent_argv += ["-i", n]
         agent = subprocess.Popen(agent_argv, stdout=open(out, "wb"), stderr=subprocess.PIPE, cwd=REPO)
     dumps = []
     for n in NICS if "tcpdump" in which else []:
-        p = subprocess.Popen(["ip", "netns", "exec", hostx, "tcpdump", "-n", "-Z", "root", "-B", str(BUFFER_KIB),
-                              "-i", n, "-w", str(tmp / f"td-{rate}-{n}.pcap")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        p = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                hostx,
+                "tcpdump",
+                "-n",
+                "-Z",
+                "root",
+                "-B",
+                str(BUFFER_KIB),
+                "-i",
+                n,
+                "-w",
+                str(tmp / f"td-{rate}-{n}.pcap"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert p.stderr is not None
         p.stderr.readline()  # "listening on ..."
         dumps.append(p)
@@ -132,11 +149,14 @@ def step(lab, rate: int, seconds: float, tmp: Path, which: set[str]) -> dict:
     if "session" in which:
         import threading
 
-        from tracer.sources.local import LiveOptions, LiveSession
         from tracer.model import FrameStore
+        from tracer.sources.local import LiveOptions, LiveSession
 
-        sess = LiveSession(LiveOptions(interfaces=[f"{n}@{hostx}" for n in NICS], user="root",
-                                       write=str(tmp / f"session-{rate}.pcapng")))
+        sess = LiveSession(
+            LiveOptions(
+                interfaces=[f"{n}@{hostx}" for n in NICS], user="root", write=str(tmp / f"session-{rate}.pcapng")
+            )
+        )
         sess.start()
         store = FrameStore()
         reader = threading.Thread(target=sess.load, args=(store,), daemon=True)
@@ -149,9 +169,27 @@ def step(lab, rate: int, seconds: float, tmp: Path, which: set[str]) -> dict:
     a_ip = lab.scenario.address_of("A")
     a_mac = next(x.mac for h in lab.scenario.hosts for x in h.containers if x.name == "A")
     gw_mac = sh("ip", "-n", hostx, "-br", "link", "show", "docker0").split()[2]
-    r = subprocess.run(["ip", "netns", "exec", a, sys.executable, "-c", SENDER, "eth0", gw_mac, a_mac,
-                        str(a_ip), str(c), str(rate), str(seconds)],
-                       capture_output=True, text=True, timeout=seconds + 30)
+    r = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            a,
+            sys.executable,
+            "-c",
+            SENDER,
+            "eth0",
+            gw_mac,
+            a_mac,
+            str(a_ip),
+            str(c),
+            str(rate),
+            str(seconds),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+    )
     sent, took = r.stdout.split()
     time.sleep(0.5)
     pps = int(int(sent) / float(took))
@@ -182,13 +220,19 @@ def step(lab, rate: int, seconds: float, tmp: Path, which: set[str]) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=2.0)
-    ap.add_argument("--rates", default="5000,10000,20000,40000,60000,80000,100000,0",
-                    help="offered frames/s per step, comma-separated; 0 = as fast as possible")
-    ap.add_argument("--session", action="store_true",
-                    help="also run the whole tracer live path (agent -> reader -> FrameStore, -w)")
-    ap.add_argument("--apart", action="store_true",
-                    help="one sender run per tool at each rate (they do not share the CPUs), "
-                         "instead of all capturing the same run")
+    ap.add_argument(
+        "--rates",
+        default="5000,10000,20000,40000,60000,80000,100000,0",
+        help="offered frames/s per step, comma-separated; 0 = as fast as possible",
+    )
+    ap.add_argument(
+        "--session", action="store_true", help="also run the whole tracer live path (agent -> reader -> FrameStore, -w)"
+    )
+    ap.add_argument(
+        "--apart",
+        action="store_true",
+        help="one sender run per tool at each rate (they do not share the CPUs), instead of all capturing the same run",
+    )
     args = ap.parse_args()
     tools = ["tracer", "tcpdump"] + (["session"] if args.session else [])
     if os.geteuid() != 0:
@@ -203,10 +247,14 @@ def main() -> int:
         results = []
         try:
             lab.up()
-            print(f"{os.cpu_count()} CPUs; 4 NICs of Host X: {', '.join(NICS)}; {args.seconds:g}s per step; "
-                  f"kernel buffer {BUFFER_KIB} KiB per NIC for both")
-            head = f"{'offered/s':>10} {'sent/s':>8} {'sent':>8} | {'tracer frames':>13} {'drops':>7} | " \
-                   f"{'tcpdump frames':>14} {'drops':>7}"
+            print(
+                f"{os.cpu_count()} CPUs; 4 NICs of Host X: {', '.join(NICS)}; {args.seconds:g}s per step; "
+                f"kernel buffer {BUFFER_KIB} KiB per NIC for both"
+            )
+            head = (
+                f"{'offered/s':>10} {'sent/s':>8} {'sent':>8} | {'tracer frames':>13} {'drops':>7} | "
+                f"{'tcpdump frames':>14} {'drops':>7}"
+            )
             if args.session:
                 head += f" | {'live session':>12} {'drops':>7}"
             print(head)
@@ -214,13 +262,18 @@ def main() -> int:
                 if args.apart:
                     r = {"rate": rate}
                     for tool in tools:
-                        r |= {k: v for k, v in step(lab, rate, args.seconds, tmp, {tool}).items()
-                              if k in (tool, "sent", "pps")}
+                        r |= {
+                            k: v
+                            for k, v in step(lab, rate, args.seconds, tmp, {tool}).items()
+                            if k in (tool, "sent", "pps")
+                        }
                 else:
                     r = step(lab, rate, args.seconds, tmp, set(tools))
                 results.append(r)
-                line = (f"{(rate or 'max'):>10} {r['pps']:>8} {r['sent']:>8} | {r['tracer'][0]:>13} "
-                        f"{r['tracer'][1]:>7} | {r['tcpdump'][0]:>14} {r['tcpdump'][1]:>7}")
+                line = (
+                    f"{(rate or 'max'):>10} {r['pps']:>8} {r['sent']:>8} | {r['tracer'][0]:>13} "
+                    f"{r['tracer'][1]:>7} | {r['tcpdump'][0]:>14} {r['tcpdump'][1]:>7}"
+                )
                 if args.session:
                     line += f" | {r['session'][0]:>12} {r['session'][1]:>7}"
                 print(line, flush=True)
@@ -231,8 +284,10 @@ def main() -> int:
     for tool in tools:
         ok = [r[tool][2] for r in results if r[tool][1] == 0]
         best = max(ok) if ok else 0
-        print(f"{tool}: highest rate with zero kernel drops: {best} frames/s sent "
-              f"(= {4 * best} frames/s captured over the 4 NICs)")
+        print(
+            f"{tool}: highest rate with zero kernel drops: {best} frames/s sent "
+            f"(= {4 * best} frames/s captured over the 4 NICs)"
+        )
     return 0
 
 

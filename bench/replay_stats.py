@@ -76,12 +76,7 @@ def write_capture(path: Path, frames: int) -> None:
 
 
 SCAPY_READ = (
-    "import sys\n"
-    "from scapy.utils import PcapReader\n"
-    "n = 0\n"
-    "for p in PcapReader(sys.argv[1]):\n"
-    "    n += 1\n"
-    "print(n)\n"
+    "import sys\nfrom scapy.utils import PcapReader\nn = 0\nfor p in PcapReader(sys.argv[1]):\n    n += 1\nprint(n)\n"
 )
 
 
@@ -139,8 +134,10 @@ def main() -> int:
     tr = results["tracer --stats"]
     print()
     print(f"target: tracer --stats <= 0.5 x tcpdump -r: {'met' if base and tr[0] <= 0.5 * base[0] else 'NOT met'}")
-    print(f"target: peak RSS < file size + 100 MB ({(size + 100e6) / 1e6:.0f} MB): "
-          f"{'met' if tr[1] < size + 100e6 else 'NOT met'} ({tr[1] / 1e6:.0f} MB)")
+    print(
+        f"target: peak RSS < file size + 100 MB ({(size + 100e6) / 1e6:.0f} MB): "
+        f"{'met' if tr[1] < size + 100e6 else 'NOT met'} ({tr[1] / 1e6:.0f} MB)"
+    )
     if args.keep:
         print(f"kept {cap}")
     else:

@@ -13,10 +13,10 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from tracer.pcapng.reader import SourceSpec, open_capture
 from tracer.correlate import correlate
 from tracer.dissect.fast import identify
 from tracer.model import FrameStore
+from tracer.pcapng.reader import SourceSpec, open_capture
 from tracer.ui import TracerApp
 
 HERE = Path(__file__).resolve().parent

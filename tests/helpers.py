@@ -17,7 +17,7 @@ def blocks(path: Path) -> list[tuple[int, bytes]]:
         btype, total = struct.unpack_from("<II", data, off)
         assert total >= 12 and off + total <= len(data), f"truncated block at {off}"
         assert struct.unpack_from("<I", data, off + total - 4)[0] == total
-        out.append((btype, data[off + 8: off + total - 4]))
+        out.append((btype, data[off + 8 : off + total - 4]))
         off += total
     return out
 
@@ -28,7 +28,7 @@ def options(body: bytes, start: int) -> list[tuple[int, bytes]]:
         code, length = struct.unpack_from("<HH", body, o)
         if code == 0:
             break
-        out.append((code, body[o + 4: o + 4 + length]))
+        out.append((code, body[o + 4 : o + 4 + length]))
         o += 4 + length + (-length % 4)
     return out
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import blocks, idb_names, options, wait_for
 from tests.conftest import IS_ROOT, requires_root
+from tests.helpers import blocks, idb_names, options, wait_for
 
 PY = sys.executable
 TAG = f"an{os.getpid()}"
@@ -30,13 +30,14 @@ REFUSE_TTY = "tracer agent: refusing to write binary pcapng to a terminal; pipe 
 
 # -- helpers -----------------------------------------------------------------------------
 
+
 def epbs(path: Path) -> list[tuple[int, int, bytes]]:
     """(interface id, time in ns, captured bytes) of every EPB."""
     out = []
     for t, b in blocks(path):
         if t == 6:
             if_id, hi, lo, caplen, _orig = struct.unpack_from("<IIIII", b)
-            out.append((if_id, (hi << 32 | lo), b[20: 20 + caplen]))
+            out.append((if_id, (hi << 32 | lo), b[20 : 20 + caplen]))
     return out
 
 
@@ -92,8 +93,9 @@ class AgentProc:
     def __init__(self, ns: str, out: Path, *args: str) -> None:
         self.out = out
         self.file = open(out, "wb")
-        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, PY, "-m", "tracer.net.agent", *args],
-                                     stdout=self.file, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, PY, "-m", "tracer.net.agent", *args], stdout=self.file, stderr=subprocess.PIPE
+        )
 
     def wait_running(self) -> None:
         # the first bytes on stdout mean "every socket is open"
@@ -125,6 +127,7 @@ def veth_pair(a: str, b: str) -> None:
 
 
 # -- down is not gone ----------------------------------------------------------------------
+
 
 @requires_root
 def test_nic_set_down_then_up_stays_one_interface_and_is_not_gone(netns, tmp_path):
@@ -221,6 +224,7 @@ def test_nic_deleted_and_recreated_with_the_same_ifindex_is_captured_again(netns
 
 # -- lo by name ------------------------------------------------------------------------------
 
+
 @requires_root
 def test_lo_by_name_is_captured_but_never_discovered(netns, tmp_path):
     from tracer.net import discovery as topology
@@ -249,13 +253,18 @@ def test_lo_by_name_is_captured_but_never_discovered(netns, tmp_path):
     assert sum(1 for _i, _t, d in epbs(out) if is_udp(d, b"loopback-probe")) == 6
 
     # an unknown name still lists what there is, lo left out as before
-    r = subprocess.run(["ip", "netns", "exec", c, PY, "-m", "tracer.net.agent", "-i", "nosuch"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["ip", "netns", "exec", c, PY, "-m", "tracer.net.agent", "-i", "nosuch"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert (r.returncode, r.stdout) == (2, "")
     assert r.stderr == "tracer agent: nosuch: no such interface; have: va\n"
 
 
 # -- each NIC once -----------------------------------------------------------------------------
+
 
 @requires_root
 def test_same_nic_named_twice_is_one_interface(netns, tmp_path):
@@ -270,8 +279,24 @@ def test_same_nic_named_twice_is_one_interface(netns, tmp_path):
     assert [l.name for l in sel.current(strict=True)] == ["va", "vc"]
 
     out = tmp_path / "twice.pcapng"
-    agent = AgentProc(a, out, "-i", "va", "-i", "vc", "-i", "va", "-i", f"va@{a}", "-i", "vc@" + a,
-                      "-i", f"vb@{b}", "--duration", "1.5")
+    agent = AgentProc(
+        a,
+        out,
+        "-i",
+        "va",
+        "-i",
+        "vc",
+        "-i",
+        "va",
+        "-i",
+        f"va@{a}",
+        "-i",
+        "vc@" + a,
+        "-i",
+        f"vb@{b}",
+        "--duration",
+        "1.5",
+    )
     try:
         agent.wait_running()
         udp(a, "10.199.0.2", b"twice")
@@ -289,19 +314,24 @@ def test_same_nic_named_twice_is_one_interface(netns, tmp_path):
 
 # -- before any capture: the terminal, the numbers, the names ----------------------------------
 
+
 def test_agent_refuses_a_terminal_for_stdout():
     """Like ``tcpdump -w -``: binary on a terminal is refused, before any root check
     (the NIC named does not exist, so without the check this would fail differently)."""
     master, slave = os.openpty()
     try:
-        for argv in ([PY, "-m", "tracer.net.agent", "-i", "trc-no-such-nic"],
-                     [PY, "-m", "tracer", "agent", "-i", "trc-no-such-nic", "--duration", "1"]):
-            r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE,
-                               text=True, timeout=60)
+        for argv in (
+            [PY, "-m", "tracer.net.agent", "-i", "trc-no-such-nic"],
+            [PY, "-m", "tracer", "agent", "-i", "trc-no-such-nic", "--duration", "1"],
+        ):
+            r = subprocess.run(
+                argv, stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE, text=True, timeout=60
+            )
             assert (r.returncode, r.stderr) == (2, REFUSE_TTY)
         # --help still helps on a terminal
-        r = subprocess.run([PY, "-m", "tracer.net.agent", "--help"], stdout=slave, stderr=subprocess.PIPE,
-                           text=True, timeout=60)
+        r = subprocess.run(
+            [PY, "-m", "tracer.net.agent", "--help"], stdout=slave, stderr=subprocess.PIPE, text=True, timeout=60
+        )
         assert r.returncode == 0 and r.stderr == ""
     finally:
         os.close(slave)
@@ -322,8 +352,8 @@ BAD_LIMITS = [
 
 @pytest.mark.parametrize("args,start", BAD_LIMITS, ids=[" ".join(a) for a, _s in BAD_LIMITS])
 def test_live_rejects_bad_count_and_duration(args, start, capsys, monkeypatch):
-    from tracer.sources import local as live_mod
     from tracer.cli import main
+    from tracer.sources import local as live_mod
 
     monkeypatch.setattr(live_mod.LiveSession, "_spawn", lambda self: pytest.fail("agent started"))
     # the NIC does not exist either: without the check, that (or needing root) is the error
@@ -335,8 +365,13 @@ def test_live_rejects_bad_count_and_duration(args, start, capsys, monkeypatch):
 
 @pytest.mark.parametrize("args,start", BAD_LIMITS, ids=[" ".join(a) for a, _s in BAD_LIMITS])
 def test_agent_rejects_bad_count_and_duration(args, start):
-    r = subprocess.run([PY, "-m", "tracer", "agent", *args, "-i", "trc-no-such-nic"],
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [PY, "-m", "tracer", "agent", *args, "-i", "trc-no-such-nic"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert (r.returncode, r.stdout) == (2, "")
     assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"tracer agent: {start}: "), r.stderr
 
@@ -355,9 +390,15 @@ def test_good_limits_pass_and_absent_ones_mean_no_limit():
 def test_format_links_escapes_names_netns_and_facts():
     from tracer.net import discovery as topology
 
-    link = topology.Link(name="a\x1b]0;pwned\x07b", ifindex=3, netns="ns\x1b[2J", host="h",
-                         kind="veth", role="container",
-                         facts={"peer": "x\x1b[31my", "addr": "10.0.0.1/24", "k\x9b": "v"})
+    link = topology.Link(
+        name="a\x1b]0;pwned\x07b",
+        ifindex=3,
+        netns="ns\x1b[2J",
+        host="h",
+        kind="veth",
+        role="container",
+        facts={"peer": "x\x1b[31my", "addr": "10.0.0.1/24", "k\x9b": "v"},
+    )
     text = topology.format_links([link])
     assert not any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in text), repr(text)
     assert "a\\x1b]0;pwned\\x07b" in text and "ns\\x1b[2J" in text and "peer=x\\x1b[31my" in text
@@ -368,8 +409,13 @@ def test_format_links_escapes_names_netns_and_facts():
 
 def test_agent_escapes_a_named_nic_in_its_error():
     """A name given with -i comes back in the one-line error, escaped."""
-    r = subprocess.run([PY, "-m", "tracer", "agent", "-i", "trc\x1b[2Jx@trc-no\x1b]0;such-netns\x07"],
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [PY, "-m", "tracer", "agent", "-i", "trc\x1b[2Jx@trc-no\x1b]0;such-netns\x07"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and r.stdout == ""
     assert "\x1b" not in r.stderr and "\x07" not in r.stderr and r.stderr.count("\n") == 1, repr(r.stderr)
     assert "trc-no\\x1b]0;such-netns\\x07" in r.stderr
@@ -386,11 +432,13 @@ def test_topology_text_escapes_a_hostile_nic_name(netns):
     ip("-n", c, "link", "add", name, "type", "veth", "peer", "name", "pp")
     ip("-n", c, "addr", "add", "10.198.0.1/24", "dev", name)
     ip("-n", c, "link", "set", name, "up")
-    r = subprocess.run(["ip", "netns", "exec", c, PY, "-m", "tracer", "topology"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["ip", "netns", "exec", c, PY, "-m", "tracer", "topology"], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0, r.stderr
     assert "\x1b" not in r.stdout and "a\\x1b[2Jb" in r.stdout, repr(r.stdout)
-    r = subprocess.run(["ip", "netns", "exec", c, PY, "-m", "tracer", "topology", "--json"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["ip", "netns", "exec", c, PY, "-m", "tracer", "topology", "--json"], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0, r.stderr
     assert name in [json.loads(line)["name"] for line in r.stdout.splitlines()]

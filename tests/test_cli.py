@@ -29,8 +29,17 @@ def tshark_fields(path: Path, *fields: str, extra: tuple[str, ...] = ()) -> list
 
 # tshark's protocol names -> scapy's layer names, for the layers both decode.
 TSHARK_TO_SCAPY = {
-    "eth": "Ether", "ethertype": None, "ip": "IP", "ipv6": "IPv6", "udp": "UDP", "tcp": "TCP",
-    "vxlan": "VXLAN", "icmp": "ICMP", "arp": "ARP", "vlan": "Dot1Q", "data": None,
+    "eth": "Ether",
+    "ethertype": None,
+    "ip": "IP",
+    "ipv6": "IPv6",
+    "udp": "UDP",
+    "tcp": "TCP",
+    "vxlan": "VXLAN",
+    "icmp": "ICMP",
+    "arp": "ARP",
+    "vlan": "Dot1Q",
+    "data": None,
 }
 
 
@@ -121,8 +130,9 @@ def test_stdin_equals_file():
 
 def test_stdin_frames_appear_before_the_stream_ends():
     data = shared_pcap("vxlan/tcpdump_vxlan4789_vni100.pcap").read_bytes()
-    proc = subprocess.Popen([*TRACER, "replay", "-", "--print"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*TRACER, "replay", "-", "--print"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         # header + the first record only; keep the pipe open
         first_len = int.from_bytes(data[24 + 8 : 24 + 12], "little")
@@ -259,9 +269,16 @@ def test_journeys_follow_the_echo_across_both_hosts():
     assert len(requests) == len(sent) > 0
     for j in requests:
         path = [(h["host"], h["container"], h["nic"]) for h in j["hops"]]
-        assert path == [("hostx", "A", "eth0"), ("hostx", None, "docker0"), ("hostx", None, "flannel0"),
-                        ("hostx", None, "eth0"), ("hosty", None, "eth0"), ("hosty", None, "flannel0"),
-                        ("hosty", None, "docker0"), ("hosty", "C", "eth0")]
+        assert path == [
+            ("hostx", "A", "eth0"),
+            ("hostx", None, "docker0"),
+            ("hostx", None, "flannel0"),
+            ("hostx", None, "eth0"),
+            ("hosty", None, "eth0"),
+            ("hosty", None, "flannel0"),
+            ("hosty", None, "docker0"),
+            ("hosty", "C", "eth0"),
+        ]
         assert j["hops"][3]["step"].startswith("encapsulated VXLAN vni 1")
         assert j["hops"][3]["encap"] == ["VXLAN"] and j["hops"][2]["encap"] == []
         assert j["hops"][5]["step"].startswith("decapsulated")

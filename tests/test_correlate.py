@@ -21,16 +21,17 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, shared_pcap
-from tracer.pcapng.reader import SourceSpec, open_capture
 from tracer.correlate import Correlation, correlate, find_journeys, journey_json, nic_role
 from tracer.dissect.fast import identify
 from tracer.model import FrameStore, Nic
+from tracer.pcapng.reader import SourceSpec, open_capture
 
 SCENARIOS = REPO / "scenarios"
 OVERLAYS = ["flannel-vxlan", "docker-overlay", "flannel-udp"]
 
 
 # -- helpers ----------------------------------------------------------------------
+
 
 def load(path: Path | str) -> FrameStore:
     store = FrameStore()
@@ -101,24 +102,32 @@ def journeys_of(corr, frames) -> list:
     return [seen[k] for k in sorted(seen)]
 
 
-def copy_store(store: FrameStore, *, keep=lambda nic: True, shift=lambda nic: 0,
-               again_after_ns: int | None = None) -> FrameStore:
+def copy_store(
+    store: FrameStore, *, keep=lambda nic: True, shift=lambda nic: 0, again_after_ns: int | None = None
+) -> FrameStore:
     """The same recorded frames re-indexed: some NICs left out, some clocks shifted,
     or everything sent a second time ``again_after_ns`` later on the same NICs."""
     out = FrameStore()
     ids = {}
     for nic in store.nics:
         if keep(nic):
-            ids[nic.id] = out.add_nic(Nic(nic.name, nic.linktype, nic.host, nic.netns,
-                                          nic.kind, nic.description, dict(nic.facts)))
+            ids[nic.id] = out.add_nic(
+                Nic(nic.name, nic.linktype, nic.host, nic.netns, nic.kind, nic.description, dict(nic.facts))
+            )
     bufs = {k: out.add_buffer(b) for k, b in enumerate(store.buffers)}
     rounds = [0] if again_after_ns is None else [0, again_after_ns]
     for extra in rounds:
         for i in store.timeline():
             nic = store.nic(i)
             if nic.id in ids:
-                out.append(ids[nic.id], store.ts_ns[i] + shift(nic) + extra, bufs[store.buf_of[i]],
-                           store.offset[i], store.caplen[i], store.origlen[i])
+                out.append(
+                    ids[nic.id],
+                    store.ts_ns[i] + shift(nic) + extra,
+                    bufs[store.buf_of[i]],
+                    store.offset[i],
+                    store.caplen[i],
+                    store.origlen[i],
+                )
     return out
 
 
@@ -127,6 +136,7 @@ def hop_key(h):
 
 
 # -- the article's A -> C journey, on every overlay -------------------------------------
+
 
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_echo_requests_follow_the_article_path(name):
@@ -142,7 +152,8 @@ def test_echo_requests_follow_the_article_path(name):
     journeys = journeys_of(corr, requests)
     assert len(journeys) == count
     assert sorted(j.inner["seq"] for j in journeys) == sorted(
-        {identify(store.data(f), store.linktype(f)).icmp_seq for f in requests})
+        {identify(store.data(f), store.linktype(f)).icmp_seq for f in requests}
+    )
     for j in journeys:
         assert j.inner["src"] == addr["A"] and j.inner["dst"] == addr["C"]
         assert j.inner["proto"] == "ICMP" and j.inner["type"] == 8
@@ -174,12 +185,12 @@ def test_journeys_cover_what_tshark_sees(name):
     if name == "port-forward":  # Host X masquerades A behind its own address
         shown += f" || ip.addr=={addr['hostx']}"
     # tshark decodes VXLAN on 4789 only; flannel's UDP backend is a bare IP packet
-    decode = {"flannel-vxlan": ["-d", "udp.port==8472,vxlan"],
-              "flannel-udp": ["-d", "udp.port==8285,ip"]}.get(name, [])
+    decode = {"flannel-vxlan": ["-d", "udp.port==8472,vxlan"], "flannel-udp": ["-d", "udp.port==8285,ip"]}.get(name, [])
     out = subprocess.run(
-        ["tshark", "-n", "-r", str(path), *decode, "-Y", shown, "-T", "fields",
-         "-e", "frame.interface_id"],
-        capture_output=True, text=True, check=True,
+        ["tshark", "-n", "-r", str(path), *decode, "-Y", shown, "-T", "fields", "-e", "frame.interface_id"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     store = recording(name)
     corr = correlate(store)
@@ -254,6 +265,7 @@ def test_every_ip_frame_is_in_exactly_one_journey_and_journeys_are_one_packet(na
 
 # -- NAT: the article's port forwarding --------------------------------------------------
 
+
 def test_port_forward_syn_shows_dnat_to_c():
     scen = scenario("port-forward")
     store = recording("port-forward")
@@ -303,11 +315,14 @@ def test_bridge_same_host_and_masquerade():
     for j in ab:
         assert [(h.nic.container or h.nic.name) for h in j.hops] == ["A", "docker0", "B"]
         assert [h.step for h in j.hops] == ["sent", "bridged", "delivered"]
-    ay = journeys_of(corr, frames_where(
-        store, lambda d: d.proto == 1 and d.icmp_type == 8 and d.dst == addr["hosty"]))
+    ay = journeys_of(corr, frames_where(store, lambda d: d.proto == 1 and d.icmp_type == 8 and d.dst == addr["hosty"]))
     for j in ay:
         assert [(h.nic.host, h.nic.container or h.nic.name) for h in j.hops] == [
-            ("hostx", "A"), ("hostx", "docker0"), ("hostx", "eth0"), ("hosty", "eth0")]
+            ("hostx", "A"),
+            ("hostx", "docker0"),
+            ("hostx", "eth0"),
+            ("hosty", "eth0"),
+        ]
         assert j.hops[2].step.startswith(f"SNAT src {addr['A']} → {addr['hostx']}")
         assert j.hops[3].step.startswith("sent over the underlay") and j.end == "delivered"
 
@@ -317,8 +332,9 @@ def test_arp_broadcast_is_one_journey_delivered_at_its_target():
     corr = correlate(store)
     docker0 = store.nic_by_name("docker0", "hostx")
     gw = docker0.facts["addr"].split("/")[0]
-    asks = frames_where(store, lambda d: d.arp is not None and d.arp[0] == 1
-                        and d.arp[4] == bytes(map(int, gw.split("."))))
+    asks = frames_where(
+        store, lambda d: d.arp is not None and d.arp[0] == 1 and d.arp[4] == bytes(map(int, gw.split(".")))
+    )
     (j,) = journeys_of(corr, asks)
     assert j.inner["proto"] == "ARP" and j.inner["dst"] == gw
     assert len(j.hops) == len(asks) == 3  # flooded to B as well
@@ -327,6 +343,7 @@ def test_arp_broadcast_is_one_journey_delivered_at_its_target():
 
 
 # -- repeated identities ----------------------------------------------------------------
+
 
 def test_same_inner_packet_in_two_vnis_never_shares_a_journey():
     store = load(shared_pcap("vxlan/zeek_vxlan_same_5tuple_two_vnis.pcap"))
@@ -351,8 +368,7 @@ def test_same_skb_at_one_probe_point_twice_is_a_hairpin_in_one_journey():
     corr = correlate(store)
     icmp = frames_where(store, lambda d: d.proto == 1)
     journeys = journeys_of(corr, icmp)
-    pings = {(d.icmp_type, d.icmp_seq) for d in
-             (identify(store.data(f), store.linktype(f)) for f in icmp)}
+    pings = {(d.icmp_type, d.icmp_seq) for d in (identify(store.data(f), store.linktype(f)) for f in icmp)}
     assert len(journeys) == len(pings) == 4
     hairpins = 0
     for j in journeys:
@@ -373,9 +389,12 @@ def test_duplicate_on_two_nics_joins_but_same_seq_other_payload_does_not():
     j = corr.journey(0)
     assert j is corr.journey(1) and len(j.hops) == 2
     # same IP ID and TCP seq, different payload: different packets
-    same = [(a, b) for a in range(len(ids)) for b in range(a + 1, len(ids))
-            if ids[a].ip_id == ids[b].ip_id and ids[a].tcp_seq == ids[b].tcp_seq
-            and ids[a].digest != ids[b].digest]
+    same = [
+        (a, b)
+        for a in range(len(ids))
+        for b in range(a + 1, len(ids))
+        if ids[a].ip_id == ids[b].ip_id and ids[a].tcp_seq == ids[b].tcp_seq and ids[a].digest != ids[b].digest
+    ]
     assert same
     for a, b in same:
         assert corr.journey(a) is not corr.journey(b)
@@ -401,6 +420,7 @@ def test_the_same_packets_sent_again_later_are_new_journeys():
 
 # -- topology, clocks, capture points ----------------------------------------------------
 
+
 def test_host_clock_offset_is_estimated_from_underlay_frames_and_corrected():
     store = recording("flannel-vxlan")
     late = -3_000_000  # Host Y's clock 3 ms behind Host X's
@@ -425,8 +445,7 @@ def test_host_clock_offset_is_estimated_from_underlay_frames_and_corrected():
 
 def test_journey_that_stops_early_says_where_it_was_last_seen():
     # captured on Host X and Host Y's eth0 only: the packets are not seen further
-    store = copy_store(recording("flannel-vxlan"),
-                       keep=lambda nic: nic.host == "hostx" or nic_role(nic) == "underlay")
+    store = copy_store(recording("flannel-vxlan"), keep=lambda nic: nic.host == "hostx" or nic_role(nic) == "underlay")
     scen = scenario("flannel-vxlan")
     addr = addresses(scen)
     corr = correlate(store)
@@ -458,8 +477,15 @@ def test_journey_json_is_the_batch_output_shape():
     out = journey_json(j)
     assert out["inner"]["type"] == 8 and {"id", "seq"} <= set(out["inner"])
     assert [(h["host"], h["nic"]) for h in out["hops"]] == [
-        ("hostx", "eth0"), ("hostx", "docker0"), ("hostx", "flannel0"), ("hostx", "eth0"),
-        ("hosty", "eth0"), ("hosty", "flannel0"), ("hosty", "docker0"), ("hosty", "eth0")]
+        ("hostx", "eth0"),
+        ("hostx", "docker0"),
+        ("hostx", "flannel0"),
+        ("hostx", "eth0"),
+        ("hosty", "eth0"),
+        ("hosty", "flannel0"),
+        ("hosty", "docker0"),
+        ("hosty", "eth0"),
+    ]
     assert out["hops"][0]["container"] == "A" and out["hops"][-1]["container"] == "C"
     assert [h["encap"] for h in out["hops"]] == [[], [], [], ["VXLAN"], ["VXLAN"], [], [], []]
     assert out["hops"][0]["offset"] == 0
@@ -477,10 +503,11 @@ def test_ui_lookups_frame_to_journey_and_hop():
 
 
 def test_correlate_does_not_import_textual():
-    code = ("import sys, tracer.correlate\n"
-            "print(','.join(m for m in sys.modules if m == 'textual' or m.startswith(('textual.', 'tracer.ui'))))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=REPO)
+    code = (
+        "import sys, tracer.correlate\n"
+        "print(','.join(m for m in sys.modules if m == 'textual' or m.startswith(('textual.', 'tracer.ui'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == ""
 
 
@@ -495,8 +522,14 @@ def test_without_nic_facts_host_order_and_clock_offset_come_from_the_tunnel():
     buf = {k: bare.add_buffer(b) for k, b in enumerate(store.buffers)}
     for i in range(len(store)):
         nic = store.nic(i)
-        bare.append(nic.id, store.ts_ns[i] + (late if nic.host == "hosty" else 0),
-                    buf[store.buf_of[i]], store.offset[i], store.caplen[i], store.origlen[i])
+        bare.append(
+            nic.id,
+            store.ts_ns[i] + (late if nic.host == "hosty" else 0),
+            buf[store.buf_of[i]],
+            store.offset[i],
+            store.caplen[i],
+            store.origlen[i],
+        )
     corr = correlate(bare)
     assert corr.corrected and abs(corr.offsets["hosty"] - corr.offsets["hostx"] - late) < 20_000
     scen = scenario("flannel-vxlan")
@@ -516,23 +549,22 @@ def test_fed_in_pieces_as_a_live_capture_gives_the_same_journeys(name):
     whole = correlate(store)
     live = FrameStore()
     for nic in store.nics:
-        live.add_nic(Nic(nic.name, nic.linktype, nic.host, nic.netns, nic.kind,
-                         nic.description, dict(nic.facts)))
+        live.add_nic(Nic(nic.name, nic.linktype, nic.host, nic.netns, nic.kind, nic.description, dict(nic.facts)))
     buf = {k: live.add_buffer(b) for k, b in enumerate(store.buffers)}
     corr = Correlation(live)
     assert corr.update() == []
     touched = set()
     for i in range(len(store)):  # arrival order, 7 frames per read
-        live.append(store.nic_of[i], store.ts_ns[i], buf[store.buf_of[i]], store.offset[i],
-                    store.caplen[i], store.origlen[i])
+        live.append(
+            store.nic_of[i], store.ts_ns[i], buf[store.buf_of[i]], store.offset[i], store.caplen[i], store.origlen[i]
+        )
         if i % 7 == 6 or i == len(store) - 1:
             changed = corr.update()
             touched |= {j.id for j in changed}
             for j in changed:  # usable at once: hops of what is known so far
                 assert sorted(h.frame for h in j.hops) == sorted(j.frames)
     assert touched == {j.id for j in corr.journeys}
-    assert sorted(sorted(j.frames) for j in corr.journeys) == sorted(
-        sorted(j.frames) for j in whole.journeys)
+    assert sorted(sorted(j.frames) for j in corr.journeys) == sorted(sorted(j.frames) for j in whole.journeys)
     for j in corr.journeys:
         ref = whole.journey(j.frames[0])
         assert [h.frame for h in j.hops] == [h.frame for h in ref.hops]
@@ -550,8 +582,14 @@ def test_live_updates_estimate_the_clock_offset_too():
     corr = Correlation(live)
     for i in store.timeline():
         nic = store.nic(i)
-        live.append(nic.id, store.ts_ns[i] + (late if nic.host == "hosty" else 0),
-                    buf[store.buf_of[i]], store.offset[i], store.caplen[i], store.origlen[i])
+        live.append(
+            nic.id,
+            store.ts_ns[i] + (late if nic.host == "hosty" else 0),
+            buf[store.buf_of[i]],
+            store.offset[i],
+            store.caplen[i],
+            store.origlen[i],
+        )
         if i % 5 == 4:
             corr.update()
     corr.update()
@@ -564,16 +602,26 @@ def test_live_updates_estimate_the_clock_offset_too():
 
 # -- matching a bounded number of frames per call (the UI's chunks) ---------------------
 
+
 def _journeys_by_frames(corr) -> dict:
     """{first frame: (frames, hop frames, steps, end)}: journeys, whatever their ids."""
-    return {min(j.frames): (sorted(j.frames), [h.frame for h in j.hops], [h.step for h in j.hops], j.end)
-            for j in corr.journeys}
+    return {
+        min(j.frames): (sorted(j.frames), [h.frame for h in j.hops], [h.step for h in j.hops], j.end)
+        for j in corr.journeys
+    }
 
 
 @pytest.mark.parametrize("limit", [1, 3, 7, 1000])
-@pytest.mark.parametrize("source", [
-    "bundled", "port-forward", "pcapng_multi_if/retis_kernel_probe_points_ovs.pcapng",
-    "pcapng_multi_if/macos_many_interfaces.pcapng", "vxlan/zeek_vxlan_same_5tuple_two_vnis.pcap"])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "bundled",
+        "port-forward",
+        "pcapng_multi_if/retis_kernel_probe_points_ovs.pcapng",
+        "pcapng_multi_if/macos_many_interfaces.pcapng",
+        "vxlan/zeek_vxlan_same_5tuple_two_vnis.pcap",
+    ],
+)
 def test_update_with_a_limit_repeatedly_gives_the_same_journeys_as_one_update(source, limit):
     if source == "bundled":
         store = recording("flannel-vxlan")
@@ -626,13 +674,13 @@ def test_journey_names_its_store_and_correlation():
 
 # -- replies: conntrack undoing the NAT ---------------------------------------------------
 
+
 def _pf_replies(store):
     """Port-forward journeys of the replies: C's port 80 back to Host X's masqueraded port."""
     scen = scenario("port-forward")
     addr = addresses(scen)
     pub = scen["overlay"]["publish"][0]
-    frames = frames_where(store, lambda d: d.proto == 6 and d.src == addr["C"]
-                          and d.sport == pub["container_port"])
+    frames = frames_where(store, lambda d: d.proto == 6 and d.src == addr["C"] and d.sport == pub["container_port"])
     return scen, addr, pub, frames
 
 
@@ -645,15 +693,21 @@ def test_port_forward_replies_show_conntrack_undoing_the_nat():
     for j in replies:
         steps = [h.step for h in j.hops]
         assert [(h.nic.host, h.nic.container or h.nic.name) for h in j.hops] == [
-            ("hosty", "C"), ("hosty", "docker0"), ("hosty", "eth0"),
-            ("hostx", "eth0"), ("hostx", "docker0"), ("hostx", "A")]
+            ("hosty", "C"),
+            ("hosty", "docker0"),
+            ("hosty", "eth0"),
+            ("hostx", "eth0"),
+            ("hostx", "docker0"),
+            ("hostx", "A"),
+        ]
         dport = j.inner["dport"]
         # Host Y: the reply's source goes back to the published address (the DNAT undone)
-        assert steps[2] == (f"un-DNAT src {addr['C']}:{pub['container_port']} → "
-                            f"{addr['hosty']}:{pub['host_port']} (conntrack reply), routed")
+        assert steps[2] == (
+            f"un-DNAT src {addr['C']}:{pub['container_port']} → "
+            f"{addr['hosty']}:{pub['host_port']} (conntrack reply), routed"
+        )
         # Host X: its destination goes back to A (the MASQUERADE undone)
-        assert steps[4] == (f"un-SNAT dst {addr['hostx']}:{dport} → {addr['A']}:{dport} "
-                            "(conntrack reply), routed")
+        assert steps[4] == (f"un-SNAT dst {addr['hostx']}:{dport} → {addr['A']}:{dport} (conntrack reply), routed")
         assert not any(s.startswith(("SNAT", "DNAT")) for s in steps), steps
         assert [h["step"] for h in journey_json(j)["hops"]] == steps
     # the requests keep the rules' own names
@@ -689,12 +743,12 @@ def test_replies_without_their_connections_start_keep_the_plain_names():
     frames = sorted(f for j in journeys_of(correlate(store), frames) for f in j.frames)
     only = FrameStore()
     for nic in store.nics:
-        only.add_nic(Nic(nic.name, nic.linktype, nic.host, nic.netns, nic.kind,
-                         nic.description, dict(nic.facts)))
+        only.add_nic(Nic(nic.name, nic.linktype, nic.host, nic.netns, nic.kind, nic.description, dict(nic.facts)))
     bufs = {k: only.add_buffer(b) for k, b in enumerate(store.buffers)}
     for i in frames:
-        only.append(store.nic_of[i], store.ts_ns[i], bufs[store.buf_of[i]], store.offset[i],
-                    store.caplen[i], store.origlen[i])
+        only.append(
+            store.nic_of[i], store.ts_ns[i], bufs[store.buf_of[i]], store.offset[i], store.caplen[i], store.origlen[i]
+        )
     corr = correlate(only)
     assert corr.journeys and all(len(j.hops) == 6 for j in corr.journeys)
     for j in corr.journeys:
@@ -707,11 +761,11 @@ def test_masqueraded_ping_replies_show_the_snat_undone():
     store = recording("bridge")
     addr = addresses(scen)
     corr = correlate(store)
-    back = journeys_of(corr, frames_where(
-        store, lambda d: d.proto == 1 and d.icmp_type == 0 and d.src == addr["hosty"]))
+    back = journeys_of(
+        corr, frames_where(store, lambda d: d.proto == 1 and d.icmp_type == 0 and d.src == addr["hosty"])
+    )
     assert back
     for j in back:
         steps = [h.step for h in j.hops]
-        assert any(s.startswith(f"un-SNAT dst {addr['hostx']} → {addr['A']} (conntrack reply)")
-                   for s in steps), steps
+        assert any(s.startswith(f"un-SNAT dst {addr['hostx']} → {addr['A']} (conntrack reply)") for s in steps), steps
         assert not any(s.startswith(("SNAT", "DNAT")) for s in steps), steps

@@ -25,8 +25,8 @@ from tracer.dissect.fast import (
     identify,
     inner_name,
 )
-from tracer.text import safe
 from tracer.dissect.tree import dissect, layer_names
+from tracer.text import safe
 
 needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 
@@ -65,8 +65,16 @@ def vxlan_frame() -> bytes:
 # -- layer names against tshark ------------------------------------------------------
 
 TSHARK_TO_SCAPY = {
-    "eth": "Ether", "ip": "IP", "ipv6": "IPv6", "udp": "UDP", "tcp": "TCP",
-    "vxlan": "VXLAN", "icmp": "ICMP", "arp": "ARP", "vlan": "Dot1Q", "ieee8021ad": "Dot1AD",
+    "eth": "Ether",
+    "ip": "IP",
+    "ipv6": "IPv6",
+    "udp": "UDP",
+    "tcp": "TCP",
+    "vxlan": "VXLAN",
+    "icmp": "ICMP",
+    "arp": "ARP",
+    "vlan": "Dot1Q",
+    "ieee8021ad": "Dot1AD",
 }
 # Layers both sides decode without extra modules (scapy knows DNS, HTTP... only
 # when something imported them; tshark knows them always).
@@ -130,11 +138,33 @@ IDENTITY_FILES = [
 ]
 
 ID_FIELDS = (
-    "frame.protocols", "ip.src", "ip.dst", "ip.id", "ip.ttl", "ipv6.src", "ipv6.dst",
-    "ipv6.hlim", "vxlan.vni", "gre.key", "vlan.id", "icmp.type", "icmp.ident", "icmp.seq",
-    "icmpv6.type", "icmpv6.echo.identifier", "icmpv6.echo.sequence_number",
-    "tcp.srcport", "tcp.dstport", "tcp.seq_raw", "tcp.ack_raw", "tcp.flags",
-    "udp.srcport", "udp.dstport", "arp.opcode", "arp.src.proto_ipv4", "arp.dst.proto_ipv4",
+    "frame.protocols",
+    "ip.src",
+    "ip.dst",
+    "ip.id",
+    "ip.ttl",
+    "ipv6.src",
+    "ipv6.dst",
+    "ipv6.hlim",
+    "vxlan.vni",
+    "gre.key",
+    "vlan.id",
+    "icmp.type",
+    "icmp.ident",
+    "icmp.seq",
+    "icmpv6.type",
+    "icmpv6.echo.identifier",
+    "icmpv6.echo.sequence_number",
+    "tcp.srcport",
+    "tcp.dstport",
+    "tcp.seq_raw",
+    "tcp.ack_raw",
+    "tcp.flags",
+    "udp.srcport",
+    "udp.dstport",
+    "arp.opcode",
+    "arp.src.proto_ipv4",
+    "arp.dst.proto_ipv4",
 )
 
 
@@ -164,20 +194,25 @@ def _check_identity(ident, row: dict[str, str], where) -> int:
             assert ident.ip_id == int(last(row["ip.id"]), 16), where
             assert ident.ttl == int(last(row["ip.ttl"])), where
         else:
-            assert (ident.ipver, ident.src, ident.dst) == (
-                6, last(row["ipv6.src"]), last(row["ipv6.dst"])), where
+            assert (ident.ipver, ident.src, ident.dst) == (6, last(row["ipv6.src"]), last(row["ipv6.dst"])), where
             assert ident.ttl == int(last(row["ipv6.hlim"])), where
         checked += 1
         l4 = protos[ips[-1] + 1] if ips[-1] + 1 < len(protos) else None
         if l4 == "tcp":
             assert (ident.proto, ident.sport, ident.dport) == (
-                6, int(last(row["tcp.srcport"])), int(last(row["tcp.dstport"]))), where
+                6,
+                int(last(row["tcp.srcport"])),
+                int(last(row["tcp.dstport"])),
+            ), where
             assert ident.tcp_seq == int(last(row["tcp.seq_raw"])), where
             assert ident.tcp_ack == int(last(row["tcp.ack_raw"])), where
             assert ident.tcp_flags == int(last(row["tcp.flags"]), 16) & 0xFF, where
         elif l4 == "udp":
             assert (ident.proto, ident.sport, ident.dport) == (
-                17, int(last(row["udp.srcport"])), int(last(row["udp.dstport"]))), where
+                17,
+                int(last(row["udp.srcport"])),
+                int(last(row["udp.dstport"])),
+            ), where
         elif l4 == "icmp":
             assert (ident.proto, ident.icmp_type) == (1, int(last(row["icmp.type"]))), where
             if row["icmp.seq"]:
@@ -222,8 +257,7 @@ def test_vxlan_identity_fields():
     assert (ident.icmp_type, ident.icmp_seq) == (8, 1)
     assert ident.payload_len == 56 and ident.digest is not None
     assert ident.summary == (
-        "VXLAN vni 100 192.168.203.1→192.168.202.1 | "
-        "192.168.203.3 → 192.168.203.5 ICMP echo request id 1292 seq 1"
+        "VXLAN vni 100 192.168.203.1→192.168.202.1 | 192.168.203.3 → 192.168.203.5 ICMP echo request id 1292 seq 1"
     )
 
 
@@ -249,6 +283,7 @@ def test_fragments_are_noted():
 
 # -- the same packet, with and without a tunnel ---------------------------------------------
 
+
 def test_same_tcp_packets_in_two_vnis_and_plain_share_identity():
     frames = read_frames(shared_pcap("vxlan/zeek_vxlan_same_5tuple_two_vnis.pcap"))
     seen = defaultdict(set)
@@ -271,8 +306,9 @@ def test_decapsulated_frame_has_the_same_identity():
             assert inner.nat_key == outer.nat_key
 
 
-@pytest.mark.parametrize("scenario,encap", [("flannel-vxlan", "VXLAN"), ("flannel-udp", "flannel-udp"),
-                                            ("docker-overlay", "VXLAN")])
+@pytest.mark.parametrize(
+    "scenario,encap", [("flannel-vxlan", "VXLAN"), ("flannel-udp", "flannel-udp"), ("docker-overlay", "VXLAN")]
+)
 def test_lab_capture_echo_has_one_identity_at_every_hop(scenario, encap):
     path = REPO / "scenarios" / scenario / "capture.pcapng"
     if not path.exists():
@@ -309,6 +345,7 @@ def test_flannel_udp_backend():
 
 # -- link types ------------------------------------------------------------------------
 
+
 def test_null_loopback_in_either_byte_order():
     ip = vxlan_frame()[64:]
     for head, name in ((struct.pack("<I", 2), "Loopback"), (struct.pack(">I", 2), "LoopbackOpenBSD")):
@@ -330,6 +367,7 @@ def test_unknown_linktype_is_flagged_not_raised():
 
 
 # -- the fast lane and classify agree with the general walk ----------------------------------
+
 
 def all_shared_frames() -> list[tuple[str, int, bytes, int]]:
     root = shared_pcap("vxlan/tcpdump_vxlan4789_vni100.pcap").parent.parent
@@ -370,12 +408,19 @@ def test_classify_counts_vxlan_like_tshark():
 
 # -- layer spans -------------------------------------------------------------------------
 
+
 def test_vxlan_layer_spans():
     data = vxlan_frame()
     spans = [(layer.name, layer.start, layer.end) for layer in dissect(data, 1)]
     assert spans == [
-        ("Ether", 0, 14), ("IP", 14, 34), ("UDP", 34, 42), ("VXLAN", 42, 50),
-        ("Ether", 50, 64), ("IP", 64, 84), ("ICMP", 84, 92), ("Raw", 92, len(data)),
+        ("Ether", 0, 14),
+        ("IP", 14, 34),
+        ("UDP", 34, 42),
+        ("VXLAN", 42, 50),
+        ("Ether", 50, 64),
+        ("IP", 64, 84),
+        ("ICMP", 84, 92),
+        ("Raw", 92, len(data)),
     ]
     vx = dissect(data, 1)[3]
     assert dict(vx.fields)["vni"] in ("100", "0x64")

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BUNDLED, REPO, requires_root
-from tracer.net.afpacket import CaptureError, PacketSocket
 from tracer.cli import lab as cli
 from tracer.lab import build, scenario
 from tracer.lab.build import Lab, LabError, lab_namespaces
 from tracer.lab.scenario import ScenarioError
+from tracer.net.afpacket import CaptureError, PacketSocket
 
 SCENARIOS = ["bridge", "port-forward", "flannel-vxlan", "docker-overlay", "flannel-udp"]
 TAG = f"t{os.getpid()}"
@@ -34,6 +34,7 @@ SILENT = {"bridge": {"hosty/docker0", "C/eth0"}}  # A cannot reach C: nothing ar
 
 
 # -- helpers -------------------------------------------------------------------
+
 
 def lab_cli(capsys, *argv: str) -> tuple[int, str, str]:
     capsys.readouterr()
@@ -48,13 +49,13 @@ def idbs(path: Path) -> list[tuple[int, str, str]]:
     while off < len(data):
         btype, total = struct.unpack_from("<II", data, off)
         if btype == 1:
-            body = data[off + 8: off + total - 4]
+            body = data[off + 8 : off + total - 4]
             opts, o = {}, 8
             while o + 4 <= len(body):
                 code, length = struct.unpack_from("<HH", body, o)
                 if code == 0:
                     break
-                opts[code] = body[o + 4: o + 4 + length].decode()
+                opts[code] = body[o + 4 : o + 4 + length].decode()
                 o += 4 + length + (-length % 4)
             found.append((struct.unpack_from("<H", body)[0], opts.get(2, ""), opts.get(3, "")))
         off += total
@@ -98,6 +99,7 @@ def cleanup():
 
 # -- scenario files (no root) ----------------------------------------------------
 
+
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_shipped_scenarios_load(name):
     s = scenario.load(name)
@@ -110,16 +112,21 @@ def test_shipped_scenarios_load(name):
 
 BAD = [
     # (replace this, with that) in flannel-vxlan.toml -> (key, problem)
-    ('[underlay]', '[underlay]\ncolour = "red"', "underlay.colour", "unknown key"),
+    ("[underlay]", '[underlay]\ncolour = "red"', "underlay.colour", "unknown key"),
     ('eth0 = "192.168.0.1"\n', "", "hosts[0].eth0", "missing"),
     ('address = "10.244.1.2"', 'address = "10.244.1.300"', "hosts[0].containers[0].address", "not an IPv4 address"),
-    ('address = "10.244.1.2"', 'address = "10.244.2.7"', "hosts[0].containers[0].address", "not a host address in 10.244.1.0/24"),
+    (
+        'address = "10.244.1.2"',
+        'address = "10.244.2.7"',
+        "hosts[0].containers[0].address",
+        "not a host address in 10.244.1.0/24",
+    ),
     ('docker0 = "10.244.2.1/24"', 'docker0 = "10.244.0.1/22"', "hosts[1].docker0", "overlaps hosts[0].docker0"),
     ('to = "C"', 'to = "Z"', "traffic[0].to", "no such host or container"),
     ('to = "C"', 'to = "8.8.8.8"', "traffic[0].to", "outside the lab"),
     ('type = "flannel-vxlan"', 'type = "wireguard"', "overlay.type", "one of none, port-forward"),
     ('name = "C"', 'name = "a"', "hosts[1].containers[0].name", "already used"),
-    ('vni = 1', 'vni = "1"', "overlay.vni", "expected int"),
+    ("vni = 1", 'vni = "1"', "overlay.vni", "expected int"),
     ('id = "fv"', 'id = "flannel"', "scenario.id", "1-4 lowercase letters"),
 ]
 
@@ -203,8 +210,7 @@ def _capture_file() -> Path:
     pytest.skip("no recorded capture in scenarios/")
 
 
-@pytest.mark.parametrize("what", ["directory", "parent is a file", "no such directory", "device",
-                                  "unwritable"])
+@pytest.mark.parametrize("what", ["directory", "parent is a file", "no such directory", "device", "unwritable"])
 def test_record_refuses_an_unusable_output_before_building(what, tmp_path, capsys, nothing_built):
     out = {
         "directory": tmp_path,
@@ -228,8 +234,7 @@ def test_record_output_check_leaves_nothing_behind(tmp_path, capsys, nothing_bui
 
 
 @pytest.mark.parametrize("as_root", [True, False])
-def test_up_with_a_capture_file_says_it_is_not_a_scenario(as_root, tmp_path, capsys, monkeypatch,
-                                                           nothing_built):
+def test_up_with_a_capture_file_says_it_is_not_a_scenario(as_root, tmp_path, capsys, monkeypatch, nothing_built):
     monkeypatch.setattr(os, "geteuid", lambda: 0 if as_root else 1000)
     cap = tmp_path / "some.pcap"
     shutil.copyfile(_capture_file(), cap)
@@ -240,8 +245,11 @@ def test_up_with_a_capture_file_says_it_is_not_a_scenario(as_root, tmp_path, cap
         assert err[0].startswith(f"tracer lab: {arg}: not a scenario (TOML): a pcapng capture"), err
     for name, data, says in (
         ("binary.toml", b"\x00\xff\xfe binary", "not a scenario (TOML): binary data"),
-        ("latin1.toml", "name = 'caf\xe9'".encode("latin-1"),
-         "not a scenario (TOML): not UTF-8 text (byte 0xe9 at offset 11)"),
+        (
+            "latin1.toml",
+            "name = 'caf\xe9'".encode("latin-1"),
+            "not a scenario (TOML): not UTF-8 text (byte 0xe9 at offset 11)",
+        ),
         ("big.toml", b"# " + b"x" * (2 << 20), "not a scenario (TOML): larger than"),
         ("broken.toml", b"[scenario\nname=", "not valid TOML: Expected"),
     ):
@@ -272,11 +280,13 @@ def test_a_file_name_with_a_newline_stays_one_line(tmp_path, capsys, nothing_bui
     path.write_bytes(b"\xff")
     rc, err = tracer_cli(capsys, "lab", "up", str(path))
     assert rc == 2 and len(err) == 1, err
-    assert err[0] == (f"tracer lab: {tmp_path}/evil\\nname.toml: "
-                      "not a scenario (TOML): not UTF-8 text (byte 0xff at offset 0)")
+    assert err[0] == (
+        f"tracer lab: {tmp_path}/evil\\nname.toml: not a scenario (TOML): not UTF-8 text (byte 0xff at offset 0)"
+    )
 
 
 # -- bundled captures (no root) ------------------------------------------------------
+
 
 @needs_tshark
 def test_bundled_flannel_vxlan_capture():
@@ -311,6 +321,7 @@ def test_each_scenario_has_a_small_recorded_capture(name):
 
 # -- the lab, for real (root) --------------------------------------------------------------
 
+
 def check_recording(name: str, path: Path, lab: Lab) -> None:
     points = lab.capture_points()
     ifs = idbs(path)
@@ -319,8 +330,19 @@ def check_recording(name: str, path: Path, lab: Lab) -> None:
         t = tokens(desc)
         assert (t["host"], t["netns"], t["kind"], t.get("container")) == (p.host, p.netns, p.kind, p.container)
         assert linktype == (101 if p.kind == "tun" else 1)
-    rows = tshark(path, "frame.interface_id", "ip.proto", "udp.srcport", "udp.dstport", "vxlan.vni",
-                  "tcp.dstport", "ip.dst", "frame.time_epoch", "ip.src", "frame.packet_flags_direction")
+    rows = tshark(
+        path,
+        "frame.interface_id",
+        "ip.proto",
+        "udp.srcport",
+        "udp.dstport",
+        "vxlan.vni",
+        "tcp.dstport",
+        "ip.dst",
+        "frame.time_epoch",
+        "ip.src",
+        "frame.packet_flags_direction",
+    )
     per = [0] * len(points)
     for r in rows:
         per[int(r[0])] += 1

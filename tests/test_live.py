@@ -21,17 +21,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import blocks, idb_names, lab_up, options, wait_for
 from tests.conftest import requires_root
+from tests.helpers import blocks, idb_names, lab_up, options, wait_for
 
 TAG = f"lv{os.getpid()}"
 PY = sys.executable
-needs_tools = pytest.mark.skipif(not (shutil.which("tshark") and shutil.which("tcpdump")),
-                                 reason="needs tshark and tcpdump")
+needs_tools = pytest.mark.skipif(
+    not (shutil.which("tshark") and shutil.which("tcpdump")), reason="needs tshark and tcpdump"
+)
 PATH_NICS = ["veth-a", "docker0", "flannel0", "eth0"]  # Host X, in path order
 
 
 # -- helpers -----------------------------------------------------------------------------
+
 
 def tshark_rows(path: Path, *fields: str) -> list[list[str]]:
     argv = ["tshark", "-n", "-r", str(path), "-d", "udp.port==8472,vxlan", "-T", "fields", "-E", "separator=|"]
@@ -46,9 +48,12 @@ class Live:
     """``tracer live ...`` inside a netns, stopped with SIGTERM like a person's Ctrl-C."""
 
     def __init__(self, netns: str, *args: str, env: dict | None = None) -> None:
-        self.proc = subprocess.Popen(["ip", "netns", "exec", netns, PY, "-m", "tracer", "live", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env={**os.environ, **(env or {})})
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", netns, PY, "-m", "tracer", "live", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **(env or {})},
+        )
 
     def agent_pid(self) -> int | None:
         for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -63,8 +68,13 @@ class Live:
 
     def wait_running(self, out: Path | None = None) -> None:
         # running = the agent exists and the stream's first blocks were read (and teed)
-        wait_for(lambda: self.agent_pid() is not None and (out is None or out.stat().st_size > 0)
-                 or self.proc.poll() is not None, 20, "tracer live to start")
+        wait_for(
+            lambda: (
+                self.agent_pid() is not None and (out is None or out.stat().st_size > 0) or self.proc.poll() is not None
+            ),
+            20,
+            "tracer live to start",
+        )
         assert self.proc.poll() is None, self.proc.communicate()[1].decode()
         time.sleep(0.3)
 
@@ -112,6 +122,7 @@ def udp_to(lab, src: str, dst: str, n: int = 3) -> None:
 
 # -- tests --------------------------------------------------------------------------------
 
+
 @requires_root
 @needs_tools
 def test_live_sees_the_path_matches_tcpdump_and_drops_to_sudo_uid(lab, tmp_path, nobody_dir):
@@ -126,9 +137,26 @@ def test_live_sees_the_path_matches_tcpdump_and_drops_to_sudo_uid(lab, tmp_path,
         assert agent is not None and uid_of(agent) == 0
         assert uid_of(live.proc.pid) == 65534
         for nic in PATH_NICS:  # tcpdump on the same NICs, same traffic
-            p = subprocess.Popen(["ip", "netns", "exec", hostx, "tcpdump", "-n", "-U", "--immediate-mode", "-Z", "root", "-i", nic,
-                                  "-w", str(tmp_path / f"td-{nic}.pcap")],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            p = subprocess.Popen(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    hostx,
+                    "tcpdump",
+                    "-n",
+                    "-U",
+                    "--immediate-mode",
+                    "-Z",
+                    "root",
+                    "-i",
+                    nic,
+                    "-w",
+                    str(tmp_path / f"td-{nic}.pcap"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
             dumps.append(p)
             assert p.stderr is not None
             assert b"listening on" in p.stderr.readline()
@@ -153,7 +181,8 @@ def test_live_sees_the_path_matches_tcpdump_and_drops_to_sudo_uid(lab, tmp_path,
         else:
             assert f["encap"] == []
     assert {"10.244.1.2 → 10.244.2.2", "10.244.2.2 → 10.244.1.2"} <= {
-        f["summary"].split(" | ")[-1].split(" ICMP")[0] for f in icmp}
+        f["summary"].split(" | ")[-1].split(" ICMP")[0] for f in icmp
+    }
 
     # the saved stream: tshark reads it, names are right, per-NIC counts equal tcpdump's
     names = idb_names(out)
@@ -191,8 +220,9 @@ def test_w_is_opened_as_the_user_never_through_a_link_as_root(lab, tmp_path, nob
     assert out == ""
     # a root-only directory: the same, one line
     os.chmod(tmp_path, 0o700)
-    rc, _out, err = Live(lab.ns("hostx"), "--print", "-w", str(tmp_path / "new.pcapng"),
-                         env={"SUDO_UID": "65534", "SUDO_GID": "65534"}).stop(terminate=False)
+    rc, _out, err = Live(
+        lab.ns("hostx"), "--print", "-w", str(tmp_path / "new.pcapng"), env={"SUDO_UID": "65534", "SUDO_GID": "65534"}
+    ).stop(terminate=False)
     assert rc == 1 and len(err.strip().splitlines()) == 1 and not (tmp_path / "new.pcapng").exists(), err
 
 
@@ -234,8 +264,9 @@ def test_veth_added_then_deleted_mid_capture(lab, tmp_path, nobody_dir):
     try:
         live.wait_running(out)
         assert ping(lab, "A", "C", 1) == 1
-        subprocess.run(["ip", "-n", hostx, "link", "add", "veth-z", "type", "veth", "peer", "name", "veth-zp"],
-                       check=True)
+        subprocess.run(
+            ["ip", "-n", hostx, "link", "add", "veth-z", "type", "veth", "peer", "name", "veth-zp"], check=True
+        )
         subprocess.run(["ip", "-n", hostx, "link", "set", "veth-zp", "up"], check=True)
         subprocess.run(["ip", "-n", hostx, "link", "set", "veth-z", "master", "docker0", "up"], check=True)
         wait_for(lambda: "veth-z" in idb_names(out), 10, "an IDB for veth-z")
@@ -252,8 +283,7 @@ def test_veth_added_then_deleted_mid_capture(lab, tmp_path, nobody_dir):
     assert "veth-z" in err and "gone" in err
     names = idb_names(out)
     assert names[:4] == PATH_NICS and names[4:] == ["veth-z"]
-    gone = [b for t, b in blocks(out) if t == 5 and any(c == 1 and v.startswith(b"gone")
-                                                          for c, v in options(b, 12))]
+    gone = [b for t, b in blocks(out) if t == 5 and any(c == 1 and v.startswith(b"gone") for c, v in options(b, 12))]
     assert [names[struct.unpack_from("<I", b)[0]] for b in gone] == ["veth-z"]
     rows = tshark_rows(out, "frame.interface_name", "frame.time_epoch", "icmp.type")
     after = {r[0] for r in rows if float(r[1]) > t_deleted and r[2]}
@@ -277,29 +307,40 @@ def test_count_stops_after_exactly_count_frames(lab, tmp_path, nobody_dir):
 
 @requires_root
 def test_unknown_nic_and_netns_are_one_line_errors(lab):
-    r = subprocess.run(["ip", "netns", "exec", lab.ns("hostx"), PY, "-m", "tracer", "live", "--print", "-i", "eth9"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["ip", "netns", "exec", lab.ns("hostx"), PY, "-m", "tracer", "live", "--print", "-i", "eth9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr == "tracer: live: eth9: no such interface; have: eth0, docker0, flannel0, veth-a\n"
-    r = subprocess.run([PY, "-m", "tracer", "live", "--print", "-i", f"eth0@trc-{TAG}-nosuch"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [PY, "-m", "tracer", "live", "--print", "-i", f"eth0@trc-{TAG}-nosuch"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "nosuch: No such file" in r.stderr
 
 
 @requires_root
 def test_without_cap_net_raw_one_clear_line():
     # root, but with CAP_NET_RAW taken away (what a non-root user has)
-    r = subprocess.run(["setpriv", "--bounding-set=-net_raw", PY, "-m", "tracer", "live", "--print"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["setpriv", "--bounding-set=-net_raw", PY, "-m", "tracer", "live", "--print"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 1 and r.stdout == ""
-    assert r.stderr == ("tracer: live: capturing needs root (CAP_NET_RAW); "
-                        "run it with sudo: sudo tracer live ...\n")
+    assert r.stderr == ("tracer: live: capturing needs root (CAP_NET_RAW); run it with sudo: sudo tracer live ...\n")
 
 
 def test_not_root_one_clear_line(monkeypatch, capsys):
     """As a user (no CAP_NET_RAW): the same line, no agent started."""
-    from tracer.sources import local as live_mod
     from tracer.cli import main
+    from tracer.sources import local as live_mod
 
     monkeypatch.setattr(live_mod, "has_cap_net_raw", lambda: False)
     monkeypatch.setattr(live_mod.LiveSession, "_spawn", lambda self: pytest.fail("agent started"))
@@ -311,28 +352,44 @@ def test_not_root_one_clear_line(monkeypatch, capsys):
 @requires_root
 def test_not_root_for_real_if_python_is_readable(tmp_path):
     """A real uid 65534 process, when this interpreter is readable by it."""
-    probe = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", PY, "-c", "0"],
-                           capture_output=True, timeout=30)
+    probe = subprocess.run(
+        ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", PY, "-c", "0"],
+        capture_output=True,
+        timeout=30,
+    )
     if probe.returncode != 0:
         pytest.skip("this Python installation is not readable by uid 65534")
-    r = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
-                        PY, "-m", "tracer", "live", "--print"], capture_output=True, text=True, timeout=60,
-                       cwd=tmp_path)
+    r = subprocess.run(
+        ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", PY, "-m", "tracer", "live", "--print"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert r.returncode == 1 and "needs root (CAP_NET_RAW)" in r.stderr and r.stderr.count("\n") == 1
 
 
 @requires_root
 def test_topology_json_has_the_facts(lab):
-    r = subprocess.run([PY, "-m", "tracer", "topology", "--json", "--netns", lab.ns("hostx")],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [PY, "-m", "tracer", "topology", "--json", "--netns", lab.ns("hostx")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     nics = {(n["netns"], n["name"]): n for n in map(json.loads, r.stdout.splitlines())}
     hostx = lab.ns("hostx")
     assert [k[1] for k in nics if k[0] == hostx] == PATH_NICS
     f = {name: nics[(hostx, name)]["facts"] for name in PATH_NICS}
     assert nics[(hostx, "flannel0")]["kind"] == "vxlan"
-    assert (f["flannel0"]["vni"], f["flannel0"]["port"], f["flannel0"]["local"], f["flannel0"]["dev"],
-            f["flannel0"]["remote"]) == ("1", "8472", "192.168.0.1", "eth0", "192.168.0.2")
+    assert (
+        f["flannel0"]["vni"],
+        f["flannel0"]["port"],
+        f["flannel0"]["local"],
+        f["flannel0"]["dev"],
+        f["flannel0"]["remote"],
+    ) == ("1", "8472", "192.168.0.1", "eth0", "192.168.0.2")
     assert f["flannel0"]["fdb"] == "0e:fe:0a:f4:02:00>192.168.0.2"
     assert f["docker0"]["ports"] == "veth-a" and f["docker0"]["addr"] == "10.244.1.1/24"
     assert (f["veth-a"]["master"], f["veth-a"]["peer"], f["veth-a"]["peer_netns"]) == ("docker0", "eth0", lab.ns("a"))
@@ -348,11 +405,19 @@ def test_giving_up_root_gives_the_user_their_own_home_and_name():
     user's HOME/USER/LOGNAME, not root's (as sudo -H would)."""
     import pwd
 
-    code = ("import os; from tracer.sources.local import drop_privileges; "
-            "drop_privileges((65534, 65534, None)); "
-            "print(os.getuid(), os.environ['HOME'], os.environ['USER'], os.environ['LOGNAME'])")
-    r = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=60, cwd="/",
-                       env={**os.environ, "HOME": "/root", "USER": "root", "LOGNAME": "root"})
+    code = (
+        "import os; from tracer.sources.local import drop_privileges; "
+        "drop_privileges((65534, 65534, None)); "
+        "print(os.getuid(), os.environ['HOME'], os.environ['USER'], os.environ['LOGNAME'])"
+    )
+    r = subprocess.run(
+        [PY, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+        env={**os.environ, "HOME": "/root", "USER": "root", "LOGNAME": "root"},
+    )
     assert r.returncode == 0, r.stderr
     pw = pwd.getpwuid(65534)
     assert r.stdout.split() == ["65534", pw.pw_dir, pw.pw_name, pw.pw_name]

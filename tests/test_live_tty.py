@@ -76,8 +76,15 @@ def test_sudo_live_ui_runs_as_the_user_on_a_real_terminal(pair):
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))
     env = {**os.environ, "TERM": "xterm-256color", "SUDO_UID": str(NOBODY), "SUDO_GID": str(NOBODY)}
     env.pop("TEXTUAL", None)
-    proc = subprocess.Popen(["ip", "netns", "exec", a, PY, "-m", "tracer", "live", "-i", "va"],
-                            stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True, cwd="/")
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", a, PY, "-m", "tracer", "live", "-i", "va"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        start_new_session=True,
+        cwd="/",
+    )
     os.close(slave)
     screen = b""
     try:

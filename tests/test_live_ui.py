@@ -12,9 +12,9 @@ import os
 import threading
 
 from tests.conftest import BUNDLED
-from tracer.sources.local import Tee
-from tracer.pcapng.reader import SourceSpec, open_capture
 from tracer.model import FrameStore
+from tracer.pcapng.reader import SourceSpec, open_capture
+from tracer.sources.local import Tee
 
 SIZE = (160, 48)
 
@@ -41,9 +41,9 @@ def _live_app(*parts: bytes, tee_out=None, title: str = "tracer live — discove
     tee = Tee(r, tee_out)
     cap = open_capture(SourceSpec("-"), fileobj=tee)
     store = FrameStore()
-    app = TracerApp(store, lambda st, cancelled, progress: cap.read_into(st, cancelled=cancelled,
-                                                                          progress=progress),
-                    title=title)
+    app = TracerApp(
+        store, lambda st, cancelled, progress: cap.read_into(st, cancelled=cancelled, progress=progress), title=title
+    )
     return app, store, tee, gate
 
 
@@ -178,7 +178,11 @@ async def test_columns_are_grouped_by_host_as_nics_arrive_interleaved():
         dom = [(c.nic.host, c.nic.name) for c in app.query("NicColumn")]
         assert dom == shown()
         assert [c.header.header_text().plain.split("\n")[0].split()[-1] for c in app._columns] == [
-            "1/4", "2/4", "3/4", "4/4"]
+            "1/4",
+            "2/4",
+            "3/4",
+            "4/4",
+        ]
         # selecting y's docker0 frame focuses its column; one column left is y's eth0
         assert store.nics[3].host == "y" and store.per_nic[3][0] == 3
         app.select_frame(3)
@@ -218,8 +222,16 @@ async def test_hosts_capture_columns_are_host_ordered_and_journeys_cross_hosts()
     async with app.run_test(size=SIZE) as pilot:
         await _settle(pilot)
         assert [(c.nic.host, c.nic.name) for c in app._columns] == [
-            ("x", "veth-a"), ("x", "docker0"), ("x", "flannel0"), ("x", "eth0"),
-            ("y", "veth-c"), ("y", "docker0"), ("y", "flannel0"), ("y", "eth0"), ("z", "(not captured)")]
+            ("x", "veth-a"),
+            ("x", "docker0"),
+            ("x", "flannel0"),
+            ("x", "eth0"),
+            ("y", "veth-c"),
+            ("y", "docker0"),
+            ("y", "flannel0"),
+            ("y", "eth0"),
+            ("z", "(not captured)"),
+        ]
         z = app._columns[-1].nic
         assert z.gone and "Cannot open network namespace" in z.gone_reason
         full = [j for j in app.tracker.corr.journeys if len(j.hops) == 8]
@@ -255,16 +267,18 @@ async def test_capture_lines_from_another_thread_become_notifications():
     app = TracerApp(FrameStore(), None, title="tracer live")
     app.capture_note("before the app runs: ignored")
     async with app.run_test(size=SIZE) as pilot:
-        t = threading.Thread(target=app.capture_note,
-                             args=("y: connection dropped mid-capture \x1b[2J; its 12 frames so far are kept",))
+        t = threading.Thread(
+            target=app.capture_note, args=("y: connection dropped mid-capture \x1b[2J; its 12 frames so far are kept",)
+        )
         t.start()
         for _ in range(50):
             await pilot.pause(0.02)
             if not t.is_alive():
                 break
         notes = [(n.title, n.message, n.markup) for n in app._notifications]  # Textual's own list
-        assert notes == [("capture", "y: connection dropped mid-capture \\x1b[2J; its 12 frames so far are kept",
-                          False)]
+        assert notes == [
+            ("capture", "y: connection dropped mid-capture \\x1b[2J; its 12 frames so far are kept", False)
+        ]
 
 
 async def test_an_empty_column_says_why_when_its_nic_goes_later():

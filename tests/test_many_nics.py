@@ -20,10 +20,10 @@ import pytest
 
 from tracer import cli
 from tracer.cli import stats
-from tracer.pcapng import reader
-from tracer.pcapng.writer import PcapngWriter
-from tracer.pcapng.reader import SourceSpec, open_capture
 from tracer.model import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2, FrameStore, Nic
+from tracer.pcapng import reader
+from tracer.pcapng.reader import SourceSpec, open_capture
+from tracer.pcapng.writer import PcapngWriter
 
 IDBS = 70_000
 USED = (0, 65535, 65536, 69999)  # interfaces that carry a frame, in file order
@@ -35,8 +35,17 @@ def echo(seq: int = 0) -> bytes:
     payload = bytes(range(16))
     icmp = struct.pack("!BBHHH", 8, 0, 0, 0x1234, seq) + payload
     ip = struct.pack(
-        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(icmp), 7, 0, 64, 1, 0,
-        bytes([10, 244, 1, 2]), bytes([10, 244, 2, 2]),
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        20 + len(icmp),
+        7,
+        0,
+        64,
+        1,
+        0,
+        bytes([10, 244, 1, 2]),
+        bytes([10, 244, 2, 2]),
     )
     return b"\x02\x42\x0a\xf4\x02\x02\x02\x42\x0a\xf4\x01\x02\x08\x00" + ip + icmp
 
@@ -125,15 +134,13 @@ def test_frames_after_the_widening_in_the_same_batch_and_the_next_file(many):
     for k in range(6):
         w.write_packet(k % 2, T0 + 20_000 + k, echo(10 + k))
     pcap = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1) + b"".join(
-        struct.pack("<IIII", 1_700_000_001, k, len(echo(20 + k)), len(echo(20 + k))) + echo(20 + k)
-        for k in range(3)
+        struct.pack("<IIII", 1_700_000_001, k, len(echo(20 + k)), len(echo(20 + k))) + echo(20 + k) for k in range(3)
     )
     store = read(("big", many_idbs(tail)), ("small", small.getvalue()), ("tiny", pcap))
     assert store.warnings == []
     assert len(store.nics) == IDBS + 2 + 1
     assert list(store.nic_of) == [*USED, 1, 69998, *[IDBS, IDBS + 1] * 3, *[IDBS + 2] * 3]
-    assert [store.nic(i).name for i in range(len(store))][4:] == [
-        "n1", "n69998", *["a", "b"] * 3, *["tiny"] * 3]
+    assert [store.nic(i).name for i in range(len(store))][4:] == ["n1", "n69998", *["a", "b"] * 3, *["tiny"] * 3]
     assert [store.data(i)[-18:-16] for i in range(4, 6)] == [b"\x00\x01", b"\x00\x02"]
     assert list(store.per_nic[IDBS + 2]) == [12, 13, 14]
     assert list(store.nic_index[12:15]) == [0, 1, 2]
@@ -218,9 +225,11 @@ def test_small_captures_keep_2_byte_columns(many):
         w.add_interface(name, LINKTYPE_ETHERNET)
     for k in range(30):
         w.write_packet(k % 3, T0 + k, echo(k))
-    pcap = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1) + struct.pack(
-        "<IIII", 1_700_000_000, 0, len(echo()), len(echo())
-    ) + echo()
+    pcap = (
+        struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1)
+        + struct.pack("<IIII", 1_700_000_000, 0, len(echo()), len(echo()))
+        + echo()
+    )
     for src in (("-", small.getvalue()), ("-", pcap)):
         store = read(src)
         assert len(store) in (30, 1)

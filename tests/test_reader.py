@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SHARED_PCAPS, shared_pcap
+from tracer.model import FrameStore
 from tracer.pcapng import reader
 from tracer.pcapng.reader import (
     CaptureError,
@@ -21,7 +22,6 @@ from tracer.pcapng.reader import (
     open_capture,
     parse_source_spec,
 )
-from tracer.model import FrameStore
 
 NS = 1_000_000_000
 
@@ -30,9 +30,7 @@ NS = 1_000_000_000
 # --------------------------------------------------------------------------
 
 
-def pcap_header(
-    *, e="<", magic=0xA1B2C3D4, version=(2, 4), snaplen=262144, linktype=1
-) -> bytes:
+def pcap_header(*, e="<", magic=0xA1B2C3D4, version=(2, 4), snaplen=262144, linktype=1) -> bytes:
     return struct.pack(e + "IHHiIII", magic, version[0], version[1], 0, 0, snaplen, linktype)
 
 
@@ -162,11 +160,7 @@ def test_parse_source_spec(tmp_path):
 def _all_shared() -> list[str]:
     if not SHARED_PCAPS.is_dir():
         return ["<absent>"]
-    return sorted(
-        str(p.relative_to(SHARED_PCAPS))
-        for p in SHARED_PCAPS.rglob("*")
-        if p.suffix in (".pcap", ".pcapng")
-    )
+    return sorted(str(p.relative_to(SHARED_PCAPS)) for p in SHARED_PCAPS.rglob("*") if p.suffix in (".pcap", ".pcapng"))
 
 
 ALL_SHARED = _all_shared()
@@ -236,7 +230,10 @@ def test_counts_and_time_range_match_capinfos():
         pytest.skip("capinfos (wireshark) is not installed")
     out = subprocess.run(
         ["capinfos", "-T", "-r", "-c", "-a", "-e", "-S", *ALL_SHARED],
-        cwd=SHARED_PCAPS, capture_output=True, text=True, timeout=60,
+        cwd=SHARED_PCAPS,
+        capture_output=True,
+        text=True,
+        timeout=60,
     ).stdout
     theirs = {}
     for line in out.splitlines():
@@ -284,9 +281,21 @@ TSHARK_SAMPLE = [
 
 def _tshark(rel: str) -> list[tuple[int | None, int | None]]:
     out = subprocess.run(
-        ["tshark", "-n", "-r", str(SHARED_PCAPS / rel), "-T", "fields",
-         "-e", "frame.time_epoch", "-e", "frame.interface_id"],
-        capture_output=True, text=True, timeout=60,
+        [
+            "tshark",
+            "-n",
+            "-r",
+            str(SHARED_PCAPS / rel),
+            "-T",
+            "fields",
+            "-e",
+            "frame.time_epoch",
+            "-e",
+            "frame.interface_id",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     ).stdout
     rows = []
     for line in out.splitlines():
@@ -359,9 +368,7 @@ def test_three_sections_mixed_endian():
     store, n = read(shared_pcap("pcapng_multi_if/pcapngtest_3_sections_mixed_endian.pcapng"))
     assert n == 8 and len(store.nics) == 5
     assert [len(p) for p in store.per_nic] == [2, 1, 4, 0, 1]
-    assert [nic.name for nic in store.nics] == [
-        "eth0", "null1", "silly ethernet interface 2", "eth0", "null1"
-    ]
+    assert [nic.name for nic in store.nics] == ["eth0", "null1", "silly ethernet interface 2", "eth0", "null1"]
     assert [nic.linktype for nic in store.nics] == [1, 0, 1, 1, 0]
     # SPBs carry no timestamp: they take their neighbour's
     assert all(t > 1_340_954_905 * NS for t in store.ts_ns)
@@ -378,8 +385,7 @@ def test_interface_name_with_crlf_is_kept_as_data():
 @pytest.mark.parametrize(
     "rel, expected",
     [
-        ("pcapng_multi_if/pcpp_lo_ether_plus_sll.pcapng",
-         {"lo": 59, "pcpp_lo_ether_plus_sll#1": 100}),
+        ("pcapng_multi_if/pcpp_lo_ether_plus_sll.pcapng", {"lo": 59, "pcpp_lo_ether_plus_sll#1": 100}),
         ("pcapng_multi_if/zeek_eth0_plus_npf_merged.pcapng", None),
         ("pcapng_multi_if/pcapngtest_bigendian_two_ifaces.pcapng", {"eth0": 2, "en1": 2}),
         ("pcapng_multi_if/pcapngtest_eth0_plus_null_linktype.pcapng", {"eth0": 4, "en1": 1}),
@@ -412,8 +418,7 @@ def test_pcpp_bogus_timestamps_are_clamped_with_a_warning():
     store, n = read(path)
     assert n == 159
     assert store.warnings == [
-        f"{path}: packet 60 has a timestamp outside the years 1677..2262"
-        " (clamped; warned once per file)"
+        f"{path}: packet 60 has a timestamp outside the years 1677..2262 (clamped; warned once per file)"
     ]
 
 
@@ -466,42 +471,47 @@ MALFORMED_ERRORS = {
     "libpcap_pcap_version_1_4.pcap": "unsupported pcap version 1.4 (versions 2.0 to 2.4 are read)",
     "libpcap_pcap_version_2_5.pcap": "unsupported pcap version 2.5 (versions 2.0 to 2.4 are read)",
     "libpcap_pcapng_major_version_0.pcapng": "unsupported pcapng version 0.1 (only 1.0 is read)",
-    "libpcap_pcapng_shb_option_too_long.pcapng":
-        "pcapng section header is damaged (length 52, trailing copy 808464432)",
-    "rusticata_kuznetzov_magic_a1b2cd34.pcap":
-        "unsupported pcap variant (Kuznetzov 'modified pcap', magic 34 cd b2 a1)",
-    "rusticata_no_magic_starts_with_epb.pcapng":
-        "not a pcap or pcapng file (starts with 06 00 00 00)",
+    "libpcap_pcapng_shb_option_too_long.pcapng": "pcapng section header is damaged (length 52, trailing copy 808464432)",
+    "rusticata_kuznetzov_magic_a1b2cd34.pcap": "unsupported pcap variant (Kuznetzov 'modified pcap', magic 34 cd b2 a1)",
+    "rusticata_no_magic_starts_with_epb.pcapng": "not a pcap or pcapng file (starts with 06 00 00 00)",
 }
 
 MALFORMED_READ = {
     # name: (frames, warnings)
-    "dpkt_truncated_record_header.pcap":
-        (1, ["truncated record header at offset 240 (7 of 16 bytes) after 1 frames"]),
-    "scapy_one_trailing_byte.pcap":
-        (1, ["truncated record header at offset 359 (1 of 16 bytes) after 1 frames"]),
-    "suricata_corrupt_last_record_header.pcap":
-        (6, ["record 7 claims caplen 4325376 (more than 262144) after 6 frames"]),
-    "suricata_fuzz_huge_caplen_truncated.pcap":
-        (1, ["record 2 claims caplen 1409179648 (more than 262144) after 1 frames"]),
+    "dpkt_truncated_record_header.pcap": (1, ["truncated record header at offset 240 (7 of 16 bytes) after 1 frames"]),
+    "scapy_one_trailing_byte.pcap": (1, ["truncated record header at offset 359 (1 of 16 bytes) after 1 frames"]),
+    "suricata_corrupt_last_record_header.pcap": (
+        6,
+        ["record 7 claims caplen 4325376 (more than 262144) after 6 frames"],
+    ),
+    "suricata_fuzz_huge_caplen_truncated.pcap": (
+        1,
+        ["record 2 claims caplen 1409179648 (more than 262144) after 1 frames"],
+    ),
     # version 2.0: lengths swapped as libpcap does (caplen 197), then 2 stray bytes
-    "ndpi_fuzz_caplen_gt_origlen_truncated.pcap":
-        (1, ["truncated record header at offset 237 (2 of 16 bytes) after 1 frames"]),
-    "tcpdump_caplen_gt_origlen_zero.pcap":
-        (3, ["record 3 has caplen 4 > original length 0 (kept; warned once per file)"]),
-    "tcpdump_caplen_gt_snaplen_and_origlen.pcap": (1, [
-        "record 1 has caplen 34 > snaplen 31 (kept; warned once per file)",
-        "record 1 has caplen 34 > original length 32 (kept; warned once per file)",
-    ]),
-    "tcpdump_caplen_gt_snaplen_bgp.pcap":
-        (1, ["record 1 has caplen 2674 > snaplen 1024 (kept; warned once per file)"]),
-    "zeek_caplen8_gt_snaplen1.pcap":
-        (1, ["record 1 has caplen 8 > snaplen 1 (kept; warned once per file)"]),
+    "ndpi_fuzz_caplen_gt_origlen_truncated.pcap": (
+        1,
+        ["truncated record header at offset 237 (2 of 16 bytes) after 1 frames"],
+    ),
+    "tcpdump_caplen_gt_origlen_zero.pcap": (
+        3,
+        ["record 3 has caplen 4 > original length 0 (kept; warned once per file)"],
+    ),
+    "tcpdump_caplen_gt_snaplen_and_origlen.pcap": (
+        1,
+        [
+            "record 1 has caplen 34 > snaplen 31 (kept; warned once per file)",
+            "record 1 has caplen 34 > original length 32 (kept; warned once per file)",
+        ],
+    ),
+    "tcpdump_caplen_gt_snaplen_bgp.pcap": (1, ["record 1 has caplen 2674 > snaplen 1024 (kept; warned once per file)"]),
+    "zeek_caplen8_gt_snaplen1.pcap": (1, ["record 1 has caplen 8 > snaplen 1 (kept; warned once per file)"]),
     "libpcap_linktype_reserved_bits_header_only.pcap": (0, []),
     "tcpdump_linktype_ipv6_carrying_ipv4.pcap": (1, []),
-    "pcapngtest_section_unknown_version.pcapng": (2, [
-        "section 2 (offset 480) has unsupported pcapng version 2.0; its blocks were skipped"
-    ]),
+    "pcapngtest_section_unknown_version.pcapng": (
+        2,
+        ["section 2 (offset 480) has unsupported pcapng version 2.0; its blocks were skipped"],
+    ),
 }
 
 
@@ -566,12 +576,8 @@ def test_start_errors(tmp_path):
     assert err(shb()[:20], "x.pcapng") == "truncated pcapng section header (20 bytes)"
     bad_bom = bytearray(shb())
     bad_bom[8:12] = b"abcd"
-    assert err(bytes(bad_bom), "x.pcapng") == (
-        "pcapng section header has a bad byte-order magic (61 62 63 64)"
-    )
-    assert err(shb(version=(2, 0)), "x.pcapng") == (
-        "unsupported pcapng version 2.0 (only 1.0 is read)"
-    )
+    assert err(bytes(bad_bom), "x.pcapng") == ("pcapng section header has a bad byte-order magic (61 62 63 64)")
+    assert err(shb(version=(2, 0)), "x.pcapng") == ("unsupported pcapng version 2.0 (only 1.0 is read)")
     (tmp_path / "dir").mkdir()
     assert err(None, "dir") == "is a directory, not a capture file"
 
@@ -596,9 +602,7 @@ def test_pcap_both_orders_and_resolutions(tmp_path):
             )
             store, n = read(write(tmp_path, "t.pcap", data))
             assert n == 5
-            assert list(store.ts_ns) == [
-                (1_600_000_000 + i) * NS + (999_999 - i) * mult for i in range(5)
-            ]
+            assert list(store.ts_ns) == [(1_600_000_000 + i) * NS + (999_999 - i) * mult for i in range(5)]
             assert [store.data(i) for i in range(5)] == [frame(i) for i in range(5)]
             assert store.warnings == []
 
@@ -741,8 +745,7 @@ def test_pcapng_sll2_split_and_isb_ignored(tmp_path):
 
 def test_pcapng_big_endian_and_section_switch(tmp_path):
     data = (
-        shb(">") + idb(name="a", e=">") + epb(0, 10, b"x" * 14, ">")
-        + shb("<") + idb(name="b") + epb(0, 20, b"y" * 15)
+        shb(">") + idb(name="a", e=">") + epb(0, 10, b"x" * 14, ">") + shb("<") + idb(name="b") + epb(0, 20, b"y" * 15)
     )
     store, n = read(write(tmp_path, "e.pcapng", data))
     assert n == 2 and counts(store) == {"a": 1, "b": 1}
@@ -757,7 +760,10 @@ def test_pcapng_big_endian_and_section_switch(tmp_path):
         (block(6, b"\0" * 24, blen=46), "block at offset {o} (type 0x6) has a bad length 46"),
         (block(6, b"\0" * 24, blen=8), "block at offset {o} (type 0x6) has a bad length 8"),
         (epb(5, 1, b"x" * 14), "packet block at offset {o} refers to interface 5, the section has 1"),
-        (epb(0, 1, b"x" * 16, caplen=400), "packet block at offset {o} has caplen 400 larger than its block (48 bytes)"),
+        (
+            epb(0, 1, b"x" * 16, caplen=400),
+            "packet block at offset {o} has caplen 400 larger than its block (48 bytes)",
+        ),
         (epb(0, 1, b"x" * 14)[:-8], "truncated block at offset {o} (40 of 48 bytes)"),
         (b"\x06\0\0\0\x20", "truncated block at offset {o} (5 of 12 bytes)"),
         (block(6, b"\0" * 8), "packet block at offset {o} is too short (20 bytes)"),

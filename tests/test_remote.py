@@ -41,14 +41,21 @@ PY = sys.executable
 VENV_BIN = str(Path(PY).parent)
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
 needs_tools = pytest.mark.skipif(
-    not (SSHD and shutil.which("ssh") and shutil.which("ssh-keygen") and shutil.which("tshark")
-         and shutil.which("tcpdump")),
-    reason="needs openssh-server, openssh-client, tcpdump and tshark")
+    not (
+        SSHD
+        and shutil.which("ssh")
+        and shutil.which("ssh-keygen")
+        and shutil.which("tshark")
+        and shutil.which("tcpdump")
+    ),
+    reason="needs openssh-server, openssh-client, tcpdump and tshark",
+)
 HOSTX_NICS = ["veth-a", "docker0", "flannel0", "eth0"]
 ADDR = {"hostx": "192.168.0.1", "hosty": "192.168.0.2"}
 
 
 # -- no root: what the user typed ---------------------------------------------------------
+
 
 def test_parse_host_forms():
     assert parse_host("x=ssh://me@hostx") == HostSpec("x", "ssh", "me@hostx", None)
@@ -64,17 +71,29 @@ def test_parse_host_forms():
 def test_commands_never_turn_off_host_key_checking():
     opts = RemoteOptions(hosts=[], ssh_config="/tmp/cfg")
     argv = host_argv(HostSpec("x", "ssh", "me@hostx", 2222), opts, "echo $1", ["a b"])
-    assert argv[0] == "ssh" and "BatchMode=yes" in argv and ["-F", "/tmp/cfg"] == argv[argv.index("-F"):][:2]
+    assert argv[0] == "ssh" and "BatchMode=yes" in argv and ["-F", "/tmp/cfg"] == argv[argv.index("-F") :][:2]
     assert not any("StrictHostKeyChecking" in a or "KnownHostsFile" in a for a in argv)
     assert argv[-2] == "me@hostx" and argv[-1] == "sh -c 'echo $1' tracer-remote 'a b'"
     via = RemoteOptions(hosts=[], via="docker exec {host}")
     assert host_argv(HostSpec("x", "via", "c1; rm"), via, "s", []) == [
-        "docker", "exec", "-i", "c1; rm", "sh", "-c", "s", "tracer-remote"]
+        "docker",
+        "exec",
+        "-i",
+        "c1; rm",
+        "sh",
+        "-c",
+        "s",
+        "tracer-remote",
+    ]
 
 
 def test_failure_lines():
-    changed = ["@@@@@@@@@@", "@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @", "@@@@@@@@@@",
-               "Host key verification failed."]
+    changed = [
+        "@@@@@@@@@@",
+        "@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @",
+        "@@@@@@@@@@",
+        "Host key verification failed.",
+    ]
     assert explain_failure(changed, 255, "ssh").startswith("refused: its host key does not match known_hosts")
     assert "sudo refused" in explain_failure(["sudo: a password is required"], 1, "x")
     assert explain_failure([], 255, "ssh") == "ssh exited with status 255"
@@ -82,23 +101,50 @@ def test_failure_lines():
 
 def test_nics_from_ip_json_get_topology_roles():
     links = [
-        {"ifindex": 2, "ifname": "eth0", "link_type": "ether", "address": "52:54:00:00:00:01", "mtu": 1500,
-         "addr_info": [{"local": "192.168.0.1", "prefixlen": 24}]},
-        {"ifindex": 3, "ifname": "docker0", "link_type": "ether", "linkinfo": {"info_kind": "bridge"},
-         "addr_info": [{"local": "10.244.1.1", "prefixlen": 24}]},
-        {"ifindex": 4, "ifname": "veth-a", "link_type": "ether", "master": "docker0",
-         "linkinfo": {"info_kind": "veth"}, "addr_info": []},
-        {"ifindex": 5, "ifname": "flannel.1", "link_type": "ether",
-         "linkinfo": {"info_kind": "vxlan", "info_data": {"id": 1, "port": 8472, "local": "192.168.0.1",
-                                                          "link": "eth0"}}},
+        {
+            "ifindex": 2,
+            "ifname": "eth0",
+            "link_type": "ether",
+            "address": "52:54:00:00:00:01",
+            "mtu": 1500,
+            "addr_info": [{"local": "192.168.0.1", "prefixlen": 24}],
+        },
+        {
+            "ifindex": 3,
+            "ifname": "docker0",
+            "link_type": "ether",
+            "linkinfo": {"info_kind": "bridge"},
+            "addr_info": [{"local": "10.244.1.1", "prefixlen": 24}],
+        },
+        {
+            "ifindex": 4,
+            "ifname": "veth-a",
+            "link_type": "ether",
+            "master": "docker0",
+            "linkinfo": {"info_kind": "veth"},
+            "addr_info": [],
+        },
+        {
+            "ifindex": 5,
+            "ifname": "flannel.1",
+            "link_type": "ether",
+            "linkinfo": {
+                "info_kind": "vxlan",
+                "info_data": {"id": 1, "port": 8472, "local": "192.168.0.1", "link": "eth0"},
+            },
+        },
         {"ifindex": 6, "ifname": "mgmt", "link_type": "ether", "addr_info": [{"local": "10.9.0.1", "prefixlen": 30}]},
         {"ifindex": 1, "ifname": "lo", "link_type": "loopback"},
     ]
     from tracer.net.discovery import interesting
 
     got = interesting(links_from_ip("x", None, links, []))
-    assert [(l.name, l.role) for l in got] == [("veth-a", "container"), ("docker0", "bridge"),
-                                               ("flannel.1", "overlay"), ("eth0", "underlay")]
+    assert [(l.name, l.role) for l in got] == [
+        ("veth-a", "container"),
+        ("docker0", "bridge"),
+        ("flannel.1", "overlay"),
+        ("eth0", "underlay"),
+    ]
     assert got[2].description.startswith("host=x kind=vxlan role=overlay ") and "vni=1" in got[2].description
 
 
@@ -120,6 +166,7 @@ def test_plain_host_name_and_remote_hosts_do_not_mix(capsys):
 
 
 # -- the lab, sshd, a client netns ----------------------------------------------------------
+
 
 def sh(*argv: str) -> None:
     subprocess.run(argv, check=True, capture_output=True, timeout=30)
@@ -148,11 +195,25 @@ class Sshd:
         self.name = f"{netns}-{port}"
         self.pidfile = tmp / f"{self.name}.pid"
         cfg = tmp / f"{self.name}.sshd_config"
-        cfg.write_text("\n".join([
-            f"ListenAddress {addr}", f"Port {port}", f"HostKey {keys / netns}", f"PidFile {self.pidfile}",
-            f"AuthorizedKeysFile {keys / 'authorized_keys'}", "PermitRootLogin prohibit-password",
-            "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
-            f"SetEnv PATH={path}", "LogLevel ERROR", ""]))
+        cfg.write_text(
+            "\n".join(
+                [
+                    f"ListenAddress {addr}",
+                    f"Port {port}",
+                    f"HostKey {keys / netns}",
+                    f"PidFile {self.pidfile}",
+                    f"AuthorizedKeysFile {keys / 'authorized_keys'}",
+                    "PermitRootLogin prohibit-password",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "UsePAM no",
+                    "StrictModes no",
+                    f"SetEnv PATH={path}",
+                    "LogLevel ERROR",
+                    "",
+                ]
+            )
+        )
         os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege separation directory
         sh("ip", "netns", "exec", netns, SSHD, "-f", str(cfg), "-E", str(tmp / f"{self.name}.log"))
         deadline = time.monotonic() + 10
@@ -188,8 +249,21 @@ def lab(tmp_path_factory):
             sh("ip", "-n", client, "link", "set", "lo", "up")
             for i, host in enumerate(("hostx", "hosty"), 1):
                 ns = lab.ns(host)
-                sh("ip", "-n", client, "link", "add", f"to{host[-1]}", "type", "veth", "peer", "name", "mgmt",
-                   "netns", ns)
+                sh(
+                    "ip",
+                    "-n",
+                    client,
+                    "link",
+                    "add",
+                    f"to{host[-1]}",
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "mgmt",
+                    "netns",
+                    ns,
+                )
                 sh("ip", "-n", client, "addr", "add", f"10.99.{i}.2/30", "dev", f"to{host[-1]}")
                 sh("ip", "-n", ns, "addr", "add", f"10.99.{i}.1/30", "dev", "mgmt")
                 sh("ip", "-n", client, "link", "set", f"to{host[-1]}", "up")
@@ -217,9 +291,19 @@ def keys(tmp_path_factory, lab):
     # host Y presents another key than the one recorded: a mismatch
     (d / "known_hosts.bad").write_text(f"{ADDR['hostx']} {pub(lab.ns('hostx'))}\n{ADDR['hosty']} {pub('spare')}\n")
     for cfg, kh in (("ssh_config", "known_hosts"), ("ssh_config.bad", "known_hosts.bad")):
-        (d / cfg).write_text("\n".join([
-            "Host *", f"  UserKnownHostsFile {d / kh}", "  GlobalKnownHostsFile /dev/null",
-            f"  IdentityFile {d / 'id'}", "  IdentitiesOnly yes", "  StrictHostKeyChecking yes", ""]))
+        (d / cfg).write_text(
+            "\n".join(
+                [
+                    "Host *",
+                    f"  UserKnownHostsFile {d / kh}",
+                    "  GlobalKnownHostsFile /dev/null",
+                    f"  IdentityFile {d / 'id'}",
+                    "  IdentitiesOnly yes",
+                    "  StrictHostKeyChecking yes",
+                    "",
+                ]
+            )
+        )
     return d
 
 
@@ -246,8 +330,11 @@ class Live:
 
     def __init__(self, lab, keys: Path, *args: str, config: str = "ssh_config", env: dict | None = None) -> None:
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", lab.client, PY, "-m", "tracer", "live", "--ssh-config", str(keys / config),
-             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
+            ["ip", "netns", "exec", lab.client, PY, "-m", "tracer", "live", "--ssh-config", str(keys / config), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **(env or {})},
+        )
 
     def stop(self, terminate: bool = True, timeout: float = 40) -> tuple[int, str, str]:
         if terminate and self.proc.poll() is None:
@@ -289,18 +376,25 @@ def ping(lab, n: int = 3) -> int:
 
 
 def journeys(path: Path) -> list[dict]:
-    r = subprocess.run([PY, "-m", "tracer", "replay", str(path), "--journeys", "--json"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [PY, "-m", "tracer", "replay", str(path), "--journeys", "--json"], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0, r.stderr
     return [json.loads(line) for line in r.stdout.splitlines()]
 
 
 def a_to_c(js: list[dict]) -> list[dict]:
-    return [j for j in js if j["inner"].get("src") == "10.244.1.2" and j["inner"].get("dst") == "10.244.2.2"
-            and j["inner"].get("proto") == "ICMP"]
+    return [
+        j
+        for j in js
+        if j["inner"].get("src") == "10.244.1.2"
+        and j["inner"].get("dst") == "10.244.2.2"
+        and j["inner"].get("proto") == "ICMP"
+    ]
 
 
 # -- tests ------------------------------------------------------------------------------------
+
 
 @requires_root
 @needs_tools
@@ -309,8 +403,18 @@ def test_two_hosts_over_ssh_eight_hops(lab, keys, sshd, tmp_path, nobody_dir):
     sshd("hostx")
     sshd("hosty")
     out = nobody_dir / "all.pcapng"
-    live = Live(lab, keys, "--host", f"x=ssh://root@{ADDR['hostx']}", "--host", f"y=ssh://root@{ADDR['hosty']}",
-                "--print", "--json", "-w", str(out))
+    live = Live(
+        lab,
+        keys,
+        "--host",
+        f"x=ssh://root@{ADDR['hostx']}",
+        "--host",
+        f"y=ssh://root@{ADDR['hosty']}",
+        "--print",
+        "--json",
+        "-w",
+        str(out),
+    )
     try:
         wait_idbs(out, {"x", "y"}, live)
         assert ping(lab) == 3
@@ -328,8 +432,15 @@ def test_two_hosts_over_ssh_eight_hops(lab, keys, sshd, tmp_path, nobody_dir):
     assert len(js) == 3
     for j in js:
         assert [(h["host"], h["nic"]) for h in j["hops"]] == [
-            ("x", "veth-a"), ("x", "docker0"), ("x", "flannel0"), ("x", "eth0"),
-            ("y", "eth0"), ("y", "flannel0"), ("y", "docker0"), ("y", "veth-c")]
+            ("x", "veth-a"),
+            ("x", "docker0"),
+            ("x", "flannel0"),
+            ("x", "eth0"),
+            ("y", "eth0"),
+            ("y", "flannel0"),
+            ("y", "docker0"),
+            ("y", "veth-c"),
+        ]
         assert j["end"] == "delivered"
     # tshark reads the merged file; the number of frames is what was printed
     from tests.test_live import tshark_rows
@@ -350,19 +461,42 @@ def test_through_sudo_ssh_runs_as_the_invoking_user(lab, keys, sshd, nobody_dir)
     mine.mkdir()
     for name in ("id", "known_hosts"):
         shutil.copy(keys / name, mine / name)
-    (mine / "config").write_text("\n".join([
-        "Host *", f"  UserKnownHostsFile {mine / 'known_hosts'}", "  GlobalKnownHostsFile /dev/null",
-        f"  IdentityFile {mine / 'id'}", "  IdentitiesOnly yes", "  StrictHostKeyChecking yes", ""]))
+    (mine / "config").write_text(
+        "\n".join(
+            [
+                "Host *",
+                f"  UserKnownHostsFile {mine / 'known_hosts'}",
+                "  GlobalKnownHostsFile /dev/null",
+                f"  IdentityFile {mine / 'id'}",
+                "  IdentitiesOnly yes",
+                "  StrictHostKeyChecking yes",
+                "",
+            ]
+        )
+    )
     for f in (mine, *mine.iterdir()):
         os.chown(f, NOBODY, NOBODY)
     os.chmod(mine / "id", 0o600)
     out = nobody_dir / "x.pcapng"
-    live = Live(lab, mine, "--host", f"x=ssh://root@{ADDR['hostx']}", "--print", "--json", "-w", str(out),
-                config="config", env={"SUDO_UID": str(NOBODY), "SUDO_GID": str(NOBODY)})
+    live = Live(
+        lab,
+        mine,
+        "--host",
+        f"x=ssh://root@{ADDR['hostx']}",
+        "--print",
+        "--json",
+        "-w",
+        str(out),
+        config="config",
+        env={"SUDO_UID": str(NOBODY), "SUDO_GID": str(NOBODY)},
+    )
     try:
         wait_idbs(out, {"x"}, live)
-        ssh = [p for p in descendants(live.proc.pid)
-               if Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0].endswith(b"ssh")]
+        ssh = [
+            p
+            for p in descendants(live.proc.pid)
+            if Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0].endswith(b"ssh")
+        ]
         assert ssh and {uid_of(p) for p in ssh} == {NOBODY}
         assert uid_of(live.proc.pid) == NOBODY
         assert ping(lab) == 3
@@ -380,8 +514,18 @@ def test_tcpdump_fallback_when_tracer_is_not_on_the_remote_path(lab, keys, sshd,
     sshd("hostx")
     sshd("hosty", with_tracer=False, port=2222)
     out = nobody_dir / "fallback.pcapng"
-    live = Live(lab, keys, "--host", f"x=ssh://root@{ADDR['hostx']}",
-                "--host", f"y=ssh://root@{ADDR['hosty']}:2222", "--print", "--json", "-w", str(out))
+    live = Live(
+        lab,
+        keys,
+        "--host",
+        f"x=ssh://root@{ADDR['hostx']}",
+        "--host",
+        f"y=ssh://root@{ADDR['hosty']}:2222",
+        "--print",
+        "--json",
+        "-w",
+        str(out),
+    )
     try:
         wait_idbs(out, {"x", "y"}, live)
         assert ping(lab, 2) == 2
@@ -409,8 +553,18 @@ def test_sshd_stopped_mid_capture_is_reported_and_the_rest_goes_on(lab, keys, ss
     sshd("hostx")
     y = sshd("hosty")
     out = nobody_dir / "drop.pcapng"
-    live = Live(lab, keys, "--host", f"x=ssh://root@{ADDR['hostx']}", "--host", f"y=ssh://root@{ADDR['hosty']}",
-                "--print", "--json", "-w", str(out))
+    live = Live(
+        lab,
+        keys,
+        "--host",
+        f"x=ssh://root@{ADDR['hostx']}",
+        "--host",
+        f"y=ssh://root@{ADDR['hosty']}",
+        "--print",
+        "--json",
+        "-w",
+        str(out),
+    )
     try:
         wait_idbs(out, {"x", "y"}, live)
         assert ping(lab, 2) == 2
@@ -435,11 +589,13 @@ def test_sshd_stopped_mid_capture_is_reported_and_the_rest_goes_on(lab, keys, ss
     from tests.test_live import tshark_rows
 
     assert len(tshark_rows(out, "frame.number")) == len(frames)  # the file is whole
-    gone = [b for t, b in blocks(out) if t == 5 and any(c == 1 and v.startswith(b"gone: host y")
-                                                          for c, v in options(b, 12))]
+    gone = [
+        b for t, b in blocks(out) if t == 5 and any(c == 1 and v.startswith(b"gone: host y") for c, v in options(b, 12))
+    ]
     assert len(gone) == 4  # y's four columns are marked gone
-    r = subprocess.run([PY, "-m", "tracer", "replay", str(out), "--stats", "--json"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [PY, "-m", "tracer", "replay", str(out), "--stats", "--json"], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0, r.stderr
 
 
@@ -449,12 +605,27 @@ def test_host_key_mismatch_is_refused(lab, keys, sshd, tmp_path, nobody_dir):
     sshd("hostx")
     sshd("hosty")
     out = nobody_dir / "x-only.pcapng"
-    live = Live(lab, keys, "--host", f"x=ssh://root@{ADDR['hostx']}", "--host", f"y=ssh://root@{ADDR['hosty']}",
-                "--print", "--json", "--duration", "3", "-w", str(out), config="ssh_config.bad")
+    live = Live(
+        lab,
+        keys,
+        "--host",
+        f"x=ssh://root@{ADDR['hostx']}",
+        "--host",
+        f"y=ssh://root@{ADDR['hosty']}",
+        "--print",
+        "--json",
+        "--duration",
+        "3",
+        "-w",
+        str(out),
+        config="ssh_config.bad",
+    )
     rc, stdout, err = live.stop(terminate=False)
     assert rc == 1
-    assert err.splitlines() == ["tracer: live: y: refused: its host key does not match known_hosts "
-                                "(REMOTE HOST IDENTIFICATION HAS CHANGED); Host key verification failed"], err
+    assert err.splitlines() == [
+        "tracer: live: y: refused: its host key does not match known_hosts "
+        "(REMOTE HOST IDENTIFICATION HAS CHANGED); Host key verification failed"
+    ], err
     # x was captured all the same (its key is the one on record)
     from tests.helpers import blocks, options
 
@@ -463,13 +634,31 @@ def test_host_key_mismatch_is_refused(lab, keys, sshd, tmp_path, nobody_dir):
     assert len([d for d in descs if d.startswith("host=x ")]) == 4
     # y has one column, gone, saying why: in the file, so replay shows it as well
     assert [(o[2], o[3]) for o in idbs if o[3].startswith(b"host=y")] == [
-        (b"(not captured)", b"host=y role=unavailable")]
+        (b"(not captured)", b"host=y role=unavailable")
+    ]
     gone = [v for t, b in blocks(out) if t == 5 for c, v in options(b, 12) if c == 1]
     assert len(gone) == 1 and gone[0].startswith(b"gone: host y: refused: its host key does not match")
 
-    r = subprocess.run(["ip", "netns", "exec", lab.client, PY, "-m", "tracer", "live", "--ssh-config",
-                        str(keys / "ssh_config.bad"), "--host", f"y=ssh://root@{ADDR['hosty']}", "--print"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            lab.client,
+            PY,
+            "-m",
+            "tracer",
+            "live",
+            "--ssh-config",
+            str(keys / "ssh_config.bad"),
+            "--host",
+            f"y=ssh://root@{ADDR['hosty']}",
+            "--print",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr.splitlines()[-1] == "tracer: live: no host could be captured"
 
@@ -479,7 +668,14 @@ def test_exec_prefixes_get_stdin():
 
     assert with_stdin(["docker", "exec", "c1"]) == ["docker", "exec", "-i", "c1"]
     assert with_stdin(["kubectl", "exec", "-n", "kube-system", "node-1", "--"]) == [
-        "kubectl", "exec", "-i", "-n", "kube-system", "node-1", "--"]
+        "kubectl",
+        "exec",
+        "-i",
+        "-n",
+        "kube-system",
+        "node-1",
+        "--",
+    ]
     assert with_stdin(["docker", "exec", "-it", "c1"]) == ["docker", "exec", "-it", "c1"]
     assert with_stdin(["kubectl", "exec", "--stdin", "p"]) == ["kubectl", "exec", "--stdin", "p"]
     assert with_stdin(["ip", "netns", "exec", "ns1"]) == ["ip", "netns", "exec", "ns1"]
@@ -492,9 +688,32 @@ def test_via_and_local_with_count(lab, tmp_path, nobody_dir):
     is N frames in all, then the session ends by itself."""
     out = nobody_dir / "via.pcapng"
     proc = subprocess.Popen(
-        ["ip", "netns", "exec", lab.ns("hostx"), PY, "-m", "tracer", "live", "--via", "ip netns exec {host}",
-         "--host", "x=local", "--host", f"y={lab.ns('hosty')}", "--print", "--json", "-w", str(out),
-         "-c", "12", "icmp or udp port 8472"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        [
+            "ip",
+            "netns",
+            "exec",
+            lab.ns("hostx"),
+            PY,
+            "-m",
+            "tracer",
+            "live",
+            "--via",
+            "ip netns exec {host}",
+            "--host",
+            "x=local",
+            "--host",
+            f"y={lab.ns('hosty')}",
+            "--print",
+            "--json",
+            "-w",
+            str(out),
+            "-c",
+            "12",
+            "icmp or udp port 8472",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     live = Live.__new__(Live)
     live.proc = proc
     try:
@@ -548,8 +767,8 @@ def test_a_host_too_slow_to_start_is_given_up_and_sends_no_columns_later(monkeyp
     once, has its one '(not captured)' column, and what it sends later is dropped,
     never new columns of a host already said to have failed; f is captured."""
     from tests.helpers import blocks, options
-    from tracer.sources import remote
     from tracer.cli import main
+    from tracer.sources import remote
 
     nss = {k: f"trc-{TAG}-{k}" for k in ("f", "s")}
     try:
@@ -560,11 +779,31 @@ def test_a_host_too_slow_to_start_is_given_up_and_sends_no_columns_later(monkeyp
             sh("ip", "-n", ns, "link", "set", "vb", "up")
         monkeypatch.setattr(remote, "START_TIMEOUT", 2.0)
         # s answers the probe at once; its capture command starts after the timeout
-        via = ("sh -c 'case \"$0:$*\" in *-s:*--stop-on-stdin-eof*|*-s:*--immediate-mode*) sleep 4;; esac; "
-               "exec ip netns exec \"$0\" \"$@\"' {host}")
+        via = (
+            'sh -c \'case "$0:$*" in *-s:*--stop-on-stdin-eof*|*-s:*--immediate-mode*) sleep 4;; esac; '
+            'exec ip netns exec "$0" "$@"\' {host}'
+        )
         out = nobody_dir / "slow.pcapng"
-        rc = main(["live", "--print", "-Z", "root", "--via", via, "--host", f"f={nss['f']}",
-                   "--host", f"s={nss['s']}", "-i", "va", "--duration", "7", "-w", str(out)])
+        rc = main(
+            [
+                "live",
+                "--print",
+                "-Z",
+                "root",
+                "--via",
+                via,
+                "--host",
+                f"f={nss['f']}",
+                "--host",
+                f"s={nss['s']}",
+                "-i",
+                "va",
+                "--duration",
+                "7",
+                "-w",
+                str(out),
+            ]
+        )
     finally:
         for ns in nss.values():
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
@@ -604,8 +843,13 @@ def test_ctrl_c_while_the_local_agent_is_spawned_does_not_hang():
         sh("ip", "netns", "add", ns)
         sh("ip", "-n", ns, "link", "add", "va", "type", "veth", "peer", "name", "vb")
         sh("ip", "-n", ns, "link", "set", "va", "up")
-        r = subprocess.run(["ip", "netns", "exec", ns, PY, "-c", CTRL_C_DURING_SPAWN], capture_output=True,
-                           text=True, timeout=30, cwd=str(Path(__file__).resolve().parent.parent))
+        r = subprocess.run(
+            ["ip", "netns", "exec", ns, PY, "-c", CTRL_C_DURING_SPAWN],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=str(Path(__file__).resolve().parent.parent),
+        )
     finally:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
     assert r.stdout.startswith("rc "), r.stderr

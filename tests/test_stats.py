@@ -6,8 +6,8 @@ import pytest
 
 from tests.conftest import BUNDLED, shared_pcap
 from tracer.cli import stats
-from tracer.pcapng.reader import SourceSpec, open_capture
 from tracer.model import FrameStore
+from tracer.pcapng.reader import SourceSpec, open_capture
 
 
 def _store(*paths) -> FrameStore:

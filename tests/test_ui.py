@@ -14,13 +14,12 @@ import types
 from pathlib import Path
 
 import pytest
-
 from rich.text import Text
 from textual.widgets import Static
 
 from tests.conftest import BUNDLED, shared_pcap
-from tracer.pcapng.reader import CaptureError, SourceSpec, open_capture
 from tracer.model import FrameStore, Nic
+from tracer.pcapng.reader import CaptureError, SourceSpec, open_capture
 from tracer.ui import TracerApp
 from tracer.ui.detail import HexView, LayerTree
 from tracer.ui.help import HelpScreen
@@ -411,18 +410,12 @@ def _option(code: int, value: bytes) -> bytes:
 
 def hostile_pcapng(path: Path, frames: list[bytes]) -> Path:
     shb = _pcapng_block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
-    opts = (
-        _option(2, ("eth" + HOSTILE).encode())
-        + _option(3, ("host=[red]evil[/]\x1b[2J").encode())
-        + _option(0, b"")
-    )
+    opts = _option(2, ("eth" + HOSTILE).encode()) + _option(3, ("host=[red]evil[/]\x1b[2J").encode()) + _option(0, b"")
     idb = _pcapng_block(1, struct.pack("<HHI", 1, 0, 65535) + opts)
     epbs = b""
     for k, frame in enumerate(frames):
         ts = 1_700_000_000_000_000 + k
-        epbs += _pcapng_block(
-            6, struct.pack("<IIIII", 0, ts >> 32, ts & 0xFFFFFFFF, len(frame), len(frame)) + frame
-        )
+        epbs += _pcapng_block(6, struct.pack("<IIIII", 0, ts >> 32, ts & 0xFFFFFFFF, len(frame), len(frame)) + frame)
     path.write_bytes(shb + idb + epbs)
     return path
 
@@ -527,8 +520,13 @@ async def test_a_column_gone_before_any_packet_says_why(tmp_path):
         w.add_interface("eth0", 1, description="host=x")
         w.write_packet(0, 1_000_000_000, bytes(60), 60)
         y = w.add_interface("(not captured)", 1, description="host=y role=unavailable")
-        w.write_stats(y, 1_000_000_000, None, None,
-                      comment="gone: host y: refused: its host key does not match known_hosts\x1b[2J")
+        w.write_stats(
+            y,
+            1_000_000_000,
+            None,
+            None,
+            comment="gone: host y: refused: its host key does not match known_hosts\x1b[2J",
+        )
     app = make_app(path)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)

@@ -8,7 +8,6 @@ at the SVGs before accepting.
 
 from __future__ import annotations
 
-
 import pytest
 
 from tests.conftest import BUNDLED
@@ -22,9 +21,9 @@ from tests.test_ui import (
     settle,
     static_text,
 )
-from tracer.pcapng.reader import SourceSpec, open_capture
 from tracer.correlate import correlate
 from tracer.model import FrameStore, Nic
+from tracer.pcapng.reader import SourceSpec, open_capture
 from tracer.ui import TracerApp
 from tracer.ui.detail import LayerTree
 from tracer.ui.journey_screen import JourneyDiagram, JourneyScreen
@@ -267,8 +266,10 @@ def test_tracker_matches_a_chunk_per_step_on_the_store_itself():
 
 def test_reply_nat_steps_are_coloured_as_nat():
     nat = step_text("SNAT src 10.0.0.2:1 → 192.168.0.1:1")
-    for step in ("un-DNAT src 172.17.0.2:80 → 192.168.0.2:8080 (conntrack reply), routed",
-                 "un-SNAT dst 192.168.0.1:49382 → 172.18.0.2:49382 (conntrack reply), routed"):
+    for step in (
+        "un-DNAT src 172.17.0.2:80 → 192.168.0.2:8080 (conntrack reply), routed",
+        "un-SNAT dst 192.168.0.1:49382 → 172.18.0.2:49382 (conntrack reply), routed",
+    ):
         text = step_text(step)
         assert text.plain == step
         (first, *_rest) = text.spans

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from tracer.pcapng.writer import PcapngWriter, description
 from tracer.model import LINKTYPE_ETHERNET, LINKTYPE_RAW
+from tracer.pcapng.writer import PcapngWriter, description
 
 needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 
@@ -30,7 +30,7 @@ def blocks(data: bytes) -> list[tuple[int, bytes]]:
         btype, total = struct.unpack_from("<II", data, off)
         assert total % 4 == 0 and total >= 12, f"bad block length {total} at {off}"
         assert struct.unpack_from("<I", data, off + total - 4)[0] == total, "trailing length differs"
-        out.append((btype, data[off + 8: off + total - 4]))
+        out.append((btype, data[off + 8 : off + total - 4]))
         off += total
     return out
 
@@ -42,7 +42,7 @@ def options(body: bytes) -> dict[int, list[bytes]]:
         code, length = struct.unpack_from("<HH", body, off)
         if code == 0:
             break
-        opts.setdefault(code, []).append(body[off + 4: off + 4 + length])
+        opts.setdefault(code, []).append(body[off + 4 : off + 4 + length])
         off += 4 + length + (-length % 4)
     return opts
 
@@ -50,10 +50,19 @@ def options(body: bytes) -> dict[int, list[bytes]]:
 def sample(path, *, tsresol_ns: bool = True) -> None:
     with open(path, "wb") as f:
         w = PcapngWriter(f, user_appl="tracer test")
-        a = w.add_interface("eth0", LINKTYPE_ETHERNET, tsresol_ns=tsresol_ns,
-                            description=description(host="hostx", netns="trc-fv-a", kind="veth", container="A"))
-        b = w.add_interface("flannel0", LINKTYPE_RAW, description="host=hosty netns=trc-fu-hosty kind=tun",
-                            snaplen=1500, comment="the TUN device")
+        a = w.add_interface(
+            "eth0",
+            LINKTYPE_ETHERNET,
+            tsresol_ns=tsresol_ns,
+            description=description(host="hostx", netns="trc-fv-a", kind="veth", container="A"),
+        )
+        b = w.add_interface(
+            "flannel0",
+            LINKTYPE_RAW,
+            description="host=hosty netns=trc-fu-hosty kind=tun",
+            snaplen=1500,
+            comment="the TUN device",
+        )
         w.write_packet(a, T0, ETH_PKT)
         w.write_packet(b, T0 + 1_001, IP_PKT)
         w.write_packet(a, T0 + 2_000_000, ETH_PKT[:20], origlen=len(ETH_PKT), flags=0b10)
@@ -79,7 +88,7 @@ def test_blocks_and_options(tmp_path):
     assert o[1] == [b"the TUN device"] and struct.unpack_from("<H", bl[2][1])[0] == LINKTYPE_RAW
     if_id, hi, lo, caplen, origlen = struct.unpack_from("<IIIII", bl[5][1])
     assert (if_id, (hi << 32) | lo, caplen, origlen) == (0, T0 + 2_000_000, 20, len(ETH_PKT))
-    assert options(bl[5][1][20 + 20:])[2] == [struct.pack("<I", 0b10)]  # epb_flags: outbound
+    assert options(bl[5][1][20 + 20 :])[2] == [struct.pack("<I", 0b10)]  # epb_flags: outbound
     assert len(bl[4][1]) == 20 + 28  # no options unless asked
     isb = bl[7][1]
     if_id, hi, lo = struct.unpack_from("<III", isb)
@@ -116,10 +125,32 @@ def test_tshark_reads_names_descriptions_and_ns_times(tmp_path):
     path = tmp_path / "s.pcapng"
     sample(path)
     out = subprocess.run(
-        ["tshark", "-r", str(path), "-T", "fields", "-E", "separator=|", "-e", "frame.interface_name",
-         "-e", "frame.interface_description", "-e", "frame.time_epoch", "-e", "frame.len", "-e", "frame.cap_len",
-         "-e", "icmp.type", "-e", "frame.packet_flags_direction"],
-        capture_output=True, text=True, check=True,
+        [
+            "tshark",
+            "-r",
+            str(path),
+            "-T",
+            "fields",
+            "-E",
+            "separator=|",
+            "-e",
+            "frame.interface_name",
+            "-e",
+            "frame.interface_description",
+            "-e",
+            "frame.time_epoch",
+            "-e",
+            "frame.len",
+            "-e",
+            "frame.cap_len",
+            "-e",
+            "icmp.type",
+            "-e",
+            "frame.packet_flags_direction",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.splitlines()
     assert out == [
         "eth0|host=hostx netns=trc-fv-a kind=veth container=A|1700000000.123456789|42|42|8|",
@@ -140,8 +171,8 @@ def test_capinfos_counts(tmp_path):
 
 
 def test_gone_comment_marks_the_nic_gone_for_the_reader(tmp_path):
-    from tracer.pcapng.reader import SourceSpec, open_capture
     from tracer.model import FrameStore
+    from tracer.pcapng.reader import SourceSpec, open_capture
 
     path = tmp_path / "gone.pcapng"
     with open(path, "wb") as f:
@@ -157,6 +188,7 @@ def test_gone_comment_marks_the_nic_gone_for_the_reader(tmp_path):
     assert nics["veth-b"].gone and not nics["eth0"].gone
     assert (nics["veth-b"].received, nics["veth-b"].dropped) == (3, 1)
     if shutil.which("tshark"):
-        out = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "frame.number"],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            ["tshark", "-r", str(path), "-T", "fields", "-e", "frame.number"], capture_output=True, text=True
+        )
         assert out.returncode == 0, out.stderr

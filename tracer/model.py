@@ -38,9 +38,7 @@ LINKTYPE_IPV6 = 229
 LINKTYPE_LINUX_SLL2 = 276
 LINKTYPE_LOOP = 108
 
-RAW_IP_LINKTYPES = frozenset(
-    {LINKTYPE_RAW, LINKTYPE_RAW_BSD, LINKTYPE_RAW_OPENBSD, LINKTYPE_IPV4, LINKTYPE_IPV6}
-)
+RAW_IP_LINKTYPES = frozenset({LINKTYPE_RAW, LINKTYPE_RAW_BSD, LINKTYPE_RAW_OPENBSD, LINKTYPE_IPV4, LINKTYPE_IPV6})
 
 LINKTYPE_NAMES = {
     LINKTYPE_NULL: "NULL",
@@ -142,9 +140,7 @@ class FrameStore:
             self.buf_of = array(WIDE_ID, self.buf_of)
         return self.buf_of
 
-    def append(
-        self, nic_id: int, ts_ns: int, buf_id: int, offset: int, caplen: int, origlen: int
-    ) -> int:
+    def append(self, nic_id: int, ts_ns: int, buf_id: int, offset: int, caplen: int, origlen: int) -> int:
         i = len(self.ts_ns)
         try:
             self.nic_of.append(nic_id)

@@ -48,6 +48,4 @@ def safe(s: object) -> str:
         s = str(s)
     if s.isprintable():  # the common case, in C
         return s
-    return "".join(
-        ch if ch.isprintable() or category(ch) == "Zs" else _escape(ch) for ch in s
-    )
+    return "".join(ch if ch.isprintable() or category(ch) == "Zs" else _escape(ch) for ch in s)

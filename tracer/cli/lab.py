@@ -13,10 +13,10 @@ import os
 import sys
 from pathlib import Path
 
-from tracer.net.afpacket import CaptureError
-from tracer.text import safe
 from tracer.lab import scenario as scenarios
 from tracer.lab.scenario import ScenarioError
+from tracer.net.afpacket import CaptureError
+from tracer.text import safe
 
 PROG = "tracer lab"
 
@@ -42,9 +42,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser(
         "lab",
         help="build the article's hosts and containers as network namespaces",
-        description=("Build a scenario (hosts, docker0, containers, overlay) as network namespaces "
-                     "on this machine, send its traffic, record every NIC of the path into pcapng. "
-                     "Needs root; nothing is connected to the machine's own network."),
+        description=(
+            "Build a scenario (hosts, docker0, containers, overlay) as network namespaces "
+            "on this machine, send its traffic, record every NIC of the path into pcapng. "
+            "Needs root; nothing is connected to the machine's own network."
+        ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -58,8 +60,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     scenario_cmd("up", "build the scenario's namespaces, links, routes and rules")
     scenario_cmd("traffic", "send the scenario's traffic and report each step")
-    rec = scenario_cmd("record", "capture every NIC of the path while the traffic runs (builds the "
-                                 "scenario first, and removes it after, if it is not up)")
+    rec = scenario_cmd(
+        "record",
+        "capture every NIC of the path while the traffic runs (builds the "
+        "scenario first, and removes it after, if it is not up)",
+    )
     rec.add_argument("-w", "--write", required=True, metavar="FILE.pcapng", help="pcapng file to write")
     rec.add_argument("--snaplen", type=int, default=262144, help="bytes kept per frame (default 262144)")
     st = sub.add_parser("status", help="what is up: netns of every host and container, each NIC")
@@ -191,8 +196,10 @@ def _record(lab, out: Path, snaplen: int) -> int:
     print(f"{out}: {sum(n.frames for n in nics)} frames on {len(nics)} NICs")
     for n in nics:
         drops = f", {n.dropped} dropped" if n.dropped else ""
-        print(f"  {n.point.host + '/' + (n.point.container + ':' if n.point.container else '') + n.point.ifname:<22}"
-              f" {n.frames:>4} frames{drops}")
+        print(
+            f"  {n.point.host + '/' + (n.point.container + ':' if n.point.container else '') + n.point.ifname:<22}"
+            f" {n.frames:>4} frames{drops}"
+        )
     return 0 if all(r.as_expected for r in results) else 1
 
 

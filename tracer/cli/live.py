@@ -58,38 +58,56 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser(
         "live",
         help="capture now on many NICs across network namespaces (needs root)",
-        description=("Capture at once on every NIC a cross-host packet crosses (or the ones named with "
-                     "-i), across network namespaces, and show them side by side. Trailing words are a "
-                     "capture filter in tcpdump syntax."),
+        description=(
+            "Capture at once on every NIC a cross-host packet crosses (or the ones named with "
+            "-i), across network namespaces, and show them side by side. Trailing words are a "
+            "capture filter in tcpdump syntax."
+        ),
         epilog=LIVE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         conflict_handler="resolve",  # --host is redefined below (the agent's is one name)
     )
     add_capture_args(p)
-    p.add_argument("--host", action="append", default=[], metavar="NAME[=URL]",
-                   help="NAME=URL (repeatable): capture on that host too, URL ssh://[user@]host[:port], an ssh "
-                        "destination, 'local' (this machine) or, with --via, what {host} becomes; "
-                        "a plain NAME (no '=') is this machine's name in NIC descriptions (default: hostname)")
-    p.add_argument("--via", metavar="'COMMAND {host}'",
-                   help="reach the --host NAME=X hosts with this command prefix instead of ssh, {host} "
-                        "replaced by X (e.g. 'ip netns exec {host}', 'docker exec {host}', "
-                        "'kubectl exec -n kube-system {host} --')")
+    p.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="NAME[=URL]",
+        help="NAME=URL (repeatable): capture on that host too, URL ssh://[user@]host[:port], an ssh "
+        "destination, 'local' (this machine) or, with --via, what {host} becomes; "
+        "a plain NAME (no '=') is this machine's name in NIC descriptions (default: hostname)",
+    )
+    p.add_argument(
+        "--via",
+        metavar="'COMMAND {host}'",
+        help="reach the --host NAME=X hosts with this command prefix instead of ssh, {host} "
+        "replaced by X (e.g. 'ip netns exec {host}', 'docker exec {host}', "
+        "'kubectl exec -n kube-system {host} --')",
+    )
     p.add_argument("--ssh-config", metavar="FILE", help="ssh -F FILE for the ssh:// hosts (default: ~/.ssh/config)")
     p.add_argument("-w", "--write", metavar="FILE.pcapng", help="also save the stream as pcapng")
-    p.add_argument("-Z", "--user", metavar="USER",
-                   help="user to become once the agent runs (default: SUDO_UID, else nobody)")
-    p.add_argument("--print", dest="print_", action="store_true",
-                   help="no UI: one line per frame as it arrives (like 'tracer replay --print')")
+    p.add_argument(
+        "-Z", "--user", metavar="USER", help="user to become once the agent runs (default: SUDO_UID, else nobody)"
+    )
+    p.add_argument(
+        "--print",
+        dest="print_",
+        action="store_true",
+        help="no UI: one line per frame as it arrives (like 'tracer replay --print')",
+    )
     p.add_argument("--json", action="store_true", help="with --print: JSON Lines")
 
     t = subparsers.add_parser(
         "topology",
         help="the NICs 'tracer live' would capture on, with their facts (netlink)",
-        description=("Discover with netlink the bridges and their veths, the overlay devices and the "
-                     "uplink, with bridge ports, veth peers, VXLAN VNI/port/remote/FDB and addresses."),
+        description=(
+            "Discover with netlink the bridges and their veths, the overlay devices and the "
+            "uplink, with bridge ports, veth peers, VXLAN VNI/port/remote/FDB and addresses."
+        ),
     )
-    t.add_argument("--netns", action="append", default=[], metavar="NAME",
-                   help="also this network namespace (repeatable)")
+    t.add_argument(
+        "--netns", action="append", default=[], metavar="NAME", help="also this network namespace (repeatable)"
+    )
     t.add_argument("--all-netns", action="store_true", help="every named netns and container netns too")
     t.add_argument("--json", action="store_true", help="one JSON object per NIC")
     return p
@@ -158,9 +176,18 @@ def _live(args: argparse.Namespace) -> int:
         return _err(f"live: {e}", e.code)
     if not args.print_ and not sys.stdout.isatty():
         return _err("live: the UI needs a terminal; use --print (or --print --json) for scripts", 2)
-    opts = LiveOptions(interfaces=args.interfaces, netns=args.netns, all_netns=args.all_netns,
-                       snaplen=args.snaplen, count=args.count, duration=args.duration, filter=args.filter,
-                       write=args.write, user=args.user, host=args.host)
+    opts = LiveOptions(
+        interfaces=args.interfaces,
+        netns=args.netns,
+        all_netns=args.all_netns,
+        snaplen=args.snaplen,
+        count=args.count,
+        duration=args.duration,
+        filter=args.filter,
+        write=args.write,
+        user=args.user,
+        host=args.host,
+    )
     session = LiveSession(opts, on_line=lambda line: _err(f"live: {line}", 0))
     return _run_session(session, args.print_, args.json)
 
@@ -185,9 +212,20 @@ def _live_hosts(args: argparse.Namespace, remotes: list[str]) -> int:
         return _err("live: --via needs {host} where the host goes, e.g. 'ip netns exec {host}'", 2)
     if not args.print_ and not sys.stdout.isatty():
         return _err("live: the UI needs a terminal; use --print (or --print --json) for scripts", 2)
-    opts = RemoteOptions(hosts=hosts, interfaces=args.interfaces, netns=args.netns, all_netns=args.all_netns,
-                         snaplen=args.snaplen, count=args.count, duration=args.duration, filter=args.filter,
-                         write=args.write, user=args.user, via=args.via, ssh_config=args.ssh_config)
+    opts = RemoteOptions(
+        hosts=hosts,
+        interfaces=args.interfaces,
+        netns=args.netns,
+        all_netns=args.all_netns,
+        snaplen=args.snaplen,
+        count=args.count,
+        duration=args.duration,
+        filter=args.filter,
+        write=args.write,
+        user=args.user,
+        via=args.via,
+        ssh_config=args.ssh_config,
+    )
     # host lines (unreachable, sudo refused, dropped, ...) go to stderr as they happen with
     # --print; the UI gets them from session.hosts / session.agent_lines
     session = RemoteSession(opts, on_line=lambda line: _err(f"live: {line}", 0))
@@ -197,8 +235,8 @@ def _live_hosts(args: argparse.Namespace, remotes: list[str]) -> int:
 def _run_session(session, printing: bool, as_json: bool) -> int:
     """Start ``session`` (a LiveSession or RemoteSession: root is given up in there),
     then print or show what it reads until it ends, Ctrl-C, SIGTERM or ``q``."""
-    from tracer.sources.local import LiveError
     from tracer.model import FrameStore
+    from tracer.sources.local import LiveError
 
     store = FrameStore()
     try:
@@ -207,8 +245,9 @@ def _run_session(session, printing: bool, as_json: bool) -> int:
         # installation is surely readable: after root is given up it may not be
         app = None if printing else _make_app(session, store)
     except Exception as e:  # noqa: BLE001 - e.g. a broken UI install: say so, suggest --print
-        return _err(f"live: cannot load the {'UI' if not printing else 'printer'} "
-                    f"({type(e).__name__}: {e}); try --print")
+        return _err(
+            f"live: cannot load the {'UI' if not printing else 'printer'} ({type(e).__name__}: {e}); try --print"
+        )
     stop_flag = threading.Event()
 
     def on_signal(signum, frame):  # noqa: ARG001 - ask the agent(s) to finish, keep reading
@@ -247,7 +286,8 @@ def _run_session(session, printing: bool, as_json: bool) -> int:
 _WARM_FRAME = bytes.fromhex(
     "5254c0a800025254c0a80001080045000054000100004011f944c0a80001c0a80002d431211800403ce9"
     "0c000003000001000efe0af402000efe0af4010008004500002200010000400161ef0af401020af40202"
-    "0800bcb700000000747261636572")
+    "0800bcb700000000747261636572"
+)
 
 
 def _warm_up(printing: bool) -> None:
@@ -258,16 +298,14 @@ def _warm_up(printing: bool) -> None:
 
     from tracer.cli.main import _frame_json, _frame_line  # noqa: F401
     from tracer.dissect.fast import identify
-    from tracer.text import safe
     from tracer.dissect.tree import layer_names
     from tracer.model import LINKTYPE_ETHERNET
+    from tracer.text import safe
 
     identify(_WARM_FRAME, LINKTYPE_ETHERNET)
     layer_names(_WARM_FRAME, LINKTYPE_ETHERNET)
     safe("x")
     if not printing:
-        import tracer.ui.app  # noqa: F401
-
         # what Textual and Rich import only once running: the terminal driver, the
         # thread the reader runs in, layouts, Rich's cell-width table (measured with
         # a headless run; names another version lacks are simply not needed there)
@@ -277,9 +315,20 @@ def _warm_up(printing: bool) -> None:
         import textual.layouts
         from rich._unicode_data import load as unicode_table
 
-        names = ["termios", "tty", "queue", "concurrent.futures.thread", "textual.drivers.linux_driver",
-                 "textual.drivers._writer_thread", "textual._xterm_parser", "textual._keyboard_protocol",
-                 "textual._parser", "textual.scrollbar"]
+        import tracer.ui.app  # noqa: F401
+
+        names = [
+            "termios",
+            "tty",
+            "queue",
+            "concurrent.futures.thread",
+            "textual.drivers.linux_driver",
+            "textual.drivers._writer_thread",
+            "textual._xterm_parser",
+            "textual._keyboard_protocol",
+            "textual._parser",
+            "textual.scrollbar",
+        ]
         names += [m.name for m in pkgutil.iter_modules(textual.layouts.__path__, "textual.layouts.")]
         for name in names:
             try:
@@ -290,8 +339,8 @@ def _warm_up(printing: bool) -> None:
 
 
 def _print(session, store, as_json: bool, stop_flag: threading.Event) -> int:
-    from tracer.sources.local import run_batch
     from tracer.cli.main import _emit_frames
+    from tracer.sources.local import run_batch
 
     out = sys.stdout
 
@@ -329,9 +378,11 @@ def _ui(app, session, store) -> int:
         _err(f"live: warning: {w}", 0)
     crash = getattr(app, "_exception", None)  # Textual keeps what ended the app
     if isinstance(crash, ImportError) and os.getuid() != 0:
-        _err(f"live: the UI could not load {crash.name or crash} after giving up root (this Python "
-             f"installation is not readable by uid {os.getuid()}); use --print, -Z root, or install "
-             "tracer where that user can read it")
+        _err(
+            f"live: the UI could not load {crash.name or crash} after giving up root (this Python "
+            f"installation is not readable by uid {os.getuid()}); use --print, -Z root, or install "
+            "tracer where that user can read it"
+        )
     if app.return_code:
         return app.return_code
     return 1 if store.warnings else 0

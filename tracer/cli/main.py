@@ -101,19 +101,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="PATH, NIC=PATH, HOST/NIC=PATH, or - for stdin (default: the bundled capture)",
     )
     replay.add_argument(
-        "--print", dest="print_", action="store_true",
+        "--print",
+        dest="print_",
+        action="store_true",
         help="print one line per frame (time, NIC, summary) in time order; no UI",
     )
     replay.add_argument(
-        "--json", action="store_true",
+        "--json",
+        action="store_true",
         help="with --print, --journeys or --stats: JSON Lines",
     )
     replay.add_argument(
-        "--journeys", action="store_true",
+        "--journeys",
+        action="store_true",
         help="print journeys (the same packet across NICs and hosts, each step explained); no UI",
     )
     replay.add_argument(
-        "--stats", action="store_true",
+        "--stats",
+        action="store_true",
         help="per-NIC frames, bytes, times, link type and encapsulations; no UI",
     )
 
@@ -142,8 +147,7 @@ def _open_sources(args_sources: list[str]):
     if not args_sources:
         if not BUNDLED_CAPTURE.exists():
             raise UsageError(
-                f"no SOURCE given and the bundled capture is missing ({BUNDLED_CAPTURE}); "
-                "give a capture file"
+                f"no SOURCE given and the bundled capture is missing ({BUNDLED_CAPTURE}); give a capture file"
             )
         specs = [SourceSpec(str(BUNDLED_CAPTURE))]
     else:
@@ -252,8 +256,8 @@ def _print_streaming(captures, store: FrameStore, out: TextIO, as_json: bool) ->
 
 
 def _print_stats(store: FrameStore, out: TextIO, as_json: bool) -> None:
-    from tracer.text import safe
     from tracer.cli.stats import nic_stats
+    from tracer.text import safe
 
     stats = nic_stats(store)
     if as_json:
@@ -286,13 +290,16 @@ def _print_journeys(store: FrameStore, out: TextIO, as_json: bool) -> None:
             continue
         inner = j["inner"]
         what = " ".join(f"{k} {v}" for k, v in inner.items() if k not in ("src", "dst", "proto") and v is not None)
-        out.write(f"journey {j['id']}: {safe(str(inner.get('src')))} → {safe(str(inner.get('dst')))} "
-                  f"{inner.get('proto')} {safe(what)} — {len(j['hops'])} hops, {safe(j['end'])}"
-                  f"{' (clocks corrected)' if j.get('clock_corrected') else ''}\n")
+        out.write(
+            f"journey {j['id']}: {safe(str(inner.get('src')))} → {safe(str(inner.get('dst')))} "
+            f"{inner.get('proto')} {safe(what)} — {len(j['hops'])} hops, {safe(j['end'])}"
+            f"{' (clocks corrected)' if j.get('clock_corrected') else ''}\n"
+        )
         width = max(len(_hop_label(h)) for h in j["hops"])
         for h in j["hops"]:
-            out.write(f"  {h['offset'] * 1e3:+10.3f} ms  {safe(_hop_label(h)):<{width}}  "
-                      f"#{h['index']:<5} {safe(h['step'])}\n")
+            out.write(
+                f"  {h['offset'] * 1e3:+10.3f} ms  {safe(_hop_label(h)):<{width}}  #{h['index']:<5} {safe(h['step'])}\n"
+            )
 
 
 def _hop_label(h: dict) -> str:
@@ -302,8 +309,9 @@ def _hop_label(h: dict) -> str:
 def cmd_replay(args: argparse.Namespace) -> int:
     from tracer.pcapng.reader import CaptureError
 
-    batch = [name for name, on in (("--print", args.print_), ("--journeys", args.journeys),
-                                   ("--stats", args.stats)) if on]
+    batch = [
+        name for name, on in (("--print", args.print_), ("--journeys", args.journeys), ("--stats", args.stats)) if on
+    ]
     if args.json and not batch:
         raise UsageError("--json goes with --print, --journeys or --stats")
     if len(batch) > 1:
@@ -356,8 +364,9 @@ def _run_ui(captures, store: FrameStore) -> int:
     from tracer.ui.app import TracerApp
 
     names = ", ".join(Path(c.spec.path).name if c.spec.path != "-" else "stdin" for c in captures)
-    app = TracerApp(store, lambda st, cancelled, progress: _load_all(captures, st, cancelled, progress),
-                    title=f"tracer — {names}")
+    app = TracerApp(
+        store, lambda st, cancelled, progress: _load_all(captures, st, cancelled, progress), title=f"tracer — {names}"
+    )
     app.run()
     for w in store.warnings:
         _die(f"warning: {w}")

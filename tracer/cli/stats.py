@@ -14,7 +14,6 @@ from typing import Any
 from tracer.dissect.fast import classify
 from tracer.model import FrameStore, linktype_name
 
-
 # Below this many frames a second process costs more than it saves.
 PARALLEL_MIN_FRAMES = 200_000
 

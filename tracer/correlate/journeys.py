@@ -122,6 +122,7 @@ def tcp_flags_text(flags: int | None) -> str:
 
 # -- NIC facts ------------------------------------------------------------------
 
+
 def nic_role(nic: Nic) -> str | None:
     """container / bridge / overlay / underlay, from the NIC's facts or kind."""
     role = nic.facts.get("role")
@@ -172,6 +173,7 @@ def _nic_vni(nic: Nic) -> int:
 
 
 # -- results ---------------------------------------------------------------------
+
 
 @dataclass(slots=True)
 class Hop:
@@ -330,7 +332,11 @@ class Correlation:
         nic_vni = self._nic_vni
         roles_under = [r == "underlay" for r in self._roles]
         buffers, buf_of, offset, caplen, nic_of = (
-            store.buffers, store.buf_of, store.offset, store.caplen, store.nic_of,
+            store.buffers,
+            store.buf_of,
+            store.offset,
+            store.caplen,
+            store.nic_of,
         )
         new = n - start
         ttl_a = self._ttl
@@ -1012,11 +1018,13 @@ def _step(p: Hop, h: Hop, reply: Callable[[Hop, Hop], bool] | None = None) -> st
         snat = a.src_raw != b.src_raw or a.sport != b.sport
         if (dnat or snat) and reply is not None and reply(p, h):
             if dnat:
-                parts.insert(0, f"un-SNAT dst {_endpoint(a.dst, a.dport)} → {_endpoint(b.dst, b.dport)}"
-                              " (conntrack reply)")
+                parts.insert(
+                    0, f"un-SNAT dst {_endpoint(a.dst, a.dport)} → {_endpoint(b.dst, b.dport)} (conntrack reply)"
+                )
             if snat:
-                parts.insert(0, f"un-DNAT src {_endpoint(a.src, a.sport)} → {_endpoint(b.src, b.sport)}"
-                              " (conntrack reply)")
+                parts.insert(
+                    0, f"un-DNAT src {_endpoint(a.src, a.sport)} → {_endpoint(b.src, b.sport)} (conntrack reply)"
+                )
         else:
             if dnat:
                 parts.insert(0, f"DNAT dst {_endpoint(a.dst, a.dport)} → {_endpoint(b.dst, b.dport)}")
@@ -1035,6 +1043,7 @@ def _step(p: Hop, h: Hop, reply: Callable[[Hop, Hop], bool] | None = None) -> st
 
 
 # -- entry points ------------------------------------------------------------------
+
 
 def correlate(
     store: FrameStore,

@@ -87,8 +87,20 @@ UDP_PORT_NEXT: dict[int, int] = {
 }
 
 IPPROTO_NAMES = {
-    1: "ICMP", 2: "IGMP", 4: "IPIP", 6: "TCP", 17: "UDP", 41: "IPv6", 47: "GRE",
-    50: "ESP", 51: "AH", 58: "ICMPv6", 89: "OSPF", 103: "PIM", 112: "VRRP", 132: "SCTP",
+    1: "ICMP",
+    2: "IGMP",
+    4: "IPIP",
+    6: "TCP",
+    17: "UDP",
+    41: "IPv6",
+    47: "GRE",
+    50: "ESP",
+    51: "AH",
+    58: "ICMPv6",
+    89: "OSPF",
+    103: "PIM",
+    112: "VRRP",
+    132: "SCTP",
 }
 
 # IPv6 extension headers: next header -> scapy's layer name
@@ -102,11 +114,21 @@ _IP6_EXT = {
 }
 
 ICMP6_NAMES = {
-    1: "ICMPv6DestUnreach", 2: "ICMPv6PacketTooBig", 3: "ICMPv6TimeExceeded",
-    4: "ICMPv6ParamProblem", 128: "ICMPv6EchoRequest", 129: "ICMPv6EchoReply",
-    130: "ICMPv6MLQuery", 131: "ICMPv6MLReport", 132: "ICMPv6MLDone",
-    133: "ICMPv6ND_RS", 134: "ICMPv6ND_RA", 135: "ICMPv6ND_NS", 136: "ICMPv6ND_NA",
-    137: "ICMPv6ND_Redirect", 143: "ICMPv6MLReport2",
+    1: "ICMPv6DestUnreach",
+    2: "ICMPv6PacketTooBig",
+    3: "ICMPv6TimeExceeded",
+    4: "ICMPv6ParamProblem",
+    128: "ICMPv6EchoRequest",
+    129: "ICMPv6EchoReply",
+    130: "ICMPv6MLQuery",
+    131: "ICMPv6MLReport",
+    132: "ICMPv6MLDone",
+    133: "ICMPv6ND_RS",
+    134: "ICMPv6ND_RA",
+    135: "ICMPv6ND_NS",
+    136: "ICMPv6ND_NA",
+    137: "ICMPv6ND_Redirect",
+    143: "ICMPv6MLReport2",
 }
 
 # Tunnel kinds, as they appear in ``Identity.encap``.
@@ -247,9 +269,20 @@ class Identity(NamedTuple):
         if not self.ipver:
             return None
         return (
-            self.src_raw, self.dst_raw, self.proto, self.ip_id, self.frag,
-            self.sport, self.dport, self.icmp_type, self.icmp_id, self.icmp_seq,
-            self.tcp_seq, self.tcp_ack, self.payload_len, self.digest,
+            self.src_raw,
+            self.dst_raw,
+            self.proto,
+            self.ip_id,
+            self.frag,
+            self.sport,
+            self.dport,
+            self.icmp_type,
+            self.icmp_id,
+            self.icmp_seq,
+            self.tcp_seq,
+            self.tcp_ack,
+            self.payload_len,
+            self.digest,
         )
 
     @property
@@ -258,8 +291,15 @@ class Identity(NamedTuple):
         if not self.ipver:
             return None
         return (
-            self.proto, self.ip_id, self.frag, self.icmp_type, self.icmp_seq,
-            self.tcp_seq, self.tcp_ack, self.payload_len, self.digest,
+            self.proto,
+            self.ip_id,
+            self.frag,
+            self.icmp_type,
+            self.icmp_seq,
+            self.tcp_seq,
+            self.tcp_ack,
+            self.payload_len,
+            self.digest,
         )
 
     @property
@@ -278,27 +318,56 @@ def _mac(b: bytes) -> str:
 
 
 _TCP_FLAG_LETTERS = (
-    (0x01, "F"), (0x02, "S"), (0x04, "R"), (0x08, "P"),
-    (0x10, "."), (0x20, "U"), (0x40, "E"), (0x80, "W"),
+    (0x01, "F"),
+    (0x02, "S"),
+    (0x04, "R"),
+    (0x08, "P"),
+    (0x10, "."),
+    (0x20, "U"),
+    (0x40, "E"),
+    (0x80, "W"),
 )
-TCP_FLAGS = tuple(
-    "".join(ch for bit, ch in _TCP_FLAG_LETTERS if v & bit) or "none" for v in range(256)
-)
+TCP_FLAGS = tuple("".join(ch for bit, ch in _TCP_FLAG_LETTERS if v & bit) or "none" for v in range(256))
 
 ICMP_TYPES = {
-    0: "echo reply", 3: "unreachable", 4: "source quench", 5: "redirect", 8: "echo request",
-    9: "router advert", 10: "router solicit", 11: "time exceeded", 12: "parameter problem",
-    13: "timestamp request", 14: "timestamp reply",
+    0: "echo reply",
+    3: "unreachable",
+    4: "source quench",
+    5: "redirect",
+    8: "echo request",
+    9: "router advert",
+    10: "router solicit",
+    11: "time exceeded",
+    12: "parameter problem",
+    13: "timestamp request",
+    14: "timestamp reply",
 }
 ICMP_UNREACH = {
-    0: "net", 1: "host", 2: "protocol", 3: "port", 4: "need-frag", 9: "net prohibited",
-    10: "host prohibited", 13: "admin prohibited",
+    0: "net",
+    1: "host",
+    2: "protocol",
+    3: "port",
+    4: "need-frag",
+    9: "net prohibited",
+    10: "host prohibited",
+    13: "admin prohibited",
 }
 ICMP6_TYPES = {
-    1: "unreachable", 2: "packet too big", 3: "time exceeded", 4: "parameter problem",
-    128: "echo request", 129: "echo reply", 130: "mld query", 131: "mld report",
-    132: "mld done", 133: "router solicit", 134: "router advert",
-    135: "neighbor solicit", 136: "neighbor advert", 137: "redirect", 143: "mld v2 report",
+    1: "unreachable",
+    2: "packet too big",
+    3: "time exceeded",
+    4: "parameter problem",
+    128: "echo request",
+    129: "echo reply",
+    130: "mld query",
+    131: "mld report",
+    132: "mld done",
+    133: "router solicit",
+    134: "router advert",
+    135: "neighbor solicit",
+    136: "neighbor advert",
+    137: "redirect",
+    143: "mld v2 report",
 }
 
 
@@ -411,9 +480,20 @@ def _walk(
     linktype: int,
     n: int,
     # Bound at definition time: locals are the fastest lookups in CPython.
-    _eth=_ETH, _ip4=_IP4H, _ip6=_IP6H, _udp=_UDPH, _tcp=_TCPH, _icmp=_ICMPH,
-    _vx=_VXLANH, _H=_H, _HH=_HH, _crc=crc32, _etn=ETHERTYPE_NEXT, _ipn=IPPROTO_NEXT,
-    _udpn=UDP_PORT_NEXT, _new=tuple.__new__,
+    _eth=_ETH,
+    _ip4=_IP4H,
+    _ip6=_IP6H,
+    _udp=_UDPH,
+    _tcp=_TCPH,
+    _icmp=_ICMPH,
+    _vx=_VXLANH,
+    _H=_H,
+    _HH=_HH,
+    _crc=crc32,
+    _etn=ETHERTYPE_NEXT,
+    _ipn=IPPROTO_NEXT,
+    _udpn=UDP_PORT_NEXT,
+    _new=tuple.__new__,
 ) -> Identity:
     """The general walk: every link type, layout and damage."""
     stack: list[str] = []
@@ -655,11 +735,39 @@ def _walk(
     else:
         tun = tuple(tunnels)
         encap = tuple(t[0] for t in tun)
-    return _new(Identity, (
-        tuple(stack), encap, tun, flags, linktype, n, ipver, src, dst, proto,
-        ipid, ttl, frag, sport, dport, itype, icode, iid, iseq, tseq, tack, tflags,
-        plen, digest, et, tuple(vlans) if vlans else _EMPTY, macs, arp,
-    ))
+    return _new(
+        Identity,
+        (
+            tuple(stack),
+            encap,
+            tun,
+            flags,
+            linktype,
+            n,
+            ipver,
+            src,
+            dst,
+            proto,
+            ipid,
+            ttl,
+            frag,
+            sport,
+            dport,
+            itype,
+            icode,
+            iid,
+            iseq,
+            tseq,
+            tack,
+            tflags,
+            plen,
+            digest,
+            et,
+            tuple(vlans) if vlans else _EMPTY,
+            macs,
+            arp,
+        ),
+    )
 
 
 def _sll_next(proto: int, hatype: int) -> int:
@@ -678,6 +786,7 @@ def _tunnel(tunnels, kind, ipver, src, dst, sport=None, dport=None, vni=None, ke
 
 
 # -- classification for --stats --------------------------------------------------
+
 
 def inner_name(ident: Identity) -> str:
     """The innermost protocol's short name: ICMP, TCP, UDP, ICMPv6, ARP, other."""
@@ -818,14 +927,75 @@ def _fast(data, n: int, plan: tuple, _new=tuple.__new__, _crc=crc32):
     # Explicit unpacking per layout: a starred target would cost a list per frame.
     if vx:
         if kind == _L4_ICMP:
-            (otlen, osrc, odst, osport, odport, ulen, vword, macs, et, tlen, ipid, _fr, ttl,
-             proto, src, dst, itype, icode, iid, iseq) = f
+            (
+                otlen,
+                osrc,
+                odst,
+                osport,
+                odport,
+                ulen,
+                vword,
+                macs,
+                et,
+                tlen,
+                ipid,
+                _fr,
+                ttl,
+                proto,
+                src,
+                dst,
+                itype,
+                icode,
+                iid,
+                iseq,
+            ) = f
         elif kind == _L4_TCP:
-            (otlen, osrc, odst, osport, odport, ulen, vword, macs, et, tlen, ipid, _fr, ttl,
-             proto, src, dst, sport, dport, tseq, tack, doff, tflags) = f
+            (
+                otlen,
+                osrc,
+                odst,
+                osport,
+                odport,
+                ulen,
+                vword,
+                macs,
+                et,
+                tlen,
+                ipid,
+                _fr,
+                ttl,
+                proto,
+                src,
+                dst,
+                sport,
+                dport,
+                tseq,
+                tack,
+                doff,
+                tflags,
+            ) = f
         else:
-            (otlen, osrc, odst, osport, odport, ulen, vword, macs, et, tlen, ipid, _fr, ttl,
-             proto, src, dst, sport, dport, iulen) = f
+            (
+                otlen,
+                osrc,
+                odst,
+                osport,
+                odport,
+                ulen,
+                vword,
+                macs,
+                et,
+                tlen,
+                ipid,
+                _fr,
+                ttl,
+                proto,
+                src,
+                dst,
+                sport,
+                dport,
+                iulen,
+            ) = f
         limit = n
         if otlen and 14 + otlen < limit:
             limit = 14 + otlen
@@ -840,8 +1010,7 @@ def _fast(data, n: int, plan: tuple, _new=tuple.__new__, _crc=crc32):
         if kind == _L4_ICMP:
             macs, et, tlen, ipid, _fr, ttl, proto, src, dst, itype, icode, iid, iseq = f
         elif kind == _L4_TCP:
-            (macs, et, tlen, ipid, _fr, ttl, proto, src, dst,
-             sport, dport, tseq, tack, doff, tflags) = f
+            (macs, et, tlen, ipid, _fr, ttl, proto, src, dst, sport, dport, tseq, tack, doff, tflags) = f
         else:
             macs, et, tlen, ipid, _fr, ttl, proto, src, dst, sport, dport, iulen = f
         limit = n
@@ -864,10 +1033,39 @@ def _fast(data, n: int, plan: tuple, _new=tuple.__new__, _crc=crc32):
         return None
     plen = limit - pstart
     digest = _crc(data[pstart : pstart + 64] if plen > 64 else data[pstart:limit])
-    return _new(Identity, (
-        stack, encap, tun, 0, 1, n, 4, src, dst, proto, ipid, ttl, None, sport, dport,
-        itype, icode, iid, iseq, tseq, tack, tflags, plen, digest, et, _EMPTY, macs, None,
-    ))
+    return _new(
+        Identity,
+        (
+            stack,
+            encap,
+            tun,
+            0,
+            1,
+            n,
+            4,
+            src,
+            dst,
+            proto,
+            ipid,
+            ttl,
+            None,
+            sport,
+            dport,
+            itype,
+            icode,
+            iid,
+            iseq,
+            tseq,
+            tack,
+            tflags,
+            plen,
+            digest,
+            et,
+            _EMPTY,
+            macs,
+            None,
+        ),
+    )
 
 
 _ENCAP_VX = (VXLAN,)

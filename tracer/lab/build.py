@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from tracer.pcapng.writer import description as describe
 from tracer.lab.scenario import Container, Host, Scenario
+from tracer.pcapng.writer import description as describe
 
 LAB_PREFIX = "trc-"
 NETNS_DIR = Path("/var/run/netns")
@@ -101,8 +101,9 @@ class CapturePoint:
 
     @property
     def description(self) -> str:
-        return describe(host=self.host, netns=self.netns, kind=self.kind, role=self.role,
-                        container=self.container, **self.facts)
+        return describe(
+            host=self.host, netns=self.netns, kind=self.kind, role=self.role, container=self.container, **self.facts
+        )
 
 
 class Lab:
@@ -167,8 +168,12 @@ class Lab:
     def _add_netns(self, ns: str, *, router: bool) -> None:
         self._run("ip", "netns", "add", ns)
         # No IPv6 at all: no autoconf, router solicitations, DAD or MLD in the captures.
-        settings = ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1",
-                    "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"]
+        settings = [
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.default.rp_filter=0",
+        ]
         if router:
             settings.append("net.ipv4.ip_forward=1")
         self._sysctl(ns, *settings)
@@ -177,9 +182,11 @@ class Lab:
     # -- up -----------------------------------------------------------------
     def up(self) -> None:
         if self.is_up():
-            raise LabIsUp(f"{self.scenario.name}: already up ({', '.join(self.namespaces())}); "
-                          f"'tracer lab down {self.scenario.name}"
-                          f"{f' --tag {self.tag}' if self.tag else ''}' first")
+            raise LabIsUp(
+                f"{self.scenario.name}: already up ({', '.join(self.namespaces())}); "
+                f"'tracer lab down {self.scenario.name}"
+                f"{f' --tag {self.tag}' if self.tag else ''}' first"
+            )
         try:
             self._build()
             self._write_state()
@@ -203,8 +210,11 @@ class Lab:
         for h in s.hosts:
             if h.docker0 is not None:
                 self._build_docker0(h)
-        builder = {"flannel-vxlan": self._build_flannel_vxlan, "docker-overlay": self._build_docker_overlay,
-                   "flannel-udp": self._build_flannel_udp}.get(ovt)
+        builder = {
+            "flannel-vxlan": self._build_flannel_vxlan,
+            "docker-overlay": self._build_docker_overlay,
+            "flannel-udp": self._build_flannel_udp,
+        }.get(ovt)
         if builder:
             builder()
         for h in s.hosts:
@@ -213,15 +223,28 @@ class Lab:
         for h in s.hosts:
             if h.masquerade and h.docker0 is not None:
                 # Docker's own rule: containers leave the host under the host's address.
-                self._iptables(self.ns(h.name), "-t", "nat", "-A", "POSTROUTING", "-s",
-                               str(h.docker0.network), "!", "-o", "docker0", "-j", "MASQUERADE")
+                self._iptables(
+                    self.ns(h.name),
+                    "-t",
+                    "nat",
+                    "-A",
+                    "POSTROUTING",
+                    "-s",
+                    str(h.docker0.network),
+                    "!",
+                    "-o",
+                    "docker0",
+                    "-j",
+                    "MASQUERADE",
+                )
         if ovt == "port-forward":
             self._build_port_forward()
         for h in s.hosts:
             for c in h.containers:
                 if c.serve_http:
-                    self._start_agent(self.container_ns(c), "http", "--bind", str(c.address.ip),
-                                      "--port", str(c.serve_http))
+                    self._start_agent(
+                        self.container_ns(c), "http", "--bind", str(c.address.ip), "--port", str(c.serve_http)
+                    )
 
     def _build_underlay(self) -> None:
         hosts = self.scenario.hosts
@@ -230,8 +253,23 @@ class Lab:
             self._ip(self.ns(h.name), "link", "add", "eth0", "address", self.eth0_mac(h), "type", "dummy")
         elif len(hosts) == 2:
             x, y = hosts
-            self._ip(self.ns(x.name), "link", "add", "eth0", "address", self.eth0_mac(x), "type", "veth",
-                     "peer", "name", "eth0", "address", self.eth0_mac(y), "netns", self.ns(y.name))
+            self._ip(
+                self.ns(x.name),
+                "link",
+                "add",
+                "eth0",
+                "address",
+                self.eth0_mac(x),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "address",
+                self.eth0_mac(y),
+                "netns",
+                self.ns(y.name),
+            )
         else:
             sw = self.prefix + "underlay"
             self._add_netns(sw, router=False)
@@ -239,8 +277,21 @@ class Lab:
             self._ip(sw, "link", "set", "underlay", "up")
             for h in hosts:
                 port = f"to-{h.name}"
-                self._ip(sw, "link", "add", port, "type", "veth", "peer", "name", "eth0",
-                         "address", self.eth0_mac(h), "netns", self.ns(h.name))
+                self._ip(
+                    sw,
+                    "link",
+                    "add",
+                    port,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "eth0",
+                    "address",
+                    self.eth0_mac(h),
+                    "netns",
+                    self.ns(h.name),
+                )
                 self._ip(sw, "link", "set", port, "master", "underlay", "up")
         for h in hosts:
             ns = self.ns(h.name)
@@ -253,14 +304,16 @@ class Lab:
     def _build_docker0(self, h: Host) -> None:
         ns = self.ns(h.name)
         assert h.docker0 is not None
-        self._ip(ns, "link", "add", "docker0", "address", mac_from("02:42", h.docker0.ip), "type", "bridge",
-                 *QUIET_BRIDGE)
+        self._ip(
+            ns, "link", "add", "docker0", "address", mac_from("02:42", h.docker0.ip), "type", "bridge", *QUIET_BRIDGE
+        )
         self._ip(ns, "addr", "add", str(h.docker0), "dev", "docker0")
         self._ip(ns, "link", "set", "docker0", "up")
 
     def container_mtu(self) -> int | None:
         return {"flannel-vxlan": VXLAN_MTU, "docker-overlay": VXLAN_MTU, "flannel-udp": UDP_MTU}.get(
-            self.scenario.overlay.type)
+            self.scenario.overlay.type
+        )
 
     def _build_container(self, h: Host, c: Container) -> None:
         cns = self.container_ns(c)
@@ -268,8 +321,7 @@ class Lab:
         hns = self.ov_ns(h) if overlay else self.ns(h.name)
         bridge = "br0" if overlay else "docker0"
         veth = f"veth-{c.name.lower()}"
-        self._ip(hns, "link", "add", veth, "type", "veth", "peer", "name", "eth0",
-                 "address", c.mac, "netns", cns)
+        self._ip(hns, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "address", c.mac, "netns", cns)
         mtu = self.container_mtu()
         if mtu:
             self._ip(hns, "link", "set", veth, "mtu", str(mtu))
@@ -295,8 +347,25 @@ class Lab:
         assert dev and o.vni is not None and o.port
         for h in self.scenario.hosts:
             ns = self.ns(h.name)
-            self._ip(ns, "link", "add", dev, "address", self.flannel_mac(h), "type", "vxlan", "id", str(o.vni),
-                     "local", str(h.eth0.ip), "dev", "eth0", "dstport", str(o.port), "nolearning")
+            self._ip(
+                ns,
+                "link",
+                "add",
+                dev,
+                "address",
+                self.flannel_mac(h),
+                "type",
+                "vxlan",
+                "id",
+                str(o.vni),
+                "local",
+                str(h.eth0.ip),
+                "dev",
+                "eth0",
+                "dstport",
+                str(o.port),
+                "nolearning",
+            )
             self._ip(ns, "addr", "add", f"{self.flannel_subnet_ip(h)}/32", "dev", dev)
             self._ip(ns, "link", "set", dev, "up")
             for p in self.scenario.hosts:
@@ -306,8 +375,20 @@ class Lab:
                 gw = str(self.flannel_subnet_ip(p))
                 self._ip(ns, "route", "add", str(p.docker0.network), "via", gw, "dev", dev, "onlink")
                 self._ip(ns, "neigh", "add", gw, "lladdr", self.flannel_mac(p), "dev", dev, "nud", "permanent")
-                self._run("bridge", "-n", ns, "fdb", "append", self.flannel_mac(p), "dev", dev,
-                          "dst", str(p.eth0.ip), "self", "permanent")
+                self._run(
+                    "bridge",
+                    "-n",
+                    ns,
+                    "fdb",
+                    "append",
+                    self.flannel_mac(p),
+                    "dev",
+                    dev,
+                    "dst",
+                    str(p.eth0.ip),
+                    "self",
+                    "permanent",
+                )
 
     def docker_vxlan_mac(self, h: Host) -> str:
         return mac_from("0e:fd", h.eth0.ip)
@@ -326,8 +407,24 @@ class Lab:
             self._ip(ov, "link", "add", "br0", "type", "bridge", *QUIET_BRIDGE)
             self._ip(ov, "addr", "add", gw, "dev", "br0")
             self._ip(ov, "link", "set", "br0", "up")
-            self._ip(ns, "link", "add", dev, "address", self.docker_vxlan_mac(h), "type", "vxlan",
-                     "id", str(o.vni), "dstport", str(o.port), "proxy", "l2miss", "l3miss", "nolearning")
+            self._ip(
+                ns,
+                "link",
+                "add",
+                dev,
+                "address",
+                self.docker_vxlan_mac(h),
+                "type",
+                "vxlan",
+                "id",
+                str(o.vni),
+                "dstport",
+                str(o.port),
+                "proxy",
+                "l2miss",
+                "l3miss",
+                "nolearning",
+            )
             self._ip(ns, "link", "set", dev, "netns", ov)
             self._ip(ov, "link", "set", dev, "mtu", str(VXLAN_MTU), "master", "br0", "up")
             for p in self.scenario.hosts:
@@ -335,8 +432,9 @@ class Lab:
                     continue
                 for c in p.containers:  # what Docker learns from the cluster store / gossip
                     self._ip(ov, "neigh", "add", str(c.address.ip), "lladdr", c.mac, "dev", dev, "nud", "permanent")
-                    self._run("bridge", "-n", ov, "fdb", "add", c.mac, "dev", dev, "dst", str(p.eth0.ip),
-                              "self", "permanent")
+                    self._run(
+                        "bridge", "-n", ov, "fdb", "add", c.mac, "dev", dev, "dst", str(p.eth0.ip), "self", "permanent"
+                    )
 
     def _build_flannel_udp(self) -> None:
         """flannel's UDP backend: a TUN flannel0 per host and a forwarder process."""
@@ -353,8 +451,7 @@ class Lab:
                 if p is not h:
                     assert p.docker0 is not None
                     routes += ["--peer", f"{p.docker0.network}={p.eth0.ip}"]
-            self._start_agent(ns, "udp-forward", "--tun", dev, "--bind", str(h.eth0.ip),
-                              "--port", str(o.port), *routes)
+            self._start_agent(ns, "udp-forward", "--tun", dev, "--bind", str(h.eth0.ip), "--port", str(o.port), *routes)
 
     def _build_port_forward(self) -> None:
         """The rule the article prints, in a DOCKER chain jumped to like Docker does."""
@@ -366,25 +463,72 @@ class Lab:
             if ns not in chained:
                 chained.add(ns)
                 self._iptables(ns, "-t", "nat", "-N", "DOCKER")
-                self._iptables(ns, "-t", "nat", "-A", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL",
-                               "-j", "DOCKER")
-                self._iptables(ns, "-t", "nat", "-A", "OUTPUT", "!", "-d", "127.0.0.0/8", "-m", "addrtype",
-                               "--dst-type", "LOCAL", "-j", "DOCKER")
-            self._iptables(ns, "-t", "nat", "-A", "DOCKER", "!", "-i", "docker0", "-p", "tcp", "-m", "tcp",
-                           "--dport", str(pub.host_port), "-j", "DNAT", "--to-destination",
-                           f"{c.address.ip}:{pub.container_port}")
+                self._iptables(
+                    ns, "-t", "nat", "-A", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "DOCKER"
+                )
+                self._iptables(
+                    ns,
+                    "-t",
+                    "nat",
+                    "-A",
+                    "OUTPUT",
+                    "!",
+                    "-d",
+                    "127.0.0.0/8",
+                    "-m",
+                    "addrtype",
+                    "--dst-type",
+                    "LOCAL",
+                    "-j",
+                    "DOCKER",
+                )
+            self._iptables(
+                ns,
+                "-t",
+                "nat",
+                "-A",
+                "DOCKER",
+                "!",
+                "-i",
+                "docker0",
+                "-p",
+                "tcp",
+                "-m",
+                "tcp",
+                "--dport",
+                str(pub.host_port),
+                "-j",
+                "DNAT",
+                "--to-destination",
+                f"{c.address.ip}:{pub.container_port}",
+            )
 
     # -- helper processes ------------------------------------------------------
     def _start_agent(self, ns: str, kind: str, *args: str) -> None:
         """Run ``tracer.lab.agents KIND`` inside ``ns`` and wait until it is ready."""
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         log = open(STATE_DIR / f"{ns}-{kind}.log", "wb")
-        argv = ["ip", "netns", "exec", ns, sys.executable, "-I", "-m", "tracer.lab.agents", kind, *args,
-                "--netns", ns, "--lifetime", str(AGENT_LIFETIME)]
+        argv = [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            sys.executable,
+            "-I",
+            "-m",
+            "tracer.lab.agents",
+            kind,
+            *args,
+            "--netns",
+            ns,
+            "--lifetime",
+            str(AGENT_LIFETIME),
+        ]
         self.log.append(" ".join(argv))
         with log:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, start_new_session=True
+            )
         self.pids.append(proc.pid)
         assert proc.stdout is not None
         with selectors.DefaultSelector() as sel:
@@ -403,9 +547,16 @@ class Lab:
     # -- state --------------------------------------------------------------
     def _write_state(self) -> None:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
-        state = {"scenario": self.scenario.name, "path": str(self.scenario.path), "tag": self.tag,
-                 "prefix": self.prefix, "netns": self.namespaces(), "nodes": self.nodes(), "pids": self.pids,
-                 "created": time.time()}
+        state = {
+            "scenario": self.scenario.name,
+            "path": str(self.scenario.path),
+            "tag": self.tag,
+            "prefix": self.prefix,
+            "netns": self.namespaces(),
+            "nodes": self.nodes(),
+            "pids": self.pids,
+            "created": time.time(),
+        }
         self.state_path.write_text(json.dumps(state, indent=2) + "\n")
 
     # -- down -----------------------------------------------------------------
@@ -437,8 +588,15 @@ class Lab:
         return points
 
     def _container_point(self, h: Host, c: Container) -> CapturePoint:
-        return CapturePoint(self.container_ns(c), "eth0", h.name, "veth", "container", c.name,
-                            {"addr": c.address, "mac": c.mac, "peer": f"veth-{c.name.lower()}"})
+        return CapturePoint(
+            self.container_ns(c),
+            "eth0",
+            h.name,
+            "veth",
+            "container",
+            c.name,
+            {"addr": c.address, "mac": c.mac, "peer": f"veth-{c.name.lower()}"},
+        )
 
     def _host_points(self, h: Host) -> list[CapturePoint]:
         s, o = self.scenario, self.scenario.overlay
@@ -448,28 +606,77 @@ class Lab:
         if o.type == "docker-overlay":
             assert o.network is not None and o.device
             ov = self.ov_ns(h)
-            pts.append(CapturePoint(ov, "br0", h.name, "bridge", "bridge", None,
-                                    {"addr": f"{next(o.network.hosts())}/{o.network.prefixlen}",
-                                     "ports": ",".join(filter(None, [o.device, ports]))}))
-            pts.append(CapturePoint(ov, o.device, h.name, "vxlan", "overlay", None,
-                                    {"vni": o.vni, "port": o.port, "underlay": "eth0",
-                                     "underlay_netns": ns, "mac": self.docker_vxlan_mac(h)}))
+            pts.append(
+                CapturePoint(
+                    ov,
+                    "br0",
+                    h.name,
+                    "bridge",
+                    "bridge",
+                    None,
+                    {
+                        "addr": f"{next(o.network.hosts())}/{o.network.prefixlen}",
+                        "ports": ",".join(filter(None, [o.device, ports])),
+                    },
+                )
+            )
+            pts.append(
+                CapturePoint(
+                    ov,
+                    o.device,
+                    h.name,
+                    "vxlan",
+                    "overlay",
+                    None,
+                    {
+                        "vni": o.vni,
+                        "port": o.port,
+                        "underlay": "eth0",
+                        "underlay_netns": ns,
+                        "mac": self.docker_vxlan_mac(h),
+                    },
+                )
+            )
         else:
             assert h.docker0 is not None
-            pts.append(CapturePoint(ns, "docker0", h.name, "bridge", "bridge", None,
-                                    {"addr": h.docker0, "ports": ports}))
+            pts.append(
+                CapturePoint(ns, "docker0", h.name, "bridge", "bridge", None, {"addr": h.docker0, "ports": ports})
+            )
             if o.type == "flannel-vxlan":
                 assert o.device
                 peers = [str(p.eth0.ip) for p in s.hosts if p is not h]
-                pts.append(CapturePoint(ns, o.device, h.name, "vxlan", "overlay", None,
-                                        {"vni": o.vni, "port": o.port, "local": h.eth0.ip, "dev": "eth0",
-                                         "remote": ",".join(peers), "addr": f"{self.flannel_subnet_ip(h)}/32",
-                                         "mac": self.flannel_mac(h)}))
+                pts.append(
+                    CapturePoint(
+                        ns,
+                        o.device,
+                        h.name,
+                        "vxlan",
+                        "overlay",
+                        None,
+                        {
+                            "vni": o.vni,
+                            "port": o.port,
+                            "local": h.eth0.ip,
+                            "dev": "eth0",
+                            "remote": ",".join(peers),
+                            "addr": f"{self.flannel_subnet_ip(h)}/32",
+                            "mac": self.flannel_mac(h),
+                        },
+                    )
+                )
             elif o.type == "flannel-udp":
                 assert o.device and o.network
-                pts.append(CapturePoint(ns, o.device, h.name, "tun", "overlay", None,
-                                        {"port": o.port,
-                                         "addr": f"{self.flannel_subnet_ip(h)}/{o.network.prefixlen}"}))
+                pts.append(
+                    CapturePoint(
+                        ns,
+                        o.device,
+                        h.name,
+                        "tun",
+                        "overlay",
+                        None,
+                        {"port": o.port, "addr": f"{self.flannel_subnet_ip(h)}/{o.network.prefixlen}"},
+                    )
+                )
         peer_ns = [self.ns(p.name) for p in s.hosts if p is not h]
         facts: dict[str, object] = {"addr": h.eth0, "mac": self.eth0_mac(h)}
         if len(s.hosts) == 2:

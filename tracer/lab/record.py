@@ -17,10 +17,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tracer.net.afpacket import PacketSocket, epb_flags
-from tracer.pcapng.writer import PcapngWriter
 from tracer.lab.build import CapturePoint, Lab
 from tracer.lab.traffic import StepResult, run_traffic
+from tracer.net.afpacket import PacketSocket, epb_flags
+from tracer.pcapng.writer import PcapngWriter
 
 # Equal kernel timestamps on two NICs happen when a decapsulated packet keeps the
 # outer frame's receive stamp (eth0 -> flannel0 -> ...): then the NIC nearer the wire
@@ -62,8 +62,9 @@ class _Collector(threading.Thread):
                     self.drain(key.data)
 
 
-def record(lab: Lab, out: Path, *, snaplen: int = 262144,
-           settle: float = SETTLE) -> tuple[list[StepResult], list[NicRecord]]:
+def record(
+    lab: Lab, out: Path, *, snaplen: int = 262144, settle: float = SETTLE
+) -> tuple[list[StepResult], list[NicRecord]]:
     points = lab.capture_points()
     socks: list[PacketSocket] = []
     try:

@@ -132,6 +132,7 @@ def docker_mac(ip: IPv4Address) -> str:
 
 # -- reading ---------------------------------------------------------------
 
+
 class _Table:
     """One TOML table being read: remembers the key path for error messages."""
 
@@ -247,8 +248,11 @@ def load(name_or_path: str | Path) -> Scenario:
 
 
 _CAPTURE_MAGIC = {
-    b"\xd4\xc3\xb2\xa1": "pcap", b"\xa1\xb2\xc3\xd4": "pcap",
-    b"\x4d\x3c\xb2\xa1": "pcap", b"\xa1\xb2\x3c\x4d": "pcap", b"\x0a\x0d\x0d\x0a": "pcapng",
+    b"\xd4\xc3\xb2\xa1": "pcap",
+    b"\xa1\xb2\xc3\xd4": "pcap",
+    b"\x4d\x3c\xb2\xa1": "pcap",
+    b"\xa1\xb2\x3c\x4d": "pcap",
+    b"\x0a\x0d\x0d\x0a": "pcapng",
 }
 
 
@@ -354,8 +358,9 @@ def _host(t: _Table, underlay: IPv4Network, overlay: Overlay) -> Host:
         serve = ct.get("serve_http", int, None)
         if serve is not None and not 1 <= serve <= 65535:
             raise ct.error("serve_http", f"{serve} is not a port (1-65535)")
-        host.containers.append(Container(cname, name, IPv4Interface(f"{addr}/{net.prefixlen}"),
-                                         docker_mac(addr), serve))
+        host.containers.append(
+            Container(cname, name, IPv4Interface(f"{addr}/{net.prefixlen}"), docker_mac(addr), serve)
+        )
         ct.done()
     t.done()
     return host
@@ -365,11 +370,14 @@ def _check_names(path: Path, hosts: list[Host]) -> None:
     seen: dict[str, str] = {}
     for i, h in enumerate(hosts):
         items = [(f"hosts[{i}].name", h.name)] + [
-            (f"hosts[{i}].containers[{j}].name", c.name) for j, c in enumerate(h.containers)]
+            (f"hosts[{i}].containers[{j}].name", c.name) for j, c in enumerate(h.containers)
+        ]
         for key, name in items:
             low = name.lower()
             if low in seen:
-                raise ScenarioError(path, key, f"{name!r} is already used by {seen[low]} (names must differ ignoring case)")
+                raise ScenarioError(
+                    path, key, f"{name!r} is already used by {seen[low]} (names must differ ignoring case)"
+                )
             seen[low] = key
 
 
@@ -383,10 +391,14 @@ def _check_addresses(path: Path, hosts: list[Host], underlay: IPv4Network, overl
             nets.append((h.docker0.network, f"hosts[{i}].docker0"))
             if overlay.type in ("flannel-vxlan", "flannel-udp") and overlay.network:
                 if not h.docker0.network.subnet_of(overlay.network):
-                    raise ScenarioError(path, f"hosts[{i}].docker0",
-                                        f"{h.docker0.network} is not inside overlay.network {overlay.network}")
+                    raise ScenarioError(
+                        path,
+                        f"hosts[{i}].docker0",
+                        f"{h.docker0.network} is not inside overlay.network {overlay.network}",
+                    )
         for key, ip in [(f"hosts[{i}].eth0", h.eth0.ip)] + [
-                (f"hosts[{i}].containers[{j}].address", c.address.ip) for j, c in enumerate(h.containers)]:
+            (f"hosts[{i}].containers[{j}].address", c.address.ip) for j, c in enumerate(h.containers)
+        ]:
             if ip in used:
                 raise ScenarioError(path, key, f"{ip} is already used by {used[ip]}")
             used[ip] = key
@@ -402,7 +414,7 @@ def _check_addresses(path: Path, hosts: list[Host], underlay: IPv4Network, overl
 def _check_publish(t: _Table, hosts: list[Host], overlay: Overlay) -> None:
     tables = t.tables("publish")
     if tables and overlay.type != "port-forward":
-        raise t.error("publish", "only used with type = \"port-forward\"")
+        raise t.error("publish", 'only used with type = "port-forward"')
     for pt in tables:
         host, container = pt.get("host", str), pt.get("container", str)
         h = next((h for h in hosts if h.name == host), None)
@@ -455,4 +467,3 @@ def _lab_networks(s: Scenario) -> list[IPv4Network]:
     if s.overlay.network:
         nets.append(s.overlay.network)
     return nets
-

@@ -59,9 +59,15 @@ def status() -> dict:
         prefix = st.get("prefix", "")
         names = [n for n in all_ns if prefix and n.startswith(prefix)]
         claimed.update(names)
-        labs.append({"scenario": st.get("scenario"), "tag": st.get("tag"), "prefix": prefix,
-                     "up": bool(names),
-                     "netns": [{"name": n, "node": st.get("nodes", {}).get(n), "nics": nics(n)} for n in names]})
+        labs.append(
+            {
+                "scenario": st.get("scenario"),
+                "tag": st.get("tag"),
+                "prefix": prefix,
+                "up": bool(names),
+                "netns": [{"name": n, "node": st.get("nodes", {}).get(n), "nics": nics(n)} for n in names],
+            }
+        )
     leftovers = [{"name": n, "nics": nics(n)} for n in all_ns if n not in claimed]
     return {"labs": labs, "leftovers": leftovers}
 

@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from tracer.net.afpacket import run_in_netns
 from tracer.lab.build import Lab
 from tracer.lab.scenario import Step
+from tracer.net.afpacket import run_in_netns
 
 ICMP_ECHO_REPLY, ICMP_UNREACH, ICMP_ECHO = 0, 3, 8
 PING_INTERVAL = 0.2
@@ -84,7 +84,7 @@ def ping(netns: str, dst: IPv4Address, count: int, ident: int) -> tuple[int, str
                 elif icmp[0] == ICMP_UNREACH and len(icmp) >= 36:
                     inner = icmp[8:]
                     iihl = (inner[0] & 0x0F) * 4
-                    if inner[iihl:iihl + 8][4:8] == struct.pack("!HH", ident, seq):
+                    if inner[iihl : iihl + 8][4:8] == struct.pack("!HH", ident, seq):
                         error = f"destination unreachable (from {src})"
                         break
             if seq < count:

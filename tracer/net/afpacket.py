@@ -116,8 +116,15 @@ def run_in_netns(netns: str | None, fn: Callable[[], T]) -> T:
 class PacketSocket:
     """One interface's frames: ``recv()`` gives (ts_ns, data, origlen, pkttype)."""
 
-    def __init__(self, ifname: str, *, netns: str | None = None, snaplen: int = 262144,
-                 promisc: bool = True, rcvbuf: int | None = None) -> None:
+    def __init__(
+        self,
+        ifname: str,
+        *,
+        netns: str | None = None,
+        snaplen: int = 262144,
+        promisc: bool = True,
+        rcvbuf: int | None = None,
+    ) -> None:
         self.ifname = ifname
         self.netns = netns
         self.snaplen = snaplen

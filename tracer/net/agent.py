@@ -50,6 +50,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from tracer.model import linktype_name
 from tracer.net import discovery as topology
 from tracer.net.afpacket import (
     SCM_TIMESTAMPNS,
@@ -64,7 +65,6 @@ from tracer.pcapng.writer import (
     _options,
 )
 from tracer.text import safe
-from tracer.model import linktype_name
 
 SO_ATTACH_FILTER = 26
 SO_RCVBUFFORCE = 33
@@ -90,21 +90,26 @@ class AgentError(Exception):
 
 # -- BPF ----------------------------------------------------------------------------
 
+
 def compile_filter(words: list[str], linktype: int) -> list[tuple[int, int, int, int]]:
     """Classic BPF for ``words`` on ``linktype``, from tcpdump's own compiler."""
     tcpdump = shutil.which("tcpdump")
     if tcpdump is None:
         raise AgentError("a capture filter needs tcpdump to compile it (not installed)", 2)
     expr = " ".join(words)
-    out = subprocess.run([tcpdump, "-ddd", "-y", linktype_name(linktype), "-s", str(MAX_SNAPLEN), expr],
-                         capture_output=True, text=True, timeout=20)
+    out = subprocess.run(
+        [tcpdump, "-ddd", "-y", linktype_name(linktype), "-s", str(MAX_SNAPLEN), expr],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     if out.returncode != 0:
         msg = (out.stderr.strip().splitlines() or ["tcpdump failed"])[-1]
         raise AgentError(f"filter {expr!r}: {msg.removeprefix('tcpdump: ')}", 2)
     nums = out.stdout.split()
     n = int(nums[0])
     vals = [int(x) for x in nums[1:]]
-    return [tuple(vals[i * 4: i * 4 + 4]) for i in range(n)]  # type: ignore[misc]
+    return [tuple(vals[i * 4 : i * 4 + 4]) for i in range(n)]  # type: ignore[misc]
 
 
 def attach_filter(sock: socket.socket, prog: list[tuple[int, int, int, int]]) -> None:
@@ -115,6 +120,7 @@ def attach_filter(sock: socket.socket, prog: list[tuple[int, int, int, int]]) ->
 
 
 # -- one NIC -------------------------------------------------------------------------
+
 
 @dataclass
 class Tap:
@@ -153,11 +159,11 @@ class Ring:
 
         self.nblocks = max(2, size // RING_BLOCK)
         sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
-        req = struct.pack("@7I", RING_BLOCK, self.nblocks, RING_FRAME,
-                          RING_BLOCK // RING_FRAME * self.nblocks, RING_TIMEOUT_MS, 0, 0)
+        req = struct.pack(
+            "@7I", RING_BLOCK, self.nblocks, RING_FRAME, RING_BLOCK // RING_FRAME * self.nblocks, RING_TIMEOUT_MS, 0, 0
+        )
         sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
-        self.mm = mmap.mmap(sock.fileno(), RING_BLOCK * self.nblocks, mmap.MAP_SHARED,
-                            mmap.PROT_READ | mmap.PROT_WRITE)
+        self.mm = mmap.mmap(sock.fileno(), RING_BLOCK * self.nblocks, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self.block = 0
 
     def close(self) -> None:
@@ -192,6 +198,7 @@ class _Out:
 
 
 # -- selection -------------------------------------------------------------------------
+
 
 def parse_nic(arg: str) -> tuple[str, str | None]:
     name, at, ns = arg.rpartition("@")
@@ -243,10 +250,21 @@ class Selection:
 
 # -- the agent ---------------------------------------------------------------------------
 
+
 class Agent:
-    def __init__(self, selection: Selection, *, snaplen: int = MAX_SNAPLEN, filter_words: list[str] | None = None,
-                 count: int = 0, duration: float = 0, buffer_kib: int = 4096,
-                 stop_on_stdin_eof: bool = False, out_fd: int = 1, use_ring: bool = True) -> None:
+    def __init__(
+        self,
+        selection: Selection,
+        *,
+        snaplen: int = MAX_SNAPLEN,
+        filter_words: list[str] | None = None,
+        count: int = 0,
+        duration: float = 0,
+        buffer_kib: int = 4096,
+        stop_on_stdin_eof: bool = False,
+        out_fd: int = 1,
+        use_ring: bool = True,
+    ) -> None:
         self.selection = selection
         self.snaplen = snaplen
         self.filter_words = filter_words or []
@@ -271,8 +289,9 @@ class Agent:
         self.view = memoryview(self.buf)
         self.fill = 0
         self.anc = socket.CMSG_SPACE(_TIMESPEC.size)
-        self.flag_opts = {pt: _options([(EPB_FLAGS, _U32.pack(f))]) for pt in range(5)
-                          if (f := epb_flags(pt)) is not None}
+        self.flag_opts = {
+            pt: _options([(EPB_FLAGS, _U32.pack(f))]) for pt in range(5) if (f := epb_flags(pt)) is not None
+        }
 
     # -- opening ---------------------------------------------------------------
     def _filter_for(self, linktype: int) -> list | None:
@@ -315,8 +334,9 @@ class Agent:
 
     def _add(self, tap: Tap) -> None:
         assert self.writer is not None
-        tap.if_id = self.writer.add_interface(tap.link.name, tap.psock.linktype,
-                                              description=tap.link.description, snaplen=self.snaplen)
+        tap.if_id = self.writer.add_interface(
+            tap.link.name, tap.psock.linktype, description=tap.link.description, snaplen=self.snaplen
+        )
         self.taps.append(tap)
         self.by_fd[tap.fd] = tap
         self.poller.register(tap.fd, select.POLLIN)
@@ -449,14 +469,14 @@ class Agent:
                     caplen = snap
                 ts = sec * 1_000_000_000 + nsec
                 end = fill + 28 + caplen
-                buf[fill + 28: end] = mm[p + mac: p + mac + caplen]
+                buf[fill + 28 : end] = mm[p + mac : p + mac + caplen]
                 pad = -caplen & 3
                 if pad:
-                    buf[end: end + pad] = b"\0" * pad
+                    buf[end : end + pad] = b"\0" * pad
                     end += pad
                 opt = flag_opts.get(mm[p + TP3_PKTTYPE], b"")
                 if opt:
-                    buf[end: end + len(opt)] = opt
+                    buf[end : end + len(opt)] = opt
                     end += len(opt)
                 total = end + 4 - fill
                 u32(buf, end, total)
@@ -509,7 +529,7 @@ class Agent:
                 self._commit()
                 fill = 0
             try:
-                nbytes, ancdata, _fl, addr = recv([view[fill + 28: fill + 28 + snap]], anc, socket.MSG_TRUNC)
+                nbytes, ancdata, _fl, addr = recv([view[fill + 28 : fill + 28 + snap]], anc, socket.MSG_TRUNC)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:
@@ -531,11 +551,11 @@ class Agent:
             pad = -caplen & 3
             end = fill + 28 + caplen
             if pad:
-                buf[end: end + pad] = b"\0" * pad
+                buf[end : end + pad] = b"\0" * pad
                 end += pad
             opt = flag_opts.get(addr[2], b"")
             if opt:
-                buf[end: end + len(opt)] = opt
+                buf[end : end + len(opt)] = opt
                 end += len(opt)
             total = end + 4 - fill
             u32(buf, end, total)
@@ -567,17 +587,23 @@ class Agent:
         except OSError:
             rec, drop = tap.psock.received, tap.psock.dropped
         self.writer.write_stats(
-            tap.if_id, time.time_ns(), rec, drop, start_ns=self.start_ns, comment=
-            f"gone: {tap.link.label} disappeared ({why or 'removed'}) after {tap.frames} frames;"
-            " capture went on on the other NICs")
+            tap.if_id,
+            time.time_ns(),
+            rec,
+            drop,
+            start_ns=self.start_ns,
+            comment=f"gone: {tap.link.label} disappeared ({why or 'removed'}) after {tap.frames} frames;"
+            " capture went on on the other NICs",
+        )
         try:
             self.poller.unregister(tap.fd)
         except (KeyError, ValueError):
             pass
         self.by_fd.pop(tap.fd, None)
         self._close(tap)
-        print(f"tracer agent: {safe(tap.link.label)}: gone ({safe(why or 'removed')}); capture goes on",
-              file=sys.stderr)
+        print(
+            f"tracer agent: {safe(tap.link.label)}: gone ({safe(why or 'removed')}); capture goes on", file=sys.stderr
+        )
 
     def _went_down(self, tap: Tap) -> None:
         """ENETDOWN: the NIC was set down, or is being deleted (the kernel sets it down
@@ -642,33 +668,67 @@ class Agent:
 
 # -- command line ---------------------------------------------------------------------------
 
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tracer agent", description=(
-        "Capture on NICs across network namespaces; write one pcapng stream to stdout. Needs root."))
+    p = argparse.ArgumentParser(
+        prog="tracer agent",
+        description=("Capture on NICs across network namespaces; write one pcapng stream to stdout. Needs root."),
+    )
     add_capture_args(p)
-    p.add_argument("--stop-on-stdin-eof", action="store_true",
-                   help="stop cleanly when stdin reaches EOF (how 'tracer live' stops it)")
-    p.add_argument("-B", "--buffer-size", type=int, default=4096, metavar="KiB",
-                   help="kernel receive buffer per NIC in KiB (default 4096)")
+    p.add_argument(
+        "--stop-on-stdin-eof",
+        action="store_true",
+        help="stop cleanly when stdin reaches EOF (how 'tracer live' stops it)",
+    )
+    p.add_argument(
+        "-B",
+        "--buffer-size",
+        type=int,
+        default=4096,
+        metavar="KiB",
+        help="kernel receive buffer per NIC in KiB (default 4096)",
+    )
     return p
 
 
 def add_capture_args(p: argparse.ArgumentParser) -> None:
     """The options ``tracer live`` shares with the agent."""
-    p.add_argument("-i", "--interface", dest="interfaces", action="append", default=[], metavar="NIC[@NETNS]",
-                   help="capture on exactly this NIC (repeatable); @NETNS for another network namespace")
-    p.add_argument("--netns", action="append", default=[], metavar="NAME",
-                   help="also discover NICs in this network namespace (repeatable)")
-    p.add_argument("--all-netns", action="store_true",
-                   help="also discover NICs in every named netns and every container netns (/proc)")
-    p.add_argument("-s", "--snaplen", type=int, default=MAX_SNAPLEN, metavar="SNAPLEN",
-                   help=f"bytes kept per frame (default {MAX_SNAPLEN})")
+    p.add_argument(
+        "-i",
+        "--interface",
+        dest="interfaces",
+        action="append",
+        default=[],
+        metavar="NIC[@NETNS]",
+        help="capture on exactly this NIC (repeatable); @NETNS for another network namespace",
+    )
+    p.add_argument(
+        "--netns",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also discover NICs in this network namespace (repeatable)",
+    )
+    p.add_argument(
+        "--all-netns",
+        action="store_true",
+        help="also discover NICs in every named netns and every container netns (/proc)",
+    )
+    p.add_argument(
+        "-s",
+        "--snaplen",
+        type=int,
+        default=MAX_SNAPLEN,
+        metavar="SNAPLEN",
+        help=f"bytes kept per frame (default {MAX_SNAPLEN})",
+    )
     # None when not given: an explicit 0 is refused by check_args, not taken for "no limit"
     p.add_argument("-c", "--count", type=int, default=None, metavar="COUNT", help="stop after COUNT frames")
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after SECONDS")
     p.add_argument("--host", default=None, help="host name written into the NIC descriptions (default: hostname)")
-    p.add_argument("filter", nargs="*", metavar="FILTER",
-                   help="capture filter in tcpdump syntax (e.g. icmp, 'udp port 8472')")
+    p.add_argument(
+        "filter", nargs="*", metavar="FILTER", help="capture filter in tcpdump syntax (e.g. icmp, 'udp port 8472')"
+    )
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -678,8 +738,9 @@ def check_args(args: argparse.Namespace) -> None:
     if args.count is not None and args.count <= 0:
         raise AgentError(f"-c {args.count}: a number of frames, 1 or more", 2)
     if args.duration is not None and not (math.isfinite(args.duration) and 0 < args.duration <= MAX_DURATION):
-        raise AgentError(f"--duration {args.duration:g}: a number of seconds, more than 0 and at most "
-                         f"{MAX_DURATION:g} (a year)", 2)
+        raise AgentError(
+            f"--duration {args.duration:g}: a number of seconds, more than 0 and at most {MAX_DURATION:g} (a year)", 2
+        )
     args.count = args.count or 0
     args.duration = args.duration or 0
     if args.filter and args.filter[0] == "--":
@@ -689,8 +750,9 @@ def check_args(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if os.isatty(1):  # as tcpdump -w - does; before anything that needs root
-        print("tracer agent: refusing to write binary pcapng to a terminal; pipe it or use tracer live",
-              file=sys.stderr)
+        print(
+            "tracer agent: refusing to write binary pcapng to a terminal; pipe it or use tracer live", file=sys.stderr
+        )
         return 2
     try:
         check_args(args)
@@ -709,9 +771,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         sel = Selection(args.interfaces, args.netns, args.all_netns, args.host)
-        agent = Agent(sel, snaplen=args.snaplen, filter_words=args.filter, count=args.count,
-                      duration=args.duration, buffer_kib=args.buffer_size,
-                      stop_on_stdin_eof=args.stop_on_stdin_eof)
+        agent = Agent(
+            sel,
+            snaplen=args.snaplen,
+            filter_words=args.filter,
+            count=args.count,
+            duration=args.duration,
+            buffer_kib=args.buffer_size,
+            stop_on_stdin_eof=args.stop_on_stdin_eof,
+        )
         agent.start()
         stop["agent"] = agent
         return agent.run()

@@ -73,9 +73,17 @@ class Link:
         return describe(host=self.host, netns=self.netns, kind=self.kind, role=self.role, **facts)
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "ifindex": self.ifindex, "host": self.host, "netns": self.netns,
-                "kind": self.kind, "role": self.role, "up": self.up, "description": self.description,
-                "facts": {k: str(v) for k, v in self.facts.items()}}
+        return {
+            "name": self.name,
+            "ifindex": self.ifindex,
+            "host": self.host,
+            "netns": self.netns,
+            "kind": self.kind,
+            "role": self.role,
+            "up": self.up,
+            "description": self.description,
+            "facts": {k: str(v) for k, v in self.facts.items()},
+        }
 
 
 def _ns_path(netns: str) -> str:
@@ -150,8 +158,11 @@ def _dump(netns: str | None) -> dict:
             kinds = {_kind_of(l) for l in links}
             remote_oifs = set()
             if kinds & {"vxlan", "geneve"}:
-                fdb = [(n["ifindex"], n.get("NDA_LLADDR"), n.get("NDA_DST"))
-                       for n in ip.get_neighbours(family=AF_BRIDGE) if n.get("NDA_DST")]
+                fdb = [
+                    (n["ifindex"], n.get("NDA_LLADDR"), n.get("NDA_DST"))
+                    for n in ip.get_neighbours(family=AF_BRIDGE)
+                    if n.get("NDA_DST")
+                ]
                 for _if, _mac, dst in fdb:
                     try:
                         r = ip.route("get", dst=dst)
@@ -174,8 +185,14 @@ def _dump(netns: str | None) -> dict:
                         pass
                     finally:
                         os.close(fd)
-            return {"links": links, "addrs": addrs, "defaults": defaults, "fdb": fdb,
-                    "remote_oifs": remote_oifs, "nsids": nsids}
+            return {
+                "links": links,
+                "addrs": addrs,
+                "defaults": defaults,
+                "fdb": fdb,
+                "remote_oifs": remote_oifs,
+                "nsids": nsids,
+            }
 
     try:
         return run_in_netns(netns, body)
@@ -269,11 +286,24 @@ def links_in(netns: str | None, host: str | None = None, *, loopback: bool = Fal
             if entries:
                 facts["fdb"] = ",".join(f"{m}>{dst}" for m, dst in entries)
         facts = {k: v for k, v in facts.items() if v is not None and str(v) != ""}
-        out.append(Link(name=name, ifindex=l["index"], netns=netns, host=host, kind=kind,
-                        arphrd=l["ifi_type"], up=l.get("IFLA_OPERSTATE") != "DOWN", facts=facts))
+        out.append(
+            Link(
+                name=name,
+                ifindex=l["index"],
+                netns=netns,
+                host=host,
+                kind=kind,
+                arphrd=l["ifi_type"],
+                up=l.get("IFLA_OPERSTATE") != "DOWN",
+                facts=facts,
+            )
+        )
     # the netns we were started in is a host's (not a container's) even without a bridge
-    _assign_roles([l for l in out if l.kind != "loopback"], d,
-                  is_init=netns is None or _inode(_ns_path(netns)) == _inode("/proc/1/ns/net"))
+    _assign_roles(
+        [l for l in out if l.kind != "loopback"],
+        d,
+        is_init=netns is None or _inode(_ns_path(netns)) == _inode("/proc/1/ns/net"),
+    )
     return out
 
 
@@ -283,8 +313,7 @@ def _is_host_bridge(name: str) -> bool:
 
 def _assign_roles(links: list[Link], d: dict, is_init: bool = False) -> None:
     bridges = {l.name for l in links if l.kind == "bridge" and _is_host_bridge(l.name)}
-    overlay = {l.name for l in links
-               if l.kind in OVERLAY_KINDS or l.name in ("flannel0", "flannel.1")}
+    overlay = {l.name for l in links if l.kind in OVERLAY_KINDS or l.name in ("flannel0", "flannel.1")}
     for l in links:
         if l.name in bridges:
             l.role = "bridge"
@@ -316,8 +345,7 @@ def interesting(links: Iterable[Link]) -> list[Link]:
     return sorted(chosen, key=lambda l: ROLE_ORDER[l.role])
 
 
-def discover(netns: list[str | None] | None = None, *, all_netns: bool = False,
-             host: str | None = None) -> list[Link]:
+def discover(netns: list[str | None] | None = None, *, all_netns: bool = False, host: str | None = None) -> list[Link]:
     """The interesting NICs of our netns (None) and of each netns in ``netns``.
 
     ``all_netns`` adds every named netns and every container netns found through
@@ -332,8 +360,7 @@ def discover(netns: list[str | None] | None = None, *, all_netns: bool = False,
         label = here if ns is None else ns
         ino = _inode("/proc/self/ns/net") if ns is None else _inode(_ns_path(ns))
         if ino is None and ns is not None:
-            raise TopologyError(f"netns {ns}: no such network namespace; have: "
-                                f"{', '.join(named_netns()) or 'none'}")
+            raise TopologyError(f"netns {ns}: no such network namespace; have: {', '.join(named_netns()) or 'none'}")
         if ino in seen:
             continue
         seen.add(ino)
@@ -363,6 +390,8 @@ def format_links(links: list[Link]) -> str:
     lines = []
     for l in links:
         where = safe(l.netns) if l.netns else "(this netns)"
-        lines.append(f"{where:<24} {safe(l.name):<12} {safe(l.kind):<8} {safe(l.role):<9} "
-                     + " ".join(f"{safe(k)}={safe(v)}" for k, v in l.facts.items()))
+        lines.append(
+            f"{where:<24} {safe(l.name):<12} {safe(l.kind):<8} {safe(l.role):<9} "
+            + " ".join(f"{safe(k)}={safe(v)}" for k, v in l.facts.items())
+        )
     return "\n".join(lines) if lines else "no NICs of interest found"

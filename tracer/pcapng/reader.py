@@ -135,9 +135,7 @@ def _describe_magic(head: bytes) -> str:
     if len(head) >= 4:
         le = struct.unpack("<I", head[:4])[0]
         if le in (PCAP_MAGIC_KUZNETZOV, 0x34CDB2A1):
-            return (
-                f"unsupported pcap variant (Kuznetzov 'modified pcap', magic {_hexbytes(head[:4])})"
-            )
+            return f"unsupported pcap variant (Kuznetzov 'modified pcap', magic {_hexbytes(head[:4])})"
     if head[:2] == b"\x1f\x8b":
         return "gzip-compressed file (decompress it first)"
     if head[:4] == b"\x28\xb5\x2f\xfd":
@@ -166,16 +164,11 @@ def _check_start(head: bytes, total: int | None) -> tuple[str, dict]:
         if blen < 28 or blen % 4 or blen > MAX_BLOCK:
             raise ValueError(f"pcapng section header has a bad block length {blen}")
         if total is not None and blen > total:
-            raise ValueError(
-                f"pcapng section header claims {blen} bytes, the file has only {total}"
-            )
+            raise ValueError(f"pcapng section header claims {blen} bytes, the file has only {total}")
         if len(head) >= blen:
             (trail,) = struct.unpack_from(e + "I", head, blen - 4)
             if trail != blen:
-                raise ValueError(
-                    f"pcapng section header is damaged (length {blen},"
-                    f" trailing copy {trail})"
-                )
+                raise ValueError(f"pcapng section header is damaged (length {blen}, trailing copy {trail})")
         return "pcapng", {"endian": e, "shb_len": blen}
     for e in ("<", ">"):
         (magic,) = struct.unpack(e + "I", head[:4])
@@ -381,16 +374,14 @@ class _Base:
         if caplen > origlen:
             self.warn_once(
                 "origlen",
-                f"{what} {n} has caplen {caplen} > original length {origlen}"
-                " (kept; warned once per file)",
+                f"{what} {n} has caplen {caplen} > original length {origlen} (kept; warned once per file)",
             )
 
     def bad_ts(self, ts: int) -> int:
         """A timestamp outside what int64 nanoseconds hold (years 1677..2262): clamp it."""
         self.warn_once(
             "timestamp",
-            f"packet {self.frames() + 1} has a timestamp outside the years 1677..2262"
-            " (clamped; warned once per file)",
+            f"packet {self.frames() + 1} has a timestamp outside the years 1677..2262 (clamped; warned once per file)",
         )
         return min(max(ts, TS_MIN), TS_MAX)
 
@@ -531,15 +522,10 @@ class _PcapParser(_Base):
         return caplen, orig
 
     def _short_header(self, pos: int, end: int) -> None:
-        raise _Damage(
-            f"truncated record header at offset {self.base + pos} ({end - pos} of 16 bytes)"
-        )
+        raise _Damage(f"truncated record header at offset {self.base + pos} ({end - pos} of 16 bytes)")
 
     def _short_data(self, caplen: int, data: int, end: int) -> None:
-        raise _Damage(
-            f"record {self.frames() + 1} is truncated (caplen {caplen},"
-            f" only {end - data} bytes left)"
-        )
+        raise _Damage(f"record {self.frames() + 1} is truncated (caplen {caplen}, only {end - data} bytes left)")
 
 
 class _Iface:
@@ -590,9 +576,7 @@ class _PcapngParser(_Base):
 
     def _incomplete(self, pos: int, end: int, final: bool, need: int) -> int:
         if final:
-            raise _Damage(
-                f"truncated block at offset {self.base + pos} ({end - pos} of {need} bytes)"
-            )
+            raise _Damage(f"truncated block at offset {self.base + pos} ({end - pos} of {need} bytes)")
         return -pos - 1
 
     def _parse_run(self, buf, pos, stop, end, final) -> int:
@@ -666,9 +650,7 @@ class _PcapngParser(_Base):
 
     def _bad_trailer(self, buf, pos: int, blen: int) -> None:
         (trail,) = self.u32(buf, pos + blen - 4)
-        raise _Damage(
-            f"block at offset {self.base + pos} has length {blen} but its trailing copy says {trail}"
-        )
+        raise _Damage(f"block at offset {self.base + pos} has length {blen} but its trailing copy says {trail}")
 
     # -- section header ---------------------------------------------------
     def _shb(self, buf, pos: int, end: int, final: bool) -> int:
@@ -680,9 +662,7 @@ class _PcapngParser(_Base):
         elif bom == BOM_BE:
             e = ">"
         else:
-            raise _Damage(
-                f"section header at offset {self.base + pos} has a bad byte-order magic ({_hexbytes(bom)})"
-            )
+            raise _Damage(f"section header at offset {self.base + pos} has a bad byte-order magic ({_hexbytes(bom)})")
         blen, _bom, major, minor = struct.unpack_from(e + "IIHH", buf, pos + 4)
         if blen < 28 or blen & 3 or blen > MAX_BLOCK:
             raise _Damage(f"section header at offset {self.base + pos} has a bad length {blen}")
@@ -690,9 +670,7 @@ class _PcapngParser(_Base):
             return self._incomplete(pos, end, final, blen)
         (trail,) = struct.unpack_from(e + "I", buf, pos + blen - 4)
         if trail != blen:
-            raise _Damage(
-                f"block at offset {self.base + pos} has length {blen} but its trailing copy says {trail}"
-            )
+            raise _Damage(f"block at offset {self.base + pos} has length {blen} but its trailing copy says {trail}")
         self._set_endian(e)
         self.section += 1
         self.ifaces = []
@@ -829,8 +807,7 @@ class _PcapngParser(_Base):
             )
         if caplen > blen - 32:
             raise _Damage(
-                f"packet block at offset {self.base + pos} has caplen {caplen} larger than its block"
-                f" ({blen} bytes)"
+                f"packet block at offset {self.base + pos} has caplen {caplen} larger than its block ({blen} bytes)"
             )
         itf = self.ifaces[ifid]
         if caplen > itf.snap or caplen > orig:
@@ -919,14 +896,11 @@ class Capture:
                 self._read_stream(parser, sink, store, cancelled, progress)
         except _Damage as exc:
             sink.flush()
-            store.warnings.append(
-                f"{self.spec.path}: {_one_line(str(exc))} after {sink.count} frames"
-            )
+            store.warnings.append(f"{self.spec.path}: {_one_line(str(exc))} after {sink.count} frames")
         except OSError as exc:
             sink.flush()
             store.warnings.append(
-                f"{self.spec.path}: read error ({_one_line(exc.strerror or str(exc))})"
-                f" after {sink.count} frames"
+                f"{self.spec.path}: read error ({_one_line(exc.strerror or str(exc))}) after {sink.count} frames"
             )
         sink.finish()
         if progress is not None:
@@ -1131,9 +1105,7 @@ def _open_stream(spec: SourceSpec, f: typing.BinaryIO, fail) -> Capture:
             except OSError as exc:
                 raise fail(f"cannot read ({exc.strerror or exc})") from None
             if len(head) < info["shb_len"]:
-                raise ValueError(
-                    f"truncated pcapng section header ({len(head)} of {info['shb_len']} bytes)"
-                )
+                raise ValueError(f"truncated pcapng section header ({len(head)} of {info['shb_len']} bytes)")
             fmt, info = _check_start(head, None)
     except ValueError as exc:
         raise fail(str(exc)) from None

@@ -81,8 +81,14 @@ def description(**facts: object) -> str:
 class PcapngWriter:
     """A pcapng section written block by block to a binary file object."""
 
-    def __init__(self, fileobj: BinaryIO, *, user_appl: str = f"tracer {__version__}",
-                 os_name: str | None = None, hardware: str | None = None) -> None:
+    def __init__(
+        self,
+        fileobj: BinaryIO,
+        *,
+        user_appl: str = f"tracer {__version__}",
+        os_name: str | None = None,
+        hardware: str | None = None,
+    ) -> None:
         self._f = fileobj
         self._ts_div: list[int] = []  # per interface: ns per timestamp unit
         opts = [(SHB_USERAPPL, user_appl.encode())]
@@ -98,9 +104,16 @@ class PcapngWriter:
     def interfaces(self) -> int:
         return len(self._ts_div)
 
-    def add_interface(self, name: str, linktype: int, *, description: str | None = None,
-                      snaplen: int = 262144, tsresol_ns: bool = True,
-                      comment: str | None = None) -> int:
+    def add_interface(
+        self,
+        name: str,
+        linktype: int,
+        *,
+        description: str | None = None,
+        snaplen: int = 262144,
+        tsresol_ns: bool = True,
+        comment: str | None = None,
+    ) -> int:
         """Write an IDB; returns its interface id (0, 1, ...) for write_packet."""
         opts = [(IF_NAME, name.encode())]
         if description:
@@ -120,21 +133,32 @@ class PcapngWriter:
         ts = ts_ns // self._ts_div[if_id]
         return ts >> 32, ts & 0xFFFFFFFF
 
-    def write_packet(self, if_id: int, ts_ns: int, data: bytes, origlen: int | None = None,
-                     *, flags: int | None = None) -> None:
+    def write_packet(
+        self, if_id: int, ts_ns: int, data: bytes, origlen: int | None = None, *, flags: int | None = None
+    ) -> None:
         """An EPB.  ``flags``: the epb_flags word (direction in bits 0-1, reception
         type in bits 2-4), e.g. from :func:`tracer.net.afpacket.epb_flags`."""
         hi, lo = self._ts(if_id, ts_ns)
         caplen = len(data)
-        body = (struct.pack(_E + "IIIII", if_id, hi, lo, caplen,
-                            caplen if origlen is None else origlen)
-                + bytes(data) + b"\0" * _pad4(caplen))
+        body = (
+            struct.pack(_E + "IIIII", if_id, hi, lo, caplen, caplen if origlen is None else origlen)
+            + bytes(data)
+            + b"\0" * _pad4(caplen)
+        )
         if flags is not None:
             body += _options([(EPB_FLAGS, struct.pack(_E + "I", flags))])
         self._f.write(_block(BT_EPB, body))
 
-    def write_stats(self, if_id: int, ts_ns: int, received: int | None, dropped: int | None,
-                    *, start_ns: int | None = None, comment: str | None = None) -> None:
+    def write_stats(
+        self,
+        if_id: int,
+        ts_ns: int,
+        received: int | None,
+        dropped: int | None,
+        *,
+        start_ns: int | None = None,
+        comment: str | None = None,
+    ) -> None:
         """An ISB: kernel counters for one interface at ``ts_ns``.
 
         ``comment`` (opt_comment) carries events of the interface; one that

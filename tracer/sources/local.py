@@ -32,8 +32,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
-from tracer.pcapng.reader import Capture, SourceSpec, open_capture
 from tracer.model import FrameStore
+from tracer.pcapng.reader import Capture, SourceSpec, open_capture
 
 CAP_NET_RAW = 13
 START_TIMEOUT = 30.0  # seconds for the agent to open its sockets
@@ -161,8 +161,10 @@ def open_output(path: str, who: tuple[int, int, str | None] | None) -> BinaryIO:
     user = who[2] or f"uid {who[0]}"
     if not fds:
         why = msg[3:].decode(errors="replace") if msg.startswith(b"err") else "no answer"
-        raise LiveError(f"{path}: cannot write as {user} ({why}); tracer writes -w files as the user "
-                        "it runs as after giving up root, like tcpdump -Z")
+        raise LiveError(
+            f"{path}: cannot write as {user} ({why}); tracer writes -w files as the user "
+            "it runs as after giving up root, like tcpdump -Z"
+        )
     os.set_inheritable(fds[0], False)  # SCM_RIGHTS does not carry close-on-exec
     return open(fds[0], "wb", buffering=0)  # type: ignore[return-value]
 
@@ -301,8 +303,15 @@ class LiveSession:
 
     def _spawn(self) -> None:
         self.proc = subprocess.Popen(
-            self.opts.agent_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            bufsize=0, start_new_session=True, close_fds=True, cwd="/")
+            self.opts.agent_argv(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            bufsize=0,
+            start_new_session=True,
+            close_fds=True,
+            cwd="/",
+        )
         self._stderr_thread = threading.Thread(target=self._read_stderr, name="tracer-agent-stderr", daemon=True)
         self._stderr_thread.start()
 
@@ -334,8 +343,12 @@ class LiveSession:
         raise LiveError(msg, 2 if code == 2 else 1)
 
     # -- reading ---------------------------------------------------------------------
-    def load(self, store: FrameStore, cancelled: Callable[[], bool] | None = None,
-             progress: Callable[[int, int | None], None] | None = None) -> None:
+    def load(
+        self,
+        store: FrameStore,
+        cancelled: Callable[[], bool] | None = None,
+        progress: Callable[[int, int | None], None] | None = None,
+    ) -> None:
         """Fill ``store`` until the stream ends (or ``cancelled()``)."""
         assert self.capture is not None
         self.capture.read_into(store, cancelled=cancelled, progress=progress)
@@ -387,8 +400,9 @@ class LiveSession:
         return self.exit_code
 
 
-def run_batch(session: LiveSession, store: FrameStore, emit: Callable[[range], None],
-              stop_flag: threading.Event) -> BaseException | None:
+def run_batch(
+    session: LiveSession, store: FrameStore, emit: Callable[[range], None], stop_flag: threading.Event
+) -> BaseException | None:
     """Read in a thread; call ``emit(new frames)`` as they arrive; stop on ``stop_flag``."""
     errors: list[BaseException] = []
     done = threading.Event()
@@ -414,4 +428,3 @@ def run_batch(session: LiveSession, store: FrameStore, emit: Callable[[range], N
         if finished and len(store) == printed:
             break
     return errors[0] if errors else None
-

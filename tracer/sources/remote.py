@@ -60,17 +60,26 @@ import time
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
-from tracer.sources.local import CaptureOptions, LiveError, ask_to_stop, drop_privileges, open_output, target_user
-from tracer.pcapng.writer import PcapngWriter
-from tracer.pcapng.reader import CaptureError, SourceSpec, open_capture, parse_description
 from tracer.model import FrameStore
+from tracer.pcapng.reader import CaptureError, SourceSpec, open_capture, parse_description
+from tracer.pcapng.writer import PcapngWriter
+from tracer.sources.local import CaptureOptions, LiveError, ask_to_stop, drop_privileges, open_output, target_user
 
 START_TIMEOUT = 30.0  # seconds for every host to be capturing (or to have failed)
 PROBE_TIMEOUT = 25.0
 STOP_TIMEOUT = 10.0
 F_SETPIPE_SZ = 1031
-SSH_OPTIONS = ["-T", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
-               "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
+SSH_OPTIONS = [
+    "-T",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "ConnectTimeout=10",
+    "-o",
+    "ServerAliveInterval=5",
+    "-o",
+    "ServerAliveCountMax=3",
+]
 HOST_NAME_OK = re.compile(r"^[A-Za-z0-9_.:@+-]+$")
 
 NOT_CAPTURED = "(not captured)"  # the column of a host that could not be captured
@@ -80,6 +89,7 @@ STARTING, CAPTURING, DONE, FAILED, DROPPED = "starting", "capturing", "done", "f
 
 
 # -- what the user typed ---------------------------------------------------------------
+
 
 @dataclass
 class HostSpec:
@@ -97,14 +107,15 @@ def is_remote_arg(value: str) -> bool:
 def parse_host(arg: str, via: str | None = None) -> HostSpec:
     name, _, url = arg.partition("=")
     if not name or not url:
-        raise LiveError(f"--host {arg}: expected NAME=URL (ssh://[user@]host[:port], local, "
-                        "or what --via's {host} becomes)", 2)
+        raise LiveError(
+            f"--host {arg}: expected NAME=URL (ssh://[user@]host[:port], local, or what --via's {{host}} becomes)", 2
+        )
     if not HOST_NAME_OK.match(name):
         raise LiveError(f"--host {arg}: the name may only have letters, digits and _.:@+-", 2)
     if url == "local":
         return HostSpec(name, "local")
     if url.startswith("ssh://"):
-        rest = url[len("ssh://"):].rstrip("/")
+        rest = url[len("ssh://") :].rstrip("/")
         port = None
         m = re.match(r"^(.*?)(?::(\d+))?$", rest)
         if m and m.group(2):
@@ -153,7 +164,9 @@ class _Abandoned(Exception):
 
 _PRELUDE = 'PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"; if [ "$(id -u)" = 0 ]; then S=; else S="sudo -n"; fi; '
 
-PROBE = _PRELUDE + r'''
+PROBE = (
+    _PRELUDE
+    + r"""
 echo "uid=$(id -u)"
 echo "tracer=$(command -v tracer 2>/dev/null)"
 echo "tcpdump=$(command -v tcpdump 2>/dev/null)"
@@ -166,15 +179,18 @@ for ns in "$@"; do
   echo "== links $ns"; $S ip -n "$ns" -d -j addr show 2>/dev/null || echo "[]"
   echo "== routes $ns"; $S ip -n "$ns" -j route show default 2>/dev/null || echo "[]"
 done
-'''
+"""
+)
 
 # run the arguments as root (sudo -n unless root already)
 AS_ROOT = _PRELUDE + 'exec $S "$@"'
 
 # tcpdump, stopped (cleanly: SIGINT flushes) when stdin ends; runs as root as a whole
 # so that it may signal tcpdump.  $1: netns ("" for the default), then tcpdump's args.
-TCPDUMP = ('ns=$1; shift; if [ -n "$ns" ]; then set -- ip netns exec "$ns" "$@"; fi; '
-           '"$@" </dev/null & p=$!; cat >/dev/null; kill -INT $p 2>/dev/null; wait $p')
+TCPDUMP = (
+    'ns=$1; shift; if [ -n "$ns" ]; then set -- ip netns exec "$ns" "$@"; fi; '
+    '"$@" </dev/null & p=$!; cat >/dev/null; kill -INT $p 2>/dev/null; wait $p'
+)
 
 
 def _prefix(spec: HostSpec, opts: RemoteOptions) -> list[str] | None:
@@ -197,14 +213,19 @@ def with_stdin(words: list[str]) -> list[str]:
         return words
     k = words.index("exec")
     flags = []
-    for w in words[k + 1:]:
+    for w in words[k + 1 :]:
         if w == "--" or not w.startswith("-"):
             break
         flags.append(w)
-    if any(f in ("-i", "--stdin", "--interactive") or f.startswith("--stdin=") or f.startswith("--interactive=")
-           or (not f.startswith("--") and "i" in f[1:]) for f in flags):
+    if any(
+        f in ("-i", "--stdin", "--interactive")
+        or f.startswith("--stdin=")
+        or f.startswith("--interactive=")
+        or (not f.startswith("--") and "i" in f[1:])
+        for f in flags
+    ):
         return words
-    return words[: k + 1] + ["-i"] + words[k + 1:]
+    return words[: k + 1] + ["-i"] + words[k + 1 :]
 
 
 def host_argv(spec: HostSpec, opts: RemoteOptions, script: str, args: list[str]) -> list[str]:
@@ -230,11 +251,19 @@ def explain_failure(stderr_lines: list[str], code: int | None, what: str) -> str
     text = "\n".join(stderr_lines)
     lines = [_one_line(x) for x in stderr_lines if x.strip() and not set(x.strip()) <= {"@"}]
     if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text or "Host key verification failed" in text:
-        kind = ("its host key does not match known_hosts (REMOTE HOST IDENTIFICATION HAS CHANGED)"
-                if "HAS CHANGED" in text else "its host key is not in known_hosts")
+        kind = (
+            "its host key does not match known_hosts (REMOTE HOST IDENTIFICATION HAS CHANGED)"
+            if "HAS CHANGED" in text
+            else "its host key is not in known_hosts"
+        )
         return f"refused: {kind}; Host key verification failed"
-    for key in ("a password is required", "a terminal is required", "is not in the sudoers",
-                "may not run sudo", "not allowed to execute"):
+    for key in (
+        "a password is required",
+        "a terminal is required",
+        "is not in the sudoers",
+        "may not run sudo",
+        "not allowed to execute",
+    ):
         for x in lines:
             if key in x:
                 return f"sudo refused ({x}); capturing needs root or passwordless sudo"
@@ -244,6 +273,7 @@ def explain_failure(stderr_lines: list[str], code: int | None, what: str) -> str
 
 
 # -- the merged output -----------------------------------------------------------------
+
 
 class _Merged:
     """The single pcapng stream: to the reader's pipe and to ``-w``, whole blocks.
@@ -288,8 +318,6 @@ class _Merged:
         del self.buf[:]
 
 
-
-
 def _opts(body: bytes, start: int, e: str) -> list[tuple[int, bytes]]:
     out, o = [], start
     hh = struct.Struct(e + "HH").unpack_from
@@ -297,7 +325,7 @@ def _opts(body: bytes, start: int, e: str) -> list[tuple[int, bytes]]:
         code, length = hh(body, o)
         if code == 0 or o + 4 + length > len(body):
             break
-        out.append((code, bytes(body[o + 4: o + 4 + length])))
+        out.append((code, bytes(body[o + 4 : o + 4 + length])))
         o += 4 + length + (-length % 4)
     return out
 
@@ -315,8 +343,15 @@ def _with_host(desc: str | None, host: str, fallback: dict[str, object] | None =
 class _StreamCopier:
     """One host's pcapng or pcap stream, re-written block by block into the merged writer."""
 
-    def __init__(self, session: "RemoteSession", host: HostState, f: BinaryIO, label: str,
-                 pcap_name: str | None = None, pcap_desc: str | None = None) -> None:
+    def __init__(
+        self,
+        session: "RemoteSession",
+        host: HostState,
+        f: BinaryIO,
+        label: str,
+        pcap_name: str | None = None,
+        pcap_desc: str | None = None,
+    ) -> None:
         self.s = session
         self.host = host
         self.f = f
@@ -405,11 +440,10 @@ class _StreamCopier:
                 desc = o.get(3, b"").decode(errors="replace") or None
                 res = o.get(9, b"\x06")[0]
                 if res & 0x80:
-                    mul.append((10 ** 9, 1 << (res & 0x7F)))
+                    mul.append((10**9, 1 << (res & 0x7F)))
                 else:
                     mul.append((10 ** (9 - res), 1) if res <= 9 else (1, 10 ** (res - 9)))
-                ids.append(self.s._add_interface(self.host, name, linktype, _with_host(desc, self.host.name),
-                                                 snaplen))
+                ids.append(self.s._add_interface(self.host, name, linktype, _with_host(desc, self.host.name), snaplen))
             elif btype == 6:  # EPB
                 ifid, hi, lo, caplen, orig = struct.unpack_from(e + "IIIII", body)
                 if ifid >= len(ids) or 20 + caplen > len(body):
@@ -420,7 +454,7 @@ class _StreamCopier:
                 for code, v in _opts(body, 20 + caplen + (-caplen % 4), e):
                     if code == 2 and len(v) == 4:
                         flags = struct.unpack(e + "I", v)[0]
-                if not self.s._packet(self.host, ids[ifid], ts, body[20: 20 + caplen], orig, flags):
+                if not self.s._packet(self.host, ids[ifid], ts, body[20 : 20 + caplen], orig, flags):
                     return
             elif btype == 5:  # ISB
                 ifid, hi, lo = struct.unpack_from(e + "III", body)
@@ -457,8 +491,13 @@ class _StreamCopier:
             return
         frac = 1 if magic == 0xA1B23C4D else 1000
         snaplen, linkfield = struct.unpack_from(e + "II", head, 16)
-        if_id = self.s._add_interface(self.host, self.pcap_name or self.label, linkfield & 0xFFFF,
-                                      self.pcap_desc or f"host={self.host.name}", snaplen or 262144)
+        if_id = self.s._add_interface(
+            self.host,
+            self.pcap_name or self.label,
+            linkfield & 0xFFFF,
+            self.pcap_desc or f"host={self.host.name}",
+            snaplen or 262144,
+        )
         rec = struct.Struct(e + "IIII").unpack
         while True:
             h = self._read(16)
@@ -478,6 +517,7 @@ class _StreamCopier:
 
 
 # -- NICs for tcpdump, from `ip -d -j addr` ----------------------------------------------
+
 
 def _sections(text: str) -> tuple[dict[str, str], dict[str | None, tuple[list, list]]]:
     """The probe's output: key=value facts, and per netns (None: default) (links, routes)."""
@@ -519,8 +559,8 @@ def links_from_ip(host: str, netns: str | None, links: list, routes: list) -> li
     out = []
     for l in links:
         kind = (l.get("linkinfo") or {}).get("info_kind") or (
-            "loopback" if l.get("link_type") == "loopback" else
-            "tun" if l.get("link_type") == "none" else "physical")
+            "loopback" if l.get("link_type") == "loopback" else "tun" if l.get("link_type") == "none" else "physical"
+        )
         if kind == "loopback":
             continue
         facts: dict[str, object] = {}
@@ -549,8 +589,17 @@ def links_from_ip(host: str, netns: str | None, links: list, routes: list) -> li
             if data.get("link"):
                 facts["dev"] = data.get("link")
         facts = {k: v for k, v in facts.items() if v is not None and str(v) != "" and " " not in str(v)}
-        out.append(topology.Link(name=l.get("ifname", "?"), ifindex=l.get("ifindex", 0), netns=netns, host=host,
-                                 kind=kind, up=l.get("operstate") != "DOWN", facts=facts))
+        out.append(
+            topology.Link(
+                name=l.get("ifname", "?"),
+                ifindex=l.get("ifindex", 0),
+                netns=netns,
+                host=host,
+                kind=kind,
+                up=l.get("operstate") != "DOWN",
+                facts=facts,
+            )
+        )
     index_of = {x.name: x.ifindex for x in out}
     d = {"defaults": {index_of[r["dev"]] for r in routes if r.get("dev") in index_of}, "remote_oifs": set()}
     topology._assign_roles(out, d, is_init=netns is None)
@@ -558,6 +607,7 @@ def links_from_ip(host: str, netns: str | None, links: list, routes: list) -> li
 
 
 # -- the session -----------------------------------------------------------------------
+
 
 class RemoteSession:
     """Hosts -> merged pcapng pipe -> reader -> FrameStore; like :class:`LiveSession`."""
@@ -628,8 +678,9 @@ class RemoteSession:
             if host.state == FAILED:
                 raise _Abandoned
             host.nics += 1
-            if_id = self.writer.add_interface(name, linktype, description=desc,
-                                              snaplen=snaplen if 0 < snaplen <= 262144 else 262144)
+            if_id = self.writer.add_interface(
+                name, linktype, description=desc, snaplen=snaplen if 0 < snaplen <= 262144 else 262144
+            )
             host.if_ids.append(if_id)
             return if_id
 
@@ -688,8 +739,9 @@ class RemoteSession:
             for spec, host in zip(self.opts.hosts, self.hosts):
                 if host.state == FAILED:
                     continue
-                t = threading.Thread(target=self._host_main, args=(spec, host), daemon=True,
-                                     name=f"tracer-host-{host.name}")
+                t = threading.Thread(
+                    target=self._host_main, args=(spec, host), daemon=True, name=f"tracer-host-{host.name}"
+                )
                 t.start()
                 self._threads.append(t)
             threading.Thread(target=self._closer, daemon=True, name="tracer-hosts-closer").start()
@@ -714,8 +766,9 @@ class RemoteSession:
                 timer.daemon = True
                 timer.start()
             try:
-                self.capture = open_capture(SourceSpec("hosts"), fileobj=open(self._rfd, "rb", buffering=0,
-                                                                              closefd=False))
+                self.capture = open_capture(
+                    SourceSpec("hosts"), fileobj=open(self._rfd, "rb", buffering=0, closefd=False)
+                )
             except CaptureError as e:
                 raise LiveError(f"merged stream: {e}") from None
         except BaseException:
@@ -726,8 +779,15 @@ class RemoteSession:
         with self._procs_lock:
             if self._stop_asked or host.state == FAILED:
                 raise LiveError("stopping")
-            p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 start_new_session=True, close_fds=True, **kw)
+            p = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                close_fds=True,
+                **kw,
+            )
             host.procs.append(p)
             return p
 
@@ -777,8 +837,9 @@ class RemoteSession:
                 raise LiveError("the capture agent was not started")
             self._run_streams(host, [(proc, host.name, None, None)])
             return
-        netns = sorted({ns for i in self.opts.interfaces for ns in [i.rpartition("@")[2]] if "@" in i}
-                       | set(self.opts.netns))
+        netns = sorted(
+            {ns for i in self.opts.interfaces for ns in [i.rpartition("@")[2]] if "@" in i} | set(self.opts.netns)
+        )
         p = self._spawn(host_argv(spec, self.opts, PROBE, netns), host)
         try:
             out, err = p.communicate(timeout=PROBE_TIMEOUT)
@@ -789,8 +850,11 @@ class RemoteSession:
         text = out.decode(errors="replace")
         facts, spaces = _sections(text)
         if p.returncode != 0 or "uid" not in facts:
-            why = explain_failure(err.decode(errors="replace").splitlines(), p.returncode,
-                                  "ssh" if spec.method == "ssh" else "the --via command")
+            why = explain_failure(
+                err.decode(errors="replace").splitlines(),
+                p.returncode,
+                "ssh" if spec.method == "ssh" else "the --via command",
+            )
             if spec.method == "via" and os.geteuid() != 0 and ("ermission denied" in why or "not permitted" in why):
                 why += "; --via commands run as you, not root: one that needs root says so (--via 'sudo -n ...')"
             raise LiveError(why)
@@ -807,14 +871,27 @@ class RemoteSession:
         streams = []
         for link in chosen:
             ns = link.netns or ""
-            args = [ns, facts["tcpdump"], "-U", "--immediate-mode", "-n", "-s", str(self.opts.snaplen), "-w", "-", "-i", link.name]
+            args = [
+                ns,
+                facts["tcpdump"],
+                "-U",
+                "--immediate-mode",
+                "-n",
+                "-s",
+                str(self.opts.snaplen),
+                "-w",
+                "-",
+                "-i",
+                link.name,
+            ]
             if self.opts.count:
                 args += ["-c", str(self.opts.count)]
             args += list(self.opts.filter)
             argv = host_argv(spec, self.opts, AS_ROOT, ["sh", "-c", TCPDUMP, "tracer-tcpdump", *args])
             streams.append((argv, link.label, link.name, link.description))
-        self._host_line(host, f"tracer is not on its PATH: capturing with tcpdump on "
-                              f"{', '.join(l.label for l in chosen)}")
+        self._host_line(
+            host, f"tracer is not on its PATH: capturing with tcpdump on {', '.join(l.label for l in chosen)}"
+        )
         self._run_streams(host, streams)
 
     def _tcpdump_nics(self, host: HostState, spaces: dict) -> list:
@@ -822,8 +899,11 @@ class RemoteSession:
         from tracer.net.agent import parse_nic
 
         if self.opts.all_netns:
-            self._host_line(host, "--all-netns needs tracer on the host; with tcpdump only the "
-                                  "default netns and --netns ones are captured")
+            self._host_line(
+                host,
+                "--all-netns needs tracer on the host; with tcpdump only the "
+                "default netns and --netns ones are captured",
+            )
         per_ns = {ns: links_from_ip(host.name, ns, *v) for ns, v in spaces.items()}
         if self.opts.interfaces:
             chosen = []
@@ -849,8 +929,9 @@ class RemoteSession:
         for argv, label, pcap_name, pcap_desc in streams:
             p = argv if isinstance(argv, subprocess.Popen) else self._spawn(argv, host)
             errs: list[str] = []
-            c = _StreamCopier(self, host, p.stdout, label, pcap_name,
-                              _with_host(pcap_desc, host.name) if pcap_desc else None)
+            c = _StreamCopier(
+                self, host, p.stdout, label, pcap_name, _with_host(pcap_desc, host.name) if pcap_desc else None
+            )
             threading.Thread(target=self._stderr, args=(p, errs, host, c), daemon=True).start()
             t = threading.Thread(target=c.run, daemon=True, name=f"tracer-{host.name}-{label}")
             t.start()
@@ -871,8 +952,7 @@ class RemoteSession:
                 reasons.append(explain_failure(errs, code, "the capture command"))
             elif not self._stop_asked and not (c.clean_end and code == 0):
                 why = explain_failure(errs, code, "the connection")
-                reasons.append(f"connection dropped mid-capture ({why}); "
-                               f"its {host.frames} frames so far are kept")
+                reasons.append(f"connection dropped mid-capture ({why}); its {host.frames} frames so far are kept")
             elif not c.clean_end:
                 reasons.append(f"{c.label}: the stream ended in the middle of a block")
         started = any(c.started for c, _p, _e in copiers)
@@ -883,8 +963,9 @@ class RemoteSession:
             with self._lock:
                 assert self.writer is not None
                 for if_id in host.if_ids:
-                    self.writer.write_stats(if_id, time.time_ns(), None, None,
-                                            comment=f"gone: host {host.name}: {reasons[0]}")
+                    self.writer.write_stats(
+                        if_id, time.time_ns(), None, None, comment=f"gone: host {host.name}: {reasons[0]}"
+                    )
             self._set(host, DROPPED, reasons[0])
         else:
             self._set(host, DONE)
@@ -922,8 +1003,12 @@ class RemoteSession:
                 self.out.fd = -1
 
     # -- reading and stopping (as LiveSession) ---------------------------------------------
-    def load(self, store: FrameStore, cancelled: Callable[[], bool] | None = None,
-             progress: Callable[[int, int | None], None] | None = None) -> None:
+    def load(
+        self,
+        store: FrameStore,
+        cancelled: Callable[[], bool] | None = None,
+        progress: Callable[[int, int | None], None] | None = None,
+    ) -> None:
         assert self.capture is not None
         self._loading = True
         try:

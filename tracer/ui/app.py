@@ -11,24 +11,23 @@ from __future__ import annotations
 
 import re
 import threading
-
 from collections.abc import Callable, Iterable
 
 from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.css.query import NoMatches
 from textual.containers import Horizontal, HorizontalScroll, Vertical
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from tracer.model import FrameStore
 from tracer.pcapng.reader import CaptureError
 from tracer.text import safe
-from tracer.model import FrameStore
 from tracer.ui.detail import HexView, LayerTree
 from tracer.ui.help import HelpScreen
 from tracer.ui.journey_screen import JourneyScreen
@@ -52,8 +51,16 @@ FIRST_PAINT_WAIT = 1.0
 MATCH_SECONDS = 0.03
 # Actions that work on the main screen's widgets: off while another screen shows.
 MAIN_ONLY = {
-    "toggle_merged", "expand_all", "collapse_all", "column", "back_to_list", "column_width",
-    "hop", "journey", "layers", "topology",
+    "toggle_merged",
+    "expand_all",
+    "collapse_all",
+    "column",
+    "back_to_list",
+    "column_width",
+    "hop",
+    "journey",
+    "layers",
+    "topology",
 }
 MAX_WARNING_TOASTS = 3
 MIN_COLUMN = 68  # cells: time, tag and "10.244.1.2 → 10.244.2.2 ICMP echo request id 7507 seq 1"
@@ -306,9 +313,7 @@ class TracerApp(App[None]):
                 merged_frames.append(hop.frame)
         for column in self._columns:
             nid = column.nic.id
-            column.packets.set_journey_rows(
-                rows.get(nid, ()), reveal=column.packets is not self.active_list
-            )
+            column.packets.set_journey_rows(rows.get(nid, ()), reveal=column.packets is not self.active_list)
             column.header.set_hop_note(notes.get(nid))  # type: ignore[arg-type]
         merged = self.query_one("#merged-list", PacketList)
         if self.query_one("#merged").display:
@@ -484,7 +489,9 @@ class TracerApp(App[None]):
             text.append("   ✖ ", style="bold #ff6b6b")
             text.append(self.load_error, style="#ff6b6b")
         if store.warnings:
-            text.append(f"   ⚠ {len(store.warnings)} warning{'s' if len(store.warnings) != 1 else ''}: ", style="bold #facc15")
+            text.append(
+                f"   ⚠ {len(store.warnings)} warning{'s' if len(store.warnings) != 1 else ''}: ", style="bold #facc15"
+            )
             text.append(safe(str(store.warnings[-1])), style="#facc15")
         self.query_one("#status", Static).update(text)
 
@@ -709,14 +716,28 @@ class TracerApp(App[None]):
             "One list of every NIC's frames in time order ⇄ one column per NIC (m)",
             self.action_toggle_merged,
         )
-        yield SystemCommand("Journey of the selected packet", "The packet's path across NICs and hosts, as the article draws it (Enter, J)", self.action_journey)
+        yield SystemCommand(
+            "Journey of the selected packet",
+            "The packet's path across NICs and hosts, as the article draws it (Enter, J)",
+            self.action_journey,
+        )
         yield SystemCommand("Next hop", "Select the same packet at its next NIC (n)", lambda: self.action_hop(1))
-        yield SystemCommand("Previous hop", "Select the same packet at its previous NIC (p)", lambda: self.action_hop(-1))
-        yield SystemCommand("Topology", "Hosts, namespaces, bridges, veths and tunnels of the capture (T)", self.action_topology)
+        yield SystemCommand(
+            "Previous hop", "Select the same packet at its previous NIC (p)", lambda: self.action_hop(-1)
+        )
+        yield SystemCommand(
+            "Topology", "Hosts, namespaces, bridges, veths and tunnels of the capture (T)", self.action_topology
+        )
         yield SystemCommand("Layer tree", "Into the selected packet's layers (t)", self.action_layers)
         yield SystemCommand("Expand all layers", "Open every layer of the selected packet (e)", self.action_expand_all)
-        yield SystemCommand("Collapse all layers", "Close every layer of the selected packet (c)", self.action_collapse_all)
-        yield SystemCommand("Wider columns", "Fewer NIC columns per screen, more of each summary (>)", lambda: self.action_column_width(1))
+        yield SystemCommand(
+            "Collapse all layers", "Close every layer of the selected packet (c)", self.action_collapse_all
+        )
+        yield SystemCommand(
+            "Wider columns",
+            "Fewer NIC columns per screen, more of each summary (>)",
+            lambda: self.action_column_width(1),
+        )
         yield SystemCommand("Narrower columns", "More NIC columns per screen (<)", lambda: self.action_column_width(-1))
         yield SystemCommand("Keys", "The help screen listing every key (?)", self.action_help)
         yield from super().get_system_commands(screen)

@@ -18,9 +18,9 @@ from textual.strip import Strip
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from tracer.text import safe
 from tracer.dissect.tree import dissect
 from tracer.model import FrameStore
+from tracer.text import safe
 
 BYTES_PER_LINE = 16
 # Fields worth repeating on a collapsed layer's line, in this order.

@@ -21,8 +21,8 @@ from textual.widget import Widget
 from textual.widgets import Footer, Header, Static
 
 from tracer.correlate import Hop, Journey
-from tracer.text import safe
 from tracer.model import FrameStore
+from tracer.text import safe
 from tracer.ui.detail import LayerTree
 from tracer.ui.journeys import (
     HOP_STYLE,

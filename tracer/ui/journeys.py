@@ -14,8 +14,8 @@ import re
 from rich.text import Text
 
 from tracer.correlate import Correlation, Hop, Journey
-from tracer.text import safe
 from tracer.model import FrameStore, Nic
+from tracer.text import safe
 from tracer.ui.packet_list import frame_summary
 
 CHUNK = 5_000  # frames matched per tick: ~40 ms of the UI thread at most

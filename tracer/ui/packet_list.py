@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 import textwrap
-
 from collections.abc import Iterable, Sequence
 
 from rich.segment import Segment
@@ -27,8 +26,8 @@ from textual.strip import Strip
 from textual.widgets import Static
 
 from tracer.dissect.fast import identify
-from tracer.text import safe
 from tracer.model import FrameStore, Nic, linktype_name
+from tracer.text import safe
 
 # Encapsulation name -> (two-cell tag, style).  Unknown names get their initials.
 ENCAP_TAGS: dict[str, tuple[str, str]] = {
@@ -70,9 +69,7 @@ def frame_summary(store: FrameStore, i: int) -> tuple[str, tuple[str, ...]]:
         return safe(f"{store.caplen[i]} bytes (not decoded: {type(exc).__name__})"), ()
 
 
-def format_row(
-    store: FrameStore, i: int, *, with_nic: bool = False, nic_width: int = 16, time_width: int = 10
-) -> Text:
+def format_row(store: FrameStore, i: int, *, with_nic: bool = False, nic_width: int = 16, time_width: int = 10) -> Text:
     """The row for frame ``i``: relative time, [NIC], encapsulation tag, summary.
 
     Everything derived from the packet is appended as plain text: nothing in a

@@ -19,8 +19,8 @@ from textual.widget import Widget
 from textual.widgets import Footer, Header, Static
 
 from tracer.correlate import Correlation, nic_addresses, nic_role
-from tracer.text import safe
 from tracer.model import FrameStore, Nic
+from tracer.text import safe
 from tracer.ui.journeys import host_title, step_text
 
 BOX_STYLE = "#7f8c98"
@@ -71,7 +71,9 @@ def nic_line(nic: Nic, owners: dict[str, str | None], name_w: int, kind_w: int, 
             tunnel += f" udp/{f['port']}"
         text.append(safe(tunnel), style=TUNNEL_STYLE)
         if f.get("local") or f.get("remote"):
-            text.append(f" {safe(str(f.get('local') or '*'))} → {safe(str(f.get('remote') or '*'))}", style=TUNNEL_STYLE)
+            text.append(
+                f" {safe(str(f.get('local') or '*'))} → {safe(str(f.get('remote') or '*'))}", style=TUNNEL_STYLE
+            )
             remote_host = owners.get(str(f.get("remote") or ""))
             if remote_host and remote_host != nic.host:
                 text.append(f" ({safe(remote_host)})", style=DIM)
