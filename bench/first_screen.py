@@ -28,16 +28,14 @@ T0 = time.perf_counter()
 CHILD = r"""
 import asyncio, json, sys, time
 t0 = float(sys.argv[2])
-from tracer.pcapng.reader import SourceSpec, open_capture
-from tracer.cli.main import _load_all
 from tracer.model import FrameStore
-from tracer.ui.app import TracerApp
+from tracer.sources.files import FileSource
+from tracer.ui import make_app
 from tracer.ui.packet_list import PacketList
 
 async def main():
-    cap = open_capture(SourceSpec(sys.argv[1]))
     store = FrameStore()
-    app = TracerApp(store, lambda st, c, p: _load_all([cap], st, c, p))
+    app = make_app(FileSource.of(sys.argv[1]), store=store)
     async with app.run_test(size=(160, 48)) as pilot:
         while True:
             await pilot.pause(0.005)

@@ -13,10 +13,11 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from tracer import ui
 from tracer.correlate import correlate
 from tracer.dissect.fast import identify
 from tracer.model import FrameStore
-from tracer.pcapng.reader import SourceSpec, open_capture
+from tracer.sources.files import FileSource
 from tracer.ui import TracerApp
 
 HERE = Path(__file__).resolve().parent
@@ -25,17 +26,11 @@ BUNDLED = HERE.parent / "scenarios" / "flannel-vxlan" / "capture.pcapng"
 # in the lab while A pinged C: two hosts captured, one that could not be
 HOSTS = HERE.parent / "scenarios" / "flannel-vxlan" / "hosts.pcapng"
 SIZE = (240, 50)  # three NIC columns side by side
+THEME = "textual-dark"  # the README's pictures, whatever TEXTUAL_THEME says
 
 
 def make_app(path: Path) -> TracerApp:
-    def load(store, cancelled, progress):
-        cap = open_capture(SourceSpec(str(path)))
-        try:
-            cap.read_into(store, cancelled=cancelled, progress=progress)
-        finally:
-            cap.close()
-
-    return TracerApp(FrameStore(), load, title=f"tracer — {path.name}")
+    return ui.make_app(FileSource.of(path), theme=THEME)
 
 
 async def settle(pilot) -> None:

@@ -64,3 +64,25 @@ def lab_up(state_dir: Path, scenario_name: str, tag: str) -> Iterator[object]:
         finally:
             lab.down()
             assert not build.lab_namespaces(f"trc-{tag}-"), "lab namespaces left behind"
+
+
+# -- the app, as the tests make it ----------------------------------------------------------
+
+# Snapshots and screen text must not depend on the environment's TEXTUAL_THEME.
+TEST_THEME = "textual-dark"
+
+
+class LoadSource:
+    """A plain load function as a :class:`tracer.sources.Source`: tests that script what
+    arrives, when, and what fails."""
+
+    def __init__(self, load, title: str = "tracer") -> None:
+        self.load = load
+        self.title = title
+
+
+def ui_app(source=None, *, store=None, title: str | None = "tracer", theme: str = TEST_THEME):
+    """``tracer.ui.make_app`` with the tests' fixed theme (and title, unless None: the source's)."""
+    from tracer.ui import make_app
+
+    return make_app(source, store=store, title=title, theme=theme)

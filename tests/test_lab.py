@@ -19,10 +19,10 @@ import pytest
 
 from tests.conftest import BUNDLED, REPO, requires_root
 from tracer.cli import lab as cli
+from tracer.errors import LabError, NicError, ScenarioError
 from tracer.lab import build, scenario
-from tracer.lab.build import Lab, LabError, lab_namespaces
-from tracer.lab.scenario import ScenarioError
-from tracer.net.afpacket import CaptureError, PacketSocket
+from tracer.lab.build import Lab, lab_namespaces
+from tracer.net.afpacket import PacketSocket
 
 SCENARIOS = ["bridge", "port-forward", "flannel-vxlan", "docker-overlay", "flannel-udp"]
 TAG = f"t{os.getpid()}"
@@ -474,9 +474,9 @@ def test_down_all_removes_leftovers_without_state(monkeypatch, capsys, cleanup):
 
 @requires_root
 def test_capture_errors_are_one_line():
-    with pytest.raises(CaptureError, match=f"trc-{TAG}-none: "):
+    with pytest.raises(NicError, match=f"trc-{TAG}-none: "):
         PacketSocket("eth0", netns=f"trc-{TAG}-none")
-    with pytest.raises(CaptureError, match="nosuch0: cannot capture"):
+    with pytest.raises(NicError, match="nosuch0: cannot capture"):
         PacketSocket("nosuch0")
 
 

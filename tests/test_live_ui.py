@@ -12,8 +12,11 @@ import os
 import threading
 
 from tests.conftest import BUNDLED
+from tests.helpers import LoadSource, ui_app
+from tracer.events import CaptureEvent, EventKind
 from tracer.model import FrameStore
 from tracer.pcapng.reader import SourceSpec, open_capture
+from tracer.sources.files import FileSource
 from tracer.sources.local import Tee
 
 SIZE = (160, 48)
@@ -23,8 +26,6 @@ def _live_app(*parts: bytes, tee_out=None, title: str = "tracer live — discove
     """The app as ``tracer live`` runs it, the agent's stdout played by a thread writing
     ``parts`` (default: the bundled capture) into a pipe in small writes, then EOF;
     before each part after the first it waits for the returned ``gate`` to be set."""
-    from tracer.ui.app import TracerApp
-
     parts = parts or (BUNDLED.read_bytes(),)
     gate = threading.Event()
     r, w = os.pipe()
@@ -41,8 +42,10 @@ def _live_app(*parts: bytes, tee_out=None, title: str = "tracer live — discove
     tee = Tee(r, tee_out)
     cap = open_capture(SourceSpec("-"), fileobj=tee)
     store = FrameStore()
-    app = TracerApp(
-        store, lambda st, cancelled, progress: cap.read_into(st, cancelled=cancelled, progress=progress), title=title
+    app = ui_app(
+        LoadSource(lambda st, cancelled, progress: cap.read_into(st, cancelled=cancelled, progress=progress)),
+        store=store,
+        title=title,
     )
     return app, store, tee, gate
 
@@ -199,10 +202,7 @@ HOSTS = BUNDLED.parent / "hosts.pcapng"  # tracer live --via ... --host x --host
 def test_snapshot_hosts_grouped_and_one_not_captured(snap_compare):
     """Two hosts' NICs grouped by host, then the host that could not be captured,
     its column saying why; y's eth0 on the VXLAN-wrapped echo request."""
-    from tests.test_ui import file_loader
-    from tracer.ui.app import TracerApp
-
-    app = TracerApp(FrameStore(), file_loader(HOSTS), title="tracer — hosts.pcapng")
+    app = ui_app(FileSource.of(HOSTS), title=None)
 
     async def drive(pilot):
         await _settle(pilot)
@@ -215,10 +215,7 @@ def test_snapshot_hosts_grouped_and_one_not_captured(snap_compare):
 
 
 async def test_hosts_capture_columns_are_host_ordered_and_journeys_cross_hosts():
-    from tests.test_ui import file_loader
-    from tracer.ui.app import TracerApp
-
-    app = TracerApp(FrameStore(), file_loader(HOSTS), title="hosts")
+    app = ui_app(FileSource.of(HOSTS), title="hosts")
     async with app.run_test(size=SIZE) as pilot:
         await _settle(pilot)
         assert [(c.nic.host, c.nic.name) for c in app._columns] == [
@@ -253,22 +250,26 @@ def test_a_ui_that_crashes_exits_non_zero(capsys):
     app = Crashing(FrameStore(), None, title="crash")
     app.run = functools.partial(app.run, headless=True, size=SIZE)
     stopped = []
-    session = SimpleNamespace(request_stop=lambda: stopped.append(True), agent_lines=["x: a host line"])
+    note = CaptureEvent(EventKind.HOST_DROPPED, "connection dropped", host="x")
+    session = SimpleNamespace(request_stop=lambda: stopped.append(True), events=[note])
     assert _ui(app, session, FrameStore()) == 1
     assert stopped == [True]
-    assert "tracer: live: x: a host line" in capsys.readouterr().err
+    assert "tracer: live: x: connection dropped" in capsys.readouterr().err
 
 
 async def test_capture_lines_from_another_thread_become_notifications():
     """What the agent or a host says while the UI runs (a NIC gone, a host dropped)
     shows at once, escaped; before and after the run it is simply not shown here."""
-    from tracer.ui.app import TracerApp
-
-    app = TracerApp(FrameStore(), None, title="tracer live")
-    app.capture_note("before the app runs: ignored")
+    app = ui_app(title="tracer live")
+    app.capture_event(CaptureEvent(EventKind.AGENT_NOTE, "before the app runs: ignored"))
     async with app.run_test(size=SIZE) as pilot:
         t = threading.Thread(
-            target=app.capture_note, args=("y: connection dropped mid-capture \x1b[2J; its 12 frames so far are kept",)
+            target=app.capture_event,
+            args=(
+                CaptureEvent(
+                    EventKind.HOST_DROPPED, "connection dropped mid-capture \x1b[2J; its 12 frames so far are kept", "y"
+                ),
+            ),
         )
         t.start()
         for _ in range(50):

@@ -26,15 +26,10 @@ import pytest
 
 from tests.conftest import requires_root
 from tests.helpers import lab_up
-from tracer.sources.local import LiveError
-from tracer.sources.remote import (
-    HostSpec,
-    RemoteOptions,
-    explain_failure,
-    host_argv,
-    links_from_ip,
-    parse_host,
-)
+from tracer.errors import CaptureError
+from tracer.net.discovery import links_from_ip
+from tracer.sources.hosts import HostSpec, explain_failure, host_argv, parse_host
+from tracer.sources.remote import RemoteOptions
 
 TAG = f"rm{os.getpid()}"
 PY = sys.executable
@@ -64,18 +59,16 @@ def test_parse_host_forms():
     assert parse_host("x=local") == HostSpec("x", "local")
     assert parse_host("x=trc-fv-hostx", via="ip netns exec {host}") == HostSpec("x", "via", "trc-fv-hostx")
     for bad in ("=ssh://a", "x=", "x y=ssh://a", "x=http://a", "x=ssh://", "x=-oProxyCommand=evil"):
-        with pytest.raises(LiveError):
+        with pytest.raises(CaptureError):
             parse_host(bad)
 
 
 def test_commands_never_turn_off_host_key_checking():
-    opts = RemoteOptions(hosts=[], ssh_config="/tmp/cfg")
-    argv = host_argv(HostSpec("x", "ssh", "me@hostx", 2222), opts, "echo $1", ["a b"])
+    argv = host_argv(HostSpec("x", "ssh", "me@hostx", 2222), "echo $1", ["a b"], ssh_config="/tmp/cfg")
     assert argv[0] == "ssh" and "BatchMode=yes" in argv and ["-F", "/tmp/cfg"] == argv[argv.index("-F") :][:2]
     assert not any("StrictHostKeyChecking" in a or "KnownHostsFile" in a for a in argv)
     assert argv[-2] == "me@hostx" and argv[-1] == "sh -c 'echo $1' tracer-remote 'a b'"
-    via = RemoteOptions(hosts=[], via="docker exec {host}")
-    assert host_argv(HostSpec("x", "via", "c1; rm"), via, "s", []) == [
+    assert host_argv(HostSpec("x", "via", "c1; rm"), "s", [], via="docker exec {host}") == [
         "docker",
         "exec",
         "-i",
@@ -664,7 +657,7 @@ def test_host_key_mismatch_is_refused(lab, keys, sshd, tmp_path, nobody_dir):
 
 
 def test_exec_prefixes_get_stdin():
-    from tracer.sources.remote import with_stdin
+    from tracer.sources.hosts import with_stdin
 
     assert with_stdin(["docker", "exec", "c1"]) == ["docker", "exec", "-i", "c1"]
     assert with_stdin(["kubectl", "exec", "-n", "kube-system", "node-1", "--"]) == [
@@ -758,7 +751,7 @@ def test_a_hostile_stream_ends_its_host_in_one_line_never_a_traceback():
         assert c.started and not c.clean_end
         assert host.frames == 1
         if tail is short_idb:
-            assert [line for line in sess.agent_lines if "damaged stream" in line]
+            assert [e for e in sess.events if "damaged stream" in e.line]
 
 
 @requires_root

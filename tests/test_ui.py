@@ -18,8 +18,11 @@ from rich.text import Text
 from textual.widgets import Static
 
 from tests.conftest import BUNDLED, shared_pcap
+from tests.helpers import LoadSource, ui_app
+from tracer.errors import InputError
 from tracer.model import FrameStore, Nic
-from tracer.pcapng.reader import CaptureError, SourceSpec, open_capture
+from tracer.pcapng.reader import SourceSpec, open_capture
+from tracer.sources.files import FileSource
 from tracer.ui import TracerApp
 from tracer.ui.detail import HexView, LayerTree
 from tracer.ui.help import HelpScreen
@@ -36,18 +39,9 @@ def screen_capture() -> list[SourceSpec]:
     return [SourceSpec(str(BUNDLED))]
 
 
-def file_loader(*specs: SourceSpec | Path | str):
-    def load(store, cancelled, progress):
-        for spec in specs:
-            if not isinstance(spec, SourceSpec):
-                spec = SourceSpec(str(spec))
-            open_capture(spec).read_into(store, cancelled=cancelled, progress=progress)
-
-    return load
-
-
 def make_app(*specs) -> TracerApp:
-    return TracerApp(FrameStore(), file_loader(*(specs or screen_capture())), title="tracer")
+    """The app on these captures (the bundled one by default), as the tests see it."""
+    return ui_app(FileSource.of(*(specs or screen_capture())))
 
 
 async def settle(pilot) -> None:
@@ -302,7 +296,7 @@ async def test_rows_render_lazily_on_a_large_store():
     nic = store.add_nic(Nic("eth0"))
     for k in range(n):
         store.append(nic, 1_000_000 * k, buf, 0, len(frame), len(frame))
-    app = TracerApp(store)
+    app = ui_app(store=store)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         lst = app.query_one("#nic-0").packets
@@ -328,7 +322,7 @@ async def test_first_screen_and_progress_before_loading_finishes():
         release.wait(10)
         open_capture(path).read_into(store, cancelled=cancelled, progress=progress)
 
-    app = TracerApp(FrameStore(), load)
+    app = ui_app(LoadSource(load))
     async with app.run_test(size=SIZE) as pilot:
         assert reached.wait(5)
         await pilot.pause(0.5)  # a couple of poll ticks
@@ -349,9 +343,9 @@ async def test_a_failing_load_shows_the_error_and_keeps_frames():
     def load(store, cancelled, progress):
         open_capture(path).read_into(store, cancelled=cancelled, progress=progress)
         store.warnings.append("x.pcap: [bold red]damaged[/] record \x1b[2J after 3 frames")
-        raise CaptureError("y.pcap: not a capture file [@click=app.quit]")
+        raise InputError("y.pcap: not a capture file [@click=app.quit]")
 
-    app = TracerApp(FrameStore(), load)
+    app = ui_app(LoadSource(load))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         assert app.is_running
@@ -367,7 +361,7 @@ async def test_a_failing_load_shows_the_error_and_keeps_frames():
 
 
 async def test_no_load_at_all():
-    app = TracerApp(FrameStore())
+    app = ui_app()
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         assert "0 NICs" in static_text(app.query_one("#status"))
@@ -452,10 +446,7 @@ def hostile_app(tmp_path: Path, monkeypatch, host: str | None = None) -> TracerA
         return types.SimpleNamespace(summary=ident.summary + " " + HOSTILE, encap=ident.encap)
 
     monkeypatch.setattr(packet_list, "identify", hostile_identify)
-    return TracerApp(
-        FrameStore(),
-        file_loader(SourceSpec(str(pcap), nic_name="[b]x[/b]\x1b[2J", host=host), SourceSpec(str(pcapng))),
-    )
+    return ui_app(FileSource.of(SourceSpec(str(pcap), nic_name="[b]x[/b]\x1b[2J", host=host), SourceSpec(str(pcapng))))
 
 
 async def test_markup_and_escapes_in_packets_are_shown_literally(tmp_path, monkeypatch):
@@ -547,7 +538,7 @@ async def test_a_reader_that_dies_outside_its_own_except_is_reported(monkeypatch
         raise ImportError("No module named 'concurrent.futures.thread'")
 
     monkeypatch.setattr(app_module, "get_current_worker", broken)
-    app = TracerApp(FrameStore(), lambda store, cancelled, progress: None, title="tracer")
+    app = ui_app(LoadSource(lambda store, cancelled, progress: None))
     async with app.run_test(size=SIZE) as pilot:
         for _ in range(100):
             if app.load_error:
@@ -559,6 +550,6 @@ async def test_a_reader_that_dies_outside_its_own_except_is_reported(monkeypatch
 
 def test_the_title_a_file_or_nic_name_makes_is_escaped():
     """The title reaches the terminal's title bar: ESC/BEL from a file name must not."""
-    app = TracerApp(FrameStore(), None, title="tracer — a\x1b]0;pwned\x07b.pcap")
+    app = ui_app(title="tracer — a\x1b]0;pwned\x07b.pcap")
     assert "\x1b" not in app.title and "\x07" not in app.title
     assert app.title == "tracer — a\\x1b]0;pwned\\x07b.pcap"

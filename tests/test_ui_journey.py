@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import BUNDLED
+from tests.helpers import LoadSource, ui_app
 from tests.test_ui import (
     SIZE,
-    file_loader,
     hostile_app,
     make_app,
     screen_text,
@@ -22,12 +22,13 @@ from tests.test_ui import (
     static_text,
 )
 from tracer.correlate import correlate
+from tracer.correlate.tracking import JourneyTracker
 from tracer.model import FrameStore, Nic
 from tracer.pcapng.reader import SourceSpec, open_capture
-from tracer.ui import TracerApp
+from tracer.sources.files import FileSource
 from tracer.ui.detail import LayerTree
 from tracer.ui.journey_screen import JourneyDiagram, JourneyScreen
-from tracer.ui.journeys import JourneyTracker, step_text
+from tracer.ui.journeys import step_text
 from tracer.ui.packet_list import PacketList
 from tracer.ui.topology_screen import TopologyScreen
 
@@ -227,7 +228,7 @@ async def test_a_journey_that_stops_early_says_where():
 
     if not BUNDLED.exists():
         pytest.skip("bundled capture not recorded")
-    app = TracerApp(FrameStore(), load)
+    app = ui_app(LoadSource(load))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         store = app.store
@@ -265,13 +266,22 @@ def test_tracker_matches_a_chunk_per_step_on_the_store_itself():
 
 
 def test_reply_nat_steps_are_coloured_as_nat():
-    nat = step_text("SNAT src 10.0.0.2:1 → 192.168.0.1:1")
-    for step in (
-        "un-DNAT src 172.17.0.2:80 → 192.168.0.2:8080 (conntrack reply), routed",
-        "un-SNAT dst 192.168.0.1:49382 → 172.18.0.2:49382 (conntrack reply), routed",
+    from tracer.correlate import Step, StepKind, StepPart
+
+    routed = StepPart(StepKind.ROUTED, ttl_drop=1)
+    nat = step_text(Step([StepPart(StepKind.SNAT, before="10.0.0.2:1", after="192.168.0.1:1")]))
+    for step, words in (
+        (
+            Step([StepPart(StepKind.UN_DNAT, before="172.17.0.2:80", after="192.168.0.2:8080"), routed]),
+            "un-DNAT src 172.17.0.2:80 → 192.168.0.2:8080 (conntrack reply), routed",
+        ),
+        (
+            Step([StepPart(StepKind.UN_SNAT, before="192.168.0.1:49382", after="172.18.0.2:49382"), routed]),
+            "un-SNAT dst 192.168.0.1:49382 → 172.18.0.2:49382 (conntrack reply), routed",
+        ),
     ):
         text = step_text(step)
-        assert text.plain == step
+        assert step == words and text.plain == words
         (first, *_rest) = text.spans
         assert text.plain[first.start : first.end].startswith("un-") and first.style == nat.spans[0].style
 
@@ -339,9 +349,8 @@ async def test_topology_is_inferred_from_journeys_without_facts(tmp_path):
     p = pkt(63)
     p.time = 1_700_000_000.001
     wrpcap(str(b), [p])
-    app = TracerApp(
-        FrameStore(),
-        file_loader(SourceSpec(str(a), nic_name="veth1", host="h1"), SourceSpec(str(b), nic_name="eth0", host="h1")),
+    app = ui_app(
+        FileSource.of(SourceSpec(str(a), nic_name="veth1", host="h1"), SourceSpec(str(b), nic_name="eth0", host="h1"))
     )
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -406,7 +415,7 @@ async def test_clock_correction_is_said():
             data = full.data(i)
             store.append(full.nic_of[i], ts(i), store.add_buffer(data), 0, len(data), len(data))
 
-    app = TracerApp(FrameStore(), load)
+    app = ui_app(LoadSource(load))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         j = echo_request_journey(app.store)

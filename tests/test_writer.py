@@ -10,7 +10,8 @@ import subprocess
 import pytest
 
 from tracer.model import LINKTYPE_ETHERNET, LINKTYPE_RAW
-from tracer.pcapng.writer import PcapngWriter, description
+from tracer.nicfacts import encode as description
+from tracer.pcapng.writer import PcapngWriter
 
 needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 

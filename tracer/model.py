@@ -81,6 +81,7 @@ class Nic:
     received: int | None = None
     dropped: int | None = None
     gone: bool = False
+    down: bool = False  # set down (the capture says when it is up again)
     gone_reason: str | None = None  # the capture's own words, e.g. "host y: refused: ..."
     id: int = -1  # position in FrameStore.nics, set by FrameStore.add_nic
 

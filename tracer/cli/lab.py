@@ -13,9 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from tracer.errors import LabError, LabIsUp, NicError, ScenarioError
 from tracer.lab import scenario as scenarios
-from tracer.lab.scenario import ScenarioError
-from tracer.net.afpacket import CaptureError
 from tracer.text import safe
 
 PROG = "tracer lab"
@@ -114,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
             return _record(lab, Path(args.write), args.snaplen)
     except ScenarioError as e:
         return _err(str(e), 2)
-    except CaptureError as e:
+    except NicError as e:
         return _err(f"capture: {e}")
     except KeyboardInterrupt:
         return _err("interrupted", 130)
@@ -122,8 +121,6 @@ def run(args: argparse.Namespace) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as e:  # LabError and anything unexpected: one line, no traceback
-        from tracer.lab.build import LabError
-
         if isinstance(e, LabError):
             return _err(str(e))
         return _err(f"{cmd}: {type(e).__name__}: {e}")
@@ -149,8 +146,6 @@ def _status(as_json: bool) -> int:
 
 
 def _up(lab) -> int:
-    from tracer.lab.build import LabIsUp
-
     try:
         lab.up()
     except LabIsUp as e:

@@ -1,8 +1,8 @@
 """``tracer live`` and ``tracer topology``.
 
-The lead's ``tracer/cli.py`` calls :func:`add_parser` with its sub-parsers and
-:func:`run` with the parsed arguments.  Errors are one line on stderr; exit 2
-for usage, 1 for failure; never a traceback for a person's mistake.
+:func:`add_parser` adds both to the ``tracer`` parser, :func:`run` runs them.
+Errors are one line on stderr (``tracer: live: ...``); exit 2 for usage, 1 for
+failure; never a traceback for a person's mistake.
 """
 
 from __future__ import annotations
@@ -13,8 +13,18 @@ import os
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
 
-PROG = "tracer"
+from tracer.cli.main import die, warn
+from tracer.errors import CaptureError, DiscoveryError
+from tracer.events import CaptureEvent
+
+if TYPE_CHECKING:
+    from tracer.model import FrameStore
+    from tracer.sources.local import LiveSession
+    from tracer.sources.remote import RemoteSession
+    from tracer.ui.app import TracerApp
+
 
 LIVE_EPILOG = """\
 examples:
@@ -113,13 +123,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def _err(msg: str, code: int = 1) -> int:
-    """One line on stderr.  ``msg`` may carry NIC names, file names, or what a remote
-    host / the agent wrote on its stderr: control characters are made visible."""
-    from tracer.text import safe
-
-    print(f"{PROG}: {safe(msg)}", file=sys.stderr)
-    return code
+def _err(msg: object, code: int = 1) -> int:
+    """``tracer: live: msg`` on stderr (escaped); returns ``code``."""
+    return die(f"live: {msg}", code)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,55 +133,53 @@ def run(args: argparse.Namespace) -> int:
         if args.command == "topology":
             return _topology(args)
         return _live(args)
+    except CaptureError as e:
+        return _err(e, e.code)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 
 
 def _topology(args: argparse.Namespace) -> int:
-    from tracer.net import discovery as topology
+    from tracer.net import discovery
 
     try:
-        links = topology.discover(args.netns, all_netns=args.all_netns)
-    except topology.TopologyError as e:
-        return _err(f"topology: {e}")
+        links = discovery.discover(args.netns, all_netns=args.all_netns)
+    except DiscoveryError as e:
+        return die(f"topology: {e}")
     except PermissionError as e:
-        return _err(f"topology: {e.strerror}; other network namespaces need root (sudo)")
+        return die(f"topology: {e.strerror}; other network namespaces need root (sudo)")
     if args.json:
         for link in links:
             print(json.dumps(link.as_dict()))
     else:
-        print(topology.format_links(links))
+        print(discovery.format_links(links))
     return 0
 
 
 def _live(args: argparse.Namespace) -> int:
-    from tracer.net.agent import AgentError, check_args
+    from tracer.net.agent import check_args
+    from tracer.sources.hosts import HOST_NAME_OK, is_remote_arg
     from tracer.sources.local import LiveOptions, LiveSession
 
     if args.json and not args.print_:
-        return _err("live: --json goes with --print", 2)
-    from tracer.sources.remote import HOST_NAME_OK, is_remote_arg
-
+        return _err("--json goes with --print", 2)
     remotes = [h for h in args.host if is_remote_arg(h)]
     names = [h for h in args.host if not is_remote_arg(h)]
     if remotes:
         if names:
-            return _err(f"live: --host {names[0]}: with NAME=URL hosts, add this machine as {names[0]}=local", 2)
+            return _err(f"--host {names[0]}: with NAME=URL hosts, add this machine as {names[0]}=local", 2)
         return _live_hosts(args, remotes)
     if args.via or args.ssh_config:
-        return _err(f"live: {'--via' if args.via else '--ssh-config'} goes with --host NAME=URL", 2)
+        return _err(f"{'--via' if args.via else '--ssh-config'} goes with --host NAME=URL", 2)
     if len(names) > 1:
-        return _err("live: --host NAME given twice (NAME=URL captures on another host)", 2)
+        return _err("--host NAME given twice (NAME=URL captures on another host)", 2)
     args.host = names[0] if names else None
     if args.host is not None and not HOST_NAME_OK.match(args.host):
-        return _err(f"live: --host {args.host}: the name may only have letters, digits and _.:@+-", 2)
-    try:
-        check_args(args)
-    except AgentError as e:
-        return _err(f"live: {e}", e.code)
+        return _err(f"--host {args.host}: the name may only have letters, digits and _.:@+-", 2)
+    check_args(args)
     if not args.print_ and not sys.stdout.isatty():
-        return _err("live: the UI needs a terminal; use --print (or --print --json) for scripts", 2)
+        return _err("the UI needs a terminal; use --print (or --print --json) for scripts", 2)
     opts = LiveOptions(
         interfaces=args.interfaces,
         netns=args.netns,
@@ -188,30 +192,26 @@ def _live(args: argparse.Namespace) -> int:
         user=args.user,
         host=args.host,
     )
-    session = LiveSession(opts, on_line=lambda line: _err(f"live: {line}", 0))
-    return _run_session(session, args.print_, args.json)
+    return _run_session(LiveSession(opts, on_event=_print_event), args.print_, args.json)
 
 
 def _live_hosts(args: argparse.Namespace, remotes: list[str]) -> int:
     """``--host NAME=URL ...``: several hosts, one session (see :mod:`tracer.sources.remote`)."""
-    from tracer.net.agent import AgentError, check_args
-    from tracer.sources.local import LiveError
-    from tracer.sources.remote import RemoteOptions, RemoteSession, parse_host
+    from tracer.net.agent import check_args
+    from tracer.sources.hosts import parse_host
+    from tracer.sources.remote import RemoteOptions, RemoteSession
 
-    try:
-        check_args(args)
-        hosts = [parse_host(h, args.via) for h in remotes]
-    except (AgentError, LiveError) as e:
-        return _err(f"live: {e}", e.code)
+    check_args(args)
+    hosts = [parse_host(h, args.via) for h in remotes]
     seen: set[str] = set()
     for h in hosts:
         if h.name in seen:
-            return _err(f"live: --host {h.name}: given twice", 2)
+            return _err(f"--host {h.name}: given twice", 2)
         seen.add(h.name)
     if args.via and "{host}" not in args.via:
-        return _err("live: --via needs {host} where the host goes, e.g. 'ip netns exec {host}'", 2)
+        return _err("--via needs {host} where the host goes, e.g. 'ip netns exec {host}'", 2)
     if not args.print_ and not sys.stdout.isatty():
-        return _err("live: the UI needs a terminal; use --print (or --print --json) for scripts", 2)
+        return _err("the UI needs a terminal; use --print (or --print --json) for scripts", 2)
     opts = RemoteOptions(
         hosts=hosts,
         interfaces=args.interfaces,
@@ -226,31 +226,32 @@ def _live_hosts(args: argparse.Namespace, remotes: list[str]) -> int:
         via=args.via,
         ssh_config=args.ssh_config,
     )
-    # host lines (unreachable, sudo refused, dropped, ...) go to stderr as they happen with
-    # --print; the UI gets them from session.hosts / session.agent_lines
-    session = RemoteSession(opts, on_line=lambda line: _err(f"live: {line}", 0))
-    return _run_session(session, args.print_, args.json)
+    # what happens to hosts (unreachable, sudo refused, dropped, ...) goes to stderr as it
+    # happens with --print; the UI shows it as notifications (see _run_session)
+    return _run_session(RemoteSession(opts, on_event=_print_event), args.print_, args.json)
 
 
-def _run_session(session, printing: bool, as_json: bool) -> int:
-    """Start ``session`` (a LiveSession or RemoteSession: root is given up in there),
-    then print or show what it reads until it ends, Ctrl-C, SIGTERM or ``q``."""
+def _print_event(event: CaptureEvent) -> None:
+    _err(event.line, 0)
+
+
+def _run_session(session: LiveSession | RemoteSession, printing: bool, as_json: bool) -> int:
+    """Start ``session`` (root is given up in there), then print or show what it reads
+    until it ends, Ctrl-C, SIGTERM or ``q``."""
+    from tracer.cli.warmup import warm_up
     from tracer.model import FrameStore
-    from tracer.sources.local import LiveError
 
     store = FrameStore()
     try:
-        _warm_up(printing)
+        warm_up(ui=not printing)
         # the app (and with it Textual's terminal driver) is made while the Python
         # installation is surely readable: after root is given up it may not be
         app = None if printing else _make_app(session, store)
     except Exception as e:  # noqa: BLE001 - e.g. a broken UI install: say so, suggest --print
-        return _err(
-            f"live: cannot load the {'UI' if not printing else 'printer'} ({type(e).__name__}: {e}); try --print"
-        )
+        return _err(f"cannot load the {'UI' if not printing else 'printer'} ({type(e).__name__}: {e}); try --print")
     stop_flag = threading.Event()
 
-    def on_signal(signum, frame):  # noqa: ARG001 - ask the agent(s) to finish, keep reading
+    def on_signal(signum: int, frame: object) -> None:  # ask the agent(s) to finish, keep reading
         stop_flag.set()
         # not here: the handler runs in the main thread, which may hold the session's lock
         # (spawning a host's process); a thread waits for it instead
@@ -262,14 +263,14 @@ def _run_session(session, printing: bool, as_json: bool) -> int:
     try:
         try:
             session.start()
-        except LiveError as e:
-            return _err(f"live: {e}", e.code)
+        except CaptureError as e:
+            return _err(e, e.code)
         if app is None:
             rc = _print(session, store, as_json, stop_flag)
         else:
-            # lines from the agent / the hosts (a NIC gone, a host dropped): a toast in the UI
-            # as they come, and on stderr once the UI is gone
-            session.on_line = app.capture_note
+            # what happens to NICs and hosts: a notification in the UI as it comes, and on
+            # stderr once the UI is gone
+            session.on_event = app.capture_event
             rc = _ui(app, session, store)
         code = session.stop()
         if code and rc == 0:
@@ -281,108 +282,40 @@ def _run_session(session, printing: bool, as_json: bool) -> int:
             signal.signal(s, h)
 
 
-# A frame the warm-up dissects as root: our own constant bytes, never captured ones
-# (Ether / IPv4 / UDP 8472 / VXLAN / Ether / IPv4 / ICMP echo).
-_WARM_FRAME = bytes.fromhex(
-    "5254c0a800025254c0a80001080045000054000100004011f944c0a80001c0a80002d431211800403ce9"
-    "0c000003000001000efe0af402000efe0af4010008004500002200010000400161ef0af401020af40202"
-    "0800bcb700000000747261636572"
-)
-
-
-def _warm_up(printing: bool) -> None:
-    """Import now, while the Python installation is surely readable, what runs after
-    root is given up: the invoking user may not be able to read it (e.g. under /root)."""
-    import encodings.idna  # noqa: F401
-    import unicodedata  # noqa: F401
-
-    from tracer.cli.main import _frame_json, _frame_line  # noqa: F401
-    from tracer.dissect.fast import identify
-    from tracer.dissect.tree import layer_names
-    from tracer.model import LINKTYPE_ETHERNET
-    from tracer.text import safe
-
-    identify(_WARM_FRAME, LINKTYPE_ETHERNET)
-    layer_names(_WARM_FRAME, LINKTYPE_ETHERNET)
-    safe("x")
-    if not printing:
-        # what Textual and Rich import only once running: the terminal driver, the
-        # thread the reader runs in, layouts, Rich's cell-width table (measured with
-        # a headless run; names another version lacks are simply not needed there)
-        import importlib
-        import pkgutil
-
-        import textual.layouts
-        from rich._unicode_data import load as unicode_table
-
-        import tracer.ui.app  # noqa: F401
-
-        names = [
-            "termios",
-            "tty",
-            "queue",
-            "concurrent.futures.thread",
-            "textual.drivers.linux_driver",
-            "textual.drivers._writer_thread",
-            "textual._xterm_parser",
-            "textual._keyboard_protocol",
-            "textual._parser",
-            "textual.scrollbar",
-        ]
-        names += [m.name for m in pkgutil.iter_modules(textual.layouts.__path__, "textual.layouts.")]
-        for name in names:
-            try:
-                importlib.import_module(name)
-            except ImportError:
-                pass
-        unicode_table()
-
-
-def _print(session, store, as_json: bool, stop_flag: threading.Event) -> int:
-    from tracer.cli.main import _emit_frames
-    from tracer.sources.local import run_batch
+def _print(session: LiveSession | RemoteSession, store: FrameStore, as_json: bool, stop_flag: threading.Event) -> int:
+    from tracer.cli.output import emit_frames, print_as_read
 
     out = sys.stdout
 
     def emit(frames: range) -> None:
-        _emit_frames(store, frames, out, as_json)
+        emit_frames(store, frames, out, as_json)
         out.flush()
 
-    error = run_batch(session, store, emit, stop_flag)
+    error = print_as_read(session, store, emit, stop_flag, session.request_stop)
     if error is not None:
-        return _err(f"live: {error}")
-    for w in store.warnings:
-        _err(f"live: warning: {w}", 0)
-    return 1 if store.warnings else 0
+        return _err(error)
+    return warn(store.warnings, "live: ")
 
 
-def _make_app(session, store):
-    from tracer.ui.app import TracerApp
+def _make_app(session: LiveSession | RemoteSession, store: FrameStore) -> TracerApp:
+    from tracer.ui import make_app
 
-    def load(st, cancelled, progress) -> None:
-        session.load(st, cancelled, progress)
-
-    hosts = [h.name for h in getattr(session.opts, "hosts", [])]
-    names = session.opts.interfaces
-    what = ", ".join(names) or "discovered NICs"
-    title = "tracer live — " + (f"hosts {', '.join(hosts)}: {what}" if hosts else what)
-    return TracerApp(store, load, title=title)
+    return make_app(session, store=store)
 
 
-def _ui(app, session, store) -> int:
+def _ui(app: TracerApp, session: LiveSession | RemoteSession, store: FrameStore) -> int:
     app.run()
     session.request_stop()
-    for line in session.agent_lines:
-        _err(f"live: {line}", 0)
-    for w in store.warnings:
-        _err(f"live: warning: {w}", 0)
+    for event in session.events:
+        _err(event.line, 0)
+    rc = warn(store.warnings, "live: ")
     crash = getattr(app, "_exception", None)  # Textual keeps what ended the app
     if isinstance(crash, ImportError) and os.getuid() != 0:
         _err(
-            f"live: the UI could not load {crash.name or crash} after giving up root (this Python "
+            f"the UI could not load {crash.name or crash} after giving up root (this Python "
             f"installation is not readable by uid {os.getuid()}); use --print, -Z root, or install "
             "tracer where that user can read it"
         )
     if app.return_code:
         return app.return_code
-    return 1 if store.warnings else 0
+    return rc

@@ -1,14 +1,30 @@
-"""Journeys: the same packet seen at different NICs, hosts, tunnels and NATs."""
+"""Journeys: the same packet seen at different NICs, hosts, tunnels and NATs.
 
-from tracer.correlate.journeys import (
-    Correlation,
-    Hop,
-    Journey,
-    correlate,
-    find_journeys,
-    journey_json,
-    nic_addresses,
-    nic_role,
-)
+* :mod:`~tracer.correlate.match` — :func:`correlate` and :class:`Correlation`:
+  frames bucketed on a NAT-tolerant key and split into journeys (a hash join);
+* :mod:`~tracer.correlate.order` — hop order along the path, and delivery;
+* :mod:`~tracer.correlate.clocks` — host clock offsets from underlay frames;
+* :mod:`~tracer.correlate.steps` — what happened between two hops, as data;
+* :mod:`~tracer.correlate.journey` — :class:`Journey`, :class:`Hop`, ``journey_json``;
+* :mod:`~tracer.correlate.tracking` — matching a growing store a chunk at a time (live);
+* :mod:`~tracer.correlate.nics` — the NIC facts matching reads (role, addresses, VNI).
+"""
 
-__all__ = ["Correlation", "Hop", "Journey", "correlate", "find_journeys", "journey_json", "nic_addresses", "nic_role"]
+from tracer.correlate.journey import Hop, Journey, journey_json
+from tracer.correlate.match import Correlation, correlate, find_journeys
+from tracer.correlate.nics import nic_addresses, nic_role
+from tracer.correlate.steps import Step, StepKind, StepPart
+
+__all__ = [
+    "Correlation",
+    "Hop",
+    "Journey",
+    "Step",
+    "StepKind",
+    "StepPart",
+    "correlate",
+    "find_journeys",
+    "journey_json",
+    "nic_addresses",
+    "nic_role",
+]

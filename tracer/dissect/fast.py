@@ -26,6 +26,8 @@ question ``tracer replay --stats`` asks: (encapsulation kind, inner protocol).
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from operator import itemgetter
 from socket import AF_INET, AF_INET6, inet_ntop
 from typing import NamedTuple
 from zlib import crc32
@@ -202,7 +204,7 @@ class Identity(NamedTuple):
 
     The L3/L4 fields describe the *innermost* IP packet (after every tunnel);
     outer headers live in ``tunnels``.  Fields that do not apply are ``None``.
-    ``key`` / ``nat_key`` are what correlation compares.
+    :class:`NatKey` and :class:`Endpoints` are what correlation compares.
     """
 
     stack: tuple[str, ...]  # layer names, outermost first (scapy's class names)
@@ -261,46 +263,20 @@ class Identity(NamedTuple):
         return bool(self.flags & TRUNCATED)
 
     @property
-    def key(self) -> tuple | None:
-        """Same packet, anywhere: addresses, protocol, IP ID, L4 ids, payload digest.
-
-        TTL, checksums, MACs and tunnels are left out.  ``None`` without an IP packet.
-        """
-        if not self.ipver:
-            return None
-        return (
-            self.src_raw,
-            self.dst_raw,
-            self.proto,
-            self.ip_id,
-            self.frag,
-            self.sport,
-            self.dport,
-            self.icmp_type,
-            self.icmp_id,
-            self.icmp_seq,
-            self.tcp_seq,
-            self.tcp_ack,
-            self.payload_len,
-            self.digest,
-        )
+    def key(self) -> tuple[Endpoints, NatKey] | None:
+        """Same packet, anywhere: endpoints and everything else that identifies it
+        (TTL, checksums, MACs and tunnels left out); ``None`` without an IP packet."""
+        return (Endpoints._make(endpoints_of(self)), NatKey._make(nat_key_of(self))) if self.ipver else None
 
     @property
-    def nat_key(self) -> tuple | None:
-        """Like ``key`` without addresses, ports and the ICMP id (what NAT rewrites)."""
-        if not self.ipver:
-            return None
-        return (
-            self.proto,
-            self.ip_id,
-            self.frag,
-            self.icmp_type,
-            self.icmp_seq,
-            self.tcp_seq,
-            self.tcp_ack,
-            self.payload_len,
-            self.digest,
-        )
+    def nat_key(self) -> NatKey | None:
+        """What NAT leaves alone (see :class:`NatKey`); ``None`` without an IP packet."""
+        return NatKey._make(nat_key_of(self)) if self.ipver else None
+
+    @property
+    def endpoints(self) -> Endpoints | None:
+        """What NAT rewrites (see :class:`Endpoints`); ``None`` without an IP packet."""
+        return Endpoints._make(endpoints_of(self)) if self.ipver else None
 
     @property
     def summary(self) -> str:
@@ -311,6 +287,45 @@ class Identity(NamedTuple):
         callers should not have to know that).
         """
         return _summary(self)
+
+
+class NatKey(NamedTuple):
+    """Same packet whatever NAT did to it: the innermost packet's protocol, IP ID,
+    fragment offset, ICMP type+seq, TCP seq+ack+flags, payload length and payload
+    digest.  No addresses, ports or ICMP id (NAT rewrites them), no TTL, checksums,
+    MACs or tunnels (every hop rewrites those)."""
+
+    proto: int | None
+    ip_id: int | None
+    frag: int | None
+    icmp_type: int | None
+    icmp_seq: int | None
+    tcp_seq: int | None
+    tcp_ack: int | None
+    tcp_flags: int | None
+    payload_len: int | None
+    digest: int | None
+
+
+class Endpoints(NamedTuple):
+    """What NAT rewrites: addresses, ports, ICMP id."""
+
+    src_raw: bytes | None
+    dst_raw: bytes | None
+    sport: int | None
+    dport: int | None
+    icmp_id: int | None
+
+
+def _fields_of(key: type[tuple]) -> Callable[[Identity], tuple]:
+    """A C-speed getter of ``key``'s fields from an Identity, found by name: the tuple it
+    returns equals ``key(...)`` of the same values (hashes alike, compares equal),
+    without building a named tuple per frame in the matcher's hot loop."""
+    return itemgetter(*(Identity._fields.index(f) for f in key._fields))  # type: ignore[attr-defined]
+
+
+nat_key_of = _fields_of(NatKey)
+endpoints_of = _fields_of(Endpoints)
 
 
 def _mac(b: bytes) -> str:

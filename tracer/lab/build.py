@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from tracer.errors import LabError, LabIsUp
 from tracer.lab.scenario import Container, Host, Scenario
-from tracer.pcapng.writer import description as describe
+from tracer.nicfacts import encode as describe
 
 LAB_PREFIX = "trc-"
 NETNS_DIR = Path("/var/run/netns")
@@ -47,14 +48,6 @@ UDP_MTU = 1472  # flannel's UDP backend: 1500 minus IP+UDP headers
 # Multicast snooping makes the bridge join 224.0.0.106 (an IGMP report at a random
 # moment in every capture); nothing in the article uses multicast.
 QUIET_BRIDGE = ("mcast_snooping", "0")
-
-
-class LabError(Exception):
-    """A lab step failed: one line naming what and where."""
-
-
-class LabIsUp(LabError):
-    pass
 
 
 def run(argv: list[str], *, timeout: float = 20) -> str:

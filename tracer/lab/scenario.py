@@ -16,6 +16,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Any
 
+from tracer.errors import ScenarioError
 from tracer.scenarios import DIR as SCENARIO_DIR
 
 OVERLAYS = ("none", "port-forward", "flannel-vxlan", "docker-overlay", "flannel-udp")
@@ -24,14 +25,6 @@ HOST_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 CONTAINER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,9}$")
 ID_RE = re.compile(r"^[a-z]{1,4}$")
 IFNAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,14}$")
-
-
-class ScenarioError(Exception):
-    """``FILE: KEY: problem`` — one line, before anything is created."""
-
-    def __init__(self, path: Path | str, key: str, problem: str) -> None:
-        self.path, self.key, self.problem = str(path), key, problem
-        super().__init__(f"{path}: {key}: {problem}" if key else f"{path}: {problem}")
 
 
 @dataclass

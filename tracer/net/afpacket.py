@@ -25,6 +25,7 @@ import threading
 import time
 from typing import Callable, TypeVar
 
+from tracer.errors import NicError
 from tracer.model import LINKTYPE_ETHERNET, LINKTYPE_RAW
 
 T = TypeVar("T")
@@ -70,10 +71,6 @@ _TIMESPEC = struct.Struct("@ll")
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 
 
-class CaptureError(Exception):
-    """An interface could not be opened for capture (one line, for people)."""
-
-
 def _setns(fd: int) -> None:
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
@@ -95,7 +92,7 @@ def run_in_netns(netns: str | None, fn: Callable[[], T]) -> T:
         try:
             target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
-            box["error"] = CaptureError(f"netns {netns}: {e.strerror}")
+            box["error"] = NicError(f"netns {netns}: {e.strerror}")
             return
         try:
             _setns(target)  # this thread only; it ends right after, so no way back is needed
@@ -134,10 +131,10 @@ class PacketSocket:
         try:
             self.sock, self.arphrd = run_in_netns(netns, lambda: self._open(promisc, rcvbuf))
         except OSError as e:
-            raise CaptureError(f"{where}: cannot capture: {e.strerror or e}") from None
+            raise NicError(f"{where}: cannot capture: {e.strerror or e}") from None
         if self.arphrd not in ARPHRD_TO_LINKTYPE:
             self.sock.close()
-            raise CaptureError(f"{where}: unsupported link type (ARPHRD {self.arphrd})")
+            raise NicError(f"{where}: unsupported link type (ARPHRD {self.arphrd})")
         self.linktype = ARPHRD_TO_LINKTYPE[self.arphrd]
         self._buf = bytearray(snaplen)
         self._view = memoryview(self._buf)

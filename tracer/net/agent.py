@@ -22,9 +22,11 @@ every block whole — on SIGTERM/SIGINT, ``-c``/``--duration``, EOF on stdin wit
 ``--stop-on-stdin-eof`` (how ``tracer live`` asks it to stop once it has given
 up root), or when the reader of stdout goes away.  NICs that appear later and
 match the selection get a new IDB; a NIC that disappears gets a last ISB whose
-comment starts with ``gone`` and capture goes on on the others.  A NIC set down
+comment starts with ``gone:`` and capture goes on on the others.  A NIC set down
 (``ip link set X down``, ENETDOWN on its socket) is not gone: its socket stays
-bound, frames flow again once it is up, and stderr says ``X: down`` / ``X: up``.
+bound and frames flow again once it is up; an ISB comment says ``down: …`` /
+``up: …`` (:mod:`tracer.nicfacts`).  stderr repeats each of these (``X: down``)
+unless ``--quiet``: ``tracer live`` reads them from the stream instead.
 A NIC is one interface of the stream however often it is named, went down or
 was seen again: one IDB per (netns, name, ifindex).
 
@@ -50,11 +52,12 @@ import sys
 import time
 from dataclasses import dataclass
 
+from tracer import nicfacts
+from tracer.errors import CaptureError, DiscoveryError, NicError
 from tracer.model import linktype_name
 from tracer.net import discovery as topology
 from tracer.net.afpacket import (
     SCM_TIMESTAMPNS,
-    CaptureError,
     PacketSocket,
     epb_flags,
 )
@@ -82,12 +85,6 @@ _U32 = struct.Struct(_E + "I")
 _TIMESPEC = struct.Struct("@ll")
 
 
-class AgentError(Exception):
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 # -- BPF ----------------------------------------------------------------------------
 
 
@@ -95,7 +92,7 @@ def compile_filter(words: list[str], linktype: int) -> list[tuple[int, int, int,
     """Classic BPF for ``words`` on ``linktype``, from tcpdump's own compiler."""
     tcpdump = shutil.which("tcpdump")
     if tcpdump is None:
-        raise AgentError("a capture filter needs tcpdump to compile it (not installed)", 2)
+        raise CaptureError("a capture filter needs tcpdump to compile it (not installed)", 2)
     expr = " ".join(words)
     out = subprocess.run(
         [tcpdump, "-ddd", "-y", linktype_name(linktype), "-s", str(MAX_SNAPLEN), expr],
@@ -105,7 +102,7 @@ def compile_filter(words: list[str], linktype: int) -> list[tuple[int, int, int,
     )
     if out.returncode != 0:
         msg = (out.stderr.strip().splitlines() or ["tcpdump failed"])[-1]
-        raise AgentError(f"filter {expr!r}: {msg.removeprefix('tcpdump: ')}", 2)
+        raise CaptureError(f"filter {expr!r}: {msg.removeprefix('tcpdump: ')}", 2)
     nums = out.stdout.split()
     n = int(nums[0])
     vals = [int(x) for x in nums[1:]]
@@ -228,16 +225,16 @@ class Selection:
             if ns not in by_ns:
                 try:
                     by_ns[ns] = topology.all_links(ns, self.host)
-                except topology.TopologyError as e:
+                except DiscoveryError as e:
                     if strict:
-                        raise AgentError(str(e), 2) from None
+                        raise CaptureError(str(e), 2) from None
                     by_ns[ns] = []
             found = [l for l in by_ns[ns] if l.name == name]
             if not found:
                 if strict:
                     have = ", ".join(l.name for l in by_ns[ns] if l.kind != "loopback") or "none"
                     where = f" in netns {ns}" if ns else ""
-                    raise AgentError(f"{name}: no such interface{where}; have: {have}", 2)
+                    raise CaptureError(f"{name}: no such interface{where}; have: {have}", 2)
                 continue
             key = (topology.netns_inode(ns) or found[0].netns, found[0].name)
             if key in seen:
@@ -262,6 +259,7 @@ class Agent:
         duration: float = 0,
         buffer_kib: int = 4096,
         stop_on_stdin_eof: bool = False,
+        quiet: bool = False,
         out_fd: int = 1,
         use_ring: bool = True,
     ) -> None:
@@ -272,6 +270,7 @@ class Agent:
         self.duration = duration
         self.rcvbuf = buffer_kib * 1024
         self.stop_on_stdin_eof = stop_on_stdin_eof
+        self.quiet = quiet  # NIC events only in the stream, not also on stderr
         self.use_ring = use_ring
         self.out_fd = out_fd
         self.out = _Out(out_fd)
@@ -304,8 +303,8 @@ class Agent:
     def _open(self, link: topology.Link) -> Tap:
         try:
             ps = PacketSocket(link.name, netns=link.netns, snaplen=self.snaplen)
-        except CaptureError as e:
-            raise AgentError(str(e)) from None
+        except NicError as e:
+            raise CaptureError(str(e)) from None
         try:
             ps.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.rcvbuf)
         except OSError:
@@ -341,12 +340,12 @@ class Agent:
         self.by_fd[tap.fd] = tap
         self.poller.register(tap.fd, select.POLLIN)
         if tap.down:
-            print(f"tracer agent: {safe(tap.link.label)}: down", file=sys.stderr)
+            self._state_changed(tap, nicfacts.DOWN)
 
     def start(self) -> None:
         links = self.selection.current(strict=True)
         if not links:
-            raise AgentError("no NIC to capture on was found; name one with -i NIC[@NETNS]", 2)
+            raise CaptureError("no NIC to capture on was found; name one with -i NIC[@NETNS]", 2)
         taps = []
         try:
             for link in links:
@@ -592,8 +591,11 @@ class Agent:
             rec,
             drop,
             start_ns=self.start_ns,
-            comment=f"gone: {tap.link.label} disappeared ({why or 'removed'}) after {tap.frames} frames;"
-            " capture went on on the other NICs",
+            comment=nicfacts.state_comment(
+                nicfacts.GONE,
+                f"{tap.link.label} disappeared ({why or 'removed'}) after {tap.frames} frames;"
+                " capture went on on the other NICs",
+            ),
         )
         try:
             self.poller.unregister(tap.fd)
@@ -601,9 +603,33 @@ class Agent:
             pass
         self.by_fd.pop(tap.fd, None)
         self._close(tap)
-        print(
-            f"tracer agent: {safe(tap.link.label)}: gone ({safe(why or 'removed')}); capture goes on", file=sys.stderr
+        if not self.quiet:
+            print(
+                f"tracer agent: {safe(tap.link.label)}: gone ({safe(why or 'removed')}); capture goes on",
+                file=sys.stderr,
+            )
+
+    def _state_changed(self, tap: Tap, word: str) -> None:
+        """A NIC went down or came up: said in the stream (an ISB whose comment says so,
+        which the reader turns into an event) and, unless quiet, on stderr."""
+        assert self.writer is not None
+        self._commit()
+        try:
+            rec, drop = tap.psock.stats()
+        except OSError:
+            rec, drop = tap.psock.received, tap.psock.dropped
+        self.writer.write_stats(
+            tap.if_id,
+            time.time_ns(),
+            rec,
+            drop,
+            start_ns=self.start_ns,
+            comment=nicfacts.state_comment(
+                word, f"{tap.link.label} is {word}" + (" again" if word == nicfacts.UP else "")
+            ),
         )
+        if not self.quiet:
+            print(f"tracer agent: {safe(tap.link.label)}: {word}", file=sys.stderr)
 
     def _went_down(self, tap: Tap) -> None:
         """ENETDOWN: the NIC was set down, or is being deleted (the kernel sets it down
@@ -613,7 +639,7 @@ class Agent:
             self._gone(tap, "removed")
         elif not tap.down:
             tap.down = True
-            print(f"tracer agent: {safe(tap.link.label)}: down", file=sys.stderr)
+            self._state_changed(tap, nicfacts.DOWN)
 
     @staticmethod
     def _key(link: topology.Link) -> tuple:
@@ -624,7 +650,7 @@ class Agent:
         a NIC that was down and is up again is said so (its tap never closed)."""
         try:
             links = self.selection.current(strict=False)
-        except (topology.TopologyError, OSError, AgentError):
+        except (DiscoveryError, OSError, CaptureError):
             return
         now = {self._key(l): l for l in links}
         for tap in self.taps:
@@ -639,7 +665,7 @@ class Agent:
                 continue
             if tap.down and state:
                 tap.down = False
-                print(f"tracer agent: {safe(tap.link.label)}: up", file=sys.stderr)
+                self._state_changed(tap, nicfacts.UP)
         # one tap per live device: a NIC up again keeps its tap (no second IDB); one that
         # was gone and is back (a netns rebuilt: same name, often the same ifindex) is a
         # new device, with a new tap and IDB, as a NIC that appears later
@@ -649,7 +675,7 @@ class Agent:
                 continue
             try:
                 tap = self._open(link)
-            except (AgentError, OSError):
+            except (CaptureError, OSError):
                 continue  # it went again, or is not capturable: try at the next scan
             self._add(tap)
 
@@ -661,7 +687,7 @@ class Agent:
             for l in topology.all_links(link.netns, link.host):
                 if l.ifindex == link.ifindex and l.name == link.name:
                     return l.up
-        except (topology.TopologyError, OSError):
+        except (DiscoveryError, OSError):
             pass
         return None
 
@@ -679,6 +705,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--stop-on-stdin-eof",
         action="store_true",
         help="stop cleanly when stdin reaches EOF (how 'tracer live' stops it)",
+    )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="say NICs gone, down or up only in the stream (statistics comments), not also on stderr",
     )
     p.add_argument(
         "-B",
@@ -734,11 +766,11 @@ def add_capture_args(p: argparse.ArgumentParser) -> None:
 def check_args(args: argparse.Namespace) -> None:
     """Values argparse's types let through; ``count``/``duration`` not given become 0 (no limit)."""
     if not (0 < args.snaplen <= MAX_SNAPLEN):
-        raise AgentError(f"-s {args.snaplen}: 1 to {MAX_SNAPLEN}", 2)
+        raise CaptureError(f"-s {args.snaplen}: 1 to {MAX_SNAPLEN}", 2)
     if args.count is not None and args.count <= 0:
-        raise AgentError(f"-c {args.count}: a number of frames, 1 or more", 2)
+        raise CaptureError(f"-c {args.count}: a number of frames, 1 or more", 2)
     if args.duration is not None and not (math.isfinite(args.duration) and 0 < args.duration <= MAX_DURATION):
-        raise AgentError(
+        raise CaptureError(
             f"--duration {args.duration:g}: a number of seconds, more than 0 and at most {MAX_DURATION:g} (a year)", 2
         )
     args.count = args.count or 0
@@ -756,7 +788,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         check_args(args)
-    except AgentError as e:
+    except CaptureError as e:
         print(f"tracer agent: {safe(e)}", file=sys.stderr)
         return e.code
     stop = {"agent": None}
@@ -779,16 +811,17 @@ def main(argv: list[str] | None = None) -> int:
             duration=args.duration,
             buffer_kib=args.buffer_size,
             stop_on_stdin_eof=args.stop_on_stdin_eof,
+            quiet=args.quiet,
         )
         agent.start()
         stop["agent"] = agent
         return agent.run()
-    except AgentError as e:
+    except CaptureError as e:
         print(f"tracer agent: {safe(e)}", file=sys.stderr)
         return e.code
-    except (topology.TopologyError, CaptureError) as e:
+    except (DiscoveryError, NicError) as e:
         print(f"tracer agent: {safe(e)}", file=sys.stderr)
-        return 2 if isinstance(e, topology.TopologyError) else 1
+        return 2 if isinstance(e, DiscoveryError) else 1
     except PermissionError as e:
         print(f"tracer agent: {safe(e.strerror or e)}; capturing needs root (CAP_NET_RAW)", file=sys.stderr)
         return 1

@@ -10,7 +10,7 @@ carries the facts that explain it — bridge master and ports, veth peer and the
 netns it lives in, VXLAN VNI/port/local/remote/underlay/FDB, addresses — and
 renders them as an IDB description in the project convention
 (``host=... netns=... kind=... key=value``, see
-:func:`tracer.pcapng.writer.description`).
+:func:`tracer.nicfacts.encode`).
 
 Namespaces are entered with :func:`tracer.net.afpacket.run_in_netns` (a
 thread that ``setns``es, then a plain ``IPRoute()``): a netns that does not
@@ -24,8 +24,9 @@ import socket
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from tracer.net.afpacket import NETNS_RUN_DIR, CaptureError, run_in_netns
-from tracer.pcapng.writer import description as describe
+from tracer.errors import DiscoveryError
+from tracer.net.afpacket import NETNS_RUN_DIR, NicError, run_in_netns
+from tracer.nicfacts import encode as describe
 
 ARPHRD_ETHER = 1
 ARPHRD_LOOPBACK = 772
@@ -34,10 +35,6 @@ AF_BRIDGE = 7
 OVERLAY_KINDS = ("vxlan", "geneve", "tun")
 # Path order inside one host: container ports, bridge, overlay, uplink.
 ROLE_ORDER = {"container": 0, "bridge": 1, "overlay": 2, "underlay": 3, "other": 4}
-
-
-class TopologyError(Exception):
-    """Discovery failed (one line, for people)."""
 
 
 @dataclass
@@ -196,10 +193,10 @@ def _dump(netns: str | None) -> dict:
 
     try:
         return run_in_netns(netns, body)
-    except CaptureError as e:  # the netns could not be entered
-        raise TopologyError(f"{e}; have: {', '.join(named_netns()) or 'no named netns'}") from None
+    except NicError as e:  # the netns could not be entered
+        raise DiscoveryError(f"{e}; have: {', '.join(named_netns()) or 'no named netns'}") from None
     except OSError as e:
-        raise TopologyError(f"netns {netns}: {e.strerror or e}") from None
+        raise DiscoveryError(f"netns {netns}: {e.strerror or e}") from None
 
 
 def _kind_of(link) -> str:
@@ -299,7 +296,7 @@ def links_in(netns: str | None, host: str | None = None, *, loopback: bool = Fal
             )
         )
     # the netns we were started in is a host's (not a container's) even without a bridge
-    _assign_roles(
+    assign_roles(
         [l for l in out if l.kind != "loopback"],
         d,
         is_init=netns is None or _inode(_ns_path(netns)) == _inode("/proc/1/ns/net"),
@@ -311,7 +308,7 @@ def _is_host_bridge(name: str) -> bool:
     return name in ("docker0", "cni0", "br0") or name.startswith("br-")
 
 
-def _assign_roles(links: list[Link], d: dict, is_init: bool = False) -> None:
+def assign_roles(links: list[Link], d: dict, is_init: bool = False) -> None:
     bridges = {l.name for l in links if l.kind == "bridge" and _is_host_bridge(l.name)}
     overlay = {l.name for l in links if l.kind in OVERLAY_KINDS or l.name in ("flannel0", "flannel.1")}
     for l in links:
@@ -339,6 +336,60 @@ def _assign_roles(links: list[Link], d: dict, is_init: bool = False) -> None:
             by_index[i].role = "underlay"
 
 
+def links_from_ip(host: str, netns: str | None, links: list, routes: list) -> list:
+    """:class:`Link` objects, roles assigned as for netlink, from ``ip -d -j addr`` and
+    ``ip -j route show default`` (a host where tracer is not installed)."""
+    by_name = {l.get("ifname"): l for l in links}
+    out = []
+    for l in links:
+        kind = (l.get("linkinfo") or {}).get("info_kind") or (
+            "loopback" if l.get("link_type") == "loopback" else "tun" if l.get("link_type") == "none" else "physical"
+        )
+        if kind == "loopback":
+            continue
+        facts: dict[str, object] = {}
+        addrs = [f"{a['local']}/{a['prefixlen']}" for a in l.get("addr_info", []) if a.get("local")]
+        if addrs:
+            facts["addr"] = ",".join(addrs)
+        if l.get("address") and l.get("link_type") == "ether":
+            facts["mac"] = l["address"]
+        if l.get("mtu"):
+            facts["mtu"] = l["mtu"]
+        if l.get("master"):
+            facts["master"] = l["master"]
+        if kind == "bridge":
+            ports = [m.get("ifname") for m in links if m.get("master") == l.get("ifname")]
+            if ports:
+                facts["ports"] = ",".join(ports)
+        if kind == "veth" and l.get("link") and l.get("link") in by_name:
+            facts["peer"] = l["link"]
+        if kind in ("vxlan", "geneve"):
+            data = (l.get("linkinfo") or {}).get("info_data") or {}
+            facts["vni"] = data.get("id")
+            facts["port"] = data.get("port")
+            facts["local"] = data.get("local")
+            if data.get("remote") or data.get("group"):
+                facts["remote"] = data.get("remote") or data.get("group")
+            if data.get("link"):
+                facts["dev"] = data.get("link")
+        facts = {k: v for k, v in facts.items() if v is not None and str(v) != "" and " " not in str(v)}
+        out.append(
+            Link(
+                name=l.get("ifname", "?"),
+                ifindex=l.get("ifindex", 0),
+                netns=netns,
+                host=host,
+                kind=kind,
+                up=l.get("operstate") != "DOWN",
+                facts=facts,
+            )
+        )
+    index_of = {x.name: x.ifindex for x in out}
+    d = {"defaults": {index_of[r["dev"]] for r in routes if r.get("dev") in index_of}, "remote_oifs": set()}
+    assign_roles(out, d, is_init=netns is None)
+    return out
+
+
 def interesting(links: Iterable[Link]) -> list[Link]:
     """The NICs the article cares about, in path order (ports, bridge, overlay, uplink)."""
     chosen = [l for l in links if l.role != "other"]
@@ -360,7 +411,7 @@ def discover(netns: list[str | None] | None = None, *, all_netns: bool = False, 
         label = here if ns is None else ns
         ino = _inode("/proc/self/ns/net") if ns is None else _inode(_ns_path(ns))
         if ino is None and ns is not None:
-            raise TopologyError(f"netns {ns}: no such network namespace; have: {', '.join(named_netns()) or 'none'}")
+            raise DiscoveryError(f"netns {ns}: no such network namespace; have: {', '.join(named_netns()) or 'none'}")
         if ino in seen:
             continue
         seen.add(ino)

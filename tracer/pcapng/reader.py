@@ -7,7 +7,7 @@ array appends to locals and hand the store whole batches (see :class:`_Sink`),
 which keeps ``FrameStore``'s invariants: every other column is extended before
 ``nic_index`` / ``per_nic``, so a frame counted by ``len(store)`` is complete.
 
-Errors: :func:`open_capture` raises :class:`CaptureError` when the start of the
+Errors: :func:`open_capture` raises :class:`InputError` when the start of the
 input is not something we can read.  Damage found later (truncated record,
 impossible length, ...) stops reading there and appends one line to
 ``store.warnings``: ``"<path>: <problem> after N frames"``.  Oddities that do not
@@ -45,11 +45,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from tracer import nicfacts
+from tracer.errors import InputError
+from tracer.events import CaptureEvent, EventKind
 from tracer.model import LINKTYPE_LINUX_SLL2, NARROW_ID_MAX, WIDE_ID, FrameStore, Nic
 
 __all__ = [
     "Capture",
-    "CaptureError",
+    "InputError",
     "SourceSpec",
     "open_capture",
     "parse_source_spec",
@@ -81,10 +84,6 @@ NS = 1_000_000_000
 _U32_BE = struct.Struct(">I")
 TS_MIN = -(1 << 63)
 TS_MAX = (1 << 63) - 1
-
-
-class CaptureError(Exception):
-    """The input cannot be read at all.  ``str(e)`` is one line: ``"<path>: <problem>"``."""
 
 
 class _Damage(Exception):
@@ -192,20 +191,6 @@ def _check_start(head: bytes, total: int | None) -> tuple[str, dict]:
         "linktype": linkfield & 0xFFFF,
         "fcs_len": (linkfield >> 28) * 2 if linkfield & 0x04000000 else None,
     }
-
-
-def parse_description(text: str) -> dict[str, str] | None:
-    """``key=value key=value ...`` -> dict, or None when the text is anything else."""
-    tokens = text.split()
-    if not tokens:
-        return None
-    out: dict[str, str] = {}
-    for tok in tokens:
-        key, eq, value = tok.partition("=")
-        if not eq or not key:
-            return None
-        out[key] = value
-    return out
 
 
 # --------------------------------------------------------------------------
@@ -343,13 +328,14 @@ class _Sink:
 
 
 class _Base:
-    def __init__(self, cap: "Capture", store: FrameStore, sink: _Sink) -> None:
+    def __init__(self, cap: Capture, store: FrameStore, sink: _Sink) -> None:
         self.cap = cap
         self.spec = cap.spec
         self.store = store
         self.sink = sink
         self.warned: set[str] = set()
         self.host = cap.spec.host
+        self.on_event = cap.on_event
         self.base = 0  # input offset of buf[0] (streams: where the chunk starts)
 
     def frames(self) -> int:
@@ -384,6 +370,17 @@ class _Base:
             f"packet {self.frames() + 1} has a timestamp outside the years 1677..2262 (clamped; warned once per file)",
         )
         return min(max(ts, TS_MIN), TS_MAX)
+
+    def nic_state(self, nic: Nic, word: str, text: str | None, comment: str) -> None:
+        """An ISB ``comment`` said the NIC is gone, down or up (:mod:`tracer.nicfacts`)."""
+        if word == nicfacts.GONE:
+            nic.gone, nic.gone_reason, kind = True, text, EventKind.NIC_GONE
+        elif word == nicfacts.DOWN:
+            nic.down, kind = True, EventKind.NIC_DOWN
+        else:
+            nic.down, kind = False, EventKind.NIC_UP
+        if self.on_event is not None:
+            self.on_event(CaptureEvent(kind, comment, host=nic.host, nic=nic.name))
 
     def sll2_nic(self, table: dict, buf, data: int, caplen: int, proto: Nic) -> int:
         """NIC id for an SLL2 frame: one NIC per interface index (header bytes 4..8)."""
@@ -751,7 +748,7 @@ class _PcapngParser(_Base):
             snaplen=snaplen,
         )
         if desc is not None:
-            kv = parse_description(desc)
+            kv = nicfacts.decode(desc)
             if kv:
                 nic.host = kv.pop("host", None) or None
                 nic.netns = kv.pop("netns", None) or None
@@ -847,10 +844,12 @@ class _PcapngParser(_Base):
                 itf.nic.received = u64(value[:8])[0]
             elif code == 5 and len(value) >= 8:
                 itf.nic.dropped = u64(value[:8])[0]
-            elif code == 1 and value.startswith(b"gone"):
-                # the live agent's word that the interface disappeared (veth deleted)
-                itf.nic.gone = True
-                itf.nic.gone_reason = value.decode(errors="replace").removeprefix("gone").lstrip(": ") or None
+            elif code == 1:
+                # the live agent's word that the interface disappeared, went down or came up
+                comment = value.decode(errors="replace")
+                state = nicfacts.parse_state(comment)
+                if state is not None:
+                    self.nic_state(itf.nic, state[0], state[1], comment)
 
 
 # --------------------------------------------------------------------------
@@ -873,6 +872,7 @@ class Capture:
         self._head = b""  # stream bytes read while validating the start
         self._done = False
         self._bytes_read = size or 0  # for the last progress() call
+        self.on_event: Callable[[CaptureEvent], None] | None = None
 
     # -- reading ------------------------------------------------------------
     def read_into(
@@ -881,11 +881,16 @@ class Capture:
         *,
         cancelled: Callable[[], bool] | None = None,
         progress: Callable[[int, int | None], None] | None = None,
+        on_event: Callable[[CaptureEvent], None] | None = None,
     ) -> int:
-        """Append this capture's NICs and frames to ``store``; return frames added."""
+        """Append this capture's NICs and frames to ``store``; return frames added.
+
+        ``on_event`` hears what the capture says happened to its NICs (gone, down,
+        up: statistics comments the live agent writes), as it is read."""
         if self._done:
             return 0
         self._done = True
+        self.on_event = on_event
         sink = _Sink(store)
         cls = _PcapParser if self.format == "pcap" else _PcapngParser
         parser = cls(self, store, sink, self._info)
@@ -1032,8 +1037,8 @@ def open_capture(spec: SourceSpec, fileobj: typing.BinaryIO | None = None) -> Ca
     """Open ``spec.path`` (or read ``fileobj``) and validate the start of the capture."""
     path = spec.path
 
-    def fail(problem: str) -> CaptureError:
-        return CaptureError(f"{path}: {_one_line(problem)}")
+    def fail(problem: str) -> InputError:
+        return InputError(f"{path}: {_one_line(problem)}")
 
     if fileobj is None and path == "-":
         import sys

@@ -6,9 +6,8 @@ writes to a pipe), so every block is written whole and ``flush`` is cheap.
 Blocks are in host byte order (little-endian here); readers learn the order
 from the SHB's byte-order magic.
 
-Interface descriptions follow the project convention: space-separated
-``key=value`` tokens, no spaces inside values, e.g.
-``host=hostx netns=trc-fv-hostx kind=veth container=A peer=veth-a``.
+Interface descriptions and statistics comments follow the NIC-facts format
+(:mod:`tracer.nicfacts`); the writer takes them as strings.
 """
 
 from __future__ import annotations
@@ -61,21 +60,6 @@ def _options(opts: list[tuple[int, bytes]]) -> bytes:
 def _block(block_type: int, body: bytes) -> bytes:
     total = 12 + len(body)
     return struct.pack(_E + "II", block_type, total) + body + struct.pack(_E + "I", total)
-
-
-def description(**facts: object) -> str:
-    """``key=value`` tokens for an IDB description; None values are left out.
-
-    Values must not contain spaces (the reader splits on them)."""
-    tokens = []
-    for key, value in facts.items():
-        if value is None:
-            continue
-        text = str(value)
-        if not text or any(c.isspace() for c in text) or "=" in key:
-            raise ValueError(f"description token {key}={text!r}: empty or contains a space")
-        tokens.append(f"{key}={text}")
-    return " ".join(tokens)
 
 
 class PcapngWriter:

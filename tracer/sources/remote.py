@@ -1,25 +1,12 @@
 """``tracer live --host NAME=URL ...``: capture on several hosts at once, one session.
 
-Each host is reached with a tool the operator already trusts, never a protocol of
-our own:
-
-* ``ssh://[user@]host[:port]`` (or a bare ssh destination, e.g. an alias from
-  ``~/.ssh/config``): the user's own OpenSSH, with ``BatchMode=yes`` (no prompts)
-  and the user's config, agent and known_hosts as they are -- host-key checking
-  is never turned off;
-* ``--via 'COMMAND {host}'``: any command prefix instead of ssh (``ip netns exec
-  {host}``, ``kubectl exec -n kube-system {host} --``, ``docker exec {host}``);
-  the part after ``NAME=`` is put in place of ``{host}``;
-* ``local``: this machine.
-
-On each host a first short command (the *probe*) finds ``tracer`` and
-``tcpdump`` on the PATH.  With tracer: one ``sudo -n tracer agent
---stop-on-stdin-eof ...`` (no sudo when already root) writes one pcapng stream.
-Without it: one ``sudo -n tcpdump -U -w - -i NIC`` per NIC (pcap streams), the
-NICs and their facts from ``ip -d -j addr`` (discovered with the same roles as
-:mod:`tracer.net.discovery` when no ``-i`` is given).  Stopping is EOF on the remote
-command's stdin, which ssh forwards: the agent stops cleanly; tcpdump is run
-under a tiny ``sh`` that stops it when its stdin ends.
+How hosts are named, reached and probed is :mod:`tracer.sources.hosts`; this
+module runs it.  With tracer on the host: one ``sudo -n tracer agent
+--stop-on-stdin-eof --quiet ...`` (no sudo when already root) writes one pcapng
+stream.  Without it: one ``sudo -n tcpdump -U -w - -i NIC`` per NIC (pcap
+streams).  Stopping is EOF on the remote command's stdin, which ssh forwards:
+the agent stops cleanly; tcpdump is run under a tiny ``sh`` that stops it when
+its stdin ends.
 
 Every host's stream is read block by block and re-written, whole blocks at a
 time, into ONE pcapng stream with :class:`PcapngWriter` (interface ids
@@ -42,16 +29,13 @@ root; a ``--via`` command that needs root must say so (``sudo -n ip netns exec
 {host}``).  At a root shell (no SUDO_UID, no ``-Z``) root *is* the person: ssh
 and ``--via`` run as root, and this process becomes ``nobody`` once every host is
 capturing, before the merged stream is parsed.  ``-w`` is always opened as the
-user this process ends up as (see :func:`tracer.sources.local.open_output`).
+user this process ends up as (see :func:`tracer.net.privileges.open_output`).
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
-import re
-import shlex
 import struct
 import subprocess
 import sys
@@ -60,76 +44,34 @@ import time
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
+from tracer import nicfacts
+from tracer.errors import CaptureError, InputError
+from tracer.events import CaptureEvent, EventKind
 from tracer.model import FrameStore
-from tracer.pcapng.reader import CaptureError, SourceSpec, open_capture, parse_description
+from tracer.net.privileges import drop_privileges, open_output, target_user
+from tracer.pcapng import blocks
+from tracer.pcapng.blocks import BlockReader, PcapReader, StreamDamage, StreamTruncated, read_exactly
+from tracer.pcapng.reader import Capture, SourceSpec, open_capture
 from tracer.pcapng.writer import PcapngWriter
-from tracer.sources.local import CaptureOptions, LiveError, ask_to_stop, drop_privileges, open_output, target_user
+from tracer.sources.hosts import (
+    AS_ROOT,
+    PROBE,
+    TCPDUMP,
+    HostSpec,
+    explain_failure,
+    host_argv,
+    parse_probe,
+)
+from tracer.sources.session import CaptureOptions, EventSink, Session, ask_to_stop
 
 START_TIMEOUT = 30.0  # seconds for every host to be capturing (or to have failed)
 PROBE_TIMEOUT = 25.0
 STOP_TIMEOUT = 10.0
 F_SETPIPE_SZ = 1031
-SSH_OPTIONS = [
-    "-T",
-    "-o",
-    "BatchMode=yes",
-    "-o",
-    "ConnectTimeout=10",
-    "-o",
-    "ServerAliveInterval=5",
-    "-o",
-    "ServerAliveCountMax=3",
-]
-HOST_NAME_OK = re.compile(r"^[A-Za-z0-9_.:@+-]+$")
-
 NOT_CAPTURED = "(not captured)"  # the column of a host that could not be captured
 
 # states of a host
 STARTING, CAPTURING, DONE, FAILED, DROPPED = "starting", "capturing", "done", "failed", "dropped"
-
-
-# -- what the user typed ---------------------------------------------------------------
-
-
-@dataclass
-class HostSpec:
-    name: str
-    method: str  # "ssh", "via" or "local"
-    target: str = ""  # ssh destination, or what replaces {host} in --via
-    port: int | None = None
-
-
-def is_remote_arg(value: str) -> bool:
-    """``--host NAME=URL`` (a host to capture on) vs ``--host NAME`` (this machine's name)."""
-    return "=" in value
-
-
-def parse_host(arg: str, via: str | None = None) -> HostSpec:
-    name, _, url = arg.partition("=")
-    if not name or not url:
-        raise LiveError(
-            f"--host {arg}: expected NAME=URL (ssh://[user@]host[:port], local, or what --via's {{host}} becomes)", 2
-        )
-    if not HOST_NAME_OK.match(name):
-        raise LiveError(f"--host {arg}: the name may only have letters, digits and _.:@+-", 2)
-    if url == "local":
-        return HostSpec(name, "local")
-    if url.startswith("ssh://"):
-        rest = url[len("ssh://") :].rstrip("/")
-        port = None
-        m = re.match(r"^(.*?)(?::(\d+))?$", rest)
-        if m and m.group(2):
-            rest, port = m.group(1), int(m.group(2))
-        if not rest or "/" in rest or rest.startswith("-"):
-            raise LiveError(f"--host {arg}: not an ssh://[user@]host[:port] URL", 2)
-        return HostSpec(name, "ssh", rest, port)
-    if "://" in url:
-        raise LiveError(f"--host {arg}: unknown scheme (ssh://..., local, or --via)", 2)
-    if via:
-        return HostSpec(name, "via", url)
-    if url.startswith("-"):
-        raise LiveError(f"--host {arg}: not an ssh destination", 2)
-    return HostSpec(name, "ssh", url)
 
 
 @dataclass
@@ -152,124 +94,18 @@ class HostState:
     if_ids: list[int] = field(default_factory=list)  # its interfaces in the merged stream
     procs: list[subprocess.Popen] = field(default_factory=list, repr=False)  # its commands
 
-
-class _Abandoned(Exception):
-    """A host given up on (it did not start in time): its late bytes are not kept."""
-
     def as_tuple(self) -> tuple[str, str, str]:
         return (self.name, self.state, self.reason)
 
 
-# -- commands --------------------------------------------------------------------------
-
-_PRELUDE = 'PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"; if [ "$(id -u)" = 0 ]; then S=; else S="sudo -n"; fi; '
-
-PROBE = (
-    _PRELUDE
-    + r"""
-echo "uid=$(id -u)"
-echo "tracer=$(command -v tracer 2>/dev/null)"
-echo "tcpdump=$(command -v tcpdump 2>/dev/null)"
-if [ -n "$(command -v tracer 2>/dev/null)" ]; then exit 0; fi
-echo "== links"
-ip -d -j addr show 2>/dev/null || echo "[]"
-echo "== routes"
-ip -j route show default 2>/dev/null || echo "[]"
-for ns in "$@"; do
-  echo "== links $ns"; $S ip -n "$ns" -d -j addr show 2>/dev/null || echo "[]"
-  echo "== routes $ns"; $S ip -n "$ns" -j route show default 2>/dev/null || echo "[]"
-done
-"""
-)
-
-# run the arguments as root (sudo -n unless root already)
-AS_ROOT = _PRELUDE + 'exec $S "$@"'
-
-# tcpdump, stopped (cleanly: SIGINT flushes) when stdin ends; runs as root as a whole
-# so that it may signal tcpdump.  $1: netns ("" for the default), then tcpdump's args.
-TCPDUMP = (
-    'ns=$1; shift; if [ -n "$ns" ]; then set -- ip netns exec "$ns" "$@"; fi; '
-    '"$@" </dev/null & p=$!; cat >/dev/null; kill -INT $p 2>/dev/null; wait $p'
-)
+class _Abandoned(Exception):
+    """A host given up on (it did not start in time): its late bytes are not kept."""
 
 
-def _prefix(spec: HostSpec, opts: RemoteOptions) -> list[str] | None:
-    """argv that runs ``sh -c SCRIPT ARGS`` on the host; None: an ssh command string is built."""
-    if spec.method == "local":
-        return []
-    if spec.method == "via":
-        assert opts.via
-        return with_stdin([w.replace("{host}", spec.target) for w in shlex.split(opts.via)])
-    return None
-
-
-_EXEC_TOOLS = ("docker", "podman", "nerdctl", "kubectl", "oc")
-
-
-def with_stdin(words: list[str]) -> list[str]:
-    """``docker exec``/``kubectl exec`` without ``-i`` give the command no stdin, and EOF on
-    stdin is how a host is asked to stop: add ``-i`` right after ``exec``."""
-    if not words or os.path.basename(words[0]) not in _EXEC_TOOLS or "exec" not in words:
-        return words
-    k = words.index("exec")
-    flags = []
-    for w in words[k + 1 :]:
-        if w == "--" or not w.startswith("-"):
-            break
-        flags.append(w)
-    if any(
-        f in ("-i", "--stdin", "--interactive")
-        or f.startswith("--stdin=")
-        or f.startswith("--interactive=")
-        or (not f.startswith("--") and "i" in f[1:])
-        for f in flags
-    ):
-        return words
-    return words[: k + 1] + ["-i"] + words[k + 1 :]
-
-
-def host_argv(spec: HostSpec, opts: RemoteOptions, script: str, args: list[str]) -> list[str]:
-    words = ["sh", "-c", script, "tracer-remote", *args]
-    pre = _prefix(spec, opts)
-    if pre is not None:
-        return pre + words
-    argv = ["ssh", *SSH_OPTIONS]
-    if opts.ssh_config:
-        argv += ["-F", opts.ssh_config]
-    if spec.port:
-        argv += ["-p", str(spec.port)]
-    # ssh hands the remote login shell one string: quote every word for it
-    return argv + [spec.target, shlex.join(words)]
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def explain_failure(stderr_lines: list[str], code: int | None, what: str) -> str:
-    """One line saying why a host could not be captured, from ssh/sudo/tool messages."""
-    text = "\n".join(stderr_lines)
-    lines = [_one_line(x) for x in stderr_lines if x.strip() and not set(x.strip()) <= {"@"}]
-    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text or "Host key verification failed" in text:
-        kind = (
-            "its host key does not match known_hosts (REMOTE HOST IDENTIFICATION HAS CHANGED)"
-            if "HAS CHANGED" in text
-            else "its host key is not in known_hosts"
-        )
-        return f"refused: {kind}; Host key verification failed"
-    for key in (
-        "a password is required",
-        "a terminal is required",
-        "is not in the sudoers",
-        "may not run sudo",
-        "not allowed to execute",
-    ):
-        for x in lines:
-            if key in x:
-                return f"sudo refused ({x}); capturing needs root or passwordless sudo"
-    if lines:
-        return lines[-1]
-    return f"{what} exited with status {code}" if code is not None else f"{what} failed"
+def _host_gone(host: HostState, reason: str) -> str:
+    """The statistics comment that marks a host's columns gone (its one column when it
+    never captured): the reader's word for it, so ``tracer replay`` shows it too."""
+    return nicfacts.state_comment(nicfacts.GONE, f"host {host.name}: {reason}")
 
 
 # -- the merged output -----------------------------------------------------------------
@@ -318,28 +154,6 @@ class _Merged:
         del self.buf[:]
 
 
-def _opts(body: bytes, start: int, e: str) -> list[tuple[int, bytes]]:
-    out, o = [], start
-    hh = struct.Struct(e + "HH").unpack_from
-    while o + 4 <= len(body):
-        code, length = hh(body, o)
-        if code == 0 or o + 4 + length > len(body):
-            break
-        out.append((code, bytes(body[o + 4 : o + 4 + length])))
-        o += 4 + length + (-length % 4)
-    return out
-
-
-def _with_host(desc: str | None, host: str, fallback: dict[str, object] | None = None) -> str:
-    """The description with ``host=NAME`` first (replacing any host= token)."""
-    kv = parse_description(desc) if desc else None
-    if kv is None:
-        kv = {k: str(v) for k, v in (fallback or {}).items()}
-    kv.pop("host", None)
-    toks = [f"host={host}"] + [f"{k}={v}" for k, v in kv.items() if v != "" and " " not in v]
-    return " ".join(toks)
-
-
 class _StreamCopier:
     """One host's pcapng or pcap stream, re-written block by block into the merged writer."""
 
@@ -363,19 +177,12 @@ class _StreamCopier:
         self.bytes = 0
 
     def _read(self, n: int) -> bytes:
-        parts, got = [], 0
-        while got < n:
-            b = self.f.read(n - got)
-            if not b:
-                break
-            parts.append(b)
-            got += len(b)
-        data = b"".join(parts)
+        data = self.f.read(n)
         self.bytes += len(data)
         return data
 
     def run(self) -> None:
-        head = self._read(4)
+        head = read_exactly(self._read, 4)
         if len(head) < 4:
             self.clean_end = not head
             return
@@ -388,10 +195,14 @@ class _StreamCopier:
                 self._pcap(head)
         except _Abandoned:
             return
-        except (struct.error, ValueError, IndexError, KeyError) as e:
+        except StreamTruncated:
+            pass  # clean_end stays False: the session says how the stream ended
+        except (StreamDamage, struct.error, ValueError, IndexError, KeyError) as e:
             # a host's bytes are not trusted: a block too short for its own fields ends
             # this stream (clean_end stays False: reported), never a traceback
-            self.s._host_line(self.host, f"{self.label}: damaged stream ({e}); frames so far kept")
+            self.s._host_event(
+                self.host, EventKind.HOST_NOTE, f"{self.label}: damaged stream ({e}); frames so far kept"
+            )
         finally:
             if not self.clean_end:
                 try:
@@ -401,223 +212,69 @@ class _StreamCopier:
 
     # -- pcapng -------------------------------------------------------------------
     def _pcapng(self, first: bytes) -> None:
-        e = "<"
         ids: list[int] = []  # this section's interface ids -> merged ids
-        mul: list[tuple[int, int]] = []  # per interface: (mul, div) units -> ns
-        pending = first
-        while True:
-            hdr = pending + self._read(8 - len(pending))
-            pending = b""
-            if not hdr:
-                self.clean_end = True
-                return
-            if len(hdr) < 8:
-                return
-            btype = struct.unpack("<I", hdr[:4])[0]
-            if btype == 0x0A0D0D0A:
-                rest = self._read(4)
-                if len(rest) < 4:
-                    return
-                e = "<" if rest == b"\x4d\x3c\x2b\x1a" else ">"
-                blen = struct.unpack(e + "I", hdr[4:8])[0]
-                if blen < 28 or blen % 4 or blen > 64 << 20:
-                    return
-                if len(self._read(blen - 12)) < blen - 12:
-                    return
-                ids, mul = [], []
-                continue
-            btype, blen = struct.unpack(e + "II", hdr)
-            if blen < 12 or blen % 4 or blen > 64 << 20:
-                return
-            body = self._read(blen - 8)
-            if len(body) < blen - 8:
-                return
-            body = body[:-4]
-            if btype == 1:  # IDB
-                linktype, _r, snaplen = struct.unpack_from(e + "HHI", body)
-                o = dict(_opts(body, 8, e))
-                name = o.get(2, b"").decode(errors="replace") or f"if{len(ids)}"
-                desc = o.get(3, b"").decode(errors="replace") or None
-                res = o.get(9, b"\x06")[0]
-                if res & 0x80:
-                    mul.append((10**9, 1 << (res & 0x7F)))
-                else:
-                    mul.append((10 ** (9 - res), 1) if res <= 9 else (1, 10 ** (res - 9)))
-                ids.append(self.s._add_interface(self.host, name, linktype, _with_host(desc, self.host.name), snaplen))
-            elif btype == 6:  # EPB
-                ifid, hi, lo, caplen, orig = struct.unpack_from(e + "IIIII", body)
-                if ifid >= len(ids) or 20 + caplen > len(body):
-                    return
-                m, d = mul[ifid]
-                ts = ((hi << 32) | lo) * m // d
-                flags = None
-                for code, v in _opts(body, 20 + caplen + (-caplen % 4), e):
-                    if code == 2 and len(v) == 4:
-                        flags = struct.unpack(e + "I", v)[0]
-                if not self.s._packet(self.host, ids[ifid], ts, body[20 : 20 + caplen], orig, flags):
-                    return
-            elif btype == 5:  # ISB
-                ifid, hi, lo = struct.unpack_from(e + "III", body)
-                if ifid >= len(ids):
+        units: list[tuple[int, int]] = []  # per interface: (mul, div) units -> ns
+        reader = BlockReader(self._read, first)
+        for block in reader:
+            if block.type == blocks.SHB:
+                ids, units = [], []
+            elif block.type == blocks.IDB:
+                idb = blocks.idb(block)
+                units.append(idb.units)
+                desc = nicfacts.with_host(idb.description, self.host.name)
+                ids.append(self.s._add_interface(self.host, idb.name or f"if{len(ids)}", idb.linktype, desc, idb.snaplen))
+            elif block.type == blocks.EPB:
+                epb = blocks.epb(block)
+                if epb.if_id >= len(ids):
+                    raise StreamDamage(f"packet block for interface {epb.if_id}, the section has {len(ids)}")
+                m, d = units[epb.if_id]
+                self.s._packet(self.host, ids[epb.if_id], epb.ts * m // d, epb.data, epb.origlen, epb.flags)
+            elif block.type == blocks.ISB:
+                isb = blocks.isb(block)
+                if isb.if_id >= len(ids):
                     continue
-                m, d = mul[ifid]
-                ts = ((hi << 32) | lo) * m // d
-                rec = drop = start = None
-                comment = None
-                for code, v in _opts(body, 12, e):
-                    if code == 1:
-                        comment = v.decode(errors="replace")
-                    elif code == 2 and len(v) == 8:
-                        shi, slo = struct.unpack(e + "II", v)
-                        start = ((shi << 32) | slo) * m // d
-                    elif code == 4 and len(v) == 8:
-                        rec = struct.unpack(e + "Q", v)[0]
-                    elif code == 5 and len(v) == 8:
-                        drop = struct.unpack(e + "Q", v)[0]
-                self.s._stats(ids[ifid], ts, rec, drop, start, comment)
+                m, d = units[isb.if_id]
+                start = isb.start * m // d if isb.start is not None else None
+                self.s._stats(ids[isb.if_id], isb.ts * m // d, isb.received, isb.dropped, start, isb.comment)
             # other blocks (name resolution, custom, ...) are not carried over
+        self.clean_end = reader.clean_end
 
     # -- pcap (tcpdump) ------------------------------------------------------------
     def _pcap(self, first: bytes) -> None:
-        head = first + self._read(20)
-        if len(head) < 24:
+        try:
+            reader = PcapReader(self._read, first)
+        except StreamTruncated:
+            raise
+        except StreamDamage:
+            self.s._host_event(self.host, EventKind.HOST_NOTE, f"{self.label}: not a pcap stream")
             return
-        for e in ("<", ">"):
-            magic = struct.unpack(e + "I", head[:4])[0]
-            if magic in (0xA1B2C3D4, 0xA1B23C4D):
-                break
-        else:
-            self.s._host_line(self.host, f"{self.label}: not a pcap stream")
-            return
-        frac = 1 if magic == 0xA1B23C4D else 1000
-        snaplen, linkfield = struct.unpack_from(e + "II", head, 16)
+        head = reader.header
         if_id = self.s._add_interface(
             self.host,
             self.pcap_name or self.label,
-            linkfield & 0xFFFF,
+            head.linktype,
             self.pcap_desc or f"host={self.host.name}",
-            snaplen or 262144,
+            head.snaplen or 262144,
         )
-        rec = struct.Struct(e + "IIII").unpack
-        while True:
-            h = self._read(16)
-            if not h:
-                self.clean_end = True
-                return
-            if len(h) < 16:
-                return
-            sec, sub, caplen, orig = rec(h)
-            if caplen > 262144:
-                return
-            data = self._read(caplen)
-            if len(data) < caplen:
-                return
-            if not self.s._packet(self.host, if_id, sec * 1_000_000_000 + sub * frac, data, orig, None):
-                return
-
-
-# -- NICs for tcpdump, from `ip -d -j addr` ----------------------------------------------
-
-
-def _sections(text: str) -> tuple[dict[str, str], dict[str | None, tuple[list, list]]]:
-    """The probe's output: key=value facts, and per netns (None: default) (links, routes)."""
-    facts: dict[str, str] = {}
-    spaces: dict[str | None, tuple[list, list]] = {}
-    cur: tuple[str, str | None] | None = None
-    buf: list[str] = []
-
-    def close() -> None:
-        if cur is None:
-            return
-        try:
-            data = json.loads("".join(buf) or "[]")
-        except ValueError:
-            data = []
-        links, routes = spaces.setdefault(cur[1], ([], []))
-        (links if cur[0] == "links" else routes).extend(data if isinstance(data, list) else [])
-
-    for line in text.splitlines():
-        if line.startswith("== "):
-            close()
-            words = line[3:].split(None, 1)
-            cur = (words[0], words[1] if len(words) > 1 else None)
-            buf = []
-        elif cur is not None:
-            buf.append(line)
-        elif "=" in line:
-            k, _, v = line.partition("=")
-            facts[k.strip()] = v.strip()
-    close()
-    return facts, spaces
-
-
-def links_from_ip(host: str, netns: str | None, links: list, routes: list) -> list:
-    """:class:`tracer.net.discovery.Link` objects (roles as topology assigns them) from ``ip -j``."""
-    from tracer.net import discovery as topology
-
-    by_name = {l.get("ifname"): l for l in links}
-    out = []
-    for l in links:
-        kind = (l.get("linkinfo") or {}).get("info_kind") or (
-            "loopback" if l.get("link_type") == "loopback" else "tun" if l.get("link_type") == "none" else "physical"
-        )
-        if kind == "loopback":
-            continue
-        facts: dict[str, object] = {}
-        addrs = [f"{a['local']}/{a['prefixlen']}" for a in l.get("addr_info", []) if a.get("local")]
-        if addrs:
-            facts["addr"] = ",".join(addrs)
-        if l.get("address") and l.get("link_type") == "ether":
-            facts["mac"] = l["address"]
-        if l.get("mtu"):
-            facts["mtu"] = l["mtu"]
-        if l.get("master"):
-            facts["master"] = l["master"]
-        if kind == "bridge":
-            ports = [m.get("ifname") for m in links if m.get("master") == l.get("ifname")]
-            if ports:
-                facts["ports"] = ",".join(ports)
-        if kind == "veth" and l.get("link") and l.get("link") in by_name:
-            facts["peer"] = l["link"]
-        if kind in ("vxlan", "geneve"):
-            data = (l.get("linkinfo") or {}).get("info_data") or {}
-            facts["vni"] = data.get("id")
-            facts["port"] = data.get("port")
-            facts["local"] = data.get("local")
-            if data.get("remote") or data.get("group"):
-                facts["remote"] = data.get("remote") or data.get("group")
-            if data.get("link"):
-                facts["dev"] = data.get("link")
-        facts = {k: v for k, v in facts.items() if v is not None and str(v) != "" and " " not in str(v)}
-        out.append(
-            topology.Link(
-                name=l.get("ifname", "?"),
-                ifindex=l.get("ifindex", 0),
-                netns=netns,
-                host=host,
-                kind=kind,
-                up=l.get("operstate") != "DOWN",
-                facts=facts,
-            )
-        )
-    index_of = {x.name: x.ifindex for x in out}
-    d = {"defaults": {index_of[r["dev"]] for r in routes if r.get("dev") in index_of}, "remote_oifs": set()}
-    topology._assign_roles(out, d, is_init=netns is None)
-    return out
+        for ts, data, orig in reader:
+            self.s._packet(self.host, if_id, ts, data, orig, None)
+        self.clean_end = reader.clean_end
 
 
 # -- the session -----------------------------------------------------------------------
 
 
-class RemoteSession:
-    """Hosts -> merged pcapng pipe -> reader -> FrameStore; like :class:`LiveSession`."""
+class RemoteSession(Session):
+    """Hosts -> merged pcapng pipe -> reader -> FrameStore; like :class:`LiveSession`.
 
-    def __init__(self, opts: RemoteOptions, *, on_line: Callable[[str], None] | None = None) -> None:
+    Events: what happens to a host (failed, dropped, captured with tcpdump) as the
+    session sees it; what the hosts' streams say happened to their NICs, as read."""
+
+    def __init__(self, opts: RemoteOptions, *, on_event: EventSink | None = None) -> None:
+        super().__init__(on_event)
         self.opts = opts
         self.hosts = [HostState(h.name) for h in opts.hosts]
-        self.on_line = on_line
-        self.agent_lines: list[str] = []  # every line reported, "HOST: ..."
-        self.capture = None
+        self.capture: Capture | None = None
         self.wfile: BinaryIO | None = None
         self.writer: PcapngWriter | None = None
         self.out: _Merged | None = None
@@ -637,11 +294,22 @@ class RemoteSession:
     def status(self) -> list[tuple[str, str, str]]:
         return [h.as_tuple() for h in self.hosts]
 
-    def _host_line(self, host: HostState, text: str) -> None:
-        line = f"{host.name}: {text}"
-        self.agent_lines.append(line)
-        if self.on_line is not None:
-            self.on_line(line)
+    @property
+    def title(self) -> str:
+        what = ", ".join(self.opts.interfaces) or "discovered NICs"
+        return f"tracer live — hosts {', '.join(h.name for h in self.hosts)}: {what}"
+
+    def _host_event(self, host: HostState, kind: EventKind, text: str) -> None:
+        self._event(CaptureEvent(kind, text, host=host.name))
+
+    def _stream_event(self, event: CaptureEvent) -> None:
+        """What the merged stream says happened to a NIC, as the reader reads it; the
+        'gone' this session wrote itself for a failed or dropped host was said already."""
+        if event.kind is EventKind.NIC_GONE and event.text.startswith(
+            nicfacts.state_comment(nicfacts.GONE, f"host {event.host}: ")
+        ):
+            return
+        self._event(event)
 
     def _set(self, host: HostState, state: str, reason: str = "") -> None:
         with self._running:
@@ -652,7 +320,7 @@ class RemoteSession:
         if state == FAILED and host.nics == 0:
             self._unavailable(host, reason)
         if state in (FAILED, DROPPED):
-            self._host_line(host, reason)
+            self._host_event(host, EventKind.HOST_FAILED if state == FAILED else EventKind.HOST_DROPPED, reason)
 
     def _unavailable(self, host: HostState, reason: str) -> None:
         """A host that never captured still gets one column, gone, saying why: in the UI,
@@ -663,7 +331,7 @@ class RemoteSession:
             host.nics = 1
             if_id = self.writer.add_interface(NOT_CAPTURED, 1, description=f"host={host.name} role=unavailable")
             host.if_ids.append(if_id)
-            self.writer.write_stats(if_id, time.time_ns(), None, None, comment=f"gone: host {host.name}: {reason}")
+            self.writer.write_stats(if_id, time.time_ns(), None, None, comment=_host_gone(host, reason))
 
     def _host_running(self, host: HostState) -> None:
         with self._running:
@@ -758,7 +426,7 @@ class RemoteSession:
                     self._set(h, FAILED, f"did not start within {START_TIMEOUT:g}s")
                     self._abandon(h)
             if not any(h.state in (CAPTURING, DONE) for h in self.hosts):
-                raise LiveError("no host could be captured", 1)
+                raise CaptureError("no host could be captured", 1)
             if who is not None and not early:
                 drop_privileges(who)
             if self.opts.duration:
@@ -769,8 +437,8 @@ class RemoteSession:
                 self.capture = open_capture(
                     SourceSpec("hosts"), fileobj=open(self._rfd, "rb", buffering=0, closefd=False)
                 )
-            except CaptureError as e:
-                raise LiveError(f"merged stream: {e}") from None
+            except InputError as e:
+                raise CaptureError(f"merged stream: {e}") from None
         except BaseException:
             self.stop()
             raise
@@ -778,7 +446,7 @@ class RemoteSession:
     def _spawn(self, argv: list[str], host: HostState, **kw) -> subprocess.Popen:
         with self._procs_lock:
             if self._stop_asked or host.state == FAILED:
-                raise LiveError("stopping")
+                raise CaptureError("stopping")
             p = subprocess.Popen(
                 argv,
                 stdin=subprocess.PIPE,
@@ -811,7 +479,7 @@ class RemoteSession:
     def _host_main(self, spec: HostSpec, host: HostState) -> None:
         try:
             self._capture_host(spec, host)
-        except LiveError as e:
+        except CaptureError as e:
             if not self._stop_asked:
                 self._set(host, FAILED, str(e))
         except Exception as e:  # noqa: BLE001 - one line per host, never a traceback
@@ -825,6 +493,9 @@ class RemoteSession:
                     host.state = DONE
                 self._running.notify_all()
 
+    def _argv(self, spec: HostSpec, script: str, args: list[str]) -> list[str]:
+        return host_argv(spec, script, args, via=self.opts.via, ssh_config=self.opts.ssh_config)
+
     def _local_argv(self, host: HostState) -> list[str]:
         argv = [sys.executable, "-I", "-m", "tracer.net.agent", *self.opts.agent_args(host.name, duration=False)]
         return argv if os.geteuid() == 0 else ["sudo", "-n", *argv]
@@ -834,21 +505,21 @@ class RemoteSession:
             host.method = "tracer agent"
             proc = self._local.pop(host.name, None)
             if proc is None:
-                raise LiveError("the capture agent was not started")
+                raise CaptureError("the capture agent was not started")
             self._run_streams(host, [(proc, host.name, None, None)])
             return
         netns = sorted(
             {ns for i in self.opts.interfaces for ns in [i.rpartition("@")[2]] if "@" in i} | set(self.opts.netns)
         )
-        p = self._spawn(host_argv(spec, self.opts, PROBE, netns), host)
+        p = self._spawn(self._argv(spec, PROBE, netns), host)
         try:
             out, err = p.communicate(timeout=PROBE_TIMEOUT)
         except subprocess.TimeoutExpired:
             p.kill()
             p.communicate()
-            raise LiveError(f"no answer within {PROBE_TIMEOUT:g}s") from None
+            raise CaptureError(f"no answer within {PROBE_TIMEOUT:g}s") from None
         text = out.decode(errors="replace")
-        facts, spaces = _sections(text)
+        facts, spaces = parse_probe(text)
         if p.returncode != 0 or "uid" not in facts:
             why = explain_failure(
                 err.decode(errors="replace").splitlines(),
@@ -857,15 +528,15 @@ class RemoteSession:
             )
             if spec.method == "via" and os.geteuid() != 0 and ("ermission denied" in why or "not permitted" in why):
                 why += "; --via commands run as you, not root: one that needs root says so (--via 'sudo -n ...')"
-            raise LiveError(why)
+            raise CaptureError(why)
         if facts.get("tracer"):
             host.method = "tracer agent"
             agent = [facts["tracer"], "agent", *self.opts.agent_args(host.name, duration=False)]
-            argv = host_argv(spec, self.opts, AS_ROOT, agent)
+            argv = self._argv(spec, AS_ROOT, agent)
             self._run_streams(host, [(argv, host.name, None, None)])
             return
         if not facts.get("tcpdump"):
-            raise LiveError("neither tracer nor tcpdump is on its PATH; install one of them there")
+            raise CaptureError("neither tracer nor tcpdump is on its PATH; install one of them there")
         host.method = "tcpdump"
         chosen = self._tcpdump_nics(host, spaces)
         streams = []
@@ -887,20 +558,23 @@ class RemoteSession:
             if self.opts.count:
                 args += ["-c", str(self.opts.count)]
             args += list(self.opts.filter)
-            argv = host_argv(spec, self.opts, AS_ROOT, ["sh", "-c", TCPDUMP, "tracer-tcpdump", *args])
+            argv = self._argv(spec, AS_ROOT, ["sh", "-c", TCPDUMP, "tracer-tcpdump", *args])
             streams.append((argv, link.label, link.name, link.description))
-        self._host_line(
-            host, f"tracer is not on its PATH: capturing with tcpdump on {', '.join(l.label for l in chosen)}"
+        self._host_event(
+            host,
+            EventKind.HOST_NOTE,
+            f"tracer is not on its PATH: capturing with tcpdump on {', '.join(l.label for l in chosen)}",
         )
         self._run_streams(host, streams)
 
     def _tcpdump_nics(self, host: HostState, spaces: dict) -> list:
-        from tracer.net import discovery as topology
         from tracer.net.agent import parse_nic
+        from tracer.net.discovery import interesting, links_from_ip
 
         if self.opts.all_netns:
-            self._host_line(
+            self._host_event(
                 host,
+                EventKind.HOST_NOTE,
                 "--all-netns needs tracer on the host; with tcpdump only the "
                 "default netns and --netns ones are captured",
             )
@@ -912,14 +586,14 @@ class RemoteSession:
                 found = [l for l in per_ns.get(ns, []) if l.name == name]
                 if not found:
                     have = ", ".join(l.name for l in per_ns.get(ns, [])) or "none"
-                    raise LiveError(f"{arg}: no such interface; have: {have}")
+                    raise CaptureError(f"{arg}: no such interface; have: {have}")
                 chosen.append(found[0])
             return chosen
         chosen = []
         for ns in [None, *self.opts.netns]:
-            chosen += topology.interesting(per_ns.get(ns, []))
+            chosen += interesting(per_ns.get(ns, []))
         if not chosen:
-            raise LiveError("no NIC to capture on was found (name one with -i)")
+            raise CaptureError("no NIC to capture on was found (name one with -i)")
         return chosen
 
     def _run_streams(self, host: HostState, streams: list[tuple]) -> None:
@@ -930,7 +604,7 @@ class RemoteSession:
             p = argv if isinstance(argv, subprocess.Popen) else self._spawn(argv, host)
             errs: list[str] = []
             c = _StreamCopier(
-                self, host, p.stdout, label, pcap_name, _with_host(pcap_desc, host.name) if pcap_desc else None
+                self, host, p.stdout, label, pcap_name, nicfacts.with_host(pcap_desc, host.name) if pcap_desc else None
             )
             threading.Thread(target=self._stderr, args=(p, errs, host, c), daemon=True).start()
             t = threading.Thread(target=c.run, daemon=True, name=f"tracer-{host.name}-{label}")
@@ -963,9 +637,7 @@ class RemoteSession:
             with self._lock:
                 assert self.writer is not None
                 for if_id in host.if_ids:
-                    self.writer.write_stats(
-                        if_id, time.time_ns(), None, None, comment=f"gone: host {host.name}: {reasons[0]}"
-                    )
+                    self.writer.write_stats(if_id, time.time_ns(), None, None, comment=_host_gone(host, reasons[0]))
             self._set(host, DROPPED, reasons[0])
         else:
             self._set(host, DONE)
@@ -974,9 +646,11 @@ class RemoteSession:
         assert p.stderr is not None
         for raw in iter(p.stderr.readline, b""):
             line = raw.decode(errors="replace").rstrip("\n")
-            if line.startswith("tracer agent: ") and c.started:
-                self._host_line(host, line.removeprefix("tracer agent: "))  # e.g. a NIC gone
-            errs.append(line.removeprefix("tracer agent: "))
+            agent = line.startswith("tracer agent: ")  # not ssh's, sudo's or tcpdump's chatter
+            line = line.removeprefix("tracer agent: ")
+            if agent and c.started:  # it runs --quiet: NIC events come in its stream, this is news
+                self._host_event(host, EventKind.AGENT_NOTE, line)
+            errs.append(line)
 
     def _flusher(self) -> None:
         while self._wfd >= 0:
@@ -1012,7 +686,7 @@ class RemoteSession:
         assert self.capture is not None
         self._loading = True
         try:
-            self.capture.read_into(store, cancelled=cancelled, progress=progress)
+            self.capture.read_into(store, cancelled=cancelled, progress=progress, on_event=self._stream_event)
         finally:
             self._loading = False
 

@@ -1,5 +1,33 @@
-"""The Textual UI: reads the core (model, capture, dissect), never the other way round."""
+"""The Textual UI: reads the core (model, pcapng, dissect, correlate), never the other way round.
 
+:func:`make_app` is the one way to make the app: the command line (replay and
+live), the tests and ``screenshots/make.py`` all go through it.
+"""
+
+from __future__ import annotations
+
+from tracer.model import FrameStore
+from tracer.sources import Source
 from tracer.ui.app import TracerApp
 
-__all__ = ["TracerApp"]
+__all__ = ["TracerApp", "make_app"]
+
+
+def make_app(
+    source: Source | None = None,
+    *,
+    store: FrameStore | None = None,
+    title: str | None = None,
+    theme: str | None = None,
+) -> TracerApp:
+    """The app showing what ``source`` loads into ``store`` (a new one by default).
+
+    ``title`` defaults to the source's; ``theme`` to Textual's default (the
+    ``TEXTUAL_THEME`` environment variable when set).  Tests and screenshots pass
+    a fixed theme so that their pictures do not depend on the environment."""
+    return TracerApp(
+        FrameStore() if store is None else store,
+        source.load if source is not None else None,
+        title=title if title is not None else (source.title if source is not None else "tracer"),
+        theme=theme,
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from rich.text import Text
 from textual import on, work
@@ -25,18 +25,18 @@ from textual.timer import Timer
 from textual.widgets import Footer, Header, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from tracer.correlate.tracking import JourneyTracker
+from tracer.errors import InputError
+from tracer.events import CaptureEvent
 from tracer.model import FrameStore
-from tracer.pcapng.reader import CaptureError
+from tracer.sources import Load
 from tracer.text import safe
 from tracer.ui.detail import HexView, LayerTree
 from tracer.ui.help import HelpScreen
 from tracer.ui.journey_screen import JourneyScreen
-from tracer.ui.journeys import JourneyTracker, hop_note
+from tracer.ui.journeys import hop_note
 from tracer.ui.packet_list import NicColumn, PacketList
 from tracer.ui.topology_screen import TopologyScreen, has_facts
-
-Progress = Callable[[int, "int | None"], None]
-Load = Callable[[FrameStore, Callable[[], bool], Progress], None]
 
 POLL_SECONDS = 0.2
 # Until the first frames are on screen, look far more often: the first screen
@@ -130,10 +130,12 @@ class TracerApp(App[None]):
         load: Load | None = None,
         *,
         title: str = "tracer",
+        theme: str | None = None,
     ) -> None:
         super().__init__()
         self.store = store
         self._load = load
+        self._theme = theme  # None: Textual's default, TEXTUAL_THEME when set
         self.title = safe(title)  # file and NIC names: the terminal's title bar, not markup
         self.animation_level = "none"
         self.loading_done = load is None
@@ -171,7 +173,8 @@ class TracerApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.theme = "textual-dark"
+        if self._theme is not None:
+            self.theme = self._theme
         self.query_one("#merged").display = False
         self.query_one("#layers", LayerTree).border_title = "Layers"
         self.query_one("#hex", HexView).border_title = "Bytes"
@@ -199,17 +202,17 @@ class TracerApp(App[None]):
 
         try:
             self._load(self.store, cancelled, progress)
-        except Exception as exc:  # CaptureError or worse: say it, keep what was read
-            error = str(exc) if isinstance(exc, CaptureError) else f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # InputError or worse: say it, keep what was read
+            error = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
             self.post_message(self.LoadFailed(error))
         else:
             self.post_message(self.Loaded())
 
-    def capture_note(self, line: str) -> None:
-        """A line from the capture (``tracer live``: a NIC gone, a host dropped), from any
-        thread: shown as a notification, escaped."""
+    def capture_event(self, event: CaptureEvent) -> None:
+        """What the capture says happened (``tracer live``: a NIC gone, a host dropped),
+        from any thread: shown as a notification, escaped."""
         try:
-            self.call_from_thread(self.notify, safe(line), title="capture", markup=False, timeout=8)
+            self.call_from_thread(self.notify, safe(event.line), title="capture", markup=False, timeout=8)
         except RuntimeError:
             pass  # not running (yet, or any more): the caller prints it at the end
 

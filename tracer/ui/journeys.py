@@ -1,10 +1,7 @@
-"""Journeys for the UI: matching in small steps on the UI thread, and how hops read.
+"""How journeys read on screen: hop notes, host and NIC titles, capture lines, steps in colour.
 
-:class:`tracer.correlate.Correlation` is not thread-safe, so it runs on the UI
-thread, from a timer, and only after the first screen is painted.  Each tick
-matches at most ``chunk`` more frames (``Correlation.update(limit=chunk)``), so
-a million-frame file never blocks the UI for long and its first screen is not
-delayed at all.
+Matching itself is :class:`tracer.correlate.tracking.JourneyTracker`, which the
+app steps on its own thread; this module only draws what it found.
 """
 
 from __future__ import annotations
@@ -13,47 +10,15 @@ import re
 
 from rich.text import Text
 
-from tracer.correlate import Correlation, Hop, Journey
+from tracer.correlate import Hop, Journey, Step, StepKind
 from tracer.model import FrameStore, Nic
 from tracer.text import safe
 from tracer.ui.packet_list import frame_summary
-
-CHUNK = 5_000  # frames matched per tick: ~40 ms of the UI thread at most
 
 HOP_STYLE = "bold #fbbf24"  # the journey's colour: marked rows, hop notes, the diagram's path
 OUTER_STYLE = "#e879f9"
 INNER_STYLE = "#e5e7eb"
 TIME_STYLE = "#7f8c98"
-
-
-class JourneyTracker:
-    """Journeys of a growing store, matched ``chunk`` frames per :meth:`step`."""
-
-    def __init__(self, store: FrameStore, chunk: int = CHUNK) -> None:
-        self.store = store
-        self.chunk = chunk
-        self.corr = Correlation(store)
-
-    @property
-    def matched(self) -> int:
-        return self.corr.frames
-
-    @property
-    def caught_up(self) -> bool:
-        return not self.corr.pending
-
-    def step(self) -> list[Journey]:
-        """Match the next chunk of frames; the journeys that are new or grew."""
-        return self.corr.update(limit=self.chunk)
-
-    def run_all(self) -> None:
-        while not self.caught_up:
-            self.step()
-
-    def journey(self, frame: int | None) -> Journey | None:
-        if frame is None:
-            return None
-        return self.corr.journey(frame)
 
 
 # -- how a journey reads ------------------------------------------------------
@@ -123,27 +88,28 @@ def capture_line(store: FrameStore, hop: Hop) -> Text:
     return text
 
 
-STEP_STYLES = (
-    ("encapsulated", "bold #e879f9"),
-    ("decapsulated", "bold #e879f9"),
-    ("DNAT", "bold #fb923c"),
-    ("SNAT", "bold #fb923c"),
-    ("un-DNAT", "bold #fb923c"),  # conntrack undoing a NAT for a reply
-    ("un-SNAT", "bold #fb923c"),
-    ("sent over", "bold #60a5fa"),
-    ("routed", "#5fb3b3"),
-    ("delivered", "bold #4ade80"),
-    ("bridged", "#a3a3a3"),
-    ("sent", "#a3a3a3"),
-)
+STEP_STYLES: dict[StepKind, str] = {
+    StepKind.ENCAPSULATED: "bold #e879f9",
+    StepKind.DECAPSULATED: "bold #e879f9",
+    StepKind.DNAT: "bold #fb923c",
+    StepKind.SNAT: "bold #fb923c",
+    StepKind.UN_DNAT: "bold #fb923c",  # conntrack undoing a NAT for a reply
+    StepKind.UN_SNAT: "bold #fb923c",
+    StepKind.UNDERLAY: "bold #60a5fa",
+    StepKind.ROUTED: "#5fb3b3",
+    StepKind.DELIVERED: "bold #4ade80",
+    StepKind.BRIDGED: "#a3a3a3",
+    StepKind.SENT: "#a3a3a3",
+}
 
 
-def step_text(step: str) -> Text:
-    """A step (``SNAT src … → …, routed``): each part in the colour of what happened."""
+def step_text(step: Step, brief: bool = False) -> Text:
+    """A step (``SNAT src … → …, routed``): each part in the colour of what happened;
+    ``brief``: the same for every packet taking that hand-off (no times, ports, TTLs)."""
     text = Text(no_wrap=True, overflow="ellipsis", end="")
-    for n, part in enumerate(safe(step).split(", ")):
+    parts = [p for p in step.parts if not (brief and p.kind is StepKind.DELIVERED)]
+    for n, part in enumerate(parts):
         if n:
             text.append(", ", style="dim")
-        style = next((s for key, s in STEP_STYLES if part.startswith(key)), "")
-        text.append(part, style=style)
+        text.append(safe(part.text(brief)), style=STEP_STYLES.get(part.kind, ""))
     return text

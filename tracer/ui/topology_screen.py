@@ -18,7 +18,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer, Header, Static
 
-from tracer.correlate import Correlation, nic_addresses, nic_role
+from tracer.correlate import Correlation, Step, nic_addresses, nic_role
 from tracer.model import FrameStore, Nic
 from tracer.text import safe
 from tracer.ui.journeys import host_title, step_text
@@ -230,22 +230,24 @@ def inferred_links(store: FrameStore, corr: Correlation | None) -> list[Text]:
     if corr is None:
         return []
     counts: Counter = Counter()
+    steps: dict[tuple[int, int, str], Step] = {}  # one step of each kind of hand-off, to draw it
     for j in corr.journeys[:MAX_JOURNEYS]:
         if len(j) < 2:
             continue
         hops = j.hops
         for a, b in zip(hops, hops[1:]):
-            what = b.step.split(" (")[0].split(", delivered")[0]
-            what = what.split(" udp/")[0]
-            counts[(a.nic.id, b.nic.id, what)] += 1
+            key = (a.nic.id, b.nic.id, b.step.brief())
+            counts[key] += 1
+            steps.setdefault(key, b.step)
     out = []
-    for (a, b, what), n in counts.most_common(40):
+    for key, n in counts.most_common(40):
+        a, b, _what = key
         t = Text(no_wrap=True, overflow="ellipsis")
         t.append(safe(store.nics[a].label), style="bold")
         t.append("  →  ", style=WIRE_STYLE)
         t.append(safe(store.nics[b].label), style="bold")
         t.append("  ")
-        t.append_text(step_text(what))
+        t.append_text(step_text(steps[key], brief=True))
         t.append(f"  ×{n}", style=DIM)
         out.append(t)
     return out

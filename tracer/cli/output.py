@@ -1,0 +1,144 @@
+"""Batch output, like ``tshark -r``: frames, per-NIC statistics and journeys as lines or JSON Lines.
+
+Used by ``tracer replay --print/--json/--stats/--journeys`` and ``tracer live
+--print``.  Everything that came from a capture goes through
+:func:`tracer.text.safe` (plain lines) or ``json.dumps`` (JSON) before it is
+written: packet bytes never reach the terminal raw.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any, TextIO
+
+from tracer.model import FrameStore
+from tracer.sources import Source
+from tracer.text import safe
+
+
+def frame_line(store: FrameStore, i: int, summary: str, width: int) -> str:
+    """``    0.000058 hostx/docker0 10.244.1.2 → 10.244.2.2 ICMP echo request ...``."""
+    return f"{store.rel_time(i):12.6f} {safe(store.nic(i).label):<{width}} {summary}"
+
+
+def frame_json(store: FrameStore, i: int) -> str:
+    from tracer.dissect.fast import identify
+    from tracer.dissect.tree import layer_names
+
+    nic = store.nic(i)
+    data = store.data(i)
+    ident = identify(data, nic.linktype)
+    obj = {
+        "nic": nic.name,
+        "host": nic.host,
+        "container": nic.container,
+        "netns": nic.netns,
+        "index": store.nic_index[i],
+        "time": store.ts_ns[i] / 1e9,
+        "length": store.origlen[i],
+        "caplen": store.caplen[i],
+        "layers": layer_names(data, nic.linktype),
+        "encap": list(ident.encap),
+        "summary": ident.summary,
+    }
+    return json.dumps(obj)
+
+
+def emit_frames(store: FrameStore, order: Iterable[int], out: TextIO, as_json: bool) -> None:
+    from tracer.dissect.fast import identify
+
+    width = max((len(n.label) for n in store.nics), default=4)
+    for i in order:
+        if as_json:
+            out.write(frame_json(store, i) + "\n")
+        else:
+            summary = safe(identify(store.data(i), store.linktype(i)).summary)
+            out.write(frame_line(store, i, summary, width) + "\n")
+
+
+def print_as_read(
+    source: Source,
+    store: FrameStore,
+    emit: Callable[[range], None],
+    stop: threading.Event | None = None,
+    request_stop: Callable[[], None] | None = None,
+) -> BaseException | None:
+    """Read ``source`` in a thread and ``emit`` the frames that arrived, every 0.1 s, in
+    arrival order, until it ends.  When ``stop`` is set (Ctrl-C), ``request_stop`` asks
+    the source to finish; what it still sends is printed.  Returns what ended the
+    reading with an error, or None."""
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def body() -> None:
+        try:
+            source.load(store)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            errors.append(e)
+        finally:
+            done.set()
+
+    threading.Thread(target=body, name="tracer-reader", daemon=True).start()
+    printed = 0
+    while True:
+        finished = done.wait(0.1)
+        if stop is not None and stop.is_set() and request_stop is not None:
+            request_stop()
+        n = len(store)
+        if n > printed:
+            emit(range(printed, n))
+            printed = n
+        if finished and len(store) == printed:
+            break
+    return errors[0] if errors else None
+
+
+def print_stats(store: FrameStore, out: TextIO, as_json: bool) -> None:
+    from tracer.cli.stats import nic_stats
+
+    stats = nic_stats(store)
+    if as_json:
+        for s in stats:
+            out.write(json.dumps(s) + "\n")
+        return
+    for s in stats:
+        head = safe(s["label"])
+        out.write(f"{head}  ({s['linktype_name']}, linktype {s['linktype']})\n")
+        out.write(f"  frames {s['frames']}  bytes {s['bytes']}")
+        if s["frames"]:
+            out.write(f"  first {s['first']:.6f}  last {s['last']:.6f}")
+            out.write(f"  duration {s['last'] - s['first']:.6f}s")
+        out.write("\n")
+        if s.get("dropped") is not None:
+            out.write(f"  kernel: received {s['received']}  dropped {s['dropped']}\n")
+        for encap, info in s["encapsulated"].items():
+            inner = ", ".join(f"{k} {v}" for k, v in info["inner"].items())
+            out.write(f"  {encap}: {info['frames']} frames ({inner})\n")
+
+
+def print_journeys(store: FrameStore, out: TextIO, as_json: bool) -> None:
+    from tracer.correlate import correlate
+
+    corr = correlate(store)
+    for j in corr.iter_json():
+        if as_json:
+            out.write(json.dumps(j) + "\n")
+            continue
+        inner = j["inner"]
+        what = " ".join(f"{k} {v}" for k, v in inner.items() if k not in ("src", "dst", "proto") and v is not None)
+        out.write(
+            f"journey {j['id']}: {safe(str(inner.get('src')))} → {safe(str(inner.get('dst')))} "
+            f"{inner.get('proto')} {safe(what)} — {len(j['hops'])} hops, {safe(j['end'])}"
+            f"{' (clocks corrected)' if j.get('clock_corrected') else ''}\n"
+        )
+        width = max(len(_hop_label(h)) for h in j["hops"])
+        for h in j["hops"]:
+            out.write(
+                f"  {h['offset'] * 1e3:+10.3f} ms  {safe(_hop_label(h)):<{width}}  #{h['index']:<5} {safe(h['step'])}\n"
+            )
+
+
+def _hop_label(h: dict[str, Any]) -> str:
+    return "/".join(str(p) for p in (h["host"], h["container"], h["nic"]) if p)

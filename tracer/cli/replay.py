@@ -1,0 +1,133 @@
+"""``tracer replay``: capture files (or stdin) in the UI, or as batch output."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from tracer.errors import UsageError
+
+REPLAY_EPILOG = """\
+examples:
+  tracer replay
+      open the bundled capture: an ICMP echo from container A on Host X to C on
+      Host Y over flannel-style VXLAN, seen on all eight NICs of the path
+  tracer replay capture.pcapng
+      every pcapng interface becomes a column (host from its description)
+  tracer replay hostx/eth0=x.pcap hosty/eth0=y.pcap
+      name each plain pcap's NIC (and host): HOST/NIC=PATH or NIC=PATH
+  tcpdump -U -w - -i eth0 | tracer replay -
+      read a capture from stdin; frames appear as they arrive
+  tracer replay capture.pcapng --print
+  tracer replay capture.pcapng --print --json | jq .summary
+  tracer replay capture.pcapng --stats
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    replay = sub.add_parser(
+        "replay",
+        help="open capture files (pcap/pcapng) or a stream, one column per NIC",
+        description=(
+            "Open pcap/pcapng captures and show one column per NIC side by side, "
+            "with the selected packet's layers and bytes. With no SOURCE, opens the "
+            "bundled A->C flannel-vxlan capture."
+        ),
+        epilog=REPLAY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    replay.add_argument(
+        "sources",
+        nargs="*",
+        metavar="SOURCE",
+        help="PATH, NIC=PATH, HOST/NIC=PATH, or - for stdin (default: the bundled capture)",
+    )
+    replay.add_argument(
+        "--print",
+        dest="print_",
+        action="store_true",
+        help="print one line per frame (time, NIC, summary) in time order; no UI",
+    )
+    replay.add_argument(
+        "--json",
+        action="store_true",
+        help="with --print, --journeys or --stats: JSON Lines",
+    )
+    replay.add_argument(
+        "--journeys",
+        action="store_true",
+        help="print journeys (the same packet across NICs and hosts, each step explained); no UI",
+    )
+    replay.add_argument(
+        "--stats",
+        action="store_true",
+        help="per-NIC frames, bytes, times, link type and encapsulations; no UI",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from tracer.cli import output
+    from tracer.cli.main import warn
+    from tracer.model import FrameStore
+    from tracer.sources.files import FileSource
+
+    batch = [
+        name for name, on in (("--print", args.print_), ("--journeys", args.journeys), ("--stats", args.stats)) if on
+    ]
+    if args.json and not batch:
+        raise UsageError("--json goes with --print, --journeys or --stats")
+    if len(batch) > 1:
+        raise UsageError(f"choose one of {' and '.join(batch)}")
+    source = FileSource.open(args.sources)
+    store = FrameStore()
+
+    if not batch:
+        return _run_ui(source, store)
+
+    out = sys.stdout
+    try:
+        if args.print_ and source.streaming:
+
+            def emit(frames: range) -> None:
+                output.emit_frames(store, frames, out, args.json)
+                out.flush()
+
+            error = output.print_as_read(source, store, emit)
+            if error is not None:
+                raise error
+        else:
+            source.load(store)
+            if args.print_:
+                output.emit_frames(store, store.timeline(), out, args.json)
+            elif args.journeys:
+                output.print_journeys(store, out, args.json)
+            else:
+                output.print_stats(store, out, args.json)
+        out.flush()
+    except BrokenPipeError:
+        # `tracer replay --print | head`: the reader left; that is not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    return warn(store.warnings)
+
+
+def _run_ui(source, store) -> int:
+    from tracer.cli.main import warn
+
+    if not sys.stdout.isatty():
+        raise UsageError("the UI needs a terminal; use --print, --json or --stats for scripts")
+    if source.reads_stdin:
+        # The capture came on stdin; give fd 0 back to the terminal for the keys.
+        try:
+            tty = os.open("/dev/tty", os.O_RDONLY)
+        except OSError:
+            raise UsageError("reading a capture from stdin needs a terminal for the UI") from None
+        os.dup2(tty, 0)
+        os.close(tty)
+    from tracer.ui import make_app
+
+    app = make_app(source, store=store)
+    app.run()
+    return warn(store.warnings)

@@ -1,0 +1,189 @@
+"""A journey and its hops: the frames that carry one packet, in path order.
+
+``journey.hops`` are built on first use by the :class:`~tracer.correlate.match.Correlation`
+the journey belongs to (the UI asks for one journey at a time; batch output for all,
+dropping them again as it goes).
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tracer.correlate.steps import Step
+from tracer.dissect.fast import Identity
+from tracer.model import FrameStore, Nic
+
+if TYPE_CHECKING:
+    from tracer.correlate.match import Correlation
+
+
+def tcp_flags_text(flags: int | None) -> str:
+    """``S``, ``SA``, ``PA``, ``FA`` ... (tcpdump's letters, SYN/FIN/RST first)."""
+    if flags is None:
+        return ""
+    order = ((1, "S"), (0, "F"), (2, "R"), (3, "P"), (4, "A"), (5, "U"), (6, "E"), (7, "C"))
+    return "".join(ch for bit, ch in order if flags >> bit & 1) or "."
+
+
+@dataclass(slots=True)
+class Hop:
+    """One sighting of a journey's packet.
+
+    Its index within its NIC's column is ``store.nic_index[hop.frame]``."""
+
+    frame: int  # global frame index in the store
+    nic: Nic
+    time_ns: int  # as captured
+    corrected_time_ns: int  # time_ns minus the host's estimated clock offset
+    encap: tuple[str, ...]  # tunnels around the inner packet here, outermost first
+    step: Step  # what happened since the previous hop (SENT for the first)
+    ident: Identity | None = None  # the fast parse of this frame
+
+
+class Journey:
+    """The frames that carry one packet; ``hops`` in path order (built on first use)."""
+
+    __slots__ = ("id", "frames", "_corr", "_hops", "_inner", "_end")
+
+    def __init__(self, jid: int, frames: list[int], corr: Correlation) -> None:
+        self.id = jid
+        self.frames = frames  # global frame indices, in captured-time order
+        self._corr = corr
+        self._hops: list[Hop] | None = None
+        self._inner: dict | None = None
+        self._end: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Journey({self.id}, {len(self.frames)} frames)"
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def hops(self) -> list[Hop]:
+        if self._hops is None:
+            self._corr._build(self)
+        return self._hops  # type: ignore[return-value]
+
+    @property
+    def inner(self) -> dict:
+        """The packet as first seen: src, dst, proto, ports / ICMP type,id,seq / ARP op."""
+        if self._inner is None:
+            self._corr._build(self)
+        return self._inner  # type: ignore[return-value]
+
+    @property
+    def end(self) -> str:
+        """``delivered`` or ``not seen after hosty/eth0``."""
+        if self._end is None:
+            self._corr._build(self)
+        return self._end  # type: ignore[return-value]
+
+    @property
+    def corrected(self) -> bool:
+        """True when hop times were corrected for host clock offsets."""
+        return self._corr.corrected
+
+    @property
+    def correlation(self) -> Correlation:
+        """The :class:`Correlation` this journey belongs to (its clock ``offsets``, ...)."""
+        return self._corr
+
+    @property
+    def store(self) -> FrameStore:
+        """The store the journey's ``frames`` index into."""
+        return self._corr.store
+
+    def hop_of(self, frame: int) -> int:
+        """Position in ``hops`` of a global frame index (ValueError if not in it)."""
+        for k, h in enumerate(self.hops):
+            if h.frame == frame:
+                return k
+        raise ValueError(frame)
+
+
+def src_raw(ident: Identity | None):
+    if ident is None:
+        return None
+    if ident.ipver:
+        return ident.src_raw
+    return ident.arp[2] if ident.arp else None
+
+
+def dst_raw(ident: Identity | None):
+    if ident is None:
+        return None
+    if ident.ipver:
+        return ident.dst_raw
+    return ident.arp[4] if ident.arp else None
+
+
+def _ntop(raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, raw)
+    if len(raw) == 16:
+        return socket.inet_ntop(socket.AF_INET6, raw)
+    return raw.hex()
+
+
+def inner_of(ident: Identity) -> dict:
+    if not ident.ipver and ident.arp is not None:
+        op, _sha, spa, _tha, tpa = ident.arp
+        return {"src": _ntop(spa), "dst": _ntop(tpa), "proto": "ARP", "op": op}
+    d: dict[str, Any] = {"src": ident.src, "dst": ident.dst, "proto": ident.proto_name}
+    if ident.icmp_type is not None:
+        d["type"] = ident.icmp_type
+        d["code"] = ident.icmp_code
+        if ident.icmp_id is not None:
+            d["id"] = ident.icmp_id
+            d["seq"] = ident.icmp_seq
+    if ident.sport is not None:
+        d["sport"] = ident.sport
+        d["dport"] = ident.dport
+    if ident.tcp_flags is not None:
+        d["flags"] = tcp_flags_text(ident.tcp_flags)
+        d["seq"] = ident.tcp_seq
+        d["ack"] = ident.tcp_ack
+    if ident.ip_id is not None:
+        d["ip_id"] = ident.ip_id
+    return d
+
+
+def journey_json(j: Journey) -> dict:
+    """One journey as a JSON-ready dict (one line of ``tracer replay --journeys --json``).
+
+    ``time`` is the captured time (seconds since the epoch; ``time_ns`` exact),
+    ``offset`` seconds since the first hop (corrected for clock offsets when
+    ``clock_corrected``, and then each hop also has ``corrected_time``).
+    """
+    store = j.store
+    hops = j.hops
+    t0 = hops[0].corrected_time_ns
+    out_hops = []
+    for h in hops:
+        d = {
+            "host": h.nic.host,
+            "nic": h.nic.name,
+            "container": h.nic.container,
+            "time": round(h.time_ns / 1e9, 9),  # a float: ~0.2 µs resolution today
+            "time_ns": h.time_ns,
+            "offset": round((h.corrected_time_ns - t0) / 1e9, 9),
+            "index": store.nic_index[h.frame],
+            "frame": h.frame,
+            "encap": list(h.encap),
+            "step": str(h.step),
+        }
+        if j.corrected:
+            d["corrected_time"] = round(h.corrected_time_ns / 1e9, 9)
+        out_hops.append(d)
+    return {
+        "id": j.id,
+        "inner": dict(j.inner),
+        "hops": out_hops,
+        "end": j.end,
+        "clock_corrected": j.corrected,
+    }

@@ -1,0 +1,568 @@
+"""Journeys: the same packet seen at different NICs, hosts, tunnels and NATs.
+
+``correlate(store)`` groups every frame of a :class:`~tracer.model.FrameStore`
+that carries the same packet into a :class:`Journey`; ``find_journeys(store)``
+is the same as a plain list.  A journey's hops are in path order (A's veth,
+docker0, flannel0, eth0 ‖ eth0, flannel0, docker0, C's veth) and each hop says
+what happened since the previous one (``step``).
+
+For the UI: ``corr.journey(frame)`` is the journey of a global frame index (or
+None), ``journey.hops`` its sightings in path order (``hop.frame``,
+``hop.nic``, ``store.nic_index[hop.frame]`` for the row in that NIC's column,
+``hop.corrected_time_ns``), ``journey.hop_of(frame)`` the position of a frame
+in it (next/previous hop = ±1).  For batch output: ``corr.iter_json()`` yields
+:func:`journey_json` of every journey without keeping the hops.
+
+How frames are matched — a hash join, never pairwise comparison:
+
+1. One pass over the frames: :func:`tracer.dissect.fast.identify` gives the
+   innermost IP packet.  Frames are bucketed on a *NAT-tolerant key*: protocol,
+   IP ID, fragment offset, ICMP type+seq, TCP seq+ack+flags, payload length and
+   payload digest — no addresses, ports, ICMP id, TTL, checksums, MACs or outer
+   headers.  Addresses and ports are kept per frame (interned) for step 2.
+2. Each bucket (normally one packet's 2..8 sightings) is split into journeys in
+   time order.  A frame joins the most recent open journey of its bucket that
+
+   * started less than ``window_ns`` ago (IP ID 0, IPv6: identities repeat);
+   * is in the same VNI (the frame's innermost VXLAN/Geneve VNI, or the VNI of
+     the VXLAN device it was captured on): the same inner packet in two VNIs is
+     two journeys;
+   * has not already seen *this very frame* on this NIC — same NIC, same TTL,
+     same addresses and ports — more than ``hairpin_ns`` (5 ms) after it began.
+     That is a retransmission or a duplicate, so a new journey.  A second
+     sighting on one NIC that was transformed (TTL lower, NAT), or the same
+     frame again within 5 ms (a hair-pin, OVS re-injection), stays;
+   * has a frame with the same addresses and ports, or, failing that, one with
+     the same source address+port (DNAT rewrote the destination) or the same
+     destination address+port (SNAT rewrote the source).
+
+   Otherwise the frame starts a new journey.
+3. Clock offsets between hosts come from matched underlay frames (the same
+   encapsulated or routed frame on Host X eth0 and Host Y eth0; the sender is
+   the host whose address is the outer source — from the NIC facts, or, for
+   hosts without them, learnt from tunnelled traffic in both directions).  Offsets are applied only when
+   the captured times break causality (a frame received before it was sent);
+   then ``Correlation.corrected`` is true and every hop carries a
+   ``corrected_time_ns``.
+
+Hops and steps are built lazily, per journey, the first time ``hops`` is read
+(the UI asks for one journey at a time; ``journey_json`` for all of them).
+Hop order comes from topology when the NICs say their role (the lab's pcapng
+descriptions: ``role=container|bridge|overlay|underlay``, or ``kind``):
+hosts in hand-off order (sender of the underlay frame first), inside a host
+container → bridge → overlay → underlay on the way out and the reverse on the
+way in.  Without roles, by (corrected) time inside a host.  An address or port
+rewritten between two hops is ``SNAT src …`` / ``DNAT dst …``; on a reply, where
+conntrack undoes the NAT of the connection's first packets, it is
+``un-DNAT src …`` / ``un-SNAT dst … (conntrack reply)``.
+
+ARP frames form their own journeys (``inner["proto"] == "ARP"``), matched on
+the whole ARP payload: the same request seen on both ends of a wire is one
+journey.  Frames with neither IP nor ARP belong to no journey.
+"""
+
+from __future__ import annotations
+
+import gc
+from array import array
+from itertools import islice
+
+from tracer.correlate.clocks import Clocks
+from tracer.correlate.journey import Hop, Journey, inner_of, journey_json
+from tracer.correlate.nics import nic_addresses, nic_role, nic_vni, raw_address
+from tracer.correlate.order import delivered, order_hops
+from tracer.correlate.steps import SENT, narrate
+from tracer.dissect.fast import endpoints_of, identify, nat_key_of
+from tracer.model import FrameStore
+
+DEFAULT_WINDOW_NS = 1_000_000_000  # identities older than this never join (1 s)
+# The very same frame again on one NIC this soon after the journey began is the
+# packet passing that point again (a hair-pin, OVS re-injecting the skb); later
+# it is a retransmission or a duplicate.  TCP retransmits after >= 200 ms and its
+# tail-loss probe after >= 10 ms (Linux): 5 ms stays below both.
+DEFAULT_HAIRPIN_NS = 5_000_000
+
+
+class Correlation:
+    """Every journey of a store, and the frame → journey index."""
+
+    def __init__(
+        self,
+        store: FrameStore,
+        window_ns: int = DEFAULT_WINDOW_NS,
+        hairpin_ns: int = DEFAULT_HAIRPIN_NS,
+    ) -> None:
+        self.store = store
+        # Frames first, then NICs: a frame counted here only names NICs added
+        # before it (a reader thread may be appending while we look).
+        self._n = len(store)
+        self.window_ns = window_ns
+        self.hairpin_ns = hairpin_ns
+        self.journeys: list[Journey] = []
+        self.journey_of = array("i")  # per frame: journey id, -1 for none
+        self.clocks = Clocks(self)
+        self.frames = 0  # frames looked at
+        self._host_addrs: dict[str | None, set[bytes]] = {}
+        self._nic_addrs: list[set[bytes]] = []
+        self._tables()
+        self._reset()
+
+    @property
+    def offsets(self) -> dict[str | None, int]:
+        """Host -> clock offset (ns) to subtract from its captured times."""
+        return self.clocks.offsets
+
+    @property
+    def corrected(self) -> bool:
+        """True when some host's times were corrected (its clock was shown to disagree)."""
+        return self.clocks.corrected
+
+    # -- lookups for the UI --------------------------------------------------
+    def journey(self, frame: int) -> Journey | None:
+        """The journey a global frame index belongs to, or None."""
+        if frame >= len(self.journey_of):
+            return None
+        j = self.journey_of[frame]
+        return self.journeys[j] if j >= 0 else None
+
+    def __iter__(self):
+        return iter(self.journeys)
+
+    def __len__(self) -> int:
+        return len(self.journeys)
+
+    def iter_json(self, *, keep: bool = False):
+        """``journey_json`` of every journey, in order: the batch output.
+
+        Hops are built and, unless ``keep``, dropped again journey by journey, so
+        a million frames never hold a million Hop objects at once.
+        """
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for j in self.journeys:
+                cached = j._hops is not None
+                out = journey_json(j)
+                if not keep and not cached:
+                    j._hops = None
+                yield out
+        finally:
+            if enabled:
+                gc.enable()
+
+    # -- matching --------------------------------------------------------------
+    def _tables(self) -> None:
+        """Per-NIC lookups; refreshed when NICs were added since."""
+        nics = list(self.store.nics)
+        self._roles = [nic_role(nic) for nic in nics]
+        self._hosts = [nic.host for nic in nics]
+        self._host_addrs = {}
+        self._nic_addrs = []
+        for nic in nics:
+            raws = {r for r in map(raw_address, nic_addresses(nic)) if r is not None}
+            self._nic_addrs.append(raws)
+            self._host_addrs.setdefault(nic.host, set()).update(raws)
+        self._nic_vni = [nic_vni(nic) for nic in nics]
+
+    def _scan(self, start: int, n: int) -> dict:
+        """Identify frames [start, n): per-frame columns extended, {key: [frames]} returned."""
+        store = self.store
+        nics = store.nics[: len(self._roles)]
+        linktypes = [nic.linktype for nic in nics]
+        vni_of_nic = self._nic_vni
+        roles_under = [r == "underlay" for r in self._roles]
+        buffers, buf_of, offset, caplen, nic_of = (
+            store.buffers,
+            store.buf_of,
+            store.offset,
+            store.caplen,
+            store.nic_of,
+        )
+        new = n - start
+        ttl_a = self._ttl
+        vni_a = self._vni
+        ex_a = self._ex
+        under_a = self._under
+        osrc_a = self._osrc
+        ttl_a.extend(bytes(new))
+        vni_a.extend(array("i", [-1]) * new)
+        ex_a.extend(array("I", bytes(4 * new)))
+        under_a.extend(bytes(new))
+        osrc_a.extend(array("I", bytes(4 * new)))
+        ex_ids = self._ex_ids
+        addr_ids = self._addr_ids
+        buckets: dict = {}
+        ident_fn = identify
+        key_of = nat_key_of
+        ex_of = endpoints_of
+        for i in range(start, n):
+            nid = nic_of[i]
+            off = offset[i]
+            ident = ident_fn(buffers[buf_of[i]][off : off + caplen[i]], linktypes[nid])
+            if ident[6]:  # ipver
+                key = key_of(ident)
+                ex = ex_of(ident)
+                ttl_a[i] = ident[11] or 0
+            elif ident[27] is not None:  # ARP
+                a = ident[27]
+                key = ("ARP", a, ident[26])
+                ex = ("ARP", a[2], a[4], None, None)
+            else:
+                continue
+            b = buckets.get(key)
+            if b is None:
+                buckets[key] = [i]
+            else:
+                b.append(i)
+            k = ex_ids.get(ex)
+            if k is None:
+                k = ex_ids[ex] = len(ex_ids)
+            ex_a[i] = k
+            tun = ident[2]
+            if tun:
+                under_a[i] = 1
+                v = ident.vni
+                if v is not None:
+                    vni_a[i] = v
+                o = tun[0][2]
+            else:
+                v = vni_of_nic[nid]
+                if v >= 0:
+                    vni_a[i] = v
+                if not roles_under[nid]:
+                    continue
+                under_a[i] = 1
+                o = ident[7]
+            k = addr_ids.get(o)
+            if k is None:
+                k = addr_ids[o] = len(addr_ids)
+                self._addr_raw[k] = o
+            osrc_a[i] = k
+
+        # source side (src, sport) and destination side (dst, dport) of each exact id
+        side_ids = self._side_ids
+        ss_of = self._ss_of
+        ds_of = self._ds_of
+        for ex in islice(ex_ids, len(ss_of), None):
+            ss_of.append(side_ids.setdefault((0, ex[0], ex[2]), len(side_ids)))
+            ds_of.append(side_ids.setdefault((1, ex[1], ex[3]), len(side_ids)))
+        return buckets
+
+    def _split(self, frames: list[int], opened: list[list] | None, groups: list) -> list[list]:
+        """Split one bucket's frames (time order) into journeys; new groups appended.
+
+        ``opened``: the bucket's journeys still open from earlier frames (their
+        state lists), or None in one-shot mode.  Returns the open states."""
+        ts = self.store.ts_ns
+        nic_of = self.store.nic_of
+        window = self.window_ns
+        hairpin = self.hairpin_ns
+        vni_a, ex_a, ttl_a = self._vni, self._ex, self._ttl
+        ss_of, ds_of = self._ss_of, self._ds_of
+        gappend = groups.append
+        if opened is None:
+            opened = []
+        # open journeys: [group, t0, vni, seen (nic, ttl, ex), exs, src sides, dst sides]
+        for i in frames:
+            t = ts[i]
+            v = vni_a[i]
+            ex = ex_a[i]
+            sig = (nic_of[i], ttl_a[i], ex)
+            ss = ss_of[ex]
+            ds = ds_of[ex]
+            best = nat = None
+            for J in reversed(opened):
+                if t - J[1] > window:
+                    break
+                jv = J[2]
+                if v >= 0 and jv >= 0 and v != jv:
+                    continue
+                if sig in J[3] and t - J[1] > hairpin:
+                    continue  # this very frame on this NIC again, later: a new packet
+                if ex in J[4]:
+                    best = J
+                    break
+                if nat is None and (ss in J[5] or ds in J[6]):
+                    nat = J
+            if best is None:
+                best = nat
+            if best is None:
+                g = [i]
+                gappend(g)
+                opened.append([g, t, v, {sig}, {ex}, {ss}, {ds}])
+            else:
+                best[0].append(i)
+                if best[2] < 0:
+                    best[2] = v
+                best[3].add(sig)
+                best[4].add(ex)
+                best[5].add(ss)
+                best[6].add(ds)
+        return opened
+
+    def _reset(self) -> None:
+        self._ttl = array("B")
+        self._vni = array("i")
+        self._ex = array("I")  # interned (src, dst, sport, dport, icmp id)
+        self._under = array("B")  # 1: underlay frame (tunnelled, or an underlay NIC)
+        self._osrc = array("I")  # interned outermost source address
+        self._ex_ids: dict = {}
+        self._addr_ids: dict = {None: 0}
+        self._addr_raw: dict = {0: None}
+        self._side_ids: dict = {}
+        self._ss_of = array("I")
+        self._ds_of = array("I")
+        self._open: dict = {}  # incremental mode: key -> open journey states
+        # clock offset samples, kept between update() calls
+        self.clocks.reset()
+        # exact id -> {host: first time seen there}, built only when a NAT step asks
+        self._first: dict[int, dict] = {}
+        self._first_upto = 0
+
+    def _match(self) -> None:
+        """One shot: every frame, journeys numbered by their first frame's time."""
+        n = self._n
+        self.frames = n
+        self._reset()
+        buckets = self._scan(0, n)
+        ts = self.store.ts_ns
+        tsget = ts.__getitem__
+        nic_of = self.store.nic_of
+        window = self.window_ns
+        vni_a, ex_a = self._vni, self._ex
+        groups: list[list[int]] = []
+        gappend = groups.append
+        split = self._split
+        for frames in buckets.values():
+            if len(frames) == 1:
+                gappend(frames)
+                continue
+            frames.sort(key=tsget)
+            # the common case: one clean sighting per NIC, no NAT, one VNI, in the window
+            if (
+                ts[frames[-1]] - ts[frames[0]] <= window
+                and len({ex_a[i] for i in frames}) == 1
+                and len({nic_of[i] for i in frames}) == len(frames)
+                and len({vni_a[i] for i in frames} - {-1}) <= 1
+            ):
+                gappend(frames)
+                continue
+            split(frames, None, groups)
+
+        # journeys numbered by their first frame's time (then frame index)
+        groups.sort(key=lambda g: (ts[g[0]], g[0]))
+        journey_of = array("i", [-1]) * n
+        journeys = []
+        jappend = journeys.append
+        for jid, g in enumerate(groups):
+            jappend(Journey(jid, g, self))
+            for f in g:
+                journey_of[f] = jid
+        self.journeys = journeys
+        self.journey_of = journey_of
+        self.clocks.estimate()
+
+    @property
+    def pending(self) -> int:
+        """Frames in the store that :meth:`update` has not matched yet."""
+        return max(0, len(self.store) - self.frames)
+
+    def update(self, limit: int | None = None) -> list[Journey]:
+        """Match the frames appended to the store since the last call (live capture).
+
+        ``limit``: match at most that many of them (the oldest first), to bound
+        the work of one call (the UI matches a chunk per tick); :attr:`pending`
+        says how many are left, :attr:`frames` how many were matched so far.
+        Calling it until nothing is pending gives the same journeys as one call
+        without a limit.
+
+        New journeys get the next ids (creation order, no longer first-frame time
+        order); a journey that gains frames has its hops rebuilt on next use.
+        Frames are taken in arrival order per bucket, so a sighting that arrives
+        much later than frames of the same packet on other NICs still joins while
+        within the window.  Returns the journeys that are new or grew.
+
+        Start live matching with ``Correlation(store)`` and call this as frames
+        arrive; :func:`correlate` does not keep the open-journey state, so frames
+        added after it never join its journeys.
+        """
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0, not {limit}")
+        store = self.store
+        start = self.frames
+        n = len(store)
+        if limit is not None:
+            n = min(n, start + limit)
+        if n <= start:
+            return []
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            if len(store.nics) != len(self._roles):
+                self._tables()
+            if start == 0 and not self.journeys:
+                self._reset()
+            buckets = self._scan(start, n)
+            tsget = store.ts_ns.__getitem__
+            groups: list[list[int]] = []
+            grown: dict[int, Journey] = {}
+            journey_of = self.journey_of
+            journey_of.extend(array("i", [-1]) * (n - start))
+            known = {}
+            for key, frames in buckets.items():
+                frames.sort(key=tsget)
+                opened = self._open.get(key)
+                if opened:
+                    for J in opened:
+                        known[id(J[0])] = len(J[0])
+                self._open[key] = self._prune(self._split(frames, opened, groups), tsget(frames[-1]))
+                if opened:
+                    for J in opened:
+                        g = J[0]
+                        if id(g) in known and len(g) != known[id(g)]:
+                            j = self.journeys[journey_of[g[0]]]
+                            for f in g:
+                                journey_of[f] = j.id
+                            j._hops = j._inner = j._end = None
+                            grown[j.id] = j
+            for g in groups:
+                j = Journey(len(self.journeys), g, self)
+                self.journeys.append(j)
+                for f in g:
+                    journey_of[f] = j.id
+                grown[j.id] = j
+            self.frames = n
+            self._n = n
+            before = dict(self.offsets)
+            self.clocks.estimate([grown[k] for k in sorted(grown)])
+            if self.offsets != before:  # times changed: every built journey is stale
+                for j in self.journeys:
+                    j._hops = None
+            return [grown[k] for k in sorted(grown)]
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _prune(self, opened: list[list], now: int) -> list[list]:
+        """Drop open journeys no later frame can join (older than the window)."""
+        window = self.window_ns
+        k = 0
+        while k < len(opened) and now - opened[k][1] > window:
+            k += 1
+        return opened[k:] if k else opened
+
+    # -- hops, in path order, with steps ----------------------------------------
+    def _build(self, j: Journey) -> None:
+        store = self.store
+        offsets = self.offsets
+        items = []
+        for f in j.frames:
+            nid = store.nic_of[f]
+            nic = store.nics[nid]
+            ident = identify(store.data(f), nic.linktype)
+            t = store.ts_ns[f]
+            items.append(Hop(f, nic, t, t - offsets.get(nic.host, 0), ident.encap, SENT, ident))
+        items = order_hops(self, j, items)
+        first = items[0].ident
+        j._inner = inner_of(first)
+        prev = None
+        for h in items:
+            h.step = SENT if prev is None else narrate(prev, h, self._reply)
+            prev = h
+        arrived = False
+        for k in range(1, len(items)):
+            h = items[k]
+            if delivered(self, h, items[k + 1 :]):
+                h.step = h.step.delivered()
+                arrived = True
+        if arrived:
+            j._end = "delivered"
+        else:
+            j._end = f"not seen after {items[-1].nic.label}"
+        j._hops = items
+
+    def _first_seen(self) -> dict[int, dict]:
+        """Exact id -> {host: earliest captured time}, over the frames matched so far.
+
+        Built on first use (only NAT steps ask) and extended as frames are matched."""
+        first = self._first
+        n = self.frames
+        upto = self._first_upto
+        if upto < n:
+            ex_a, journey_of = self._ex, self.journey_of
+            ts, nic_of, hosts = self.store.ts_ns, self.store.nic_of, self._hosts
+            for i in range(upto, n):
+                if journey_of[i] < 0:
+                    continue  # neither IP nor ARP: no exact id
+                per = first.get(ex_a[i])
+                host = hosts[nic_of[i]]
+                if per is None:
+                    first[ex_a[i]] = {host: ts[i]}
+                else:
+                    t = per.get(host)
+                    if t is None or ts[i] < t:
+                        per[host] = ts[i]
+            self._first_upto = n
+        return first
+
+    def _reply(self, p: Hop, h: Hop) -> bool:
+        """Is the rewrite between hops ``p`` and ``h`` conntrack undoing a NAT (reply direction)?
+
+        A NAT rule rewrites a connection's original tuple O into O'; conntrack
+        then rewrites the replies, which arrive as the inverse of O', back into
+        the inverse of O.  So a rewrite a → b is a reply when the inverse of b
+        (the connection's original tuple) was seen before a, on the host that
+        rewrote it (one clock) or, failing that, anywhere (corrected times).
+        A connection whose first packets were not captured is taken to start
+        with the first one that was.
+        """
+        a, b = p.ident, h.ident
+        ids = self._ex_ids
+        ka = ids.get(endpoints_of(a))
+        kb = ids.get((b.dst_raw, b.src_raw, b.dport, b.sport, b.icmp_id))
+        if ka is None or kb is None or ka == kb:
+            return False
+        first = self._first_seen()
+        fa, fb = first.get(ka, {}), first.get(kb, {})
+        for host in (h.nic.host, p.nic.host):
+            if host in fa and host in fb:
+                return fb[host] < fa[host]
+        if not fa or not fb:
+            return False
+        off = self.offsets
+        return min(t - off.get(x, 0) for x, t in fb.items()) < min(t - off.get(x, 0) for x, t in fa.items())
+
+
+# -- entry points ------------------------------------------------------------------
+
+
+def correlate(
+    store: FrameStore,
+    *,
+    window_ns: int = DEFAULT_WINDOW_NS,
+    hairpin_ns: int = DEFAULT_HAIRPIN_NS,
+) -> Correlation:
+    """Match every frame of ``store`` into journeys (hops are built on first use)."""
+    corr = Correlation(store, window_ns, hairpin_ns)
+    # Millions of small containers and nothing cyclic: the collector would only
+    # rescan them over and over (it made matching superlinear).
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        corr._match()
+    finally:
+        if enabled:
+            gc.enable()
+    return corr
+
+
+def find_journeys(
+    store: FrameStore,
+    *,
+    window_ns: int = DEFAULT_WINDOW_NS,
+    hairpin_ns: int = DEFAULT_HAIRPIN_NS,
+) -> list[Journey]:
+    """Every journey of ``store``, ordered by the time of its first frame."""
+    return correlate(store, window_ns=window_ns, hairpin_ns=hairpin_ns).journeys
+
+

@@ -1,0 +1,173 @@
+"""What happened to a packet between two hops, as data: a :class:`Step` made of parts.
+
+A step is what the article writes beside the arrows of its figure: *bridged*,
+*routed*, *encapsulated VXLAN vni 1*, *sent over the underlay*, *decapsulated*,
+*DNAT dst 192.168.0.2:8080 → 172.17.0.2:80*, *delivered*.  Each part is a
+:class:`StepPart` with a :class:`StepKind` and the fields that kind needs (the
+tunnel, the endpoints before and after a NAT, the TTL drop, the time on the
+wire); the UI picks colours by kind, the topology screen groups by kind, and
+nobody parses the words back.
+
+A :class:`Step` is also the ``str`` a person reads (``"SNAT src 10.0.0.2:1 →
+192.168.0.1:1, routed"``): what ``--journeys`` prints and ``--json`` carries, so
+the text exists in exactly one place, :meth:`StepPart.text`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from tracer.dissect.fast import Tunnel
+
+if TYPE_CHECKING:
+    from tracer.correlate.journey import Hop
+
+
+class StepKind(str, Enum):
+    SENT = "sent"  # the first hop: where the packet was first seen
+    BRIDGED = "bridged"  # the same frame on a bridge and its port (nothing changed)
+    ROUTED = "routed"  # TTL lower or MACs rewritten on one host
+    ENCAPSULATED = "encapsulated"
+    DECAPSULATED = "decapsulated"
+    UNDERLAY = "sent over the underlay"  # from one host to another
+    SNAT = "SNAT"
+    DNAT = "DNAT"
+    UN_DNAT = "un-DNAT"  # conntrack undoing a DNAT on a reply
+    UN_SNAT = "un-SNAT"  # conntrack undoing a SNAT on a reply
+    DELIVERED = "delivered"
+
+    @property
+    def is_nat(self) -> bool:
+        return self in (StepKind.SNAT, StepKind.DNAT, StepKind.UN_DNAT, StepKind.UN_SNAT)
+
+    @property
+    def is_tunnel(self) -> bool:
+        return self in (StepKind.ENCAPSULATED, StepKind.DECAPSULATED)
+
+
+@dataclass(frozen=True, slots=True)
+class StepPart:
+    kind: StepKind
+    tunnel: Tunnel | None = None  # ENCAPSULATED: the tunnel added; DECAPSULATED: the one removed
+    before: str | None = None  # NAT: the endpoint rewritten (``addr[:port]``)
+    after: str | None = None  # NAT: what it became
+    ttl_drop: int | None = None  # ROUTED: by how much the TTL / hop limit fell
+    latency_ns: int | None = None  # UNDERLAY: time between the two hosts' sightings
+
+    def text(self, brief: bool = False) -> str:
+        """The words for people; ``brief`` leaves out details that differ per packet
+        (time on the wire, TTL drop, UDP port, conntrack remark)."""
+        k = self.kind
+        if k is StepKind.UNDERLAY:
+            return k.value if brief or self.latency_ns is None else f"{k.value} ({_duration(self.latency_ns)})"
+        if k is StepKind.ENCAPSULATED:
+            t = self.tunnel
+            assert t is not None
+            text = f"encapsulated {t.label()}"
+            return text if brief or t.dport is None else f"{text} udp/{t.dport}"
+        if k is StepKind.DECAPSULATED:
+            t = self.tunnel
+            assert t is not None
+            return f"decapsulated {t.kind}" + (f" vni {t.vni}" if t.vni is not None else "")
+        if k.is_nat:
+            side = "dst" if k in (StepKind.DNAT, StepKind.UN_SNAT) else "src"
+            text = f"{k.value} {side} {self.before} → {self.after}"
+            return text if brief or k in (StepKind.SNAT, StepKind.DNAT) else f"{text} (conntrack reply)"
+        if k is StepKind.ROUTED and not brief and self.ttl_drop is not None and self.ttl_drop > 1:
+            return f"routed (TTL−{self.ttl_drop})"
+        return k.value
+
+
+class Step(str):
+    """The parts of one step, and (as a ``str``) how they read: ``"decapsulated VXLAN vni 1"``."""
+
+    parts: tuple[StepPart, ...]
+
+    def __new__(cls, parts: Iterable[StepPart]) -> Step:
+        parts = tuple(parts) or (StepPart(StepKind.BRIDGED),)
+        self = super().__new__(cls, ", ".join(p.text() for p in parts))
+        self.parts = parts
+        return self
+
+    def __reduce__(self):  # a str subclass with a slot of its own: pickle the parts
+        return (Step, (self.parts,))
+
+    @property
+    def kinds(self) -> tuple[StepKind, ...]:
+        return tuple(p.kind for p in self.parts)
+
+    def has(self, kind: StepKind) -> bool:
+        return any(p.kind is kind for p in self.parts)
+
+    def delivered(self) -> Step:
+        """This step, ending at the packet's destination (a plain bridge hop is just
+        *delivered*)."""
+        if self.kinds == (StepKind.BRIDGED,):
+            return Step((StepPart(StepKind.DELIVERED),))
+        return Step((*self.parts, StepPart(StepKind.DELIVERED)))
+
+    def brief(self) -> str:
+        """What kind of hand-off this is, the same for every packet taking it: the
+        topology screen's links (``encapsulated VXLAN vni 1 192.168.0.1→192.168.0.2``)."""
+        return ", ".join(p.text(brief=True) for p in self.parts if p.kind is not StepKind.DELIVERED)
+
+
+SENT = Step((StepPart(StepKind.SENT),))
+
+
+def _endpoint(addr: str | None, port: int | None) -> str:
+    if port is None:
+        return str(addr)
+    return f"[{addr}]:{port}" if addr and ":" in addr else f"{addr}:{port}"
+
+
+def _duration(ns: int) -> str:
+    if abs(ns) < 1_000_000:
+        return f"{ns / 1e3:.3g} µs"
+    return f"{ns / 1e6:.3g} ms"
+
+
+def narrate(p: Hop, h: Hop, reply: Callable[[Hop, Hop], bool] | None = None) -> Step:
+    """What happened between two consecutive hops.
+
+    An address or port rewritten is ``SNAT src`` / ``DNAT dst``, or, when
+    ``reply(p, h)`` says conntrack is undoing a NAT for a reply, ``un-DNAT src``
+    (the reply's source back to the published address) / ``un-SNAT dst`` (back
+    to the masqueraded sender)."""
+    a, b = p.ident, h.ident
+    assert a is not None and b is not None
+    parts: list[StepPart] = []
+    ne_a, ne_b = len(a.encap), len(b.encap)
+    if p.nic.host != h.nic.host:
+        parts.append(StepPart(StepKind.UNDERLAY, latency_ns=h.corrected_time_ns - p.corrected_time_ns))
+    elif ne_b > ne_a:
+        parts.append(StepPart(StepKind.ENCAPSULATED, tunnel=b.tunnels[ne_a]))
+    elif ne_b < ne_a:
+        parts.append(StepPart(StepKind.DECAPSULATED, tunnel=a.tunnels[ne_b]))
+    if a.ipver and b.ipver:
+        dnat = a.dst_raw != b.dst_raw or a.dport != b.dport
+        snat = a.src_raw != b.src_raw or a.sport != b.sport
+        src = (_endpoint(a.src, a.sport), _endpoint(b.src, b.sport))
+        dst = (_endpoint(a.dst, a.dport), _endpoint(b.dst, b.dport))
+        nat: list[StepPart] = []
+        if (dnat or snat) and reply is not None and reply(p, h):
+            if snat:
+                nat.append(StepPart(StepKind.UN_DNAT, before=src[0], after=src[1]))
+            if dnat:
+                nat.append(StepPart(StepKind.UN_SNAT, before=dst[0], after=dst[1]))
+        else:
+            if snat:
+                nat.append(StepPart(StepKind.SNAT, before=src[0], after=src[1]))
+            if dnat:
+                nat.append(StepPart(StepKind.DNAT, before=dst[0], after=dst[1]))
+        parts[:0] = nat
+        if p.nic.host == h.nic.host and ne_a == ne_b:
+            routed = a.ttl is not None and b.ttl is not None and b.ttl < a.ttl
+            if not routed and a.macs and b.macs and a.macs != b.macs:
+                routed = True
+            if routed:
+                parts.append(StepPart(StepKind.ROUTED, ttl_drop=(a.ttl or 0) - (b.ttl or 0)))
+    return Step(parts)

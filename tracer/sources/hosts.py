@@ -1,0 +1,228 @@
+"""The hosts of ``tracer live --host NAME=URL``: how they are named, reached and asked.
+
+Each host is reached with a tool the operator already trusts, never a protocol
+of our own: ``ssh://[user@]host[:port]`` or a bare ssh destination (the user's
+own OpenSSH, ``BatchMode=yes``, their config, agent and known_hosts; host keys
+are always checked), ``--via 'COMMAND {host}'`` (any command prefix: ``ip netns
+exec {host}``, ``kubectl exec -n kube-system {host} --``, ``docker exec {host}``)
+or ``local`` (this machine).  On each host a short *probe* finds ``tracer`` and
+``tcpdump``; then ``sudo -n tracer agent`` runs there, or ``sudo -n tcpdump`` per
+NIC where tracer is not installed (the NICs from ``ip -d -j addr``, see
+:func:`tracer.net.discovery.links_from_ip`).  This module builds those command
+lines and reads the probe's answer; :mod:`tracer.sources.remote` runs them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+from dataclasses import dataclass
+
+from tracer.errors import CaptureError
+
+SSH_OPTIONS = [
+    "-T",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "ConnectTimeout=10",
+    "-o",
+    "ServerAliveInterval=5",
+    "-o",
+    "ServerAliveCountMax=3",
+]
+HOST_NAME_OK = re.compile(r"^[A-Za-z0-9_.:@+-]+$")
+
+# -- what the user typed ---------------------------------------------------------------
+
+
+@dataclass
+class HostSpec:
+    name: str
+    method: str  # "ssh", "via" or "local"
+    target: str = ""  # ssh destination, or what replaces {host} in --via
+    port: int | None = None
+
+
+def is_remote_arg(value: str) -> bool:
+    """``--host NAME=URL`` (a host to capture on) vs ``--host NAME`` (this machine's name)."""
+    return "=" in value
+
+
+def parse_host(arg: str, via: str | None = None) -> HostSpec:
+    name, _, url = arg.partition("=")
+    if not name or not url:
+        raise CaptureError(
+            f"--host {arg}: expected NAME=URL (ssh://[user@]host[:port], local, or what --via's {{host}} becomes)", 2
+        )
+    if not HOST_NAME_OK.match(name):
+        raise CaptureError(f"--host {arg}: the name may only have letters, digits and _.:@+-", 2)
+    if url == "local":
+        return HostSpec(name, "local")
+    if url.startswith("ssh://"):
+        rest = url[len("ssh://") :].rstrip("/")
+        port = None
+        m = re.match(r"^(.*?)(?::(\d+))?$", rest)
+        if m and m.group(2):
+            rest, port = m.group(1), int(m.group(2))
+        if not rest or "/" in rest or rest.startswith("-"):
+            raise CaptureError(f"--host {arg}: not an ssh://[user@]host[:port] URL", 2)
+        return HostSpec(name, "ssh", rest, port)
+    if "://" in url:
+        raise CaptureError(f"--host {arg}: unknown scheme (ssh://..., local, or --via)", 2)
+    if via:
+        return HostSpec(name, "via", url)
+    if url.startswith("-"):
+        raise CaptureError(f"--host {arg}: not an ssh destination", 2)
+    return HostSpec(name, "ssh", url)
+
+
+# -- commands --------------------------------------------------------------------------
+
+_PRELUDE = 'PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"; if [ "$(id -u)" = 0 ]; then S=; else S="sudo -n"; fi; '
+
+PROBE = (
+    _PRELUDE
+    + r"""
+echo "uid=$(id -u)"
+echo "tracer=$(command -v tracer 2>/dev/null)"
+echo "tcpdump=$(command -v tcpdump 2>/dev/null)"
+if [ -n "$(command -v tracer 2>/dev/null)" ]; then exit 0; fi
+echo "== links"
+ip -d -j addr show 2>/dev/null || echo "[]"
+echo "== routes"
+ip -j route show default 2>/dev/null || echo "[]"
+for ns in "$@"; do
+  echo "== links $ns"; $S ip -n "$ns" -d -j addr show 2>/dev/null || echo "[]"
+  echo "== routes $ns"; $S ip -n "$ns" -j route show default 2>/dev/null || echo "[]"
+done
+"""
+)
+
+# run the arguments as root (sudo -n unless root already)
+AS_ROOT = _PRELUDE + 'exec $S "$@"'
+
+# tcpdump, stopped (cleanly: SIGINT flushes) when stdin ends; runs as root as a whole
+# so that it may signal tcpdump.  $1: netns ("" for the default), then tcpdump's args.
+TCPDUMP = (
+    'ns=$1; shift; if [ -n "$ns" ]; then set -- ip netns exec "$ns" "$@"; fi; '
+    '"$@" </dev/null & p=$!; cat >/dev/null; kill -INT $p 2>/dev/null; wait $p'
+)
+
+
+def _prefix(spec: HostSpec, via: str | None) -> list[str] | None:
+    """argv that runs ``sh -c SCRIPT ARGS`` on the host; None: an ssh command string is built."""
+    if spec.method == "local":
+        return []
+    if spec.method == "via":
+        assert via
+        return with_stdin([w.replace("{host}", spec.target) for w in shlex.split(via)])
+    return None
+
+
+_EXEC_TOOLS = ("docker", "podman", "nerdctl", "kubectl", "oc")
+
+
+def with_stdin(words: list[str]) -> list[str]:
+    """``docker exec``/``kubectl exec`` without ``-i`` give the command no stdin, and EOF on
+    stdin is how a host is asked to stop: add ``-i`` right after ``exec``."""
+    if not words or os.path.basename(words[0]) not in _EXEC_TOOLS or "exec" not in words:
+        return words
+    k = words.index("exec")
+    flags = []
+    for w in words[k + 1 :]:
+        if w == "--" or not w.startswith("-"):
+            break
+        flags.append(w)
+    if any(
+        f in ("-i", "--stdin", "--interactive")
+        or f.startswith("--stdin=")
+        or f.startswith("--interactive=")
+        or (not f.startswith("--") and "i" in f[1:])
+        for f in flags
+    ):
+        return words
+    return words[: k + 1] + ["-i"] + words[k + 1 :]
+
+
+def host_argv(
+    spec: HostSpec, script: str, args: list[str], *, via: str | None = None, ssh_config: str | None = None
+) -> list[str]:
+    words = ["sh", "-c", script, "tracer-remote", *args]
+    pre = _prefix(spec, via)
+    if pre is not None:
+        return pre + words
+    argv = ["ssh", *SSH_OPTIONS]
+    if ssh_config:
+        argv += ["-F", ssh_config]
+    if spec.port:
+        argv += ["-p", str(spec.port)]
+    # ssh hands the remote login shell one string: quote every word for it
+    return argv + [spec.target, shlex.join(words)]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def explain_failure(stderr_lines: list[str], code: int | None, what: str) -> str:
+    """One line saying why a host could not be captured, from ssh/sudo/tool messages."""
+    text = "\n".join(stderr_lines)
+    lines = [_one_line(x) for x in stderr_lines if x.strip() and not set(x.strip()) <= {"@"}]
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text or "Host key verification failed" in text:
+        kind = (
+            "its host key does not match known_hosts (REMOTE HOST IDENTIFICATION HAS CHANGED)"
+            if "HAS CHANGED" in text
+            else "its host key is not in known_hosts"
+        )
+        return f"refused: {kind}; Host key verification failed"
+    for key in (
+        "a password is required",
+        "a terminal is required",
+        "is not in the sudoers",
+        "may not run sudo",
+        "not allowed to execute",
+    ):
+        for x in lines:
+            if key in x:
+                return f"sudo refused ({x}); capturing needs root or passwordless sudo"
+    if lines:
+        return lines[-1]
+    return f"{what} exited with status {code}" if code is not None else f"{what} failed"
+
+
+# -- the probe's answer --------------------------------------------------------------
+
+
+def parse_probe(text: str) -> tuple[dict[str, str], dict[str | None, tuple[list, list]]]:
+    """The probe's output: key=value facts, and per netns (None: default) (links, routes)."""
+    facts: dict[str, str] = {}
+    spaces: dict[str | None, tuple[list, list]] = {}
+    cur: tuple[str, str | None] | None = None
+    buf: list[str] = []
+
+    def close() -> None:
+        if cur is None:
+            return
+        try:
+            data = json.loads("".join(buf) or "[]")
+        except ValueError:
+            data = []
+        links, routes = spaces.setdefault(cur[1], ([], []))
+        (links if cur[0] == "links" else routes).extend(data if isinstance(data, list) else [])
+
+    for line in text.splitlines():
+        if line.startswith("== "):
+            close()
+            words = line[3:].split(None, 1)
+            cur = (words[0], words[1] if len(words) > 1 else None)
+            buf = []
+        elif cur is not None:
+            buf.append(line)
+        elif "=" in line:
+            k, _, v = line.partition("=")
+            facts[k.strip()] = v.strip()
+    close()
+    return facts, spaces

@@ -1,0 +1,79 @@
+"""What the live sources share: the capture options, how a capture command is asked
+to stop, and the events a session reports.
+
+:class:`Session` is the part of :class:`~tracer.sources.local.LiveSession`
+(this machine's agent) and :class:`~tracer.sources.remote.RemoteSession` (several
+hosts) that the command line and the UI talk to besides ``load``: the events
+they hear (``on_event``, ``events``), ``request_stop`` and ``stop``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tracer.events import CaptureEvent
+
+EventSink = Callable[[CaptureEvent], None]
+
+
+def ask_to_stop(proc: subprocess.Popen) -> None:
+    """EOF on its stdin: how an agent (``--stop-on-stdin-eof``), a remote command, or
+    the sh around a remote tcpdump is asked to finish; works after giving up root."""
+    try:
+        if proc.stdin is not None:
+            proc.stdin.close()
+    except OSError:
+        pass
+
+
+@dataclass
+class CaptureOptions:
+    """What to capture, as ``tracer live`` takes it: the agent's arguments, ``-w``, ``-Z``."""
+
+    interfaces: list[str] = field(default_factory=list)
+    netns: list[str] = field(default_factory=list)
+    all_netns: bool = False
+    snaplen: int = 262144
+    count: int = 0
+    duration: float = 0
+    filter: list[str] = field(default_factory=list)
+    write: str | None = None
+    user: str | None = None
+
+    def agent_args(self, host: str | None = None, *, duration: bool = True) -> list[str]:
+        """``tracer agent``'s arguments (after the program): ``duration=False`` when the
+        caller times the capture itself (several hosts stop together)."""
+        args = ["--stop-on-stdin-eof", "--quiet", "-s", str(self.snaplen)]
+        for i in self.interfaces:
+            args += ["-i", i]
+        for n in self.netns:
+            args += ["--netns", n]
+        if self.all_netns:
+            args.append("--all-netns")
+        if self.count:
+            args += ["-c", str(self.count)]
+        if duration and self.duration:
+            args += ["--duration", str(self.duration)]
+        if host:
+            args += ["--host", host]
+        if self.filter:
+            args += ["--", *self.filter]
+        return args
+
+
+class Session:
+    """Events as they happen: kept in ``events`` (the command line prints them once the UI
+    is gone) and handed to ``on_event`` (a notification in the UI, a line on stderr with
+    ``--print``), from whichever thread saw them."""
+
+    def __init__(self, on_event: EventSink | None = None) -> None:
+        self.events: list[CaptureEvent] = []
+        self.on_event = on_event
+
+    def _event(self, event: CaptureEvent) -> None:
+        self.events.append(event)
+        sink = self.on_event
+        if sink is not None:
+            sink(event)
