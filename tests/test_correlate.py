@@ -362,22 +362,44 @@ def test_same_inner_packet_in_two_vnis_never_shares_a_journey():
 
 
 def test_same_skb_at_one_probe_point_twice_is_a_hairpin_in_one_journey():
-    # retis: one ICMP packet recorded at each kernel probe point, passing
-    # net_dev_start_xmit / netif_receive_skb twice (veth, then through OVS)
-    store = load(shared_pcap("pcapng_multi_if/retis_kernel_probe_points_ovs.pcapng"))
+    # ptcpdump (eBPF tc hooks) on lo: every packet of a curl to 127.0.0.1:8000 recorded
+    # twice at the one capture point, leaving (egress hook) then arriving (ingress hook),
+    # byte for byte the same, 50..640 us apart; the file is not in time order.
+    import shutil
+    import subprocess
+
+    path = shared_pcap("pcapng_multi_if/ptcpdump_lo_each_packet_at_egress_and_ingress.pcapng")
+    store = load(path)
     corr = correlate(store)
-    icmp = frames_where(store, lambda d: d.proto == 1)
-    journeys = journeys_of(corr, icmp)
-    pings = {(d.icmp_type, d.icmp_seq) for d in (identify(store.data(f), store.linktype(f)) for f in icmp)}
-    assert len(journeys) == len(pings) == 4
+    tcp = frames_where(store, lambda d: d.proto == 6)
+    assert len(tcp) == len(store) == 24
+    journeys = journeys_of(corr, tcp)
+    packets = {bytes(store.data(f)) for f in tcp}
+    assert len(journeys) == len(packets) == 12
     hairpins = 0
     for j in journeys:
         names = [h.nic.name for h in j.hops]
         hairpins += len(names) - len(set(names))
         times = [h.time_ns for h in j.hops]
         assert times == sorted(times)
-        assert names[0] == "raw_tracepoint/net:net_dev_start_xmit"
-    assert hairpins == 8  # two probe points seen twice, in each of the 4 journeys
+        assert names == ["lo", "lo"]
+        assert len({bytes(store.data(h.frame)) for h in j.hops}) == 1  # the very same frame
+    assert hairpins == 12  # the one capture point seen twice, in each of the 12 journeys
+    # Referee for the hop order: the capture's own per-packet direction (EPB flags, read
+    # by tshark): the first hop is the egress sighting (outbound, 2), the second the
+    # ingress one (inbound, 1), as net_dev_start_xmit comes before netif_receive_skb.
+    if shutil.which("tshark") is None:
+        pytest.skip("tshark is not installed: the hop order is not checked against the EPB direction flags")
+    out = subprocess.run(
+        ["tshark", "-n", "-r", str(path), "-T", "fields", "-e", "frame.packet_flags_direction"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    direction = [int(v, 16) for v in out.split()]
+    assert len(direction) == len(store)
+    for j in journeys:
+        assert [direction[h.frame] for h in j.hops] == [2, 1]
 
 
 def test_duplicate_on_two_nics_joins_but_same_seq_other_payload_does_not():
@@ -617,7 +639,7 @@ def _journeys_by_frames(corr) -> dict:
     [
         "bundled",
         "port-forward",
-        "pcapng_multi_if/retis_kernel_probe_points_ovs.pcapng",
+        "pcapng_multi_if/ptcpdump_lo_each_packet_at_egress_and_ingress.pcapng",
         "pcapng_multi_if/macos_many_interfaces.pcapng",
         "vxlan/zeek_vxlan_same_5tuple_two_vnis.pcap",
     ],
