@@ -80,7 +80,7 @@ def build(frames: int) -> FrameStore:
     buf = b"".join(chunks)
     store.add_buffer(buf)
     tl = len(tmpl)
-    ts, nic_of, caplen, origlen = src.ts_ns, src.nic_of, src.caplen, src.origlen
+    ts, nic_of, _caplen, origlen = src.ts_ns, src.nic_of, src.caplen, src.origlen
     append = store.append
     count = 0
     for r in range(replicas):

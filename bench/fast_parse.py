@@ -27,7 +27,7 @@ import sys
 import time
 from collections import Counter
 
-import tracer.dissect.fast as fast
+from tracer.dissect import fast
 from tracer.dissect.fast import classify, identify
 
 

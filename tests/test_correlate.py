@@ -708,7 +708,7 @@ def _pf_replies(store):
 
 def test_port_forward_replies_show_conntrack_undoing_the_nat():
     store = recording("port-forward")
-    scen, addr, pub, frames = _pf_replies(store)
+    _scen, addr, pub, frames = _pf_replies(store)
     corr = correlate(store)
     replies = journeys_of(corr, frames)
     assert replies and any(j.inner["flags"] == "SA" for j in replies)

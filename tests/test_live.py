@@ -70,7 +70,8 @@ class Live:
         # running = the agent exists and the stream's first blocks were read (and teed)
         wait_for(
             lambda: (
-                self.agent_pid() is not None and (out is None or out.stat().st_size > 0) or self.proc.poll() is not None
+                (self.agent_pid() is not None and (out is None or out.stat().st_size > 0))
+                or self.proc.poll() is not None
             ),
             20,
             "tracer live to start",

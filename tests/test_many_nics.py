@@ -205,7 +205,7 @@ def test_framestore_append_widens_nic_and_buffer_ids():
     store = FrameStore()
     for k in range(65538):
         store.add_nic(Nic(name=f"n{k}"))
-    for k in range(65538):
+    for _ in range(65538):
         store.add_buffer(b"")
     store.append(3, 10, 65535, 0, 0, 0)
     store.append(65537, 11, 65537, 0, 0, 0)

@@ -479,8 +479,12 @@ MALFORMED_ERRORS = {
     "libpcap_pcap_version_1_4.pcap": "unsupported pcap version 1.4 (versions 2.0 to 2.4 are read)",
     "libpcap_pcap_version_2_5.pcap": "unsupported pcap version 2.5 (versions 2.0 to 2.4 are read)",
     "libpcap_pcapng_major_version_0.pcapng": "unsupported pcapng version 0.1 (only 1.0 is read)",
-    "libpcap_pcapng_shb_option_too_long.pcapng": "pcapng section header is damaged (length 52, trailing copy 808464432)",
-    "rusticata_kuznetzov_magic_a1b2cd34.pcap": "unsupported pcap variant (Kuznetzov 'modified pcap', magic 34 cd b2 a1)",
+    "libpcap_pcapng_shb_option_too_long.pcapng": (
+        "pcapng section header is damaged (length 52, trailing copy 808464432)"
+    ),
+    "rusticata_kuznetzov_magic_a1b2cd34.pcap": (
+        "unsupported pcap variant (Kuznetzov 'modified pcap', magic 34 cd b2 a1)"
+    ),
     "rusticata_no_magic_starts_with_epb.pcapng": "not a pcap or pcapng file (starts with 06 00 00 00)",
 }
 

@@ -65,7 +65,7 @@ def test_parse_host_forms():
 
 def test_commands_never_turn_off_host_key_checking():
     argv = host_argv(HostSpec("x", "ssh", "me@hostx", 2222), "echo $1", ["a b"], ssh_config="/tmp/cfg")
-    assert argv[0] == "ssh" and "BatchMode=yes" in argv and ["-F", "/tmp/cfg"] == argv[argv.index("-F") :][:2]
+    assert argv[0] == "ssh" and "BatchMode=yes" in argv and argv[argv.index("-F") :][:2] == ["-F", "/tmp/cfg"]
     assert not any("StrictHostKeyChecking" in a or "KnownHostsFile" in a for a in argv)
     assert argv[-2] == "me@hostx" and argv[-1] == "sh -c 'echo $1' tracer-remote 'a b'"
     assert host_argv(HostSpec("x", "via", "c1; rm"), "s", [], via="docker exec {host}") == [
@@ -524,7 +524,7 @@ def test_tcpdump_fallback_when_tracer_is_not_on_the_remote_path(lab, keys, sshd,
         assert ping(lab, 2) == 2
         time.sleep(0.5)
     finally:
-        rc, stdout, err = live.stop()
+        rc, _stdout, err = live.stop()
     assert rc == 0, err
     assert "y: tracer is not on its PATH: capturing with tcpdump on veth-c, docker0, flannel0, eth0" in err
     assert "x: tracer is not" not in err
@@ -613,7 +613,7 @@ def test_host_key_mismatch_is_refused(lab, keys, sshd, tmp_path, nobody_dir):
         str(out),
         config="ssh_config.bad",
     )
-    rc, stdout, err = live.stop(terminate=False)
+    rc, _stdout, err = live.stop(terminate=False)
     assert rc == 1
     assert err.splitlines() == [
         "tracer: live: y: refused: its host key does not match known_hosts "

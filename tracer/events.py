@@ -14,10 +14,10 @@ never parse text back into meaning.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class EventKind(str, Enum):
+class EventKind(StrEnum):
     NIC_GONE = "nic-gone"  # the interface disappeared; capture goes on elsewhere
     NIC_DOWN = "nic-down"  # set down: still captured, frames resume once it is up
     NIC_UP = "nic-up"

@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # `tracer lab status | head`: the reader left
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except Exception as e:  # LabError and anything unexpected: one line, no traceback
+    except Exception as e:  # noqa: BLE001 - LabError and anything unexpected: one line, no traceback
         if isinstance(e, LabError):
             return _err(str(e))
         return _err(f"{cmd}: {type(e).__name__}: {e}")

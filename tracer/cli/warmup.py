@@ -38,7 +38,7 @@ def warm_up(ui: bool) -> None:
     import encodings.idna  # noqa: F401
     import unicodedata  # noqa: F401
 
-    import tracer.cli.output  # noqa: F401
+    import tracer.cli.output
     from tracer.dissect.fast import identify
     from tracer.dissect.tree import layer_names
     from tracer.model import LINKTYPE_ETHERNET

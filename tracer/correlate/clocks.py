@@ -155,7 +155,7 @@ class Clocks:
                 # NTP's estimate, kept where no corrected latency is negative:
                 # -min(d_ba) <= off[b] - off[a] <= min(d_ab)
                 est = int((median(d_ab) - median(d_ba)) / 2)
-                rel[a, b] = max(-min(d_ba), min(min(d_ab), est))
+                rel[a, b] = max(-min(d_ba), min(*d_ab, est))
             else:
                 rel[a, b] = min(d_ab)
         offsets: dict[str | None, int] = {h: 0 for h in self.corr._host_addrs}

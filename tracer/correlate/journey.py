@@ -39,13 +39,13 @@ class Hop:
     corrected_time_ns: int  # time_ns minus the host's estimated clock offset
     encap: tuple[str, ...]  # tunnels around the inner packet here, outermost first
     step: Step  # what happened since the previous hop (SENT for the first)
-    ident: Identity | None = None  # the fast parse of this frame
+    ident: Identity  # the fast parse of this frame
 
 
 class Journey:
     """The frames that carry one packet; ``hops`` in path order (built on first use)."""
 
-    __slots__ = ("id", "frames", "_corr", "_hops", "_inner", "_end")
+    __slots__ = ("_corr", "_end", "_hops", "_inner", "frames", "id")
 
     def __init__(self, jid: int, frames: list[int], corr: Correlation) -> None:
         self.id = jid

@@ -199,13 +199,13 @@ class Correlation:
             nid = nic_of[i]
             off = offset[i]
             ident = ident_fn(buffers[buf_of[i]][off : off + caplen[i]], linktypes[nid])
-            if ident[6]:  # ipver
+            if ident.ipver:
                 key = key_of(ident)
                 ex = ex_of(ident)
-                ttl_a[i] = ident[11] or 0
-            elif ident[27] is not None:  # ARP
-                a = ident[27]
-                key = ("ARP", a, ident[26])
+                ttl_a[i] = ident.ttl or 0
+            elif ident.arp is not None:
+                a = ident.arp
+                key = ("ARP", a, ident.macs)
                 ex = ("ARP", a[2], a[4], None, None)
             else:
                 continue
@@ -218,13 +218,13 @@ class Correlation:
             if k is None:
                 k = ex_ids[ex] = len(ex_ids)
             ex_a[i] = k
-            tun = ident[2]
+            tun = ident.tunnels
             if tun:
                 under_a[i] = 1
                 v = ident.vni
                 if v is not None:
                     vni_a[i] = v
-                o = tun[0][2]
+                o: bytes | None = tun[0].src_raw
             else:
                 v = vni_of_nic[nid]
                 if v >= 0:
@@ -232,7 +232,7 @@ class Correlation:
                 if not roles_under[nid]:
                     continue
                 under_a[i] = 1
-                o = ident[7]
+                o = ident.src_raw
             k = addr_ids.get(o)
             if k is None:
                 k = addr_ids[o] = len(addr_ids)
@@ -352,7 +352,7 @@ class Correlation:
         # journeys numbered by their first frame's time (then frame index)
         groups.sort(key=lambda g: (ts[g[0]], g[0]))
         journey_of = array("i", [-1]) * n
-        journeys = []
+        journeys: list[Journey] = []
         jappend = journeys.append
         for jid, g in enumerate(groups):
             jappend(Journey(jid, g, self))
@@ -564,5 +564,3 @@ def find_journeys(
 ) -> list[Journey]:
     """Every journey of ``store``, ordered by the time of its first frame."""
     return correlate(store, window_ns=window_ns, hairpin_ns=hairpin_ns).journeys
-
-

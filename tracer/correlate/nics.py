@@ -31,8 +31,8 @@ def nic_addresses(nic: Nic) -> list[str]:
         value = nic.facts.get(fact)
         if not value:
             continue
-        for a in str(value).split(","):
-            a = a.strip().split("/")[0]
+        for item in str(value).split(","):
+            a = item.strip().split("/")[0]
             if a:
                 out.append(a)
     return out
@@ -48,9 +48,11 @@ def raw_address(addr: str) -> bytes | None:
 
 
 def nic_vni(nic: Nic) -> int:
-    if (nic.kind or "") in ("vxlan", "geneve") or nic.facts.get("vni") is not None:
-        try:
-            return int(nic.facts.get("vni"))
-        except (TypeError, ValueError):
-            return -1
-    return -1
+    """The VNI of a VXLAN/Geneve device (``vni=`` in its facts), -1 when none is known."""
+    value = nic.facts.get("vni")
+    if value is None:
+        return -1
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return -1

@@ -38,6 +38,7 @@ def delivered(corr: Correlation, h: Hop, later: list[Hop]) -> bool:
         return False
     return all(dst_raw(x.ident) == dst for x in later)
 
+
 def order_hops(corr: Correlation, j: Journey, items: list[Hop]) -> list[Hop]:
     if len(items) == 1:
         return items
@@ -74,6 +75,7 @@ def order_hops(corr: Correlation, j: Journey, items: list[Hop]) -> list[Hop]:
         out.extend(_order_in_host(corr, host, hs, pos, last))
     return out
 
+
 def _order_in_host(corr: Correlation, host: str | None, hs: list[Hop], pos: int, last: int) -> list[Hop]:
     roles = [corr._roles[h.nic.id] for h in hs]
     if len(hs) == 1 or any(r is None for r in roles):
@@ -96,14 +98,14 @@ def _order_in_host(corr: Correlation, host: str | None, hs: list[Hop], pos: int,
     else:
         return sorted(hs, key=lambda h: (h.corrected_time_ns, h.frame))
 
-    def rank(h: Hop, role: str) -> int:
+    def rank(h: Hop, role: str | None) -> int:
         if role == "container" and ranks is _OUT:
             own = corr._nic_addrs[h.nic.id]
             if dst_raw(h.ident) in own:
                 return _DELIVERY_RANK
             if own and src_raw(h.ident) not in own:
                 return _FLOODED_RANK  # a broadcast flooded to a bystander
-        return ranks.get(role, 5)
+        return ranks.get(role or "", 5)
 
     keyed = [(rank(h, r), h.corrected_time_ns, h.frame, h) for h, r in zip(hs, roles)]
     keyed.sort(key=lambda x: x[:3])

@@ -16,9 +16,8 @@ the text exists in exactly one place, :meth:`StepPart.text`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from enum import Enum
-from typing import TYPE_CHECKING
+from enum import StrEnum
+from typing import TYPE_CHECKING, NamedTuple
 
 from tracer.dissect.fast import Tunnel
 
@@ -26,7 +25,7 @@ if TYPE_CHECKING:
     from tracer.correlate.journey import Hop
 
 
-class StepKind(str, Enum):
+class StepKind(StrEnum):
     SENT = "sent"  # the first hop: where the packet was first seen
     BRIDGED = "bridged"  # the same frame on a bridge and its port (nothing changed)
     ROUTED = "routed"  # TTL lower or MACs rewritten on one host
@@ -48,8 +47,10 @@ class StepKind(str, Enum):
         return self in (StepKind.ENCAPSULATED, StepKind.DECAPSULATED)
 
 
-@dataclass(frozen=True, slots=True)
-class StepPart:
+class StepPart(NamedTuple):
+    """One thing that happened; the fields that do not apply to its kind are None.
+    (A named tuple: a journey of a million frames builds millions of these.)"""
+
     kind: StepKind
     tunnel: Tunnel | None = None  # ENCAPSULATED: the tunnel added; DECAPSULATED: the one removed
     before: str | None = None  # NAT: the endpoint rewritten (``addr[:port]``)
@@ -77,8 +78,11 @@ class StepPart:
             text = f"{k.value} {side} {self.before} → {self.after}"
             return text if brief or k in (StepKind.SNAT, StepKind.DNAT) else f"{text} (conntrack reply)"
         if k is StepKind.ROUTED and not brief and self.ttl_drop is not None and self.ttl_drop > 1:
-            return f"routed (TTL−{self.ttl_drop})"
+            return f"routed (TTL−{self.ttl_drop})"  # noqa: RUF001 - a minus sign, as printed since 0.1
         return k.value
+
+
+_BRIDGED = (StepPart(StepKind.BRIDGED),)
 
 
 class Step(str):
@@ -87,7 +91,7 @@ class Step(str):
     parts: tuple[StepPart, ...]
 
     def __new__(cls, parts: Iterable[StepPart]) -> Step:
-        parts = tuple(parts) or (StepPart(StepKind.BRIDGED),)
+        parts = tuple(parts) or _BRIDGED
         self = super().__new__(cls, ", ".join(p.text() for p in parts))
         self.parts = parts
         return self
@@ -106,8 +110,8 @@ class Step(str):
         """This step, ending at the packet's destination (a plain bridge hop is just
         *delivered*)."""
         if self.kinds == (StepKind.BRIDGED,):
-            return Step((StepPart(StepKind.DELIVERED),))
-        return Step((*self.parts, StepPart(StepKind.DELIVERED)))
+            return _step_of((StepPart(StepKind.DELIVERED),))
+        return _step_of((*self.parts, StepPart(StepKind.DELIVERED)))
 
     def brief(self) -> str:
         """What kind of hand-off this is, the same for every packet taking it: the
@@ -116,6 +120,7 @@ class Step(str):
 
 
 SENT = Step((StepPart(StepKind.SENT),))
+BRIDGED = Step(_BRIDGED)
 
 
 def _endpoint(addr: str | None, port: int | None) -> str:
@@ -150,24 +155,34 @@ def narrate(p: Hop, h: Hop, reply: Callable[[Hop, Hop], bool] | None = None) -> 
     if a.ipver and b.ipver:
         dnat = a.dst_raw != b.dst_raw or a.dport != b.dport
         snat = a.src_raw != b.src_raw or a.sport != b.sport
-        src = (_endpoint(a.src, a.sport), _endpoint(b.src, b.sport))
-        dst = (_endpoint(a.dst, a.dport), _endpoint(b.dst, b.dport))
-        nat: list[StepPart] = []
-        if (dnat or snat) and reply is not None and reply(p, h):
+        if dnat or snat:
+            undo = reply is not None and reply(p, h)
+            nat: list[StepPart] = []
             if snat:
-                nat.append(StepPart(StepKind.UN_DNAT, before=src[0], after=src[1]))
+                kind = StepKind.UN_DNAT if undo else StepKind.SNAT
+                nat.append(StepPart(kind, before=_endpoint(a.src, a.sport), after=_endpoint(b.src, b.sport)))
             if dnat:
-                nat.append(StepPart(StepKind.UN_SNAT, before=dst[0], after=dst[1]))
-        else:
-            if snat:
-                nat.append(StepPart(StepKind.SNAT, before=src[0], after=src[1]))
-            if dnat:
-                nat.append(StepPart(StepKind.DNAT, before=dst[0], after=dst[1]))
-        parts[:0] = nat
+                kind = StepKind.UN_SNAT if undo else StepKind.DNAT
+                nat.append(StepPart(kind, before=_endpoint(a.dst, a.dport), after=_endpoint(b.dst, b.dport)))
+            parts[:0] = nat
         if p.nic.host == h.nic.host and ne_a == ne_b:
             routed = a.ttl is not None and b.ttl is not None and b.ttl < a.ttl
             if not routed and a.macs and b.macs and a.macs != b.macs:
                 routed = True
             if routed:
                 parts.append(StepPart(StepKind.ROUTED, ttl_drop=(a.ttl or 0) - (b.ttl or 0)))
-    return Step(parts)
+    return _step_of(tuple(parts)) if parts else BRIDGED
+
+
+_STEPS: dict[tuple[StepPart, ...], Step] = {}
+_STEPS_MAX = 1 << 14
+
+
+def _step_of(parts: tuple[StepPart, ...]) -> Step:
+    """The Step of these parts, shared: a flow's hops repeat the same steps packet after packet."""
+    step = _STEPS.get(parts)
+    if step is None:
+        if len(_STEPS) >= _STEPS_MAX:
+            _STEPS.clear()
+        step = _STEPS[parts] = Step(parts)
+    return step

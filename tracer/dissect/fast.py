@@ -29,7 +29,7 @@ import struct
 from collections.abc import Callable
 from operator import itemgetter
 from socket import AF_INET, AF_INET6, inet_ntop
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 from zlib import crc32
 
 # -- flags -------------------------------------------------------------------
@@ -183,11 +183,11 @@ class Tunnel(NamedTuple):
 
     @property
     def src(self) -> str:
-        return _ntop(self.src_raw)
+        return inet_ntop(AF_INET if len(self.src_raw) == 4 else AF_INET6, self.src_raw)
 
     @property
     def dst(self) -> str:
-        return _ntop(self.dst_raw)
+        return inet_ntop(AF_INET if len(self.dst_raw) == 4 else AF_INET6, self.dst_raw)
 
     def label(self) -> str:
         """``VXLAN vni 1 192.168.0.1→192.168.0.2``."""
@@ -386,9 +386,9 @@ ICMP6_TYPES = {
 }
 
 
-def _endpoint(addr: str, port: int | None, ipver: int) -> str:
+def _endpoint(addr: str | None, port: int | None, ipver: int) -> str:
     if port is None:
-        return addr
+        return str(addr)
     return f"[{addr}]:{port}" if ipver == 6 else f"{addr}:{port}"
 
 
@@ -430,7 +430,7 @@ def _inner_summary(i: Identity) -> str:
             return f"{i.stack[-1]}, {i.length} bytes"
         return f"{i.length} bytes"
     src, dst, p = i.src, i.dst, i.proto
-    if p == 6 or p == 17:
+    if p in {6, 17}:
         head = f"{_endpoint(src, i.sport, i.ipver)} → {_endpoint(dst, i.dport, i.ipver)}"
     else:
         head = f"{src} → {dst}"
@@ -459,10 +459,10 @@ def _inner_summary(i: Identity) -> str:
     return s
 
 
-def _icmp_text(t: int, code: int, names: dict, plain: tuple) -> str:
+def _icmp_text(t: int, code: int | None, names: dict, plain: tuple) -> str:
     name = names.get(t, f"type {t}")
     if t == 3 and names is ICMP_TYPES:
-        return f"{ICMP_UNREACH.get(code, f'code {code}')} {name}"
+        return f"{ICMP_UNREACH.get(code, f'code {code}') if code is not None else 'code ?'} {name}"
     if code and t not in plain:
         return f"{name} code {code}"
     return name
@@ -483,7 +483,7 @@ def identify(data, linktype: int) -> Identity:
         plan = _plans.get(k)
         if plan is None:
             plan = _plan_for(k)
-        if plan:
+        if plan is not False:
             ident = _fast(data, n, plan)
             if ident is not None:
                 return ident
@@ -541,7 +541,7 @@ def _walk(
             et, hatype = _SLL2(data, 0)
             off = 20
             state = _sll_next(et, hatype)
-        elif linktype == 0 or linktype == 108:
+        elif linktype in {0, 108}:
             push("Loopback" if linktype == 0 else "LoopbackOpenBSD")
             af = _NULL_LE(data, 0)[0]
             if af > 0xFFFF:  # the other byte order
@@ -584,7 +584,7 @@ def _walk(
                 else:
                     frag = None
                 state = _ipn.get(proto, _STOP)
-                if state == _IP4 or state == _IP6:
+                if state in (_IP4, _IP6):
                     tunnels = _tunnel(tunnels, _IPIP_KIND[4, 4 if state == _IP4 else 6], 4, src, dst)
                     ipver = 0
             elif state == _UDP:
@@ -597,7 +597,7 @@ def _walk(
                 pstart = off
                 state = _udpn.get(dport, _STOP)
             elif state == _VXLAN:
-                vflags, word = _vx(data, off)
+                _vflags, word = _vx(data, off)
                 push("VXLAN")
                 tunnels = _tunnel(tunnels, VXLAN, ipver, src, dst, sport, dport, word >> 8)
                 off += 8
@@ -651,13 +651,13 @@ def _walk(
                 if frag:
                     break
                 state = _ipn.get(nh, _STOP)
-                if state == _IP4 or state == _IP6:
+                if state in (_IP4, _IP6):
                     tunnels = _tunnel(tunnels, _IPIP_KIND[6, 4 if state == _IP4 else 6], 6, src, dst)
                     ipver = 0
             elif state == _ICMP6:
                 itype, icode, iid, iseq = _icmp(data, off)
                 push(ICMP6_NAMES.get(itype, "ICMPv6Unknown"))
-                if itype != 128 and itype != 129:
+                if itype not in {128, 129}:
                     iid = iseq = None
                 off += 8
                 pstart = off
@@ -672,7 +672,7 @@ def _walk(
                 state = _etn.get(et, _STOP)
             elif state == _ARP:
                 push("ARP")
-                htype, ptype, hlen, plen_, op = _ARPH(data, off)
+                _htype, ptype, hlen, plen_, op = _ARPH(data, off)
                 if hlen == 6 and plen_ == 4:
                     arp = (op, *_ARP4(data, off + 8))
                 else:
@@ -731,7 +731,7 @@ def _walk(
             flags |= TRUNCATED
     except (struct.error, IndexError):
         flags |= TRUNCATED
-    except Exception:  # never raise: whatever this was, it was not understood
+    except Exception:  # noqa: BLE001 - never raise: whatever this was, it was not understood
         flags |= MALFORMED
 
     if ipver and 0 <= pstart <= limit:
@@ -896,13 +896,13 @@ _FAST_PREFIX_VX = "!16xH8x4s4sHHH6xI12sH2xHHHBB2x4s4s"  # -> 84
 _FAST_L4 = {_L4_ICMP: "BBxxHH", _L4_TCP: "HHIIBB", _L4_UDP: "HHH"}
 _L4_NAMES = {_L4_ICMP: "ICMP", _L4_TCP: "TCP", _L4_UDP: "UDP"}
 _FAST_KIND = {1: _L4_ICMP, 6: _L4_TCP, 17: _L4_UDP}
-_plans: dict[tuple, tuple | bool] = {}
+_plans: dict[tuple, tuple | Literal[False]] = {}
 
 
 def _layout(vx: bool, kind: int) -> tuple:
     if vx:
         fmt = _FAST_PREFIX_VX + _FAST_L4[kind]
-        stack = ("Ether", "IP", "UDP", "VXLAN", "Ether", "IP", _L4_NAMES[kind])
+        stack: tuple[str, ...] = ("Ether", "IP", "UDP", "VXLAN", "Ether", "IP", _L4_NAMES[kind])
     else:
         fmt = _FAST_PREFIX_PLAIN + _FAST_L4[kind]
         stack = ("Ether", "IP", _L4_NAMES[kind])
@@ -912,9 +912,9 @@ def _layout(vx: bool, kind: int) -> tuple:
 _LAYOUTS = {(vx, kind): _layout(vx, kind) for vx in (False, True) for kind in _L4_NAMES}
 
 
-def _plan_for(k: tuple):
+def _plan_for(k: tuple) -> tuple | Literal[False]:
     """The fast-lane layout for structural fields ``k``, or False (take the general walk)."""
-    plan: tuple | bool = False
+    plan: tuple | Literal[False] = False
     et, vihl, frag, p, dport, iet, ivihl, ifrag, ip_, idport = k
     l4 = _FAST_KIND
     # MF or a fragment offset: the general walk notes the fragment
@@ -1041,7 +1041,7 @@ def _fast(data, n: int, plan: tuple, _new=tuple.__new__, _crc=crc32):
             return None
         pstart += hl
     else:
-        if 8 <= iulen and pstart + iulen < limit:
+        if iulen >= 8 and pstart + iulen < limit:
             limit = pstart + iulen
         pstart += 8
     if pstart > limit:

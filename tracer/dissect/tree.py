@@ -36,7 +36,7 @@ from scapy.packet import NoPayload, Packet, bind_layers
 
 try:  # contrib modules: present in every scapy 2.5+, but never fatal
     from scapy.contrib import geneve, mpls  # noqa: F401
-except Exception:  # pragma: no cover
+except Exception:  # noqa: BLE001 # pragma: no cover
     pass
 
 from tracer.text import safe
@@ -51,7 +51,7 @@ class FlannelUDP(Packet):
     """flannel's UDP backend: the IP packet follows the UDP header directly."""
 
     name = "FlannelUDP"
-    fields_desc: list = []
+    fields_desc = []  # noqa: RUF012 - scapy's own class attribute
 
     def guess_payload_class(self, payload: bytes):
         version = payload[0] >> 4 if payload else 0
@@ -99,7 +99,7 @@ def _first_class(data: bytes, linktype: int):
 def _value(pkt: Packet, fld) -> str:
     try:
         text = fld.i2repr(pkt, pkt.getfieldval(fld.name))
-    except Exception as exc:  # a field that cannot render says so
+    except Exception as exc:  # noqa: BLE001 - a field that cannot render says so
         text = f"<{type(exc).__name__}>"
     text = safe(text)
     if len(text) > MAX_VALUE_CHARS:
@@ -138,7 +138,7 @@ def _dissect(data: bytes, linktype: int) -> tuple[Layer, ...]:
         return (_raw_layer(data),)
     try:
         pkt = cls(data)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a frame scapy cannot take apart is one Raw layer
         return (_raw_layer(data),)
     layers: list[Layer] = []
     n = len(data)
@@ -152,7 +152,7 @@ def _dissect(data: bytes, linktype: int) -> tuple[Layer, ...]:
             layers.append(Layer(layer.__class__.__name__, start, end, _fields(layer)))
             off += size
             layer = layer.payload
-    except Exception:
+    except Exception:  # noqa: BLE001
         # Keep what was dissected; the rest of the bytes become Raw.
         pass
     if off < n:
@@ -173,7 +173,7 @@ def dissect(data: bytes, linktype: int) -> list[Layer]:
     data = bytes(data)
     try:
         return list(_dissect(data, linktype))
-    except Exception:  # pragma: no cover - _dissect already guards
+    except Exception:  # noqa: BLE001 # pragma: no cover - _dissect already guards
         return [_raw_layer(data)]
 
 

@@ -44,8 +44,10 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "tracer-lab"
     sys_version = ""
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        body = f"hello from {self.server.server_address[0]}\n".encode()
+    def do_GET(self) -> None:
+        address = self.server.server_address  # (host, port): an AF_INET server
+        host = address[0] if isinstance(address, tuple) else address
+        body = f"hello from {host!s}\n".encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))

@@ -149,7 +149,7 @@ class _Table:
                 raise self.error(name, "missing")
             return default
         value = self.data[name]
-        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
             want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
             raise self.error(name, f"expected {want}, got {type(value).__name__} {value!r}")
         return value
@@ -192,7 +192,7 @@ class _Table:
             raise self.error(name, f"{value} is not a port (1-65535)")
         return value
 
-    def tables(self, name: str) -> list["_Table"]:
+    def tables(self, name: str) -> list[_Table]:
         items = self.get(name, list, [])
         return [_Table(self.path, f"{self.key(name)}[{i}]", item) for i, item in enumerate(items)]
 
@@ -283,6 +283,7 @@ def parse(data: dict, path: Path) -> Scenario:
 
     under = _Table(path, "underlay", top.get("underlay", dict))
     underlay = under.network("subnet")
+    assert underlay is not None  # required: network() raised when it was missing
     under.done()
 
     ov = _Table(path, "overlay", top.get("overlay", dict))

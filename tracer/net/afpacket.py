@@ -23,7 +23,8 @@ import socket
 import struct
 import threading
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from tracer.errors import NicError
 from tracer.model import LINKTYPE_ETHERNET, LINKTYPE_RAW
@@ -97,7 +98,7 @@ def run_in_netns(netns: str | None, fn: Callable[[], T]) -> T:
         try:
             _setns(target)  # this thread only; it ends right after, so no way back is needed
             box["result"] = fn()
-        except BaseException as e:  # handed to the caller's thread
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
             box["error"] = e
         finally:
             os.close(target)
@@ -193,7 +194,7 @@ class PacketSocket:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> "PacketSocket":
+    def __enter__(self) -> PacketSocket:
         return self
 
     def __exit__(self, *exc: object) -> None:

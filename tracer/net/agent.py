@@ -10,7 +10,8 @@ kernel's PACKET_STATISTICS (received/dropped) every second and at the end.
 It opens one AF_PACKET socket per NIC (entering each netns to do so), attaches
 the kernel BPF filter if one is given, reads raw frames from a TPACKET_V3 ring
 (as libpcap does: no system call per frame; one ``recvmsg`` per frame where the
-ring cannot be set up) straight into EPBs, and never looks inside them.  The filter is tcpdump syntax compiled by tcpdump itself
+ring cannot be set up) straight into EPBs, and never looks inside them.  The
+filter is tcpdump syntax compiled by tcpdump itself
 (``tcpdump -ddd -y LINKTYPE -s 262144 FILTER``, once per link type) and attached
 with SO_ATTACH_FILTER: exactly the classic BPF tcpdump would attach.  The
 filter never truncates (ret 262144), so original lengths stay right; ``-s`` is
@@ -127,7 +128,7 @@ class Tap:
     frames: int = 0
     gone: bool = False
     down: bool = False  # administratively down: the socket stays bound, frames resume when up
-    ring: "Ring | None" = None
+    ring: Ring | None = None
 
     @property
     def fd(self) -> int:
@@ -177,7 +178,7 @@ class _Out:
         self.fd = fd
         self.buf = bytearray()
 
-    def write(self, data) -> int:
+    def write(self, data: bytes, /) -> int:
         self.buf += data
         if len(self.buf) >= OUT_BUFFER:
             self.flush()
@@ -464,8 +465,7 @@ class Agent:
                 if fill > room:
                     self._commit()
                     fill = 0
-                if caplen > snap:
-                    caplen = snap
+                caplen = min(caplen, snap)
                 ts = sec * 1_000_000_000 + nsec
                 end = fill + 28 + caplen
                 buf[fill + 28 : end] = mm[p + mac : p + mac + caplen]
@@ -791,9 +791,9 @@ def main(argv: list[str] | None = None) -> int:
     except CaptureError as e:
         print(f"tracer agent: {safe(e)}", file=sys.stderr)
         return e.code
-    stop = {"agent": None}
+    stop: dict[str, Agent | None] = {"agent": None}
 
-    def on_signal(signum, frame):  # noqa: ARG001
+    def on_signal(signum, frame):
         if stop["agent"] is not None:
             stop["agent"].stopping = True
         else:

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from tracer.errors import DiscoveryError
 from tracer.net.afpacket import NETNS_RUN_DIR, NicError, run_in_netns
@@ -396,14 +396,16 @@ def interesting(links: Iterable[Link]) -> list[Link]:
     return sorted(chosen, key=lambda l: ROLE_ORDER[l.role])
 
 
-def discover(netns: list[str | None] | None = None, *, all_netns: bool = False, host: str | None = None) -> list[Link]:
+def discover(
+    netns: Sequence[str | None] | None = None, *, all_netns: bool = False, host: str | None = None
+) -> list[Link]:
     """The interesting NICs of our netns (None) and of each netns in ``netns``.
 
     ``all_netns`` adds every named netns and every container netns found through
     /proc."""
-    spaces: list[str | None] = [None] + list(netns or [])
+    spaces: list[str | None] = [None, *(netns or [])]
     if all_netns:
-        spaces += named_netns() + container_netns()
+        spaces += [*named_netns(), *container_netns()]
     here = current_netns_name()
     seen: set = set()
     out: list[Link] = []

@@ -92,7 +92,7 @@ def open_output(path: str, who: tuple[int, int, str | None] | None) -> BinaryIO:
     starts.  ``who`` None (not root, or staying root): opened as we are."""
     if who is None or who[0] == 0:
         try:
-            return open(path, "wb", buffering=0)  # type: ignore[return-value]
+            return open(path, "wb", buffering=0)
         except OSError as e:
             raise CaptureError(f"{path}: cannot write ({e.strerror or e})") from None
     import socket
@@ -115,7 +115,7 @@ def open_output(path: str, who: tuple[int, int, str | None] | None) -> BinaryIO:
             except OSError:
                 pass
             code = 1
-        except BaseException as e:  # e.g. CaptureError from drop_privileges: say what
+        except BaseException as e:  # noqa: BLE001 - e.g. CaptureError from drop_privileges: say what
             try:
                 child.send(b"err" + str(e).encode(errors="replace"))
             except OSError:
@@ -139,4 +139,4 @@ def open_output(path: str, who: tuple[int, int, str | None] | None) -> BinaryIO:
             "it runs as after giving up root, like tcpdump -Z"
         )
     os.set_inheritable(fds[0], False)  # SCM_RIGHTS does not carry close-on-exec
-    return open(fds[0], "wb", buffering=0)  # type: ignore[return-value]
+    return open(fds[0], "wb", buffering=0)

@@ -41,9 +41,9 @@ import struct
 import time
 import typing
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from tracer import nicfacts
 from tracer.errors import InputError
@@ -51,12 +51,12 @@ from tracer.events import CaptureEvent, EventKind
 from tracer.model import LINKTYPE_LINUX_SLL2, NARROW_ID_MAX, WIDE_ID, FrameStore, Nic
 
 __all__ = [
+    "MAX_CAPLEN",
     "Capture",
     "InputError",
     "SourceSpec",
     "open_capture",
     "parse_source_spec",
-    "MAX_CAPLEN",
 ]
 
 MAX_CAPLEN = 262144  # libpcap's MAXIMUM_SNAPLEN: anything larger is damage
@@ -528,7 +528,7 @@ class _PcapParser(_Base):
 class _Iface:
     """One IDB of the current section."""
 
-    __slots__ = ("nic_id", "mul", "div", "off", "snap", "nic", "sll2")
+    __slots__ = ("div", "mul", "nic", "nic_id", "off", "sll2", "snap")
 
     def __init__(self, nic_id, mul, div, off, snap, nic, sll2) -> None:
         self.nic_id = nic_id
@@ -914,6 +914,7 @@ class Capture:
 
     def _read_file(self, parser, sink, store, cancelled, progress) -> None:
         mm = self._mm
+        assert mm is not None
         end = len(mm)
         sink.buf_id = store.add_buffer(mm)
         pos = 24 if self.format == "pcap" else 0
@@ -941,6 +942,7 @@ class Capture:
         if readinto is not None and not hasattr(f, "read1"):
             return readinto(view) or 0  # raw file: one syscall
         read1 = getattr(f, "read1", None)
+        assert f is not None
         data = read1(len(view)) if read1 is not None else f.read(len(view))
         if not data:
             return 0
@@ -1008,7 +1010,7 @@ class Capture:
                 pass
         self._stream = None
 
-    def __enter__(self) -> "Capture":
+    def __enter__(self) -> Capture:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 import sys
-from typing import BinaryIO
+from typing import Protocol
 
 from tracer import __version__
 
@@ -62,12 +62,20 @@ def _block(block_type: int, body: bytes) -> bytes:
     return struct.pack(_E + "II", block_type, total) + body + struct.pack(_E + "I", total)
 
 
+class Writable(Protocol):
+    """Where blocks go: a binary file, a pipe, or a buffer of the caller's."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
 class PcapngWriter:
     """A pcapng section written block by block to a binary file object."""
 
     def __init__(
         self,
-        fileobj: BinaryIO,
+        fileobj: Writable,
         *,
         user_appl: str = f"tracer {__version__}",
         os_name: str | None = None,

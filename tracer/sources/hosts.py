@@ -144,7 +144,7 @@ def with_stdin(words: list[str]) -> list[str]:
         for f in flags
     ):
         return words
-    return words[: k + 1] + ["-i"] + words[k + 1 :]
+    return [*words[: k + 1], "-i", *words[k + 1 :]]
 
 
 def host_argv(
@@ -160,7 +160,7 @@ def host_argv(
     if spec.port:
         argv += ["-p", str(spec.port)]
     # ssh hands the remote login shell one string: quote every word for it
-    return argv + [spec.target, shlex.join(words)]
+    return [*argv, spec.target, shlex.join(words)]
 
 
 def _one_line(text: str) -> str:

@@ -27,8 +27,9 @@ import select
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from tracer.errors import CaptureError, InputError
 from tracer.events import CaptureEvent, EventKind
@@ -232,5 +233,3 @@ class LiveSession(Session):
             self.wfile = None
         self.exit_code = code or 0
         return self.exit_code
-
-

@@ -41,8 +41,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable
+from typing import IO, BinaryIO
 
 from tracer import nicfacts
 from tracer.errors import CaptureError, InputError
@@ -126,7 +127,7 @@ class _Merged:
         self.buf = bytearray()
         self.frames = 0
 
-    def write(self, data) -> int:
+    def write(self, data: bytes, /) -> int:
         self.buf += data
         if len(self.buf) >= self.FLUSH_BYTES:
             self.flush()
@@ -159,9 +160,9 @@ class _StreamCopier:
 
     def __init__(
         self,
-        session: "RemoteSession",
+        session: RemoteSession,
         host: HostState,
-        f: BinaryIO,
+        f: IO[bytes],
         label: str,
         pcap_name: str | None = None,
         pcap_desc: str | None = None,
@@ -222,7 +223,8 @@ class _StreamCopier:
                 idb = blocks.idb(block)
                 units.append(idb.units)
                 desc = nicfacts.with_host(idb.description, self.host.name)
-                ids.append(self.s._add_interface(self.host, idb.name or f"if{len(ids)}", idb.linktype, desc, idb.snaplen))
+                name = idb.name or f"if{len(ids)}"
+                ids.append(self.s._add_interface(self.host, name, idb.linktype, desc, idb.snaplen))
             elif block.type == blocks.EPB:
                 epb = blocks.epb(block)
                 if epb.if_id >= len(ids):
@@ -602,6 +604,7 @@ class RemoteSession(Session):
         threads = []
         for argv, label, pcap_name, pcap_desc in streams:
             p = argv if isinstance(argv, subprocess.Popen) else self._spawn(argv, host)
+            assert p.stdout is not None  # spawned with stdout=PIPE
             errs: list[str] = []
             c = _StreamCopier(
                 self, host, p.stdout, label, pcap_name, nicfacts.with_host(pcap_desc, host.name) if pcap_desc else None
