@@ -3,34 +3,28 @@ waiting for a condition, and a lab scenario built for one test module."""
 
 from __future__ import annotations
 
-import struct
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tracer.pcapng import blocks as pcapng_blocks
+from tracer.pcapng.blocks import BlockReader
+
 
 def blocks(path: Path) -> list[tuple[int, bytes]]:
-    """(type, body) of every block of a little-endian pcapng; asserts the framing is whole."""
-    data, off, out = path.read_bytes(), 0, []
-    while off < len(data):
-        btype, total = struct.unpack_from("<II", data, off)
-        assert total >= 12 and off + total <= len(data), f"truncated block at {off}"
-        assert struct.unpack_from("<I", data, off + total - 4)[0] == total
-        out.append((btype, data[off + 8 : off + total - 4]))
-        off += total
+    """(type, body) of every block of a pcapng, read with the project's one block reader
+    (:class:`tracer.pcapng.blocks.BlockReader` checks each block's framing; a damaged or
+    cut file fails the test).  tests/test_blocks.py holds that reader to tshark."""
+    with open(path, "rb") as f:
+        reader = BlockReader(f.read)
+        out = [(b.type, b.body) for b in reader]
+    assert reader.clean_end, f"{path} does not end at the end of a block"
     return out
 
 
 def options(body: bytes, start: int) -> list[tuple[int, bytes]]:
-    out, o = [], start
-    while o + 4 <= len(body):
-        code, length = struct.unpack_from("<HH", body, o)
-        if code == 0:
-            break
-        out.append((code, body[o + 4 : o + 4 + length]))
-        o += 4 + length + (-length % 4)
-    return out
+    return pcapng_blocks.options(body, start)
 
 
 def idb_names(path: Path) -> list[str]:

@@ -22,6 +22,9 @@ import pytest
 
 from tests.conftest import IS_ROOT, requires_root
 from tests.helpers import blocks, idb_names, options, wait_for
+from tracer.events import EventKind
+from tracer.model import FrameStore
+from tracer.pcapng.reader import SourceSpec, open_capture
 
 PY = sys.executable
 TAG = f"an{os.getpid()}"
@@ -161,6 +164,18 @@ def test_nic_set_down_then_up_stays_one_interface_and_is_not_gone(netns, tmp_pat
     assert sum(1 for _i, t, d in frames if t > t_up and is_udp(d, b"after-up")) == 3
     # statistics went on for it all along: an ISB per second, not one 'gone' and silence
     assert sum(1 for t, _b in blocks(out) if t == 5) >= 4
+    # the stream says it too (so -w and replay keep it), and the reader hears it as events
+    states = [v for t, b in blocks(out) if t == 5 for c, v in options(b, 12) if c == 1]
+    assert states == [f"down: va@{a} is down".encode(), f"up: va@{a} is up again".encode()], states
+    events = []
+    store = FrameStore()
+    with open_capture(SourceSpec(str(out))) as cap:
+        cap.read_into(store, on_event=events.append)
+    assert [(e.kind, e.nic, e.text) for e in events] == [
+        (EventKind.NIC_DOWN, "va", f"down: va@{a} is down"),
+        (EventKind.NIC_UP, "va", f"up: va@{a} is up again"),
+    ]
+    assert not store.nics[0].down and not store.nics[0].gone
 
 
 @requires_root

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, shared_pcap
-from tracer.correlate import Correlation, correlate, find_journeys, journey_json, nic_role
+from tracer.correlate import Correlation, Step, StepKind, correlate, find_journeys, journey_json, nic_role
 from tracer.dissect.fast import identify
 from tracer.model import FrameStore, Nic
 from tracer.pcapng.reader import SourceSpec, open_capture
@@ -222,6 +222,16 @@ def test_encapsulation_step_names_the_tunnel(name):
         assert j.hops[1].step == "bridged"
     else:  # docker overlay: one L2 network, bridged all the way
         assert {j.hops[k].step for k in (1, 2, 6)} == {"bridged"}
+    # the same, as data: what the UI colours and the topology screen groups by
+    (enc,) = step.parts
+    assert enc.kind is StepKind.ENCAPSULATED and enc.tunnel is not None
+    assert (enc.tunnel.src, enc.tunnel.dst, enc.tunnel.dport) == (addr["hostx"], addr["hosty"], ov["port"])
+    assert enc.tunnel.vni == ov.get("vni")
+    assert j.hops[4].step.kinds[0] is StepKind.UNDERLAY and j.hops[4].step.parts[0].latency_ns > 0
+    assert j.hops[5].step.kinds[0] is StepKind.DECAPSULATED and j.hops[5].step.parts[0].tunnel == enc.tunnel
+    assert j.hops[-1].step.kinds[-1] is StepKind.DELIVERED
+    # a step reads back the same from its parts alone (what --journeys --json prints)
+    assert [Step(h.step.parts) for h in j.hops] == [str(h.step) for h in j.hops]
 
 
 @pytest.mark.parametrize("name", OVERLAYS)
@@ -732,6 +742,15 @@ def test_port_forward_replies_show_conntrack_undoing_the_nat():
         assert steps[4] == (f"un-SNAT dst {addr['hostx']}:{dport} → {addr['A']}:{dport} (conntrack reply), routed")
         assert not any(s.startswith(("SNAT", "DNAT")) for s in steps), steps
         assert [h["step"] for h in journey_json(j)["hops"]] == steps
+        un_dnat, routed = j.hops[2].step.parts
+        assert (un_dnat.kind, un_dnat.before, un_dnat.after) == (
+            StepKind.UN_DNAT,
+            f"{addr['C']}:{pub['container_port']}",
+            f"{addr['hosty']}:{pub['host_port']}",
+        )
+        assert routed.kind is StepKind.ROUTED and routed.ttl_drop == 1
+        assert j.hops[4].step.kinds == (StepKind.UN_SNAT, StepKind.ROUTED)
+        assert not any(k in (StepKind.SNAT, StepKind.DNAT) for h in j.hops for k in h.step.kinds)
     # the requests keep the rules' own names
     requests = [j for j in corr.journeys if j.inner.get("proto") == "TCP" and j not in replies]
     assert requests

@@ -29,7 +29,7 @@ from tests.helpers import lab_up
 from tracer.errors import CaptureError
 from tracer.net.discovery import links_from_ip
 from tracer.sources.hosts import HostSpec, explain_failure, host_argv, parse_host
-from tracer.sources.remote import RemoteOptions
+from tracer.sources.remote import RemoteOptions, RemoteSession
 
 TAG = f"rm{os.getpid()}"
 PY = sys.executable
@@ -811,7 +811,8 @@ def test_a_host_too_slow_to_start_is_given_up_and_sends_no_columns_later(monkeyp
 CTRL_C_DURING_SPAWN = r"""
 import os, signal, subprocess
 from tracer.cli import live as live_cli
-from tracer.sources.remote import HostSpec, RemoteOptions, RemoteSession
+from tracer.sources.hosts import HostSpec
+from tracer.sources.remote import RemoteOptions, RemoteSession
 
 real, fired = subprocess.Popen, []
 
@@ -847,3 +848,14 @@ def test_ctrl_c_while_the_local_agent_is_spawned_does_not_hang():
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
     assert r.stdout.startswith("rc "), r.stderr
     assert "Traceback" not in r.stderr, r.stderr
+
+
+def test_status_is_each_hosts_name_state_and_reason():
+    """What a UI or a script reads of the session (it raised AttributeError: the method
+    sat on the wrong class)."""
+    sess = RemoteSession(RemoteOptions(hosts=[HostSpec("x", "local"), HostSpec("y", "ssh", "hy")]))
+    sess._set(sess.hosts[1], "failed", "refused: its host key is not in known_hosts")
+    assert sess.status() == [("x", "starting", ""), ("y", "failed", "refused: its host key is not in known_hosts")]
+    assert [(e.kind.value, e.line) for e in sess.events] == [
+        ("host-failed", "y: refused: its host key is not in known_hosts")
+    ]

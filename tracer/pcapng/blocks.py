@@ -206,6 +206,8 @@ class BlockReader:
                 raise StreamTruncated(f"stream ends inside a block header ({len(hdr)} of 8 bytes)")
             if hdr[:4] == b"\x0a\x0d\x0d\x0a":
                 bom = self._take(4)
+                if len(bom) < 4:
+                    raise StreamTruncated(f"stream ends inside a section header ({8 + len(bom)} bytes)")
                 if bom not in (BOM_LE, BOM_BE):
                     raise StreamDamage(f"section header with a bad byte-order magic ({bom.hex(' ')})")
                 self.endian = "<" if bom == BOM_LE else ">"

@@ -1,0 +1,96 @@
+"""tracer installed as a user installs it: a wheel, in a fresh venv far from this checkout.
+
+The wheel must carry the bundled capture and the five scenarios (``tracer.scenarios``
+is the top-level scenarios/ folder mapped into the package): ``tracer replay`` with
+no file opens the bundled capture and ``tracer lab list`` lists the scenarios, run
+from a directory that has nothing to do with the repo.  The new venv takes tracer
+from the wheel; its dependencies (textual, scapy, pyroute2) come from this test
+run's own environment through a ``.pth`` line, so the test needs no network.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import sysconfig
+import venv
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SCENARIOS = sorted(p.stem for p in (REPO / "scenarios").glob("*.toml"))
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """A venv outside the repo with the freshly built wheel installed; its bin dir."""
+    base = tmp_path_factory.mktemp("wheel")
+    dist = base / "dist"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stderr
+    (wheel,) = dist.glob("tracer-*.whl")
+    env = base / "venv"
+    venv.EnvBuilder(with_pip=True).create(env)
+    py = env / "bin" / "python"
+    site = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    # the dependencies, from this environment (appended after the venv's own site-packages)
+    Path(site, "deps-from-test-env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    inst = subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert inst.returncode == 0, inst.stderr
+    return env / "bin"
+
+
+def run(bindir: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(bindir / "tracer"), *args], capture_output=True, text=True, timeout=120, cwd=cwd, stdin=subprocess.DEVNULL
+    )
+
+
+def test_the_wheel_carries_the_scenarios_and_the_bundled_captures(installed, tmp_path):
+    where = subprocess.run(
+        [str(installed / "python"), "-c", "import tracer, tracer.scenarios as s; print(tracer.__file__, s.DIR)"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+    ).stdout.split()
+    package, data = Path(where[0]).parent, Path(where[1])
+    assert REPO not in package.parents and REPO not in data.parents, where  # from the wheel, not the checkout
+    assert data == package / "scenarios"
+    assert sorted(p.stem for p in data.glob("*.toml")) == SCENARIOS
+    assert sorted(p.parent.name for p in data.glob("*/capture.pcapng")) == SCENARIOS
+
+
+def test_replay_opens_the_bundled_capture_from_anywhere(installed, tmp_path):
+    r = run(installed, "replay", "--stats", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    # the article's A→C path: eight NICs, on two hosts, the echo seen on each
+    assert len(rows) == 8 and {row["host"] for row in rows} == {"hostx", "hosty"}
+    assert all(row["frames"] > 0 for row in rows)
+    assert any("VXLAN" in row["encapsulated"] for row in rows)
+
+
+def test_lab_lists_the_five_scenarios_from_anywhere(installed, tmp_path):
+    r = run(installed, "lab", "list", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert [line.split()[0] for line in r.stdout.splitlines()] == SCENARIOS
+    assert "(invalid" not in r.stdout
+    assert len(SCENARIOS) == 5
