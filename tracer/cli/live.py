@@ -8,12 +8,13 @@ failure; never a traceback for a person's mistake.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tracer.cli.main import die, warn
 from tracer.errors import CaptureError, DiscoveryError
@@ -180,18 +181,7 @@ def _live(args: argparse.Namespace) -> int:
     check_args(args)
     if not args.print_ and not sys.stdout.isatty():
         return _err("the UI needs a terminal; use --print (or --print --json) for scripts", 2)
-    opts = LiveOptions(
-        interfaces=args.interfaces,
-        netns=args.netns,
-        all_netns=args.all_netns,
-        snaplen=args.snaplen,
-        count=args.count,
-        duration=args.duration,
-        filter=args.filter,
-        write=args.write,
-        user=args.user,
-        host=args.host,
-    )
+    opts = LiveOptions(**_capture_options(args), host=args.host)
     return _run_session(LiveSession(opts, on_event=_print_event), args.print_, args.json)
 
 
@@ -212,23 +202,17 @@ def _live_hosts(args: argparse.Namespace, remotes: list[str]) -> int:
         return _err("--via needs {host} where the host goes, e.g. 'ip netns exec {host}'", 2)
     if not args.print_ and not sys.stdout.isatty():
         return _err("the UI needs a terminal; use --print (or --print --json) for scripts", 2)
-    opts = RemoteOptions(
-        hosts=hosts,
-        interfaces=args.interfaces,
-        netns=args.netns,
-        all_netns=args.all_netns,
-        snaplen=args.snaplen,
-        count=args.count,
-        duration=args.duration,
-        filter=args.filter,
-        write=args.write,
-        user=args.user,
-        via=args.via,
-        ssh_config=args.ssh_config,
-    )
+    opts = RemoteOptions(**_capture_options(args), hosts=hosts, via=args.via, ssh_config=args.ssh_config)
     # what happens to hosts (unreachable, sudo refused, dropped, ...) goes to stderr as it
     # happens with --print; the UI shows it as notifications (see _run_session)
     return _run_session(RemoteSession(opts, on_event=_print_event), args.print_, args.json)
+
+
+def _capture_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What one host or several capture (:class:`tracer.sources.session.CaptureOptions`)."""
+    from tracer.sources.session import CaptureOptions
+
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(CaptureOptions)}
 
 
 def _print_event(event: CaptureEvent) -> None:

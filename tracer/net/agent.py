@@ -577,25 +577,28 @@ class Agent:
                 continue
             self.writer.write_stats(tap.if_id, now, rec, drop, start_ns=self.start_ns)
 
-    def _gone(self, tap: Tap, why: str | None) -> None:
+    def _say_state(self, tap: Tap, word: str, text: str, stderr_line: str) -> None:
+        """A NIC is gone, down or up: said in the stream (an ISB with its counters, whose
+        comment the reader turns into an event) and, unless quiet, on stderr."""
         assert self.writer is not None
         self._commit()
-        tap.gone = True
         try:
             rec, drop = tap.psock.stats()
         except OSError:
             rec, drop = tap.psock.received, tap.psock.dropped
-        self.writer.write_stats(
-            tap.if_id,
-            time.time_ns(),
-            rec,
-            drop,
-            start_ns=self.start_ns,
-            comment=nicfacts.state_comment(
-                nicfacts.GONE,
-                f"{tap.link.label} disappeared ({why or 'removed'}) after {tap.frames} frames;"
-                " capture went on on the other NICs",
-            ),
+        comment = nicfacts.state_comment(word, text)
+        self.writer.write_stats(tap.if_id, time.time_ns(), rec, drop, start_ns=self.start_ns, comment=comment)
+        if not self.quiet:
+            print(f"tracer agent: {safe(tap.link.label)}: {stderr_line}", file=sys.stderr)
+
+    def _gone(self, tap: Tap, why: str | None) -> None:
+        tap.gone = True
+        why = why or "removed"
+        self._say_state(
+            tap,
+            nicfacts.GONE,
+            f"{tap.link.label} disappeared ({why}) after {tap.frames} frames; capture went on on the other NICs",
+            f"gone ({safe(why)}); capture goes on",
         )
         try:
             self.poller.unregister(tap.fd)
@@ -603,33 +606,11 @@ class Agent:
             pass
         self.by_fd.pop(tap.fd, None)
         self._close(tap)
-        if not self.quiet:
-            print(
-                f"tracer agent: {safe(tap.link.label)}: gone ({safe(why or 'removed')}); capture goes on",
-                file=sys.stderr,
-            )
 
     def _state_changed(self, tap: Tap, word: str) -> None:
-        """A NIC went down or came up: said in the stream (an ISB whose comment says so,
-        which the reader turns into an event) and, unless quiet, on stderr."""
-        assert self.writer is not None
-        self._commit()
-        try:
-            rec, drop = tap.psock.stats()
-        except OSError:
-            rec, drop = tap.psock.received, tap.psock.dropped
-        self.writer.write_stats(
-            tap.if_id,
-            time.time_ns(),
-            rec,
-            drop,
-            start_ns=self.start_ns,
-            comment=nicfacts.state_comment(
-                word, f"{tap.link.label} is {word}" + (" again" if word == nicfacts.UP else "")
-            ),
-        )
-        if not self.quiet:
-            print(f"tracer agent: {safe(tap.link.label)}: {word}", file=sys.stderr)
+        """Down (a NIC set down keeps its socket and interface) or up again."""
+        again = " again" if word == nicfacts.UP else ""
+        self._say_state(tap, word, f"{tap.link.label} is {word}{again}", word)
 
     def _went_down(self, tap: Tap) -> None:
         """ENETDOWN: the NIC was set down, or is being deleted (the kernel sets it down

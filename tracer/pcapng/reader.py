@@ -49,6 +49,7 @@ from tracer import nicfacts
 from tracer.errors import InputError
 from tracer.events import CaptureEvent, EventKind
 from tracer.model import LINKTYPE_LINUX_SLL2, NARROW_ID_MAX, WIDE_ID, FrameStore, Nic
+from tracer.pcapng.blocks import read_exactly
 
 __all__ = [
     "MAX_CAPLEN",
@@ -1023,16 +1024,7 @@ def _freeze(chunk: bytearray, n: int) -> bytes:
 
 
 def _read_head(f: typing.BinaryIO, want: int) -> bytes:
-    parts = []
-    got = 0
-    read1 = getattr(f, "read1", None) or f.read
-    while got < want:
-        data = read1(want - got)
-        if not data:
-            break
-        parts.append(data)
-        got += len(data)
-    return b"".join(parts)
+    return read_exactly(getattr(f, "read1", None) or f.read, want)
 
 
 def open_capture(spec: SourceSpec, fileobj: typing.BinaryIO | None = None) -> Capture:
