@@ -27,6 +27,7 @@ from tracer.ui import TracerApp
 from tracer.ui.detail import HexView, LayerTree
 from tracer.ui.help import HelpScreen
 from tracer.ui.packet_list import PacketList
+from tracer.ui.palette import Palette
 
 SIZE = (160, 48)
 
@@ -404,7 +405,7 @@ def _option(code: int, value: bytes) -> bytes:
 
 def hostile_pcapng(path: Path, frames: list[bytes]) -> Path:
     shb = _pcapng_block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
-    opts = _option(2, ("eth" + HOSTILE).encode()) + _option(3, ("host=[red]evil[/]\x1b[2J").encode()) + _option(0, b"")
+    opts = _option(2, ("eth" + HOSTILE).encode()) + _option(3, b"host=[red]evil[/]\x1b[2J") + _option(0, b"")
     idb = _pcapng_block(1, struct.pack("<HHI", 1, 0, 65535) + opts)
     epbs = b""
     for k, frame in enumerate(frames):
@@ -437,7 +438,7 @@ def hostile_app(tmp_path: Path, monkeypatch, host: str | None = None) -> TracerA
     wrpcap(str(pcap), frames)
     pcapng = hostile_pcapng(tmp_path / "hostile.pcapng", frames)
 
-    import tracer.ui.packet_list as packet_list
+    from tracer.ui import packet_list
 
     real_identify = packet_list.identify
 
@@ -553,3 +554,124 @@ def test_the_title_a_file_or_nic_name_makes_is_escaped():
     app = ui_app(title="tracer — a\x1b]0;pwned\x07b.pcap")
     assert "\x1b" not in app.title and "\x07" not in app.title
     assert app.title == "tracer — a\\x1b]0;pwned\\x07b.pcap"
+
+
+# -- colours: every one from the theme ---------------------------------------------------
+UI_DIR = Path(__file__).resolve().parent.parent / "tracer" / "ui"
+
+
+def _resolved(app, variable: str, background: str):
+    """The colour ``$variable`` draws over ``$background`` in the app's current theme
+    (``auto`` and alpha resolved as Textual does)."""
+    from textual.color import Color
+
+    variables = app.get_css_variables()
+    bg = Color.parse(variables[background])
+    value = variables[variable]
+    if value.startswith("auto"):
+        alpha = float(value.split()[1].rstrip("%")) / 100 if " " in value else 1.0
+        return (bg + bg.get_contrast_text(alpha)).rich_color
+    return (bg + Color.parse(value)).rich_color
+
+
+async def test_colours_follow_the_theme_while_running():
+    """Rows, their journey mark, NIC headers, the status line and the journey diagram
+    are drawn in the theme's variables, and redrawn in the new theme's when it changes."""
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        journey = max(app.tracker.corr.journeys, key=len)
+        await select_frame(pilot, journey.hops[0].frame)
+        await pilot.press("m")  # the merged timeline: rows with NIC labels, the journey marked
+        await pilot.pause()
+        merged = app.query_one("#merged-list", PacketList)
+        top, height = round(merged.scroll_y), merged.size.height
+        marked = next(r for r in sorted(merged.journey_rows) if top <= r < top + height)
+        plain = next(r for r in range(top, top + height) if r not in merged.journey_rows and r != merged.cursor)
+
+        def row_styles(row: int):
+            return [s.style for s in merged.render_line(row - round(merged.scroll_y)) if s.text.strip()]
+
+        def header_note_colour():
+            column = app.query_one(f"#nic-{journey.hops[1].nic.id}")
+            note = column.header.content
+            assert isinstance(note, Text) and "◆ hop" in note.plain
+            start = note.plain.index("◆ hop")
+            return next(span.style.color for span in note.spans if span.start <= start < span.end)
+
+        def status_journey_colour():
+            status = app.query_one("#status").content
+            start = status.plain.index("◆ journey")
+            return next(span.style.color for span in status.spans if span.start <= start < span.end)
+
+        for theme in ("textual-dark", "textual-light", "nord"):
+            app.theme = theme
+            await pilot.pause()
+            await pilot.pause()
+            time, nic, *_ = row_styles(plain)
+            assert time.color == _resolved(app, "text-muted", "background"), theme
+            assert nic.color == _resolved(app, "text-secondary", "background"), theme
+            for style in row_styles(marked):
+                assert style.color == _resolved(app, "text-accent", "accent-muted"), theme
+                assert style.bgcolor == _resolved(app, "accent-muted", "surface"), theme
+            assert header_note_colour() == _resolved(app, "text-accent", "panel"), theme
+            assert status_journey_colour() == _resolved(app, "text-accent", "panel"), theme
+            # the journey's colour is its own, even where accent == warning (textual-dark, -light)
+            p = Palette.of(merged)
+            others = (p.warning, p.tunnel, p.nat, p.wire, p.nic, p.kind, p.ok, p.error, p.muted)
+            assert all(p.journey != style for style in others), theme
+
+        # the journey screen's path, redrawn when the theme changes under it
+        await pilot.press("m")
+        await select_frame(pilot, journey.hops[0].frame)
+        await pilot.press("enter")
+        await pilot.pause()
+        for theme in ("textual-light", "textual-dark"):
+            app.theme = theme
+            await pilot.pause()
+            await pilot.pause()
+            diagram = app.screen.query_one("#journey-diagram")
+            drawn = diagram.render()
+            dot = drawn.plain.index("●")
+            colours = {span.style.color for span in drawn.spans if span.start <= dot < span.end and span.style.color}
+            assert colours == {_resolved(app, "text-accent", "background")}, theme
+
+
+def test_no_hard_coded_colour_in_the_ui():
+    """The UI's colours are the theme's: no colour literal in tracer/ui's Python (hex,
+    rgb(), a Rich colour name in a style string), and tracer.tcss colours only with
+    theme variables."""
+    import ast
+    import re
+
+    from rich.errors import StyleSyntaxError
+    from rich.style import Style
+
+    hex_colour = re.compile(r"#[0-9a-fA-F]{6}\b|#[0-9a-fA-F]{3}\b|\brgba?\(|\bhsla?\(")
+    found = []
+    for path in sorted(UI_DIR.glob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        found += [
+            f"{path.name}:{n}: {line.strip()}"
+            for n, line in enumerate(source.splitlines(), 1)
+            if hex_colour.search(line)
+        ]
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and 0 < len(node.value) < 40:
+                try:
+                    style = Style.parse(node.value)
+                except StyleSyntaxError:
+                    continue
+                if style.color is not None or style.bgcolor is not None:
+                    found.append(f"{path.name}:{node.lineno}: style {node.value!r}")
+    tcss = (UI_DIR / "tracer.tcss").read_text(encoding="utf-8")
+    tcss = re.sub(r"/\*.*?\*/", "", tcss, flags=re.S)
+    for name, value in re.findall(r"([\w-]+)\s*:\s*([^;{}]+);", tcss):
+        colour = ("color" in name or "background" in name or "border" in name or "tint" in name) and not name.endswith(
+            "-style"
+        )
+        if colour and not ("$" in value or value.strip() == "none"):
+            found.append(f"tracer.tcss: {name}: {value.strip()}")
+        if hex_colour.search(value):
+            found.append(f"tracer.tcss: {name}: {value.strip()}")
+    assert not found, "colours not from the theme:\n" + "\n".join(found)

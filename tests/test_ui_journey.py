@@ -8,7 +8,10 @@ at the SVGs before accepting.
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
+from rich.style import Style
 
 from tests.conftest import BUNDLED
 from tests.helpers import LoadSource, ui_app
@@ -30,6 +33,7 @@ from tracer.ui.detail import LayerTree
 from tracer.ui.journey_screen import JourneyDiagram, JourneyScreen
 from tracer.ui.journeys import step_text
 from tracer.ui.packet_list import PacketList
+from tracer.ui.palette import Palette
 from tracer.ui.topology_screen import TopologyScreen
 
 
@@ -268,8 +272,11 @@ def test_tracker_matches_a_chunk_per_step_on_the_store_itself():
 def test_reply_nat_steps_are_coloured_as_nat():
     from tracer.correlate import Step, StepKind, StepPart
 
+    # every role its own colour: NAT's is told apart from the rest
+    palette = Palette(*(Style(color=f"color({n})") for n, _ in enumerate(fields(Palette))))
     routed = StepPart(StepKind.ROUTED, ttl_drop=1)
-    nat = step_text(Step([StepPart(StepKind.SNAT, before="10.0.0.2:1", after="192.168.0.1:1")]))
+    nat = step_text(Step([StepPart(StepKind.SNAT, before="10.0.0.2:1", after="192.168.0.1:1")]), palette)
+    assert nat.spans[0].style == palette.nat + Style(bold=True)
     for step, words in (
         (
             Step([StepPart(StepKind.UN_DNAT, before="172.17.0.2:80", after="192.168.0.2:8080"), routed]),
@@ -280,7 +287,7 @@ def test_reply_nat_steps_are_coloured_as_nat():
             "un-SNAT dst 192.168.0.1:49382 → 172.18.0.2:49382 (conntrack reply), routed",
         ),
     ):
-        text = step_text(step)
+        text = step_text(step, palette)
         assert step == words and text.plain == words
         (first, *_rest) = text.spans
         assert text.plain[first.start : first.end].startswith("un-") and first.style == nat.spans[0].style

@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, HorizontalScroll, Vertical
 from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Footer, Header
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from tracer.correlate import Journey
 from tracer.correlate.tracking import JourneyTracker
 from tracer.errors import InputError
 from tracer.events import CaptureEvent
@@ -36,6 +39,7 @@ from tracer.ui.help import HelpScreen
 from tracer.ui.journey_screen import JourneyScreen
 from tracer.ui.journeys import hop_note
 from tracer.ui.packet_list import NicColumn, PacketList
+from tracer.ui.palette import BOLD, PALETTE_CLASSES, Painted, Palette
 from tracer.ui.topology_screen import TopologyScreen, has_facts
 
 POLL_SECONDS = 0.2
@@ -75,18 +79,24 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
-def progress_text(done: int, total: int | None, width: int = 20) -> Text:
+def progress_text(done: int, total: int | None, palette: Palette, width: int = 20) -> Text:
     text = Text()
-    text.append("indexing ", style="bold #facc15")
+    text.append("indexing ", style=palette.progress + BOLD)
     if total:
         frac = max(0.0, min(1.0, done / total))
         filled = round(frac * width)
-        text.append("━" * filled, style="#facc15")
-        text.append("━" * (width - filled), style="#3a3f4b")
+        text.append("━" * filled, style=palette.progress)
+        text.append("━" * (width - filled), style=palette.muted)
         text.append(f" {frac * 100:3.0f}%  {human_bytes(done)} / {human_bytes(total)}")
     else:
         text.append(f"{human_bytes(done)} read")
     return text
+
+
+class MainScreen(Screen[None]):
+    """The NIC columns and the detail panes (the app composes them onto it)."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = set(PALETTE_CLASSES)
 
 
 class TracerApp(App[None]):
@@ -96,7 +106,7 @@ class TracerApp(App[None]):
     TITLE = "tracer"
     ENABLE_COMMAND_PALETTE = True
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("J", "journey", "Journey", show=False),
@@ -149,27 +159,30 @@ class TracerApp(App[None]):
         self.active_list: PacketList | None = None
         self.min_column = MIN_COLUMN
         self._first_column = 0  # leftmost NIC column in view
-        self._max_ts = None
+        self._max_ts: int | None = None
         self._ts_scanned = 0
         self.selected_frame: int | None = None
         self._first_paint = threading.Event()
         self.tracker = JourneyTracker(store)
-        self.journey = None  # the selected frame's Journey, once matched
+        self.journey: Journey | None = None  # the selected frame's, once matched
         self._match_timer: Timer | None = None
         self._match_interval = MATCH_SECONDS
 
     # -- layout ------------------------------------------------------------
+    def get_default_screen(self) -> Screen:
+        return MainScreen(id="_default")
+
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="⇄")
         with Vertical(id="lists"):
             yield HorizontalScroll(id="columns")
             with Vertical(id="merged", classes="nic-column"):
-                yield Static(id="merged-header", classes="nic-header")
+                yield Painted(self._merged_header_text, id="merged-header", classes="nic-header")
                 yield PacketList(self.store, None, id="merged-list", classes="nic-packets")
         with Horizontal(id="detail"):
             yield LayerTree(self.store, id="layers")
             yield HexView(id="hex")
-        yield Static(id="status")
+        yield Painted(self._status_text, id="status")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -202,7 +215,7 @@ class TracerApp(App[None]):
 
         try:
             self._load(self.store, cancelled, progress)
-        except Exception as exc:  # InputError or worse: say it, keep what was read
+        except Exception as exc:  # noqa: BLE001 - InputError or worse: say it, keep what was read
             error = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
             self.post_message(self.LoadFailed(error))
         else:
@@ -302,22 +315,22 @@ class TracerApp(App[None]):
         self.journey = journey
         store = self.store
         rows: dict[int, set[int]] = {}
-        notes: dict[int, object] = {}
+        notes: dict[int, Callable[[Palette], Text]] = {}
         merged_frames: list[int] = []
         if journey is not None and len(journey) > 1:
             hops = journey.hops
             for k, hop in enumerate(hops):
                 nid = hop.nic.id
                 if hop.frame == frame:
-                    notes[nid] = hop_note(journey, k)
+                    notes[nid] = partial(hop_note, journey, k)
                     continue
-                notes.setdefault(nid, hop_note(journey, k))
+                notes.setdefault(nid, partial(hop_note, journey, k))
                 rows.setdefault(nid, set()).add(store.nic_index[hop.frame])
                 merged_frames.append(hop.frame)
         for column in self._columns:
             nid = column.nic.id
             column.packets.set_journey_rows(rows.get(nid, ()), reveal=column.packets is not self.active_list)
-            column.header.set_hop_note(notes.get(nid))  # type: ignore[arg-type]
+            column.header.set_hop_note(notes.get(nid))
         merged = self.query_one("#merged-list", PacketList)
         if self.query_one("#merged").display:
             merged.set_journey_rows(merged.row_of(f) for f in merged_frames)
@@ -438,6 +451,9 @@ class TracerApp(App[None]):
             self.call_later(self._mark_journey)  # the timeline was re-sorted: its rows moved
 
     def _sync_merged_header(self) -> None:
+        self.query_one("#merged-header", Painted).repaint()
+
+    def _merged_header_text(self, p: Palette) -> Text:
         store = self.store
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append("merged timeline", style="bold")
@@ -446,9 +462,9 @@ class TracerApp(App[None]):
         merged = self.query_one("#merged-list", PacketList)
         text.append(
             f"{'time':>{merged.time_width}} {'NIC':<{merged.nic_width}}    summary",
-            style="#7f8c98",
+            style=p.muted,
         )
-        self.query_one("#merged-header", Static).update(text)
+        return text
 
     def _report_warnings(self) -> None:
         warnings = self.store.warnings
@@ -463,40 +479,44 @@ class TracerApp(App[None]):
         self._warnings_seen += len(new)
 
     def _update_status(self) -> None:
+        self.query_one("#status", Painted).repaint()
+
+    def _status_text(self, p: Palette) -> Text:
         store = self.store
         text = Text(no_wrap=True, overflow="ellipsis")
         if not self.loading_done:
             done, total = self._progress or (0, None)
-            text.append_text(progress_text(done, total))
+            text.append_text(progress_text(done, total, p))
             text.append("   ")
         text.append(f"{len(store.nics)} NIC{'s' if len(store.nics) != 1 else ''}", style="bold")
         text.append(f" · {len(store):,} frame{'s' if len(store) != 1 else ''}", style="bold")
         if self.loading_done and self.load_error is None:
-            text.append(" · loaded", style="#7f8c98")
+            text.append(" · loaded", style=p.muted)
         tracker = self.tracker
         if len(store) and not tracker.caught_up:
-            text.append(f" · matching journeys {tracker.matched * 100 // len(store)}%", style="#facc15")
+            text.append(f" · matching journeys {tracker.matched * 100 // len(store)}%", style=p.progress)
         elif len(store):
             n = len(tracker.corr)
-            text.append(f" · {n:,} journey{'s' if n != 1 else ''}", style="#7f8c98")
+            text.append(f" · {n:,} journey{'s' if n != 1 else ''}", style=p.muted)
         journey = self.journey
         if journey is not None and len(journey) > 1 and self.selected_frame is not None:
             try:
                 k = journey.hop_of(self.selected_frame)
             except ValueError:
                 k = 0
-            text.append(f"   ◆ journey {journey.id}: hop {k + 1}/{len(journey.hops)}, ", style="#fbbf24")
-            text.append(safe(journey.end), style="#fbbf24")
-            text.append("  (n/p: next/previous hop, Enter: its diagram)", style="#7f8c98")
+            text.append(f"   ◆ journey {journey.id}: hop {k + 1}/{len(journey.hops)}, ", style=p.journey)
+            text.append(safe(journey.end), style=p.journey)
+            text.append("  (n/p: next/previous hop, Enter: its diagram)", style=p.muted)
         if self.load_error:
-            text.append("   ✖ ", style="bold #ff6b6b")
-            text.append(self.load_error, style="#ff6b6b")
+            text.append("   ✖ ", style=p.error + BOLD)
+            text.append(self.load_error, style=p.error)
         if store.warnings:
+            text.append("   ")
             text.append(
-                f"   ⚠ {len(store.warnings)} warning{'s' if len(store.warnings) != 1 else ''}: ", style="bold #facc15"
+                f"⚠ {len(store.warnings)} warning{'s' if len(store.warnings) != 1 else ''}: ", style=p.warning + BOLD
             )
-            text.append(safe(str(store.warnings[-1])), style="#facc15")
-        self.query_one("#status", Static).update(text)
+            text.append(safe(str(store.warnings[-1])), style=p.warning)
+        return text
 
     # -- selection ---------------------------------------------------------
     def _focus_first_list(self) -> None:
@@ -586,9 +606,7 @@ class TracerApp(App[None]):
             self.push_screen(HelpScreen())
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in MAIN_ONLY and self.screen is not self.default_screen:
-            return False
-        return True
+        return not (action in MAIN_ONLY and self.screen is not self.default_screen)
 
     def action_layers(self) -> None:
         """Into the selected packet's layer tree (Esc comes back)."""
@@ -666,6 +684,7 @@ class TracerApp(App[None]):
         to_merged = not merged_box.display
         merged_box.display = to_merged
         columns.display = not to_merged
+        target: PacketList | None
         if to_merged:
             if len(self.store) != self._merged_count:
                 self._sync_merged()
@@ -676,7 +695,7 @@ class TracerApp(App[None]):
         else:
             target = self._columns[0].packets if self._columns else None
             column = self._column(self.store.nic_of[frame]) if frame is not None else None
-            if column is not None:
+            if column is not None and frame is not None:
                 target = column.packets
                 target.cursor = self.store.nic_index[frame]
         if target is not None:

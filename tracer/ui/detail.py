@@ -6,9 +6,11 @@ cached for the last few frames so moving back and forth stays instant.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.segment import Segment
 from rich.text import Text
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.message import Message
@@ -21,6 +23,7 @@ from textual.widgets.tree import TreeNode
 from tracer.dissect.tree import dissect
 from tracer.model import FrameStore
 from tracer.text import safe
+from tracer.ui.palette import BOLD, Palette, follow_theme
 
 BYTES_PER_LINE = 16
 # Fields worth repeating on a collapsed layer's line, in this order.
@@ -41,9 +44,11 @@ def layer_brief(fields) -> str:
 
 
 class LayerTree(Tree[Range | None]):
-    """Frame > layers > fields.  Layers are collapsed until asked for."""
+    """Frame > layers > fields.  Layers are collapsed until asked for.
 
-    BINDINGS = [
+    Labels are drawn from the palette; a new theme relabels the frame shown."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),
     ]
@@ -63,15 +68,18 @@ class LayerTree(Tree[Range | None]):
         self.guide_depth = 3
         self.frame: int | None = None
         self.expand_fields = False
-        self._layers_cache: LRUCache[int, list] = LRUCache(32)
+        self._layers_cache: LRUCache[int, list | Exception] = LRUCache(32)
         self.layer_names: list[str] = []
 
-    def layers_of(self, frame: int) -> list:
+    def on_mount(self) -> None:
+        follow_theme(self, self._relabel)
+
+    def layers_of(self, frame: int) -> list | Exception:
         layers = self._layers_cache.get(frame)
         if layers is None:
             try:
                 layers = list(dissect(self.store.data(frame), self.store.linktype(frame)))
-            except Exception as exc:  # show the failure, keep the app alive
+            except Exception as exc:  # noqa: BLE001 - show the failure, keep the app alive
                 layers = exc
             self._layers_cache[frame] = layers
         return layers
@@ -85,54 +93,84 @@ class LayerTree(Tree[Range | None]):
             root.set_label(Text("no packet selected", style="dim"))
             root.data = None
             return
-        store = self.store
-        nic = store.nic(frame)
-        label = Text(no_wrap=True, overflow="ellipsis")
-        label.append(f"#{store.nic_index[frame] + 1}", style="bold")
-        label.append(" on ", style="dim")
-        label.append(safe(nic.label), style="bold #5fb3b3")
-        label.append(f"  t={store.rel_time(frame):.6f}", style="#7f8c98")
-        caplen, origlen = store.caplen[frame], store.origlen[frame]
-        size = f"  {origlen} bytes" + (f" ({caplen} captured)" if caplen != origlen else "")
-        label.append(size, style="dim")
-        root.set_label(label)
-        root.data = (0, store.caplen[frame])
+        palette = Palette.of(self)
+        root.set_label(self._frame_label(frame, palette))
+        root.data = (0, self.store.caplen[frame])
         layers = self.layers_of(frame)
         if isinstance(layers, Exception):
-            root.add_leaf(
-                Text(safe(f"dissection failed: {type(layers).__name__}: {layers}"), style="#ff6b6b"),
-                data=None,
-            )
+            root.add_leaf(self._failure_label(layers, palette), data=None)
         else:
             for layer in layers:
-                self._add_layer(root, layer)
+                self._add_layer(root, layer, palette)
         root.expand()
         if self.expand_fields:
             for child in root.children:
                 child.expand()
         self.cursor_line = 0
 
-    def _add_layer(self, root: TreeNode, layer) -> None:
-        name = safe(str(layer.name))
-        self.layer_names.append(name)
+    def _frame_label(self, frame: int, p: Palette) -> Text:
+        store = self.store
+        label = Text(no_wrap=True, overflow="ellipsis")
+        label.append(f"#{store.nic_index[frame] + 1}", style="bold")
+        label.append(" on ", style="dim")
+        label.append(safe(store.nic(frame).label), style=p.nic + BOLD)
+        label.append(f"  t={store.rel_time(frame):.6f}", style=p.muted)
+        caplen, origlen = store.caplen[frame], store.origlen[frame]
+        size = f"  {origlen} bytes" + (f" ({caplen} captured)" if caplen != origlen else "")
+        label.append(size, style="dim")
+        return label
+
+    @staticmethod
+    def _failure_label(error: Exception, p: Palette) -> Text:
+        return Text().append(safe(f"dissection failed: {type(error).__name__}: {error}"), style=p.error)
+
+    @staticmethod
+    def _layer_label(layer, p: Palette) -> Text:
         span = (int(layer.start), int(layer.end))
         label = Text(no_wrap=True, overflow="ellipsis")
-        label.append(name, style="bold #7dd3fc")
+        label.append(safe(str(layer.name)), style=p.heading + BOLD)
         brief = layer_brief(layer.fields)
         if brief:
             label.append("  ")
             label.append(safe(brief))
-        label.append(f"  [{span[0]}:{span[1]}]", style="#7f8c98")
-        node = root.add(label, data=span, expand=False)
+        label.append(f"  [{span[0]}:{span[1]}]", style=p.muted)
+        return label
+
+    @staticmethod
+    def _field_label(fld, p: Palette) -> Text:
+        label = Text(no_wrap=True, overflow="ellipsis")
+        label.append(safe(str(fld.name)), style=p.muted)
+        label.append(" = ", style="dim")
+        value = safe(str(fld.value))
+        label.append(value) if value else label.append("(none)", style="dim italic")
+        return label
+
+    def _add_layer(self, root: TreeNode, layer, p: Palette) -> None:
+        self.layer_names.append(safe(str(layer.name)))
+        span = (int(layer.start), int(layer.end))
+        node = root.add(self._layer_label(layer, p), data=span, expand=False)
         for fld in layer.fields:
-            flabel = Text(no_wrap=True, overflow="ellipsis")
-            flabel.append(safe(str(fld.name)), style="#a3a3a3")
-            flabel.append(" = ", style="dim")
-            value = safe(str(fld.value))
-            flabel.append(value) if value else flabel.append("(none)", style="dim italic")
-            node.add_leaf(flabel, data=span)
+            node.add_leaf(self._field_label(fld, p), data=span)
         if not layer.fields:
             node.allow_expand = False
+
+    def _relabel(self) -> None:
+        """The frame shown, in the new theme's colours: the same nodes (open, cursor) relabelled."""
+        frame = self.frame
+        if frame is None:
+            return
+        p = Palette.of(self)
+        root = self.root
+        root.set_label(self._frame_label(frame, p))
+        layers = self.layers_of(frame)
+        if isinstance(layers, Exception):
+            for node in root.children:
+                node.set_label(self._failure_label(layers, p))
+            return
+        for node, layer in zip(root.children, layers):
+            node.set_label(self._layer_label(layer, p))
+            for leaf, fld in zip(node.children, layer.fields):
+                leaf.set_label(self._field_label(fld, p))
 
     def action_expand_all(self) -> None:
         self.expand_fields = True
@@ -171,9 +209,9 @@ class LayerTree(Tree[Range | None]):
 class HexView(ScrollView, can_focus=True):
     """Offset, hex and ASCII of one frame; the highlighted span stands out."""
 
-    COMPONENT_CLASSES = {"hex-view--offset", "hex-view--highlight", "hex-view--ascii"}
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"hex-view--offset", "hex-view--highlight", "hex-view--ascii"}
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up,k", "scroll_up", "Up", show=False),
         Binding("down,j", "scroll_down", "Down", show=False),
         Binding("home,g", "scroll_home", "Top", show=False),

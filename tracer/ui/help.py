@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from operator import attrgetter
+from typing import ClassVar
+
+from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
+
+from tracer.ui.palette import BOLD, PALETTE_CLASSES, Painted, Palette
 
 KEYS: list[tuple[str, list[tuple[str, str]]]] = [
     (
@@ -56,42 +63,44 @@ KEYS: list[tuple[str, list[tuple[str, str]]]] = [
     ),
 ]
 
-LEGEND: list[tuple[str, str, str]] = [
-    ("◆", "bold #fbbf24", "the selected packet, seen at this NIC too (amber row, offset in header)"),
-    ("VX", "bold #e879f9", "VXLAN-encapsulated frame (V2, V3: tunnels nested that deep)"),
-    ("FU", "bold #facc15", "flannel UDP backend (raw IP inside UDP 8285)"),
-    ("GR", "bold #fb923c", "GRE-encapsulated frame"),
+LEGEND: list[tuple[str, Callable[[Palette], Style], str]] = [
+    ("◆", attrgetter("journey"), "the selected packet, seen at this NIC too (marked row, offset in header)"),
+    ("VX", attrgetter("tag_vxlan"), "VXLAN-encapsulated frame (V2, V3: tunnels nested that deep)"),
+    ("FU", attrgetter("tag_flannel"), "flannel UDP backend (raw IP inside UDP 8285)"),
+    ("GR", attrgetter("tag_ip"), "GRE-encapsulated frame"),
 ]
 
 
-def help_table() -> Table:
+def help_table(p: Palette) -> Table:
     table = Table.grid(padding=(0, 2))
-    table.add_column(justify="right", style="bold #facc15", no_wrap=True)
+    table.add_column(justify="right", style=p.key + BOLD, no_wrap=True)
     table.add_column()
     for group, keys in KEYS:
-        table.add_row(Text(group, style="bold #7dd3fc"), "")
+        table.add_row(Text(group, style=p.heading + BOLD), "")
         for key, what in keys:
             table.add_row(Text(key), Text(what))
         table.add_row("", "")
-    table.add_row(Text("Row markers", style="bold #7dd3fc"), "")
-    for tag, style, what in LEGEND:
-        table.add_row(Text(tag, style=style), Text(what))
+    table.add_row(Text("Row markers", style=p.heading + BOLD), "")
+    for tag, role, what in LEGEND:
+        table.add_row(Text(tag, style=role(p) + BOLD), Text(what))
     table.add_row("", "")
     table.add_row(
-        Text("Times", style="bold #7dd3fc"),
+        Text("Times", style=p.heading + BOLD),
         Text("seconds since the first frame of the session, every NIC on one clock"),
     )
     return table
 
 
 class HelpScreen(ModalScreen[None]):
-    BINDINGS = [
+    COMPONENT_CLASSES: ClassVar[set[str]] = set(PALETTE_CLASSES)
+
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,question_mark,q", "dismiss", "Close", show=True),
     ]
 
     def compose(self) -> ComposeResult:
         with Vertical(id="help-box"):
-            yield Static(help_table(), id="help-keys")
+            yield Painted(help_table, id="help-keys")
             yield Static(Text("Esc, ? or q closes this help", style="dim"), id="help-close")
 
     def on_mount(self) -> None:

@@ -8,39 +8,27 @@ the path between two NICs.  The hop under the cursor shows its layer tree below.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from rich.style import Style
 from rich.text import Text
 from textual import events, on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.geometry import Region, Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Footer, Header
 
 from tracer.correlate import Hop, Journey
 from tracer.model import FrameStore
 from tracer.text import safe
 from tracer.ui.detail import LayerTree
-from tracer.ui.journeys import (
-    HOP_STYLE,
-    TIME_STYLE,
-    capture_line,
-    describe_inner,
-    host_title,
-    nic_title,
-    offset_ms,
-    step_text,
-)
-
-BOX_STYLE = "#4b8b8b"
-HOST_STYLE = "bold #5fb3b3"
-NIC_STYLE = "bold"
-KIND_STYLE = "#facc15"
-WIRE_STYLE = "bold #60a5fa"
-CURSOR_STYLE = "on #1e3a5f"
+from tracer.ui.journeys import capture_line, describe_inner, host_title, nic_title, offset_ms, step_text
+from tracer.ui.palette import BOLD, PALETTE_CLASSES, Painted, Palette, follow_theme, role_style
 
 
 def host_groups(hops: list[Hop]) -> list[list[int]]:
@@ -55,9 +43,13 @@ def host_groups(hops: list[Hop]) -> list[list[int]]:
 
 
 class JourneyDiagram(Widget, can_focus=True):
-    """The boxes-and-path drawing; ``cursor`` is the selected hop."""
+    """The boxes-and-path drawing; ``cursor`` is the selected hop.
 
-    BINDINGS = [
+    Drawn in ``render`` from the palette: a new theme redraws it in its colours."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"journey-diagram--cursor"}
+
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up,k,p", "move(-1)", "Prev hop", show=False),
         Binding("down,j,n", "move(1)", "Next hop", show=False),
         Binding("home,g", "move(-1000)", "First hop", show=False),
@@ -89,6 +81,9 @@ class JourneyDiagram(Widget, can_focus=True):
         self.refresh(layout=True)
 
     # -- drawing -----------------------------------------------------------
+    def on_mount(self) -> None:
+        follow_theme(self, self.refresh)
+
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         return len(self.lines(max(width, 40)))
 
@@ -98,6 +93,9 @@ class JourneyDiagram(Widget, can_focus=True):
 
     def lines(self, width: int) -> list[Text]:
         """The drawing at ``width`` cells, one Text per line (hop_lines filled in)."""
+        p = Palette.of(self)
+        box_style, host_style, path_style = p.muted, p.nic + BOLD, p.journey + BOLD
+        cursor_style = role_style(self, "journey-diagram--cursor")
         hops = self.hops
         groups = host_groups(hops)
         lw, kw = self._label_width, self._kind_width
@@ -106,35 +104,37 @@ class JourneyDiagram(Widget, can_focus=True):
         time_w = max(len(offset_ms(h, t0)) for h in hops)
         # As wide as the longest line (the article's boxes hug their NICs), at most the screen.
         widest = max(
-            max(path_x + 3 + time_w + 2 + capture_line(self.store, h).cell_len + 3 for h in hops),
-            max(path_x + 3 + step_text(h.step).cell_len + 2 for h in hops),
-            max(len(self._host_label(h)) + 6 for h in hops),
+            *(path_x + 3 + time_w + 2 + capture_line(self.store, h, p).cell_len + 3 for h in hops),
+            *(path_x + 3 + step_text(h.step, p).cell_len + 2 for h in hops),
+            *(len(self._host_label(h)) + 6 for h in hops),
         )
         inner_w = max(path_x + 4, min(width - 2, widest))  # between the two side borders
         out: list[Text] = []
         self.hop_lines = [0] * len(hops)
 
-        def boxed(body: Text, style: str = "") -> Text:
+        def boxed(body: Text, style: Style | None = None) -> Text:
             body.truncate(inner_w, overflow="ellipsis", pad=True)
             if style:
                 body.stylize(style)
-            line = Text("│", style=BOX_STYLE, end="")
+            line = Text(end="")  # no style of its own: the body's unstyled text keeps the widget's
+            line.append("│", style=box_style)
             line.append_text(body)
-            line.append("│", style=BOX_STYLE)
+            line.append("│", style=box_style)
             return line
 
         def border(left: str, right: str, title: str | None, cross: str | None) -> Text:
-            line = Text(left, style=BOX_STYLE, end="")
-            body = Text("─" * inner_w, style=BOX_STYLE, end="")
+            line = Text(end="")
+            line.append(left, style=box_style)
+            body = Text("─" * inner_w, style=box_style, end="")
             if title:
                 label = f" {title} "
-                body = Text("─", style=BOX_STYLE, end="")
-                body.append(label, style=HOST_STYLE)
-                body.append("─" * (inner_w - 1 - len(label)), style=BOX_STYLE)
+                body = Text("─", style=box_style, end="")
+                body.append(label, style=host_style)
+                body.append("─" * (inner_w - 1 - len(label)), style=box_style)
             if cross:  # the path goes through the border: into (or out of) the box
-                body = body[:path_x] + Text(cross, style=HOP_STYLE) + body[path_x + 1 :]
+                body = body[:path_x] + Text(cross, style=path_style) + body[path_x + 1 :]
             line.append_text(body)
-            line.append(right, style=BOX_STYLE)
+            line.append(right, style=box_style)
             return line
 
         for g, group in enumerate(groups):
@@ -142,44 +142,44 @@ class JourneyDiagram(Widget, can_focus=True):
             if not first:
                 hop = hops[group[0]]
                 wire = Text(" " * (path_x + 1), end="")
-                wire.append("║", style=WIRE_STYLE)
+                wire.append("║", style=p.wire + BOLD)
                 wire.append("  ")
-                wire.append_text(step_text(hop.step))
-                wire.append("   (the wire between the hosts)", style=TIME_STYLE)
+                wire.append_text(step_text(hop.step, p))
+                wire.append("   (the wire between the hosts)", style=p.muted)
                 out.append(wire)
             out.append(border("┌", "┐", self._host_label(hops[group[0]]), None if first else "┼"))
             for n, k in enumerate(group):
                 hop = hops[k]
                 if n:  # the step on the path between two NICs of one host
                     body = Text(" " * path_x, end="")
-                    body.append("│", style=HOP_STYLE)
+                    body.append("│", style=path_style)
                     body.append("  ")
-                    body.append_text(step_text(hop.step))
+                    body.append_text(step_text(hop.step, p))
                     out.append(boxed(body))
                 body = Text("  ", end="")
-                body.append(nic_title(hop.nic).ljust(lw), style=NIC_STYLE)
+                body.append(nic_title(hop.nic).ljust(lw), style=p.nic + BOLD)
                 body.append("  ")
                 if kw:
-                    body.append(safe(hop.nic.kind or "").ljust(kw), style=KIND_STYLE)
+                    body.append(safe(hop.nic.kind or "").ljust(kw), style=p.kind)
                     body.append("  ")
-                body.append("◉" if k == self.cursor else "●", style=HOP_STYLE)
+                body.append("◉" if k == self.cursor else "●", style=path_style)
                 body.append("  ")
-                body.append(offset_ms(hop, t0).rjust(time_w), style=TIME_STYLE)
+                body.append(offset_ms(hop, t0).rjust(time_w), style=p.muted)
                 body.append("  ")
-                body.append_text(capture_line(self.store, hop))
+                body.append_text(capture_line(self.store, hop, p))
                 self.hop_lines[k] = len(out)
-                out.append(boxed(body, CURSOR_STYLE if k == self.cursor else ""))
+                out.append(boxed(body, cursor_style if k == self.cursor else None))
             out.append(border("└", "┘", None, None if last else "┼"))
         end = Text(" " * (path_x + 1), end="")
         journey = self.journey
         if journey.end == "delivered":
-            end.append("✔ delivered", style="bold #4ade80")
+            end.append("✔ delivered", style=p.ok + BOLD)
             target = hops[-1]
-            end.append(f" at {nic_title(target.nic)}", style="#4ade80")
+            end.append(f" at {nic_title(target.nic)}", style=p.ok)
             if target.nic.host:
-                end.append(f" on {safe(target.nic.host)}", style="#4ade80")
+                end.append(f" on {safe(target.nic.host)}", style=p.ok)
         else:
-            end.append("✖ " + safe(journey.end), style="bold #ff6b6b")
+            end.append("✖ " + safe(journey.end), style=p.error + BOLD)
         out.append(end)
         return out
 
@@ -210,7 +210,9 @@ class JourneyDiagram(Widget, can_focus=True):
 class JourneyScreen(Screen[int | None]):
     """One packet's journey; dismissed with the hop frame the cursor was on."""
 
-    BINDINGS = [
+    COMPONENT_CLASSES: ClassVar[set[str]] = set(PALETTE_CLASSES)
+
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
         Binding("enter,t", "layers", "Layers", key_display="⏎"),
         Binding("e", "expand_all", "Expand all"),
@@ -237,37 +239,37 @@ class JourneyScreen(Screen[int | None]):
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="⇄")
-        yield Static(self.title_text(), id="journey-title")
+        yield Painted(self.title_text, id="journey-title")
         with VerticalScroll(id="journey-scroll"):
             yield self.diagram
         yield LayerTree(self.store, id="journey-layers")
         yield Footer()
 
-    def title_text(self) -> Text:
+    def title_text(self, p: Palette) -> Text:
         j = self.journey
         hops = j.hops
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(f"Journey {j.id}", style="bold")
         text.append("  ")
-        text.append(describe_inner(j), style="bold #e5e7eb")
+        text.append(describe_inner(j), style="bold")
         text.append(f"  ·  {len(hops)} hop{'s' if len(hops) != 1 else ''}", style="")
         text.append("  ·  ")
         if j.end == "delivered":
-            text.append("delivered", style="bold #4ade80")
+            text.append("delivered", style=p.ok + BOLD)
         else:
-            text.append(safe(j.end), style="bold #ff6b6b")
+            text.append(safe(j.end), style=p.error + BOLD)
         text.append("\n")
         if j.corrected:
             offsets = j.correlation.offsets
             parts = ", ".join(
                 f"{safe(str(h))}'s times {-o / 1e6:+.3f} ms" for h, o in sorted(offsets.items(), key=str) if o
             )
-            text.append("times since the first hop, ", style=TIME_STYLE)
-            text.append(f"corrected for host clock offsets ({parts})", style="bold #facc15")
+            text.append("times since the first hop, ", style=p.muted)
+            text.append(f"corrected for host clock offsets ({parts})", style=p.warning + BOLD)
         else:
-            text.append("times since the first hop (hosts' clocks agree: no correction)", style=TIME_STYLE)
+            text.append("times since the first hop (hosts' clocks agree: no correction)", style=p.muted)
         if self.matching:
-            text.append("   still matching the capture: more hops may join", style="bold #facc15")
+            text.append("   still matching the capture: more hops may join", style=p.progress + BOLD)
         text.append("   ↑↓ hop · ⏎ layers · Esc back", style="dim")
         return text
 
@@ -279,7 +281,7 @@ class JourneyScreen(Screen[int | None]):
         """Hops joined (live capture, or matching still going on): redraw in place,
         the cursor staying on its hop."""
         self.matching = matching
-        self.query_one("#journey-title", Static).update(self.title_text())
+        self.query_one("#journey-title", Painted).repaint()
         self.diagram.follow()
         self._show_hop(self.diagram.cursor)
 

@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import re
 
+from rich.style import Style
 from rich.text import Text
 
 from tracer.correlate import Hop, Journey, Step, StepKind
 from tracer.model import FrameStore, Nic
 from tracer.text import safe
 from tracer.ui.packet_list import frame_summary
-
-HOP_STYLE = "bold #fbbf24"  # the journey's colour: marked rows, hop notes, the diagram's path
-OUTER_STYLE = "#e879f9"
-INNER_STYLE = "#e5e7eb"
-TIME_STYLE = "#7f8c98"
+from tracer.ui.palette import BOLD, Palette
 
 
 # -- how a journey reads ------------------------------------------------------
@@ -27,12 +24,12 @@ def offset_ms(hop: Hop, first: Hop) -> str:
     return f"{(hop.corrected_time_ns - first.corrected_time_ns) / 1e6:+.3f} ms"
 
 
-def hop_note(journey: Journey, k: int) -> Text:
+def hop_note(journey: Journey, k: int, palette: Palette) -> Text:
     """``◆ hop 4/8 +0.048 ms`` for a column header."""
     hops = journey.hops
-    text = Text(f"◆ hop {k + 1}/{len(hops)} {offset_ms(hops[k], hops[0])}", style=HOP_STYLE)
+    text = Text(f"◆ hop {k + 1}/{len(hops)} {offset_ms(hops[k], hops[0])}", style=palette.journey + BOLD)
     if journey.corrected:
-        text.append(" (clock corrected)", style=TIME_STYLE)
+        text.append(" (clock corrected)", style=palette.muted)
     return text
 
 
@@ -64,7 +61,7 @@ def describe_inner(journey: Journey) -> str:
     return summary.split(" | ")[-1]
 
 
-def capture_line(store: FrameStore, hop: Hop) -> Text:
+def capture_line(store: FrameStore, hop: Hop, palette: Palette) -> Text:
     """What was captured at a hop, in one line: outer headers (only where they exist), then the inner packet.
 
     ``192.168.0.1 → 192.168.0.2 UDP 8472 VXLAN vni 1 | 10.244.1.2 → 10.244.2.2 ICMP echo request``
@@ -82,28 +79,28 @@ def capture_line(store: FrameStore, hop: Hop) -> Text:
             outer += f" vni {t.vni}"
         if t.key is not None:
             outer += f" key {t.key:#x}"
-        text.append(safe(outer), style=OUTER_STYLE)
+        text.append(safe(outer), style=palette.tunnel)
         text.append(" | ", style="dim")
-    text.append(inner, style=INNER_STYLE)
+    text.append(inner)
     return text
 
 
-STEP_STYLES: dict[StepKind, str] = {
-    StepKind.ENCAPSULATED: "bold #e879f9",
-    StepKind.DECAPSULATED: "bold #e879f9",
-    StepKind.DNAT: "bold #fb923c",
-    StepKind.SNAT: "bold #fb923c",
-    StepKind.UN_DNAT: "bold #fb923c",  # conntrack undoing a NAT for a reply
-    StepKind.UN_SNAT: "bold #fb923c",
-    StepKind.UNDERLAY: "bold #60a5fa",
-    StepKind.ROUTED: "#5fb3b3",
-    StepKind.DELIVERED: "bold #4ade80",
-    StepKind.BRIDGED: "#a3a3a3",
-    StepKind.SENT: "#a3a3a3",
-}
+def step_style(kind: StepKind, palette: Palette) -> Style:
+    """The colour of what happened: tunnels, NAT (and conntrack undoing one), the wire, delivery."""
+    if kind.is_tunnel:
+        return palette.tunnel + BOLD
+    if kind.is_nat:
+        return palette.nat + BOLD
+    if kind is StepKind.UNDERLAY:
+        return palette.wire + BOLD
+    if kind is StepKind.ROUTED:
+        return palette.nic
+    if kind is StepKind.DELIVERED:
+        return palette.ok + BOLD
+    return palette.muted  # bridged, sent: nothing changed
 
 
-def step_text(step: Step, brief: bool = False) -> Text:
+def step_text(step: Step, palette: Palette, brief: bool = False) -> Text:
     """A step (``SNAT src … → …, routed``): each part in the colour of what happened;
     ``brief``: the same for every packet taking that hand-off (no times, ports, TTLs)."""
     text = Text(no_wrap=True, overflow="ellipsis", end="")
@@ -111,5 +108,5 @@ def step_text(step: Step, brief: bool = False) -> Text:
     for n, part in enumerate(parts):
         if n:
             text.append(", ", style="dim")
-        text.append(safe(part.text(brief)), style=STEP_STYLES.get(part.kind, ""))
+        text.append(safe(part.text(brief)), style=step_style(part.kind, palette))
     return text

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import bisect
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from operator import attrgetter
+from typing import ClassVar
 
 from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 from textual import events
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
 from textual.containers import Vertical
 from textual.geometry import Size
@@ -23,41 +26,36 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
-from textual.widgets import Static
 
 from tracer.dissect.fast import identify
 from tracer.model import FrameStore, Nic, linktype_name
 from tracer.text import safe
+from tracer.ui.palette import BOLD, ITALIC, Painted, Palette, follow_theme
 
-# Encapsulation name -> (two-cell tag, style).  Unknown names get their initials.
-ENCAP_TAGS: dict[str, tuple[str, str]] = {
-    "VXLAN": ("VX", "bold #e879f9"),
-    "GENEVE": ("GV", "bold #c084fc"),
-    "GRE": ("GR", "bold #fb923c"),
-    "FLANNEL-UDP": ("FU", "bold #facc15"),
-    "IPIP": ("IP", "bold #fb923c"),
-    "6IN4": ("64", "bold #fb923c"),
-    "4IN6": ("46", "bold #fb923c"),
-    "6IN6": ("66", "bold #fb923c"),
+# Encapsulation name -> (two-cell tag, its colour role).  Unknown names get their initials.
+ENCAP_TAGS: dict[str, tuple[str, Callable[[Palette], Style]]] = {
+    "VXLAN": ("VX", attrgetter("tag_vxlan")),
+    "GENEVE": ("GV", attrgetter("tag_geneve")),
+    "GRE": ("GR", attrgetter("tag_ip")),
+    "FLANNEL-UDP": ("FU", attrgetter("tag_flannel")),
+    "IPIP": ("IP", attrgetter("tag_ip")),
+    "6IN4": ("64", attrgetter("tag_ip")),
+    "4IN6": ("46", attrgetter("tag_ip")),
+    "6IN6": ("66", attrgetter("tag_ip")),
 }
-TIME_STYLE = "#7f8c98"
-NIC_STYLE = "#5fb3b3"
-PLAIN_STYLE = "#d4d4d4"
-OUTER_STYLE = "#8a7a9a"
-DEFAULT_TAG_STYLE = "bold #e879f9"
 
 
-def encap_tag(encap: Sequence[str]) -> Text:
+def encap_tag(encap: Sequence[str], palette: Palette) -> Text:
     """A two-cell marker for an encapsulated frame ("VX", "GR", ...), or blanks."""
     if not encap:
         return Text("  ")
     name = str(encap[0])
-    tag, style = ENCAP_TAGS.get(name.upper(), (None, DEFAULT_TAG_STYLE))
+    tag, role = ENCAP_TAGS.get(name.upper(), (None, attrgetter("tag_vxlan")))
     if tag is None:
         tag = (safe(name)[:2] or "??").upper().ljust(2)
     if len(encap) > 1:  # nested tunnels: show the depth instead of the second letter
         tag = tag[0] + str(min(len(encap), 9))
-    return Text(tag, style=style)
+    return Text(tag, style=role(palette) + BOLD)
 
 
 def frame_summary(store: FrameStore, i: int) -> tuple[str, tuple[str, ...]]:
@@ -65,11 +63,19 @@ def frame_summary(store: FrameStore, i: int) -> tuple[str, tuple[str, ...]]:
     try:
         ident = identify(store.data(i), store.linktype(i))
         return safe(ident.summary), tuple(ident.encap or ())
-    except Exception as exc:  # a dissector bug must not take the list down
+    except Exception as exc:  # noqa: BLE001 - a dissector bug must not take the list down
         return safe(f"{store.caplen[i]} bytes (not decoded: {type(exc).__name__})"), ()
 
 
-def format_row(store: FrameStore, i: int, *, with_nic: bool = False, nic_width: int = 16, time_width: int = 10) -> Text:
+def format_row(
+    store: FrameStore,
+    i: int,
+    palette: Palette,
+    *,
+    with_nic: bool = False,
+    nic_width: int = 16,
+    time_width: int = 10,
+) -> Text:
     """The row for frame ``i``: relative time, [NIC], encapsulation tag, summary.
 
     Everything derived from the packet is appended as plain text: nothing in a
@@ -80,26 +86,30 @@ def format_row(store: FrameStore, i: int, *, with_nic: bool = False, nic_width: 
     # NICs, so it comes first and bright; the tunnels follow, dimmed.
     *outer, inner = summary.split(" | ")
     row = Text(no_wrap=True, overflow="ellipsis", end="")
-    row.append(f"{store.rel_time(i):{time_width}.6f} ", style=TIME_STYLE)
+    row.append(f"{store.rel_time(i):{time_width}.6f} ", style=palette.muted)
     if with_nic:
         label = safe(store.nic(i).label)
         if len(label) > nic_width:
             label = label[: nic_width - 1] + "…"
-        row.append(label.ljust(nic_width) + " ", style=NIC_STYLE)
-    row.append_text(encap_tag(encap))
+        row.append(label.ljust(nic_width) + " ", style=palette.nic)
+    row.append_text(encap_tag(encap, palette))
     row.append(" ")
-    row.append(inner, style=PLAIN_STYLE)
+    row.append(inner)
     if outer:
-        row.append("  ⟨" + " | ".join(outer) + "⟩", style=OUTER_STYLE)
+        row.append("  ⟨" + " | ".join(outer) + "⟩", style=palette.outer)
     return row
 
 
 class PacketList(ScrollView, can_focus=True):
     """A virtual list of frames: one NIC's (``nic_id``) or all of them (``nic_id=None``)."""
 
-    COMPONENT_CLASSES = {"packet-list--cursor", "packet-list--cursor-blurred", "packet-list--journey"}
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "packet-list--cursor",
+        "packet-list--cursor-blurred",
+        "packet-list--journey",
+    }
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up,k", "cursor_up", "Up", show=False),
         Binding("down,j", "cursor_down", "Down", show=False),
         Binding("home,g", "first", "First", show=False),
@@ -116,13 +126,13 @@ class PacketList(ScrollView, can_focus=True):
     class Highlighted(Message):
         """The cursor moved to another frame (``frame`` is a global store index)."""
 
-        def __init__(self, packet_list: "PacketList", frame: int) -> None:
+        def __init__(self, packet_list: PacketList, frame: int) -> None:
             super().__init__()
             self.packet_list = packet_list
             self.frame = frame
 
         @property
-        def control(self) -> "PacketList":
+        def control(self) -> PacketList:
             return self.packet_list
 
     class Selected(Highlighted):
@@ -230,6 +240,14 @@ class PacketList(ScrollView, can_focus=True):
 
     # -- drawing -----------------------------------------------------------
     # Cached strips are uncropped and cursor-free: focus and width changes only redraw.
+    # A new theme recolours them: they are dropped.
+    def on_mount(self) -> None:
+        follow_theme(self, self._restyle)
+
+    def _restyle(self) -> None:
+        self._cache.clear()
+        self.refresh()
+
     def _on_focus(self, event: events.Focus) -> None:
         self.refresh_line(self.cursor)
         if self.frame is not None:
@@ -241,11 +259,13 @@ class PacketList(ScrollView, can_focus=True):
     def _empty_notes(self, width: int) -> list[Text]:
         """What an empty column says: no packets, and why when the capture said (a host
         that could not be reached, a NIC that went away)."""
-        notes = [Text("  no packets on this NIC", style="italic #7f8c98", end="")]
+        palette = Palette.of(self)
+        # styled spans, not the Text's own style: Text.render drops a style without spans
+        notes = [Text(end="").append("  no packets on this NIC", style=palette.muted + ITALIC)]
         nic = self.store.nics[self.nic_id] if self.nic_id is not None else None
         if nic is not None and nic.gone and nic.gone_reason:
             for line in textwrap.wrap(safe(nic.gone_reason), max(10, width - 3)):
-                notes.append(Text("  " + line, style="#ff6b6b", end=""))
+                notes.append(Text(end="").append("  " + line, style=palette.error))
         return notes
 
     def render_line(self, y: int) -> Strip:
@@ -261,11 +281,14 @@ class PacketList(ScrollView, can_focus=True):
             return Strip.blank(width, base)
         frame = self._frames[row]
         key = (row, frame)
-        strip = self._cache.get(key)
-        if strip is None:
+        cached = self._cache.get(key)
+        if cached is not None:
+            strip = cached
+        else:
             text = format_row(
                 self.store,
                 frame,
+                Palette.of(self),
                 with_nic=self.nic_id is None,
                 nic_width=self.nic_width,
                 time_width=self.time_width,
@@ -356,48 +379,56 @@ def nic_rate(store: FrameStore, frames, count: int) -> int:
     return count - first
 
 
-class NicHeader(Static):
+class NicHeader(Painted):
     """Name, host, kind, link type, packet count, drops and 'gone' of one NIC."""
 
     def __init__(self, nic: Nic, store: FrameStore, **kwargs) -> None:
         super().__init__(**kwargs)
         self.nic = nic
         self.store = store
-        self.hop_note: Text | None = None  # "◆ hop 4/8 +0.048 ms" when the selected packet passed here
+        # "◆ hop 4/8 +0.048 ms" when the selected packet passed here (drawn in the palette given)
+        self.hop_note: Callable[[Palette], Text] | None = None
         self.position: int | None = None  # its column's place on screen, when not its NIC id
+        self._note: Text | None = None  # the note as last drawn
+        self._shown: Text | None = None
 
-    def set_hop_note(self, note: Text | None) -> None:
-        if note != self.hop_note:
-            self.hop_note = note
+    def set_hop_note(self, note: Callable[[Palette], Text] | None) -> None:
+        drawn = note(self.palette) if note is not None else None
+        if drawn != self._note:
+            self.hop_note, self._note = note, drawn
             self.sync()
 
-    def header_text(self) -> Text:
+    def draw(self, palette: Palette) -> Text:
+        return self.header_text(palette)
+
+    def header_text(self, palette: Palette | None = None) -> Text:
         """Line 1: ``eth0 in A @ hostx   1/8``; line 2: kind, address, link type, counts."""
+        p = palette if palette is not None else self.palette
         nic = self.nic
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(safe(nic.name), style="bold")
         container = getattr(nic, "container", None)
         if container:
             text.append(" in ", style="dim")
-            text.append(safe(container), style="bold #facc15")
+            text.append(safe(container), style=p.kind + BOLD)
         if nic.host:
             text.append(" @ ", style="dim")
-            text.append(safe(nic.host), style="bold #5fb3b3")
+            text.append(safe(nic.host), style=p.nic + BOLD)
         if nic.gone:
-            text.append("  GONE", style="bold #ff6b6b")
+            text.append("  GONE", style=p.error + BOLD)
         if len(self.store.nics) > 1:
             place = nic.id if self.position is None else self.position
-            text.append(f"  {place + 1}/{len(self.store.nics)}", style="#7f8c98")
+            text.append(f"  {place + 1}/{len(self.store.nics)}", style=p.muted)
         if self.hop_note is not None:
             text.append("  ")
-            text.append_text(self.hop_note)
+            text.append_text(self.hop_note(p))
         text.append("\n")
         if (nic.facts or {}).get("role") == "unavailable":  # tracer live --host: never captured
-            text.append("host not captured", style="bold #ff6b6b")
+            text.append("host not captured", style=p.error + BOLD)
             return text
-        facts: list[tuple[str, str]] = []
+        facts: list[tuple[str, Style | str]] = []
         if nic.kind:
-            facts.append((safe(nic.kind), "#facc15"))
+            facts.append((safe(nic.kind), p.kind))
         info = nic.facts or {}
         if info.get("vni") is not None:
             tunnel = f"vni {info['vni']}"
@@ -405,19 +436,19 @@ class NicHeader(Static):
                 tunnel += f" :{info['port']}"
             if info.get("remote"):
                 tunnel += f" → {info['remote']}"
-            facts.append((safe(tunnel), "#e879f9"))
+            facts.append((safe(tunnel), p.tunnel))
         elif info.get("addr"):
-            facts.append((safe(info["addr"]), "#5fb3b3"))
-        facts.append((linktype_name(nic.linktype), "#7f8c98"))
+            facts.append((safe(info["addr"]), p.nic))
+        facts.append((linktype_name(nic.linktype), p.muted))
         frames = self.store.per_nic[nic.id]
         count = len(frames)
         facts.append((f"{count:,} pkt{'s' if count != 1 else ''}", ""))
         if count > 1:
-            facts.append((f"{nic_rate(self.store, frames, count):,} pkt/s", "#7f8c98"))
+            facts.append((f"{nic_rate(self.store, frames, count):,} pkt/s", p.muted))
         if nic.dropped:
-            facts.append((f"{nic.dropped:,} dropped", "bold #ff6b6b"))
+            facts.append((f"{nic.dropped:,} dropped", p.error + BOLD))
         elif nic.dropped == 0:
-            facts.append(("0 dropped", "#7f8c98"))
+            facts.append(("0 dropped", p.muted))
         for n, (fact, style) in enumerate(facts):
             if n:
                 text.append(" · ", style="dim")
@@ -425,9 +456,14 @@ class NicHeader(Static):
         return text
 
     def sync(self) -> None:
-        self.update(self.header_text())
+        """Redraw when anything shown changed (counts, rate, drops, the hop note)."""
+        if self.is_attached:
+            text = self.header_text()
+            if text != self._shown:
+                self._shown = text
+                self.update(text)
 
-    def on_mount(self) -> None:
+    def repaint(self) -> None:  # the theme changed: the same words in its colours
         self.sync()
 
 

@@ -9,28 +9,24 @@ NIC hands packets to which, and how.
 from __future__ import annotations
 
 from collections import Counter
+from itertools import pairwise
+from typing import ClassVar
 
+from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Footer, Header
 
 from tracer.correlate import Correlation, Step, nic_addresses, nic_role
 from tracer.model import FrameStore, Nic
 from tracer.text import safe
 from tracer.ui.journeys import host_title, step_text
+from tracer.ui.palette import BOLD, ITALIC, PALETTE_CLASSES, Painted, Palette, follow_theme
 
-BOX_STYLE = "#7f8c98"
-HOST_STYLE = "bold #5fb3b3"
-NS_STYLE = "#a3a3a3"
-KIND_STYLE = "#facc15"
-TUNNEL_STYLE = "#e879f9"
-ADDR_STYLE = "#5fb3b3"
-WIRE_STYLE = "bold #60a5fa"
-DIM = "#7f8c98"
 ROLE_RANK = {"container": 0, "bridge": 1, "overlay": 2, "underlay": 3}  # inside a host, along the path out
 MAX_JOURNEYS = 20_000  # journeys read to infer links when the capture has no facts
 
@@ -53,54 +49,52 @@ def host_of_address(store: FrameStore) -> dict[str, str | None]:
     return out
 
 
-def nic_line(nic: Nic, owners: dict[str, str | None], name_w: int, kind_w: int, count: int = 0) -> Text:
+def nic_line(nic: Nic, owners: dict[str, str | None], name_w: int, kind_w: int, p: Palette, count: int = 0) -> Text:
     """``flannel0  vxlan  vni 1 udp/8472 192.168.0.1 → 192.168.0.2 (Host Y) via eth0``."""
     f = nic.facts
     text = Text(no_wrap=True, overflow="ellipsis", end="")
     text.append(safe(nic.name).ljust(name_w), style="bold")
     text.append("  ")
-    text.append(safe(nic.kind or "?").ljust(kind_w), style=KIND_STYLE if nic.kind else DIM)
+    text.append(safe(nic.kind or "?").ljust(kind_w), style=p.kind if nic.kind else p.muted)
     text.append("  ")
     if not nic.kind and not f.get("addr"):
-        text.append(f"{count:,} packet{'s' if count != 1 else ''}", style=DIM)
+        text.append(f"{count:,} packet{'s' if count != 1 else ''}", style=p.muted)
         return text
     kind = (nic.kind or "").lower()
     if f.get("vni") is not None or kind in ("vxlan", "geneve"):
         tunnel = f"vni {f.get('vni', '?')}"
         if f.get("port"):
             tunnel += f" udp/{f['port']}"
-        text.append(safe(tunnel), style=TUNNEL_STYLE)
+        text.append(safe(tunnel), style=p.tunnel)
         if f.get("local") or f.get("remote"):
-            text.append(
-                f" {safe(str(f.get('local') or '*'))} → {safe(str(f.get('remote') or '*'))}", style=TUNNEL_STYLE
-            )
+            text.append(f" {safe(str(f.get('local') or '*'))} → {safe(str(f.get('remote') or '*'))}", style=p.tunnel)
             remote_host = owners.get(str(f.get("remote") or ""))
             if remote_host and remote_host != nic.host:
-                text.append(f" ({safe(remote_host)})", style=DIM)
+                text.append(f" ({safe(remote_host)})", style=p.muted)
         return text
     if kind == "tun":
-        text.append("TUN (raw IP)", style=TUNNEL_STYLE)
+        text.append("TUN (raw IP)", style=p.tunnel)
         if f.get("port"):
-            text.append(f" flannel udp/{safe(str(f['port']))}", style=TUNNEL_STYLE)
+            text.append(f" flannel udp/{safe(str(f['port']))}", style=p.tunnel)
         if f.get("addr"):
-            text.append(f"  {_first_addr(nic)}", style=ADDR_STYLE)
+            text.append(f"  {_first_addr(nic)}", style=p.nic)
         return text
     if f.get("addr"):
-        text.append(_first_addr(nic), style=ADDR_STYLE)
+        text.append(_first_addr(nic), style=p.nic)
     if kind == "bridge" and f.get("ports"):
-        text.append("  ports ", style=DIM)
+        text.append("  ports ", style=p.muted)
         text.append(safe(str(f["ports"]).replace(",", ", ")))
     elif f.get("peer"):
-        text.append("  ⇄ ", style=WIRE_STYLE)
+        text.append("  ⇄ ", style=p.wire + BOLD)
         text.append(safe(str(f["peer"])))
         peer_ns = f.get("peer_netns")
         if peer_ns:
-            text.append(f" in {safe(str(peer_ns))}", style=DIM)
+            text.append(f" in {safe(str(peer_ns))}", style=p.muted)
     return text
 
 
 def host_box(
-    host: str | None, nics: list[Nic], owners: dict, width: int, bridges: dict, counts: list[int]
+    host: str | None, nics: list[Nic], owners: dict, width: int, bridges: dict, counts: list[int], p: Palette
 ) -> list[Text]:
     """One host as a box of netns sub-boxes, ``width`` cells wide."""
     inner = width - 2
@@ -110,23 +104,23 @@ def host_box(
 
     def line(body: Text) -> Text:
         body.truncate(inner, overflow="ellipsis", pad=True)
-        t = Text("│", style=BOX_STYLE, end="")
+        t = Text("│", style=p.muted, end="")
         t.append_text(body)
-        t.append("│", style=BOX_STYLE)
+        t.append("│", style=p.muted)
         return t
 
-    def rule(left: str, right: str, title: str = "", style: str = BOX_STYLE, w: int = inner) -> Text:
-        t = Text(left, style=BOX_STYLE, end="")
+    def rule(left: str, right: str, title: str = "", style: Style | None = None, w: int = inner) -> Text:
+        t = Text(left, style=p.muted, end="")
         if title:
-            t.append("─", style=BOX_STYLE)
+            t.append("─", style=p.muted)
             t.append(f" {title} ", style=style)
-            t.append("─" * max(0, w - len(title) - 3), style=BOX_STYLE)
+            t.append("─" * max(0, w - len(title) - 3), style=p.muted)
         else:
-            t.append("─" * w, style=BOX_STYLE)
-        t.append(right, style=BOX_STYLE)
+            t.append("─" * w, style=p.muted)
+        t.append(right, style=p.muted)
         return t
 
-    out.append(rule("┌", "┐", host_title(host), HOST_STYLE))
+    out.append(rule("┌", "┐", host_title(host), p.nic + BOLD))
     by_ns: dict[str | None, list[Nic]] = {}
     for nic in sorted(nics, key=lambda n: (ROLE_RANK.get(nic_role(n) or "", 4), n.id)):
         by_ns.setdefault(nic.netns, []).append(nic)
@@ -137,15 +131,15 @@ def host_box(
         if containers:
             title = f"container {', '.join(containers)} · " + title
         head = Text(" ", end="")
-        head.append_text(rule("┌", "┐", title, NS_STYLE, sub - 2))
+        head.append_text(rule("┌", "┐", title, p.muted, sub - 2))
         out.append(line(head))
         for nic in members:
-            body = Text(" │ ", style=BOX_STYLE, end="")
-            content = nic_line(nic, owners, name_w, kind_w, counts[nic.id])
+            body = Text(" │ ", style=p.muted, end="")
+            content = nic_line(nic, owners, name_w, kind_w, p, counts[nic.id])
             peer = str(nic.facts.get("peer") or "")
             content.truncate(sub - 4, overflow="ellipsis", pad=True)
             body.append_text(content)
-            body.append(" │", style=BOX_STYLE)
+            body.append(" │", style=p.muted)
             out.append(line(body))
         foot = Text(" ", end="")
         foot.append_text(rule("└", "┘", w=sub - 2))
@@ -154,16 +148,16 @@ def host_box(
             peer = str(nic.facts.get("peer") or "")
             if nic.container and peer:
                 link = Text("   ", end="")
-                link.append("┆", style=WIRE_STYLE)
-                link.append(f" veth pair: {safe(nic.container)}'s {safe(nic.name)} ⇄ {safe(peer)}", style=DIM)
+                link.append("┆", style=p.wire + BOLD)
+                link.append(f" veth pair: {safe(nic.container)}'s {safe(nic.name)} ⇄ {safe(peer)}", style=p.muted)
                 if peer in bridges:
-                    link.append(f", a port of {safe(bridges[peer])}", style=DIM)
+                    link.append(f", a port of {safe(bridges[peer])}", style=p.muted)
                 out.append(line(link))
     out.append(rule("└", "┘"))
     return out
 
 
-def links_between_hosts(store: FrameStore) -> list[Text]:
+def links_between_hosts(store: FrameStore, p: Palette) -> list[Text]:
     """The wire (veth/physical peers on other hosts) and the tunnels (VXLAN remotes, same VNI)."""
     owners = host_of_address(store)
     nics = store.nics
@@ -179,9 +173,9 @@ def links_between_hosts(store: FrameStore) -> list[Text]:
             if peer is not None and frozenset((nic.id, peer.id)) not in seen:
                 seen.add(frozenset((nic.id, peer.id)))
                 t = Text(no_wrap=True, overflow="ellipsis")
-                t.append("wire     ", style=WIRE_STYLE)
+                t.append("wire     ", style=p.wire + BOLD)
                 t.append(f"{host_title(nic.host)} {safe(nic.name)} {_first_addr(nic)}")
-                t.append("  ════════  ", style=WIRE_STYLE)
+                t.append("  ════════  ", style=p.wire + BOLD)
                 t.append(f"{host_title(peer.host)} {safe(peer.name)} {_first_addr(peer)}")
                 out.append(t)
     tunnels = [n for n in nics if n.facts.get("vni") is not None]
@@ -200,12 +194,12 @@ def links_between_hosts(store: FrameStore) -> list[Text]:
                 continue
             seen.add(key)
             t = Text(no_wrap=True, overflow="ellipsis")
-            t.append("tunnel   ", style=TUNNEL_STYLE)
+            t.append("tunnel   ", style=p.tunnel)
             t.append(f"{host_title(nic.host)} {safe(nic.name)}")
             port = nic.facts.get("port")
             t.append(
                 f"  ⇠ VXLAN vni {safe(str(nic.facts.get('vni')))}{f' udp/{safe(str(port))}' if port else ''} ⇢  ",
-                style=TUNNEL_STYLE,
+                style=p.tunnel,
             )
             t.append(f"{host_title(peer.host)} {safe(peer.name)}")
             out.append(t)
@@ -216,16 +210,16 @@ def links_between_hosts(store: FrameStore) -> list[Text]:
             if peer.host != nic.host and key not in seen:
                 seen.add(key)
                 t = Text(no_wrap=True, overflow="ellipsis")
-                t.append("tunnel   ", style=TUNNEL_STYLE)
+                t.append("tunnel   ", style=p.tunnel)
                 t.append(f"{host_title(nic.host)} {safe(nic.name)}")
                 port = nic.facts.get("port")
-                t.append(f"  ⇠ flannel UDP{f' udp/{safe(str(port))}' if port else ''} (TUN) ⇢  ", style=TUNNEL_STYLE)
+                t.append(f"  ⇠ flannel UDP{f' udp/{safe(str(port))}' if port else ''} (TUN) ⇢  ", style=p.tunnel)
                 t.append(f"{host_title(peer.host)} {safe(peer.name)}")
                 out.append(t)
     return out
 
 
-def inferred_links(store: FrameStore, corr: Correlation | None) -> list[Text]:
+def inferred_links(store: FrameStore, corr: Correlation | None, p: Palette) -> list[Text]:
     """NIC → NIC hand-offs seen in the journeys, with what happened, most frequent first."""
     if corr is None:
         return []
@@ -235,7 +229,7 @@ def inferred_links(store: FrameStore, corr: Correlation | None) -> list[Text]:
         if len(j) < 2:
             continue
         hops = j.hops
-        for a, b in zip(hops, hops[1:]):
+        for a, b in pairwise(hops):
             key = (a.nic.id, b.nic.id, b.step.brief())
             counts[key] += 1
             steps.setdefault(key, b.step)
@@ -244,22 +238,27 @@ def inferred_links(store: FrameStore, corr: Correlation | None) -> list[Text]:
         a, b, _what = key
         t = Text(no_wrap=True, overflow="ellipsis")
         t.append(safe(store.nics[a].label), style="bold")
-        t.append("  →  ", style=WIRE_STYLE)
+        t.append("  →  ", style=p.wire + BOLD)
         t.append(safe(store.nics[b].label), style="bold")
         t.append("  ")
-        t.append_text(step_text(steps[key], brief=True))
-        t.append(f"  ×{n}", style=DIM)
+        t.append_text(step_text(steps[key], p, brief=True))
+        t.append(f"  ×{n}", style=p.muted)  # noqa: RUF001 - a multiplication sign: "seen 3 times"
         out.append(t)
     return out
 
 
 class TopologyDiagram(Widget):
-    """Host boxes side by side (as many as fit), then the links between them."""
+    """Host boxes side by side (as many as fit), then the links between them.
+
+    Drawn in ``render`` from the palette: a new theme redraws it in its colours."""
 
     def __init__(self, store: FrameStore, corr: Correlation | None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.store = store
         self.corr = corr
+
+    def on_mount(self) -> None:
+        follow_theme(self, self.refresh)
 
     def get_content_height(self, container, viewport, width: int) -> int:
         return len(self.lines(max(width, 40)))
@@ -268,6 +267,7 @@ class TopologyDiagram(Widget):
         return Text("\n").join(self.lines(self.size.width or 120))
 
     def lines(self, width: int) -> list[Text]:
+        p = Palette.of(self)
         store = self.store
         facts = has_facts(store)
         hosts: dict[str | None, list[Nic]] = {}
@@ -275,13 +275,13 @@ class TopologyDiagram(Widget):
             hosts.setdefault(nic.host, []).append(nic)
         out: list[Text] = []
         if not hosts:
-            return [Text("no NICs in this capture", style="italic " + DIM)]
+            return [Text("no NICs in this capture", style=p.muted + ITALIC)]
         if not facts:
             out.append(
                 Text(
                     "This capture states no NIC facts (no host/netns/kind in its interface descriptions): "
                     "the picture below is inferred from the journeys.",
-                    style="italic " + DIM,
+                    style=p.muted + ITALIC,
                 )
             )
             out.append(Text(""))
@@ -298,7 +298,7 @@ class TopologyDiagram(Widget):
         items = list(hosts.items())
         for r in range(0, len(items), per_row):
             counts = [len(per) for per in store.per_nic]
-            boxes = [host_box(h, n, owners, box_w - 1, bridges, counts) for h, n in items[r : r + per_row]]
+            boxes = [host_box(h, n, owners, box_w - 1, bridges, counts, p) for h, n in items[r : r + per_row]]
             height = max(len(b) for b in boxes)
             for y in range(height):
                 row = Text(end="")
@@ -307,21 +307,23 @@ class TopologyDiagram(Widget):
                     row.append_text(cell)
                     row.append(" ")
                 out.append(row)
-        links = links_between_hosts(store) if facts else []
-        inferred = inferred_links(store, self.corr) if not facts else []
+        links = links_between_hosts(store, p) if facts else []
+        inferred = inferred_links(store, self.corr, p) if not facts else []
         if links:
             out.append(Text(""))
-            out.append(Text("Between the hosts", style="bold #7dd3fc"))
+            out.append(Text("Between the hosts", style=p.heading + BOLD))
             out.extend(links)
         if not facts:
             out.append(Text(""))
-            out.append(Text("Hand-offs seen in the journeys", style="bold #7dd3fc"))
-            out.extend(inferred or [Text("none: no packet was seen on two NICs", style="italic " + DIM)])
+            out.append(Text("Hand-offs seen in the journeys", style=p.heading + BOLD))
+            out.extend(inferred or [Text("none: no packet was seen on two NICs", style=p.muted + ITALIC)])
         return out
 
 
 class TopologyScreen(Screen[None]):
-    BINDINGS = [
+    COMPONENT_CLASSES: ClassVar[set[str]] = set(PALETTE_CLASSES)
+
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,T", "back", "Back"),
         Binding("up,k", "scroll(-1)", "Up", show=False),
         Binding("down,j", "scroll(1)", "Down", show=False),
@@ -334,14 +336,17 @@ class TopologyScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="⇄")
-        source = "the capture's NIC facts" if has_facts(self.store) else "the journeys (no NIC facts)"
-        title = Text(no_wrap=True, overflow="ellipsis")
-        title.append("Topology", style="bold")
-        title.append(f"  ·  {len(self.store.nics)} NICs  ·  from {source}", style=DIM)
-        yield Static(title, id="topology-title")
+        yield Painted(self.title_text, id="topology-title")
         with VerticalScroll(id="topology-scroll"):
             yield TopologyDiagram(self.store, self.corr, id="topology-diagram")
         yield Footer()
+
+    def title_text(self, p: Palette) -> Text:
+        source = "the capture's NIC facts" if has_facts(self.store) else "the journeys (no NIC facts)"
+        title = Text(no_wrap=True, overflow="ellipsis")
+        title.append("Topology", style="bold")
+        title.append(f"  ·  {len(self.store.nics)} NICs  ·  from {source}", style=p.muted)
+        return title
 
     def on_mount(self) -> None:
         self.query_one("#topology-scroll").focus()
