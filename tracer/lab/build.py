@@ -716,15 +716,24 @@ def teardown(namespaces: list[str], pids: set[int] | None = None) -> list[str]:
 
 
 def _alive(pid: int) -> bool:
-    try:  # reap it if it is our own child (a helper started by this process)
+    """Is ``pid`` still running?  A zombie is not; one that is our own child (a helper
+    started by this process) is reaped, so that it is gone from /proc too."""
+    _reap(pid)
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            zombie = f.read().split(") ", 1)[1][0] == "Z"
+    except (OSError, IndexError):
+        return False
+    if zombie:
+        _reap(pid)  # it may have died between the first wait and the read: reap it now
+    return not zombie
+
+
+def _reap(pid: int) -> None:
+    try:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def _is_lab_process(pid: int, namespaces: list[str]) -> bool:
