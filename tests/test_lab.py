@@ -24,12 +24,17 @@ from tracer.lab import build, scenario
 from tracer.lab.build import Lab, lab_namespaces
 from tracer.net.afpacket import PacketSocket
 
-SCENARIOS = ["bridge", "port-forward", "flannel-vxlan", "docker-overlay", "flannel-udp"]
+SCENARIOS = ["bridge", "port-forward", "flannel-vxlan", "docker-overlay", "flannel-udp", "kube-nodeport"]
 TAG = f"t{os.getpid()}"
 needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
 
 # What the article says about each scenario's recording.
-ENCAP = {"flannel-vxlan": ("vxlan", 8472), "docker-overlay": ("vxlan", 4789), "flannel-udp": ("udp", 8285)}
+ENCAP = {
+    "flannel-vxlan": ("vxlan", 8472),
+    "docker-overlay": ("vxlan", 4789),
+    "flannel-udp": ("udp", 8285),
+    "kube-nodeport": ("vxlan", 8472),
+}
 SILENT = {"bridge": {"hosty/docker0", "C/eth0"}}  # A cannot reach C: nothing arrives there
 
 
@@ -122,7 +127,8 @@ BAD = [
         "not a host address in 10.244.1.0/24",
     ),
     ('docker0 = "10.244.2.1/24"', 'docker0 = "10.244.0.1/22"', "hosts[1].docker0", "overlaps hosts[0].docker0"),
-    ('to = "C"', 'to = "Z"', "traffic[0].to", "no such host or container"),
+    ('to = "C"', 'to = "Z"', "traffic[0].to", "no such host, container or client"),
+    ('from = "A"', 'from = "Z"', "traffic[0].from", "no such host, container or client"),
     ('to = "C"', 'to = "8.8.8.8"', "traffic[0].to", "outside the lab"),
     ('type = "flannel-vxlan"', 'type = "wireguard"', "overlay.type", "one of none, port-forward"),
     ('name = "C"', 'name = "a"', "hosts[1].containers[0].name", "already used"),
@@ -141,6 +147,130 @@ def test_bad_scenario_names_file_key_and_problem(tmp_path, old, new, key, proble
         scenario.load(path)
     assert e.value.key == key and problem in e.value.problem
     assert str(e.value).startswith(f"{path}: {key}: ")
+
+
+BAD_KUBE = [
+    # (replace this, with that) in kube-nodeport.toml -> (key, problem)
+    ('eth0 = "192.168.0.3"', 'eth0 = "10.0.0.3"', "clients[0].eth0", "not a host address in the underlay"),
+    ('eth0 = "192.168.0.3"', 'eth0 = "192.168.0.2"', "clients[0].eth0", "already used by hosts[1].eth0"),
+    ('name = "client"', 'name = "web"', "clients[0].name", "already used by hosts[1].containers[0].name"),
+    ('name = "client"', 'name = "underlay"', "clients[0].name", "reserved"),
+    ('name = "client"', 'name = "client"\ncolour = "red"', "clients[0].colour", "unknown key"),
+    ('name = "default/web"', 'name = "Default/Web"', "services[0].name", "namespace/name"),
+    ('cluster_ip = "10.96.0.80"', 'cluster_ip = "10.244.9.9"', "services[0].cluster_ip", "inside 10.244.0.0/16"),
+    ("node_port = 30080", "node_port = 8080", "services[0].node_port", "outside the NodePort range 30000-32767"),
+    ('endpoints = ["web"]', 'endpoints = ["nosuch"]', "services[0].endpoints", "no such container"),
+    ('endpoints = ["web"]', "endpoints = []", "services[0].endpoints", "non-empty list"),
+    ('hosts = ["hostx"]', 'hosts = ["hostz"]', "services[0].hosts", "no such host; have: hostx, hosty"),
+    (
+        'address = "10.244.2.2"',
+        'address = "10.244.2.2"\nserve_http = 8080',
+        "services[0].endpoints",
+        "serves HTTP on 8080",
+    ),
+    ('from = "client"', 'from = "nobody"', "traffic[0].from", "no such host, container or client"),
+]
+
+
+@pytest.mark.parametrize("old,new,key,problem", BAD_KUBE, ids=[b[2] + ":" + b[3] for b in BAD_KUBE])
+def test_bad_client_or_service_names_file_key_and_problem(tmp_path, capsys, nothing_built, old, new, key, problem):
+    text = (REPO / "scenarios" / "kube-nodeport.toml").read_text()
+    assert old in text
+    path = tmp_path / "bad.toml"
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(ScenarioError) as e:
+        scenario.load(path)
+    assert e.value.key == key and problem in e.value.problem
+    rc, err = tracer_cli(capsys, "lab", "up", str(path))  # one line, and nothing built
+    assert rc == 2 and len(err) == 1 and err[0].startswith(f"tracer lab: {path}: {key}: "), err
+    assert nothing_built == []
+
+
+def test_a_service_needs_a_pod_network(tmp_path):
+    text = (REPO / "scenarios" / "port-forward.toml").read_text()
+    text += '[[services]]\nname = "default/c"\ncluster_ip = "10.96.0.9"\nport = 80\nnode_port = 30080\n'
+    text += 'endpoints = ["C"]\nhosts = ["hosty"]\n'
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError) as e:
+        scenario.load(path)
+    assert e.value.key == "services[0]" and "needs a pod network" in e.value.problem
+
+
+def test_kube_proxy_chain_names_are_kube_proxys_hashes():
+    # kubernetes/kubernetes pkg/proxy/iptables tests: ns1/svc1:p80 over tcp, endpoint 10.180.0.1:80
+    assert scenario.kube_hash("ns1/svc1:p80" + "tcp") == "XPGD46QRK7WJZT7O"
+    assert scenario.kube_hash("ns1/svc1:p80" + "tcp" + "10.180.0.1:80") == "SXIVWICOYRO3J4NJ"
+
+
+def test_kube_nodeport_scenario():
+    s = scenario.load("kube-nodeport")
+    assert [(c.name, str(c.eth0)) for c in s.clients] == [("client", "192.168.0.3/24")]
+    assert str(s.address_of("client")) == "192.168.0.3" and not s.host("hostx").containers
+    assert (s.overlay.type, s.overlay.device, s.overlay.vni, s.overlay.port) == ("flannel-vxlan", "flannel.1", 1, 8472)
+    web = s.node("web")
+    assert isinstance(web, scenario.Container) and web.host == "hosty" and web.serve_http == 80
+    (svc,) = s.services
+    assert (svc.name, str(svc.cluster_ip), svc.port, svc.node_port, svc.target_port) == (
+        "default/web",
+        "10.96.0.80",
+        80,
+        30080,
+        80,
+    )
+    svc_chain, sep_chain = svc.svc_chain, svc.sep_chain(web)
+    assert svc_chain == "KUBE-SVC-" + scenario.kube_hash("default/webtcp")
+    assert sep_chain == "KUBE-SEP-" + scenario.kube_hash("default/webtcp10.244.2.2:80")
+    assert svc_chain in s.description and sep_chain in s.description  # the rules, as built, are described
+
+    lab = Lab(s, tag=TAG)
+    assert [p.label for p in lab.capture_points()] == [
+        "client/eth0",
+        "hostx/eth0",
+        "hostx/flannel.1",
+        "hosty/eth0",
+        "hosty/flannel.1",
+        "hosty/docker0",
+        "web/eth0",
+    ]
+    client = lab.capture_points()[0]
+    assert tokens(client.description) == {
+        "host": "client",
+        "netns": f"trc-{TAG}-kn-client",
+        "kind": "veth",
+        "role": "underlay",
+        "addr": "192.168.0.3/24",
+        "mac": "52:54:c0:a8:00:03",
+        "peer": "to-client",
+        "peer_netns": f"trc-{TAG}-kn-underlay",
+    }
+    nodes = lab.nodes()
+    assert nodes[f"trc-{TAG}-kn-underlay"] == "underlay switch" and f"trc-{TAG}-kn-client" in nodes
+
+    assert build.kube_proxy_rules(s, "hosty", random_fully=True) == []
+    rules = [" ".join(r) for r in build.kube_proxy_rules(s, "hostx", random_fully=True)]
+    mark = "-j MARK --or-mark 0x4000"
+    for rule in (
+        "-I PREROUTING -m comment --comment kubernetes service portals -j KUBE-SERVICES",
+        "-I OUTPUT -m comment --comment kubernetes service portals -j KUBE-SERVICES",
+        "-I POSTROUTING -m comment --comment kubernetes postrouting rules -j KUBE-POSTROUTING",
+        f"-A KUBE-MARK-MASQ {mark}",
+        f"-A KUBE-NODEPORTS -m comment --comment default/web -m tcp -p tcp --dport 30080 -j {svc_chain}",
+        f"-A {svc_chain} -m comment --comment default/web -m tcp -p tcp --dport 30080 -j KUBE-MARK-MASQ",
+        f"-A {svc_chain} -m comment --comment default/web -j {sep_chain}",
+        f"-A {sep_chain} -m comment --comment default/web -m tcp -p tcp -j DNAT --to-destination 10.244.2.2:80",
+        "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN",
+        "-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000",
+        "-A KUBE-POSTROUTING -m comment --comment kubernetes service traffic requiring SNAT"
+        " -j MASQUERADE --random-fully",
+    ):
+        assert rule in rules
+    assert rules[-1] == (
+        "-A KUBE-SERVICES -m comment --comment kubernetes service nodeports; NOTE: this must be the last rule"
+        " in this chain -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS"
+    )
+    plain = [" ".join(r) for r in build.kube_proxy_rules(s, "hostx", random_fully=False)]
+    assert not any("--random-fully" in r for r in plain) and any(r.endswith("-j MASQUERADE") for r in plain)
 
 
 def test_docker0_overlapping_the_underlay(tmp_path):
@@ -350,8 +480,9 @@ def check_recording(name: str, path: Path, lab: Lab) -> None:
     assert {p.label for p, n in zip(points, per) if n == 0} == silent, dict(zip([p.label for p in points], per))
     times = [float(r[7]) for r in rows]
     assert times == sorted(times), "frames not in timestamp order"
-    # Direction, as the kernel said: A's own packets leave A's eth0, replies to A arrive there.
-    a_ip = str(lab.scenario.address_of("A"))
+    # Direction, as the kernel said: the sender's own packets leave its eth0 (the first
+    # NIC), replies to it arrive there.
+    a_ip = str(lab.scenario.address_of(lab.scenario.traffic[0].src))
     a_rows = [r for r in rows if r[0] == "0" and r[1]]
     assert a_rows and all(r[9] == ("0x00000002" if r[8].split(",")[0] == a_ip else "0x00000001") for r in a_rows)
     underlay = {i for i, p in enumerate(points) if p.role == "underlay"}
@@ -359,8 +490,12 @@ def check_recording(name: str, path: Path, lab: Lab) -> None:
     ip_rows = [r for r in rows if r[1]]
     if name in ENCAP:
         kind, port = ENCAP[name]
-        outer = [r for r in ip_rows if int(r[0]) in underlay]
+        hosts = {str(h.eth0.ip) for h in lab.scenario.hosts}
+        wire = [r for r in ip_rows if int(r[0]) in underlay]
+        outer = [r for r in wire if r[8].split(",")[0] in hosts and r[6].split(",")[0] in hosts]
         assert outer and all(str(port) in (r[2].split(",")[0], r[3].split(",")[0]) for r in outer)
+        if not lab.scenario.clients:
+            assert outer == wire  # only a client talks to a host unencapsulated
         if kind == "vxlan":
             assert all(r[4] == str(lab.scenario.overlay.vni) for r in outer)
         assert not any(str(port) in (r[2], r[3]) or r[4] for r in ip_rows if int(r[0]) in inside)
@@ -372,6 +507,83 @@ def check_recording(name: str, path: Path, lab: Lab) -> None:
         assert any(r[5] == "8080" and r[6] == "192.168.0.2" for r in rows if int(r[0]) == y_eth0)
         assert any(r[5] == "80" and r[6] == "172.17.0.2" for r in rows if int(r[0]) == c_eth0)
         assert not any(r[5] == "8080" for r in rows if int(r[0]) == c_eth0)
+    if name == "kube-nodeport":
+        check_nodeport_nat(path, lab)
+
+
+def nat_table(netns: str) -> list[str]:
+    argv = ["ip", "netns", "exec", netns, "iptables", "-w", "5", "-t", "nat", "-S"]
+    return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=20).stdout.splitlines()
+
+
+def check_kube_proxy_nat(lab: Lab) -> None:
+    """kube-proxy's chains in Host X's nat table (and none on Host Y), while the lab is up."""
+    nat = nat_table(lab.ns("hostx"))
+    (svc,) = lab.scenario.services
+    (web,) = svc.endpoints
+    chains = {line.split()[1] for line in nat if line.startswith("-N ")}
+    kube = {"KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ", svc.svc_chain, svc.sep_chain(web)}
+    assert chains == kube, nat
+    for rule in (
+        '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
+        f'-A KUBE-NODEPORTS -p tcp -m comment --comment "default/web" -m tcp --dport 30080 -j {svc.svc_chain}',
+        f'-A {svc.svc_chain} -p tcp -m comment --comment "default/web" -m tcp --dport 30080 -j KUBE-MARK-MASQ',
+        f'-A {svc.sep_chain(web)} -p tcp -m comment --comment "default/web" -m tcp'
+        " -j DNAT --to-destination 10.244.2.2:80",
+        "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000",
+    ):
+        assert rule in nat, (rule, nat)
+    services = [line for line in nat if line.startswith("-A KUBE-SERVICES ")]
+    assert services[-1].endswith("-m addrtype --dst-type LOCAL -j KUBE-NODEPORTS")  # the last rule of the chain
+    assert any(line.startswith("-A KUBE-POSTROUTING ") and "-j MASQUERADE" in line for line in nat)
+    assert all(line.startswith("-P ") for line in nat_table(lab.ns("hosty")))  # kube-proxy is on Host X only
+
+
+def check_nodeport_nat(path: Path, lab: Lab) -> None:
+    """Host X DNATed and MASQUERADEd the client's connection at once: the addresses on the
+    two sides of Host X, read with tshark (the inner header of a VXLAN frame is the last
+    of tshark's comma-separated values)."""
+    labels = [p.label for p in lab.capture_points()]
+    fields = ("frame.interface_id", "ip.src", "tcp.srcport", "ip.dst", "tcp.dstport", "tcp.seq_raw", "udp.dstport")
+    syn = tshark_filtered(path, "tcp.flags.syn == 1 && tcp.flags.ack == 0", *fields)
+    synack = tshark_filtered(path, "tcp.flags.syn == 1 && tcp.flags.ack == 1", *fields)
+
+    def seen(rows: list[list[str]]) -> dict[str, tuple[str, str, str, str, str, str]]:
+        out = {}
+        for r in rows:
+            key = labels[int(r[0])] + (" vxlan" if r[6] else "")
+            out[key] = (*(v.split(",")[-1] for v in r[1:6]), r[1].split(",")[0] + ">" + r[3].split(",")[0])
+        return out
+
+    s, a = seen(syn), seen(synack)
+    # Host X's eth0 carries the client's connection and the tunnel; Host Y's only the tunnel
+    assert set(s) == set(a) == {*labels, "hostx/eth0 vxlan", "hosty/eth0 vxlan"} - {"hosty/eth0"}, (s, a)
+    client = s["client/eth0"]
+    assert client[0] == "192.168.0.3" and client[2:4] == ("192.168.0.1", "30080")
+    assert s["hostx/eth0"] == client  # outside Host X: as the client sent it
+    pod_side = s["web/eth0"]
+    assert pod_side[0] == "10.244.1.0" and pod_side[2:4] == ("10.244.2.2", "80")  # flannel.1's address, the pod
+    assert pod_side[4] == client[4]  # the same SYN: the same sequence number
+    for nic in ("hostx/flannel.1", "hostx/eth0 vxlan", "hosty/eth0 vxlan", "hosty/flannel.1", "hosty/docker0"):
+        assert s[nic][:5] == pod_side[:5], (nic, s[nic])
+    assert s["hostx/eth0 vxlan"][5] == "192.168.0.1>192.168.0.2"
+    # the SYN-ACK: from the pod to Host X's flannel.1 address, and back to the client as from HostX:30080
+    assert a["web/eth0"][:4] == ("10.244.2.2", "80", "10.244.1.0", pod_side[1])
+    assert a["client/eth0"][:4] == ("192.168.0.1", "30080", "192.168.0.3", client[1])
+    assert a["client/eth0"][4] == a["web/eth0"][4]
+    # and HTTP 200 reached the client
+    payloads = tshark_filtered(path, "tcp.len > 0 && frame.interface_id == 0", "ip.src", "tcp.payload")
+    answers = [bytes.fromhex(r[1].replace(":", "")) for r in payloads if r[0] == "192.168.0.1"]
+    assert any(p.startswith(b"HTTP/1.0 200 OK") for p in answers), answers
+
+
+def tshark_filtered(path: Path, display_filter: str, *fields: str) -> list[list[str]]:
+    argv = ["tshark", "-r", str(path), "-d", "udp.port==8472,vxlan", "-Y", display_filter, "-T", "fields"]
+    argv += ["-E", "separator=|"] + [x for f in fields for x in ("-e", f)]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout
+    return [line.split("|") for line in out.splitlines()]
 
 
 @requires_root
@@ -402,8 +614,10 @@ def test_scenario_up_traffic_status_record_down(name, tmp_path, capsys, cleanup)
     assert out.count("as expected") == len(lab.scenario.traffic)
     if name == "bridge":
         assert "ping A -> C: 0/2" in out and "ping A -> B: 2/2" in out
-    if name == "port-forward":
+    if name in ("port-forward", "kube-nodeport"):
         assert "200 OK" in out
+    if name == "kube-nodeport":
+        check_kube_proxy_nat(lab)
 
     cap = tmp_path / f"{name}.pcapng"
     rc, out, err = lab_cli(capsys, "record", name, "--tag", TAG, "-w", str(cap))

@@ -93,4 +93,4 @@ def test_lab_lists_the_five_scenarios_from_anywhere(installed, tmp_path):
     assert r.returncode == 0, r.stderr
     assert [line.split()[0] for line in r.stdout.splitlines()] == SCENARIOS
     assert "(invalid" not in r.stdout
-    assert len(SCENARIOS) == 5
+    assert len(SCENARIOS) == 6

@@ -4,11 +4,12 @@ Every host and every container is its own netns named
 ``trc-[TAG-]ID-NODE`` (e.g. ``trc-fv-hostx``, ``trc-fv-a``); Docker's overlay
 namespace is ``trc-do-hostx-ov``.  Links live only inside those namespaces and
 carry the names the article uses (``eth0``, ``docker0``, ``flannel0``,
-``veth-a``), so a capture's interface names read like the article.  Nothing is
-ever created in the root namespace: veth pairs are made with both ends placed
-straight into lab namespaces, and the underlay is a veth pair (or, for more
-than two hosts, a bridge in its own ``trc-ID-underlay`` netns) between host
-namespaces only — no default route, no link out.
+``veth-a``), so a capture's interface names read like the article.  A client
+(a machine outside the cluster) is a netns with only an underlay ``eth0``.
+Nothing is ever created in the root namespace: veth pairs are made with both
+ends placed straight into lab namespaces, and the underlay is a veth pair (or,
+for more than two hosts and clients, a bridge in its own ``trc-ID-underlay``
+netns) between lab namespaces only — no default route, no link out.
 
 The building is done with ``ip``/``bridge``/``iptables`` commands rather than
 pyroute2: each step is the command a person would type (and flanneld/Docker
@@ -34,7 +35,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from tracer.errors import LabError, LabIsUp
-from tracer.lab.scenario import Container, Host, Scenario
+from tracer.lab.scenario import Client, Container, Host, Scenario, Service
 from tracer.nicfacts import encode as describe
 
 LAB_PREFIX = "trc-"
@@ -48,6 +49,10 @@ UDP_MTU = 1472  # flannel's UDP backend: 1500 minus IP+UDP headers
 # Multicast snooping makes the bridge join 224.0.0.106 (an IGMP report at a random
 # moment in every capture); nothing in the article uses multicast.
 QUIET_BRIDGE = ("mcast_snooping", "0")
+# kube-proxy's defaults: --iptables-masquerade-bit 14, and --random-fully on MASQUERADE
+# when iptables is at least 1.6.2 (pkg/util/iptables: MinCheckVersion for it).
+KUBE_MASQ_MARK = "0x4000"
+RANDOM_FULLY_SINCE = (1, 6, 2)
 
 
 def run(argv: list[str], *, timeout: float = 20) -> str:
@@ -134,9 +139,20 @@ class Lab:
                 out[self.ov_ns(h)] = f"overlay namespace of {h.name}"
             for c in h.containers:
                 out[self.container_ns(c)] = f"container {c.name} on {h.name}"
-        if len(self.scenario.hosts) > 2:
-            out[self.prefix + "underlay"] = "underlay switch"
+        for cl in self.scenario.clients:
+            out[self.ns(cl.name)] = f"client {cl.name} (outside the cluster)"
+        if self.switched:
+            out[self.underlay_ns] = "underlay switch"
         return out
+
+    @property
+    def switched(self) -> bool:
+        """More than two machines on the underlay: they hang off a bridge in its own netns."""
+        return len(self.scenario.underlay_members) > 2
+
+    @property
+    def underlay_ns(self) -> str:
+        return self.prefix + "underlay"
 
     def namespaces(self) -> list[str]:
         return lab_namespaces(self.prefix)
@@ -199,6 +215,8 @@ class Lab:
                 self._add_netns(self.ov_ns(h), router=False)
             for c in h.containers:
                 self._add_netns(self.container_ns(c), router=False)
+        for cl in s.clients:
+            self._add_netns(self.ns(cl.name), router=False)
         self._build_underlay()
         for h in s.hosts:
             if h.docker0 is not None:
@@ -232,6 +250,8 @@ class Lab:
                 )
         if ovt == "port-forward":
             self._build_port_forward()
+        if s.services:
+            self._build_kube_proxy()
         for h in s.hosts:
             for c in h.containers:
                 if c.serve_http:
@@ -240,7 +260,7 @@ class Lab:
                     )
 
     def _build_underlay(self) -> None:
-        hosts = self.scenario.hosts
+        hosts = self.scenario.underlay_members
         if len(hosts) == 1:
             h = hosts[0]
             self._ip(self.ns(h.name), "link", "add", "eth0", "address", self.eth0_mac(h), "type", "dummy")
@@ -264,7 +284,7 @@ class Lab:
                 self.ns(y.name),
             )
         else:
-            sw = self.prefix + "underlay"
+            sw = self.underlay_ns
             self._add_netns(sw, router=False)
             self._ip(sw, "link", "add", "underlay", "type", "bridge", *QUIET_BRIDGE)
             self._ip(sw, "link", "set", "underlay", "up")
@@ -291,7 +311,7 @@ class Lab:
             self._ip(ns, "addr", "add", str(h.eth0), "dev", "eth0")
             self._ip(ns, "link", "set", "eth0", "up")
 
-    def eth0_mac(self, h: Host) -> str:
+    def eth0_mac(self, h: Host | Client) -> str:
         return mac_from("52:54", h.eth0.ip)
 
     def _build_docker0(self, h: Host) -> None:
@@ -496,6 +516,13 @@ class Lab:
                 f"{c.address.ip}:{pub.container_port}",
             )
 
+    def _build_kube_proxy(self) -> None:
+        """kube-proxy's nat table on each host a Service names (see :func:`kube_proxy_rules`)."""
+        random_fully = iptables_has_random_fully()
+        for h in self.scenario.hosts:
+            for rule in kube_proxy_rules(self.scenario, h.name, random_fully=random_fully):
+                self._iptables(self.ns(h.name), "-t", "nat", *rule)
+
     # -- helper processes ------------------------------------------------------
     def _start_agent(self, ns: str, kind: str, *args: str) -> None:
         """Run ``tracer.lab.agents KIND`` inside ``ns`` and wait until it is ready."""
@@ -570,15 +597,28 @@ class Lab:
     def capture_points(self) -> list[CapturePoint]:
         """Every NIC of the path, in path order: first host outward, the others inward.
 
-        The host-side veth peers (``veth-a``) are left out: they carry exactly the
-        container eth0's frames, and the path reads the same without them."""
+        With clients (traffic from outside the cluster) the clients' eth0 come
+        first and every host is entered from its eth0.  The host-side veth peers
+        (``veth-a``) are left out: they carry exactly the container eth0's frames,
+        and the path reads the same without them; so is the underlay switch."""
         s = self.scenario
-        points: list[CapturePoint] = []
+        points = [self._client_point(cl) for cl in s.clients]
         for i, h in enumerate(s.hosts):
             inner = [self._container_point(h, c) for c in h.containers]
             outer = self._host_points(h)
-            points += inner + outer if i == 0 else outer[::-1] + inner
+            points += inner + outer if i == 0 and not s.clients else outer[::-1] + inner
         return points
+
+    def _underlay_peer(self, m: Host | Client) -> dict[str, object]:
+        """The other end of ``m``'s eth0: the peer host's eth0, or the switch port."""
+        if self.switched:
+            return {"peer": f"to-{m.name}", "peer_netns": self.underlay_ns}
+        others = [self.ns(p.name) for p in self.scenario.underlay_members if p is not m]
+        return {"peer": "eth0", "peer_netns": others[0]} if others else {}
+
+    def _client_point(self, cl: Client) -> CapturePoint:
+        facts: dict[str, object] = {"addr": cl.eth0, "mac": self.eth0_mac(cl), **self._underlay_peer(cl)}
+        return CapturePoint(self.ns(cl.name), "eth0", cl.name, "veth", "underlay", None, facts)
 
     def _container_point(self, h: Host, c: Container) -> CapturePoint:
         return CapturePoint(
@@ -632,9 +672,10 @@ class Lab:
             )
         else:
             assert h.docker0 is not None
-            pts.append(
-                CapturePoint(ns, "docker0", h.name, "bridge", "bridge", None, {"addr": h.docker0, "ports": ports})
-            )
+            if h.containers:  # a docker0 without containers carries nothing of the path
+                pts.append(
+                    CapturePoint(ns, "docker0", h.name, "bridge", "bridge", None, {"addr": h.docker0, "ports": ports})
+                )
             if o.type == "flannel-vxlan":
                 assert o.device
                 peers = [str(p.eth0.ip) for p in s.hosts if p is not h]
@@ -670,12 +711,104 @@ class Lab:
                         {"port": o.port, "addr": f"{self.flannel_subnet_ip(h)}/{o.network.prefixlen}"},
                     )
                 )
-        peer_ns = [self.ns(p.name) for p in s.hosts if p is not h]
-        facts: dict[str, object] = {"addr": h.eth0, "mac": self.eth0_mac(h)}
-        if len(s.hosts) == 2:
-            facts.update(peer="eth0", peer_netns=peer_ns[0])
+        facts: dict[str, object] = {"addr": h.eth0, "mac": self.eth0_mac(h), **self._underlay_peer(h)}
         pts.append(CapturePoint(ns, "eth0", h.name, "veth", "underlay", None, facts))
         return pts
+
+
+def iptables_has_random_fully() -> bool:
+    """Does this iptables take MASQUERADE --random-fully?  kube-proxy's test: its version."""
+    m = re.search(r"v(\d+)\.(\d+)\.(\d+)", run(["iptables", "--version"]))
+    return m is not None and tuple(int(x) for x in m.groups()) >= RANDOM_FULLY_SINCE
+
+
+def kube_proxy_rules(s: Scenario, host: str, *, random_fully: bool) -> list[list[str]]:
+    """The nat table kube-proxy (iptables mode) writes on ``host`` for the scenario's
+    Services, as ``iptables -t nat`` arguments in the order it writes them.
+
+    The shape is that of kubernetes/kubernetes pkg/proxy/iptables/proxier.go
+    (``syncProxyRules``) in v1.21-v1.23: the last releases where KUBE-NODEPORTS
+    jumps straight to KUBE-SVC-* (1.24 put KUBE-EXT-* chains between them), with
+    the NodePort's KUBE-MARK-MASQ jump in the KUBE-SVC-* chain (since 1.21).
+    Chain suffixes are kube-proxy's hashes of the service port name, protocol and
+    endpoint.  kube-proxy writes its rules with iptables-restore; here each is the
+    equivalent ``iptables`` command.  Only the nat table: the lab's FORWARD policy
+    already accepts what kube-proxy's filter chains (KUBE-FORWARD, ...) would."""
+    services = [v for v in s.services if host in v.hosts]
+    if not services:
+        return []
+    assert s.overlay.network is not None  # checked by the scenario: --cluster-cidr
+    cluster_cidr = str(s.overlay.network)
+    mark = KUBE_MASQ_MARK
+    portals = ["-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"]
+    rules = [
+        # iptablesJumpChains (nat): each chain, and a jump to it prepended to its built-in chain
+        ["-N", "KUBE-SERVICES"],
+        ["-I", "OUTPUT", *portals],
+        ["-I", "PREROUTING", *portals],
+        ["-N", "KUBE-POSTROUTING"],
+        ["-I", "POSTROUTING", "-m", "comment", "--comment", "kubernetes postrouting rules", "-j", "KUBE-POSTROUTING"],
+        ["-N", "KUBE-NODEPORTS"],
+        ["-N", "KUBE-MARK-MASQ"],
+    ]
+    for v in services:
+        rules += [["-N", v.sep_chain(c)] for c in v.endpoints] + [["-N", v.svc_chain]]
+    masquerade = ["-j", "MASQUERADE", *(["--random-fully"] if random_fully else [])]
+    rules += [
+        ["-A", "KUBE-POSTROUTING", "-m", "mark", "!", "--mark", f"{mark}/{mark}", "-j", "RETURN"],
+        ["-A", "KUBE-POSTROUTING", "-j", "MARK", "--xor-mark", mark],
+        [
+            "-A",
+            "KUBE-POSTROUTING",
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes service traffic requiring SNAT",
+            *masquerade,
+        ],
+        ["-A", "KUBE-MARK-MASQ", "-j", "MARK", "--or-mark", mark],
+    ]
+    for v in services:
+        rules += _kube_service_rules(v, cluster_cidr)
+    rules.append(
+        [
+            "-A",
+            "KUBE-SERVICES",
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes service nodeports; NOTE: this must be the last rule in this chain",
+            "-m",
+            "addrtype",
+            "--dst-type",
+            "LOCAL",
+            "-j",
+            "KUBE-NODEPORTS",
+        ]
+    )
+    return rules
+
+
+def _kube_service_rules(v: Service, cluster_cidr: str) -> list[list[str]]:
+    comment = ["-m", "comment", "--comment", v.name]
+    tcp = ["-m", v.protocol, "-p", v.protocol]
+    rules = []
+    for c in v.endpoints:  # per endpoint: hairpin masquerade, then the DNAT
+        sep = v.sep_chain(c)
+        rules.append(["-A", sep, *comment, "-s", str(c.address.ip), "-j", "KUBE-MARK-MASQ"])
+        rules.append(["-A", sep, *comment, *tcp, "-j", "DNAT", "--to-destination", v.endpoint(c)])
+    cluster_ip = ["-m", "comment", "--comment", f"{v.name} cluster IP", *tcp, "-d", str(v.cluster_ip)]
+    cluster_ip += ["--dport", str(v.port)]
+    rules.append(["-A", v.svc_chain, *cluster_ip, "!", "-s", cluster_cidr, "-j", "KUBE-MARK-MASQ"])
+    rules.append(["-A", "KUBE-SERVICES", *cluster_ip, "-j", v.svc_chain])
+    node_port = [*comment, *tcp, "--dport", str(v.node_port)]
+    rules.append(["-A", v.svc_chain, *node_port, "-j", "KUBE-MARK-MASQ"])  # NodePorts need SNAT
+    rules.append(["-A", "KUBE-NODEPORTS", *node_port, "-j", v.svc_chain])
+    n = len(v.endpoints)
+    for i, c in enumerate(v.endpoints):  # the last (or only) endpoint always matches
+        pick = ["-m", "statistic", "--mode", "random", "--probability", f"{1 / (n - i):0.10f}"] if i < n - 1 else []
+        rules.append(["-A", v.svc_chain, *comment, *pick, "-j", v.sep_chain(c)])
+    return rules
 
 
 def teardown(namespaces: list[str], pids: set[int] | None = None) -> list[str]:

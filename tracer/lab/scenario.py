@@ -2,13 +2,17 @@
 
 A scenario file names its hosts (an ``eth0`` address on a shared underlay, a
 docker0 bridge subnet), the containers on each host, the overlay joining them
-and the traffic to send.  :func:`load` reads it with tomllib and checks every
-key; any problem is one :class:`ScenarioError` naming the file, the key and
-what is wrong — raised before a single namespace exists.
+and the traffic to send; optionally clients (machines outside the cluster with
+only an underlay address) and Kubernetes NodePort services (as kube-proxy
+writes them into a host's nat table).  :func:`load` reads it with tomllib and
+checks every key; any problem is one :class:`ScenarioError` naming the file,
+the key and what is wrong — raised before a single namespace exists.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -25,6 +29,11 @@ HOST_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 CONTAINER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,9}$")
 ID_RE = re.compile(r"^[a-z]{1,4}$")
 IFNAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,14}$")
+# Kubernetes names (RFC 1123 labels): namespace/name, and :port-name for a named port.
+_K8S_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+SERVICE_RE = re.compile(rf"^{_K8S_LABEL}/{_K8S_LABEL}(:{_K8S_LABEL})?$")
+NODE_PORTS = range(30000, 32768)  # the API server's default --service-node-port-range
+RESERVED_NAMES = ("underlay",)  # the underlay switch's netns (trc-ID-underlay)
 
 
 @dataclass
@@ -43,6 +52,44 @@ class Host:
     docker0: IPv4Interface | None  # gateway address / subnet prefix
     masquerade: bool = False
     containers: list[Container] = field(default_factory=list)
+
+
+@dataclass
+class Client:
+    """A machine outside the cluster: its own netns with only an underlay eth0."""
+
+    name: str
+    eth0: IPv4Interface
+
+
+def kube_hash(text: str) -> str:
+    """kube-proxy's chain-name suffix: sha256, base32, first 16 characters
+    (pkg/proxy/iptables/proxier.go, portProtoHash / servicePortEndpointChainName)."""
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
+
+
+@dataclass
+class Service:
+    """A Kubernetes Service of type NodePort (TCP), as kube-proxy's iptables mode writes it."""
+
+    name: str  # kube-proxy's ServicePortName: namespace/name, or namespace/name:port-name
+    cluster_ip: IPv4Address
+    port: int
+    node_port: int
+    target_port: int
+    endpoints: list[Container]  # the pods behind it
+    hosts: list[str]  # the nodes whose nat table gets kube-proxy's rules
+    protocol: str = "tcp"
+
+    @property
+    def svc_chain(self) -> str:
+        return "KUBE-SVC-" + kube_hash(self.name + self.protocol)
+
+    def endpoint(self, c: Container) -> str:
+        return f"{c.address.ip}:{self.target_port}"
+
+    def sep_chain(self, c: Container) -> str:
+        return "KUBE-SEP-" + kube_hash(self.name + self.protocol + self.endpoint(c))
 
 
 @dataclass
@@ -91,6 +138,8 @@ class Scenario:
     hosts: list[Host]
     overlay: Overlay
     traffic: list[Step]
+    clients: list[Client] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)
 
     def host(self, name: str) -> Host:
         return next(h for h in self.hosts if h.name == name)
@@ -99,19 +148,24 @@ class Scenario:
     def containers(self) -> list[Container]:
         return [c for h in self.hosts for c in h.containers]
 
-    def node(self, name: str) -> Host | Container | None:
+    @property
+    def underlay_members(self) -> list[Host | Client]:
+        """Everything with an eth0 on the underlay: the hosts, then the clients."""
+        return [*self.hosts, *self.clients]
+
+    def node(self, name: str) -> Host | Container | Client | None:
         for h in self.hosts:
             if h.name == name:
                 return h
             for c in h.containers:
                 if c.name == name:
                     return c
-        return None
+        return next((c for c in self.clients if c.name == name), None)
 
     def address_of(self, name: str) -> IPv4Address:
-        """A container's address, or a host's underlay (eth0) address."""
+        """A container's address, or a host's or client's underlay (eth0) address."""
         node = self.node(name)
-        if isinstance(node, Host):
+        if isinstance(node, (Host, Client)):
             return node.eth0.ip
         if isinstance(node, Container):
             return node.address.ip
@@ -190,6 +244,13 @@ class _Table:
         value = self.get(name, int, default)
         if not 1 <= value <= 65535:
             raise self.error(name, f"{value} is not a port (1-65535)")
+        return value
+
+    def names(self, name: str) -> list[str]:
+        """A non-empty list of strings."""
+        value = self.get(name, list)
+        if not value or not all(isinstance(v, str) for v in value):
+            raise self.error(name, f"expected a non-empty list of names, got {value!r}")
         return value
 
     def tables(self, name: str) -> list[_Table]:
@@ -294,12 +355,15 @@ def parse(data: dict, path: Path) -> Scenario:
         raise top.error("hosts", "at least one host is needed")
     if overlay.type != "none" and len(hosts) < 2:
         raise top.error("hosts", f"overlay {overlay.type!r} joins hosts: give at least two")
-    _check_names(path, hosts)
-    _check_addresses(path, hosts, underlay, overlay)
+    clients = [_client(t, underlay) for t in top.tables("clients")]
+    _check_names(path, hosts, clients)
+    _check_addresses(path, hosts, clients, underlay, overlay)
     _check_publish(ov, hosts, overlay)
     ov.done()
 
-    scenario = Scenario(name, sid, summary, description, path, underlay, hosts, overlay, [])
+    scenario = Scenario(name, sid, summary, description, path, underlay, hosts, overlay, [], clients)
+    for t in top.tables("services"):
+        scenario.services.append(_service(t, scenario))
     scenario.traffic = [_step(t, scenario) for t in top.tables("traffic")]
     if not scenario.traffic:
         raise top.error("traffic", "missing: give at least one [[traffic]] step")
@@ -360,22 +424,37 @@ def _host(t: _Table, underlay: IPv4Network, overlay: Overlay) -> Host:
     return host
 
 
-def _check_names(path: Path, hosts: list[Host]) -> None:
+def _client(t: _Table, underlay: IPv4Network) -> Client:
+    name = t.get("name", str)
+    if not HOST_RE.match(name):
+        raise t.error("name", f"{name!r}: lowercase letters and digits, max 10, starting with a letter")
+    eth0 = t.address("eth0")
+    if eth0 not in underlay or eth0 in (underlay.network_address, underlay.broadcast_address):
+        raise t.error("eth0", f"{eth0} is not a host address in the underlay {underlay}")
+    t.done()
+    return Client(name, IPv4Interface(f"{eth0}/{underlay.prefixlen}"))
+
+
+def _check_names(path: Path, hosts: list[Host], clients: list[Client]) -> None:
     seen: dict[str, str] = {}
+    items = []
     for i, h in enumerate(hosts):
-        items = [(f"hosts[{i}].name", h.name)] + [
+        items += [(f"hosts[{i}].name", h.name)] + [
             (f"hosts[{i}].containers[{j}].name", c.name) for j, c in enumerate(h.containers)
         ]
-        for key, name in items:
-            low = name.lower()
-            if low in seen:
-                raise ScenarioError(
-                    path, key, f"{name!r} is already used by {seen[low]} (names must differ ignoring case)"
-                )
-            seen[low] = key
+    items += [(f"clients[{i}].name", c.name) for i, c in enumerate(clients)]
+    for key, name in items:
+        low = name.lower()
+        if low in RESERVED_NAMES:
+            raise ScenarioError(path, key, f"{name!r} is reserved (the underlay switch's netns)")
+        if low in seen:
+            raise ScenarioError(path, key, f"{name!r} is already used by {seen[low]} (names must differ ignoring case)")
+        seen[low] = key
 
 
-def _check_addresses(path: Path, hosts: list[Host], underlay: IPv4Network, overlay: Overlay) -> None:
+def _check_addresses(
+    path: Path, hosts: list[Host], clients: list[Client], underlay: IPv4Network, overlay: Overlay
+) -> None:
     used: dict[IPv4Address, str] = {}
     nets: list[tuple[IPv4Network, str]] = [(underlay, "underlay.subnet")]
     if overlay.type == "docker-overlay" and overlay.network:
@@ -396,6 +475,10 @@ def _check_addresses(path: Path, hosts: list[Host], underlay: IPv4Network, overl
             if ip in used:
                 raise ScenarioError(path, key, f"{ip} is already used by {used[ip]}")
             used[ip] = key
+    for i, c in enumerate(clients):
+        if c.eth0.ip in used:
+            raise ScenarioError(path, f"clients[{i}].eth0", f"{c.eth0.ip} is already used by {used[c.eth0.ip]}")
+        used[c.eth0.ip] = f"clients[{i}].eth0"
     for a in range(len(nets)):
         for b in range(a + 1, len(nets)):
             (na, ka), (nb, kb) = nets[a], nets[b]
@@ -426,19 +509,60 @@ def _check_publish(t: _Table, hosts: list[Host], overlay: Overlay) -> None:
         raise t.error("publish", "missing: port-forward needs at least one [[overlay.publish]]")
 
 
+def _service(t: _Table, s: Scenario) -> Service:
+    """A [[services]] table: a NodePort Service and where kube-proxy writes its rules."""
+    name = t.get("name", str)
+    if not SERVICE_RE.match(name):
+        raise t.error("name", f"{name!r}: namespace/name (or namespace/name:port-name), lowercase RFC 1123 labels")
+    if s.overlay.network is None or s.overlay.type not in ("flannel-vxlan", "flannel-udp"):
+        raise t.error("", "a Service needs a pod network: overlay type flannel-vxlan or flannel-udp")
+    cluster_ip = t.address("cluster_ip")
+    for net in _lab_networks(s):
+        if cluster_ip in net:
+            raise t.error(
+                "cluster_ip", f"{cluster_ip} is inside {net}: a Service IP is virtual, outside the lab's networks"
+            )
+    port = t.port("port")
+    node_port = t.port("node_port")
+    if node_port not in NODE_PORTS:
+        raise t.error("node_port", f"{node_port}: outside the NodePort range {NODE_PORTS.start}-{NODE_PORTS.stop - 1}")
+    for other in s.services:
+        if other.node_port == node_port:
+            raise t.error("node_port", f"{node_port} is already the NodePort of {other.name}")
+        if other.name == name:
+            raise t.error("name", f"{name!r} is given twice")
+    target_port = t.port("target_port", port)
+    endpoints = []
+    for name_ in t.names("endpoints"):
+        c = s.node(name_)
+        if not isinstance(c, Container):
+            raise t.error("endpoints", f"{name_!r}: no such container")
+        if c.serve_http is None:
+            c.serve_http = target_port
+        elif c.serve_http != target_port:
+            raise t.error("endpoints", f"{name_!r} serves HTTP on {c.serve_http}, not target_port {target_port}")
+        endpoints.append(c)
+    hosts = t.names("hosts")
+    for h in hosts:
+        if not isinstance(s.node(h), Host):
+            raise t.error("hosts", f"{h!r}: no such host; have: {', '.join(x.name for x in s.hosts)}")
+    t.done()
+    return Service(name, cluster_ip, port, node_port, target_port, endpoints, hosts)
+
+
 def _step(t: _Table, s: Scenario) -> Step:
     kind = t.get("kind", str)
     if kind not in ("ping", "http"):
         raise t.error("kind", f"{kind!r}: one of ping, http")
     src = t.get("from", str)
-    if not any(c.name == src for c in s.containers) and not any(h.name == src for h in s.hosts):
-        raise t.error("from", f"{src!r}: no such host or container")
+    if s.node(src) is None:
+        raise t.error("from", f"{src!r}: no such host, container or client")
     dst = t.get("to", str)
     if s.node(dst) is None:
         try:
             addr = IPv4Address(dst)
         except ValueError:
-            raise t.error("to", f"{dst!r}: no such host or container, nor an IPv4 address") from None
+            raise t.error("to", f"{dst!r}: no such host, container or client, nor an IPv4 address") from None
         if not any(addr in net for net in _lab_networks(s)):
             raise t.error("to", f"{dst}: outside the lab's networks (traffic stays inside the lab)")
     expect = t.get("expect", str, "ok")
