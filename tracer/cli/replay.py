@@ -19,6 +19,9 @@ examples:
       name each plain pcap's NIC (and host): HOST/NIC=PATH or NIC=PATH
   tcpdump -U -w - -i eth0 | tracer replay -
       read a capture from stdin; frames appear as they arrive
+  tracer replay hostx/any=x.pcap --links hostx=x-links.json
+      a 'tcpdump -i any' capture of Host X, its interface indexes named (veth3a2b,
+      cni0, flannel.1, eth0: kind, role, facts) from 'ip -d -j addr' run on Host X
   tracer replay capture.pcapng --print
   tracer replay capture.pcapng --print --json | jq .summary
   tracer replay capture.pcapng --stats
@@ -42,6 +45,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         nargs="*",
         metavar="SOURCE",
         help="PATH, NIC=PATH, HOST/NIC=PATH, or - for stdin (default: the bundled capture)",
+    )
+    replay.add_argument(
+        "--links",
+        action="append",
+        default=[],
+        metavar="[HOST=]FILE",
+        help=(
+            "name the NICs of a 'tcpdump -i any' (LINUX_SLL2) capture: FILE is what "
+            "'ip [-d] -j link' or 'ip [-d] -j addr' printed on HOST (repeatable, one per host)"
+        ),
     )
     replay.add_argument(
         "--print",
@@ -79,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--json goes with --print, --journeys or --stats")
     if len(batch) > 1:
         raise UsageError(f"choose one of {' and '.join(batch)}")
-    source = FileSource.open(args.sources)
+    source = FileSource.open(args.sources, args.links)
     store = FrameStore()
 
     if not batch:
@@ -110,7 +123,16 @@ def run(args: argparse.Namespace) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    _notes(source)
     return warn(store.warnings)
+
+
+def _notes(source) -> None:
+    """What ``--links`` did not name (one line each; not damage: the exit status stays)."""
+    from tracer.cli.main import die
+
+    for note in source.notes:
+        die(f"note: {note}")
 
 
 def _run_ui(source, store) -> int:
@@ -130,4 +152,5 @@ def _run_ui(source, store) -> int:
 
     app = make_app(source, store=store)
     app.run()
+    _notes(source)
     return warn(store.warnings)

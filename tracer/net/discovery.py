@@ -336,16 +336,41 @@ def assign_roles(links: list[Link], d: dict, is_init: bool = False) -> None:
             by_index[i].role = "underlay"
 
 
-def links_from_ip(host: str, netns: str | None, links: list, routes: list) -> list:
+def links_from_ip(host: str, netns: str | None, links: list, routes: list, *, loopback: bool = False) -> list:
     """:class:`Link` objects, roles assigned as for netlink, from ``ip -d -j addr`` and
-    ``ip -j route show default`` (a host where tracer is not installed)."""
+    ``ip -j route show default`` (a host where tracer is not installed), or from what
+    a person has at hand: ``ip [-d] -j link`` or ``ip [-d] -j addr`` of a node (lo only
+    with ``loopback``; it never gets a role).
+
+    Without ``-d`` (no entry has ``linkinfo`` or ``promiscuity``) the kind is only what
+    the output shows: loopback, tun (no link-layer address), a bridge (the master of
+    others), a veth (its peer in another netns, or the two naming each other); any
+    other NIC's kind is ``unknown`` rather than a guess.  Entries that are ``{}`` (what
+    ``ip -j -4 addr`` prints for a NIC without IPv4 addresses) are skipped."""
+    links = [l for l in links if l]
+    detailed = any("linkinfo" in l or "promiscuity" in l for l in links)
     by_name = {l.get("ifname"): l for l in links}
+    masters = {l.get("master") for l in links if l.get("master")}
+
+    def kind_of(l: dict) -> str:
+        kind = (l.get("linkinfo") or {}).get("info_kind")
+        if kind:
+            return str(kind)
+        if l.get("link_type") in ("loopback", "none"):
+            return "loopback" if l["link_type"] == "loopback" else "tun"
+        if detailed:
+            return "physical"
+        if l.get("ifname") in masters:
+            return "bridge"
+        peer = by_name.get(l.get("link")) or {}
+        if l.get("link_type") == "ether" and ("link_netnsid" in l or peer.get("link") == l.get("ifname")):
+            return "veth"
+        return "unknown"
+
     out = []
     for l in links:
-        kind = (l.get("linkinfo") or {}).get("info_kind") or (
-            "loopback" if l.get("link_type") == "loopback" else "tun" if l.get("link_type") == "none" else "physical"
-        )
-        if kind == "loopback":
+        kind = kind_of(l)
+        if kind == "loopback" and not loopback:
             continue
         facts: dict[str, object] = {}
         addrs = [f"{a['local']}/{a['prefixlen']}" for a in l.get("addr_info", []) if a.get("local")]
@@ -363,6 +388,8 @@ def links_from_ip(host: str, netns: str | None, links: list, routes: list) -> li
                 facts["ports"] = ",".join(ports)
         if kind == "veth" and l.get("link") and l.get("link") in by_name:
             facts["peer"] = l["link"]
+        if kind == "veth" and "link_netnsid" in l and l.get("link_index"):
+            facts["peer_ifindex"] = l["link_index"]  # its peer's, in the other netns
         if kind in ("vxlan", "geneve"):
             data = (l.get("linkinfo") or {}).get("info_data") or {}
             facts["vni"] = data.get("id")
@@ -386,7 +413,7 @@ def links_from_ip(host: str, netns: str | None, links: list, routes: list) -> li
         )
     index_of = {x.name: x.ifindex for x in out}
     d = {"defaults": {index_of[r["dev"]] for r in routes if r.get("dev") in index_of}, "remote_oifs": set()}
-    assign_roles(out, d, is_init=netns is None)
+    assign_roles([x for x in out if x.kind != "loopback"], d, is_init=netns is None)
     return out
 
 

@@ -26,7 +26,7 @@ Choices worth knowing:
 * NIC facts: ``idb`` (the file-wide IDB index) for pcapng; ``ifindex`` and
   ``capture_interface`` for NICs split out of LINUX_SLL2; ``fcs_len`` from a pcap
   header's FCS bits.  ``spec.nic_name`` does not rename SLL2 NICs (they are
-  ``if<N>``).
+  ``if<N>``, or what ``spec.links`` says that interface index is).
 * Streams are read with ``readinto1``/``read1`` (one syscall's worth at a time);
   ``cancelled`` is polled between reads, so a reader blocked on a silent pipe
   returns when the pipe closes.
@@ -42,7 +42,7 @@ import time
 import typing
 from array import array
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tracer import nicfacts
@@ -91,11 +91,30 @@ class _Damage(Exception):
     """Raised inside the parsers: stop here, report ``<problem>`` as a warning."""
 
 
+# What one interface index of a ``tcpdump -i any`` (LINUX_SLL2) capture is: its name,
+# kind (None: unknown) and facts.  Facts ``host`` and ``netns`` fill the NIC's own
+# fields where the capture did not say them; the others (``role``, ``addr``, ``mac``,
+# ``master``, ``vni``, ...) are NIC facts, as a pcapng description would give them.
+IfLink = tuple[str, str | None, dict[str, str]]
+
+
 @dataclass
 class SourceSpec:
     path: str  # "-" means stdin
     nic_name: str | None = None
     host: str | None = None
+    # SLL2 interface indexes -> what they are (``tracer replay --links``), one table per
+    # host of the capture's NIC; key None: NICs with no host, and every NIC whose host
+    # has no table of its own when ``links_any_host``.
+    links: dict[str | None, dict[int, IfLink]] = field(default_factory=dict)
+    links_any_host: bool = False
+
+    def links_for(self, host: str | None) -> dict[int, IfLink] | None:
+        """The table that names the SLL2 NICs of a capture NIC of ``host``, if any."""
+        table = self.links.get(host)
+        if table is None and host is not None and self.links_any_host:
+            table = self.links.get(None)
+        return table
 
 
 def parse_source_spec(arg: str) -> SourceSpec:
@@ -392,16 +411,24 @@ class _Base:
         nic_id = table.get(ifindex)
         if nic_id is None:
             name = f"if{ifindex}" if ifindex is not None else proto.name
+            kind = proto.kind if ifindex is None else None
             facts = dict(proto.facts)
+            host, netns = proto.host, proto.netns
+            links = self.spec.links_for(host) if ifindex is not None else None
+            if links is not None and ifindex in links:
+                name, kind, known = links[ifindex]
+                host = host or known.get("host")
+                netns = netns or known.get("netns")
+                facts.update((k, v) for k, v in known.items() if k not in ("host", "netns"))
             if ifindex is not None:
                 facts["ifindex"] = ifindex
             facts["capture_interface"] = proto.name
             nic = Nic(
                 name=name,
                 linktype=LINKTYPE_LINUX_SLL2,
-                host=proto.host,
-                netns=proto.netns,
-                kind=proto.kind if ifindex is None else None,
+                host=host,
+                netns=netns,
+                kind=kind,
                 description=proto.description,
                 facts=facts,
                 source=self.spec.path,
