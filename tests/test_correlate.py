@@ -810,3 +810,161 @@ def test_masqueraded_ping_replies_show_the_snat_undone():
         steps = [h.step for h in j.hops]
         assert any(s.startswith(f"un-SNAT dst {addr['hostx']} → {addr['A']} (conntrack reply)") for s in steps), steps
         assert not any(s.startswith(("SNAT", "DNAT")) for s in steps), steps
+
+
+# -- real-world captures: no facts, microseconds, skewed clocks, weak keys, full NAT --------------
+
+
+def as_tcpdump_would(store: FrameStore, skew_ns: int, skewed_host: str = "hosty") -> FrameStore:
+    """The recording as per-NIC tcpdump files would give it: NICs named as on the host
+    (a container's eth0 by its host-side veth), no facts, microsecond times, and one
+    host's clock ``skew_ns`` off."""
+    bare = FrameStore()
+    for nic in store.nics:
+        name = str(nic.facts.get("peer", nic.name)) if nic.container else nic.name
+        bare.add_nic(Nic(name, nic.linktype, nic.host))
+    buf = {k: bare.add_buffer(b) for k, b in enumerate(store.buffers)}
+    for i in range(len(store)):
+        nic = store.nic(i)
+        t = store.ts_ns[i] // 1000 * 1000 + (skew_ns if nic.host == skewed_host else 0)
+        bare.append(nic.id, t, buf[store.buf_of[i]], store.offset[i], store.caplen[i], store.origlen[i])
+    return bare
+
+
+def journey_shapes(corr) -> dict[tuple, tuple]:
+    """First frame -> (frames, NIC ids in hop order, step kinds): what a journey says."""
+    return {
+        min(j.frames): (sorted(j.frames), [h.nic.id for h in j.hops], [h.step.kinds for h in j.hops])
+        for j in corr.journeys
+        if len(j) > 1
+    }
+
+
+@pytest.mark.parametrize("skew_ms", [50, -50])
+@pytest.mark.parametrize("name", [*OVERLAYS, "port-forward", "bridge", "kube-nodeport"])
+def test_microsecond_files_without_facts_and_skewed_clocks_give_the_same_journeys(name, skew_ms):
+    """Ties at the same microsecond and a host clock 50 ms off: the order comes from TTL,
+    encapsulation direction and the NICs' names, so the journeys (frames, hop order,
+    steps) are those of tracer's own recording — except where only NIC addresses can
+    say a packet was delivered at a host's uplink (a plain pcap does not say)."""
+    store = recording(name)
+    facts = journey_shapes(correlate(store))
+    bare = journey_shapes(correlate(as_tcpdump_would(store, skew_ms * 1_000_000)))
+    assert facts.keys() == bare.keys()
+    for first, (frames, nics, kinds) in facts.items():
+        b_frames, b_nics, b_kinds = bare[first]
+        assert (b_frames, b_nics) == (frames, nics), first
+        # delivered to the host itself (its uplink, its bridge's address): only NIC addresses
+        # say so; there a plain bridge hop reads "delivered" instead of "bridged"
+        host_nic = [store.nics[k].facts.get("role") != "container" for k in nics]
+        mask = {StepKind.DELIVERED, StepKind.BRIDGED}
+        assert [set(k) - (mask if host_nic[n] else set()) for n, k in enumerate(b_kinds)] == [
+            set(k) - (mask if host_nic[n] else set()) for n, k in enumerate(kinds)
+        ], first
+
+
+def test_kube_proxy_nodeport_both_ends_rewritten_at_once_is_one_journey():
+    store = recording("kube-nodeport")
+    corr = correlate(store)
+    syn = frames_where(store, lambda d: d.proto == 6 and d.tcp_flags == 0x02)
+    (j,) = journeys_of(corr, syn)
+    assert [(h.nic.host, h.nic.container or h.nic.name) for h in j.hops] == [
+        ("client", "eth0"),
+        ("hostx", "eth0"),
+        ("hostx", "flannel.1"),
+        ("hostx", "eth0"),  # the same NIC again: wrapped in VXLAN after the NAT
+        ("hosty", "eth0"),
+        ("hosty", "flannel.1"),
+        ("hosty", "docker0"),
+        ("hosty", "web"),
+    ]
+    nat, routed = j.hops[2].step.parts
+    assert nat.kind is StepKind.FULL_NAT and routed.kind is StepKind.ROUTED
+    client = j.hops[0].ident
+    inside = j.hops[2].ident
+    assert nat.before == f"{client.src}:{client.sport}→{client.dst}:{client.dport}"
+    assert nat.after == f"{inside.src}:{inside.sport}→{inside.dst}:{inside.dport}"
+    assert client.dport == 30080 and inside.dport == 80 and inside.dst == "10.244.2.2"
+    assert str(j.hops[2].step).startswith(f"DNAT+SNAT {nat.before} ⇒ {nat.after}")
+    assert j.end == "delivered"
+    synack = frames_where(store, lambda d: d.proto == 6 and d.tcp_flags == 0x12)
+    (r,) = journeys_of(corr, synack)
+    assert r.hops[-2].step.kinds == (StepKind.UN_FULL_NAT, StepKind.ROUTED)
+    assert "(conntrack reply)" in str(r.hops[-2].step) and r.end == "delivered"
+
+
+def test_weak_identities_never_cross_hosts_or_nat():
+    """Two hosts' IGMP reports (IP ID 0, the same bytes but the source) and their ARP
+    broadcasts: each stays its own journey; a bridged ARP inside one host is joined."""
+    from scapy.layers.igmp import IGMP
+    from scapy.layers.inet import IP
+    from scapy.layers.l2 import ARP, Ether
+
+    store = FrameStore()
+    buf = {}
+
+    def add(nic_id: int, t: int, frame: bytes) -> None:
+        data = bytes(frame)
+        b = buf.setdefault(data, store.add_buffer(data))
+        store.append(nic_id, t, b, 0, len(data), len(data))
+
+    x = store.add_nic(Nic("eth0", host="hostx"))
+    y = store.add_nic(Nic("eth0", host="hosty"))
+    veth = store.add_nic(Nic("veth-a", host="hostx"))
+    br = store.add_nic(Nic("docker0", host="hostx"))
+    igmp = lambda src: Ether() / IP(src=src, dst="224.0.0.22", id=0, ttl=1) / IGMP(type=0x16, gaddr="224.0.0.251")  # noqa: E731
+    add(x, 1_000, igmp("10.244.1.1"))
+    add(y, 1_200, igmp("10.244.2.1"))
+    arp = Ether(dst="ff:ff:ff:ff:ff:ff") / ARP(psrc="192.168.0.1", pdst="192.168.0.2")
+    add(x, 2_000, arp)
+    add(y, 2_100, arp)  # the same broadcast at the other end of the wire
+    local = Ether(dst="ff:ff:ff:ff:ff:ff") / ARP(psrc="10.244.1.2", pdst="10.244.1.1")
+    add(veth, 3_000, local)
+    add(br, 3_010, local)
+    corr = correlate(store)
+    sizes = sorted(len(j) for j in corr.journeys)
+    assert sizes == [1, 1, 1, 1, 2], [(j.frames, [str(h.step) for h in j.hops]) for j in corr.journeys]
+    (bridged,) = [j for j in corr.journeys if len(j) == 2]
+    assert [h.nic.name for h in bridged.hops] == ["veth-a", "docker0"]
+    assert not any(h.step.has(StepKind.SNAT) for j in corr.journeys for h in j.hops)
+
+
+def test_a_broadcast_on_loopback_and_ethernet_is_two_copies_not_a_path():
+    """macOS sends a LAN broadcast on en0 and loops a copy to lo0 (same IP ID): that is
+    no 'lo0 → en0 bridged' journey."""
+    store = load(shared_pcap("pcapng_multi_if/macos_many_interfaces.pcapng"))
+    corr = correlate(store)
+    for j in corr.journeys:
+        names = {h.nic.name for h in j.hops}
+        assert not {"lo0", "en0"} <= names, [str(h.step) for h in j.hops]
+
+
+def test_a_flood_of_one_frame_is_linear_not_one_journey():
+    """20,000 copies of one frame on one NIC, 1 µs apart: a hair-pin joins a frame
+    seen twice, not a flood; matching stays linear (bench/journeys.py times 172k)."""
+    data = bytes.fromhex(
+        "02420af4010102420af40102080045000024000040004011000a0af401020af402021494149400100000"
+    ) + bytes(8)
+    store = FrameStore()
+    b = store.add_buffer(data)
+    nic = store.add_nic(Nic("eth0", host="h"))
+    for k in range(20_000):
+        store.append(nic, 1_000_000 + k * 1_000, b, 0, len(data), len(data))
+    corr = correlate(store)
+    assert max(len(j) for j in corr.journeys) == 2
+    assert sum(len(j) for j in corr.journeys) == 20_000
+
+
+def test_journeys_hide_one_hop_ones_unless_all(tmp_path):
+    capture = shared_pcap("vxlan/zeek_vxlan4789_vni123_icmp.pcap")  # one NIC: every frame is alone
+    run = lambda *a: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "tracer", "replay", *a], capture_output=True, text=True, timeout=60
+    )
+    r = run(str(capture), "--journeys")
+    assert r.returncode == 0 and r.stdout == "0 journeys; 10 frames seen on one NIC only (--all lists them)\n"
+    r = run(str(capture), "--journeys", "--all")
+    assert r.stdout.count("— 1 hops") == 10 and r.stdout.endswith("10 journeys; 10 frames seen on one NIC only\n")
+    assert run(str(capture), "--journeys", "--json").stdout == ""
+    assert len(run(str(capture), "--journeys", "--json", "--all").stdout.splitlines()) == 10
+    r = run(str(capture), "--print", "--all")
+    assert r.returncode == 2 and r.stderr == "tracer: --all goes with --journeys\n"

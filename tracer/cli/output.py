@@ -118,11 +118,14 @@ def print_stats(store: FrameStore, out: TextIO, as_json: bool) -> None:
             out.write(f"  {encap}: {info['frames']} frames ({inner})\n")
 
 
-def print_journeys(store: FrameStore, out: TextIO, as_json: bool) -> None:
+def print_journeys(store: FrameStore, out: TextIO, as_json: bool, every: bool = False) -> None:
+    """Journeys of two sightings or more (``every``: of one too: a frame seen on one NIC
+    only is a "journey" of one hop, and a single-NIC file is made of them); the text
+    ends with a line counting what was left out."""
     from tracer.correlate import correlate
 
     corr = correlate(store)
-    for j in corr.iter_json():
+    for j in corr.iter_json(min_frames=1 if every else 2):
         if as_json:
             out.write(json.dumps(j) + "\n")
             continue
@@ -138,6 +141,14 @@ def print_journeys(store: FrameStore, out: TextIO, as_json: bool) -> None:
             out.write(
                 f"  {h['offset'] * 1e3:+10.3f} ms  {safe(_hop_label(h)):<{width}}  #{h['index']:<5} {safe(h['step'])}\n"
             )
+    if not as_json:
+        lone = sum(1 for j in corr.journeys if len(j.frames) == 1)
+        shown = len(corr.journeys) - (0 if every else lone)
+        hidden = "" if every or not lone else " (--all lists them)"
+        out.write(
+            f"{shown} journey{'s' if shown != 1 else ''}; {lone} frame{'s' if lone != 1 else ''} seen on one NIC only"
+            f"{hidden}\n"
+        )
 
 
 def _hop_label(h: dict[str, Any]) -> str:

@@ -73,6 +73,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="print journeys (the same packet across NICs and hosts, each step explained); no UI",
     )
     replay.add_argument(
+        "--all",
+        dest="all_journeys",
+        action="store_true",
+        help="with --journeys: also the frames seen on one NIC only (journeys of one hop)",
+    )
+    replay.add_argument(
         "--stats",
         action="store_true",
         help="per-NIC frames, bytes, times, link type and encapsulations; no UI",
@@ -90,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
     ]
     if args.json and not batch:
         raise UsageError("--json goes with --print, --journeys or --stats")
+    if args.all_journeys and not args.journeys:
+        raise UsageError("--all goes with --journeys")
     if len(batch) > 1:
         raise UsageError(f"choose one of {' and '.join(batch)}")
     source = FileSource.open(args.sources, args.links)
@@ -114,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
             if args.print_:
                 output.emit_frames(store, store.timeline(), out, args.json)
             elif args.journeys:
-                output.print_journeys(store, out, args.json)
+                output.print_journeys(store, out, args.json, every=args.all_journeys)
             else:
                 output.print_stats(store, out, args.json)
         out.flush()

@@ -79,14 +79,15 @@ class Clocks:
         by_pair = self.learn_samples
         seen = self.learn_seen
         for j in journeys:
-            fr = [f for f in j.frames if self.corr._under[f] and hosts[nic_of[f]] in bare]
-            if len(fr) < 2:
-                continue
-            for a in fr:
-                for b in fr:
-                    ha, hb = hosts[nic_of[a]], hosts[nic_of[b]]
-                    if ha is None or hb is None or not ha < hb:
-                        continue
+            per_host: dict[str, list[int]] = {}
+            for f in j.frames:
+                h = hosts[nic_of[f]]
+                if h is not None and h in bare and self.corr._under[f]:
+                    per_host.setdefault(h, []).append(f)
+            if len(per_host) < 2:
+                continue  # one host's sightings say nothing about two clocks
+            for ha, hb in ((x, y) for x in per_host for y in per_host if x < y):
+                for a, b in ((a, b) for a in per_host[ha] for b in per_host[hb]):
                     oa, ob = self.corr._osrc[a], self.corr._osrc[b]
                     if oa != ob or not oa or (a, b) in seen:
                         continue

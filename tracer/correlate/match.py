@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import gc
 from array import array
+from collections import Counter
 from itertools import islice
 
 from tracer.correlate.clocks import Clocks
@@ -72,7 +73,7 @@ from tracer.correlate.journey import Hop, Journey, inner_of, journey_json
 from tracer.correlate.nics import nic_addresses, nic_role, nic_vni, raw_address
 from tracer.correlate.order import delivered, order_hops
 from tracer.correlate.steps import SENT, narrate
-from tracer.dissect.fast import endpoints_of, identify, nat_key_of
+from tracer.dissect.fast import endpoints_of, identify, is_weak, nat_key_of
 from tracer.model import FrameStore
 
 DEFAULT_WINDOW_NS = 1_000_000_000  # identities older than this never join (1 s)
@@ -81,6 +82,11 @@ DEFAULT_WINDOW_NS = 1_000_000_000  # identities older than this never join (1 s)
 # it is a retransmission or a duplicate.  TCP retransmits after >= 200 ms and its
 # tail-loss probe after >= 10 ms (Linux): 5 ms stays below both.
 DEFAULT_HAIRPIN_NS = 5_000_000
+# Open journeys of one identity that already hold this very frame, looked at before
+# giving up on joining an older one (see _split)
+MAX_REPEATS_LOOKED_AT = 4
+# First word of a weak identity's bucket key (with the host and the exact endpoints)
+WEAK = "weak"
 
 
 class Correlation:
@@ -131,8 +137,9 @@ class Correlation:
     def __len__(self) -> int:
         return len(self.journeys)
 
-    def iter_json(self, *, keep: bool = False):
-        """``journey_json`` of every journey, in order: the batch output.
+    def iter_json(self, *, keep: bool = False, min_frames: int = 1):
+        """``journey_json`` of every journey of at least ``min_frames`` frames, in order:
+        the batch output.
 
         Hops are built and, unless ``keep``, dropped again journey by journey, so
         a million frames never hold a million Hop objects at once.
@@ -141,6 +148,8 @@ class Correlation:
         gc.disable()
         try:
             for j in self.journeys:
+                if len(j.frames) < min_frames:
+                    continue
                 cached = j._hops is not None
                 out = journey_json(j)
                 if not keep and not cached:
@@ -154,7 +163,10 @@ class Correlation:
     def _tables(self) -> None:
         """Per-NIC lookups; refreshed when NICs were added since."""
         nics = list(self.store.nics)
-        self._roles = [nic_role(nic) for nic in nics]
+        # a name says the role only where it is the host's only NIC of that name (a
+        # container's eth0 and the host's eth0 on one host: the name says nothing)
+        names = Counter((nic.host, nic.name) for nic in nics)
+        self._roles = [nic_role(nic, by_name=names[nic.host, nic.name] == 1) for nic in nics]
         self._hosts = [nic.host for nic in nics]
         self._host_addrs = {}
         self._nic_addrs = []
@@ -189,24 +201,32 @@ class Correlation:
         ex_a.extend(array("I", bytes(4 * new)))
         under_a.extend(bytes(new))
         osrc_a.extend(array("I", bytes(4 * new)))
+        level_a = self._level
+        level_a.extend(array("I", bytes(4 * new)))
+        level_ids = self._level_ids
         ex_ids = self._ex_ids
         addr_ids = self._addr_ids
         buckets: dict = {}
         ident_fn = identify
         key_of = nat_key_of
         ex_of = endpoints_of
+        weak = is_weak
+        hosts = self._hosts
         for i in range(start, n):
             nid = nic_of[i]
             off = offset[i]
             ident = ident_fn(buffers[buf_of[i]][off : off + caplen[i]], linktypes[nid])
             if ident.ipver:
-                key = key_of(ident)
                 ex = ex_of(ident)
                 ttl_a[i] = ident.ttl or 0
+                # a weak identity joins only the very same frame on one host, on NICs of one
+                # link layer (a broadcast on lo0 and on en0 is two copies, not a path): its
+                # key says so
+                key = (WEAK, hosts[nid], linktypes[nid], ex, key_of(ident)) if weak(ident) else key_of(ident)
             elif ident.arp is not None:
                 a = ident.arp
-                key = ("ARP", a, ident.macs)
                 ex = ("ARP", a[2], a[4], None, None)
+                key = (WEAK, hosts[nid], linktypes[nid], ex, a, ident.macs)
             else:
                 continue
             b = buckets.get(key)
@@ -219,6 +239,11 @@ class Correlation:
                 k = ex_ids[ex] = len(ex_ids)
             ex_a[i] = k
             tun = ident.tunnels
+            lvl = (hosts[nid], ttl_a[i], len(tun), k)
+            kl = level_ids.get(lvl)
+            if kl is None:
+                kl = level_ids[lvl] = len(level_ids)
+            level_a[i] = kl
             if tun:
                 under_a[i] = 1
                 v = ident.vni
@@ -248,53 +273,73 @@ class Correlation:
             ds_of.append(side_ids.setdefault((1, ex[1], ex[3]), len(side_ids)))
         return buckets
 
-    def _split(self, frames: list[int], opened: list[list] | None, groups: list) -> list[list]:
+    def _split(self, frames: list[int], opened: list[list] | None, groups: list, strong: bool) -> list[list]:
         """Split one bucket's frames (time order) into journeys; new groups appended.
 
         ``opened``: the bucket's journeys still open from earlier frames (their
-        state lists), or None in one-shot mode.  Returns the open states."""
+        state lists), or None in one-shot mode.  ``strong``: the bucket's key may
+        be followed through a NAT that rewrote both ends at once.  Returns the
+        open states."""
         ts = self.store.ts_ns
         nic_of = self.store.nic_of
         window = self.window_ns
         hairpin = self.hairpin_ns
-        vni_a, ex_a, ttl_a = self._vni, self._ex, self._ttl
+        vni_a, ex_a, ttl_a, level_a = self._vni, self._ex, self._ttl, self._level
+        lt_of = [nic.linktype for nic in self.store.nics]
         ss_of, ds_of = self._ss_of, self._ds_of
         gappend = groups.append
         if opened is None:
             opened = []
-        # open journeys: [group, t0, vni, seen (nic, ttl, ex), exs, src sides, dst sides]
+        # open journeys: [group, t0, vni, seen (nic, ttl, ex), exs, src sides, dst sides,
+        #                 seen twice (a hair-pin passes a point twice, a flood more often),
+        #                 point of the way -> link layer]
         for i in frames:
             t = ts[i]
             v = vni_a[i]
             ex = ex_a[i]
             sig = (nic_of[i], ttl_a[i], ex)
+            lvl, lt = level_a[i], lt_of[nic_of[i]]
             ss = ss_of[ex]
             ds = ds_of[ex]
-            best = nat = None
+            best = nat = full = None
+            repeats = 0
             for J in reversed(opened):
                 if t - J[1] > window:
                     break
                 jv = J[2]
                 if v >= 0 and jv >= 0 and v != jv:
                     continue
-                if sig in J[3] and t - J[1] > hairpin:
-                    continue  # this very frame on this NIC again, later: a new packet
+                if J[8].get(lvl, lt) != lt:
+                    continue  # at this point of its way on another link layer: a copy (lo0 and en0)
+                if sig in J[3] and (t - J[1] > hairpin or sig in J[7]):
+                    # this very frame on this NIC again, later: a new packet.  Identical
+                    # repeats (a flood of one frame) all say so: looking further back
+                    # would only make matching quadratic in them
+                    repeats += 1
+                    if repeats >= MAX_REPEATS_LOOKED_AT:
+                        break
+                    continue
                 if ex in J[4]:
                     best = J
                     break
                 if nat is None and (ss in J[5] or ds in J[6]):
-                    nat = J
+                    nat = J  # one end rewritten: DNAT or SNAT
+                elif full is None and strong:
+                    full = J  # both ends rewritten at once (kube-proxy NodePort + masquerade)
             if best is None:
-                best = nat
+                best = nat if nat is not None else full
             if best is None:
                 g = [i]
                 gappend(g)
-                opened.append([g, t, v, {sig}, {ex}, {ss}, {ds}])
+                opened.append([g, t, v, {sig}, {ex}, {ss}, {ds}, set(), {lvl: lt}])
             else:
                 best[0].append(i)
                 if best[2] < 0:
                     best[2] = v
+                if sig in best[3]:
+                    best[7].add(sig)  # a hair-pin: this frame passed here twice, and no more
                 best[3].add(sig)
+                best[8][lvl] = lt
                 best[4].add(ex)
                 best[5].add(ss)
                 best[6].add(ds)
@@ -305,6 +350,10 @@ class Correlation:
         self._vni = array("i")
         self._ex = array("I")  # interned (src, dst, sport, dport, icmp id)
         self._under = array("B")  # 1: underlay frame (tunnelled, or an underlay NIC)
+        # interned (host, TTL, tunnel depth, exact id): one point on the packet's way
+        # through a host; two link layers at one point are two copies, not a path
+        self._level = array("I")
+        self._level_ids: dict[tuple, int] = {}
         self._osrc = array("I")  # interned outermost source address
         self._ex_ids: dict = {}
         self._addr_ids: dict = {None: 0}
@@ -317,6 +366,7 @@ class Correlation:
         self.clocks.reset()
         # exact id -> {host: first time seen there}, built only when a NAT step asks
         self._first: dict[int, dict] = {}
+        self._nics_of: dict[int, set[int]] = {}  # exact id -> the NICs it was seen on (with _first)
         self._first_upto = 0
 
     def _match(self) -> None:
@@ -329,11 +379,12 @@ class Correlation:
         tsget = ts.__getitem__
         nic_of = self.store.nic_of
         window = self.window_ns
-        vni_a, ex_a = self._vni, self._ex
+        vni_a, ex_a, level_a = self._vni, self._ex, self._level
+        lt_of = [nic.linktype for nic in self.store.nics]
         groups: list[list[int]] = []
         gappend = groups.append
         split = self._split
-        for frames in buckets.values():
+        for key, frames in buckets.items():
             if len(frames) == 1:
                 gappend(frames)
                 continue
@@ -344,10 +395,11 @@ class Correlation:
                 and len({ex_a[i] for i in frames}) == 1
                 and len({nic_of[i] for i in frames}) == len(frames)
                 and len({vni_a[i] for i in frames} - {-1}) <= 1
+                and len({level_a[i] for i in frames}) == len({(level_a[i], lt_of[nic_of[i]]) for i in frames})
             ):
                 gappend(frames)
                 continue
-            split(frames, None, groups)
+            split(frames, None, groups, key[0] != WEAK)
 
         # journeys numbered by their first frame's time (then frame index)
         groups.sort(key=lambda g: (ts[g[0]], g[0]))
@@ -415,7 +467,7 @@ class Correlation:
                 if opened:
                     for J in opened:
                         known[id(J[0])] = len(J[0])
-                self._open[key] = self._prune(self._split(frames, opened, groups), tsget(frames[-1]))
+                self._open[key] = self._prune(self._split(frames, opened, groups, key[0] != WEAK), tsget(frames[-1]))
                 if opened:
                     for J in opened:
                         g = J[0]
@@ -491,9 +543,11 @@ class Correlation:
         if upto < n:
             ex_a, journey_of = self._ex, self.journey_of
             ts, nic_of, hosts = self.store.ts_ns, self.store.nic_of, self._hosts
+            nics_of = self._nics_of
             for i in range(upto, n):
                 if journey_of[i] < 0:
                     continue  # neither IP nor ARP: no exact id
+                nics_of.setdefault(ex_a[i], set()).add(nic_of[i])
                 per = first.get(ex_a[i])
                 host = hosts[nic_of[i]]
                 if per is None:
@@ -504,6 +558,19 @@ class Correlation:
                         per[host] = ts[i]
             self._first_upto = n
         return first
+
+    def answered_on(self, h: Hop) -> bool:
+        """Was a packet with ``h``'s endpoints reversed (its answer) seen on ``h``'s NIC?"""
+        b = h.ident
+        if b.arp is not None:  # the reply to an ARP request: its addresses swapped
+            reverse: tuple = ("ARP", b.arp[4], b.arp[2], None, None)
+        else:
+            reverse = (b.dst_raw, b.src_raw, b.dport, b.sport, b.icmp_id)
+        kb = self._ex_ids.get(reverse)
+        if kb is None:
+            return False
+        self._first_seen()
+        return h.nic.id in self._nics_of.get(kb, ())
 
     def _reply(self, p: Hop, h: Hop) -> bool:
         """Is the rewrite between hops ``p`` and ``h`` conntrack undoing a NAT (reply direction)?

@@ -7,8 +7,10 @@ import socket
 from tracer.model import Nic
 
 
-def nic_role(nic: Nic) -> str | None:
-    """container / bridge / overlay / underlay, from the NIC's facts or kind."""
+def nic_role(nic: Nic, by_name: bool = True) -> str | None:
+    """container / bridge / overlay / underlay: from the NIC's facts, its kind, or (unless
+    ``by_name`` is False), for a capture that states neither (a tcpdump file named
+    ``HOST/NIC=PATH``), its name as Docker, CNI plugins, flannel and the kernel give them."""
     role = nic.facts.get("role")
     if role:
         return str(role)
@@ -21,6 +23,46 @@ def nic_role(nic: Nic) -> str | None:
         return "overlay"
     if kind in ("physical", "ether", "ethernet"):
         return "underlay"
+    if not by_name or (kind and kind != "veth"):  # a veth: a container's end or a lab host's uplink
+        return None
+    return role_from_name(nic.name)
+
+
+# Interface names, as the tools that make them choose them, and their place on the path.
+_NAME_ROLES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    # host ends of containers' veths: Docker, Calico, Cilium, Weave, the lab
+    ("container", ("veth", "cali", "lxc", "vethwe", "vethwepl")),
+    # bridges: Docker's default and user networks, CNI's bridge plugin, kubenet, Weave
+    ("bridge", ("docker0", "cni0", "cbr0", "br-", "br0", "virbr", "kube-bridge", "weave")),
+    # overlay devices: flannel (VXLAN and UDP/TUN), kernel VXLAN/Geneve/GRE/IPIP, Cilium, WireGuard
+    (
+        "overlay",
+        (
+            "flannel.",
+            "flannel0",
+            "vxlan",
+            "genev",
+            "cilium_vxlan",
+            "cilium_geneve",
+            "tunl",
+            "tun",
+            "gre",
+            "ipip",
+            "wg",
+            "nebula",
+        ),
+    ),
+    # the machine's own uplinks
+    ("underlay", ("eth", "ens", "enp", "eno", "enx", "em", "bond", "wlan", "wlp", "ib")),
+)
+
+
+def role_from_name(name: str) -> str | None:
+    """The role a NIC's name implies, or None (``if95``, ``lo``, ``any``, names we do not know)."""
+    lowered = name.lower()
+    for role, prefixes in _NAME_ROLES:
+        if lowered.startswith(prefixes):
+            return role
     return None
 
 

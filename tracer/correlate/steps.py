@@ -36,15 +36,27 @@ class StepKind(StrEnum):
     DNAT = "DNAT"
     UN_DNAT = "un-DNAT"  # conntrack undoing a DNAT on a reply
     UN_SNAT = "un-SNAT"  # conntrack undoing a SNAT on a reply
+    FULL_NAT = "DNAT+SNAT"  # both ends rewritten at once (kube-proxy: NodePort + masquerade)
+    UN_FULL_NAT = "un-DNAT+un-SNAT"  # conntrack undoing both on a reply
     DELIVERED = "delivered"
 
     @property
     def is_nat(self) -> bool:
-        return self in (StepKind.SNAT, StepKind.DNAT, StepKind.UN_DNAT, StepKind.UN_SNAT)
+        return self in _NAT_KINDS
+
+    @property
+    def is_reply(self) -> bool:
+        """conntrack undoing a NAT on a reply, not a rule of its own."""
+        return self in (StepKind.UN_DNAT, StepKind.UN_SNAT, StepKind.UN_FULL_NAT)
 
     @property
     def is_tunnel(self) -> bool:
         return self in (StepKind.ENCAPSULATED, StepKind.DECAPSULATED)
+
+
+_NAT_KINDS = frozenset(
+    {StepKind.SNAT, StepKind.DNAT, StepKind.UN_DNAT, StepKind.UN_SNAT, StepKind.FULL_NAT, StepKind.UN_FULL_NAT}
+)
 
 
 class StepPart(NamedTuple):
@@ -53,7 +65,7 @@ class StepPart(NamedTuple):
 
     kind: StepKind
     tunnel: Tunnel | None = None  # ENCAPSULATED: the tunnel added; DECAPSULATED: the one removed
-    before: str | None = None  # NAT: the endpoint rewritten (``addr[:port]``)
+    before: str | None = None  # NAT: the endpoint rewritten (``addr[:port]``; both: ``src→dst``)
     after: str | None = None  # NAT: what it became
     ttl_drop: int | None = None  # ROUTED: by how much the TTL / hop limit fell
     latency_ns: int | None = None  # UNDERLAY: time between the two hosts' sightings
@@ -74,9 +86,12 @@ class StepPart(NamedTuple):
             assert t is not None
             return f"decapsulated {t.kind}" + (f" vni {t.vni}" if t.vni is not None else "")
         if k.is_nat:
-            side = "dst" if k in (StepKind.DNAT, StepKind.UN_SNAT) else "src"
-            text = f"{k.value} {side} {self.before} → {self.after}"
-            return text if brief or k in (StepKind.SNAT, StepKind.DNAT) else f"{text} (conntrack reply)"
+            if k in (StepKind.FULL_NAT, StepKind.UN_FULL_NAT):
+                text = f"{k.value} {self.before} ⇒ {self.after}"
+            else:
+                side = "dst" if k in (StepKind.DNAT, StepKind.UN_SNAT) else "src"
+                text = f"{k.value} {side} {self.before} → {self.after}"
+            return f"{text} (conntrack reply)" if k.is_reply and not brief else text
         if k is StepKind.ROUTED and not brief and self.ttl_drop is not None and self.ttl_drop > 1:
             return f"routed (TTL−{self.ttl_drop})"  # noqa: RUF001 - a minus sign, as printed since 0.1
         return k.value
@@ -155,7 +170,13 @@ def narrate(p: Hop, h: Hop, reply: Callable[[Hop, Hop], bool] | None = None) -> 
     if a.ipver and b.ipver:
         dnat = a.dst_raw != b.dst_raw or a.dport != b.dport
         snat = a.src_raw != b.src_raw or a.sport != b.sport
-        if dnat or snat:
+        if dnat and snat:
+            undo = reply is not None and reply(p, h)
+            kind = StepKind.UN_FULL_NAT if undo else StepKind.FULL_NAT
+            before = f"{_endpoint(a.src, a.sport)}→{_endpoint(a.dst, a.dport)}"
+            after = f"{_endpoint(b.src, b.sport)}→{_endpoint(b.dst, b.dport)}"
+            parts.insert(0, StepPart(kind, before=before, after=after))
+        elif dnat or snat:
             undo = reply is not None and reply(p, h)
             nat: list[StepPart] = []
             if snat:

@@ -800,6 +800,46 @@ def _tunnel(tunnels, kind, ipver, src, dst, sport=None, dport=None, vni=None, ke
     return tunnels
 
 
+# -- identity strength -----------------------------------------------------------
+
+# IP protocols whose packets repeat byte for byte (routers and hosts announcing
+# themselves): IGMP, OSPF, PIM, VRRP, CARP.
+_WEAK_PROTOS = frozenset({2, 89, 103, 112})
+# ICMPv6 router/neighbour discovery and multicast listener messages
+_WEAK_ICMP6 = frozenset({130, 131, 132, 133, 134, 135, 136, 137, 143})
+
+
+def is_weak(ident: Identity) -> bool:
+    """Is this packet's identity too weak to say "the same packet" anywhere but where
+    it is exactly the same frame?
+
+    Weak: ARP and anything without IP; IGMP, OSPF, PIM, VRRP; ICMPv6 neighbour
+    discovery and MLD; packets to a multicast or broadcast address (sent again and
+    again, the same); a TCP segment with neither sequence nor acknowledgement number;
+    any other packet with no IP ID and no payload.  What is left carries numbers that
+    a new packet would not repeat within the matching window (a TCP seq/ack, an echo
+    id/seq with its timestamped payload, an IP ID, a payload digest), so it may be
+    followed across hosts and through NAT.  Correlation never joins weak frames
+    across hosts or NAT (tracer.correlate.match)."""
+    if not ident.ipver:
+        return True
+    p = ident.proto
+    if p in _WEAK_PROTOS:
+        return True
+    dst = ident.dst_raw
+    if dst is not None:
+        if len(dst) == 4:
+            if dst[0] >= 224 or dst == b"\xff\xff\xff\xff":  # multicast, reserved, broadcast
+                return True
+        elif dst[0] == 0xFF:  # IPv6 multicast
+            return True
+    if p == 58 and ident.icmp_type in _WEAK_ICMP6:
+        return True
+    if p == 6:
+        return not ident.tcp_seq and not ident.tcp_ack
+    return not ident.ip_id and not ident.payload_len
+
+
 # -- classification for --stats --------------------------------------------------
 
 
