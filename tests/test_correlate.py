@@ -968,3 +968,64 @@ def test_journeys_hide_one_hop_ones_unless_all(tmp_path):
     assert len(run(str(capture), "--journeys", "--json", "--all").stdout.splitlines()) == 10
     r = run(str(capture), "--print", "--all")
     assert r.returncode == 2 and r.stderr == "tracer: --all goes with --journeys\n"
+
+
+@pytest.mark.parametrize(
+    "rel",
+    [
+        *(f"{n}/capture.pcapng" for n in [*OVERLAYS, "port-forward", "bridge", "kube-nodeport"]),
+        "flannel-vxlan/hosts.pcapng",
+    ],
+)
+def test_fast_json_lines_are_journey_json_to_the_byte(rel):
+    """--journeys --json renders each shape of journey once and reuses it: the lines must be
+    exactly json.dumps(journey_json(j)), the one definition of the format."""
+    from tracer.correlate.render import JsonLines
+
+    store = load(SCENARIOS / rel)
+    corr = correlate(store)
+    lines = JsonLines(corr)
+    for j in corr.journeys:
+        assert lines.line(j) == json.dumps(journey_json(j))
+    assert len(lines.plans) < len(corr.journeys)  # shapes were reused
+
+
+def test_fast_json_lines_on_public_captures_and_skewed_clocks():
+    from tracer.correlate.render import JsonLines
+
+    def read(path: Path) -> FrameStore:  # a clamped-timestamp warning is fine here
+        store = FrameStore()
+        open_capture(SourceSpec(str(path))).read_into(store)
+        return store
+
+    stores = [
+        read(shared_pcap(rel))
+        for rel in (
+            "pcapng_multi_if/pcpp_lo_ether_plus_sll.pcapng",
+            "pcapng_multi_if/ptcpdump_lo_each_packet_at_egress_and_ingress.pcapng",
+            "vxlan/zeek_vxlan_same_5tuple_two_vnis.pcap",
+        )
+    ]
+    stores.append(as_tcpdump_would(recording("flannel-vxlan"), -50_000_000))  # corrected clocks
+    for store in stores:
+        corr = correlate(store)
+        lines = JsonLines(corr)
+        assert [lines.line(j) for j in corr.journeys] == [json.dumps(journey_json(j)) for j in corr.journeys]
+
+
+def test_the_forked_half_writes_the_same_lines(monkeypatch):
+    """Many journeys: a forked child renders the second half into a private file; the
+    output must be the same lines in the same order as one process gives."""
+    import io
+
+    from tracer.cli import output
+
+    store = load(SCENARIOS / "kube-nodeport" / "capture.pcapng")
+    corr = correlate(store)
+    serial, forked = io.StringIO(), io.StringIO()
+    output.write_json_lines(corr, corr.journeys, serial)
+    monkeypatch.setattr(output, "PARALLEL_MIN_JOURNEYS", 1)
+    monkeypatch.setattr(output.os, "cpu_count", lambda: 2)
+    output.write_json_lines(corr, corr.journeys, forked)
+    assert forked.getvalue() == serial.getvalue()
+    assert len(serial.getvalue().splitlines()) == len(corr.journeys)

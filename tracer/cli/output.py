@@ -8,14 +8,23 @@ written: packet bytes never reach the terminal raw.
 
 from __future__ import annotations
 
+import gc
 import json
+import os
+import tempfile
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tracer.model import FrameStore
 from tracer.sources import Source
 from tracer.text import safe
+
+if TYPE_CHECKING:
+    from tracer.correlate import Correlation, Journey
+
+# Below this many journeys a second process costs more than it saves.
+PARALLEL_MIN_JOURNEYS = 50_000
 
 
 def frame_line(store: FrameStore, i: int, summary: str, width: int) -> str:
@@ -125,10 +134,11 @@ def print_journeys(store: FrameStore, out: TextIO, as_json: bool, every: bool = 
     from tracer.correlate import correlate
 
     corr = correlate(store)
+    if as_json:
+        journeys = [j for j in corr.journeys if every or len(j.frames) > 1]
+        write_json_lines(corr, journeys, out)
+        return
     for j in corr.iter_json(min_frames=1 if every else 2):
-        if as_json:
-            out.write(json.dumps(j) + "\n")
-            continue
         inner = j["inner"]
         what = " ".join(f"{k} {v}" for k, v in inner.items() if k not in ("src", "dst", "proto") and v is not None)
         out.write(
@@ -149,6 +159,53 @@ def print_journeys(store: FrameStore, out: TextIO, as_json: bool, every: bool = 
             f"{shown} journey{'s' if shown != 1 else ''}; {lone} frame{'s' if lone != 1 else ''} seen on one NIC only"
             f"{hidden}\n"
         )
+
+
+def write_json_lines(corr: Correlation, journeys: list[Journey], out: TextIO) -> None:
+    """``journeys`` as JSON Lines, in order; on a machine with two CPUs or more and
+    many journeys, the second half is rendered by a forked child meanwhile (the
+    correlation is shared copy-on-write) into a private temporary file."""
+    from tracer.correlate.render import JsonLines
+
+    lines = JsonLines(corr)
+    n = len(journeys)
+    if n < PARALLEL_MIN_JOURNEYS or (os.cpu_count() or 1) < 2 or not hasattr(os, "fork"):
+        _write_lines(lines, journeys, out)
+        return
+    mid = n // 2
+    spool = tempfile.TemporaryFile()
+    pid = os.fork()
+    if pid == 0:  # the child: the second half into the spool file, then out without cleanup
+        code = 1
+        try:
+            with open(spool.fileno(), "w", encoding="utf-8", closefd=False) as f:
+                _write_lines(lines, journeys[mid:], f)
+            code = 0
+        finally:
+            os._exit(code)
+    _write_lines(lines, journeys[:mid], out)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:  # any trouble in the child: the parent does it
+        _write_lines(lines, journeys[mid:], out)
+        return
+    out.flush()
+    spool.seek(0)
+    with spool:
+        while chunk := spool.read(1 << 20):
+            out.write(chunk.decode("utf-8"))
+
+
+def _write_lines(lines, journeys: list[Journey], out: TextIO) -> None:
+    enabled = gc.isenabled()
+    gc.disable()  # millions of small objects, nothing cyclic: the collector would only rescan them
+    try:
+        line = lines.line
+        write = out.write
+        for j in journeys:
+            write(line(j) + "\n")
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _hop_label(h: dict[str, Any]) -> str:

@@ -7,6 +7,7 @@ dropping them again as it goes).
 
 from __future__ import annotations
 
+import json
 import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -151,6 +152,39 @@ def inner_of(ident: Identity) -> dict:
     if ident.ip_id is not None:
         d["ip_id"] = ident.ip_id
     return d
+
+
+def inner_json(ident: Identity) -> str:
+    """``json.dumps(inner_of(ident))``, without the dict: a million journeys' batch output."""
+    if not ident.ipver and ident.arp is not None:
+        return json.dumps(inner_of(ident))
+    src, dst, proto = ident.src, ident.dst, ident.proto_name
+    out = [
+        f'{{"src": {_json_str(src)}, "dst": {_json_str(dst)}, "proto": {_json_str(proto)}',
+    ]
+    if ident.icmp_type is not None:
+        out.append(f', "type": {ident.icmp_type}, "code": {_json_int(ident.icmp_code)}')
+        if ident.icmp_id is not None:
+            out.append(f', "id": {ident.icmp_id}, "seq": {_json_int(ident.icmp_seq)}')
+    if ident.sport is not None:
+        out.append(f', "sport": {ident.sport}, "dport": {_json_int(ident.dport)}')
+    if ident.tcp_flags is not None:
+        out.append(
+            f', "flags": "{tcp_flags_text(ident.tcp_flags)}", "seq": {_json_int(ident.tcp_seq)}, '
+            f'"ack": {_json_int(ident.tcp_ack)}'
+        )
+    if ident.ip_id is not None:
+        out.append(f', "ip_id": {ident.ip_id}')
+    out.append("}")
+    return "".join(out)
+
+
+def _json_str(text: str | None) -> str:
+    return "null" if text is None else json.dumps(text)
+
+
+def _json_int(value: int | None) -> str:
+    return "null" if value is None else str(value)
 
 
 def journey_json(j: Journey) -> dict:

@@ -73,8 +73,16 @@ from tracer.correlate.journey import Hop, Journey, inner_of, journey_json
 from tracer.correlate.nics import nic_addresses, nic_role, nic_vni, raw_address
 from tracer.correlate.order import delivered, order_hops
 from tracer.correlate.steps import SENT, narrate
-from tracer.dissect.fast import endpoints_of, identify, is_weak, nat_key_of
-from tracer.model import FrameStore
+from tracer.dissect.fast import (
+    ARPHRD_LOOPBACK,
+    PACKET_OUTGOING,
+    cooked_header,
+    endpoints_of,
+    identify,
+    is_weak,
+    nat_key_of,
+)
+from tracer.model import LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, FrameStore
 
 DEFAULT_WINDOW_NS = 1_000_000_000  # identities older than this never join (1 s)
 # The very same frame again on one NIC this soon after the journey began is the
@@ -204,6 +212,10 @@ class Correlation:
         level_a = self._level
         level_a.extend(array("I", bytes(4 * new)))
         level_ids = self._level_ids
+        tun_a, kind_a = self._tun, self._kind
+        tun_a.extend(array("I", bytes(4 * new)))
+        kind_a.extend(array("I", bytes(4 * new)))
+        tun_ids, kind_ids, tun_kinds = self._tun_ids, self._kind_ids, self._tun_kinds
         ex_ids = self._ex_ids
         addr_ids = self._addr_ids
         buckets: dict = {}
@@ -239,6 +251,18 @@ class Correlation:
                 k = ex_ids[ex] = len(ex_ids)
             ex_a[i] = k
             tun = ident.tunnels
+            if tun:
+                kt = tun_ids.get(tun)
+                if kt is None:
+                    kt = tun_ids[tun] = len(tun_ids)
+                    tun_kinds.append(ident.encap)
+                tun_a[i] = kt
+            # what else decides a step: the MACs (routed without a TTL drop), the ARP operation
+            kkey = (ident.macs, ident.arp[0] if ident.arp is not None else None)
+            kk = kind_ids.get(kkey)
+            if kk is None:
+                kk = kind_ids[kkey] = len(kind_ids)
+            kind_a[i] = kk
             lvl = (hosts[nid], ttl_a[i], len(tun), k)
             kl = level_ids.get(lvl)
             if kl is None:
@@ -354,6 +378,13 @@ class Correlation:
         # through a host; two link layers at one point are two copies, not a path
         self._level = array("I")
         self._level_ids: dict[tuple, int] = {}
+        # interned tunnels (0: none) and their kinds; interned MACs: what a journey's shape
+        # needs besides the columns above (tracer.correlate.render)
+        self._tun = array("I")
+        self._tun_ids: dict[tuple, int] = {(): 0}
+        self._tun_kinds: list[tuple[str, ...]] = [()]
+        self._kind = array("I")
+        self._kind_ids: dict[object, int] = {}
         self._osrc = array("I")  # interned outermost source address
         self._ex_ids: dict = {}
         self._addr_ids: dict = {None: 0}
@@ -368,6 +399,11 @@ class Correlation:
         self._first: dict[int, dict] = {}
         self._nics_of: dict[int, set[int]] = {}  # exact id -> the NICs it was seen on (with _first)
         self._first_upto = 0
+        self._foreign: set[tuple[str | None, bytes]] = set()  # (host, an address not its own)
+        self._foreign_upto = 0
+        self._nat_seen: dict[tuple[int, str | None], set[int]] = {}  # (journey, host) -> exact ids
+        self._nat: set[tuple[str | None, int]] = set()  # (host, exact id) rewritten there
+        self._nat_upto = 0
 
     def _match(self) -> None:
         """One shot: every frame, journeys numbered by their first frame's time."""
@@ -559,14 +595,69 @@ class Correlation:
             self._first_upto = n
         return first
 
-    def answered_on(self, h: Hop) -> bool:
-        """Was a packet with ``h``'s endpoints reversed (its answer) seen on ``h``'s NIC?"""
+    def foreign(self, host: str | None, addr: bytes | None) -> bool:
+        """Is ``addr`` known not to be one of ``host``'s addresses?  It is when a cooked
+        capture shows a packet *for* it leaving ``host`` through a NIC, or a packet
+        *from* it arriving there (not on lo): Linux hands a packet for one of its own
+        addresses to lo, never to a NIC, and its own packets start out going out.
+
+        Built on first use and extended as frames are matched."""
+        n = self.frames
+        if self._foreign_upto < n:
+            store = self.store
+            known, hosts, journey_of, ex_a = self._foreign, self._hosts, self.journey_of, self._ex
+            keys = list(self._ex_ids)  # exact id -> its endpoints (ids number the keys in order)
+            linktypes = [nic.linktype for nic in store.nics]
+            cooked = [lt in (LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2) for lt in linktypes]
+            nic_of = store.nic_of
+            for i in range(self._foreign_upto, n):
+                nid = nic_of[i]
+                if not cooked[nid] or journey_of[i] < 0:
+                    continue
+                pkttype, hatype = cooked_header(store.data(i), linktypes[nid])
+                key = keys[ex_a[i]]
+                if hatype == ARPHRD_LOOPBACK or key[0] == "ARP":
+                    continue
+                # outgoing: its destination is elsewhere; incoming: its source is
+                known.add((hosts[nid], key[1] if pkttype == PACKET_OUTGOING else key[0]))
+            self._foreign_upto = n
+        return addr is not None and (host, addr) in self._foreign
+
+    def rewritten_at(self, h: Hop) -> bool:
+        """Does ``h``'s host rewrite (NAT) the connection of ``h``'s packet?  It does
+        when some journey shows this packet's endpoints, or their reverse (the
+        connection's other way), on that host next to other endpoints there: a packet
+        whose later sightings were lost still goes on where its connection's other
+        packets were seen rewritten.
+
+        Built on first use and extended as frames are matched."""
+        n = self.frames
+        if self._nat_upto < n:
+            seen, nat, hosts, nic_of = self._nat_seen, self._nat, self._hosts, self.store.nic_of
+            journey_of, ex_a = self.journey_of, self._ex
+            for i in range(self._nat_upto, n):
+                jid = journey_of[i]
+                if jid < 0:
+                    continue
+                at = hosts[nic_of[i]]
+                ids = seen.setdefault((jid, at), set())
+                ids.add(ex_a[i])
+                if len(ids) > 1:
+                    nat.update((at, k) for k in ids)
+            self._nat_upto = n
+        host = h.nic.host
+        return (host, self._ex[h.frame]) in self._nat or (host, self._reverse_id(h)) in self._nat
+
+    def _reverse_id(self, h: Hop) -> int | None:
+        """The exact id of ``h``'s packet with its endpoints swapped (its answer), if seen."""
         b = h.ident
         if b.arp is not None:  # the reply to an ARP request: its addresses swapped
-            reverse: tuple = ("ARP", b.arp[4], b.arp[2], None, None)
-        else:
-            reverse = (b.dst_raw, b.src_raw, b.dport, b.sport, b.icmp_id)
-        kb = self._ex_ids.get(reverse)
+            return self._ex_ids.get(("ARP", b.arp[4], b.arp[2], None, None))
+        return self._ex_ids.get((b.dst_raw, b.src_raw, b.dport, b.sport, b.icmp_id))
+
+    def answered_on(self, h: Hop) -> bool:
+        """Was a packet with ``h``'s endpoints reversed (its answer) seen on ``h``'s NIC?"""
+        kb = self._reverse_id(h)
         if kb is None:
             return False
         self._first_seen()

@@ -33,7 +33,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tracer.correlate.journey import Hop, dst_raw, src_raw
-from tracer.model import LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2
+from tracer.dissect.fast import PACKET_OUTGOING, cooked_header
 
 if TYPE_CHECKING:
     from tracer.correlate.journey import Journey
@@ -46,24 +46,20 @@ _UNKNOWN_RANK = 5
 _DELIVERY_RANK = 9  # the container (or NIC) the packet is addressed to: last
 _FLOODED_RANK = 8  # a container that is neither source nor destination (flooding)
 
-# SLL / SLL2 packet types (linux/if_packet.h): 4 is "sent by us"
-PACKET_OUTGOING = 4
 INCOMING, UNKNOWN, OUTGOING = -1, 0, 1
+
+
+def frame_direction(data, linktype: int) -> int:
+    """OUTGOING or INCOMING when a frame's capture says (Linux cooked captures), else UNKNOWN."""
+    pkttype = cooked_header(data, linktype)[0]
+    if pkttype < 0:
+        return UNKNOWN
+    return OUTGOING if pkttype == PACKET_OUTGOING else INCOMING
 
 
 def direction(corr: Correlation, h: Hop) -> int:
     """OUTGOING or INCOMING when the capture says (Linux cooked captures), else UNKNOWN."""
-    lt = h.nic.linktype
-    if lt not in (LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2):
-        return UNKNOWN
-    data = corr.store.data(h.frame)
-    if lt == LINKTYPE_LINUX_SLL and len(data) >= 2:
-        pkttype = int.from_bytes(data[0:2], "big")
-    elif lt == LINKTYPE_LINUX_SLL2 and len(data) >= 11:
-        pkttype = data[10]
-    else:
-        return UNKNOWN
-    return OUTGOING if pkttype == PACKET_OUTGOING else INCOMING
+    return frame_direction(corr.store.data(h.frame), h.nic.linktype)
 
 
 def delivered(corr: Correlation, h: Hop, later: list[Hop]) -> bool:
@@ -80,9 +76,18 @@ def delivered(corr: Correlation, h: Hop, later: list[Hop]) -> bool:
         return dst in addrs if addrs else not _flooded(h) or corr.answered_on(h)
     if not addrs:
         # no facts: the kernel's word instead.  The packet came in here and went nowhere
-        # else on this host (a `tcpdump -i any` capture would show it leave), and its
-        # answer is seen on this NIC: this host is where it was going
-        return not later and direction(corr, h) == INCOMING and corr.answered_on(h)
+        # else on this host (a `tcpdump -i any` capture would show it leave), its answer
+        # is seen on this NIC, its destination is not known to be another's and its
+        # connection is not seen rewritten here (a frame lost on the way on hides that
+        # it went on): this host is its end
+        host = h.nic.host
+        return (
+            not later
+            and direction(corr, h) == INCOMING
+            and corr.answered_on(h)
+            and not corr.foreign(host, dst)
+            and not corr.rewritten_at(h)
+        )
     if dst is None or dst not in addrs:
         return False
     return all(dst_raw(x.ident) == dst for x in later)

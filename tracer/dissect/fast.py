@@ -478,8 +478,9 @@ def identify(data, linktype: int) -> Identity:
     slice).  Never raises.
     """
     n = len(data)
-    if linktype == 1 and n >= _PICK_LEN:
-        k = _pick(data)
+    if linktype == 1 and n >= _PICK_SHORT_LEN:
+        # frames too short for a tunnel (a bare TCP ACK is 54 bytes) have no inner fields
+        k = _pick(data) if n >= _PICK_LEN else _pick_short(data) + _NO_INNER
         plan = _plans.get(k)
         if plan is None:
             plan = _plan_for(k)
@@ -802,6 +803,22 @@ def _tunnel(tunnels, kind, ipver, src, dst, sport=None, dport=None, vni=None, ke
 
 # -- identity strength -----------------------------------------------------------
 
+# SLL / SLL2 packet types (linux/if_packet.h): 4 is "sent by us"
+PACKET_OUTGOING = 4
+ARPHRD_LOOPBACK = 772
+
+
+def cooked_header(data, linktype: int) -> tuple[int, int]:
+    """A Linux cooked capture's (packet type, ARPHRD type) of a frame: how the kernel
+    saw it (``PACKET_OUTGOING``: sent by this host) and on what kind of device
+    (``ARPHRD_LOOPBACK``: lo).  (-1, -1) for other link types or a short header."""
+    if linktype == 113 and len(data) >= 4:
+        return _SLL(data, 0)
+    if linktype == 276 and len(data) >= 11:
+        return data[10], _SLL2(data, 0)[1]
+    return -1, -1
+
+
 # IP protocols whose packets repeat byte for byte (routers and hosts announcing
 # themselves): IGMP, OSPF, PIM, VRRP, CARP.
 _WEAK_PROTOS = frozenset({2, 89, 103, 112})
@@ -868,6 +885,10 @@ def encap_kind(data, linktype: int) -> tuple[str, str]:
 # dport.  Read with one Struct: far cheaper than picking bytes one by one.
 _PICK_LEN = 88
 _pick = struct.Struct("!12xHB5xHxB12xH24xHB5xHxB12xH").unpack_from
+# the outer fields alone, for frames shorter than _PICK_LEN: their inner fields read as 0
+_PICK_SHORT_LEN = 38
+_pick_short = struct.Struct("!12xHB5xHxB12xH").unpack_from
+_NO_INNER = (0, 0, 0, 0, 0)
 _memo: dict[tuple, tuple[str, str]] = {}
 _MEMO_MAX = 1 << 16
 _VXLAN_PORTS = frozenset(p for p, s in UDP_PORT_NEXT.items() if s == _VXLAN)

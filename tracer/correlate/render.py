@@ -1,0 +1,149 @@
+"""Journeys as JSON Lines, fast: what ``tracer replay --journeys --json`` writes.
+
+A capture repeats a few shapes of journey: a flow's packets cross the same NICs
+with the same TTLs, tunnels, endpoints and rewrites, packet after packet.  The
+hop order, the steps and the end of a journey are a function of that shape (and of
+which sightings tie in time), so they are worked out once per shape, by the same
+code the UI uses (:meth:`Correlation._build`), and reused: a journey of a known
+shape costs its inner packet's fields, its times and the string formatting.  Each
+line is byte for byte what ``json.dumps(journey_json(j))`` gives (a test holds
+the two together).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, NamedTuple
+
+from tracer.correlate.journey import inner_json
+from tracer.correlate.order import frame_direction
+from tracer.correlate.steps import StepKind, _duration
+from tracer.dissect.fast import identify
+from tracer.model import LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2
+
+if TYPE_CHECKING:
+    from tracer.correlate.journey import Journey
+    from tracer.correlate.match import Correlation
+
+_PLANS_MAX = 1 << 16
+
+
+class Plan(NamedTuple):
+    order: tuple[int, ...]  # hop k is the journey's frames[order[k]]
+    # per hop, its step JSON-encoded: whole, or (before, after) the time on the wire
+    steps: tuple[str | tuple[str, str], ...]
+    end: str  # "delivered" or "not seen after ..." (JSON-encoded)
+
+
+class JsonLines:
+    """``json.dumps(journey_json(j))`` for the journeys of one correlation, fast."""
+
+    def __init__(self, corr: Correlation) -> None:
+        self.corr = corr
+        store = corr.store
+        self.plans: dict[tuple, Plan] = {}
+        dumps = json.dumps
+        # per NIC: '{"host": ..., "nic": ..., "container": ..., "time": ' and what is static
+        self.nic_head = [
+            f'{{"host": {dumps(n.host)}, "nic": {dumps(n.name)}, "container": {dumps(n.container)}, "time": '
+            for n in store.nics
+        ]
+        self.cooked = [n.linktype in (LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2) for n in store.nics]
+        self.offset_of = [corr.offsets.get(n.host, 0) for n in store.nics]
+        self.encap_json: dict[int, str] = {}
+
+    # -- the shape of a journey ------------------------------------------------------
+    def _direction(self, f: int) -> int:
+        store = self.corr.store
+        nid = store.nic_of[f]
+        if not self.cooked[nid]:
+            return 0
+        return frame_direction(store.data(f), store.nics[nid].linktype)
+
+    def _shape(self, j: Journey) -> tuple:
+        corr = self.corr
+        store = corr.store
+        nic_of, ts = store.nic_of, store.ts_ns
+        ttl, tun, ex, kind = corr._ttl, corr._tun, corr._ex, corr._kind
+        frames = j.frames
+        offset_of = self.offset_of
+        corrected = [ts[f] - offset_of[nic_of[f]] for f in frames]
+        # which sightings come first by time, and which tie: time is the last word of the order
+        by_time = sorted(range(len(frames)), key=lambda k: (corrected[k], frames[k]))
+        ties = tuple(corrected[by_time[k]] == corrected[by_time[k - 1]] for k in range(1, len(by_time)))
+        return (
+            tuple((nic_of[f], ttl[f], tun[f], ex[f], kind[f], self._direction(f)) for f in frames),
+            tuple(by_time),
+            ties,
+        )
+
+    def _plan(self, j: Journey) -> Plan:
+        position = {f: k for k, f in enumerate(j.frames)}
+        cached = j._hops is not None
+        hops = j.hops
+        order = tuple(position[h.frame] for h in hops)
+        steps: list[str | tuple[str, str]] = []
+        for h in hops:
+            texts = [p.text() for p in h.step.parts]
+            wire = [k for k, p in enumerate(h.step.parts) if p.kind is StepKind.UNDERLAY and p.latency_ns is not None]
+            if not wire:
+                steps.append(json.dumps(", ".join(texts)))
+                continue
+            (k,) = wire
+            # "...sent over the underlay (" + the time + ")..." as two JSON string halves
+            marker = "\x00"
+            texts[k] = f"{StepKind.UNDERLAY.value} ({marker})"
+            before, after = json.dumps(", ".join(texts)).split("\\u0000")
+            steps.append((before, after))
+        plan = Plan(order, tuple(steps), json.dumps(j.end))
+        if not cached:
+            j._hops = j._inner = j._end = None
+        if len(self.plans) >= _PLANS_MAX:
+            self.plans.clear()
+        return plan
+
+    # -- one line ----------------------------------------------------------------------
+    def line(self, j: Journey) -> str:
+        corr = self.corr
+        store = corr.store
+        shape = self._shape(j)
+        plan = self.plans.get(shape)
+        if plan is None:
+            plan = self.plans[shape] = self._plan(j)
+        frames = j.frames
+        nic_of, ts, nic_index = store.nic_of, store.ts_ns, store.nic_index
+        offset_of = self.offset_of
+        first = frames[plan.order[0]]
+        nid0 = nic_of[first]
+        inner = inner_json(identify(store.data(first), store.nics[nid0].linktype))
+        t0 = ts[first] - offset_of[nid0]
+        corrected = corr.corrected
+        dumps = json.dumps
+        encap_json = self.encap_json
+        tun = corr._tun
+        parts = []
+        prev_t = 0
+        for k, pos in enumerate(plan.order):
+            f = frames[pos]
+            nid = nic_of[f]
+            t = ts[f]
+            ct = t - offset_of[nid]
+            step = plan.steps[k]
+            if not isinstance(step, str):
+                step = step[0] + dumps(_duration(ct - prev_t))[1:-1] + step[1]
+            enc = encap_json.get(tun[f])
+            if enc is None:
+                enc = encap_json[tun[f]] = dumps(list(corr._tun_kinds[tun[f]]))
+            hop = (
+                f"{self.nic_head[nid]}{round(t / 1e9, 9)!r}, "
+                f'"time_ns": {t}, "offset": {round((ct - t0) / 1e9, 9)!r}, "index": {nic_index[f]}, '
+                f'"frame": {f}, "encap": {enc}, "step": {step}'
+            )
+            if corrected:
+                hop += f', "corrected_time": {round(ct / 1e9, 9)!r}'
+            parts.append(hop + "}")
+            prev_t = ct
+        return (
+            f'{{"id": {j.id}, "inner": {inner}, "hops": [{", ".join(parts)}], '
+            f'"end": {plan.end}, "clock_corrected": {"true" if corrected else "false"}}}'
+        )
