@@ -129,15 +129,15 @@ def main() -> None:
     tcpdump = shutil.which("tcpdump")
     if tcpdump:
         rows.append(("tcpdump -nn -r F", wall([tcpdump, "-nn", "-r", str(path)], args.repeat)))
-    ours = wall([*tracer, "--journeys", "--json"], args.repeat)
-    rows.append(("tracer replay F --journeys --json", ours))
+    rows.append(("tracer replay F --journeys --json", wall([*tracer, "--journeys", "--json"], args.repeat)))
     rows.append(("tracer replay F --journeys", wall([*tracer, "--journeys"], args.repeat)))
     rows.append(("tracer replay F --print", wall([*tracer, "--print"], args.repeat)))
     print(f"{args.frames:,} frames, 3 NICs, VXLAN; wall seconds, best of {args.repeat}, {os.cpu_count()} CPUs")
     for name, secs in rows:
         print(f"  {name:38} {secs:7.2f} s")
     if tcpdump:
-        print(f"  ratio --journeys --json / tcpdump -nn -r: {ours / rows[0][1]:.2f}")
+        for name, secs in rows[1:]:
+            print(f"  ratio {name.removeprefix('tracer replay F ')} / tcpdump -nn -r: {secs / rows[0][1]:.2f}")
     rep = OUT / f"repeats-{args.repeats}.pcapng"
     if not rep.exists():
         build_repeats(rep, args.repeats)

@@ -25,6 +25,7 @@ from tracer.correlate import Correlation, Step, StepKind, correlate, find_journe
 from tracer.dissect.fast import identify
 from tracer.model import FrameStore, Nic
 from tracer.pcapng.reader import SourceSpec, open_capture
+from tracer.text import safe
 
 SCENARIOS = REPO / "scenarios"
 OVERLAYS = ["flannel-vxlan", "docker-overlay", "flannel-udp"]
@@ -978,20 +979,38 @@ def test_journeys_hide_one_hop_ones_unless_all(tmp_path):
     ],
 )
 def test_fast_json_lines_are_journey_json_to_the_byte(rel):
-    """--journeys --json renders each shape of journey once and reuses it: the lines must be
-    exactly json.dumps(journey_json(j)), the one definition of the format."""
-    from tracer.correlate.render import JsonLines
+    """--journeys [--json] renders each shape of journey once and reuses it: the lines
+    must be exactly json.dumps(journey_json(j)), the one definition of the format, and
+    the text that dict reads as."""
+    from tracer.correlate.render import JsonLines, TextBlocks
 
     store = load(SCENARIOS / rel)
     corr = correlate(store)
-    lines = JsonLines(corr)
+    lines, blocks = JsonLines(corr), TextBlocks(corr)
     for j in corr.journeys:
         assert lines.line(j) == json.dumps(journey_json(j))
+        assert blocks.block(j) == text_of(journey_json(j))
     assert len(lines.plans) < len(corr.journeys)  # shapes were reused
 
 
+def text_of(j: dict) -> str:
+    """A journey's --journeys text, from its journey_json: what TextBlocks must print."""
+    inner = j["inner"]
+    what = " ".join(f"{k} {v}" for k, v in inner.items() if k not in ("src", "dst", "proto") and v is not None)
+    out = [
+        f"journey {j['id']}: {safe(str(inner.get('src')))} → {safe(str(inner.get('dst')))} "
+        f"{inner.get('proto')} {safe(what)} — {len(j['hops'])} hops, {safe(j['end'])}"
+        f"{' (clocks corrected)' if j['clock_corrected'] else ''}\n"
+    ]
+    labels = ["/".join(str(p) for p in (h["host"], h["container"], h["nic"]) if p) for h in j["hops"]]
+    width = max(map(len, labels))
+    for h, label in zip(j["hops"], labels):
+        out.append(f"  {h['offset'] * 1e3:+10.3f} ms  {safe(label):<{width}}  #{h['index']:<5} {safe(h['step'])}\n")
+    return "".join(out)
+
+
 def test_fast_json_lines_on_public_captures_and_skewed_clocks():
-    from tracer.correlate.render import JsonLines
+    from tracer.correlate.render import JsonLines, TextBlocks
 
     def read(path: Path) -> FrameStore:  # a clamped-timestamp warning is fine here
         store = FrameStore()
@@ -1007,13 +1026,21 @@ def test_fast_json_lines_on_public_captures_and_skewed_clocks():
         )
     ]
     stores.append(as_tcpdump_would(recording("flannel-vxlan"), -50_000_000))  # corrected clocks
+    hostile = as_tcpdump_would(recording("flannel-vxlan"), 0)
+    for nic in hostile.nics:  # names from a file are untrusted: escapes must stay escaped
+        nic.name = f"\x1b[31m{nic.name}\x07"
+    stores.append(hostile)
     for store in stores:
         corr = correlate(store)
-        lines = JsonLines(corr)
+        lines, blocks = JsonLines(corr), TextBlocks(corr)
         assert [lines.line(j) for j in corr.journeys] == [json.dumps(journey_json(j)) for j in corr.journeys]
+        text = [blocks.block(j) for j in corr.journeys]
+        assert text == [text_of(journey_json(j)) for j in corr.journeys]
+    assert "\x1b" not in "".join(text) and "\\x1b[31m" in "".join(text)
 
 
-def test_the_forked_half_writes_the_same_lines(monkeypatch):
+@pytest.mark.parametrize("as_json", [True, False], ids=["json", "text"])
+def test_the_forked_half_writes_the_same_lines(monkeypatch, as_json):
     """Many journeys: a forked child renders the second half into a private file; the
     output must be the same lines in the same order as one process gives."""
     import io
@@ -1023,9 +1050,10 @@ def test_the_forked_half_writes_the_same_lines(monkeypatch):
     store = load(SCENARIOS / "kube-nodeport" / "capture.pcapng")
     corr = correlate(store)
     serial, forked = io.StringIO(), io.StringIO()
-    output.write_json_lines(corr, corr.journeys, serial)
+    output.write_journeys(corr, corr.journeys, serial, as_json)
     monkeypatch.setattr(output, "PARALLEL_MIN_JOURNEYS", 1)
     monkeypatch.setattr(output.os, "cpu_count", lambda: 2)
-    output.write_json_lines(corr, corr.journeys, forked)
+    output.write_journeys(corr, corr.journeys, forked, as_json)
     assert forked.getvalue() == serial.getvalue()
-    assert len(serial.getvalue().splitlines()) == len(corr.journeys)
+    heads = [line for line in serial.getvalue().splitlines() if line.startswith("{" if as_json else "journey ")]
+    assert len(heads) == len(corr.journeys)

@@ -14,7 +14,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from tracer.model import FrameStore
 from tracer.sources import Source
@@ -134,23 +134,8 @@ def print_journeys(store: FrameStore, out: TextIO, as_json: bool, every: bool = 
     from tracer.correlate import correlate
 
     corr = correlate(store)
-    if as_json:
-        journeys = [j for j in corr.journeys if every or len(j.frames) > 1]
-        write_json_lines(corr, journeys, out)
-        return
-    for j in corr.iter_json(min_frames=1 if every else 2):
-        inner = j["inner"]
-        what = " ".join(f"{k} {v}" for k, v in inner.items() if k not in ("src", "dst", "proto") and v is not None)
-        out.write(
-            f"journey {j['id']}: {safe(str(inner.get('src')))} → {safe(str(inner.get('dst')))} "
-            f"{inner.get('proto')} {safe(what)} — {len(j['hops'])} hops, {safe(j['end'])}"
-            f"{' (clocks corrected)' if j.get('clock_corrected') else ''}\n"
-        )
-        width = max(len(_hop_label(h)) for h in j["hops"])
-        for h in j["hops"]:
-            out.write(
-                f"  {h['offset'] * 1e3:+10.3f} ms  {safe(_hop_label(h)):<{width}}  #{h['index']:<5} {safe(h['step'])}\n"
-            )
+    journeys = [j for j in corr.journeys if every or len(j.frames) > 1]
+    write_journeys(corr, journeys, out, as_json)
     if not as_json:
         lone = sum(1 for j in corr.journeys if len(j.frames) == 1)
         shown = len(corr.journeys) - (0 if every else lone)
@@ -161,16 +146,21 @@ def print_journeys(store: FrameStore, out: TextIO, as_json: bool, every: bool = 
         )
 
 
-def write_json_lines(corr: Correlation, journeys: list[Journey], out: TextIO) -> None:
-    """``journeys`` as JSON Lines, in order; on a machine with two CPUs or more and
-    many journeys, the second half is rendered by a forked child meanwhile (the
+def write_journeys(corr: Correlation, journeys: list[Journey], out: TextIO, as_json: bool) -> None:
+    """``journeys`` as text or JSON Lines, in order; on a machine with two CPUs or more
+    and many journeys, the second half is rendered by a forked child meanwhile (the
     correlation is shared copy-on-write) into a private temporary file."""
-    from tracer.correlate.render import JsonLines
+    from tracer.correlate.render import JsonLines, TextBlocks
 
-    lines = JsonLines(corr)
+    render: Callable[[Journey], str]
+    if as_json:
+        line = JsonLines(corr).line
+        render = lambda j: line(j) + "\n"  # noqa: E731
+    else:
+        render = TextBlocks(corr).block
     n = len(journeys)
     if n < PARALLEL_MIN_JOURNEYS or (os.cpu_count() or 1) < 2 or not hasattr(os, "fork"):
-        _write_lines(lines, journeys, out)
+        _write_lines(render, journeys, out)
         return
     mid = n // 2
     spool = tempfile.TemporaryFile()
@@ -179,14 +169,14 @@ def write_json_lines(corr: Correlation, journeys: list[Journey], out: TextIO) ->
         code = 1
         try:
             with open(spool.fileno(), "w", encoding="utf-8", closefd=False) as f:
-                _write_lines(lines, journeys[mid:], f)
+                _write_lines(render, journeys[mid:], f)
             code = 0
         finally:
             os._exit(code)
-    _write_lines(lines, journeys[:mid], out)
+    _write_lines(render, journeys[:mid], out)
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:  # any trouble in the child: the parent does it
-        _write_lines(lines, journeys[mid:], out)
+        _write_lines(render, journeys[mid:], out)
         return
     out.flush()
     spool.seek(0)
@@ -195,18 +185,13 @@ def write_json_lines(corr: Correlation, journeys: list[Journey], out: TextIO) ->
             out.write(chunk.decode("utf-8"))
 
 
-def _write_lines(lines, journeys: list[Journey], out: TextIO) -> None:
+def _write_lines(render: Callable[[Journey], str], journeys: list[Journey], out: TextIO) -> None:
     enabled = gc.isenabled()
     gc.disable()  # millions of small objects, nothing cyclic: the collector would only rescan them
     try:
-        line = lines.line
         write = out.write
         for j in journeys:
-            write(line(j) + "\n")
+            write(render(j))
     finally:
         if enabled:
             gc.enable()
-
-
-def _hop_label(h: dict[str, Any]) -> str:
-    return "/".join(str(p) for p in (h["host"], h["container"], h["nic"]) if p)

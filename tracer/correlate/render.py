@@ -1,13 +1,13 @@
-"""Journeys as JSON Lines, fast: what ``tracer replay --journeys --json`` writes.
+"""Journeys as text, fast: what ``tracer replay --journeys [--json]`` writes.
 
 A capture repeats a few shapes of journey: a flow's packets cross the same NICs
 with the same TTLs, tunnels, endpoints and rewrites, packet after packet.  The
 hop order, the steps and the end of a journey are a function of that shape (and of
 which sightings tie in time), so they are worked out once per shape, by the same
 code the UI uses (:meth:`Correlation._build`), and reused: a journey of a known
-shape costs its inner packet's fields, its times and the string formatting.  Each
-line is byte for byte what ``json.dumps(journey_json(j))`` gives (a test holds
-the two together).
+shape costs its inner packet's fields, its times and the string formatting.
+:class:`JsonLines` gives, byte for byte, ``json.dumps(journey_json(j))``;
+:class:`TextBlocks` the ``--journeys`` text of the same (tests hold them to it).
 """
 
 from __future__ import annotations
@@ -15,42 +15,49 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, NamedTuple
 
-from tracer.correlate.journey import inner_json
+from tracer.correlate.journey import inner_json, inner_of
 from tracer.correlate.order import frame_direction
 from tracer.correlate.steps import StepKind, _duration
 from tracer.dissect.fast import identify
 from tracer.model import LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2
+from tracer.text import safe
 
 if TYPE_CHECKING:
     from tracer.correlate.journey import Journey
     from tracer.correlate.match import Correlation
 
 _PLANS_MAX = 1 << 16
+_MARK = "\x00"  # where the time on the wire goes in a step's text
 
 
 class Plan(NamedTuple):
     order: tuple[int, ...]  # hop k is the journey's frames[order[k]]
-    # per hop, its step JSON-encoded: whole, or (before, after) the time on the wire
+    # per hop, its step: whole, or (before, after) the time on the wire; as text
+    # (escaped for a terminal) and JSON-encoded
+    texts: tuple[str | tuple[str, str], ...]
     steps: tuple[str | tuple[str, str], ...]
-    end: str  # "delivered" or "not seen after ..." (JSON-encoded)
+    end_text: str  # "delivered" or "not seen after ..." (escaped)
+    end: str  # the same, JSON-encoded
 
 
-class JsonLines:
-    """``json.dumps(journey_json(j))`` for the journeys of one correlation, fast."""
+class _Shapes:
+    """The plans of one correlation's journey shapes."""
 
     def __init__(self, corr: Correlation) -> None:
         self.corr = corr
         store = corr.store
         self.plans: dict[tuple, Plan] = {}
-        dumps = json.dumps
-        # per NIC: '{"host": ..., "nic": ..., "container": ..., "time": ' and what is static
-        self.nic_head = [
-            f'{{"host": {dumps(n.host)}, "nic": {dumps(n.name)}, "container": {dumps(n.container)}, "time": '
-            for n in store.nics
-        ]
         self.cooked = [n.linktype in (LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2) for n in store.nics]
         self.offset_of = [corr.offsets.get(n.host, 0) for n in store.nics]
-        self.encap_json: dict[int, str] = {}
+
+    def plan_of(self, j: Journey) -> Plan:
+        shape = self._shape(j)
+        plan = self.plans.get(shape)
+        if plan is None:
+            if len(self.plans) >= _PLANS_MAX:
+                self.plans.clear()
+            plan = self.plans[shape] = self._plan(j)
+        return plan
 
     # -- the shape of a journey ------------------------------------------------------
     def _direction(self, f: int) -> int:
@@ -82,34 +89,47 @@ class JsonLines:
         cached = j._hops is not None
         hops = j.hops
         order = tuple(position[h.frame] for h in hops)
+        texts: list[str | tuple[str, str]] = []
         steps: list[str | tuple[str, str]] = []
         for h in hops:
-            texts = [p.text() for p in h.step.parts]
+            parts = [p.text() for p in h.step.parts]
             wire = [k for k, p in enumerate(h.step.parts) if p.kind is StepKind.UNDERLAY and p.latency_ns is not None]
             if not wire:
-                steps.append(json.dumps(", ".join(texts)))
+                text = ", ".join(parts)
+                texts.append(safe(text))
+                steps.append(json.dumps(text))
                 continue
             (k,) = wire
-            # "...sent over the underlay (" + the time + ")..." as two JSON string halves
-            marker = "\x00"
-            texts[k] = f"{StepKind.UNDERLAY.value} ({marker})"
-            before, after = json.dumps(", ".join(texts)).split("\\u0000")
+            # "...sent over the underlay (" + the time + ")...": two halves
+            parts[k] = f"{StepKind.UNDERLAY.value} ({_MARK})"
+            text = ", ".join(parts)
+            before, after = text.split(_MARK)
+            texts.append((safe(before), safe(after)))
+            before, after = json.dumps(text).split("\\u0000")
             steps.append((before, after))
-        plan = Plan(order, tuple(steps), json.dumps(j.end))
+        plan = Plan(order, tuple(texts), tuple(steps), safe(j.end), json.dumps(j.end))
         if not cached:
             j._hops = j._inner = j._end = None
-        if len(self.plans) >= _PLANS_MAX:
-            self.plans.clear()
         return plan
 
-    # -- one line ----------------------------------------------------------------------
+
+class JsonLines(_Shapes):
+    """``json.dumps(journey_json(j))`` for the journeys of one correlation, fast."""
+
+    def __init__(self, corr: Correlation) -> None:
+        super().__init__(corr)
+        dumps = json.dumps
+        # per NIC: '{"host": ..., "nic": ..., "container": ..., "time": '
+        self.nic_head = [
+            f'{{"host": {dumps(n.host)}, "nic": {dumps(n.name)}, "container": {dumps(n.container)}, "time": '
+            for n in corr.store.nics
+        ]
+        self.encap_json: dict[int, str] = {}
+
     def line(self, j: Journey) -> str:
         corr = self.corr
         store = corr.store
-        shape = self._shape(j)
-        plan = self.plans.get(shape)
-        if plan is None:
-            plan = self.plans[shape] = self._plan(j)
+        plan = self.plan_of(j)
         frames = j.frames
         nic_of, ts, nic_index = store.nic_of, store.ts_ns, store.nic_index
         offset_of = self.offset_of
@@ -147,3 +167,46 @@ class JsonLines:
             f'{{"id": {j.id}, "inner": {inner}, "hops": [{", ".join(parts)}], '
             f'"end": {plan.end}, "clock_corrected": {"true" if corrected else "false"}}}'
         )
+
+
+class TextBlocks(_Shapes):
+    """A journey as ``tracer replay --journeys`` prints it: a heading line, then one
+    line per hop (offset, where, the frame's index there, the step), fast."""
+
+    def __init__(self, corr: Correlation) -> None:
+        super().__init__(corr)
+        labels = ["/".join(str(p) for p in (n.host, n.container, n.name) if p) for n in corr.store.nics]
+        self.label = [(len(text), safe(text)) for text in labels]
+
+    def block(self, j: Journey) -> str:
+        corr = self.corr
+        store = corr.store
+        plan = self.plan_of(j)
+        frames = j.frames
+        nic_of, ts, nic_index = store.nic_of, store.ts_ns, store.nic_index
+        offset_of = self.offset_of
+        first = frames[plan.order[0]]
+        nid0 = nic_of[first]
+        inner = inner_of(identify(store.data(first), store.nics[nid0].linktype))
+        what = " ".join(f"{k} {v}" for k, v in inner.items() if k not in ("src", "dst", "proto") and v is not None)
+        corrected = corr.corrected
+        out = [
+            f"journey {j.id}: {safe(str(inner.get('src')))} → {safe(str(inner.get('dst')))} "
+            f"{inner.get('proto')} {safe(what)} — {len(frames)} hops, {plan.end_text}"
+            f"{' (clocks corrected)' if corrected else ''}\n"
+        ]
+        label = self.label
+        width = max(label[nic_of[f]][0] for f in frames)
+        t0 = ts[first] - offset_of[nid0]
+        prev_t = 0
+        for k, pos in enumerate(plan.order):
+            f = frames[pos]
+            nid = nic_of[f]
+            ct = ts[f] - offset_of[nid]
+            step = plan.texts[k]
+            if not isinstance(step, str):
+                step = step[0] + _duration(ct - prev_t) + step[1]
+            offset = round((ct - t0) / 1e9, 9)
+            out.append(f"  {offset * 1e3:+10.3f} ms  {label[nid][1]:<{width}}  #{nic_index[f]:<5} {step}\n")
+            prev_t = ct
+        return "".join(out)
