@@ -1,6 +1,6 @@
 """tracer installed as a user installs it: a wheel, in a fresh venv far from this checkout.
 
-The wheel must carry the bundled capture and the five scenarios (``tracer.scenarios``
+The wheel must carry the bundled capture and every scenario (``tracer.scenarios``
 is the top-level scenarios/ folder mapped into the package): ``tracer replay`` with
 no file opens the bundled capture and ``tracer lab list`` lists the scenarios, run
 from a directory that has nothing to do with the repo.  The new venv takes tracer
@@ -88,9 +88,12 @@ def test_replay_opens_the_bundled_capture_from_anywhere(installed, tmp_path):
     assert any("VXLAN" in row["encapsulated"] for row in rows)
 
 
-def test_lab_lists_the_five_scenarios_from_anywhere(installed, tmp_path):
+def test_lab_lists_every_scenario_from_anywhere(installed, tmp_path):
     r = run(installed, "lab", "list", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert [line.split()[0] for line in r.stdout.splitlines()] == SCENARIOS
     assert "(invalid" not in r.stdout
     assert len(SCENARIOS) == 6
+    r = run(installed, "lab", "--help", cwd=tmp_path)  # the help names them too
+    assert r.returncode == 0, r.stderr
+    assert ", ".join(SCENARIOS) in r.stdout

@@ -21,7 +21,7 @@ PROG = "tracer lab"
 
 EPILOG = """\
 scenarios (scenarios/*.toml; 'tracer lab list' describes them):
-  bridge, port-forward, flannel-vxlan, docker-overlay, flannel-udp
+  {scenarios}
 
 examples:
   sudo tracer lab up flannel-vxlan        hosts X, Y and containers A, C as netns
@@ -46,7 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "on this machine, send its traffic, record every NIC of the path into pcapng. "
             "Needs root; nothing is connected to the machine's own network."
         ),
-        epilog=EPILOG,
+        epilog=EPILOG.format(scenarios=", ".join(scenarios.available())),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="lab_command", metavar="ACTION")
