@@ -60,6 +60,17 @@ def lab_up(state_dir: Path, scenario_name: str, tag: str) -> Iterator[object]:
             assert not build.lab_namespaces(f"trc-{tag}-"), "lab namespaces left behind"
 
 
+def root_lab(tmp_path_factory, scenario_name: str, tag: str):
+    """:func:`lab_up` for a module's fixture, skipped with the reason when not root."""
+    import os
+
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create network namespaces (run as root, as CI does)")
+    return lab_up(tmp_path_factory.mktemp("lab-state"), scenario_name, tag)
+
+
 # -- the app, as the tests make it ----------------------------------------------------------
 
 # Snapshots and screen text must not depend on the environment's TEXTUAL_THEME.

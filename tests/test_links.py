@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import requires_root, shared_pcap
-from tests.helpers import lab_up, wait_for
+from tests.helpers import root_lab, wait_for
 
 TRACER = [sys.executable, "-m", "tracer"]
 ZEEK = "sll/zeek_sll2_ifindex_1_and_26.pcap"  # ifindex 1 (lo) and 26 (an Ethernet NIC)
@@ -245,9 +245,7 @@ needs_tools = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create network namespaces (run as root, as CI does)")
-    with lab_up(tmp_path_factory.mktemp("lab-state"), "flannel-vxlan", TAG) as lab:
+    with root_lab(tmp_path_factory, "flannel-vxlan", TAG) as lab:
         yield lab
 
 

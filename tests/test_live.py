@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import requires_root
-from tests.helpers import blocks, idb_names, lab_up, options, wait_for
+from tests.helpers import blocks, idb_names, options, root_lab, wait_for
 
 TAG = f"lv{os.getpid()}"
 PY = sys.executable
@@ -99,9 +99,7 @@ def uid_of(pid: int) -> int:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create network namespaces (run as root, as CI does)")
-    with lab_up(tmp_path_factory.mktemp("lab-state"), "flannel-vxlan", TAG) as lab:
+    with root_lab(tmp_path_factory, "flannel-vxlan", TAG) as lab:
         yield lab
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import requires_root
-from tests.helpers import lab_up
+from tests.helpers import root_lab
 from tracer.errors import CaptureError
 from tracer.net.discovery import links_from_ip
 from tracer.sources.hosts import HostSpec, explain_failure, host_argv, parse_host
@@ -230,12 +230,10 @@ class Sshd:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create network namespaces (run as root, as CI does)")
     if not SSHD:
         pytest.skip("needs openssh-server (sshd)")
     client = f"trc-{TAG}-cl"
-    with lab_up(tmp_path_factory.mktemp("lab-state"), "flannel-vxlan", TAG) as lab:
+    with root_lab(tmp_path_factory, "flannel-vxlan", TAG) as lab:
         try:
             # the client: its own veth pair to each host, a /32 route to each underlay address
             sh("ip", "netns", "add", client)

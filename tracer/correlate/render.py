@@ -25,6 +25,7 @@ from tracer.text import safe
 if TYPE_CHECKING:
     from tracer.correlate.journey import Journey
     from tracer.correlate.match import Correlation
+    from tracer.dissect.fast import Identity
 
 _PLANS_MAX = 1 << 16
 _MARK = "\x00"  # where the time on the wire goes in a step's text
@@ -49,6 +50,14 @@ class _Shapes:
         self.plans: dict[tuple, Plan] = {}
         self.cooked = [n.linktype in (LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2) for n in store.nics]
         self.offset_of = [corr.offsets.get(n.host, 0) for n in store.nics]
+
+    def start(self, j: Journey) -> tuple[Plan, Identity, int]:
+        """A journey's plan, and its first sighting's packet and corrected time."""
+        plan = self.plan_of(j)
+        store = self.corr.store
+        first = j.frames[plan.order[0]]
+        nid = store.nic_of[first]
+        return plan, identify(store.data(first), store.nics[nid].linktype), store.ts_ns[first] - self.offset_of[nid]
 
     def plan_of(self, j: Journey) -> Plan:
         shape = self._shape(j)
@@ -129,14 +138,11 @@ class JsonLines(_Shapes):
     def line(self, j: Journey) -> str:
         corr = self.corr
         store = corr.store
-        plan = self.plan_of(j)
+        plan, ident, t0 = self.start(j)
         frames = j.frames
         nic_of, ts, nic_index = store.nic_of, store.ts_ns, store.nic_index
         offset_of = self.offset_of
-        first = frames[plan.order[0]]
-        nid0 = nic_of[first]
-        inner = inner_json(identify(store.data(first), store.nics[nid0].linktype))
-        t0 = ts[first] - offset_of[nid0]
+        inner = inner_json(ident)
         corrected = corr.corrected
         dumps = json.dumps
         encap_json = self.encap_json
@@ -181,13 +187,11 @@ class TextBlocks(_Shapes):
     def block(self, j: Journey) -> str:
         corr = self.corr
         store = corr.store
-        plan = self.plan_of(j)
+        plan, ident, t0 = self.start(j)
         frames = j.frames
         nic_of, ts, nic_index = store.nic_of, store.ts_ns, store.nic_index
         offset_of = self.offset_of
-        first = frames[plan.order[0]]
-        nid0 = nic_of[first]
-        inner = inner_of(identify(store.data(first), store.nics[nid0].linktype))
+        inner = inner_of(ident)
         what = " ".join(f"{k} {v}" for k, v in inner.items() if k not in ("src", "dst", "proto") and v is not None)
         corrected = corr.corrected
         out = [
@@ -197,7 +201,6 @@ class TextBlocks(_Shapes):
         ]
         label = self.label
         width = max(label[nic_of[f]][0] for f in frames)
-        t0 = ts[first] - offset_of[nid0]
         prev_t = 0
         for k, pos in enumerate(plan.order):
             f = frames[pos]

@@ -389,13 +389,19 @@ def _overlay(t: _Table) -> Overlay:
     return o
 
 
-def _host(t: _Table, underlay: IPv4Network, overlay: Overlay) -> Host:
+def _node(t: _Table, underlay: IPv4Network) -> tuple[str, IPv4Address]:
+    """A host's or a client's name and eth0 address, checked."""
     name = t.get("name", str)
     if not HOST_RE.match(name):
         raise t.error("name", f"{name!r}: lowercase letters and digits, max 10, starting with a letter")
     eth0 = t.address("eth0")
     if eth0 not in underlay or eth0 in (underlay.network_address, underlay.broadcast_address):
         raise t.error("eth0", f"{eth0} is not a host address in the underlay {underlay}")
+    return name, eth0
+
+
+def _host(t: _Table, underlay: IPv4Network, overlay: Overlay) -> Host:
+    name, eth0 = _node(t, underlay)
     needs_docker0 = overlay.type != "docker-overlay"
     docker0 = t.interface("docker0", ... if needs_docker0 else None)
     if docker0 is not None and not needs_docker0:
@@ -425,12 +431,7 @@ def _host(t: _Table, underlay: IPv4Network, overlay: Overlay) -> Host:
 
 
 def _client(t: _Table, underlay: IPv4Network) -> Client:
-    name = t.get("name", str)
-    if not HOST_RE.match(name):
-        raise t.error("name", f"{name!r}: lowercase letters and digits, max 10, starting with a letter")
-    eth0 = t.address("eth0")
-    if eth0 not in underlay or eth0 in (underlay.network_address, underlay.broadcast_address):
-        raise t.error("eth0", f"{eth0} is not a host address in the underlay {underlay}")
+    name, eth0 = _node(t, underlay)
     t.done()
     return Client(name, IPv4Interface(f"{eth0}/{underlay.prefixlen}"))
 
