@@ -305,3 +305,30 @@ def test_journeys_follow_the_echo_across_both_hosts():
         assert j["hops"][-1]["step"] == "delivered"
     text = tracer("replay", str(BUNDLED), "--journeys").stdout.decode()
     assert "encapsulated VXLAN vni 1" in text and "8 hops, delivered" in text
+
+
+@pytest.mark.parametrize("vni", ["2147483648", "16777216", "-1", "1e3", "99999999999999999999"])
+def test_a_vni_no_vxlan_could_have_in_a_description_is_no_vni(tmp_path, vni):
+    """A NIC description is untrusted text: ``vni=2147483648`` once crashed --journeys
+    (a signed 32-bit column); it is no VNI, and the journeys are those of the file."""
+    from tracer.model import FrameStore
+    from tracer.pcapng.reader import SourceSpec, open_capture
+    from tracer.pcapng.writer import PcapngWriter
+
+    src = FrameStore()
+    open_capture(SourceSpec(str(BUNDLED))).read_into(src)
+    out = tmp_path / "vni.pcapng"
+    with open(out, "wb") as f:
+        w = PcapngWriter(f)
+        for n in src.nics:
+            assert n.description is not None
+            w.add_interface(n.name, n.linktype, description=n.description.replace("vni=1 ", f"vni={vni} "))
+        for i in src.timeline():
+            w.write_packet(src.nic_of[i], src.ts_ns[i], bytes(src.data(i)), src.origlen[i])
+    assert f"vni={vni} ".encode() in out.read_bytes()
+    for args in (["--journeys"], ["--journeys", "--json"]):
+        r = tracer("replay", str(out), *args)
+        assert r.returncode == 0, r.stderr
+        assert b"Traceback" not in r.stderr
+    journeys = [json.loads(line) for line in r.stdout.splitlines()]
+    assert sum(len(j["hops"]) == 8 and j["end"] == "delivered" for j in journeys) == 6  # 3 echoes, 3 replies

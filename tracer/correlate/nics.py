@@ -89,12 +89,17 @@ def raw_address(addr: str) -> bytes | None:
     return None
 
 
+VNI_MAX = (1 << 24) - 1  # VXLAN and Geneve VNIs are 24 bits
+
+
 def nic_vni(nic: Nic) -> int:
-    """The VNI of a VXLAN/Geneve device (``vni=`` in its facts), -1 when none is known."""
+    """The VNI of a VXLAN/Geneve device (``vni=`` in its facts), -1 when none is known
+    or what a file says is no VNI (a description is untrusted text)."""
     value = nic.facts.get("vni")
     if value is None:
         return -1
     try:
-        return int(value)
+        vni = int(value)
     except (TypeError, ValueError):
         return -1
+    return vni if 0 <= vni <= VNI_MAX else -1
