@@ -181,7 +181,7 @@ class TextBlocks(_Shapes):
 
     def __init__(self, corr: Correlation) -> None:
         super().__init__(corr)
-        labels = ["/".join(str(p) for p in (n.host, n.container, n.name) if p) for n in corr.store.nics]
+        labels = [n.label for n in corr.store.nics]
         self.label = [(len(text), safe(text)) for text in labels]
 
     def block(self, j: Journey) -> str:
