@@ -86,8 +86,10 @@ class LoadSource:
         self.title = title
 
 
-def ui_app(source=None, *, store=None, title: str | None = "tracer", theme: str = TEST_THEME):
-    """``tracer.ui.make_app`` with the tests' fixed theme (and title, unless None: the source's)."""
+def ui_app(source=None, *, store=None, title: str | None = "tracer", theme: str = TEST_THEME, view="columns"):
+    """``tracer.ui.make_app`` with the tests' fixed theme (and title, unless None: the
+    source's), on the NIC columns unless ``view`` says otherwise (None: the app's own
+    choice, the journey grid once a journey crosses three NICs)."""
     from tracer.ui import make_app
 
-    return make_app(source, store=store, title=title, theme=theme)
+    return make_app(source, store=store, title=title, theme=theme, view=view)

@@ -405,7 +405,43 @@ def _summary(ident: Identity) -> str:
     return line
 
 
-def _inner_summary(i: Identity) -> str:
+def short_summary(ident: Identity, *, ports: bool = True, src: bool = True) -> str:
+    """The innermost packet's summary with less in it, for a narrow column: without
+    ports (and ICMP ids), then without the source too (``→ 10.244.2.2 ICMP echo
+    request seq 1``).  The destination and the protocol always stay."""
+    return _inner_summary(ident, ports=ports, src=src)
+
+
+_ECHO_WORD = {0: "rep", 8: "req", 128: "req", 129: "rep"}
+
+
+def compact_summary(ident: Identity, *, dst: bool = True) -> str:
+    """The innermost packet in a few words, the destination first: ``→ 10.244.2.2 ICMP
+    req 1``, ``→ 10.244.2.2 TCP S.``, ``→ 10.244.1.1 ARP who-has`` (the address asked
+    for); without ``dst``, just what it is (``ICMP req 1``)."""
+    i = ident
+    if i.flags & UNKNOWN_LINKTYPE or not i.ipver:
+        if i.arp is not None and i.arp[2] is not None and i.arp[0] in (1, 2):
+            op, tpa = i.arp[0], _ntop(i.arp[4])  # who-has: the address asked for; reply: the asker
+            what = "ARP who-has" if op == 1 else "ARP reply"
+            return f"→ {tpa} {what}" if dst else what
+        return _inner_summary(i)
+    p = i.proto
+    if p in (1, 58) and i.icmp_type is not None:
+        name = "ICMP" if p == 1 else "ICMPv6"
+        word = _ECHO_WORD.get(i.icmp_type) if (i.icmp_type in (0, 8)) == (p == 1) else None
+        if word is not None:
+            what = f"{name} {word} {i.icmp_seq}"
+        else:
+            what = f"{name} " + _icmp_text(i.icmp_type, i.icmp_code, ICMP_TYPES if p == 1 else ICMP6_TYPES, ())
+    elif p == 6 and i.tcp_flags is not None:
+        what = f"TCP {TCP_FLAGS[i.tcp_flags]}"
+    else:
+        what = str(i.proto_name)
+    return f"→ {i.dst} {what}" if dst else what
+
+
+def _inner_summary(i: Identity, *, ports: bool = True, src: bool = True) -> str:
     if i.flags & UNKNOWN_LINKTYPE:
         return f"unknown linktype {i.linktype}, {i.length} bytes"
     if i.arp is not None:
@@ -429,11 +465,13 @@ def _inner_summary(i: Identity) -> str:
         if i.stack:
             return f"{i.stack[-1]}, {i.length} bytes"
         return f"{i.length} bytes"
-    src, dst, p = i.src, i.dst, i.proto
-    if p in {6, 17}:
-        head = f"{_endpoint(src, i.sport, i.ipver)} → {_endpoint(dst, i.dport, i.ipver)}"
+    p = i.proto
+    if p in {6, 17} and ports:
+        head = f"{_endpoint(i.src, i.sport, i.ipver)} → {_endpoint(i.dst, i.dport, i.ipver)}"
     else:
-        head = f"{src} → {dst}"
+        head = f"{i.src} → {i.dst}"
+    if not src:
+        head = head[head.index("→") :]
     if p == 6 and i.tcp_flags is not None:
         s = f"{head} TCP [{TCP_FLAGS[i.tcp_flags]}] seq {i.tcp_seq}"
         if i.tcp_flags & 0x10:
@@ -445,11 +483,11 @@ def _inner_summary(i: Identity) -> str:
     elif p == 1 and i.icmp_type is not None:
         s = f"{head} ICMP " + _icmp_text(i.icmp_type, i.icmp_code, ICMP_TYPES, (0, 8, 13, 14))
         if i.icmp_type in (0, 8, 13, 14):
-            s += f" id {i.icmp_id} seq {i.icmp_seq}"
+            s += f" id {i.icmp_id} seq {i.icmp_seq}" if ports else f" seq {i.icmp_seq}"
     elif p == 58 and i.icmp_type is not None:
         s = f"{head} ICMPv6 " + _icmp_text(i.icmp_type, i.icmp_code, ICMP6_TYPES, (128, 129))
         if i.icmp_type in (128, 129):
-            s += f" id {i.icmp_id} seq {i.icmp_seq}"
+            s += f" id {i.icmp_id} seq {i.icmp_seq}" if ports else f" seq {i.icmp_seq}"
     else:
         s = f"{head} {i.proto_name}"
         if i.payload_len is not None:

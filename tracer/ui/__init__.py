@@ -19,15 +19,19 @@ def make_app(
     store: FrameStore | None = None,
     title: str | None = None,
     theme: str | None = None,
+    view: str | None = None,
 ) -> TracerApp:
     """The app showing what ``source`` loads into ``store`` (a new one by default).
 
     ``title`` defaults to the source's; ``theme`` to Textual's default (the
     ``TEXTUAL_THEME`` environment variable when set).  Tests and screenshots pass
-    a fixed theme so that their pictures do not depend on the environment."""
+    a fixed theme so that their pictures do not depend on the environment.
+    ``view`` (``columns``, ``merged``, ``grid``) fixes the first view; by default
+    the journey grid once a journey crosses three NICs, the NIC columns before."""
     return TracerApp(
         FrameStore() if store is None else store,
         source.load if source is not None else None,
         title=title if title is not None else (source.title if source is not None else "tracer"),
         theme=theme,
+        view=view,
     )

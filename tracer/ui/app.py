@@ -35,6 +35,7 @@ from tracer.model import FrameStore
 from tracer.sources import Load
 from tracer.text import safe
 from tracer.ui.detail import HexView, LayerTree
+from tracer.ui.grid import GRID_MIN_NICS, GridHeader, JourneyGrid
 from tracer.ui.help import HelpScreen
 from tracer.ui.journey_screen import JourneyScreen
 from tracer.ui.journeys import hop_note
@@ -55,6 +56,8 @@ FIRST_PAINT_WAIT = 1.0
 MATCH_SECONDS = 0.03
 # Actions that work on the main screen's widgets: off while another screen shows.
 MAIN_ONLY = {
+    "bytes",
+    "toggle_grid",
     "toggle_merged",
     "expand_all",
     "collapse_all",
@@ -66,9 +69,17 @@ MAIN_ONLY = {
     "layers",
     "topology",
 }
+VIEWS = ("columns", "merged", "grid")
 MAX_WARNING_TOASTS = 3
-MIN_COLUMN = 68  # cells: time, tag and "10.244.1.2 → 10.244.2.2 ICMP echo request id 7507 seq 1"
+# cells: "0.000 → 10.244.2.2 ICMP" and the column's border and padding: a row shrinks
+# to that (tracer.ui.packet_list.format_row), so 8 NICs fit side by side in 200 cells
+MIN_COLUMN = 25
+MAX_COLUMN = 160
 COLUMN_STEP = 8
+# The detail panes by screen width: bytes 16 a line beside the layers, 8 a line, or
+# (narrower) one pane at a time, `x` swapping layers and bytes
+WIDE_DETAIL = 150
+NARROW_DETAIL = 100
 
 
 def human_bytes(n: float) -> str:
@@ -111,9 +122,12 @@ class TracerApp(App[None]):
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("J", "journey", "Journey", show=False),
         Binding("t", "layers", "Layers"),
-        Binding("n,right_square_bracket", "hop(1)", "Next hop", key_display="n"),
-        Binding("p,left_square_bracket", "hop(-1)", "Prev hop", key_display="p"),
+        Binding("x", "bytes", "Bytes", show=False),
+        # n and p: the status line says them whenever a journey is selected
+        Binding("n,right_square_bracket", "hop(1)", "Next hop", key_display="n", show=False),
+        Binding("p,left_square_bracket", "hop(-1)", "Prev hop", key_display="p", show=False),
         Binding("T", "topology", "Topology"),
+        Binding("v", "toggle_grid", "Grid"),
         Binding("m", "toggle_merged", "Merged"),
         Binding("e", "expand_all", "Expand all", show=False),
         Binding("c", "collapse_all", "Collapse all", show=False),
@@ -141,8 +155,12 @@ class TracerApp(App[None]):
         *,
         title: str = "tracer",
         theme: str | None = None,
+        view: str | None = None,
     ) -> None:
         super().__init__()
+        if view not in (None, *VIEWS):
+            raise ValueError(f"view {view!r}: one of {', '.join(VIEWS)}")
+        self._first_view = view
         self.store = store
         self._load = load
         self._theme = theme  # None: Textual's default, TEXTUAL_THEME when set
@@ -167,6 +185,11 @@ class TracerApp(App[None]):
         self.journey: Journey | None = None  # the selected frame's, once matched
         self._match_timer: Timer | None = None
         self._match_interval = MATCH_SECONDS
+        self._bytes_pane = False  # narrow screens: the bytes pane instead of the layers
+        # "columns", "merged" or "grid"; the grid becomes the view once a journey crosses
+        # GRID_MIN_NICS NICs, unless a person chose a view first
+        self.view = "columns"
+        self._view_chosen = view is not None
 
     # -- layout ------------------------------------------------------------
     def get_default_screen(self) -> Screen:
@@ -179,6 +202,10 @@ class TracerApp(App[None]):
             with Vertical(id="merged", classes="nic-column"):
                 yield Painted(self._merged_header_text, id="merged-header", classes="nic-header")
                 yield PacketList(self.store, None, id="merged-list", classes="nic-packets")
+            grid = JourneyGrid(self.store, self.tracker, id="grid")
+            with Vertical(id="grid-box"):
+                yield GridHeader(grid, id="grid-header")
+                yield grid
         with Horizontal(id="detail"):
             yield LayerTree(self.store, id="layers")
             yield HexView(id="hex")
@@ -189,8 +216,12 @@ class TracerApp(App[None]):
         if self._theme is not None:
             self.theme = self._theme
         self.query_one("#merged").display = False
+        self.query_one("#grid-box").display = False
+        if self._first_view not in (None, "columns"):
+            self.call_after_refresh(self.show_view, self._first_view)
         self.query_one("#layers", LayerTree).border_title = "Layers"
         self.query_one("#hex", HexView).border_title = "Bytes"
+        self._size_detail()
         self.sync_from_store()
         if self._load is not None:
             self._poll_timer = self.set_interval(POLL_SECONDS, self.sync_from_store)
@@ -285,6 +316,7 @@ class TracerApp(App[None]):
                     self._sync_journey_screen()
                 return
             grown = tracker.step()
+            self._sync_grid(grown)
             mine = self.journey
             if mine is None or any(j is mine for j in grown):
                 self._mark_journey()
@@ -359,6 +391,7 @@ class TracerApp(App[None]):
             self._sync_merged()
         self._sync_merged_header()
         self._report_warnings()
+        self._sync_grid()
         self._update_status()
         if self.selected_frame is None and self.active_list is not None:
             if self.active_list.frame is not None:
@@ -417,6 +450,19 @@ class TracerApp(App[None]):
 
     def on_resize(self) -> None:
         self._size_columns()
+        self._size_detail()
+
+    def _size_detail(self) -> None:
+        """Layers always show; the bytes beside them, 16 or 8 a line, as the width allows;
+        below NARROW_DETAIL cells, one pane at a time (``x`` swaps)."""
+        width = self.size.width
+        layers = self.query_one("#layers", LayerTree)
+        hexview = self.query_one("#hex", HexView)
+        hexview.set_per_line(16 if width >= WIDE_DETAIL or width < NARROW_DETAIL else 8)
+        narrow = width < NARROW_DETAIL
+        hexview.display = not narrow or self._bytes_pane
+        layers.display = not (narrow and self._bytes_pane)
+        hexview.styles.width = "1fr" if narrow else hexview.line_width + 6  # borders, scrollbar, air
 
     def _size_columns(self) -> None:
         """Share the width between the columns, but never below MIN_COLUMN: then scroll.
@@ -506,7 +552,7 @@ class TracerApp(App[None]):
                 k = 0
             text.append(f"   ◆ journey {journey.id}: hop {k + 1}/{len(journey.hops)}, ", style=p.journey)
             text.append(safe(journey.end), style=p.journey)
-            text.append("  (n/p: next/previous hop, Enter: its diagram)", style=p.muted)
+            text.append("  (n/p: hops, ⏎: its diagram)", style=p.muted)
         if self.load_error:
             text.append("   ✖ ", style=p.error + BOLD)
             text.append(self.load_error, style=p.error)
@@ -520,6 +566,8 @@ class TracerApp(App[None]):
 
     # -- selection ---------------------------------------------------------
     def _focus_first_list(self) -> None:
+        if self.view == "grid":
+            return
         if self.active_list is None and self._columns:
             self._columns[0].packets.focus()
 
@@ -614,6 +662,17 @@ class TracerApp(App[None]):
             self._show_frame(self.active_list.frame)
         self.query_one("#layers", LayerTree).focus()
 
+    def action_bytes(self) -> None:
+        """Into the bytes pane; on a narrow screen it takes the layers' place (``x`` again
+        gives them back)."""
+        if self.size.width < NARROW_DETAIL:
+            self._bytes_pane = not self._bytes_pane
+            self._size_detail()
+            if not self._bytes_pane:
+                self.query_one("#layers", LayerTree).focus()
+                return
+        self.query_one("#hex", HexView).focus()
+
     def action_journey(self) -> None:
         """The article's diagram for the selected packet's journey."""
         frame = self.selected_frame
@@ -660,6 +719,13 @@ class TracerApp(App[None]):
 
     def select_frame(self, frame: int) -> None:
         """Move the selection to global frame ``frame``: its column (paged into view) and row."""
+        if self.view == "grid":
+            grid = self.query_one("#grid", JourneyGrid)
+            if grid.select_frame(frame):
+                self._show_frame(frame)
+                grid.focus()
+                return
+            self.show_view("columns")
         if self.query_one("#merged").display:
             merged = self.query_one("#merged-list", PacketList)
             merged.cursor = merged.row_of(frame)
@@ -677,15 +743,32 @@ class TracerApp(App[None]):
         self.call_after_refresh(self._page_to, nid)
 
     def action_toggle_merged(self) -> None:
-        merged_box = self.query_one("#merged")
-        merged = self.query_one("#merged-list", PacketList)
-        columns = self.query_one("#columns")
+        self.show_view("columns" if self.view == "merged" else "merged")
+
+    def action_toggle_grid(self) -> None:
+        self.show_view("columns" if self.view == "grid" else "grid")
+
+    def show_view(self, view: str, chosen: bool = True) -> None:
+        """The packets as one column per NIC, one merged timeline, or the journey grid;
+        the selected packet stays selected.  ``chosen``: a person asked for it (the
+        app then never switches to the grid by itself)."""
+        self._view_chosen = self._view_chosen or chosen
         frame = self.selected_frame
-        to_merged = not merged_box.display
-        merged_box.display = to_merged
-        columns.display = not to_merged
+        self.view = view
+        merged = self.query_one("#merged-list", PacketList)
+        self.query_one("#merged").display = view == "merged"
+        self.query_one("#columns").display = view == "columns"
+        self.query_one("#grid-box").display = view == "grid"
+        if view == "grid":
+            grid = self.query_one("#grid", JourneyGrid)
+            grid.sync()
+            if not (chosen and frame is not None and grid.select_frame(frame)):
+                grid.home()  # chosen for the person: the first packet, where it was first seen
+            grid.focus()
+            self._mark_journey()
+            return
         target: PacketList | None
-        if to_merged:
+        if view == "merged":
             if len(self.store) != self._merged_count:
                 self._sync_merged()
             self._sync_merged_header()
@@ -703,6 +786,28 @@ class TracerApp(App[None]):
             target.focus()
         self._mark_journey()
 
+    def _sync_grid(self, grown: list[Journey] | None = None) -> None:
+        """The grid takes new journeys; it becomes the view once a journey crosses
+        GRID_MIN_NICS NICs, unless a person chose a view."""
+        grid = self.query_one("#grid", JourneyGrid)
+        if grid.sync(grown) and self.view == "grid":
+            self.query_one("#grid-header", GridHeader).repaint()
+        if not self._view_chosen and self.view == "columns" and grid.widest >= GRID_MIN_NICS:
+            self.show_view("grid", chosen=False)
+
+    @on(JourneyGrid.Highlighted)
+    def _grid_highlighted(self, message: JourneyGrid.Highlighted) -> None:
+        self.query_one("#grid-header", GridHeader).repaint()
+        if message.frame is not None:
+            self._show_frame(message.frame)
+
+    @on(JourneyGrid.Selected)
+    def _grid_selected(self, message: JourneyGrid.Selected) -> None:
+        """Enter on a cell: its journey's diagram, on that hop."""
+        if message.frame is not None:
+            self._show_frame(message.frame)
+            self.action_journey()
+
     def action_expand_all(self) -> None:
         self.query_one("#layers", LayerTree).action_expand_all()
 
@@ -719,10 +824,13 @@ class TracerApp(App[None]):
         target.focus()
 
     def action_column_width(self, direction: int) -> None:
-        self.min_column = max(32, min(160, self.min_column + direction * COLUMN_STEP))
+        self.min_column = max(MIN_COLUMN, min(MAX_COLUMN, self.min_column + direction * COLUMN_STEP))
         self._size_columns()
 
     def action_back_to_list(self) -> None:
+        if self.view == "grid":
+            self.query_one("#grid", JourneyGrid).focus()
+            return
         if self.active_list is not None and self.active_list.display:
             self.active_list.focus()
         elif self._lists():
@@ -733,6 +841,11 @@ class TracerApp(App[None]):
             yield SystemCommand("Keys", "The help screen listing every key (?)", self.action_help)
             yield from super().get_system_commands(screen)
             return
+        yield SystemCommand(
+            "Journey grid",
+            "One row per packet, one column per NIC in path order ⇄ one column per NIC (v)",
+            self.action_toggle_grid,
+        )
         yield SystemCommand(
             "Toggle merged timeline",
             "One list of every NIC's frames in time order ⇄ one column per NIC (m)",

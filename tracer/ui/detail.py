@@ -226,18 +226,28 @@ class HexView(ScrollView, can_focus=True):
         super().__init__(**kwargs)
         self.data = b""
         self._offset_digits = 4
+        self.per_line = BYTES_PER_LINE  # 16, or 8 where the screen is narrow
 
     @property
     def line_width(self) -> int:
-        return self._offset_digits + 2 + BYTES_PER_LINE * 3 + 1 + 1 + BYTES_PER_LINE
+        return self._offset_digits + 2 + self.per_line * 3 + 1 + 1 + self.per_line
 
-    def show_bytes(self, data: bytes) -> None:
+    def set_per_line(self, n: int) -> None:
+        """Bytes per line (a multiple of 8): the pane's width follows."""
+        if n != self.per_line:
+            self.per_line = n
+            self.show_bytes(self.data, keep=True)
+
+    def show_bytes(self, data: bytes, keep: bool = False) -> None:
+        """Show ``data`` from its start (``keep``: the same data re-laid out, highlight kept)."""
         self.data = data
         self._offset_digits = max(4, len(f"{max(len(data) - 1, 0):x}"))
-        self.highlight = None
-        lines = (len(data) + BYTES_PER_LINE - 1) // BYTES_PER_LINE
+        if not keep:
+            self.highlight = None
+        lines = (len(data) + self.per_line - 1) // self.per_line
         self.virtual_size = Size(self.line_width, lines)
-        self.scroll_to(0, 0, animate=False, immediate=True)
+        if not keep:
+            self.scroll_to(0, 0, animate=False, immediate=True)
         self.refresh()
 
     def watch_highlight(self, span: Range | None) -> None:
@@ -245,14 +255,15 @@ class HexView(ScrollView, can_focus=True):
         if span is None:
             return
         top, height = round(self.scroll_y), self.scrollable_content_region.height
-        first = span[0] // BYTES_PER_LINE
-        last = max(span[0], span[1] - 1) // BYTES_PER_LINE
+        first = span[0] // self.per_line
+        last = max(span[0], span[1] - 1) // self.per_line
         if height and (first < top or last >= top + height):
             self.scroll_to(y=first, animate=False, immediate=True)
 
     def line_text(self, line: int) -> Text:
-        base = line * BYTES_PER_LINE
-        chunk = self.data[base : base + BYTES_PER_LINE]
+        per_line = self.per_line
+        base = line * per_line
+        chunk = self.data[base : base + per_line]
         lo, hi = self.highlight or (0, 0)
         hl = self.get_component_rich_style("hex-view--highlight")
         off_style = self.get_component_rich_style("hex-view--offset")
@@ -260,14 +271,15 @@ class HexView(ScrollView, can_focus=True):
         text = Text(no_wrap=True, end="")
         text.append(f"{base:0{self._offset_digits}x}", style=off_style)
         text.append("  ")
-        for n in range(BYTES_PER_LINE):
+        for n in range(per_line):
             pos = base + n
             cell = f"{chunk[n]:02x}" if n < len(chunk) else "  "
             inside = n < len(chunk) and lo <= pos < hi
             text.append(cell, style=hl if inside else None)
-            gap = " " if n != 7 else "  "
+            gap = "  " if n % 8 == 7 and n + 1 < per_line else " "
             # The gap between two highlighted bytes is highlighted too: one band.
-            text.append(gap, style=hl if inside and lo <= pos + 1 < hi and n + 1 < len(chunk) and n != 15 else None)
+            last = n == per_line - 1
+            text.append(gap, style=hl if inside and lo <= pos + 1 < hi and n + 1 < len(chunk) and not last else None)
         text.append(" ")
         for n, b in enumerate(chunk):
             pos = base + n
@@ -279,7 +291,7 @@ class HexView(ScrollView, can_focus=True):
         line = scroll_y + y
         width = self.size.width
         base = self.rich_style
-        if line * BYTES_PER_LINE >= len(self.data):
+        if line * self.per_line >= len(self.data):
             return Strip.blank(width, base)
         segments = list(self.line_text(line).render(self.app.console))
         strip = Strip(Segment.apply_style(segments, base))

@@ -36,8 +36,18 @@ KEYS: list[tuple[str, list[tuple[str, str]]]] = [
         ],
     ),
     (
+        "Journey grid (v)",
+        [
+            ("v", "journey grid: a row per packet, a column per NIC in path order  ⇄  NIC columns"),
+            ("↑ ↓ ← →  k j h l", "move between packets and the NICs they crossed"),
+            ("Enter", "the packet's journey, on the hop under the cursor"),
+            ("✘", "where a packet that was not delivered was next expected"),
+        ],
+    ),
+    (
         "Layer tree and hex",
         [
+            ("x", "into the bytes (on a narrow screen: bytes in place of the layers, x again back)"),
             ("↑ ↓", "move between layers and fields (the hex view highlights the layer)"),
             ("Enter, Space", "expand / collapse a layer"),
             ("e", "expand every layer"),

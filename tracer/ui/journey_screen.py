@@ -146,6 +146,7 @@ class JourneyDiagram(Widget, can_focus=True):
                 wire.append("  ")
                 wire.append_text(step_text(hop.step, p))
                 wire.append("   (the wire between the hosts)", style=p.muted)
+                wire.truncate(width, overflow="ellipsis")  # one line, whatever the width
                 out.append(wire)
             out.append(border("┌", "┐", self._host_label(hops[group[0]]), None if first else "┼"))
             for n, k in enumerate(group):
@@ -249,15 +250,15 @@ class JourneyScreen(Screen[int | None]):
         j = self.journey
         hops = j.hops
         text = Text(no_wrap=True, overflow="ellipsis")
+        # what matters first: a narrow screen cuts the end of the line
         text.append(f"Journey {j.id}", style="bold")
-        text.append("  ")
-        text.append(describe_inner(j), style="bold")
-        text.append(f"  ·  {len(hops)} hop{'s' if len(hops) != 1 else ''}", style="")
-        text.append("  ·  ")
+        text.append(f"  ·  {len(hops)} hop{'s' if len(hops) != 1 else ''}  ·  ", style="")
         if j.end == "delivered":
             text.append("delivered", style=p.ok + BOLD)
         else:
             text.append(safe(j.end), style=p.error + BOLD)
+        text.append("  ")
+        text.append(describe_inner(j), style="bold")
         text.append("\n")
         if j.corrected:
             offsets = j.correlation.offsets
@@ -276,6 +277,17 @@ class JourneyScreen(Screen[int | None]):
     def on_mount(self) -> None:
         self.diagram.focus()
         self._show_hop(self.diagram.cursor)
+        self._fit()
+
+    def on_resize(self) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        """The diagram takes what it needs, up to 70 % of the screen and never so much
+        that the layers below get fewer than 3 lines or the screen has to scroll."""
+        fixed = 1 + 2 + 1 + 6  # header, title, footer, the layers pane at its smallest (CSS)
+        room = max(3, min(self.size.height * 7 // 10, self.size.height - fixed))
+        self.query_one("#journey-scroll").styles.max_height = room
 
     def journey_changed(self, matching: bool) -> None:
         """Hops joined (live capture, or matching still going on): redraw in place,

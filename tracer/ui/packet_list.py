@@ -27,7 +27,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tracer.dissect.fast import identify
+from tracer.dissect.fast import compact_summary, identify, short_summary
 from tracer.model import FrameStore, Nic, linktype_name
 from tracer.text import safe
 from tracer.ui.palette import BOLD, ITALIC, Painted, Palette, follow_theme
@@ -67,6 +67,26 @@ def frame_summary(store: FrameStore, i: int) -> tuple[str, tuple[str, ...]]:
         return safe(f"{store.caplen[i]} bytes (not decoded: {type(exc).__name__})"), ()
 
 
+def row_forms(store: FrameStore, i: int) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
+    """Frame ``i``'s row text from the most to the least said, as (inner packet, outer
+    headers): everything; without the outer headers; without ports; without the
+    source; in a few words.  The destination and the protocol are in every form.
+    Never raises."""
+    summary, encap = frame_summary(store, i)
+    # "tunnel | tunnel | inner": the inner packet is what one follows across NICs
+    *outer, inner = summary.split(" | ")
+    forms = [(inner, " | ".join(outer)), (inner, "")]
+    try:
+        ident = identify(store.data(i), store.linktype(i))
+        if ident.ipver:
+            forms.append((safe(short_summary(ident, ports=False)), ""))
+            forms.append((safe(short_summary(ident, ports=False, src=False)), ""))
+        forms.append((safe(compact_summary(ident)), ""))
+    except Exception:  # noqa: BLE001 - the full form above already says what went wrong
+        pass
+    return forms, encap
+
+
 def format_row(
     store: FrameStore,
     i: int,
@@ -75,28 +95,45 @@ def format_row(
     with_nic: bool = False,
     nic_width: int = 16,
     time_width: int = 10,
+    width: int | None = None,
 ) -> Text:
     """The row for frame ``i``: relative time, [NIC], encapsulation tag, summary.
 
-    Everything derived from the packet is appended as plain text: nothing in a
-    capture can become markup.
+    In ``width`` cells, words go least useful first: the outer headers, the time's
+    last three digits, the ports, the source, the words of the protocol, the time;
+    never the destination and protocol (what is still too long is cut at the end).  Everything derived from the packet
+    is appended as plain text: nothing in a capture can become markup.
     """
-    summary, encap = frame_summary(store, i)
-    # "tunnel | tunnel | inner": the inner packet is what one follows across
-    # NICs, so it comes first and bright; the tunnels follow, dimmed.
-    *outer, inner = summary.split(" | ")
+    forms, encap = row_forms(store, i)
+    nic = nic_width + 1 if with_nic else 0
+    # (time decimals, inner, outer); the fewest words have a tag only when tunnelled,
+    # and at the very last no time
+    few = forms[-1]
+    choices = [(6, *forms[0]), (6, *forms[1]), (3, *forms[1]), *((3, *f) for f in forms[2:]), (-1, *few)]
+    decimals, inner, outer = choices[-1]
+    for k, (decimals, inner, outer) in enumerate(choices):
+        tag = 3 if encap or k < len(choices) - 2 else 0
+        clock = time_width - (6 - decimals) + 1 if decimals >= 0 else 0
+        size = len(inner)
+        if k == len(choices) - 2:  # the fewest words, with the time: its end may be cut
+            size = len(" ".join(inner.split(" ")[:3]))  # "→ 10.244.2.2 ICMP"
+        need = clock + nic + tag + size + (len(outer) + 4 if outer else 0)
+        if width is None or need <= width:
+            break
     row = Text(no_wrap=True, overflow="ellipsis", end="")
-    row.append(f"{store.rel_time(i):{time_width}.6f} ", style=palette.muted)
+    if decimals >= 0:
+        row.append(f"{store.rel_time(i):{time_width - (6 - decimals)}.{decimals}f} ", style=palette.muted)
     if with_nic:
         label = safe(store.nic(i).label)
         if len(label) > nic_width:
             label = label[: nic_width - 1] + "…"
         row.append(label.ljust(nic_width) + " ", style=palette.nic)
-    row.append_text(encap_tag(encap, palette))
-    row.append(" ")
+    if tag:
+        row.append_text(encap_tag(encap, palette))
+        row.append(" ")
     row.append(inner)
     if outer:
-        row.append("  ⟨" + " | ".join(outer) + "⟩", style=palette.outer)
+        row.append("  ⟨" + outer + "⟩", style=palette.outer)
     return row
 
 
@@ -159,6 +196,7 @@ class PacketList(ScrollView, can_focus=True):
         self.nic_width = 16  # merged timeline: cells for the NIC label
         self.time_width = 10  # cells for the relative time (the app widens it for long captures)
         self.rows_formatted = 0  # how many rows were ever formatted (lazy-render tests)
+        self._laid_width = 0  # the width the cached rows were laid out for
         # Rows of the selected packet's journey in this list (not the cursor): drawn marked.
         self.journey_rows: frozenset[int] = frozenset()
 
@@ -280,6 +318,9 @@ class PacketList(ScrollView, can_focus=True):
                 return strip.crop_extend(scroll_x, scroll_x + width, base)
             return Strip.blank(width, base)
         frame = self._frames[row]
+        if width != self._laid_width:  # rows are laid out for their width
+            self._laid_width = width
+            self._cache.clear()
         key = (row, frame)
         cached = self._cache.get(key)
         if cached is not None:
@@ -292,6 +333,7 @@ class PacketList(ScrollView, can_focus=True):
                 with_nic=self.nic_id is None,
                 nic_width=self.nic_width,
                 time_width=self.time_width,
+                width=width,
             )
             self.rows_formatted += 1
             segments = list(text.render(self.app.console))

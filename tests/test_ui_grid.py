@@ -1,0 +1,193 @@
+"""The journey grid: one row per packet, one column per NIC in path order.
+
+Everything asserted comes from the captures (the NIC facts tracer recorded, the
+frames the kernel captured), read back through what the grid draws."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import BUNDLED, REPO, shared_pcap
+from tests.helpers import LoadSource, ui_app
+from tests.test_ui import settle
+from tracer.correlate import correlate
+from tracer.model import FrameStore, Nic
+from tracer.pcapng.reader import SourceSpec, open_capture
+from tracer.sources.files import FileSource
+from tracer.ui.grid import JourneyGrid
+from tracer.ui.journey_screen import JourneyScreen
+
+SIZE = (200, 50)
+SCENARIOS = REPO / "scenarios"
+
+
+def app_on(path, view=None):
+    return ui_app(FileSource.of(SourceSpec(str(path))), view=view)
+
+
+def cells_of(grid: JourneyGrid, row: int) -> list[str]:
+    """The cells of ``row`` as drawn (only the columns in view), stripped."""
+    grid.scroll_to(y=row, animate=False, immediate=True)
+    text = grid.render_line(row - round(grid.scroll_y)).text
+    head, width, fit = grid.widths()
+    shown = min(fit, len(grid.columns) - grid.first_col)
+    return [text[head + k * width : head + (k + 1) * width].strip() for k in range(shown)]
+
+
+def row_of_journey(grid: JourneyGrid, pred) -> int:
+    return next(r for r in range(len(grid.rows)) if pred(grid.journey_at(r)))
+
+
+async def test_the_grid_is_the_first_view_when_a_packet_crosses_three_nics():
+    app = app_on(BUNDLED)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        grid = app.query_one("#grid", JourneyGrid)
+        assert app.view == "grid" and app.focused is grid
+        nics = [app.store.nics[n] for n in grid.columns]
+        # the article's A -> C path: Host X outwards, then Host Y inwards (the recorded NIC facts)
+        assert [n.host for n in nics] == ["hostx"] * 4 + ["hosty"] * 4
+        roles = [n.facts.get("role") for n in nics]
+        assert roles == ["container", "bridge", "overlay", "underlay", "underlay", "overlay", "bridge", "container"]
+        # rows: every journey of two hops or more, in order
+        corr = correlate(app.store)
+        assert [grid.journey_at(r).frames for r in range(len(grid.rows))] == [
+            j.frames for j in corr.journeys if len(j.frames) > 1
+        ]
+
+
+async def test_a_capture_of_one_nic_stays_on_its_column():
+    app = app_on(shared_pcap("other/vlan/tcpdump_802_1ad_qinq.pcap"))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert app.view == "columns"
+        assert isinstance(app.focused, type(app._columns[0].packets))
+
+
+async def test_each_row_shows_its_packet_at_every_nic_it_crossed():
+    app = app_on(BUNDLED)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        grid = app.query_one("#grid", JourneyGrid)
+        assert grid.widths()[2] >= len(grid.columns)  # 200 cells: every NIC in view
+        for r in range(len(grid.rows)):
+            j = grid.journey_at(r)
+            cells = cells_of(grid, r)
+            seen = {h.nic.id for h in j.hops}
+            for nid, cell in zip(grid.columns, cells, strict=True):
+                if nid not in seen:
+                    assert cell == "·", (r, cell)
+                    continue
+                hop = next(h for h in j.hops if h.nic.id == nid)
+                assert cell.startswith(f"{(hop.corrected_time_ns - j.hops[0].corrected_time_ns) / 1e6:.3f}")
+                # wrapped where the capture saw it wrapped (VXLAN on the hosts' eth0)
+                assert ("VX⟨" in cell or " VX " in cell) == bool(hop.encap), (r, cell, hop.encap)
+            if j.inner.get("proto") == "ICMP" and j.inner.get("type") == 8:
+                assert len(seen) == 8 and f"req {j.inner['seq']}" in " ".join(cells)
+
+
+async def test_a_packet_that_was_not_delivered_shows_where_it_went_missing():
+    # the bridge scenario: A pings C, which is on another host with no route to it
+    app = app_on(SCENARIOS / "bridge" / "capture.pcapng")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        grid = app.query_one("#grid", JourneyGrid)
+        assert app.view == "grid"
+        lost = [r for r in range(len(grid.rows)) if grid.journey_at(r).end != "delivered"]
+        assert lost
+        for r in lost:
+            j = grid.journey_at(r)
+            cells = cells_of(grid, r)
+            last = grid.columns.index(j.hops[-1].nic.id)
+            first = grid.columns.index(j.hops[0].nic.id)
+            missing = last + (1 if last >= first else -1)
+            assert cells[missing].startswith("✘"), (j.end, cells)
+            assert sum(c.startswith("✘") for c in cells) == 1
+        delivered = [r for r in range(len(grid.rows)) if grid.journey_at(r).end == "delivered"]
+        assert delivered and not any("✘" in "".join(cells_of(grid, r)) for r in delivered)
+
+
+async def test_enter_on_a_cell_opens_the_journey_on_that_hop():
+    app = app_on(BUNDLED)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        grid = app.query_one("#grid", JourneyGrid)
+        r = row_of_journey(grid, lambda j: len(j.hops) == 8)
+        await pilot.press(*["down"] * r, *["right"] * 5)
+        await pilot.pause()
+        assert (grid.row, grid.col) == (r, 5)
+        frame = grid.frame
+        assert frame is not None and app.selected_frame == frame  # the layers and bytes follow
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, JourneyScreen)
+        assert app.screen.hop_frame == frame
+        assert app.screen.diagram.cursor == grid.journey_at(r).hop_of(frame)
+
+
+async def test_v_switches_views_and_keeps_the_packet():
+    app = app_on(BUNDLED)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        grid = app.query_one("#grid", JourneyGrid)
+        r = row_of_journey(grid, lambda j: len(j.hops) == 8)
+        await pilot.press(*["down"] * r, *["right"] * 3)
+        await pilot.pause()
+        frame = grid.frame
+        await pilot.press("v")
+        await pilot.pause()
+        assert app.view == "columns" and app.selected_frame == frame
+        assert app.active_list is not None and app.active_list.nic_id == app.store.nic_of[frame]
+        await pilot.press("down")  # the next packet on that NIC
+        await pilot.pause()
+        moved = app.selected_frame
+        assert moved != frame
+        await pilot.press("v")
+        await pilot.pause()
+        assert app.view == "grid" and grid.frame == moved
+        assert app.store.nic_of[moved] == grid.columns[grid.col]
+
+
+async def test_the_grid_grows_as_frames_arrive():
+    """Frames arriving over time (a live capture): rows appear as packets are matched,
+    the columns once their NICs exist, and a row a second NIC joins later is added."""
+    if not BUNDLED.exists():
+        pytest.skip("bundled capture not recorded")
+    full = FrameStore()
+    open_capture(SourceSpec(str(BUNDLED))).read_into(full)
+    go = []
+
+    def load(store, cancelled, progress):
+        import time
+
+        ids = {}
+        order = list(full.timeline())
+        for n, i in enumerate(order):
+            nid = full.nic_of[i]
+            if nid not in ids:
+                nic = full.nics[nid]
+                ids[nid] = store.add_nic(
+                    Nic(nic.name, nic.linktype, nic.host, nic.netns, nic.kind, nic.description, dict(nic.facts))
+                )
+            data = full.data(i)
+            store.append(ids[nid], full.ts_ns[i], store.add_buffer(data), 0, len(data), len(data))
+            if n == len(order) // 2:
+                go.append(len(store))
+                deadline = time.monotonic() + 10
+                while len(go) < 2 and time.monotonic() < deadline and not cancelled():
+                    time.sleep(0.02)
+
+    app = ui_app(LoadSource(load), view=None)
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(200):
+            if go and app.tracker.caught_up and app.tracker.matched >= go[0]:
+                break
+            await pilot.pause(0.02)
+        grid = app.query_one("#grid", JourneyGrid)
+        half = len(grid.rows)
+        assert half == sum(len(j.frames) > 1 for j in app.tracker.corr.journeys)
+        go.append(True)
+        await settle(pilot)
+        assert len(grid.rows) > half
+        assert len(grid.rows) == sum(len(j.frames) > 1 for j in correlate(full).journeys)
+        assert len(grid.columns) == len(full.nics)

@@ -1,0 +1,133 @@
+"""Every terminal size people use: 80x24, 100x30, 120x40, 200x50.
+
+At each size the main screens are usable: the layers show, nothing is lost off the
+screen, every title is one line; a snapshot per size of the grid, the NIC columns
+and the journey screen.  Rows that do not fit shrink by dropping the least useful
+words first, never the destination and the protocol."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import BUNDLED, REPO
+from tests.helpers import ui_app
+from tests.test_ui import screen_text, settle
+from tracer.dissect.fast import identify
+from tracer.model import FrameStore
+from tracer.pcapng.reader import SourceSpec, open_capture
+from tracer.sources.files import FileSource
+from tracer.ui.detail import HexView, LayerTree
+from tracer.ui.grid import JourneyGrid
+from tracer.ui.journey_screen import JourneyScreen
+from tracer.ui.packet_list import format_row
+from tracer.ui.palette import Palette
+
+SIZES = [(80, 24), (100, 30), (120, 40), (200, 50)]
+IDS = [f"{w}x{h}" for w, h in SIZES]
+
+
+def bundled_app(view=None):
+    return ui_app(FileSource.of(SourceSpec(str(BUNDLED))), title=None, view=view)
+
+
+def store_of(path) -> FrameStore:
+    store = FrameStore()
+    open_capture(SourceSpec(str(path))).read_into(store)
+    return store
+
+
+@pytest.mark.parametrize("capture", ["flannel-vxlan", "kube-nodeport", "port-forward"])
+def test_rows_shrink_but_keep_the_destination_and_protocol(capture):
+    store = store_of(REPO / "scenarios" / capture / "capture.pcapng")
+    plain = Palette.plain()
+    for i in range(len(store)):
+        ident = identify(store.data(i), store.linktype(i))
+        full = format_row(store, i, plain, time_width=8).plain
+        assert format_row(store, i, plain, time_width=8, width=len(full)).plain == full  # room: all of it
+        if ident.tunnels:
+            assert "⟨" in full  # the outer headers, in the full form only
+        previous = full
+        for width in (90, 60, 45, 34, 28, 23):
+            row = format_row(store, i, plain, time_width=8, width=width).plain
+            assert len(row) <= len(previous)  # narrower never says more
+            previous = row
+            shown = row[:width]
+            if ident.ipver:
+                assert ident.dst in shown, (width, row)
+                proto = ident.proto_name
+                if len(shown) >= row.index(ident.dst) + len(ident.dst) + 1 + len(proto):
+                    assert proto in shown, (width, row)
+            elif ident.arp is not None:
+                assert "ARP" in shown
+        if ident.ipver and ident.sport is not None:
+            # ports go before the source: a form without ports still has the source
+            mid = format_row(store, i, plain, time_width=8, width=len(full) - len(str(ident.sport)) - 2).plain
+            assert ident.src in mid
+
+
+@pytest.mark.parametrize("size", SIZES, ids=IDS)
+async def test_every_size_shows_the_layers_and_one_line_titles(size):
+    app = bundled_app()
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        layers = app.query_one("#layers", LayerTree)
+        assert layers.display and layers.size.width >= 40  # the layers are the point of the detail
+        hexview = app.query_one("#hex", HexView)
+        if size[0] >= 100:
+            assert hexview.display and hexview.size.width >= hexview.line_width  # bytes uncut
+        text = screen_text(app).splitlines()
+        assert len(text) == size[1]
+        assert "capture.pcapng" in text[0]
+        # nothing off screen: every widget of the main screen inside it
+        for widget in app.screen.query("*"):
+            if widget.display and widget.region.area:
+                assert widget.region.right <= size[0] and widget.region.bottom <= size[1], widget
+        grid = app.query_one("#grid", JourneyGrid)
+        assert grid.size.height >= 5  # five packets at the least, at 80x24
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, JourneyScreen)
+        lines = screen_text(app).splitlines()
+        assert lines[1].lstrip().startswith("Journey ")  # the title: its line, not wrapped
+        assert "hops" in lines[1]
+        assert lines[2].lstrip().startswith("times since")
+        assert all(not line.startswith(" between the hosts") for line in lines)  # the wire line one line
+
+
+async def test_a_narrow_screen_swaps_layers_and_bytes_with_x():
+    app = bundled_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        layers, hexview = app.query_one("#layers", LayerTree), app.query_one("#hex", HexView)
+        assert layers.display and not hexview.display
+        await pilot.press("x")
+        await pilot.pause()
+        assert hexview.display and not layers.display and app.focused is hexview
+        assert hexview.data == app.store.data(app.selected_frame)
+        await pilot.press("x")
+        await pilot.pause()
+        assert layers.display and not hexview.display and app.focused is layers
+
+
+@pytest.mark.parametrize("size", SIZES, ids=IDS)
+def test_snapshot_grid(snap_compare, size):
+    assert snap_compare(bundled_app(), terminal_size=size, run_before=settle)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=IDS)
+def test_snapshot_columns(snap_compare, size):
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.press("down", "down")  # the first echo request
+
+    assert snap_compare(bundled_app(view="columns"), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=IDS)
+def test_snapshot_journey(snap_compare, size):
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.press("down", "down", "right", "right", "right", "enter")
+        await pilot.pause()
+
+    assert snap_compare(bundled_app(), terminal_size=size, run_before=run_before)

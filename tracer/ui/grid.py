@@ -1,0 +1,536 @@
+"""The journey grid: one row per packet, one column per NIC in path order.
+
+The article draws one packet crossing Host X and Host Y NIC by NIC; the grid draws
+that figure for every packet at once.  Columns are the NICs in the order packets
+cross them, grouped by host (the order of the journey that crosses the most NICs);
+each row is a journey (a packet seen at two NICs or more) and each cell what that
+NIC saw of it: the time since the packet's first sighting and a few words —
+``ICMP req 1``, ``VX⟨ICMP req 1⟩`` inside a tunnel, ``DNAT→:80`` where NAT
+rewrote it.  A packet that was not delivered gets a ✘ where it was next expected,
+so where packets get lost shows at a glance.
+
+Rows are virtual, like the packet lists: only the rows on screen are drawn, and a
+drawn row is cached until its journey grows.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import ClassVar
+
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual import events
+from textual.binding import Binding, BindingType
+from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from tracer.correlate import Hop, Journey, StepKind
+from tracer.correlate.tracking import JourneyTracker
+from tracer.dissect.fast import Identity, compact_summary
+from tracer.model import FrameStore
+from tracer.text import safe
+from tracer.ui.journeys import nic_title
+from tracer.ui.packet_list import ENCAP_TAGS
+from tracer.ui.palette import BOLD, Painted, Palette, follow_theme, role_style
+
+CELL_MIN = 13  # "0.048 VX⟨ICMP…": the time and the start of what was seen
+CELL_MAX = 24
+CELL_TIMED = 17  # from this width on, a cell starts with its time (ms since first seen)
+HEAD_WIDE = 40  # the row heading: "   2 10.244.1.2 → 10.244.2.2 ICMP req 1"
+HEAD_NARROW = 26  # "   2 → 10.244.2.2 ICMP req 1"
+WIDE = 160  # from this many cells on, the row heading says the source too
+GRID_MIN_NICS = 3  # the grid is the first view when a journey crosses this many NICs
+
+# what a step is called in the grid's header line, shortest first
+_STEP_WORD = {
+    StepKind.SENT: "sent",
+    StepKind.BRIDGED: "bridged",
+    StepKind.ROUTED: "routed",
+    StepKind.ENCAPSULATED: "encap",
+    StepKind.DECAPSULATED: "decap",
+    StepKind.UNDERLAY: "wire",
+    StepKind.SNAT: "SNAT",
+    StepKind.DNAT: "DNAT",
+    StepKind.UN_DNAT: "un-DNAT",
+    StepKind.UN_SNAT: "un-SNAT",
+    StepKind.FULL_NAT: "D+SNAT",
+    StepKind.UN_FULL_NAT: "un-D+SNAT",
+    StepKind.DELIVERED: "delivered",
+}
+
+
+def step_word(hop: Hop) -> str:
+    """``encap+wire``: the step into a hop in a word or two (the journey screen and the
+    status line say it in full)."""
+    return "+".join(_STEP_WORD[p.kind] for p in hop.step.parts)
+
+
+def _endpoint(addr: str | None, port: int | None) -> str:
+    if port is None:
+        return str(addr)
+    return f"[{addr}]:{port}" if addr and ":" in addr else f"{addr}:{port}"
+
+
+def nat_words(hop: Hop, prev: Hop) -> str | None:
+    """``DNAT→:80``, ``SNAT←192.168.0.1``: what NAT changed from the previous hop, in
+    few words (the address left out when only the port changed); None without NAT."""
+    kinds = [p.kind for p in hop.step.parts if p.kind.is_nat]
+    if not kinds:
+        return None
+    a, b = prev.ident, hop.ident
+    if a is None or b is None:
+        return _STEP_WORD[kinds[0]]
+    words = []
+    if a.dst != b.dst or a.dport != b.dport:
+        to = f":{b.dport}" if a.dst == b.dst else _endpoint(b.dst, b.dport)
+        words.append(f"DNAT→{to}")
+    if a.src != b.src or a.sport != b.sport:
+        frm = f":{b.sport}" if a.src == b.src else _endpoint(b.src, b.sport)
+        words.append(f"SNAT←{frm}")
+    text = " ".join(words) or _STEP_WORD[kinds[0]]
+    return ("un-" + text) if kinds[0].is_reply else text
+
+
+def seen_words(hop: Hop, prev: Hop | None) -> tuple[str, str]:
+    """(tunnel tag, what the NIC saw) for a cell: (``VX``, ``ICMP req 1``), or the NAT
+    words where the packet was rewritten on its way here."""
+    ident: Identity | None = hop.ident
+    what = nat_words(hop, prev) if prev is not None else None
+    if what is None:
+        what = compact_summary(ident, dst=False) if ident is not None else "?"
+    tag = ""
+    if hop.encap:
+        name = str(hop.encap[0]).upper()
+        tag = ENCAP_TAGS.get(name, (name[:2], None))[0]
+        if len(hop.encap) > 1:
+            tag = tag[0] + str(min(len(hop.encap), 9))
+    return safe(tag), safe(what)
+
+
+def path_order(store: FrameStore, spine: Journey | None) -> list[int]:
+    """NIC ids in path order, grouped by host: the NICs ``spine`` crossed in its hop
+    order; the others after their host's, in the order they were seen; hosts it did
+    not cross after, by name."""
+    order: list[int] = []
+    if spine is not None:
+        for h in spine.hops:
+            if h.nic.id not in order:
+                order.append(h.nic.id)
+    hosts: list[str | None] = []
+    for nid in order:
+        host = store.nics[nid].host
+        if host not in hosts:
+            hosts.append(host)
+    others = [n for n in store.nics if n.id not in order]
+    for host in sorted({n.host for n in others} - set(hosts), key=lambda h: (h is not None, h or "")):
+        hosts.append(host)
+    out: list[int] = []
+    for host in hosts:
+        out.extend(nid for nid in order if store.nics[nid].host == host)
+        out.extend(n.id for n in others if n.host == host)
+    return out
+
+
+@dataclass
+class Cell:
+    """What a cell shows: the hop (None: not seen there) or the ✘ where a packet that
+    was not delivered was next expected."""
+
+    hop: Hop | None = None
+    prev: Hop | None = None
+    lost: bool = False
+    k: int = -1  # the hop's place in its journey
+
+
+class JourneyGrid(ScrollView, can_focus=True):
+    """One row per journey of two hops or more, one column per NIC in path order."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"journey-grid--cursor", "journey-grid--row"}
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up,k", "move(-1, 0)", "Up", show=False),
+        Binding("down,j", "move(1, 0)", "Down", show=False),
+        Binding("left,h", "move(0, -1)", "Left", show=False),
+        Binding("right,l", "move(0, 1)", "Right", show=False),
+        Binding("home,g", "first", "First", show=False),
+        Binding("end,G", "last", "Last", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("enter", "select", "Journey", key_display="⏎"),
+    ]
+
+    row: reactive[int] = reactive(0, init=False)
+    col: reactive[int] = reactive(0, init=False)
+
+    class Highlighted(Message):
+        """The cursor is on another cell; ``frame`` is its hop's frame (None: an empty cell)."""
+
+        def __init__(self, grid: JourneyGrid, frame: int | None) -> None:
+            super().__init__()
+            self.grid = grid
+            self.frame = frame
+
+        @property
+        def control(self) -> JourneyGrid:
+            return self.grid
+
+    class Selected(Highlighted):
+        """Enter on a cell: its journey's diagram."""
+
+    def __init__(self, store: FrameStore, tracker: JourneyTracker, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.store = store
+        self.tracker = tracker
+        self.rows: list[int] = []  # journey ids, ascending
+        self._listed: set[int] = set()
+        self._seen = 0  # journeys looked at so far
+        self._spine: Journey | None = None
+        self._spine_nics = 0
+        self.columns: list[int] = []  # NIC ids in path order
+        self._nics = 0
+        self.first_col = 0
+        self._cache: LRUCache[tuple, Strip] = LRUCache(512)
+
+    # -- data --------------------------------------------------------------
+    @property
+    def widest(self) -> int:
+        """How many NICs the journey crossing the most NICs crossed."""
+        return self._spine_nics
+
+    def sync(self, grown: list[Journey] | None = None) -> bool:
+        """Take the journeys matched since the last call (and ``grown``: those that got
+        more hops); the columns follow new NICs and a journey crossing more NICs.
+        Returns True when rows or columns changed."""
+        corr = self.tracker.corr
+        journeys = corr.journeys
+        nic_of = self.store.nic_of
+        changed = False
+        candidates = list(journeys[self._seen :])
+        self._seen = len(journeys)
+        if grown:
+            candidates.extend(grown)
+        for j in candidates:
+            if len(j.frames) < 2:
+                continue
+            if j.id not in self._listed:
+                self._listed.add(j.id)
+                if not self.rows or j.id > self.rows[-1]:
+                    self.rows.append(j.id)
+                else:
+                    bisect.insort(self.rows, j.id)
+                changed = True
+            crossed = len({nic_of[f] for f in j.frames})
+            if crossed > self._spine_nics:
+                self._spine, self._spine_nics = j, crossed
+                self._nics = -1  # the order is taken again
+        if self._nics != len(self.store.nics):
+            self._nics = len(self.store.nics)
+            self.columns = path_order(self.store, self._spine)
+            self._cache.clear()
+            changed = True
+        if changed:
+            self.virtual_size = Size(self.size.width, len(self.rows))
+            self.refresh()
+        return changed
+
+    def journey_at(self, row: int) -> Journey | None:
+        if 0 <= row < len(self.rows):
+            return self.tracker.corr.journeys[self.rows[row]]
+        return None
+
+    def cells(self, journey: Journey) -> dict[int, Cell]:
+        """NIC id -> what its cell shows, for one journey."""
+        hops = journey.hops
+        out: dict[int, Cell] = {}
+        for k, h in enumerate(hops):
+            out.setdefault(h.nic.id, Cell(h, hops[k - 1] if k else None, k=k))
+        if journey.end != "delivered" and hops:
+            place = {nid: n for n, nid in enumerate(self.columns)}
+            first, last = place.get(hops[0].nic.id), place.get(hops[-1].nic.id)
+            if first is not None and last is not None:
+                step = -1 if last < first else 1
+                nxt = last + step
+                if 0 <= nxt < len(self.columns) and self.columns[nxt] not in out:
+                    out[self.columns[nxt]] = Cell(lost=True)
+        return out
+
+    @property
+    def cell(self) -> Cell | None:
+        """The cell under the cursor."""
+        journey = self.journey_at(self.row)
+        if journey is None or not 0 <= self.col < len(self.columns):
+            return None
+        return self.cells(journey).get(self.columns[self.col])
+
+    @property
+    def frame(self) -> int | None:
+        cell = self.cell
+        return cell.hop.frame if cell is not None and cell.hop is not None else None
+
+    def select_frame(self, frame: int) -> bool:
+        """Put the cursor on ``frame``'s cell (its journey's row, its NIC's column)."""
+        journey = self.tracker.journey(frame)
+        if journey is None or journey.id not in self._listed:
+            return False
+        nid = self.store.nic_of[frame]
+        if nid not in self.columns:
+            return False
+        self.col = self.columns.index(nid)
+        self.row = bisect.bisect_left(self.rows, journey.id)
+        return True
+
+    def home(self) -> None:
+        """The cursor on the first row, at the NIC where its packet was first seen."""
+        self.row = 0
+        journey = self.journey_at(0)
+        if journey is not None and journey.hops and journey.hops[0].nic.id in self.columns:
+            self.col = self.columns.index(journey.hops[0].nic.id)
+
+    # -- layout ------------------------------------------------------------
+    def widths(self) -> tuple[int, int, int]:
+        """(heading width, cell width, columns that fit) at the current width."""
+        width = self.size.width
+        head = HEAD_WIDE if width >= WIDE else HEAD_NARROW
+        room = max(CELL_MIN, width - head)
+        n = max(1, len(self.columns))
+        cell = max(CELL_MIN, min(CELL_MAX, room // n))
+        return head, cell, max(1, room // cell)
+
+    def _keep_col_visible(self) -> None:
+        _head, _cell, fit = self.widths()
+        if self.col < self.first_col:
+            self.first_col = self.col
+        elif self.col >= self.first_col + fit:
+            self.first_col = self.col - fit + 1
+        self.first_col = max(0, min(self.first_col, max(0, len(self.columns) - fit)))
+
+    # -- drawing -----------------------------------------------------------
+    def on_mount(self) -> None:
+        follow_theme(self, self._restyle)
+
+    def _restyle(self) -> None:
+        self._cache.clear()
+        self.refresh()
+
+    def on_resize(self) -> None:
+        self._cache.clear()
+        self.virtual_size = Size(self.size.width, len(self.rows))
+        self._keep_col_visible()
+        self._moved()  # the header lays its columns out again
+
+    def heading(self, journey: Journey, width: int) -> Text:
+        """``   2 10.244.1.2 → 10.244.2.2 ICMP req 1``: which packet the row follows."""
+        text = Text(no_wrap=True, overflow="ellipsis", end="")
+        idw = max(3, len(str(self.rows[-1])) if self.rows else 3)
+        text.append(f"{journey.id:>{idw}} ", style=Palette.of(self).muted)
+        ident = journey.hops[0].ident if journey.hops else None
+        if ident is not None:
+            what = compact_summary(ident)
+            if width >= HEAD_WIDE and ident.ipver:
+                what = f"{ident.src} {what}"
+            text.append(safe(what))
+        text.truncate(width - 1, overflow="ellipsis", pad=True)
+        text.append(" ")
+        return text
+
+    def cell_text(self, cell: Cell | None, first: Hop | None, width: int, p: Palette) -> Text:
+        text = Text(no_wrap=True, overflow="ellipsis", end="")
+        if cell is None:
+            text.append("·".center(width - 1), style=p.muted)
+        elif cell.lost:
+            text.append("✘ not seen".center(width - 1), style=p.error + BOLD)
+        else:
+            hop = cell.hop
+            assert hop is not None and first is not None
+            if width >= CELL_TIMED:  # narrower: what was seen matters more than when
+                text.append(f"{(hop.corrected_time_ns - first.corrected_time_ns) / 1e6:.3f} ", style=p.muted)
+            tag, what = seen_words(hop, cell.prev)
+            kinds = {part.kind for part in hop.step.parts}
+            style: Style | str = ""
+            if any(k.is_nat for k in kinds):
+                style = p.nat + BOLD
+            elif StepKind.DELIVERED in kinds:
+                style = p.ok
+            if tag and text.cell_len + len(tag) + len(what) + 3 <= width:
+                text.append(tag, style=p.tunnel + BOLD)
+                text.append("⟨", style=p.tunnel)
+                text.append(what, style=style)
+                text.append("⟩", style=p.tunnel)
+            elif tag:  # no room for the brackets
+                text.append(tag + " ", style=p.tunnel + BOLD)
+                text.append(what, style=style)
+            else:
+                text.append(what, style=style)
+        text.truncate(width - 1, overflow="ellipsis", pad=True)
+        text.append(" ")
+        return text
+
+    def render_line(self, y: int) -> Strip:
+        _sx, scroll_y = self.scroll_offset
+        row = scroll_y + y
+        width = self.size.width
+        base = self.rich_style
+        journey = self.journey_at(row)
+        if journey is None:
+            if row == 0 and not self.rows:
+                note = Text("  no packet seen at two NICs yet", style=Palette.of(self).muted)
+                return Strip(Segment.apply_style(list(note.render(self.app.console)), base)).crop_extend(0, width, base)
+            return Strip.blank(width, base)
+        head, cell_w, fit = self.widths()
+        on_row = row == self.row
+        key = (journey.id, len(journey.frames), width, self.first_col, self.col if on_row else -1, self.has_focus)
+        strip = self._cache.get(key) if not on_row else None
+        if strip is None:
+            p = Palette.of(self)
+            cells = self.cells(journey)
+            first = journey.hops[0] if journey.hops else None
+            line = Text(no_wrap=True, end="")
+            line.append_text(self.heading(journey, head))
+            for c in range(self.first_col, min(len(self.columns), self.first_col + fit)):
+                t = self.cell_text(cells.get(self.columns[c]), first, cell_w, p)
+                if on_row and c == self.col:
+                    t.stylize(role_style(self, "journey-grid--cursor"))
+                line.append_text(t)
+            if on_row:
+                line.stylize(role_style(self, "journey-grid--row"))
+            strip = Strip(Segment.apply_style(list(line.render(self.app.console)), base))
+            if not on_row:
+                self._cache[key] = strip
+        return strip.crop_extend(0, width, base).apply_offsets(0, row)
+
+    # -- moving ------------------------------------------------------------
+    def watch_row(self, old: int, new: int) -> None:
+        for r in (old, new):
+            self.refresh_line(r)
+        top = round(self.scroll_y)
+        height = self.scrollable_content_region.height or self.size.height
+        if height > 0:
+            if new < top:
+                self.scroll_to(y=new, animate=False, immediate=True)
+            elif new >= top + height:
+                self.scroll_to(y=new - height + 1, animate=False, immediate=True)
+        self._moved()
+
+    def watch_col(self, old: int, new: int) -> None:
+        before = self.first_col
+        self._keep_col_visible()
+        if self.first_col != before:
+            self.refresh()
+        else:
+            self.refresh_line(self.row)
+        self._moved()
+
+    def _moved(self) -> None:
+        self.post_message(self.Highlighted(self, self.frame))
+
+    def action_move(self, drow: int, dcol: int) -> None:
+        if drow and self.rows:
+            self.row = max(0, min(len(self.rows) - 1, self.row + drow))
+        if dcol and self.columns:
+            self.col = max(0, min(len(self.columns) - 1, self.col + dcol))
+
+    def action_first(self) -> None:
+        self.row = 0
+
+    def action_last(self) -> None:
+        self.row = max(0, len(self.rows) - 1)
+
+    def action_page(self, direction: int) -> None:
+        height = max(1, (self.scrollable_content_region.height or self.size.height) - 1)
+        self.action_move(direction * height, 0)
+
+    def action_select(self) -> None:
+        frame = self.frame
+        if frame is None:  # an empty cell: the journey's first hop
+            journey = self.journey_at(self.row)
+            frame = journey.hops[0].frame if journey is not None and journey.hops else None
+        if frame is not None:
+            self.post_message(self.Selected(self, frame))
+
+    def on_click(self, event: events.Click) -> None:
+        row = round(self.scroll_y) + event.y
+        if not 0 <= row < len(self.rows):
+            return
+        head, cell_w, _fit = self.widths()
+        self.focus()
+        self.row = row
+        if event.x >= head:
+            c = self.first_col + (event.x - head) // cell_w
+            if c < len(self.columns):
+                self.col = c
+
+    def _on_focus(self, event: events.Focus) -> None:
+        self._cache.clear()
+        self.refresh()
+        self._moved()
+
+    def _on_blur(self, event: events.Blur) -> None:
+        self._cache.clear()
+        self.refresh()
+
+
+class GridHeader(Painted):
+    """Above the grid: the hosts, the NICs, and the step into each NIC of the packet
+    under the cursor."""
+
+    def __init__(self, grid: JourneyGrid, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.grid = grid
+
+    def draw(self, palette: Palette) -> Text:
+        grid = self.grid
+        store = grid.store
+        head, cell_w, fit = grid.widths()
+        shown = grid.columns[grid.first_col : grid.first_col + fit]
+        p = palette
+        hosts, nics, steps = (Text(no_wrap=True, overflow="ellipsis", end="") for _ in range(3))
+        hosts.append("ms since first seen"[: head - 1].ljust(head), style=p.muted)
+        count = len(grid.rows)
+        rest = len(grid.columns) - grid.first_col - len(shown)
+        # NICs out of view, left and right: "◀ 2 ▶ 3"
+        more = " ".join(
+            m for m in (f"◀ {grid.first_col}" if grid.first_col else "", f"▶ {rest}" if rest > 0 else "") if m
+        )
+        packets = f"{count:,} packet{'s' if count != 1 else ''}"
+        nics.append(packets[: head - 1].ljust(head - 1 - len(more))[: head - 1 - len(more)], style=p.muted)
+        nics.append(more, style=p.journey + BOLD)
+        nics.append(" ")
+        steps.append("step in".ljust(head), style=p.muted)
+        journey = grid.journey_at(grid.row)
+        cells = grid.cells(journey) if journey is not None else {}
+        previous_host: object = object()
+        for n, nid in enumerate(shown):
+            nic = store.nics[nid]
+            here = grid.first_col + n == grid.col
+            h = Text(end="")
+            if nic.host != previous_host:
+                h.append("┬ ", style=p.muted)
+                h.append(safe(nic.host) if nic.host else "(no host)", style=p.nic + BOLD)
+                h.append(" ")
+            previous_host = nic.host
+            h.append("─" * cell_w, style=p.muted)
+            h.truncate(cell_w)
+            hosts.append_text(h)
+            t = Text(end="")
+            t.append(nic_title(nic), style=p.kind + BOLD if here else p.kind)
+            t.truncate(cell_w - 1, overflow="ellipsis", pad=True)
+            t.append(" ")
+            nics.append_text(t)
+            cell = cells.get(nid)
+            st = Text(end="")
+            if cell is not None and cell.hop is not None:
+                st.append(step_word(cell.hop), style=p.journey if here else p.muted)
+            st.truncate(cell_w - 1, overflow="ellipsis", pad=True)
+            st.append(" ")
+            steps.append_text(st)
+        width = max(1, self.size.width - 1)
+        for line in (hosts, nics, steps):
+            line.truncate(width, overflow="ellipsis")
+        return Text("\n").join([hosts, nics, steps])
