@@ -328,8 +328,7 @@ class JourneyGrid(ScrollView, can_focus=True):
     def heading(self, journey: Journey, width: int) -> Text:
         """``   2 10.244.1.2 → 10.244.2.2 ICMP req 1``: which packet the row follows."""
         text = Text(no_wrap=True, overflow="ellipsis", end="")
-        idw = max(3, len(str(self.rows[-1])) if self.rows else 3)
-        text.append(f"{journey.id:>{idw}} ", style=Palette.of(self).muted)
+        text.append(f"{journey.id:>{self._id_width()}} ", style=Palette.of(self).muted)
         ident = journey.hops[0].ident if journey.hops else None
         if ident is not None:
             what = compact_summary(ident)
@@ -339,6 +338,9 @@ class JourneyGrid(ScrollView, can_focus=True):
         text.truncate(width - 1, overflow="ellipsis", pad=True)
         text.append(" ")
         return text
+
+    def _id_width(self) -> int:
+        return max(3, len(str(self.rows[-1])) if self.rows else 3)
 
     def cell_text(self, cell: Cell | None, first: Hop | None, width: int, p: Palette) -> Text:
         text = Text(no_wrap=True, overflow="ellipsis", end="")
@@ -385,7 +387,7 @@ class JourneyGrid(ScrollView, can_focus=True):
             return Strip.blank(width, base)
         head, cell_w, fit = self.widths()
         on_row = row == self.row
-        key = (journey.id, len(journey.frames), width, self.first_col, self.col if on_row else -1, self.has_focus)
+        key = (journey.id, len(journey.frames), journey.corrected, width, self._id_width(), self.first_col)
         strip = self._cache.get(key) if not on_row else None
         if strip is None:
             p = Palette.of(self)
