@@ -25,12 +25,15 @@ BUNDLED = HERE.parent / "scenarios" / "flannel-vxlan" / "capture.pcapng"
 # `tracer live --via 'ip netns exec {host}' --host x=... --host y=... --host z=<missing>`
 # in the lab while A pinged C: two hosts captured, one that could not be
 HOSTS = HERE.parent / "scenarios" / "flannel-vxlan" / "hosts.pcapng"
-SIZE = (240, 50)  # three NIC columns side by side
+# the bridge scenario: A pings C on another host with no route to it (the article's first setup)
+BRIDGE = HERE.parent / "scenarios" / "bridge" / "capture.pcapng"
+SIZE = (200, 50)  # the eight NICs of the A→C path side by side
 THEME = "textual-dark"  # the README's pictures, whatever TEXTUAL_THEME says
 
 
-def make_app(path: Path) -> TracerApp:
-    return ui.make_app(FileSource.of(path), theme=THEME)
+def make_app(path: Path, view: str | None = "columns") -> TracerApp:
+    """The app on ``path``; on the NIC columns unless ``view`` says (None: its own choice)."""
+    return ui.make_app(FileSource.of(path), theme=THEME, view=view)
 
 
 async def settle(pilot) -> None:
@@ -67,8 +70,13 @@ def longest_journey_start(store: FrameStore) -> int:
     return best.hops[0].frame if best is not None else 0
 
 
+async def grid(pilot) -> None:
+    # the first view: every packet a row; the cursor on the first echo request at Host X eth0
+    await pilot.press("down", "down", "right", "right", "right")
+
+
 async def main_screen(pilot) -> None:
-    # docker0, flannel0 and eth0 of Host X: the echo request as it leaves, wrapped in VXLAN.
+    # the echo request on Host X's eth0, wrapped in VXLAN, among the eight NICs.
     await pilot.press("tab", "tab", "tab", "j", "j")
 
 
@@ -113,20 +121,26 @@ async def hosts(pilot) -> None:
     await pilot.press("left", "j", "j")
 
 
-SHOTS: dict[str, Callable[[object], Awaitable[None]]] = {
-    "main": main_screen,
-    "layers-hex": layers_and_hex,
-    "journey-highlight": journey_highlight,
-    "journey": journey,
-    "topology": topology,
-    "merged": merged,
-    "help": help_screen,
+async def nothing(pilot) -> None:
+    pass
+
+
+# name -> (how to drive it, the view it starts in: None is the app's own choice)
+SHOTS: dict[str, tuple[Callable[[object], Awaitable[None]], str | None]] = {
+    "grid": (grid, None),
+    "main": (main_screen, "columns"),
+    "layers-hex": (layers_and_hex, "columns"),
+    "journey-highlight": (journey_highlight, "columns"),
+    "journey": (journey, "columns"),
+    "topology": (topology, None),
+    "merged": (merged, "columns"),
+    "help": (help_screen, None),
 }
 
 
-async def shoot(path: Path, name: str, drive) -> Path:
-    app = make_app(path)
-    async with app.run_test(size=SIZE) as pilot:
+async def shoot(path: Path, name: str, drive, view: str | None, size: tuple[int, int] = SIZE) -> Path:
+    app = make_app(path, view)
+    async with app.run_test(size=size) as pilot:
         await settle(pilot)
         await drive(pilot)
         await pilot.pause()
@@ -135,18 +149,20 @@ async def shoot(path: Path, name: str, drive) -> Path:
     return out
 
 
-# shots of another capture than the one given
-OTHER_SHOTS: dict[str, tuple[Path, Callable[[object], Awaitable[None]]]] = {
-    "hosts": (HOSTS, hosts),
+# shots of another capture than the one given, or at another size
+OTHER_SHOTS: dict[str, tuple[Path, Callable[[object], Awaitable[None]], str | None, tuple[int, int]]] = {
+    "hosts": (HOSTS, hosts, "columns", SIZE),
+    "grid-lost": (BRIDGE, nothing, None, (120, 30)),
+    "grid-80x24": (BUNDLED, grid, None, (80, 24)),
 }
 
 
 async def run(path: Path) -> None:
-    for name, drive in SHOTS.items():
-        out = await shoot(path, name, drive)
+    for name, (drive, view) in SHOTS.items():
+        out = await shoot(path, name, drive, view)
         print(out.relative_to(HERE.parent))
-    for name, (other, drive) in OTHER_SHOTS.items():
-        out = await shoot(other, name, drive)
+    for name, (other, drive, view, size) in OTHER_SHOTS.items():
+        out = await shoot(other, name, drive, view, size)
         print(out.relative_to(HERE.parent))
 
 

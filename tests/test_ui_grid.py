@@ -191,3 +191,36 @@ async def test_the_grid_grows_as_frames_arrive():
         assert len(grid.rows) > half
         assert len(grid.rows) == sum(len(j.frames) > 1 for j in correlate(full).journeys)
         assert len(grid.columns) == len(full.nics)
+
+
+async def test_a_nic_crossed_twice_has_two_columns_in_the_order_of_travel():
+    """kube-proxy's NodePort: Host X's eth0 sees the client's packet come in and, after
+    DNAT+SNAT, go out again wrapped in VXLAN; replies cross it the other way."""
+    app = app_on(SCENARIOS / "kube-nodeport" / "capture.pcapng")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        grid = app.query_one("#grid", JourneyGrid)
+        nics = app.store.nics
+        twice = [c for c, nid in enumerate(grid.columns) if grid.columns.count(nid) == 2]
+        assert len(twice) == 2 and {(nics[grid.columns[c]].host, nics[grid.columns[c]].name) for c in twice} == {
+            ("hostx", "eth0")
+        }
+        left, right = twice
+        assert [nics[n].host for n in grid.columns] == sorted(
+            (nics[n].host for n in grid.columns), key=[nics[n].host for n in grid.columns].index
+        )  # grouped by host
+        checked = 0
+        for r in range(len(grid.rows)):
+            j = grid.journey_at(r)
+            hosts = {h.nic.host for h in j.hops}
+            if hosts != {"client", "hostx", "hosty"}:
+                continue
+            cells = grid.cells(j)
+            # plain on the client's side of Host X, wrapped on Host Y's, whichever way it goes
+            assert not cells[left].hop.encap and cells[right].hop.encap, (j.id, j.end)
+            text = cells_of(grid, r)
+            rewritten = [t for t in text if "DNAT" in t]
+            assert len(rewritten) == 1
+            assert rewritten[0].split(" ", 1)[1].startswith("un-" if j.hops[0].nic.host == "hosty" else "DNAT")
+            checked += 1
+        assert checked >= 8  # the connection's packets both ways

@@ -116,23 +116,21 @@ def seen_words(hop: Hop, prev: Hop | None) -> tuple[str, str]:
 
 def path_order(store: FrameStore, spine: Journey | None) -> list[int]:
     """NIC ids in path order, grouped by host: the NICs ``spine`` crossed in its hop
-    order; the others after their host's, in the order they were seen; hosts it did
-    not cross after, by name."""
-    order: list[int] = []
-    if spine is not None:
-        for h in spine.hops:
-            if h.nic.id not in order:
-                order.append(h.nic.id)
+    order (a NIC it crossed twice, like a node's eth0 in and out after NAT, twice);
+    the others after their host's, in the order they were seen; hosts it did not
+    cross after, by name."""
+    order: list[int] = [h.nic.id for h in spine.hops] if spine is not None else []
     hosts: list[str | None] = []
     for nid in order:
         host = store.nics[nid].host
         if host not in hosts:
             hosts.append(host)
-    others = [n for n in store.nics if n.id not in order]
+    crossed = set(order)
+    others = [n for n in store.nics if n.id not in crossed]
     for host in sorted({n.host for n in others} - set(hosts), key=lambda h: (h is not None, h or "")):
         hosts.append(host)
     out: list[int] = []
-    for host in hosts:
+    for host in hosts:  # a host's NICs together, even where the spine left and came back
         out.extend(nid for nid in order if store.nics[nid].host == host)
         out.extend(n.id for n in others if n.host == host)
     return out
@@ -246,19 +244,36 @@ class JourneyGrid(ScrollView, can_focus=True):
         return None
 
     def cells(self, journey: Journey) -> dict[int, Cell]:
-        """NIC id -> what its cell shows, for one journey."""
+        """Column -> what its cell shows, for one journey.  A NIC that has two columns
+        (crossed twice) gives its sightings to them in the order of travel: a packet
+        going right to left fills them from the right."""
         hops = journey.hops
+        slots: dict[int, list[int]] = {}
+        for c, nid in enumerate(self.columns):
+            slots.setdefault(nid, []).append(c)
         out: dict[int, Cell] = {}
-        for k, h in enumerate(hops):
-            out.setdefault(h.nic.id, Cell(h, hops[k - 1] if k else None, k=k))
-        if journey.end != "delivered" and hops:
-            place = {nid: n for n, nid in enumerate(self.columns)}
-            first, last = place.get(hops[0].nic.id), place.get(hops[-1].nic.id)
-            if first is not None and last is not None:
-                step = -1 if last < first else 1
-                nxt = last + step
-                if 0 <= nxt < len(self.columns) and self.columns[nxt] not in out:
-                    out[self.columns[nxt]] = Cell(lost=True)
+        if not hops:
+            return out
+        ends = [slots.get(h.nic.id, [-1])[0] for h in (hops[0], hops[-1])]
+        backward = ends[0] >= 0 and ends[1] >= 0 and ends[1] < ends[0]
+        used: dict[int, int] = {}
+        last_col = -1
+        for k in range(len(hops) - 1, -1, -1) if backward else range(len(hops)):
+            h = hops[k]
+            cols = slots.get(h.nic.id)
+            if not cols:
+                continue
+            n = used.get(h.nic.id, 0)
+            used[h.nic.id] = n + 1
+            c = cols[min(n, len(cols) - 1)]
+            if c not in out:
+                out[c] = Cell(h, hops[k - 1] if k else None, k=k)
+            if k == len(hops) - 1:
+                last_col = c
+        if journey.end != "delivered" and last_col >= 0:
+            nxt = last_col + (-1 if backward else 1)
+            if 0 <= nxt < len(self.columns) and nxt not in out:
+                out[nxt] = Cell(lost=True)
         return out
 
     @property
@@ -267,7 +282,7 @@ class JourneyGrid(ScrollView, can_focus=True):
         journey = self.journey_at(self.row)
         if journey is None or not 0 <= self.col < len(self.columns):
             return None
-        return self.cells(journey).get(self.columns[self.col])
+        return self.cells(journey).get(self.col)
 
     @property
     def frame(self) -> int | None:
@@ -275,14 +290,14 @@ class JourneyGrid(ScrollView, can_focus=True):
         return cell.hop.frame if cell is not None and cell.hop is not None else None
 
     def select_frame(self, frame: int) -> bool:
-        """Put the cursor on ``frame``'s cell (its journey's row, its NIC's column)."""
+        """Put the cursor on ``frame``'s cell (its journey's row, its hop's column)."""
         journey = self.tracker.journey(frame)
         if journey is None or journey.id not in self._listed:
             return False
-        nid = self.store.nic_of[frame]
-        if nid not in self.columns:
+        col = next((c for c, cell in self.cells(journey).items() if cell.hop and cell.hop.frame == frame), None)
+        if col is None:
             return False
-        self.col = self.columns.index(nid)
+        self.col = col
         self.row = bisect.bisect_left(self.rows, journey.id)
         return True
 
@@ -290,8 +305,10 @@ class JourneyGrid(ScrollView, can_focus=True):
         """The cursor on the first row, at the NIC where its packet was first seen."""
         self.row = 0
         journey = self.journey_at(0)
-        if journey is not None and journey.hops and journey.hops[0].nic.id in self.columns:
-            self.col = self.columns.index(journey.hops[0].nic.id)
+        if journey is not None:
+            first = [c for c, cell in self.cells(journey).items() if cell.k == 0]
+            if first:
+                self.col = first[0]
 
     # -- layout ------------------------------------------------------------
     def widths(self) -> tuple[int, int, int]:
@@ -396,7 +413,7 @@ class JourneyGrid(ScrollView, can_focus=True):
             line = Text(no_wrap=True, end="")
             line.append_text(self.heading(journey, head))
             for c in range(self.first_col, min(len(self.columns), self.first_col + fit)):
-                t = self.cell_text(cells.get(self.columns[c]), first, cell_w, p)
+                t = self.cell_text(cells.get(c), first, cell_w, p)
                 if on_row and c == self.col:
                     t.stylize(role_style(self, "journey-grid--cursor"))
                 line.append_text(t)
@@ -525,7 +542,7 @@ class GridHeader(Painted):
             t.truncate(cell_w - 1, overflow="ellipsis", pad=True)
             t.append(" ")
             nics.append_text(t)
-            cell = cells.get(nid)
+            cell = cells.get(grid.first_col + n)
             st = Text(end="")
             if cell is not None and cell.hop is not None:
                 st.append(step_word(cell.hop), style=p.journey if here else p.muted)
