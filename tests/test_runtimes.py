@@ -1,0 +1,246 @@
+"""Container runtimes' answers when they are wrong, and NIC labels that stay unique.
+
+A real dockerd is driven in tests/test_docker_*.py; here is what a real one will not
+do on demand: answer garbage.  A small HTTP server on a unix socket plays a broken
+Engine API (not JSON, the wrong shape, an error status, silence), and ``tracer
+topology`` / ``tracer live`` must say so in one line and exit non-zero, never a
+traceback.  No root needed (topology reads this process's own netns).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import requires_root
+from tracer.errors import DiscoveryError
+from tracer.net import runtimes
+from tracer.pcapng.writer import PcapngWriter
+
+PY = sys.executable
+
+
+class BrokenEngine:
+    """An HTTP/1.1 server on a unix socket answering every request with ``answer``."""
+
+    def __init__(self, path: Path, answer: bytes) -> None:
+        self.path = path
+        self.answer = answer
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    conn.recv(65536)
+                    if self.answer:
+                        conn.sendall(self.answer)
+                    else:  # silence until the client gives up
+                        self.stop.wait(5)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+
+def http(status: str, body: bytes) -> bytes:
+    head = f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+ANSWERS = {
+    "not json": (http("200 OK", b"<html>hello</html>"), "not JSON"),
+    "wrong shape": (http("200 OK", b'{"containers": []}'), "malformed answer (expected list, got dict)"),
+    "bad entry": (http("200 OK", b'[{"Id": 7, "Names": ["/web"]}]'), "malformed answer (expected str, got int)"),
+    "error status": (http("500 Internal Server Error", b'{"message": "boom"}'), "HTTP 500"),
+    "not http": (b"SSH-2.0-OpenSSH\r\n", "cannot ask it"),
+}
+
+
+@pytest.fixture
+def short_dir():
+    """A directory with a short path (a unix socket path is at most 107 bytes)."""
+    import shutil
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="trc-rt-", dir="/tmp"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.parametrize("case", sorted(ANSWERS))
+def test_a_malformed_engine_answer_is_one_line_and_exit_1(case, short_dir):
+    answer, words = ANSWERS[case]
+    engine = BrokenEngine(short_dir / "d.sock", answer)
+    try:
+        env = {**os.environ, "DOCKER_HOST": f"unix://{engine.path}"}
+        with pytest.raises(DiscoveryError) as e:
+            runtimes.look(env=env)
+        assert words in str(e.value) and "\n" not in str(e.value)
+        r = subprocess.run([PY, "-m", "tracer", "topology"], capture_output=True, text=True, timeout=60, env=env)
+        assert r.returncode == 1, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and words in lines[0] and "Traceback" not in r.stderr, r.stderr
+        assert lines[0].startswith(f"tracer: topology: docker at unix://{engine.path}")
+    finally:
+        engine.close()
+
+
+def test_a_daemon_that_does_not_answer_is_given_up(short_dir, monkeypatch):
+    engine = BrokenEngine(short_dir / "d.sock", b"")
+    monkeypatch.setattr(runtimes, "API_TIMEOUT", 0.5)
+    try:
+        with pytest.raises(DiscoveryError, match="cannot ask it"):
+            runtimes.look(env={"DOCKER_HOST": f"unix://{engine.path}"})
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize(
+    "url,words",
+    [
+        ("ssh://me@host", "only unix:// and tcp:// are supported"),
+        ("tcp://nohostport", "expected tcp://HOST:PORT"),
+    ],
+)
+def test_a_docker_host_tracer_cannot_use_is_said(url, words):
+    with pytest.raises(DiscoveryError, match=words):
+        runtimes.look(env={"DOCKER_HOST": url})
+
+
+def test_no_runtime_at_all_is_no_error(tmp_path, monkeypatch):
+    """A machine without Docker: no names, no notes, discovery goes on."""
+    monkeypatch.setattr(runtimes, "DOCKER_SOCKET", str(tmp_path / "none.sock"))
+    monkeypatch.setattr(runtimes, "PODMAN_SOCKETS", ())
+    monkeypatch.setattr(runtimes, "_dockerd_processes", lambda: [])
+    monkeypatch.setenv("PATH", str(tmp_path))  # no crictl, no podman
+    view = runtimes.look(env={})
+    assert view.containers == [] and view.notes == []
+
+
+def test_a_stale_default_socket_is_a_note_not_an_error(tmp_path, monkeypatch):
+    stale = tmp_path / "docker.sock"
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(stale))
+    s.close()  # the file is there, nobody listens: as after a crash
+    monkeypatch.setattr(runtimes, "DOCKER_SOCKET", str(stale))
+    monkeypatch.setattr(runtimes, "_dockerd_processes", lambda: [])
+    view = runtimes.look(env={})
+    assert view.containers == [] and len(view.notes) == 1 and "Connection refused" in view.notes[0]
+
+
+def test_dockers_sandbox_names_are_told_apart(tmp_path):
+    """EXEC_ROOT/netns as dockerd names its files: overlay 1-<id[:10]>, lb_<id[:9]>,
+    ingress_sbox; a container's (12 hex) is not Docker's own."""
+    d = tmp_path / "netns"
+    d.mkdir()
+    for name in ("1-6fihda38vg", "lb_6fihda38v", "ingress_sbox", "6d97fd1f8952", "1-qafx37qiu7"):
+        (d / name).write_text("")
+    nets = {"6fihda38vgx0b1ytmq6ldwz6g": "trcnet", "qafx37qiu7m8n5gqdw9f0q2ub": "ingress"}
+    got = {(Path(n.path).name, n.kind, n.network) for n in runtimes.docker_netns(str(tmp_path), nets)}
+    assert got == {
+        ("1-6fihda38vg", "overlay", "trcnet"),
+        ("1-qafx37qiu7", "overlay", "ingress"),
+        ("lb_6fihda38v", "lb", "trcnet"),
+        ("ingress_sbox", "ingress", "ingress"),
+    }
+
+
+# -- labels -------------------------------------------------------------------------------
+
+
+def write_nics(path: Path, nics: list[tuple[str, str]]) -> None:
+    """A pcapng with one interface per (name, description) and one frame on each."""
+    frame = bytes(12) + b"\x08\x00" + bytes(46)
+    with open(path, "wb") as f:
+        w = PcapngWriter(f)
+        for name, desc in nics:
+            w.add_interface(name, 1, description=desc)
+        for i in range(len(nics)):
+            w.write_packet(i, 1_700_000_000_000_000_000 + i, frame, len(frame))
+        w.flush()
+
+
+def replay_labels(path: Path) -> list[str]:
+    r = subprocess.run([PY, "-m", "tracer", "replay", str(path), "--print"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return [line.split()[1] for line in r.stdout.splitlines()]
+
+
+def test_labels_of_a_nodes_many_eth0s_are_unique(tmp_path):
+    """Three eth0 on one node: the host's, one in a named pod netns, one in a container
+    netns found through /proc (what ``-i eth0@NETNS`` wrote before names were known)."""
+    path = tmp_path / "n.pcapng"
+    write_nics(
+        path,
+        [
+            ("eth0", "host=node1 kind=physical"),
+            ("eth0", "host=node1 netns=cni-1234 kind=veth"),
+            ("eth0", "host=node1 netns=/proc/27146/ns/net kind=veth"),
+            ("eth0", "host=node1 netns=/run/docker/netns/abc kind=veth container=web runtime=docker"),
+            ("vxlan0", "host=node1 netns=/run/docker/netns/1-aaaa kind=vxlan network=trcnet"),
+            ("vxlan0", "host=node1 netns=/run/docker/netns/1-bbbb kind=vxlan network=ingress"),
+        ],
+    )
+    assert replay_labels(path) == [
+        "node1/eth0",
+        "node1/eth0@cni-1234",
+        "node1/eth0@pid27146",
+        "node1/web/eth0",
+        "node1/vxlan0@trcnet",
+        "node1/vxlan0@ingress",
+    ]
+
+
+def test_unique_labels_keep_their_plain_form(tmp_path):
+    path = tmp_path / "u.pcapng"
+    write_nics(path, [("eth0", "host=x netns=a kind=veth container=A"), ("eth0", "host=x netns=b kind=veth")])
+    assert replay_labels(path) == ["x/A/eth0", "x/eth0"]
+
+
+def test_a_container_name_from_a_runtime_is_escaped_in_topology_text():
+    from tracer.net.discovery import Link, format_links
+
+    link = Link("eth0", 2, "/run/x", "h", "veth", "container", facts={"container": "w\x1b]0;x\x07"})
+    text = format_links([link])
+    assert "\x1b" not in text and "\x07" not in text and "in w\\x1b]0;x\\x07" in text
+
+
+@requires_root
+def test_live_refuses_a_broken_engine_in_one_line(short_dir):
+    engine = BrokenEngine(short_dir / "d.sock", http("200 OK", b"[1, 2]"))
+    try:
+        env = {**os.environ, "DOCKER_HOST": f"unix://{engine.path}"}
+        r = subprocess.run(
+            # in a netns of its own, never this machine's
+            ["unshare", "--net", PY, "-m", "tracer", "live", "-Z", "root", "--print", "-c", "1", "--container", "web"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert r.returncode == 1, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "malformed answer" in lines[0] and "Traceback" not in r.stderr
+    finally:
+        engine.close()
