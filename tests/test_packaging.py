@@ -93,7 +93,7 @@ def test_lab_lists_every_scenario_from_anywhere(installed, tmp_path):
     assert r.returncode == 0, r.stderr
     assert [line.split()[0] for line in r.stdout.splitlines()] == SCENARIOS
     assert "(invalid" not in r.stdout
-    assert len(SCENARIOS) == 6
+    assert len(SCENARIOS) == 8
     r = run(installed, "lab", "--help", cwd=tmp_path)  # the help names them too
     assert r.returncode == 0, r.stderr
     assert ", ".join(SCENARIOS) in r.stdout
