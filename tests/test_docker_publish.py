@@ -107,8 +107,12 @@ def test_topology_names_the_container_and_its_veth(lab):
     assert web["facts"]["addr"] == "172.17.0.2/16"
     (veth,) = [n for n in nics if n["facts"].get("peer_container") == "web"]
     assert veth["netns"] == lab.ns("hosty") and veth["facts"]["master"] == "docker0"
+    # as a person reads it: veth5080ab7 ⇄ web's eth0, and (with --all-netns) eth0 in web
     text = run_tracer("topology", netns=lab.ns("hosty")).stdout
-    assert f"{veth['name']}" in text and "⇄ web's eth0" in text
+    assert f" {veth['name']} ⇄ web's eth0 " in text, text
+    text = run_tracer("topology", "--all-netns", netns=lab.ns("hosty")).stdout
+    (line,) = [x for x in text.splitlines() if x.startswith(sandbox)]
+    assert line.split()[1:4] == ["eth0", "in", "web"], text
 
 
 def test_eth0_at_web_captures_exactly_that_nic(lab, tmp_path):

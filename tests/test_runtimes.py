@@ -9,6 +9,7 @@ traceback.  No root needed (topology reads this process's own netns).
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -209,6 +210,40 @@ def test_labels_of_a_nodes_many_eth0s_are_unique(tmp_path):
         "node1/web/eth0",
         "node1/vxlan0@trcnet",
         "node1/vxlan0@ingress",
+    ]
+
+
+def test_grid_titles_and_json_labels_tell_a_nodes_nics_apart(tmp_path):
+    """What the journey grid's columns and the journey diagram say (``nic_title``), and
+    the ``label`` of --print --json and --journeys --json: unique, with the container's
+    name, the host end of a veth naming its container even when it has to be cut."""
+    from tracer.model import FrameStore
+    from tracer.pcapng.reader import SourceSpec, open_capture
+    from tracer.ui.journeys import nic_title
+
+    path = tmp_path / "t.pcapng"
+    write_nics(
+        path,
+        [
+            ("eth0", "host=node1 kind=physical"),
+            ("eth0", "host=node1 netns=cni-1234 kind=veth pod=coredns k8s_namespace=kube-system"),
+            ("eth0", "host=node1 netns=/run/docker/netns/abc kind=veth container=web runtime=docker"),
+            ("veth5080ab7", "host=node1 kind=veth master=docker0 peer=eth0 peer_container=web"),
+        ],
+    )
+    store = FrameStore()
+    open_capture(SourceSpec(str(path))).read_into(store)
+    titles = [nic_title(n) for n in store.nics]
+    assert titles == ["eth0", "eth0@cni-1234", "web's eth0", "veth5080ab7 ⇄ web"]
+    assert nic_title(store.nics[3], 12) == "veth5… ⇄ web"  # 12 characters
+    r = subprocess.run([PY, "-m", "tracer", "replay", str(path), "--print", "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [(x["label"], x["pod"]) for x in rows] == [
+        ("node1/eth0", None),
+        ("node1/eth0@cni-1234", "coredns.kube-system"),
+        ("node1/web/eth0", None),
+        ("node1/veth5080ab7", None),
     ]
 
 

@@ -544,17 +544,21 @@ def all_links(netns: str | None, host: str | None = None, runtimes: RuntimeView 
 
 
 def format_links(links: list[Link]) -> str:
-    """One line per NIC, for a terminal: names, netns and facts come from the kernel
-    (a container may name its veth anything, ESC included) and are escaped with
-    :func:`tracer.text.safe`.  (JSON output is escaped by ``json.dumps``.)"""
+    """One line per NIC, for a terminal, in columns as wide as they need: where (the
+    netns), what (``eth0 in web``, ``veth5080ab7 ⇄ web's eth0``), kind, role, facts.
+    Names, netns and facts come from the kernel and the runtimes (a container may name
+    its veth anything, ESC included) and are escaped with :func:`tracer.text.safe`.
+    (JSON output is escaped by ``json.dumps``.)"""
     from tracer.text import safe
 
-    lines = []
+    if not links:
+        return "no NICs of interest found"
+    rows = []
     for l in links:
-        where = safe(l.netns) if l.netns else "(this netns)"
-        relation = f"{safe(l.relation)}  " if l.relation else ""
-        lines.append(
-            f"{where:<24} {safe(l.name):<12} {safe(l.kind):<8} {safe(l.role):<9} {relation}"
-            + " ".join(f"{safe(k)}={safe(v)}" for k, v in l.facts.items())
-        )
-    return "\n".join(lines) if lines else "no NICs of interest found"
+        what = safe(l.name) + (f" {safe(l.relation)}" if l.relation else "")
+        facts = " ".join(f"{safe(k)}={safe(v)}" for k, v in l.facts.items())
+        rows.append((safe(l.netns) if l.netns else "(this netns)", what, safe(l.kind), safe(l.role), facts))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r[:4], widths, strict=True)) + "  " + r[4] for r in rows
+    )
