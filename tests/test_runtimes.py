@@ -279,3 +279,157 @@ def test_live_refuses_a_broken_engine_in_one_line(short_dir):
         assert len(lines) == 1 and "malformed answer" in lines[0] and "Traceback" not in r.stderr
     finally:
         engine.close()
+
+
+# -- crictl (containerd / CRI-O) ---------------------------------------------------------------
+
+CRICTL = Path(__file__).parent / "data" / "crictl"
+
+
+def crictl_answers(rewrite: dict[str, str] | None = None):
+    """crictl's three answers from tests/data/crictl (see its README), netns paths rewritten."""
+
+    def load(name: str):
+        text = (CRICTL / name).read_text()
+        for old, new in (rewrite or {}).items():
+            text = text.replace(old, new)
+        return json.loads(text)
+
+    asked: list[str] = []
+
+    def inspect(pod_id: str):
+        asked.append(pod_id)
+        return load(f"inspectp-{pod_id[:12]}.json")
+
+    return load("pods.json"), load("ps.json"), inspect, asked
+
+
+def test_crictls_pods_are_named_from_the_kubernetes_labels():
+    pods, ps, inspect, asked = crictl_answers()
+    refs = runtimes.parse_cri(pods, ps, inspect, "containerd")
+    got = [(r.pod, r.k8s_namespace, r.name, r.sandbox, r.pid, r.runtime) for r in refs]
+    assert got == [
+        # one container: the NICs are that container's
+        (
+            "coredns-5d78c9869d-x7k2p",
+            "kube-system",
+            "coredns",
+            "/var/run/netns/cni-6c2f3f24-c065-fe4d-c5d6-849f28acc7de",
+            41873,
+            "containerd",
+        ),
+        # two containers share the pod's netns: it is the pod's
+        (
+            "web-7f9c8d6b5-q4n8m",
+            "default",
+            "web-7f9c8d6b5-q4n8m",
+            "/var/run/netns/cni-0b9d5e1a-77c2-3f4e-a8d1-5c6e7f8a9b0c",
+            42211,
+            "containerd",
+        ),
+        # crictl runp's sandbox: no io.kubernetes labels, its metadata; containerd 1.1's netNamespace
+        (
+            "debug-sandbox",
+            "scratch",
+            "debug-sandbox",
+            "/var/run/netns/cni-ae2bd03e-4f7e-d9d0-911e-dafa7bb860e2",
+            9475,
+            "containerd",
+        ),
+    ]
+    assert asked == [p["id"] for p in pods["items"]]
+    assert refs[0].facts() == {
+        "container": "coredns",
+        "runtime": "containerd",
+        "pod": "coredns-5d78c9869d-x7k2p",
+        "k8s_namespace": "kube-system",
+    }
+
+
+def test_the_labels_win_over_the_metadata():
+    """The kubelet's labels name the pod even where the sandbox's metadata says otherwise."""
+    pods, ps, inspect, _ = crictl_answers()
+    pods["items"][0]["metadata"]["name"] = "k8s_POD_something_else"
+    ps["containers"][0]["metadata"]["name"] = "coredns-renamed"
+    (ref, *_rest) = runtimes.parse_cri(pods, ps, inspect, "containerd")
+    assert (ref.pod, ref.name) == ("coredns-5d78c9869d-x7k2p", "coredns")
+
+
+@pytest.mark.parametrize(
+    "break_it, words",
+    [
+        (
+            lambda pods, ps: pods.update(items={"a": 1}),
+            "crictl pods: items: malformed answer (expected list, got dict)",
+        ),
+        (lambda pods, ps: pods["items"][0].update(id=7), "crictl pods: id: malformed answer (expected str, got int)"),
+        (lambda pods, ps: ps.update(containers="x"), "crictl ps: containers: malformed answer"),
+    ],
+)
+def test_a_malformed_crictl_answer_is_one_error_line(break_it, words):
+    pods, ps, inspect, _ = crictl_answers()
+    break_it(pods, ps)
+    with pytest.raises(DiscoveryError) as e:
+        runtimes.parse_cri(pods, ps, inspect, "containerd")
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_crictls_endpoint_is_found_as_crictl_finds_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(runtimes, "CRI_SOCKETS", (str(tmp_path / "containerd.sock"),))
+    config = tmp_path / "crictl.yaml"
+    monkeypatch.setattr(runtimes, "CRICTL_CONFIG", str(config))
+    assert runtimes.cri_endpoint({}) is None
+    (tmp_path / "containerd.sock").write_text("")
+    assert runtimes.cri_endpoint({}) == f"unix://{tmp_path}/containerd.sock"
+    config.write_text('runtime-endpoint: "unix:///run/crio/crio.sock"\nimage-endpoint: unix:///x\ntimeout: 2\n')
+    assert runtimes.cri_endpoint({}) == "unix:///run/crio/crio.sock"
+    env = {"CONTAINER_RUNTIME_ENDPOINT": "unix:///var/run/cri-dockerd.sock"}
+    assert runtimes.cri_endpoint(env) == "unix:///var/run/cri-dockerd.sock"
+    assert [runtimes.cri_runtime(e) for e in ("unix:///run/crio/crio.sock", env["CONTAINER_RUNTIME_ENDPOINT"], "")] == [
+        "cri-o",
+        "docker",
+        "containerd",
+    ]
+
+
+@requires_root
+def test_a_cni_netns_is_discovered_and_named_after_its_pod():
+    """A pod's netns as CNI makes it (/var/run/netns/cni-UUID, a veth into the node) is
+    found by --all-netns discovery; with crictl's answers its eth0 is the pod's and the
+    node's end of the veth names it."""
+    import uuid
+
+    from tracer.net.discovery import discover
+
+    node = f"trc-{os.getpid()}-crinode"
+    cni = f"cni-{uuid.uuid4()}"
+    made = []
+    try:
+        for ns in (node, cni):
+            subprocess.run(["ip", "netns", "add", ns], check=True, timeout=30)
+            made.append(ns)
+        subprocess.run(
+            ["ip", "-n", node, "link", "add", "veth1a2b3c4d", "type", "veth", "peer", "name", "eth0", "netns", cni],
+            check=True,
+            timeout=30,
+        )
+        subprocess.run(["ip", "-n", cni, "addr", "add", "10.244.0.3/24", "dev", "eth0"], check=True, timeout=30)
+        for ns, dev in ((node, "veth1a2b3c4d"), (cni, "eth0")):
+            subprocess.run(["ip", "-n", ns, "link", "set", dev, "up"], check=True, timeout=30)
+        pods, ps, inspect, _ = crictl_answers({"cni-6c2f3f24-c065-fe4d-c5d6-849f28acc7de": cni})
+        view = runtimes.RuntimeView(containers=runtimes.parse_cri(pods, ps, inspect, "containerd")).index()
+        found = discover([node], all_netns=True, runtimes=view)
+        (pod_eth0,) = [n for n in found if n.netns == cni]  # found by its name, as `ip netns` lists it
+        assert pod_eth0.name == "eth0" and pod_eth0.relation == "in coredns"
+        assert {k: pod_eth0.facts.get(k) for k in ("pod", "k8s_namespace", "container", "runtime")} == {
+            "pod": "coredns-5d78c9869d-x7k2p",
+            "k8s_namespace": "kube-system",
+            "container": "coredns",
+            "runtime": "containerd",
+        }
+        (host_end,) = [n for n in found if n.netns == node and n.name == "veth1a2b3c4d"]
+        assert host_end.relation == "⇄ coredns's eth0"
+    finally:
+        for ns in made:
+            subprocess.run(["ip", "netns", "del", ns], timeout=30)
+    assert not {node, cni} & set(os.listdir("/var/run/netns"))

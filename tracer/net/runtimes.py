@@ -454,9 +454,9 @@ def podman_engines() -> list[Engine]:
 # -- crictl and podman's own command ------------------------------------------------------------
 
 
-def _tool_json(argv: list[str], what: str) -> Any:
+def _tool_json(argv: list[str], what: str, env: dict[str, str] | None = None) -> Any:
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=TOOL_TIMEOUT)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=TOOL_TIMEOUT, env=env)
     except OSError as e:
         raise DiscoveryError(f"{what}: {e.strerror or e}", 1) from None
     except subprocess.TimeoutExpired:
@@ -470,52 +470,96 @@ def _tool_json(argv: list[str], what: str) -> Any:
         raise DiscoveryError(f"{what}: the answer is not JSON", 1) from None
 
 
-def cri_wanted(env: dict[str, str] | None = None) -> bool:
-    """crictl is installed and has an endpoint to ask (its env variable, or a default socket)."""
+CRICTL_CONFIG = "/etc/crictl.yaml"
+
+
+def cri_endpoint(env: dict[str, str] | None = None) -> str | None:
+    """The endpoint crictl will ask, found as crictl finds it: ``CONTAINER_RUNTIME_ENDPOINT``,
+    else ``runtime-endpoint`` in /etc/crictl.yaml, else the first default socket there is."""
     env = os.environ if env is None else env  # type: ignore[assignment]
     assert env is not None
-    if shutil.which("crictl") is None:
-        return False
-    return bool(env.get("CONTAINER_RUNTIME_ENDPOINT")) or any(os.path.exists(p) for p in CRI_SOCKETS)
+    if env.get("CONTAINER_RUNTIME_ENDPOINT"):
+        return env["CONTAINER_RUNTIME_ENDPOINT"]
+    try:
+        with open(CRICTL_CONFIG) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "runtime-endpoint" and value.strip().strip("'\""):
+                    return value.strip().strip("'\"")
+    except OSError:
+        pass
+    return next(("unix://" + p for p in CRI_SOCKETS if os.path.exists(p)), None)
 
 
-def cri_pods() -> list[ContainerRef]:
+def cri_runtime(endpoint: str) -> str:
+    """Which runtime an endpoint is, by its socket's name (the ``runtime`` fact)."""
+    if "crio" in endpoint:
+        return "cri-o"
+    return "docker" if "cri-dockerd" in endpoint else "containerd"
+
+
+def cri_wanted(env: dict[str, str] | None = None) -> bool:
+    """crictl is installed and has an endpoint to ask (its env variable, its config, or a default socket)."""
+    return shutil.which("crictl") is not None and cri_endpoint(env) is not None
+
+
+def cri_pods(env: dict[str, str] | None = None) -> list[ContainerRef]:
     """Ready pods (their sandbox netns and names) and their running containers, from crictl."""
     crictl = shutil.which("crictl") or "crictl"
-    pods = _want(_tool_json([crictl, "pods", "-o", "json", "--state", "ready"], "crictl pods"), dict, "crictl pods")
-    ctrs = _want(_tool_json([crictl, "ps", "-o", "json", "--state", "running"], "crictl ps"), dict, "crictl ps")
+    pods = _tool_json([crictl, "pods", "-o", "json", "--state", "ready"], "crictl pods", env)
+    ctrs = _tool_json([crictl, "ps", "-o", "json", "--state", "running"], "crictl ps", env)
+
+    def inspect(pod_id: str) -> Any:
+        return _tool_json([crictl, "inspectp", "-o", "json", pod_id], f"crictl inspectp {pod_id[:12]}", env)
+
+    return parse_cri(pods, ctrs, inspect, cri_runtime(cri_endpoint(env) or ""))
+
+
+def _label(item: dict, key: str) -> str | None:
+    labels = item.get("labels")
+    value = labels.get(key) if isinstance(labels, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def parse_cri(pods: Any, ctrs: Any, inspect: Any, runtime: str) -> list[ContainerRef]:
+    """What ``crictl pods -o json``, ``crictl ps -o json`` and ``crictl inspectp -o json``
+    (``inspect(pod_id)``) say, as one :class:`ContainerRef` per pod: its name and
+    Kubernetes namespace from the ``io.kubernetes.pod.*`` labels the kubelet sets (the
+    pod's ``metadata`` when a pod has none, as ``crictl runp`` makes them), its
+    container's name from ``io.kubernetes.container.name`` (``metadata.name``) when it
+    has one container, its netns from the sandbox's runtime spec (``info.netNamespace``
+    before containerd 1.1) and its PID."""
+    pods = _want(pods, dict, "crictl pods")
+    ctrs = _want(ctrs, dict, "crictl ps")
     names: dict[str, list[str]] = {}
     for entry in _want(ctrs.get("containers") or [], list, "crictl ps: containers"):
         c = _want(entry, dict, "crictl ps")
-        meta = c.get("metadata") or {}
-        sid, cname = c.get("podSandboxId"), meta.get("name") if isinstance(meta, dict) else None
+        meta = c.get("metadata")
+        cname = _label(c, "io.kubernetes.container.name") or (meta.get("name") if isinstance(meta, dict) else None)
+        sid = c.get("podSandboxId")
         if isinstance(sid, str) and isinstance(cname, str):
             names.setdefault(sid, []).append(cname)
-    runtime = "cri-o" if "crio" in os.environ.get("CONTAINER_RUNTIME_ENDPOINT", "") else "containerd"
     out = []
     for entry in _want(pods.get("items") or [], list, "crictl pods: items"):
         p = _want(entry, dict, "crictl pods")
-        pid_ = _want(p.get("id"), str, "crictl pods: id")
+        pod_id = _want(p.get("id"), str, "crictl pods: id")
         meta = _want(p.get("metadata") or {}, dict, "crictl pods: metadata")
-        pod, ns = meta.get("name"), meta.get("namespace")
-        if not isinstance(pod, str):
+        pod = _label(p, "io.kubernetes.pod.name") or meta.get("name")
+        ns = _label(p, "io.kubernetes.pod.namespace") or meta.get("namespace")
+        if not isinstance(pod, str) or not pod:
             continue
-        info = _want(
-            _tool_json([crictl, "inspectp", "-o", "json", pid_], f"crictl inspectp {pid_[:12]}"),
-            dict,
-            "crictl inspectp",
-        )
+        info = _want(inspect(pod_id), dict, "crictl inspectp")
         netns, pid = _cri_netns(info.get("info") or {})
-        mine = names.get(pid_, [])
+        mine = names.get(pod_id, [])
         out.append(
             ContainerRef(
                 runtime=runtime,
-                id=pid_,
+                id=pod_id,
                 name=mine[0] if len(mine) == 1 else pod,
                 pid=pid,
                 sandbox=netns,
                 pod=pod,
-                k8s_namespace=ns if isinstance(ns, str) else None,
+                k8s_namespace=ns if isinstance(ns, str) and ns else None,
                 engine="crictl",
             )
         )
@@ -525,6 +569,8 @@ def cri_pods() -> list[ContainerRef]:
 def _cri_netns(info: Any) -> tuple[str | None, int | None]:
     if not isinstance(info, dict):
         return None, None
+    if isinstance(info.get("info"), dict):  # one runtime's info under its own "info" key
+        info = info["info"]
     pid = info.get("pid")
     pid = pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
     spec = info.get("runtimeSpec") or {}
@@ -532,7 +578,8 @@ def _cri_netns(info: Any) -> tuple[str | None, int | None]:
     for ns in (linux or {}).get("namespaces") or [] if isinstance(linux, dict) else []:
         if isinstance(ns, dict) and ns.get("type") == "network" and isinstance(ns.get("path"), str):
             return ns["path"], pid
-    return None, pid
+    old = info.get("netNamespace")
+    return (old if isinstance(old, str) and old.startswith("/") else None), pid
 
 
 def podman_cli_containers() -> list[ContainerRef]:
@@ -571,7 +618,7 @@ def look(*, env: dict[str, str] | None = None, cache: DockerCache | None = None,
             if engine.explicit or strict:
                 raise
             view.notes.append(str(e))
-    for ask, wanted in ((cri_pods, cri_wanted(env)), (podman_cli_containers, _podman_cli_wanted())):
+    for ask, wanted in ((lambda: cri_pods(env), cri_wanted(env)), (podman_cli_containers, _podman_cli_wanted())):
         if not wanted:
             continue
         try:
