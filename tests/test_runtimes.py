@@ -433,3 +433,18 @@ def test_a_cni_netns_is_discovered_and_named_after_its_pod():
         for ns in made:
             subprocess.run(["ip", "netns", "del", ns], timeout=30)
     assert not {node, cni} & set(os.listdir("/var/run/netns"))
+
+
+@requires_root
+def test_a_netns_gone_while_all_netns_looks_is_skipped(monkeypatch):
+    """Other labs add and delete namespaces all the time: one listed by --all-netns and
+    deleted before it is entered is skipped; one asked for by name is still an error."""
+    from tracer.net import discovery
+
+    gone = f"trc-{os.getpid()}-gone"
+    real = discovery.named_netns
+    monkeypatch.setattr(discovery, "named_netns", lambda: [gone, *real()])
+    found = discovery.discover(all_netns=True)
+    assert found and gone not in {n.netns for n in found}
+    with pytest.raises(DiscoveryError, match=f"netns {gone}: no such network namespace"):
+        discovery.discover([gone])

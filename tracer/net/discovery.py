@@ -517,6 +517,8 @@ def discover(
         label = here if ns is None else ns
         ino = _inode("/proc/self/ns/net") if ns is None else _inode(_ns_path(ns))
         if ino is None and ns is not None:
+            if ns not in (netns or []):
+                continue  # found by looking around (--all-netns), gone since: not asked for
             raise DiscoveryError(f"netns {ns}: no such network namespace; have: {', '.join(named_netns()) or 'none'}")
         if ino in seen:
             continue
