@@ -157,6 +157,26 @@ def test_the_published_ports_journey_shows_dockers_dnat_with_webs_name(lab, tmp_
     assert "delivered" in syn.splitlines()[-1]
 
 
+def test_the_host_end_of_webs_veth_is_a_step_on_the_way_not_the_end(lab, tmp_path):
+    """--container web takes web's eth0 and the host end of its veth; the SYN crosses
+    the host end on its way in (web's address behind it, ``peer_addr``) and is
+    delivered at web's own eth0, not before."""
+    out = tmp_path / "veth.pcapng"
+    rc, _stdout, stderr = capture_while_traffic(lab, out, "--container", "web", "-i", "eth0", "tcp")
+    assert rc == 0, stderr
+    ((veth, host_end),) = [
+        (n, d) for n, d in zip(idb_names(out), descriptions(out)) if d.get("peer_container") == "web"
+    ]
+    assert host_end["peer_addr"] == "172.17.0.2/16"
+    r = run_tracer("replay", str(out), "--journeys")
+    assert r.returncode == 0, r.stderr
+    syn = next(block for block in r.stdout.split("journey ")[1:] if "flags S " in block.splitlines()[0])
+    steps = [line.split(None, 4) for line in syn.splitlines()[1:] if line.strip()]
+    assert [s[2].rsplit("/", 1)[-1] for s in steps] == ["eth0", veth, "eth0"], syn
+    assert steps[-1][2].endswith("/web/eth0") and steps[-1][4] == "delivered", syn
+    assert "delivered" not in steps[1][4] and "DNAT dst 192.168.0.2:8080 → 172.17.0.2:80" in steps[1][4], syn
+
+
 def test_unknown_container_is_one_line_and_exit_2(lab):
     for args in (["--container", "nope"], ["-i", "eth0@nope"], ["--pod", "nope.default"]):
         r = run_tracer("live", "-Z", "root", "--print", "-c", "1", *args, netns=lab.ns("hosty"), timeout=60)

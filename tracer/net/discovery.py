@@ -259,6 +259,22 @@ def _peer_name(netns: str | None, ifindex: int) -> str | None:
         return None
 
 
+def _peer_addrs(netns: str | None, ifindex: int) -> list[str]:
+    """The addresses (``10.0.1.2/24``) of NIC ``ifindex`` in ``netns``; none when it went away."""
+    from pyroute2 import IPRoute
+
+    def body():
+        with IPRoute() as ip:
+            return [
+                f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in ip.get_addr(index=ifindex) if a.get("IFA_ADDRESS")
+            ]
+
+    try:
+        return run_in_netns(netns, body)
+    except Exception:  # noqa: BLE001 - the peer's netns went away: leave it out
+        return []
+
+
 def runtime_paths(runtimes: RuntimeView | None) -> dict[str, str]:
     """label -> path of every netns the runtimes know (containers', Docker's own)."""
     if runtimes is None:
@@ -327,9 +343,17 @@ def links_in(
             facts["peer_ifindex"] = l.get("IFLA_LINK")
             peer_in = peer_ns if nsid is not None else None
             if runtimes is not None and nsid is not None and peer_ns is not None:
-                peer_owner = runtimes.owner(netns_inode(None if peer_ns == OURS else peer_ns))
+                peer_ino = netns_inode(None if peer_ns == OURS else peer_ns)
+                peer_owner = runtimes.owner(peer_ino)
                 if peer_owner is not None:
                     facts["peer_container"] = peer_owner.facts().get("container")
+                if peer_owner is not None or runtimes.docker(peer_ino) is not None:
+                    # the address behind this end (a container's, a Docker sandbox's): which
+                    # way a packet crosses the host end of a veth (from it, to it, flooded
+                    # past it) follows from it
+                    peer_addrs = _peer_addrs(None if peer_ns == OURS else peer_ns, l.get("IFLA_LINK"))
+                    if peer_addrs:
+                        facts["peer_addr"] = ",".join(peer_addrs)
         if kind in ("vxlan", "geneve"):
             data = l.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA") or {}
             pre = "IFLA_VXLAN_" if kind == "vxlan" else "IFLA_GENEVE_"
