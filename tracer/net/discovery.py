@@ -116,6 +116,13 @@ def _inode(path: str) -> int | None:
         return None
 
 
+def netns_label(netns: str) -> str:
+    """A netns as it is shown and saved: a path in /var/run/netns by its name (what
+    ``ip netns`` calls it), any other path as it is."""
+    head, _, name = netns.rpartition("/")
+    return name if head in (NETNS_RUN_DIR, "/run/netns") and name else netns
+
+
 def netns_inode(netns: str | None) -> int | None:
     """The inode of a netns (None: ours), the same for its name and its path; None
     when it does not exist."""
@@ -538,7 +545,7 @@ def discover(
     seen: set = set()
     out: list[Link] = []
     for ns in spaces:
-        label = here if ns is None else ns
+        label = here if ns is None else netns_label(ns)
         ino = _inode("/proc/self/ns/net") if ns is None else _inode(_ns_path(ns))
         if ino is None and ns is not None:
             if ns not in (netns or []):
@@ -563,7 +570,7 @@ def all_links(netns: str | None, host: str | None = None, runtimes: RuntimeView 
     """Every NIC of one netns, lo too, for choosing by name (``-i lo`` works; discovery
     never picks lo) and for error messages."""
     found = links_in(netns, host, loopback=True, runtimes=runtimes)
-    here = current_netns_name() if netns is None else netns
+    here = current_netns_name() if netns is None else netns_label(netns)
     for l in found:
         l.netns = here
     return found

@@ -41,6 +41,7 @@ from typing import Any
 from urllib.parse import quote
 
 from tracer.errors import DiscoveryError
+from tracer.net.afpacket import NETNS_RUN_DIR
 
 DOCKER_SOCKET = "/var/run/docker.sock"
 DOCKER_EXEC_ROOT = "/var/run/docker"
@@ -159,10 +160,16 @@ class RuntimeView:
         return d.facts() if d is not None else {}
 
     def netns_of(self, c: ContainerRef) -> str | None:
-        """A path that enters this container's netns, or None when it has none we can open."""
+        """What enters this container's netns: its sandbox path, else the name it has
+        under /var/run/netns (podman's and CNI's netns-*/cni-*, a netns it was run in),
+        else /proc/PID/ns/net; None when it has none we can open."""
         for path in c.netns_paths:
-            if _inode(path) is not None:
-                return path
+            ino = _inode(path)
+            if ino is None:
+                continue
+            if path.startswith("/proc/"):  # a PID's: a name outlives it
+                return _named_netns_with(ino) or path
+            return path
         return None
 
     def container_names(self) -> list[str]:
@@ -205,6 +212,14 @@ def _one_per_netns(view: RuntimeView, refs: list[ContainerRef]) -> list[Containe
         seen.add(ino)
         out.append(c)
     return out
+
+
+def _named_netns_with(ino: int) -> str | None:
+    try:
+        names = sorted(os.listdir(NETNS_RUN_DIR))
+    except OSError:
+        return None
+    return next((p for n in names if _inode(p := os.path.join(NETNS_RUN_DIR, n)) == ino), None)
 
 
 def _inode(path: str) -> int | None:
