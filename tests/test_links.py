@@ -185,7 +185,9 @@ def test_an_interface_index_not_in_the_file_keeps_its_name_and_says_so_once(tmp_
     only_lo = write_json(tmp_path / "lo.json", NODE_ADDR[:1])
     r = tracer("replay", pcap, pcap, "--links", str(only_lo), "--stats", "--json")  # two captures: a note each
     assert r.returncode == 0, r.stderr.decode()
-    assert [(s["label"], s["frames"]) for s in map(json.loads, r.stdout.splitlines())] == [("lo", 4), ("if26", 2)] * 2
+    # the same file twice: its NICs' labels are told apart by their number in the session
+    got = [(s["label"], s["frames"]) for s in map(json.loads, r.stdout.splitlines())]
+    assert got == [("lo@#0", 4), ("if26@#1", 2), ("lo@#2", 4), ("if26@#3", 2)]
     note = f"tracer: note: {pcap}: interface index 26 not in --links {only_lo}: kept as if26"
     assert r.stderr.decode().splitlines() == [note, note]
     # a host no capture has: the file names nothing, and that is said

@@ -93,7 +93,20 @@ def test_lab_lists_every_scenario_from_anywhere(installed, tmp_path):
     assert r.returncode == 0, r.stderr
     assert [line.split()[0] for line in r.stdout.splitlines()] == SCENARIOS
     assert "(invalid" not in r.stdout
-    assert len(SCENARIOS) == 6
+    assert len(SCENARIOS) == 8
     r = run(installed, "lab", "--help", cwd=tmp_path)  # the help names them too
     assert r.returncode == 0, r.stderr
     assert ", ".join(SCENARIOS) in r.stdout
+
+
+def test_ci_runs_the_readmes_second_command_verbatim():
+    """.ci/run installs and tests exactly as README's command 2 tells a new user to
+    (the system packages the real-Docker tests need among them): the same line."""
+    readme = (REPO / "README.md").read_text().splitlines()
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    at = next(k for k, line in enumerate(readme) if line.startswith("# 2. install"))
+    command = readme[at + 1]
+    assert command.startswith("apt-get install ")
+    assert {"docker.io", "podman", "busybox-static"} <= set(command.split())
+    assert command in ci, f"README command 2 is not a line of .ci/run:\n{command}"
+    assert ci[-1] == command, "the README's command is .ci/run's last line (its exit status is CI's)"

@@ -22,6 +22,7 @@ them with from ``store.nic_of.typecode``.
 
 from __future__ import annotations
 
+import os.path
 from array import array
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,18 +85,67 @@ class Nic:
     down: bool = False  # set down (the capture says when it is up again)
     gone_reason: str | None = None  # the capture's own words, e.g. "host y: refused: ..."
     id: int = -1  # position in FrameStore.nics, set by FrameStore.add_nic
+    # what tells it from another NIC of the same host/[container/]name in its store
+    # (its netns, else its file, else its number); set by FrameStore.add_nic
+    qualifier: str | None = None
 
     @property
     def container(self) -> str | None:
-        """The container whose end of a veth this is (``container=`` in the description)."""
+        """The container (or pod) whose end of a veth this is (``container=`` in the description)."""
         value = self.facts.get("container")
         return str(value) if value is not None else None
 
     @property
-    def label(self) -> str:
+    def pod(self) -> str | None:
+        """The Kubernetes pod whose netns this NIC is in, ``NAME.NAMESPACE`` when known."""
+        pod = self.facts.get("pod")
+        if not pod:
+            return None
+        ns = self.facts.get("k8s_namespace")
+        return f"{pod}.{ns}" if ns else str(pod)
+
+    @property
+    def base_label(self) -> str:
         """``host/[container/]name``, as much of it as is known."""
         parts = [p for p in (self.host, self.container) if p]
         return "/".join([*parts, self.name])
+
+    @property
+    def label(self) -> str:
+        """:attr:`base_label`, with ``@qualifier`` when another NIC of the session has the same one."""
+        base = self.base_label
+        return f"{base}@{self.qualifier}" if self.qualifier else base
+
+    @property
+    def netns_short(self) -> str | None:
+        """The netns as a word: a name, a path's last part, ``pid123`` for /proc/123/ns/net."""
+        ns = self.netns
+        if not ns:
+            return None
+        parts = [p for p in ns.split("/") if p]
+        if len(parts) >= 4 and parts[-4] == "proc" and parts[-2:] == ["ns", "net"]:
+            return f"pid{parts[-3]}"
+        return parts[-1] if parts else ns
+
+
+def _qualify(twins: list[Nic]) -> None:
+    """Labels that tell NICs of one host/[container/]name apart: a Docker sandbox's
+    network (``hostx/vxlan0@ingress``), else their netns (``hostx/eth0@cni-1234``; one
+    NIC of no netns, the host's own, keeps the plain label), else their files, else
+    their numbers (``lo@#2``)."""
+    for key in (
+        lambda n: str(n.facts["network"]) if n.facts.get("network") else None,  # Docker's sandboxes
+        lambda n: n.netns_short,
+        lambda n: os.path.basename(n.source) if n.source else None,
+        lambda n: f"#{n.id}",
+    ):
+        words = [key(n) for n in twins]
+        named = [w for w in words if w]
+        # distinct words; one NIC without any (the host's own eth0) keeps the plain label
+        if len(set(named)) == len(named) and len(named) >= len(words) - 1:
+            for n, w in zip(twins, words):
+                n.qualifier = w
+            return
 
 
 class FrameStore:
@@ -114,6 +164,7 @@ class FrameStore:
         self.nic_index = array("I")  # per frame: its index within its NIC
         self.warnings: list[str] = []  # damage found while reading (one line each)
         self.first_ts_ns: int | None = None
+        self._by_label: dict[str, list[Nic]] = {}
 
     def __len__(self) -> int:
         return len(self.nic_index)
@@ -123,6 +174,10 @@ class FrameStore:
         nic.id = len(self.nics)
         self.per_nic.append(array("I"))
         self.nics.append(nic)
+        twins = self._by_label.setdefault(nic.base_label, [])
+        twins.append(nic)
+        if len(twins) > 1:
+            _qualify(twins)
         return nic.id
 
     def add_buffer(self, buf: Any) -> int:

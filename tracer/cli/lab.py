@@ -223,7 +223,8 @@ def _record_args(out: Path, snaplen: int) -> str | None:
 
 
 def _down(args: argparse.Namespace) -> int:
-    from tracer.lab.build import STATE_DIR, Lab, lab_namespaces, teardown
+    from tracer.lab.build import LAB_PREFIX, STATE_DIR, Lab, lab_namespaces, teardown
+    from tracer.lab.docker import leftovers
 
     if args.all:
         if args.scenario:
@@ -234,6 +235,8 @@ def _down(args: argparse.Namespace) -> int:
                 pids.update(json.loads(path.read_text()).get("pids", []))
             except (OSError, ValueError):
                 pass
+        for daemon in leftovers(LAB_PREFIX):  # real Docker's daemons, containers, mounts, files
+            daemon.remove()
         removed = teardown(lab_namespaces(), pids)
         for path in [*STATE_DIR.glob("*.json"), *STATE_DIR.glob("*.log")]:
             path.unlink(missing_ok=True)

@@ -36,6 +36,9 @@ examples:
       also inside every named and container netns; only ICMP (tcpdump filter syntax)
   sudo tracer live -i eth0 -i veth-a@trc-fv-hostx -w ac.pcapng
       exactly these NICs (NIC@NETNS for another netns), also saved as pcapng
+  sudo tracer live -i eth0@web --container client --pod coredns.kube-system
+      NICs by their container's or pod's name (Docker, podman, crictl): web's eth0; every
+      NIC of client and the host end of its veths; the pod's likewise
   sudo tracer live --print --json -c 100
       no UI: one JSON object per frame, like 'tracer replay --print --json'
   sudo tracer topology --json
@@ -142,10 +145,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _topology(args: argparse.Namespace) -> int:
-    from tracer.net import discovery
+    from tracer.net import discovery, runtimes
 
     try:
-        links = discovery.discover(args.netns, all_netns=args.all_netns)
+        view = runtimes.look()
+        for note in view.notes:
+            warn([note], "topology: ")
+        links = discovery.discover(args.netns, all_netns=args.all_netns, runtimes=view)
     except DiscoveryError as e:
         return die(f"topology: {e}")
     except PermissionError as e:

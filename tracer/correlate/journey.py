@@ -203,6 +203,7 @@ def journey_json(j: Journey) -> dict:
             "host": h.nic.host,
             "nic": h.nic.name,
             "container": h.nic.container,
+            "label": h.nic.label,
             "time": round(h.time_ns / 1e9, 9),  # a float: ~0.2 µs resolution today
             "time_ns": h.time_ns,
             "offset": round((h.corrected_time_ns - t0) / 1e9, 9),

@@ -178,8 +178,8 @@ class Correlation:
         self._hosts = [nic.host for nic in nics]
         self._host_addrs = {}
         self._nic_addrs = []
-        for nic in nics:
-            raws = {r for r in map(raw_address, nic_addresses(nic)) if r is not None}
+        for nic, role in zip(nics, self._roles, strict=True):
+            raws = {r for r in map(raw_address, nic_addresses(nic, role)) if r is not None}
             self._nic_addrs.append(raws)
             self._host_addrs.setdefault(nic.host, set()).update(raws)
         self._nic_vni = [nic_vni(nic) for nic in nics]

@@ -66,10 +66,16 @@ def role_from_name(name: str) -> str | None:
     return None
 
 
-def nic_addresses(nic: Nic) -> list[str]:
-    """The NIC's own addresses (``addr=10.0.0.1/24[,...]``, ``local=``), no prefix."""
+def nic_addresses(nic: Nic, role: str | None = None) -> list[str]:
+    """The NIC's own addresses (``addr=10.0.0.1/24[,...]``, ``local=``), no prefix; for
+    the host end of a veth (``role`` container, no address of its own), those of the
+    container or sandbox behind it (``peer_addr=``): a packet from it starts there, one to
+    it ends there, another one flooded to it goes no further."""
     out = []
-    for fact in ("addr", "local"):
+    facts: tuple[str, ...] = ("addr", "local")
+    if role == "container" and not nic.facts.get("addr") and nic.facts.get("peer_addr"):
+        facts = ("peer_addr",)
+    for fact in facts:
         value = nic.facts.get(fact)
         if not value:
             continue

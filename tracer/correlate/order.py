@@ -71,6 +71,11 @@ def delivered(corr: Correlation, h: Hop, later: list[Hop]) -> bool:
     dst = dst_raw(h.ident)
     addrs = corr._nic_addrs[h.nic.id]
     if corr._roles[h.nic.id] == "container":
+        # the host end of a container's veth, the container's own NIC seen next on this
+        # host: the packet goes on into it
+        peer = h.nic.facts.get("peer_container")
+        if peer and any(x.nic.host == h.nic.host and x.nic.container == peer for x in later):
+            return False
         # a container's NIC is a leaf: a packet reaching it ends there, unless it was
         # flooded to every port (a broadcast, an ARP request) and not answered from there
         return dst in addrs if addrs else not _flooded(h) or corr.answered_on(h)

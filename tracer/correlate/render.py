@@ -128,9 +128,10 @@ class JsonLines(_Shapes):
     def __init__(self, corr: Correlation) -> None:
         super().__init__(corr)
         dumps = json.dumps
-        # per NIC: '{"host": ..., "nic": ..., "container": ..., "time": '
+        # per NIC: '{"host": ..., "nic": ..., "container": ..., "label": ..., "time": '
         self.nic_head = [
-            f'{{"host": {dumps(n.host)}, "nic": {dumps(n.name)}, "container": {dumps(n.container)}, "time": '
+            f'{{"host": {dumps(n.host)}, "nic": {dumps(n.name)}, "container": {dumps(n.container)}, '
+            f'"label": {dumps(n.label)}, "time": '
             for n in corr.store.nics
         ]
         self.encap_json: dict[int, str] = {}

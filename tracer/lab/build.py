@@ -34,8 +34,11 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from tracer.errors import LabError, LabIsUp
+from tracer.errors import DiscoveryError, LabError, LabIsUp
+from tracer.lab.docker import IMAGE, Daemon, image_tar, leftovers, missing_tools
 from tracer.lab.scenario import Client, Container, Host, Scenario, Service
+from tracer.net.discovery import links_in
+from tracer.net.runtimes import RuntimeView, docker_containers, docker_netns, docker_networks
 from tracer.nicfacts import encode as describe
 
 LAB_PREFIX = "trc-"
@@ -133,11 +136,12 @@ class Lab:
     def nodes(self) -> dict[str, str]:
         """netns name -> what it stands for, e.g. 'container A on hostx'."""
         out = {}
+        real = self.scenario.overlay.real_docker
         for h in self.scenario.hosts:
-            out[self.ns(h.name)] = f"host {h.name}"
+            out[self.ns(h.name)] = f"host {h.name}" + (" (runs dockerd)" if real else "")
             if self.scenario.overlay.type == "docker-overlay":
                 out[self.ov_ns(h)] = f"overlay namespace of {h.name}"
-            for c in h.containers:
+            for c in [] if real else h.containers:  # Docker's containers have Docker's netns
                 out[self.container_ns(c)] = f"container {c.name} on {h.name}"
         for cl in self.scenario.clients:
             out[self.ns(cl.name)] = f"client {cl.name} (outside the cluster)"
@@ -206,9 +210,79 @@ class Lab:
                 pass  # the build's own error is the one to report
             raise
 
+    # -- real Docker ---------------------------------------------------------------
+    def daemon(self, host: Host) -> Daemon:
+        return Daemon(self.ns(host.name), host.name)
+
+    def daemons(self) -> list[Daemon]:
+        return [self.daemon(h) for h in self.scenario.hosts] if self.scenario.overlay.real_docker else []
+
+    def host_of(self, c: Container) -> Host:
+        return self.scenario.host(c.host)
+
+    def netns_of(self, node: str) -> str:
+        """Where to enter ``node``: its lab netns, or, for a real Docker container, the
+        sandbox its daemon made (a path)."""
+        n = self.scenario.node(node)
+        if isinstance(n, Container) and self.scenario.overlay.real_docker:
+            return self.daemon(self.host_of(n)).sandbox(n.name)
+        return self.ns(node)
+
+    def _build_docker(self) -> None:
+        """A dockerd per host, the image, then Swarm and its overlay, then the containers."""
+        s, o = self.scenario, self.scenario.overlay
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        image = image_tar()
+        for h in s.hosts:
+            d = self.daemon(h)
+            extra = ["--bip", str(h.docker0)] if h.docker0 is not None else []
+            self.log.append(f"dockerd in {d.netns} ({d.url})")
+            self.pids.append(d.start(STATE_DIR / f"{d.netns}-dockerd.log", extra))
+            d.docker("import", "-", IMAGE, stdin=image)
+        if o.type == "docker-swarm":
+            assert o.name and o.network and o.port
+            manager, *workers = s.hosts
+            m = self.daemon(manager)
+            ip = str(manager.eth0.ip)
+            m.docker("swarm", "init", "--advertise-addr", ip, "--listen-addr", f"{ip}:2377")
+            if o.port != 4789:
+                raise LabError("docker-swarm: only the default data path port 4789 is built")
+            token = m.docker("swarm", "join-token", "-q", "worker").strip()
+            for w in workers:
+                addr = str(w.eth0.ip)
+                self.daemon(w).docker("swarm", "join", "--token", token, "--advertise-addr", addr, f"{ip}:2377")
+            m.docker("network", "create", "-d", "overlay", "--attachable", "--subnet", str(o.network), o.name)
+        for h in s.hosts:
+            d = self.daemon(h)
+            for c in h.containers:
+                args = ["run", "-d", "--name", c.name, "--hostname", c.name]
+                if o.type == "docker-swarm":
+                    assert o.name
+                    args += ["--network", o.name, "--ip", str(c.address.ip)]
+                for p in o.publish:
+                    if p.container == c.name:
+                        args += ["-p", f"{p.host_port}:{p.container_port}"]
+                cmd = ["httpd", "-f", "-p", str(c.serve_http), "-h", "/www"] if c.serve_http else ["sleep", "3600"]
+                d.docker(*args, IMAGE, *cmd)
+                got = (d.inspect(c.name).get("NetworkSettings") or {}).get("Networks") or {}
+                addrs = {n.get("IPAddress") for n in got.values() if isinstance(n, dict)}
+                if str(c.address.ip) not in addrs:
+                    raise LabError(f"{c.name}: Docker gave it {', '.join(sorted(map(str, addrs)))}, not {c.address.ip}")
+
     def _build(self) -> None:
         s = self.scenario
         ovt = s.overlay.type
+        if s.overlay.real_docker:
+            reason = missing_tools()
+            if reason:
+                raise LabError(f"{s.name}: {reason}")
+            for h in s.hosts:
+                self._add_netns(self.ns(h.name), router=True)
+            for cl in s.clients:
+                self._add_netns(self.ns(cl.name), router=False)
+            self._build_underlay()
+            self._build_docker()
+            return
         for h in s.hosts:
             self._add_netns(self.ns(h.name), router=True)
             if ovt == "docker-overlay":
@@ -587,7 +661,15 @@ class Lab:
             pids.update(json.loads(self.state_path.read_text()).get("pids", []))
         except (OSError, ValueError):
             pass
+        errors = []
+        for d in leftovers(self.prefix):  # daemons first: their containers are in no lab netns
+            try:
+                d.remove()
+            except OSError as e:
+                errors.append(f"{d.netns}: {e}")
         removed = teardown(self.namespaces(), pids)
+        if errors:
+            raise LabError(errors[0])
         for p in (self.state_path, *STATE_DIR.glob(f"{self.prefix}*.log")):
             p.unlink(missing_ok=True)
         self.pids = []
@@ -602,10 +684,50 @@ class Lab:
         (``veth-a``) are left out: they carry exactly the container eth0's frames,
         and the path reads the same without them; so is the underlay switch."""
         s = self.scenario
+        if s.overlay.real_docker:
+            return self._docker_points()
         points = [self._client_point(cl) for cl in s.clients]
         for i, h in enumerate(s.hosts):
             inner = [self._container_point(h, c) for c in h.containers]
             outer = self._host_points(h)
+            points += inner + outer if i == 0 and not s.clients else outer[::-1] + inner
+        return points
+
+    def runtime_view(self) -> RuntimeView:
+        """What the lab's daemons say: their containers and their own namespaces."""
+        view = RuntimeView()
+        for d in self.daemons():
+            try:
+                view.containers += docker_containers(d.engine)
+                view.docker_netns += docker_netns(str(d.exec_root), docker_networks(d.engine))
+            except DiscoveryError as e:
+                raise LabError(str(e)) from None
+        return view.index()
+
+    def _docker_points(self) -> list[CapturePoint]:
+        """The path's NICs as the real daemons made them, their facts from netlink."""
+        s, o = self.scenario, self.scenario.overlay
+        view = self.runtime_view()
+
+        def point(netns: str, ifname: str, host: str, role: str, container: str | None = None) -> CapturePoint:
+            found = [l for l in links_in(netns, host, runtimes=view) if l.name == ifname]
+            if not found:
+                raise LabError(f"{netns}: no {ifname} (is {s.name} up?)")
+            facts = {k: v for k, v in found[0].facts.items() if k != "container"}
+            return CapturePoint(netns, ifname, host, found[0].kind, role, container, facts)
+
+        points = [self._client_point(cl) for cl in s.clients]
+        for i, h in enumerate(s.hosts):
+            d = self.daemon(h)
+            inner = [point(d.sandbox(c.name), "eth0", h.name, "container", c.name) for c in h.containers]
+            outer = []
+            if o.type == "docker-swarm":
+                assert o.name
+                sbox = d.network_sandbox(o.name)
+                outer += [point(sbox, "br0", h.name, "bridge"), point(sbox, "vxlan0", h.name, "overlay")]
+            elif h.containers:
+                outer.append(point(self.ns(h.name), "docker0", h.name, "bridge"))
+            outer.append(point(self.ns(h.name), "eth0", h.name, "underlay"))
             points += inner + outer if i == 0 and not s.clients else outer[::-1] + inner
         return points
 

@@ -23,8 +23,11 @@ from typing import Any
 from tracer.errors import ScenarioError
 from tracer.scenarios import DIR as SCENARIO_DIR
 
-OVERLAYS = ("none", "port-forward", "flannel-vxlan", "docker-overlay", "flannel-udp")
-ENCAP_PORT = {"flannel-vxlan": 8472, "docker-overlay": 4789, "flannel-udp": 8285}
+OVERLAYS = ("none", "port-forward", "flannel-vxlan", "docker-overlay", "flannel-udp", "docker-publish", "docker-swarm")
+# Real Docker: a dockerd in each host's netns (see tracer.lab.docker), not a copy of what it builds.
+REAL_DOCKER = ("docker-publish", "docker-swarm")
+ENCAP_PORT = {"flannel-vxlan": 8472, "docker-overlay": 4789, "flannel-udp": 8285, "docker-swarm": 4789}
+DOCKER_NETWORK_RE = re.compile(r"^[a-z][a-z0-9]{1,14}$")
 HOST_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 CONTAINER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,9}$")
 ID_RE = re.compile(r"^[a-z]{1,4}$")
@@ -106,8 +109,13 @@ class Overlay:
     device: str | None = None
     vni: int | None = None
     port: int | None = None
-    network: IPv4Network | None = None  # flannel: the cluster network; docker-overlay: the subnet
+    network: IPv4Network | None = None  # flannel: the cluster network; docker-overlay/-swarm: the subnet
     publish: list[Publish] = field(default_factory=list)
+    name: str | None = None  # docker-swarm: the Docker network's name
+
+    @property
+    def real_docker(self) -> bool:
+        return self.type in REAL_DOCKER
 
 
 @dataclass
@@ -353,7 +361,7 @@ def parse(data: dict, path: Path) -> Scenario:
     hosts = [_host(t, underlay, overlay) for t in top.tables("hosts")]
     if len(hosts) < 1:
         raise top.error("hosts", "at least one host is needed")
-    if overlay.type != "none" and len(hosts) < 2:
+    if overlay.type not in ("none", "docker-publish") and len(hosts) < 2:
         raise top.error("hosts", f"overlay {overlay.type!r} joins hosts: give at least two")
     clients = [_client(t, underlay) for t in top.tables("clients")]
     _check_names(path, hosts, clients)
@@ -382,6 +390,12 @@ def _overlay(t: _Table) -> Overlay:
             raise t.error("device", f"{o.device!r} is not an interface name (max 15 chars)")
         o.port = t.port("port", ENCAP_PORT[kind])
         o.network = t.network("network")
+    if kind == "docker-swarm":
+        o.name = t.get("name", str)
+        if not DOCKER_NETWORK_RE.match(o.name):
+            raise t.error("name", f"{o.name!r}: a Docker network name, 2-15 lowercase letters and digits")
+        o.port = t.port("port", ENCAP_PORT[kind])
+        o.network = t.network("network")
     if kind in ("flannel-vxlan", "docker-overlay"):
         o.vni = t.get("vni", int)
         if not 0 <= o.vni < 1 << 24:
@@ -402,17 +416,20 @@ def _node(t: _Table, underlay: IPv4Network) -> tuple[str, IPv4Address]:
 
 def _host(t: _Table, underlay: IPv4Network, overlay: Overlay) -> Host:
     name, eth0 = _node(t, underlay)
-    needs_docker0 = overlay.type != "docker-overlay"
+    needs_docker0 = overlay.type not in ("docker-overlay", "docker-swarm")
     docker0 = t.interface("docker0", ... if needs_docker0 else None)
     if docker0 is not None and not needs_docker0:
-        raise t.error("docker0", "not used with docker-overlay (containers sit on the overlay's br0)")
+        raise t.error("docker0", f"not used with {overlay.type} (containers sit on the overlay's br0)")
     masquerade = t.get("masquerade", bool, False)
     host = Host(name, IPv4Interface(f"{eth0}/{underlay.prefixlen}"), docker0, masquerade)
-    net = overlay.network if overlay.type == "docker-overlay" else (docker0.network if docker0 else None)
+    on_overlay = overlay.type in ("docker-overlay", "docker-swarm")
+    net = overlay.network if on_overlay else (docker0.network if docker0 else None)
     for ct in t.tables("containers"):
         cname = ct.get("name", str)
         if not CONTAINER_RE.match(cname):
             raise ct.error("name", f"{cname!r}: letters and digits, max 10, starting with a letter")
+        if overlay.real_docker and len(cname) < 2:
+            raise ct.error("name", f"{cname!r}: Docker wants container names of 2 characters or more")
         addr = ct.address("address")
         assert net is not None
         if addr not in net or addr in (net.network_address, net.broadcast_address):
@@ -458,7 +475,7 @@ def _check_addresses(
 ) -> None:
     used: dict[IPv4Address, str] = {}
     nets: list[tuple[IPv4Network, str]] = [(underlay, "underlay.subnet")]
-    if overlay.type == "docker-overlay" and overlay.network:
+    if overlay.type in ("docker-overlay", "docker-swarm") and overlay.network:
         nets.append((overlay.network, "overlay.network"))
     for i, h in enumerate(hosts):
         if h.docker0 is not None:
@@ -491,8 +508,8 @@ def _check_addresses(
 
 def _check_publish(t: _Table, hosts: list[Host], overlay: Overlay) -> None:
     tables = t.tables("publish")
-    if tables and overlay.type != "port-forward":
-        raise t.error("publish", 'only used with type = "port-forward"')
+    if tables and overlay.type not in ("port-forward", "docker-publish"):
+        raise t.error("publish", 'only used with type = "port-forward" or "docker-publish"')
     for pt in tables:
         host, container = pt.get("host", str), pt.get("container", str)
         h = next((h for h in hosts if h.name == host), None)
@@ -506,8 +523,8 @@ def _check_publish(t: _Table, hosts: list[Host], overlay: Overlay) -> None:
             c.serve_http = p.container_port
         overlay.publish.append(p)
         pt.done()
-    if overlay.type == "port-forward" and not overlay.publish:
-        raise t.error("publish", "missing: port-forward needs at least one [[overlay.publish]]")
+    if overlay.type in ("port-forward", "docker-publish") and not overlay.publish:
+        raise t.error("publish", f"missing: {overlay.type} needs at least one [[overlay.publish]]")
 
 
 def _service(t: _Table, s: Scenario) -> Service:

@@ -119,7 +119,7 @@ def http_get(netns: str, dst: IPv4Address, port: int) -> tuple[int | None, str]:
 def run_step(lab: Lab, step: Step, index: int = 0) -> StepResult:
     s = lab.scenario
     src = s.node(step.src)
-    netns = lab.ns(step.src)
+    netns = lab.netns_of(step.src)
     dst = s.address_of(step.dst)
     assert src is not None
     if step.kind == "ping":

@@ -52,12 +52,15 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from typing import NoReturn
 
 from tracer import nicfacts
 from tracer.errors import CaptureError, DiscoveryError, NicError
 from tracer.model import linktype_name
 from tracer.net import discovery as topology
+from tracer.net import runtimes
 from tracer.net.afpacket import (
+    NETNS_RUN_DIR,
     SCM_TIMESTAMPNS,
     PacketSocket,
     epb_flags,
@@ -204,46 +207,164 @@ def parse_nic(arg: str) -> tuple[str, str | None]:
 
 
 class Selection:
-    """Which NICs to capture: chosen by name (``-i``) or discovered (topology).
+    """Which NICs to capture: chosen by name (``-i``, ``--container``, ``--pod``) or
+    discovered (topology).
 
-    A NIC named twice (``-i eth0 -i eth0``, or ``eth0`` and ``eth0@NS`` when NS is
-    the netns we are in) is captured once, where it was first named.  Loopback is
-    never discovered but can be named (``-i lo``)."""
+    ``-i NIC@WHERE``: WHERE is a named netns or a path, else a container or pod of this
+    host's runtimes (``eth0@web``), else a Docker network whose overlay sandbox is here
+    (``vxlan0@mynet``).  ``--container NAME`` / ``--pod NAME[.NAMESPACE]``: every NIC in
+    its netns and the host end of each of its veths.  A NIC named twice (``-i eth0 -i
+    eth0``, or ``eth0`` and ``eth0@NS`` when NS is the netns we are in) is captured
+    once, where it was first named.  Loopback is never discovered but can be named
+    (``-i lo``).  ``missing_ok``: a container, pod or network this host does not have is
+    another host's (several hosts share one command line): skipped, said once."""
 
-    def __init__(self, nics: list[str], netns: list[str], all_netns: bool, host: str | None) -> None:
+    def __init__(
+        self,
+        nics: list[str],
+        netns: list[str],
+        all_netns: bool,
+        host: str | None,
+        containers: list[str] | None = None,
+        pods: list[str] | None = None,
+        missing_ok: bool = False,
+    ) -> None:
         self.named = [parse_nic(n) for n in nics]
         self.netns = netns
         self.all_netns = all_netns
         self.host = host
+        self.containers = list(containers or [])
+        self.pods = list(pods or [])
+        self.missing_ok = missing_ok
+        self.looker = runtimes.Looker()
+        self._said: set[str] = set()
+        self.notes: list[str] = []  # for stderr: runtimes not asked, names skipped
+
+    def _note(self, text: str) -> None:
+        if text not in self._said:
+            self._said.add(text)
+            self.notes.append(text)
+
+    def _view(self, strict: bool) -> runtimes.RuntimeView:
+        try:
+            view = self.looker.view(fresh=strict)
+        except DiscoveryError as e:
+            if strict:
+                raise CaptureError(str(e), e.code) from None
+            view = self.looker._view or runtimes.RuntimeView()
+        for n in view.notes:
+            self._note(n)
+        return view
 
     def current(self, strict: bool) -> list[topology.Link]:
-        if not self.named:
-            return topology.discover(self.netns, all_netns=self.all_netns, host=self.host)
+        view = self._view(strict)
+        if not (self.named or self.containers or self.pods):
+            return topology.discover(self.netns, all_netns=self.all_netns, host=self.host, runtimes=view)
         by_ns: dict[str | None, list[topology.Link]] = {}
-        out = []
+        out: list[topology.Link] = []
         seen: set[tuple] = set()
-        for name, ns in self.named:
+
+        def links(ns: str | None) -> list[topology.Link]:
             if ns not in by_ns:
                 try:
-                    by_ns[ns] = topology.all_links(ns, self.host)
+                    by_ns[ns] = topology.all_links(ns, self.host, view)
                 except DiscoveryError as e:
                     if strict:
                         raise CaptureError(str(e), 2) from None
                     by_ns[ns] = []
-            found = [l for l in by_ns[ns] if l.name == name]
+            return by_ns[ns]
+
+        def take(link: topology.Link, ns: str | None) -> None:
+            key = (topology.netns_inode(ns) or link.netns, link.name)
+            if key in seen:
+                return
+            seen.add(key)
+            link.role = link.role if link.role != "other" else "chosen"
+            out.append(link)
+
+        for name, where in self.named:
+            try:
+                ns = self._where(where, view, strict)
+            except _Skip:
+                continue
+            found = [l for l in links(ns) if l.name == name]
             if not found:
                 if strict:
-                    have = ", ".join(l.name for l in by_ns[ns] if l.kind != "loopback") or "none"
-                    where = f" in netns {ns}" if ns else ""
-                    raise CaptureError(f"{name}: no such interface{where}; have: {have}", 2)
+                    have = ", ".join(l.name for l in links(ns) if l.kind != "loopback") or "none"
+                    at = f" in {where}" if where else ""
+                    raise CaptureError(f"{name}: no such interface{at}; have: {have}", 2)
                 continue
-            key = (topology.netns_inode(ns) or found[0].netns, found[0].name)
-            if key in seen:
-                continue
-            seen.add(key)
-            found[0].role = found[0].role if found[0].role != "other" else "chosen"
-            out.append(found[0])
+            take(found[0], ns)
+        for what, names in (("container", self.containers), ("pod", self.pods)):
+            for name in names:
+                hits = view.find(name) if what == "container" else view.find_pod(name)
+                if what == "container":
+                    hits = [c for c in hits if c.name == name] or hits
+                try:
+                    ns = self._netns_of(name, what, hits, view, strict)
+                except _Skip:
+                    continue
+                for link in links(ns):
+                    if link.kind == "loopback":
+                        continue
+                    take(link, ns)
+                    # the host end of its veth, in this netns or one of Docker's
+                    peer = link.facts.get("peer")
+                    if link.peer_in is None or not peer:
+                        continue
+                    pns = None if link.peer_in == topology.OURS else link.peer_in
+                    for pl in links(pns):
+                        if pl.name == peer:
+                            take(pl, pns)
         return out
+
+    def _missing(self, text: str, view: runtimes.RuntimeView, strict: bool) -> NoReturn:
+        if self.missing_ok or not strict:
+            if strict:
+                self._note(f"{text.split(';', maxsplit=1)[0]}; skipped")
+            raise _Skip
+        notes = f" ({'; '.join(view.notes)})" if view.notes else ""
+        raise CaptureError(f"{text}{notes}", 2)
+
+    def _netns_of(self, name: str, what: str, hits: list, view: runtimes.RuntimeView, strict: bool) -> str:
+        if not hits:
+            have = view.container_names() if what == "container" else view.pod_names()
+            return self._missing(
+                f"{name}: no such {what} on this host; have: {runtimes.names_text(have)}", view, strict
+            )
+        paths = {view.netns_of(c) for c in hits}
+        if len(paths) > 1:
+            which = "; ".join(f"{c.runtime} {c.id[:12]}" for c in hits)
+            raise CaptureError(f"{name}: more than one {what} has that name ({which})", 2)
+        (path,) = paths
+        if path is None:
+            if strict:
+                raise CaptureError(f"{name}: its network namespace cannot be opened (not running?)", 1)
+            raise _Skip
+        return path
+
+    def _where(self, where: str | None, view: runtimes.RuntimeView, strict: bool) -> str | None:
+        """What ``-i NIC@WHERE`` means by WHERE: a netns, or a container's, a pod's or a
+        Docker network's."""
+        if where is None or "/" in where or os.path.exists(os.path.join(NETNS_RUN_DIR, where)):
+            return where
+        hits = view.find(where)
+        if hits:
+            return self._netns_of(where, "container", hits, view, strict)
+        sandbox = view.network_sandbox(where)
+        if sandbox is not None:
+            return sandbox.path
+        self._missing(
+            f"netns {where}: No such file or directory (nor a container, pod or Docker network here); have: netns "
+            f"{runtimes.names_text(topology.named_netns())}; containers "
+            f"{runtimes.names_text(view.container_names() + view.pod_names())}",
+            view,
+            strict,
+        )
+
+
+class _Skip(Exception):
+    """A name another host has (or not there on a rescan): nothing to capture here."""
 
 
 # -- the agent ---------------------------------------------------------------------------
@@ -360,6 +481,13 @@ class Agent:
             self._add(t)
         self.out.flush()
 
+    def _say_notes(self) -> None:
+        """What the selection could not do (a runtime not asked, a name not here): stderr,
+        at the first rescan (a second in, when the reader surely reads it as news) or the end."""
+        for note in self.selection.notes:
+            print(f"tracer agent: {safe(note)}", file=sys.stderr)
+        self.selection.notes.clear()
+
     # -- the loop ------------------------------------------------------------------
     def run(self) -> int:
         out_fd = self.out_fd
@@ -413,6 +541,7 @@ class Agent:
             for tap in self.taps:
                 if not tap.gone:
                     self._close(tap)
+            self._say_notes()
         return 0
 
     @staticmethod
@@ -633,6 +762,7 @@ class Agent:
             links = self.selection.current(strict=False)
         except (DiscoveryError, OSError, CaptureError):
             return
+        self._say_notes()
         now = {self._key(l): l for l in links}
         for tap in self.taps:
             if tap.gone:
@@ -688,6 +818,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop cleanly when stdin reaches EOF (how 'tracer live' stops it)",
     )
     p.add_argument(
+        "--missing-ok",
+        action="store_true",
+        help="a container, pod or Docker network named but not on this host is another host's: skip it",
+    )
+    p.add_argument(
         "-q",
         "--quiet",
         action="store_true",
@@ -712,8 +847,26 @@ def add_capture_args(p: argparse.ArgumentParser) -> None:
         dest="interfaces",
         action="append",
         default=[],
-        metavar="NIC[@NETNS]",
-        help="capture on exactly this NIC (repeatable); @NETNS for another network namespace",
+        metavar="NIC[@WHERE]",
+        help="capture on exactly this NIC (repeatable); WHERE: another network namespace (name or "
+        "path), a container or pod (eth0@web), a Docker network's overlay sandbox (vxlan0@mynet)",
+    )
+    p.add_argument(
+        "--container",
+        dest="containers",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="capture on every NIC of this container and the host end of its veths (repeatable); "
+        "names from Docker (DOCKER_HOST), podman, containerd/CRI-O (crictl)",
+    )
+    p.add_argument(
+        "--pod",
+        dest="pods",
+        action="append",
+        default=[],
+        metavar="NAME[.NAMESPACE]",
+        help="the same for a Kubernetes pod (repeatable; names from crictl or the pods' Docker labels)",
     )
     p.add_argument(
         "--netns",
@@ -783,7 +936,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        sel = Selection(args.interfaces, args.netns, args.all_netns, args.host)
+        sel = Selection(
+            args.interfaces, args.netns, args.all_netns, args.host, args.containers, args.pods, args.missing_ok
+        )
         agent = Agent(
             sel,
             snaplen=args.snaplen,

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from tracer.errors import DiscoveryError
 from tracer.net.afpacket import NETNS_RUN_DIR, NicError, run_in_netns
+from tracer.net.runtimes import RuntimeView
 from tracer.nicfacts import encode as describe
 
 ARPHRD_ETHER = 1
@@ -50,6 +51,9 @@ class Link:
     arphrd: int = ARPHRD_ETHER
     up: bool = True
     facts: dict[str, object] = field(default_factory=dict)
+    # a veth's peer is in: OURS (this process's netns), a netns label, or None (not known
+    # or the same netns); not a fact: where to look for it (``--container``'s host end)
+    peer_in: str | None = None
 
     @property
     def where(self) -> str | None:
@@ -61,8 +65,26 @@ class Link:
         return (self.netns, self.name)
 
     @property
+    def owner(self) -> str | None:
+        """The container (or pod) whose netns this NIC is in, as its runtime names it."""
+        value = self.facts.get("container") or self.facts.get("pod")
+        return str(value) if value else None
+
+    @property
     def label(self) -> str:
-        return f"{self.name}@{self.netns}" if self.netns else self.name
+        where = self.owner or self.netns
+        return f"{self.name}@{where}" if where else self.name
+
+    @property
+    def relation(self) -> str:
+        """``in web`` (a NIC in container web's netns), ``⇄ web's eth0`` (the host end of
+        web's veth), or nothing."""
+        if self.owner:
+            return f"in {self.owner}"
+        peer_owner = self.facts.get("peer_container")
+        if peer_owner:
+            return f"⇄ {peer_owner}'s {self.facts.get('peer') or '?'}"
+        return ""
 
     @property
     def description(self) -> str:
@@ -92,6 +114,13 @@ def _inode(path: str) -> int | None:
         return os.stat(path).st_ino
     except OSError:
         return None
+
+
+def netns_label(netns: str) -> str:
+    """A netns as it is shown and saved: a path in /var/run/netns by its name (what
+    ``ip netns`` calls it), any other path as it is."""
+    head, _, name = netns.rpartition("/")
+    return name if head in (NETNS_RUN_DIR, "/run/netns") and name else netns
 
 
 def netns_inode(netns: str | None) -> int | None:
@@ -135,9 +164,21 @@ def container_netns() -> list[str]:
 # -- one netns ------------------------------------------------------------------
 
 
-def _dump(netns: str | None) -> dict:
-    """Links, addresses, bridge FDB, default-route devices of one netns."""
+OURS = ""  # in a veth peer's netns map: the netns this process runs in
+
+
+def _dump(netns: str | None, others: dict[str, str] | None = None) -> dict:
+    """Links, addresses, bridge FDB, default-route devices of one netns.
+
+    ``others`` (label -> path) are namespaces besides the named ones a veth's peer
+    may be in (containers', Docker's); ``nsids`` maps the peer's netns id to its
+    label, :data:`OURS` for the netns this process runs in."""
     from pyroute2 import IPRoute
+
+    candidates = {name: _ns_path(name) for name in named_netns()}
+    candidates.update(others or {})
+    if netns is not None:
+        candidates[OURS] = f"/proc/{os.getpid()}/ns/net"  # the main thread's: ours
 
     def body() -> dict:
         with IPRoute() as ip:
@@ -167,17 +208,17 @@ def _dump(netns: str | None) -> dict:
                             remote_oifs.add(r[0].get("RTA_OIF"))
                     except Exception:  # noqa: BLE001 - unroutable remote: no uplink from it
                         pass
-            nsids = {}
+            nsids: dict[int, str] = {}
             if any(l.get("IFLA_LINK_NETNSID") is not None for l in links):
-                for name in named_netns():
+                for name, path in candidates.items():
                     try:
-                        fd = os.open(_ns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+                        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
                     except OSError:
                         continue
                     try:
                         nsid = ip.get_netnsid(fd=fd).get("nsid")
                         if nsid is not None and nsid >= 0:
-                            nsids[nsid] = name
+                            nsids.setdefault(nsid, name)
                     except Exception:  # noqa: BLE001
                         pass
                     finally:
@@ -225,11 +266,48 @@ def _peer_name(netns: str | None, ifindex: int) -> str | None:
         return None
 
 
-def links_in(netns: str | None, host: str | None = None, *, loopback: bool = False) -> list[Link]:
+def _peer_addrs(netns: str | None, ifindex: int) -> list[str]:
+    """The addresses (``10.0.1.2/24``) of NIC ``ifindex`` in ``netns``; none when it went away."""
+    from pyroute2 import IPRoute
+
+    def body():
+        with IPRoute() as ip:
+            return [
+                f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in ip.get_addr(index=ifindex) if a.get("IFA_ADDRESS")
+            ]
+
+    try:
+        return run_in_netns(netns, body)
+    except Exception:  # noqa: BLE001 - the peer's netns went away: leave it out
+        return []
+
+
+def runtime_paths(runtimes: RuntimeView | None) -> dict[str, str]:
+    """label -> path of every netns the runtimes know (containers', Docker's own)."""
+    if runtimes is None:
+        return {}
+    out = {}
+    for c in runtimes.containers:
+        path = runtimes.netns_of(c)
+        if path:
+            out[path] = path
+    for dn in runtimes.docker_netns:
+        out[dn.path] = dn.path
+    return out
+
+
+def links_in(
+    netns: str | None, host: str | None = None, *, loopback: bool = False, runtimes: RuntimeView | None = None
+) -> list[Link]:
     """Every NIC of one netns (lo only with ``loopback``), with its facts; ``role`` says
-    why it matters.  Loopback never gets a role: it is on no cross-host path."""
+    why it matters.  Loopback never gets a role: it is on no cross-host path.
+
+    With ``runtimes``, a NIC in a container's netns gets its ``container``, ``pod``,
+    ``k8s_namespace`` and ``runtime`` facts, one in Docker's own namespaces its
+    ``network``, and a veth whose peer is in a container ``peer_container``."""
     host = host or socket.gethostname()
-    d = _dump(netns)
+    d = _dump(netns, runtime_paths(runtimes))
+    own = runtimes.facts_for(netns_inode(netns)) if runtimes is not None else {}
     by_index = {l["index"]: l for l in d["links"]}
     addrs: dict[int, list[str]] = {}
     for a in d["addrs"]:
@@ -256,16 +334,33 @@ def links_in(netns: str | None, host: str | None = None, *, loopback: bool = Fal
             ports = [m.get("IFLA_IFNAME") for m in d["links"] if m.get("IFLA_MASTER") == l["index"]]
             if ports:
                 facts["ports"] = ",".join(ports)
+        peer_in = None
         if kind == "veth" and l.get("IFLA_LINK"):
             nsid = l.get("IFLA_LINK_NETNSID")
             peer_ns = netns if nsid is None else d["nsids"].get(nsid)
             if nsid is None:
                 peer = by_index.get(l.get("IFLA_LINK"))
                 facts["peer"] = peer.get("IFLA_IFNAME") if peer else None
+            elif peer_ns == OURS:
+                facts["peer"] = _peer_name(None, l.get("IFLA_LINK"))
+                facts["peer_netns"] = current_netns_name()
             elif peer_ns is not None:
                 facts["peer"] = _peer_name(peer_ns, l.get("IFLA_LINK"))
                 facts["peer_netns"] = peer_ns
             facts["peer_ifindex"] = l.get("IFLA_LINK")
+            peer_in = peer_ns if nsid is not None else None
+            if runtimes is not None and nsid is not None and peer_ns is not None:
+                peer_ino = netns_inode(None if peer_ns == OURS else peer_ns)
+                peer_owner = runtimes.owner(peer_ino)
+                if peer_owner is not None:
+                    facts["peer_container"] = peer_owner.facts().get("container")
+                if peer_owner is not None or runtimes.docker(peer_ino) is not None:
+                    # the address behind this end (a container's, a Docker sandbox's): which
+                    # way a packet crosses the host end of a veth (from it, to it, flooded
+                    # past it) follows from it
+                    peer_addrs = _peer_addrs(None if peer_ns == OURS else peer_ns, l.get("IFLA_LINK"))
+                    if peer_addrs:
+                        facts["peer_addr"] = ",".join(peer_addrs)
         if kind in ("vxlan", "geneve"):
             data = l.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA") or {}
             pre = "IFLA_VXLAN_" if kind == "vxlan" else "IFLA_GENEVE_"
@@ -282,6 +377,7 @@ def links_in(netns: str | None, host: str | None = None, *, loopback: bool = Fal
                 facts["remote"] = ",".join(remotes)
             if entries:
                 facts["fdb"] = ",".join(f"{m}>{dst}" for m, dst in entries)
+        facts.update(own)
         facts = {k: v for k, v in facts.items() if v is not None and str(v) != ""}
         out.append(
             Link(
@@ -293,6 +389,7 @@ def links_in(netns: str | None, host: str | None = None, *, loopback: bool = Fal
                 arphrd=l["ifi_type"],
                 up=l.get("IFLA_OPERSTATE") != "DOWN",
                 facts=facts,
+                peer_in=peer_in,
             )
         )
     # the netns we were started in is a host's (not a container's) even without a bridge
@@ -305,7 +402,7 @@ def links_in(netns: str | None, host: str | None = None, *, loopback: bool = Fal
 
 
 def _is_host_bridge(name: str) -> bool:
-    return name in ("docker0", "cni0", "br0") or name.startswith("br-")
+    return name in ("docker0", "cni0", "br0", "docker_gwbridge") or name.startswith("br-")
 
 
 def assign_roles(links: list[Link], d: dict, is_init: bool = False) -> None:
@@ -424,54 +521,77 @@ def interesting(links: Iterable[Link]) -> list[Link]:
 
 
 def discover(
-    netns: Sequence[str | None] | None = None, *, all_netns: bool = False, host: str | None = None
+    netns: Sequence[str | None] | None = None,
+    *,
+    all_netns: bool = False,
+    host: str | None = None,
+    runtimes: RuntimeView | None = None,
 ) -> list[Link]:
-    """The interesting NICs of our netns (None) and of each netns in ``netns``.
+    """The interesting NICs of our netns (None) and of each netns in ``netns``, and
+    of this host's Docker overlay sandboxes (``1-*``: their ``br0`` and ``vxlan0`` are
+    this host's overlay NICs).
 
-    ``all_netns`` adds every named netns and every container netns found through
-    /proc."""
+    ``all_netns`` adds every named netns (CNI's ``cni-*`` among them), every netns the
+    runtimes know (containers', Docker's ``ingress_sbox`` and ``lb_*``) and every
+    container netns found through /proc."""
     spaces: list[str | None] = [None, *(netns or [])]
+    if runtimes is not None:
+        spaces += [d.path for d in runtimes.overlay_sandboxes]
     if all_netns:
-        spaces += [*named_netns(), *container_netns()]
+        spaces += named_netns()
+        spaces += list(runtime_paths(runtimes))
+        spaces += container_netns()
     here = current_netns_name()
     seen: set = set()
     out: list[Link] = []
     for ns in spaces:
-        label = here if ns is None else ns
+        label = here if ns is None else netns_label(ns)
         ino = _inode("/proc/self/ns/net") if ns is None else _inode(_ns_path(ns))
         if ino is None and ns is not None:
+            if ns not in (netns or []):
+                continue  # found by looking around (--all-netns), gone since: not asked for
             raise DiscoveryError(f"netns {ns}: no such network namespace; have: {', '.join(named_netns()) or 'none'}")
         if ino in seen:
             continue
         seen.add(ino)
-        found = links_in(ns, host)
+        try:
+            found = links_in(ns, host, runtimes=runtimes)
+        except DiscoveryError:
+            if ns in (netns or []) or ns is None:
+                raise
+            continue  # a container or sandbox that went away while we looked
         for l in found:
             l.netns = label
         out += interesting(found)
     return out
 
 
-def all_links(netns: str | None, host: str | None = None) -> list[Link]:
+def all_links(netns: str | None, host: str | None = None, runtimes: RuntimeView | None = None) -> list[Link]:
     """Every NIC of one netns, lo too, for choosing by name (``-i lo`` works; discovery
     never picks lo) and for error messages."""
-    found = links_in(netns, host, loopback=True)
-    here = current_netns_name() if netns is None else netns
+    found = links_in(netns, host, loopback=True, runtimes=runtimes)
+    here = current_netns_name() if netns is None else netns_label(netns)
     for l in found:
         l.netns = here
     return found
 
 
 def format_links(links: list[Link]) -> str:
-    """One line per NIC, for a terminal: names, netns and facts come from the kernel
-    (a container may name its veth anything, ESC included) and are escaped with
-    :func:`tracer.text.safe`.  (JSON output is escaped by ``json.dumps``.)"""
+    """One line per NIC, for a terminal, in columns as wide as they need: where (the
+    netns), what (``eth0 in web``, ``veth5080ab7 ⇄ web's eth0``), kind, role, facts.
+    Names, netns and facts come from the kernel and the runtimes (a container may name
+    its veth anything, ESC included) and are escaped with :func:`tracer.text.safe`.
+    (JSON output is escaped by ``json.dumps``.)"""
     from tracer.text import safe
 
-    lines = []
+    if not links:
+        return "no NICs of interest found"
+    rows = []
     for l in links:
-        where = safe(l.netns) if l.netns else "(this netns)"
-        lines.append(
-            f"{where:<24} {safe(l.name):<12} {safe(l.kind):<8} {safe(l.role):<9} "
-            + " ".join(f"{safe(k)}={safe(v)}" for k, v in l.facts.items())
-        )
-    return "\n".join(lines) if lines else "no NICs of interest found"
+        what = safe(l.name) + (f" {safe(l.relation)}" if l.relation else "")
+        facts = " ".join(f"{safe(k)}={safe(v)}" for k, v in l.facts.items())
+        rows.append((safe(l.netns) if l.netns else "(this netns)", what, safe(l.kind), safe(l.role), facts))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r[:4], widths, strict=True)) + "  " + r[4] for r in rows
+    )

@@ -112,7 +112,9 @@ class LiveSession(Session):
 
     @property
     def title(self) -> str:
-        return "tracer live — " + (", ".join(self.opts.interfaces) or "discovered NICs")
+        chosen = [*self.opts.interfaces, *(f"container {c}" for c in self.opts.containers)]
+        chosen += [f"pod {p}" for p in self.opts.pods]
+        return "tracer live — " + (", ".join(chosen) or "discovered NICs")
 
     # -- start ---------------------------------------------------------------------
     def start(self) -> None:

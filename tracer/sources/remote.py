@@ -290,6 +290,8 @@ class RemoteSession(Session):
         self._loading = False
         self._procs_lock = threading.Lock()
         self._local: dict[str, subprocess.Popen] = {}  # this machine's agents, started as root
+        # several hosts share the names given: each captures the containers it has
+        self._shared = len(opts.hosts) > 1
         self.exit_code = 0
 
     # -- status, for people and UIs ------------------------------------------------
@@ -499,7 +501,13 @@ class RemoteSession(Session):
         return host_argv(spec, script, args, via=self.opts.via, ssh_config=self.opts.ssh_config)
 
     def _local_argv(self, host: HostState) -> list[str]:
-        argv = [sys.executable, "-I", "-m", "tracer.net.agent", *self.opts.agent_args(host.name, duration=False)]
+        argv = [
+            sys.executable,
+            "-I",
+            "-m",
+            "tracer.net.agent",
+            *self.opts.agent_args(host.name, duration=False, missing_ok=self._shared),
+        ]
         return argv if os.geteuid() == 0 else ["sudo", "-n", *argv]
 
     def _capture_host(self, spec: HostSpec, host: HostState) -> None:
@@ -533,7 +541,11 @@ class RemoteSession(Session):
             raise CaptureError(why)
         if facts.get("tracer"):
             host.method = "tracer agent"
-            agent = [facts["tracer"], "agent", *self.opts.agent_args(host.name, duration=False)]
+            agent = [
+                facts["tracer"],
+                "agent",
+                *self.opts.agent_args(host.name, duration=False, missing_ok=self._shared),
+            ]
             argv = self._argv(spec, AS_ROOT, agent)
             self._run_streams(host, [(argv, host.name, None, None)])
             return

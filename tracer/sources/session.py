@@ -33,6 +33,8 @@ class CaptureOptions:
     """What to capture, as ``tracer live`` takes it: the agent's arguments, ``-w``, ``-Z``."""
 
     interfaces: list[str] = field(default_factory=list)
+    containers: list[str] = field(default_factory=list)
+    pods: list[str] = field(default_factory=list)
     netns: list[str] = field(default_factory=list)
     all_netns: bool = False
     snaplen: int = 262144
@@ -42,12 +44,19 @@ class CaptureOptions:
     write: str | None = None
     user: str | None = None
 
-    def agent_args(self, host: str | None = None, *, duration: bool = True) -> list[str]:
+    def agent_args(self, host: str | None = None, *, duration: bool = True, missing_ok: bool = False) -> list[str]:
         """``tracer agent``'s arguments (after the program): ``duration=False`` when the
-        caller times the capture itself (several hosts stop together)."""
+        caller times the capture itself (several hosts stop together); ``missing_ok`` when
+        each host captures the containers it has of those named."""
         args = ["--stop-on-stdin-eof", "--quiet", "-s", str(self.snaplen)]
         for i in self.interfaces:
             args += ["-i", i]
+        for c in self.containers:
+            args += ["--container", c]
+        for p in self.pods:
+            args += ["--pod", p]
+        if missing_ok and (self.containers or self.pods or any("@" in i for i in self.interfaces)):
+            args.append("--missing-ok")
         for n in self.netns:
             args += ["--netns", n]
         if self.all_netns:

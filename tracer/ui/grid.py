@@ -538,7 +538,7 @@ class GridHeader(Painted):
             h.truncate(cell_w)
             hosts.append_text(h)
             t = Text(end="")
-            t.append(nic_title(nic), style=p.kind + BOLD if here else p.kind)
+            t.append(nic_title(nic, cell_w - 1), style=p.kind + BOLD if here else p.kind)
             t.truncate(cell_w - 1, overflow="ellipsis", pad=True)
             t.append(" ")
             nics.append_text(t)

@@ -45,10 +45,22 @@ def host_title(host: str | None) -> str:
     return f"Host {m.group(1).upper()} ({name})" if m else f"Host {name}"
 
 
-def nic_title(nic: Nic) -> str:
-    """``A's eth0``, ``docker0``: the article's names for a NIC."""
-    name = safe(nic.name)
-    return f"{safe(nic.container)}'s {name}" if nic.container else name
+def nic_title(nic: Nic, width: int | None = None) -> str:
+    """``A's eth0``, ``docker0``, ``veth5080ab7 ⇄ web`` (the host end of web's veth): the
+    article's names for a NIC, with what tells it from a twin of the same host
+    (``eth0@cni-1234``, see :attr:`Nic.label`).  Given a ``width`` it does not fit, the
+    host end of a veth gives up its own (made-up) name before its container's:
+    ``veth50… ⇄ web``."""
+    name = safe(nic.name) + (f"@{safe(nic.qualifier)}" if nic.qualifier else "")
+    if nic.container:
+        return f"{safe(nic.container)}'s {name}"
+    peer = nic.facts.get("peer_container")
+    if not peer:
+        return name
+    tail = f" ⇄ {safe(str(peer))}"
+    if width is not None and len(name) + len(tail) > width and width - len(tail) >= 2:
+        name = name[: width - len(tail) - 1] + "…"
+    return name + tail
 
 
 def describe_inner(journey: Journey) -> str:

@@ -86,9 +86,12 @@ def nic_line(nic: Nic, owners: dict[str, str | None], name_w: int, kind_w: int, 
         text.append(safe(str(f["ports"]).replace(",", ", ")))
     elif f.get("peer"):
         text.append("  ⇄ ", style=p.wire + BOLD)
-        text.append(safe(str(f["peer"])))
         peer_ns = f.get("peer_netns")
-        if peer_ns:
+        if f.get("peer_container"):  # the host end of a container's veth: web's eth0
+            text.append(f"{safe(str(f['peer_container']))}'s {safe(str(f['peer']))}")
+        else:
+            text.append(safe(str(f["peer"])))
+        if peer_ns and not f.get("peer_container"):
             text.append(f" in {safe(str(peer_ns))}", style=p.muted)
     return text
 
