@@ -62,7 +62,7 @@ from tracer.net.afpacket import (
     PacketSocket,
     epb_flags,
 )
-from tracer.net.drops import DropWatch
+from tracer.net.drops import DropProcess
 from tracer.pcapng.writer import (
     BT_EPB,
     EPB_FLAGS,
@@ -76,6 +76,7 @@ SO_RCVBUFFORCE = 33
 MAX_SNAPLEN = 262144
 MAX_DURATION = 366 * 86400.0  # seconds; threading.Timer and friends overflow on much more
 STATS_INTERVAL = 1.0  # seconds between ISBs (and rescans for new NICs)
+DROPS_INTERVAL = 0.25  # seconds between looks at the kernel drops recorded meanwhile
 FLUSH_INTERVAL = 0.2  # a busy stream is flushed at least this often
 OUT_BUFFER = 1 << 20
 BATCH = 512  # frames read from one socket before looking at the others
@@ -292,7 +293,7 @@ class Agent:
         self.fill = 0
         self.anc = socket.CMSG_SPACE(_TIMESPEC.size)
         self.want_drops = drops  # record the kernel's dropped packets (skb:kfree_skb)
-        self.drops: DropWatch | None = None
+        self.drops: DropProcess | None = None
         self.flag_opts = {
             pt: _options([(EPB_FLAGS, _U32.pack(f))]) for pt in range(5) if (f := epb_flags(pt)) is not None
         }
@@ -364,12 +365,10 @@ class Agent:
             self._add(t)
         if self.want_drops:
             try:
-                self.drops = DropWatch(t.link.name for t in taps)
+                self.drops = DropProcess(t.link.name for t in taps)
             except CaptureError as e:  # capture goes on without the kernel's reasons
                 if not self.quiet:
                     print(f"tracer agent: kernel drop reasons not recorded: {safe(e)}", file=sys.stderr)
-            else:
-                self.poller.register(self.drops.fd, select.POLLIN)
         self.out.flush()
 
     # -- the loop ------------------------------------------------------------------
@@ -381,7 +380,7 @@ class Agent:
             stdin_fd = 0
             self.poller.register(stdin_fd, select.POLLIN)
         started = time.monotonic()
-        last_stats = last_flush = started
+        last_stats = last_flush = last_drops = started
         try:
             while not self.stopping:
                 events = self.poller.poll(100)
@@ -389,8 +388,6 @@ class Agent:
                     if fd == out_fd:
                         self.reader_gone = True
                         self.stopping = True
-                    elif self.drops is not None and fd == self.drops.fd:
-                        self._read_drops()
                     elif fd == stdin_fd:
                         if not os.read(stdin_fd, 4096):
                             self.poller.unregister(stdin_fd)
@@ -408,9 +405,11 @@ class Agent:
                     self.stopping = True
                 if self.duration and now - started >= self.duration:
                     self.stopping = True
+                if now - last_drops >= DROPS_INTERVAL:
+                    last_drops = now
+                    self._read_drops()
                 if now - last_stats >= STATS_INTERVAL:
                     last_stats = now
-                    self._read_drops()
                     self._stats()
                     self._rescan()
                 if not events or now - last_flush >= FLUSH_INTERVAL:

@@ -17,7 +17,8 @@ becomes a :class:`~tracer.model.KernelDrop`; the agent writes it into the captur
 turned into the wall-clock time frames carry.
 
 The tracepoint has no network namespace: on one machine every agent sees every
-namespace's drops.  A drop is kept only when its skb was last seen (within 5 s) on a
+namespace's drops.  A drop is kept only when its skb was last seen (within 5 s, and
+within the last 4 MiB of device events) on a
 device named as one of the captured NICs — a packet no captured NIC saw belongs to no
 journey — and :mod:`tracer.correlate.stops` ties drops to journeys by host, device,
 time and length.
@@ -26,12 +27,14 @@ time and length.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
+import json
 import os
 import re
+import signal
 import subprocess
 import time
-from collections import OrderedDict
 from collections.abc import Iterable
 
 from tracer.errors import CaptureError
@@ -45,8 +48,10 @@ NOT_A_DROP = ("NOT_DROPPED_YET", "CONSUMED", "NOT_SPECIFIED", "QUEUE_PURGE")
 # reused once the skb is freed, and consume_skb is not traced): the longest a packet
 # waits on a host is the neighbour resolution (3 s of ARP before NEIGH_FAILED)
 MAX_AGE_NS = 5_000_000_000
-# skb addresses remembered with their last device (a packet crosses a host in microseconds)
-MAX_TRACKED = 8192
+# the device events kept to find a dropped skb's last device (~100 bytes an event: at
+# 80,000 events/s, half a second; a drop mostly follows its packet by microseconds)
+RECENT_BYTES = 4 << 20
+READS_PER_CALL = 64  # trace_pipe gives at most a page or so a read
 _LINE = re.compile(r"\s(\d+)\.(\d+): (\w+): (.*)$")
 _FIELD = re.compile(r"(\w+)=(\S+)")
 
@@ -84,7 +89,7 @@ class DropWatch:
             raise CaptureError(f"tracefs: cannot create an instance: {e.strerror}") from e
         self.fd = -1
         self.pending = b""
-        self.skbs: OrderedDict[str, tuple[str, int, int]] = OrderedDict()
+        self.recent = b""  # the device events' text of earlier reads, the last RECENT_BYTES
         self.devices: set[str] = set()
         try:
             self._write("trace_clock", "mono")
@@ -120,11 +125,18 @@ class DropWatch:
             self._write(f"events/net/{event}/filter", expr)
 
     def read(self) -> list[KernelDrop]:
-        """The drops recorded since the last call (never blocks)."""
+        """The drops recorded since the last call (never blocks).
+
+        Device events come for every packet on the captured NICs' names, drops rarely:
+        the text is kept as it came (the last :data:`RECENT_BYTES`) and only a drop's
+        line is parsed, with the last device event of its skb address looked up
+        backwards in that text."""
         chunks = []
-        while True:
+        # bounded: with packets flowing the kernel keeps adding events, and the capture
+        # loop this runs in must get back to its rings; what is left waits for next time
+        for _ in range(READS_PER_CALL):
             try:
-                chunk = os.read(self.fd, 1 << 16)
+                chunk = os.read(self.fd, 1 << 20)
             except BlockingIOError:
                 break
             except OSError as e:
@@ -137,36 +149,55 @@ class DropWatch:
         if not chunks:
             return []
         data = self.pending + b"".join(chunks)
-        lines = data.split(b"\n")
-        self.pending = lines.pop()
+        cut = data.rfind(b"\n") + 1
+        self.pending, data = data[cut:], data[:cut]
         out = []
-        for raw in lines:
-            drop = self.parse(raw.decode(errors="replace"))
+        at = 0
+        while (k := data.find(b": kfree_skb: ", at)) >= 0:
+            begin = data.rfind(b"\n", 0, k) + 1
+            end = data.find(b"\n", k)
+            drop = self._drop(data[begin:end].decode(errors="replace"), data, begin)
             if drop is not None:
                 out.append(drop)
+            at = end + 1
+        self.recent = (self.recent + data)[-RECENT_BYTES:]
         return out
 
-    def parse(self, line: str) -> KernelDrop | None:
-        """One trace_pipe line: remember a device event, return a drop worth keeping."""
+    def _last_device(self, skb: str, data: bytes, before: int) -> tuple[str, int, int] | None:
+        """(device, length, mono ns) of the last device event of ``skb`` before ``before``
+        in ``data`` (else in the text kept from earlier reads); None when the address was
+        freed since, or never seen."""
+        needle = f"skbaddr={skb} ".encode()
+        for text, end in ((data, before), (self.recent, len(self.recent))):
+            i = text.rfind(needle, 0, end)
+            if i < 0:
+                continue
+            begin = text.rfind(b"\n", 0, i) + 1
+            line = text[begin : text.find(b"\n", i)].decode(errors="replace")
+            m = _LINE.search(line)
+            if m is None or m.group(3) not in ("netif_receive_skb", "net_dev_queue"):
+                return None  # freed (an earlier drop of a reused address) since its last device
+            f = dict(_FIELD.findall(m.group(4)))
+            dev = f.get("dev")
+            if not dev:
+                return None
+            try:
+                length = int(f.get("len", "0"))
+            except ValueError:
+                length = 0
+            return dev, length, mono_ns(m.group(1), m.group(2))
+        return None
+
+    def _drop(self, line: str, data: bytes, begin: int) -> KernelDrop | None:
+        """A kfree_skb line as a drop worth keeping, or None."""
         m = _LINE.search(line)
-        if m is None:
+        if m is None or m.group(3) != "kfree_skb":
             return None
-        sec, frac, event, rest = m.groups()
-        if event in ("netif_receive_skb", "net_dev_queue"):
-            f = dict(_FIELD.findall(rest))
-            skb, dev = f.get("skbaddr"), f.get("dev")
-            if skb and dev:
-                self.skbs[skb] = (dev, int(f.get("len", "0") or 0), mono_ns(sec, frac))
-                self.skbs.move_to_end(skb)
-                if len(self.skbs) > MAX_TRACKED:
-                    self.skbs.popitem(last=False)
-            return None
-        if event != "kfree_skb":
-            return None
+        sec, frac, _event, rest = m.groups()
         head, _, reason = rest.partition(" reason: ")
         f = dict(_FIELD.findall(head))
-        seen = self.skbs.pop(f.get("skbaddr", ""), None)
         now = mono_ns(sec, frac)
+        seen = self._last_device(f.get("skbaddr", "?"), data, begin)
         # only a packet a captured NIC saw: the tracepoint is machine-wide, and a drop
         # nowhere near the captured path is someone else's
         if seen is None or seen[0] not in self.devices or now - seen[2] > MAX_AGE_NS:
@@ -198,3 +229,132 @@ class DropWatch:
                 f.write("0")
         with contextlib.suppress(OSError):
             os.rmdir(self.dir)
+
+
+def remove_stale_instances(root: str = TRACEFS) -> None:
+    """Instances an agent that died could not remove (``tracer-PID`` of no live process):
+    their events would go on costing every packet."""
+    base = os.path.join(root, "instances")
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        pid = name.removeprefix("tracer-")
+        if name == pid or not pid.isdigit() or os.path.exists(f"/proc/{pid}"):
+            continue
+        for event in ("skb/kfree_skb", "net/netif_receive_skb", "net/net_dev_queue"):
+            with contextlib.suppress(OSError), open(os.path.join(base, name, "events", event, "enable"), "w") as f:
+                f.write("0")
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(base, name))
+
+
+class DropProcess:
+    """A :class:`DropWatch` in a child process, so that reading the trace (text for every
+    packet on the captured NICs' names) never takes the capture loop's time.
+
+    Drops come back over a pipe as JSON lines (:meth:`read`, never blocking); new NIC
+    names go to it over another (:meth:`set_devices`).  The child ends, removing its
+    tracefs instance, when the agent closes it, dies (its control pipe reaches EOF) or
+    it gets SIGTERM; Ctrl-C on the terminal is the agent's to handle."""
+
+    def __init__(self, devices: Iterable[str]) -> None:
+        names = sorted(set(devices))
+        mount_tracefs()
+        remove_stale_instances()
+        drops_r, drops_w = os.pipe()
+        ctl_r, ctl_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                os.close(drops_r)
+                os.close(ctl_w)
+                code = _child(names, drops_w, ctl_r)
+            finally:
+                os._exit(code)
+        os.close(drops_w)
+        os.close(ctl_r)
+        self.pid, self.fd, self.ctl = pid, drops_r, ctl_w
+        self.pending = b""
+        first = b""
+        with open(drops_r, "rb", buffering=0, closefd=False) as f:
+            while not first.endswith(b"\n"):  # the child says it runs, or why not
+                b = f.read(1)
+                if not b:
+                    break
+                first += b
+        if first != b"ready\n":
+            self.close()
+            raise CaptureError(first.decode(errors="replace").strip() or "tracefs: the drop reader ended")
+        os.set_blocking(drops_r, False)
+
+    def read(self) -> list[KernelDrop]:
+        try:
+            data = os.read(self.fd, 1 << 20)
+        except (BlockingIOError, OSError):
+            return []
+        data = self.pending + data
+        cut = data.rfind(b"\n") + 1
+        self.pending, data = data[cut:], data[:cut]
+        out = []
+        for line in data.splitlines():
+            try:
+                out.append(KernelDrop(**json.loads(line)))
+            except (ValueError, TypeError):
+                continue
+        return out
+
+    def set_devices(self, devices: Iterable[str]) -> None:
+        try:
+            os.write(self.ctl, (json.dumps(sorted(set(devices))) + "\n").encode())
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for fd in (self.ctl, self.fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.ctl = self.fd = -1
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGTERM)
+        with contextlib.suppress(OSError):
+            os.waitpid(self.pid, 0)
+
+
+def _child(names: list[str], out: int, ctl: int) -> int:
+    """The drop reader's loop (in the child process)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    try:
+        watch = DropWatch(names)
+    except CaptureError as e:
+        os.write(out, f"{e}\n".encode())
+        return 1
+    try:
+        os.write(out, b"ready\n")
+        os.set_blocking(ctl, False)
+        pending = b""
+        while not stop:
+            time.sleep(0.1)
+            try:
+                msg = os.read(ctl, 65536)
+                if not msg:
+                    return 0  # the agent is gone
+                pending += msg
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    watch.set_devices(json.loads(line))
+            except BlockingIOError:
+                pass
+            except (ValueError, CaptureError):
+                pass
+            for d in watch.read():
+                os.write(out, (json.dumps(dataclasses.asdict(d)) + "\n").encode())
+        return 0
+    except OSError:  # the agent stopped reading
+        return 0
+    finally:
+        watch.close()
