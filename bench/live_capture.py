@@ -17,7 +17,11 @@ Kernel drops come from PACKET_STATISTICS: the agent's last ISBs, tcpdump's
 and dropped; the last lines give the highest offered rate each took with zero
 kernel drops.  Needs root; everything is removed at the end, also on failure.
 
-    sudo python bench/live_capture.py [--seconds 2] [--rates 5000,20000,...] [--session] [--apart]
+    sudo python bench/live_capture.py [--seconds 2] [--rates 5000,20000,...] [--session] [--apart] [--drops-cost]
+
+``--drops-cost`` adds the agent with ``--no-drops``: the agent records the kernel's
+dropped packets by default (``skb:kfree_skb`` and two ``net:`` tracepoints filtered to
+the captured NICs), and this shows what that costs the capture.
 """
 
 from __future__ import annotations
@@ -114,8 +118,11 @@ def step(lab, rate: int, seconds: float, tmp: Path, which: set[str]) -> dict:
     hostx, a = lab.ns("hostx"), lab.ns("a")
     out = tmp / f"tracer-{rate}.pcapng"
     agent = None
-    if "tracer" in which:
+    agent_tool = next((t for t in ("tracer", "no-drops") if t in which), None)
+    if agent_tool is not None:
         agent_argv = ["ip", "netns", "exec", hostx, sys.executable, "-m", "tracer.net.agent", "-B", str(BUFFER_KIB)]
+        if agent_tool == "no-drops":
+            agent_argv.append("--no-drops")
         for n in NICS:
             agent_argv += ["-i", n]
         agent = subprocess.Popen(agent_argv, stdout=open(out, "wb"), stderr=subprocess.PIPE, cwd=REPO)
@@ -198,7 +205,7 @@ def step(lab, rate: int, seconds: float, tmp: Path, which: set[str]) -> dict:
         agent.send_signal(signal.SIGTERM)
         agent.communicate(timeout=30)
         frames, drops = tracer_counts(out)
-        result["tracer"] = (sum(frames.values()), sum(drops.values()), pps)
+        result[agent_tool] = (sum(frames.values()), sum(drops.values()), pps)
     if dumps:
         td = [0, 0]
         for p in dumps:
@@ -229,12 +236,19 @@ def main() -> int:
         "--session", action="store_true", help="also run the whole tracer live path (agent -> reader -> FrameStore, -w)"
     )
     ap.add_argument(
+        "--drops-cost",
+        action="store_true",
+        help="also the agent with --no-drops (the kernel drop tracepoint off): what recording drops costs; "
+        "implies --apart",
+    )
+    ap.add_argument(
         "--apart",
         action="store_true",
         help="one sender run per tool at each rate (they do not share the CPUs), instead of all capturing the same run",
     )
     args = ap.parse_args()
-    tools = ["tracer", "tcpdump"] + (["session"] if args.session else [])
+    tools = ["tracer", "tcpdump"] + (["session"] if args.session else []) + (["no-drops"] if args.drops_cost else [])
+    args.apart = args.apart or args.drops_cost
     if os.geteuid() != 0:
         print("bench/live_capture.py: needs root (network namespaces)", file=sys.stderr)
         return 1
@@ -257,6 +271,8 @@ def main() -> int:
             )
             if args.session:
                 head += f" | {'live session':>12} {'drops':>7}"
+            if args.drops_cost:
+                head += f" | {'--no-drops':>12} {'drops':>7}"
             print(head)
             for rate in [int(x) for x in args.rates.split(",")]:
                 if args.apart:
@@ -276,6 +292,8 @@ def main() -> int:
                 )
                 if args.session:
                     line += f" | {r['session'][0]:>12} {r['session'][1]:>7}"
+                if args.drops_cost:
+                    line += f" | {r['no-drops'][0]:>12} {r['no-drops'][1]:>7}"
                 print(line, flush=True)
         finally:
             lab.down()

@@ -9,6 +9,7 @@ a test fails.  The agent runs inside one of them (``ip netns exec``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -165,7 +166,9 @@ def test_nic_set_down_then_up_stays_one_interface_and_is_not_gone(netns, tmp_pat
     # statistics went on for it all along: an ISB per second, not one 'gone' and silence
     assert sum(1 for t, _b in blocks(out) if t == 5) >= 4
     # the stream says it too (so -w and replay keep it), and the reader hears it as events
-    states = [v for t, b in blocks(out) if t == 5 for c, v in options(b, 12) if c == 1]
+    # (the kernel's dropped packets are ISB comments too: the UDP sent to no socket)
+    comments = [v for t, b in blocks(out) if t == 5 for c, v in options(b, 12) if c == 1]
+    states = [v for v in comments if not v.startswith(b"drop: ")]
     assert states == [f"down: va@{a} is down".encode(), f"up: va@{a} is up again".encode()], states
     events = []
     store = FrameStore()
@@ -457,3 +460,47 @@ def test_topology_text_escapes_a_hostile_nic_name(netns):
     )
     assert r.returncode == 0, r.stderr
     assert name in [json.loads(line)["name"] for line in r.stdout.splitlines()]
+
+
+# -- the kernel's drops: a tracefs instance that never outlives its agent ----------------
+
+
+def _instances() -> set[str]:
+    base = Path("/sys/kernel/tracing/instances")
+    return {p.name for p in base.iterdir() if p.name.startswith("tracer-")} if base.exists() else set()
+
+
+@requires_root
+def test_the_drop_reader_records_a_drop_and_leaves_no_tracefs_instance_even_when_the_agent_is_killed(netns, tmp_path):
+    """The agent's drop reader (a child process with its own tracefs instance) records
+    the kernel's drop of a UDP datagram to a closed port on the captured NIC; when the
+    agent is SIGKILLed, the reader removes its instance itself; a stale instance of a
+    dead process is removed by the next agent."""
+    from tracer.net.drops import mount_tracefs
+
+    mount_tracefs()
+    stale = Path("/sys/kernel/tracing/instances/tracer-999999999")
+    stale.mkdir(exist_ok=True)
+    (stale / "events/skb/kfree_skb/enable").write_text("1")
+    a, b = netns("a"), netns("b")
+    veth_pair(a, b)
+    before = _instances() - {stale.name}
+    out = tmp_path / "drops.pcapng"
+    agent = AgentProc(b, out, "-i", "vb")
+    try:
+        agent.wait_running()
+        assert stale.name not in _instances()  # the stale one is gone
+        ours = _instances() - before
+        assert len(ours) == 1, ours
+        udp(a, "10.199.0.2", b"to-no-socket")
+        time.sleep(1.0)
+        agent.proc.send_signal(signal.SIGKILL)
+        agent.stop(terminate=False)
+        wait_for(lambda: not (ours & _instances()), 5, "the drop reader to remove its tracefs instance")
+    finally:
+        if agent.proc.poll() is None:
+            agent.stop()
+        with contextlib.suppress(OSError):
+            stale.rmdir()
+    drops = [v for t, b_ in blocks(out) if t == 5 for c, v in options(b_, 12) if c == 1 and v.startswith(b"drop: ")]
+    assert any(b"reason=NO_SOCKET" in d and b"device=vb" in d for d in drops), drops

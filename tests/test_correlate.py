@@ -1006,6 +1006,10 @@ def text_of(j: dict) -> str:
     width = max(map(len, labels))
     for h, label in zip(j["hops"], labels):
         out.append(f"  {h['offset'] * 1e3:+10.3f} ms  {safe(label):<{width}}  #{h['index']:<5} {safe(h['step'])}\n")
+    stop = j.get("stopped")
+    if stop and stop["evidence"]:  # why it stopped, when something says why
+        out.append(f"  {safe('✘ stopped at ' + stop['nic'] + ': ' + stop['reason'])}\n")
+        out.extend(f"      {safe(e)}\n" for e in stop["evidence"])
     return "".join(out)
 
 

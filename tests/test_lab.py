@@ -656,7 +656,7 @@ def test_failure_while_recording_removes_the_temporary_lab(monkeypatch, tmp_path
     cleanup(lab)
     agent_pids = []
 
-    def boom(lab_: Lab):
+    def boom(lab_: Lab, *_args):
         agent_pids.extend(lab_.pids)
         assert lab_.namespaces()
         raise RuntimeError("traffic generator exploded")

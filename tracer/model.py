@@ -148,6 +148,24 @@ def _qualify(twins: list[Nic]) -> None:
             return
 
 
+@dataclass(frozen=True, slots=True)
+class KernelDrop:
+    """The kernel freed a packet it could not deliver (``skb:kfree_skb`` with a reason).
+
+    Recorded by ``tracer live`` (the capture agent reads the tracepoint) and kept in
+    the capture as an Interface Statistics Block comment (:mod:`tracer.nicfacts`), so
+    ``-w`` keeps it and replay reads it back.  Text fields come from the kernel or a
+    file: escape them before showing them."""
+
+    time_ns: int
+    reason: str  # SKB_DROP_REASON_* without the prefix: VXLAN_VNI_NOT_FOUND, NETFILTER_DROP, ...
+    location: str | None  # the kernel function that dropped it (vxlan_rcv, ip_forward, ...)
+    protocol: int | None  # skb->protocol (an ethertype: 0x0800 IPv4, 0x86dd IPv6)
+    device: str | None  # the NIC the packet last came in or went out on, when the kernel said
+    length: int | None  # skb->len where the device saw it (the frame without its link header)
+    host: str | None = None
+
+
 class FrameStore:
     """Every frame from every source, in arrival order, split per NIC."""
 
@@ -165,6 +183,7 @@ class FrameStore:
         self.warnings: list[str] = []  # damage found while reading (one line each)
         self.first_ts_ns: int | None = None
         self._by_label: dict[str, list[Nic]] = {}
+        self.drops: list[KernelDrop] = []  # packets the kernel dropped, with its reason (live)
 
     def __len__(self) -> int:
         return len(self.nic_index)

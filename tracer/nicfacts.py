@@ -88,3 +88,27 @@ def parse_state(comment: str) -> tuple[str, str | None] | None:
             rest = comment[len(word) :].lstrip(": ").strip()
             return word, rest or None
     return None
+
+
+# An ISB comment recording a packet the kernel dropped (``skb:kfree_skb``), on the
+# interface it was last seen on (or the agent's first); the ISB's timestamp is the
+# drop's time.  ``drop: reason=VXLAN_VNI_NOT_FOUND location=vxlan_rcv protocol=2048
+# device=eth0 length=84``
+DROP = "drop"
+DROP_KEYS = ("reason", "location", "protocol", "device", "length")
+
+
+def drop_comment(**facts: object) -> str:
+    """The ISB comment for one kernel drop (keys of :data:`DROP_KEYS`, None left out)."""
+    return f"{DROP}: " + encode(**{k: facts.get(k) for k in DROP_KEYS})
+
+
+def parse_drop(comment: str) -> dict[str, str] | None:
+    """The facts of a kernel-drop comment, or None when ``comment`` is something else
+    (a ``reason`` is required)."""
+    if not comment.startswith(DROP + ": "):
+        return None
+    kv = decode(comment[len(DROP) + 2 :])
+    if not kv or not kv.get("reason"):
+        return None
+    return {k: v for k, v in kv.items() if k in DROP_KEYS}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tracer.errors import LabError, LabIsUp, NicError, ScenarioError
 from tracer.lab import scenario as scenarios
+from tracer.lab.faults import FAULTS
 from tracer.text import safe
 
 PROG = "tracer lab"
@@ -29,6 +30,9 @@ examples:
   sudo tracer lab record flannel-vxlan -w ac.pcapng
                                           capture all eight NICs of the A->C path
   tracer replay ac.pcapng                 follow the packet NIC by NIC
+  sudo tracer lab break flannel-vxlan wrong-vni
+  sudo tracer live --all-netns --duration 5 --journeys &  sudo tracer lab traffic flannel-vxlan
+                                          where and why A's pings stop (fix: lab fix)
   sudo tracer lab status
   sudo tracer lab down flannel-vxlan      (down --all: every leftover lab netns)
 
@@ -58,7 +62,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         return q
 
     scenario_cmd("up", "build the scenario's namespaces, links, routes and rules")
-    scenario_cmd("traffic", "send the scenario's traffic and report each step")
+    tr = scenario_cmd("traffic", "send the scenario's traffic and report each step")
+    tr.add_argument(
+        "--size",
+        type=int,
+        default=0,
+        metavar="BYTES",
+        help="ICMP payload bytes of the pings, sent with DF set (like ping -s BYTES -M do)",
+    )
+    br = scenario_cmd(
+        "break",
+        "make an outage on purpose in a running scenario: "
+        + "; ".join(f"{f.name}: {f.summary}" for f in FAULTS.values()),
+    )
+    br.add_argument("fault", metavar="FAULT", choices=list(FAULTS), help=", ".join(FAULTS))
+    scenario_cmd("fix", "undo what 'tracer lab break' did")
     rec = scenario_cmd(
         "record",
         "capture every NIC of the path while the traffic runs (builds the "
@@ -84,14 +102,16 @@ def _err(msg: str, code: int = 1) -> int:
 def run(args: argparse.Namespace) -> int:
     cmd = getattr(args, "lab_command", None)
     if cmd is None:
-        return _err("give an action: up, traffic, record, status, down, list (see 'tracer lab --help')", 2)
+        return _err("give an action: up, traffic, break, fix, record, status, down, list (see 'tracer lab --help')", 2)
     try:
         if cmd == "list":
             return _list()
         if cmd == "status":
             return _status(args.json)
         # the scenario file and the output path first: no root needed to hear they are wrong
-        scen = scenarios.load(args.scenario) if cmd in ("up", "traffic", "record") else None
+        scen = scenarios.load(args.scenario) if cmd in ("up", "traffic", "record", "break", "fix") else None
+        if cmd == "traffic" and not 0 <= args.size <= 65000:
+            return _err(f"--size {args.size}: 0 to 65000 bytes", 2)
         if cmd == "record":
             problem = _record_args(Path(args.write), args.snaplen)
             if problem:
@@ -108,7 +128,18 @@ def run(args: argparse.Namespace) -> int:
         if cmd == "up":
             return _up(lab)
         if cmd == "traffic":
-            return _traffic(lab)
+            return _traffic(lab, args.size)
+        if cmd == "break":
+            from tracer.lab.faults import break_
+
+            print(break_(lab, args.fault))
+            return 0
+        if cmd == "fix":
+            from tracer.lab.faults import fix
+
+            undone = fix(lab)
+            print(f"{scen.name}: fixed {', '.join(undone)}" if undone else f"{scen.name}: nothing was broken")
+            return 0
         if cmd == "record":
             return _record(lab, Path(args.write), args.snaplen)
     except ScenarioError as e:
@@ -159,12 +190,12 @@ def _not_up(lab) -> int:
     return _err(f"{lab.scenario.name}: not up; 'tracer lab up {lab.scenario.name}' first")
 
 
-def _traffic(lab) -> int:
+def _traffic(lab, size: int = 0) -> int:
     from tracer.lab.traffic import run_traffic
 
     if not lab.is_up():
         return _not_up(lab)
-    results = run_traffic(lab)
+    results = run_traffic(lab, size)
     for r in results:
         print(r.line())
     return 0 if all(r.as_expected for r in results) else 1

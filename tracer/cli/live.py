@@ -109,7 +109,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         action="store_true",
         help="no UI: one line per frame as it arrives (like 'tracer replay --print')",
     )
-    p.add_argument("--json", action="store_true", help="with --print: JSON Lines")
+    p.add_argument(
+        "--journeys",
+        action="store_true",
+        help="no UI: print each journey (the same packet across NICs, each step, where and why "
+        "it stopped) once it has settled, like 'tracer replay --journeys'",
+    )
+    p.add_argument("--json", action="store_true", help="with --print or --journeys: JSON Lines")
 
     t = subparsers.add_parser(
         "topology",
@@ -169,8 +175,11 @@ def _live(args: argparse.Namespace) -> int:
     from tracer.sources.hosts import HOST_NAME_OK, is_remote_arg
     from tracer.sources.local import LiveOptions, LiveSession
 
-    if args.json and not args.print_:
-        return _err("--json goes with --print", 2)
+    if args.json and not (args.print_ or args.journeys):
+        return _err("--json goes with --print or --journeys", 2)
+    if args.print_ and args.journeys:
+        return _err("--print and --journeys: one or the other", 2)
+    args.print_ = "journeys" if args.journeys else args.print_
     remotes = [h for h in args.host if is_remote_arg(h)]
     names = [h for h in args.host if not is_remote_arg(h)]
     if remotes:
@@ -225,7 +234,7 @@ def _print_event(event: CaptureEvent) -> None:
     _err(event.line, 0)
 
 
-def _run_session(session: LiveSession | RemoteSession, printing: bool, as_json: bool) -> int:
+def _run_session(session: LiveSession | RemoteSession, printing: bool | str, as_json: bool) -> int:
     """Start ``session`` (root is given up in there), then print or show what it reads
     until it ends, Ctrl-C, SIGTERM or ``q``."""
     from tracer.cli.warmup import warm_up
@@ -255,7 +264,9 @@ def _run_session(session: LiveSession | RemoteSession, printing: bool, as_json: 
             session.start()
         except CaptureError as e:
             return _err(e, e.code)
-        if app is None:
+        if printing == "journeys":
+            rc = _journeys(session, store, as_json, stop_flag)
+        elif app is None:
             rc = _print(session, store, as_json, stop_flag)
         else:
             # what happens to NICs and hosts: a notification in the UI as it comes, and on
@@ -285,6 +296,53 @@ def _print(session: LiveSession | RemoteSession, store: FrameStore, as_json: boo
     if error is not None:
         return _err(error)
     return warn(store.warnings, "live: ")
+
+
+def _journeys(
+    session: LiveSession | RemoteSession, store: FrameStore, as_json: bool, stop_flag: threading.Event
+) -> int:
+    """Journeys as they settle: one that has gained no frame for :data:`SETTLE_S` (longer
+    than the matching window and the wait for a kernel drop) is printed and never again;
+    the rest when the capture ends.  Journeys seen on one NIC only are left out."""
+    import time
+
+    from tracer.cli.output import print_as_read, write_journeys
+    from tracer.correlate import Correlation
+
+    out = sys.stdout
+    corr = Correlation(store)
+    printed: set[int] = set()
+    last_change: dict[int, float] = {}
+
+    def flush(everything: bool) -> None:
+        now = time.monotonic()
+        ready = [
+            j
+            for j in corr.journeys
+            if j.id not in printed and len(j.frames) > 1 and (everything or now - last_change[j.id] >= SETTLE_S)
+        ]
+        if ready:
+            write_journeys(corr, ready, out, as_json)
+            out.flush()
+            printed.update(j.id for j in ready)
+
+    def emit(frames: range) -> None:
+        now = time.monotonic()
+        for j in corr.update():
+            last_change[j.id] = now
+        flush(False)
+
+    error = print_as_read(session, store, emit, stop_flag, session.request_stop, idle=lambda: flush(False))
+    corr.update()
+    flush(True)
+    if error is not None:
+        return _err(error)
+    return warn(store.warnings, "live: ")
+
+
+# A journey that gained no frame for this long is printed: past the matching window (1 s)
+# and the longest a kernel drop follows a packet's last sighting (ARP gives up after 3 s)
+SETTLE_S = 4.0
 
 
 def _make_app(session: LiveSession | RemoteSession, store: FrameStore) -> TracerApp:

@@ -75,11 +75,12 @@ def print_as_read(
     emit: Callable[[range], None],
     stop: threading.Event | None = None,
     request_stop: Callable[[], None] | None = None,
+    idle: Callable[[], None] | None = None,
 ) -> BaseException | None:
     """Read ``source`` in a thread and ``emit`` the frames that arrived, every 0.1 s, in
     arrival order, until it ends.  When ``stop`` is set (Ctrl-C), ``request_stop`` asks
-    the source to finish; what it still sends is printed.  Returns what ended the
-    reading with an error, or None."""
+    the source to finish; what it still sends is printed.  ``idle`` is called when
+    nothing new came.  Returns what ended the reading with an error, or None."""
     errors: list[BaseException] = []
     done = threading.Event()
 
@@ -101,6 +102,8 @@ def print_as_read(
         if n > printed:
             emit(range(printed, n))
             printed = n
+        elif idle is not None:
+            idle()
         if finished and len(store) == printed:
             break
     return errors[0] if errors else None

@@ -39,6 +39,7 @@ def warm_up(ui: bool) -> None:
     import unicodedata  # noqa: F401
 
     import tracer.cli.output
+    import tracer.correlate.render  # live --journeys
     from tracer.dissect.fast import identify
     from tracer.dissect.tree import layer_names
     from tracer.model import LINKTYPE_ETHERNET

@@ -18,6 +18,7 @@ from tracer.model import FrameStore, Nic
 
 if TYPE_CHECKING:
     from tracer.correlate.match import Correlation
+    from tracer.correlate.stops import Stop
 
 
 def tcp_flags_text(flags: int | None) -> str:
@@ -46,7 +47,7 @@ class Hop:
 class Journey:
     """The frames that carry one packet; ``hops`` in path order (built on first use)."""
 
-    __slots__ = ("_corr", "_end", "_hops", "_inner", "frames", "id")
+    __slots__ = ("_corr", "_end", "_hops", "_inner", "_stop", "frames", "id")
 
     def __init__(self, jid: int, frames: list[int], corr: Correlation) -> None:
         self.id = jid
@@ -55,6 +56,7 @@ class Journey:
         self._hops: list[Hop] | None = None
         self._inner: dict | None = None
         self._end: str | None = None
+        self._stop: Stop | None = None
 
     def __repr__(self) -> str:
         return f"Journey({self.id}, {len(self.frames)} frames)"
@@ -81,6 +83,19 @@ class Journey:
         if self._end is None:
             self._corr._build(self)
         return self._end  # type: ignore[return-value]
+
+    @property
+    def delivered(self) -> bool:
+        """Did the packet reach its destination (as far as the capture shows)?"""
+        return self.end == "delivered"
+
+    @property
+    def stopped(self) -> Stop | None:
+        """Where and, as far as the capture says, why a journey that was not delivered
+        stopped (:class:`~tracer.correlate.stops.Stop`); None when it was delivered."""
+        if self._end is None:
+            self._corr._build(self)
+        return self._stop
 
     @property
     def corrected(self) -> bool:
@@ -220,5 +235,7 @@ def journey_json(j: Journey) -> dict:
         "inner": dict(j.inner),
         "hops": out_hops,
         "end": j.end,
+        "delivered": j.delivered,
+        **({} if j.stopped is None else {"stopped": j.stopped.as_json()}),
         "clock_corrected": j.corrected,
     }

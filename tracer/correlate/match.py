@@ -64,21 +64,24 @@ journey.  Frames with neither IP nor ARP belong to no journey.
 from __future__ import annotations
 
 import gc
+import ipaddress
 from array import array
 from collections import Counter
 from itertools import islice
 
 from tracer.correlate.clocks import Clocks
 from tracer.correlate.journey import Hop, Journey, inner_of, journey_json
-from tracer.correlate.nics import nic_addresses, nic_role, nic_vni, raw_address
+from tracer.correlate.nics import nic_addresses, nic_networks, nic_role, nic_vni, raw_address
 from tracer.correlate.order import delivered, order_hops
 from tracer.correlate.steps import SENT, narrate
+from tracer.correlate.stops import evidence, link_icmp_errors, shape_stop
 from tracer.dissect.fast import (
     ARPHRD_LOOPBACK,
     PACKET_OUTGOING,
     cooked_header,
     endpoints_of,
     identify,
+    is_icmp_error,
     is_weak,
     nat_key_of,
 )
@@ -118,6 +121,8 @@ class Correlation:
         self.frames = 0  # frames looked at
         self._host_addrs: dict[str | None, set[bytes]] = {}
         self._nic_addrs: list[set[bytes]] = []
+        self._bridge_nets: dict[str | None, list] = {}
+        self._own_addrs: dict[str | None, set[bytes]] = {}
         self._tables()
         self._reset()
 
@@ -183,6 +188,14 @@ class Correlation:
             self._nic_addrs.append(raws)
             self._host_addrs.setdefault(nic.host, set()).update(raws)
         self._nic_vni = [nic_vni(nic) for nic in nics]
+        # per host: the networks of its bridges (docker0 10.244.1.0/24): the containers behind them
+        self._bridge_nets = {}
+        self._own_addrs = {}  # the host's addresses, not its containers'
+        for nic, role, raws in zip(nics, self._roles, self._nic_addrs, strict=True):
+            if role == "bridge":
+                self._bridge_nets.setdefault(nic.host, []).extend(nic_networks(nic))
+            if role != "container":
+                self._own_addrs.setdefault(nic.host, set()).update(raws)
 
     def _scan(self, start: int, n: int) -> dict:
         """Identify frames [start, n): per-frame columns extended, {key: [frames]} returned."""
@@ -223,6 +236,8 @@ class Correlation:
         key_of = nat_key_of
         ex_of = endpoints_of
         weak = is_weak
+        is_err = is_icmp_error
+        errors = self._errors
         hosts = self._hosts
         for i in range(start, n):
             nid = nic_of[i]
@@ -231,6 +246,8 @@ class Correlation:
             if ident.ipver:
                 ex = ex_of(ident)
                 ttl_a[i] = ident.ttl or 0
+                if ident.icmp_type is not None and is_err(ident):
+                    errors.append(i)
                 # a weak identity joins only the very same frame on one host, on NICs of one
                 # link layer (a broadcast on lo0 and on en0 is two copies, not a path): its
                 # key says so
@@ -393,6 +410,9 @@ class Correlation:
         self._ss_of = array("I")
         self._ds_of = array("I")
         self._open: dict = {}  # incremental mode: key -> open journey states
+        self._errors: list[int] = []  # ICMP error frames (they quote the packet they are about)
+        self._linked: dict[int, list[int]] = {}  # journey id -> ICMP errors about its packet
+        self._linked_upto = 0  # errors linked so far
         # clock offset samples, kept between update() calls
         self.clocks.reset()
         # exact id -> {host: first time seen there}, built only when a NAT step asks
@@ -511,7 +531,7 @@ class Correlation:
                             j = self.journeys[journey_of[g[0]]]
                             for f in g:
                                 journey_of[f] = j.id
-                            j._hops = j._inner = j._end = None
+                            j._hops = j._inner = j._end = j._stop = None
                             grown[j.id] = j
             for g in groups:
                 j = Journey(len(self.journeys), g, self)
@@ -565,9 +585,38 @@ class Correlation:
                 arrived = True
         if arrived:
             j._end = "delivered"
+            j._stop = None
         else:
             j._end = f"not seen after {items[-1].nic.label}"
+            j._stop = evidence(self, j, items) or shape_stop(self, items)
         j._hops = items
+
+    def icmp_errors(self) -> dict[int, list[int]]:
+        """Journey id -> the ICMP error frames that quote its packet (linked on first use,
+        and again as frames are matched)."""
+        if self._linked_upto < len(self._errors):
+            new = self._errors[self._linked_upto :]
+            self._linked_upto = len(self._errors)
+            for jid, errs in link_icmp_errors(self, new).items():
+                self._linked.setdefault(jid, []).extend(errs)
+        return self._linked
+
+    def behind_bridge(self, host: str | None, addr: bytes | None) -> bool:
+        """Is ``addr`` a container's behind one of ``host``'s bridges (in a bridge's
+        network, not one of the host's own addresses)?"""
+        nets = self._bridge_nets.get(host)
+        if not nets or addr is None or addr in self._own_addrs.get(host, ()):
+            return False
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        return any(ip.version == n.version and ip in n for n in nets)
+
+    def has_evidence(self, j: Journey) -> bool:
+        """Does something beyond its shape speak about this journey's end (an ICMP error
+        about it, a kernel drop on its way)?  The batch renderers then build it alone."""
+        return bool(self.store.drops) or j.id in self.icmp_errors()
 
     def _first_seen(self) -> dict[int, dict]:
         """Exact id -> {host: earliest captured time}, over the frames matched so far.

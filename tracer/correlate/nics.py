@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 from tracer.model import Nic
@@ -83,6 +84,21 @@ def nic_addresses(nic: Nic, role: str | None = None) -> list[str]:
             a = item.strip().split("/")[0]
             if a:
                 out.append(a)
+    return out
+
+
+def nic_networks(nic: Nic) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The networks of the NIC's own addresses that state a prefix (``addr=10.244.1.1/24``)."""
+    out: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    value = nic.facts.get("addr")
+    for part in str(value or "").split(","):
+        item = part.strip()
+        if "/" not in item:
+            continue
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            continue
     return out
 
 

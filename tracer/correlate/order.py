@@ -199,9 +199,16 @@ def _order_in_host(
     addrs = corr._host_addrs.get(host, set())
     src_here = any(src_raw(h.ident) in addrs for h in hs)
     dst_here = any(dst_raw(h.ident) in addrs for h in hs)
+    # a container behind one of this host's bridges sends it, or is where it goes
+    first = hs[0].ident
+    from_container = corr.behind_bridge(host, src_raw(first))
+    to_container = corr.behind_bridge(host, dst_raw(first))
     # which way the packet goes through this host: out of it (it starts here, or leaves
-    # for a later host) or into it (it arrives from an earlier host and ends here)
-    if src_here or dst_here:
+    # for a later host) or into it (it arrives from an earlier host and ends here); the
+    # host's own address sending to a container behind its bridge goes in
+    if to_container != from_container:
+        outbound = from_container
+    elif src_here or dst_here:
         outbound = src_here or not dst_here
     else:
         outbound = pos < last if last else True
@@ -209,7 +216,13 @@ def _order_in_host(
     # a journey on one host whose NICs state no address: which way is it going (a
     # container to its gateway, the gateway to a container)?  The capture's direction
     # may say; else roles cannot, and time does
-    way_known = src_here or dst_here or last > 0 or any(direction(corr, h) != UNKNOWN for h in hs)
+    way_known = (
+        src_here
+        or dst_here
+        or from_container != to_container
+        or last > 0
+        or any(direction(corr, h) != UNKNOWN for h in hs)
+    )
     # the inner TTL groups: the packet crosses them in order, highest first
     groups: dict[int | None, list[Hop]] = {}
     for h in hs:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from tracer.correlate.journey import inner_json, inner_of
 from tracer.correlate.order import frame_direction
 from tracer.correlate.steps import StepKind, _duration
+from tracer.correlate.stops import Stop, shape_stop
 from tracer.dissect.fast import identify
 from tracer.model import LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2
 from tracer.text import safe
@@ -39,6 +40,9 @@ class Plan(NamedTuple):
     steps: tuple[str | tuple[str, str], ...]
     end_text: str  # "delivered" or "not seen after ..." (escaped)
     end: str  # the same, JSON-encoded
+    # what follows "end" in JSON: "delivered": ..., and "stopped": {...} when not
+    stop_json: str
+    stop_lines: str  # the --journeys text's stop line and evidence ("" unless explained), escaped
 
 
 class _Shapes:
@@ -116,10 +120,35 @@ class _Shapes:
             texts.append((safe(before), safe(after)))
             before, after = json.dumps(text).split("\\u0000")
             steps.append((before, after))
-        plan = Plan(order, tuple(texts), tuple(steps), safe(j.end), json.dumps(j.end))
+        # the shape's own word on where and why it stopped; frames beyond the shape (an
+        # ICMP error, a kernel drop) are looked at per journey (stop_of)
+        stop_json, stop_lines = stop_parts(None if j.end == "delivered" else shape_stop(self.corr, hops))
+        plan = Plan(order, tuple(texts), tuple(steps), safe(j.end), json.dumps(j.end), stop_json, stop_lines)
         if not cached:
-            j._hops = j._inner = j._end = None
+            j._hops = j._inner = j._end = j._stop = None
         return plan
+
+    def stop_of(self, j: Journey, plan: Plan) -> tuple[str, str]:
+        """The journey's own stop (JSON tail, text lines) when evidence beyond its shape
+        speaks about it, else its shape's."""
+        if plan.end_text != "delivered" and self.corr.has_evidence(j):
+            cached = j._hops is not None
+            parts = stop_parts(j.stopped)
+            if not cached:
+                j._hops = j._inner = j._end = j._stop = None
+            return parts
+        return plan.stop_json, plan.stop_lines
+
+
+def stop_parts(stop: Stop | None) -> tuple[str, str]:
+    """``, "delivered": …[, "stopped": {…}]``, and the text lines saying why it stopped
+    when something says why (the heading already says where)."""
+    if stop is None:
+        return ', "delivered": true', ""
+    if not stop.evidence:
+        return f', "delivered": false, "stopped": {json.dumps(stop.as_json())}', ""
+    lines = [f"  {safe(stop.line)}\n"] + [f"      {safe(e)}\n" for e in stop.evidence]
+    return f', "delivered": false, "stopped": {json.dumps(stop.as_json())}', "".join(lines)
 
 
 class JsonLines(_Shapes):
@@ -170,9 +199,10 @@ class JsonLines(_Shapes):
                 hop += f', "corrected_time": {round(ct / 1e9, 9)!r}'
             parts.append(hop + "}")
             prev_t = ct
+        stop_json = self.stop_of(j, plan)[0]
         return (
             f'{{"id": {j.id}, "inner": {inner}, "hops": [{", ".join(parts)}], '
-            f'"end": {plan.end}, "clock_corrected": {"true" if corrected else "false"}}}'
+            f'"end": {plan.end}{stop_json}, "clock_corrected": {"true" if corrected else "false"}}}'
         )
 
 
@@ -213,4 +243,5 @@ class TextBlocks(_Shapes):
             offset = round((ct - t0) / 1e9, 9)
             out.append(f"  {offset * 1e3:+10.3f} ms  {label[nid][1]:<{width}}  #{nic_index[f]:<5} {step}\n")
             prev_t = ct
+        out.append(self.stop_of(j, plan)[1])
         return "".join(out)

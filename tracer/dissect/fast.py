@@ -1183,3 +1183,80 @@ def _fast(data, n: int, plan: tuple, _new=tuple.__new__, _crc=crc32):
 
 
 _ENCAP_VX = (VXLAN,)
+
+
+# ICMP messages that quote the packet they are about (RFC 792 / RFC 4443): the
+# original IP header and at least the first 8 bytes after it (Linux: up to 576 /
+# 1280 bytes in all)
+ICMP_ERRORS = frozenset({3, 4, 5, 11, 12})
+ICMP6_ERRORS = frozenset({1, 2, 3, 4})
+
+
+def is_icmp_error(ident: Identity) -> bool:
+    """An ICMP or ICMPv6 error message (unreachable, too big, time exceeded, ...)."""
+    t = ident.icmp_type
+    if t is None:
+        return False
+    return t in ICMP_ERRORS if ident.proto == 1 else ident.proto == 58 and t in ICMP6_ERRORS
+
+
+def quoted(data, linktype: int) -> Identity | None:
+    """The packet an ICMP error quotes, as :func:`identify` reads it (tunnels inside
+    the quote included), or None when ``data`` is no ICMP error or the quote is not an
+    IP packet of the error's family.
+
+    The quote is the ICMP message's payload: the last ``payload_len`` bytes of the
+    frame (an ICMP error is at least 56 bytes of IP, never Ethernet-padded).
+    """
+    ident = identify(data, linktype)
+    if not is_icmp_error(ident) or not ident.payload_len:
+        return None
+    n = len(data)
+    start = n - ident.payload_len
+    if start <= 0 or data[start] >> 4 != ident.ipver:
+        return None
+    inner = identify(bytes(data[start:n]), 101)  # LINKTYPE_RAW
+    return inner if inner.ipver else None
+
+
+def icmp_error_text(data, linktype: int) -> str | None:
+    """What an ICMP error frame says, ``destination unreachable (fragmentation needed,
+    next-hop MTU 1400)``, ``time exceeded in transit``, ``packet too big (MTU 1280)``;
+    None when ``data`` is no ICMP error."""
+    ident = identify(data, linktype)
+    if not is_icmp_error(ident) or not ident.payload_len:
+        return None
+    t, code = ident.icmp_type, ident.icmp_code
+    rest = len(data) - ident.payload_len - 4  # the ICMP header's second word
+    try:
+        (word,) = struct.unpack_from("!I", data, rest)
+    except struct.error:
+        word = 0
+    if ident.proto == 58:
+        if t == 1:
+            what = {0: "no route", 1: "administratively prohibited", 3: "address unreachable", 4: "port unreachable"}
+            return f"destination unreachable ({what.get(code or 0, f'code {code}')})"
+        if t == 2:
+            return f"packet too big (MTU {word})"
+        if t == 3:
+            return "hop limit exceeded in transit" if not code else "fragment reassembly time exceeded"
+        return f"parameter problem (code {code})"
+    if t == 3:
+        what = {
+            0: "network unreachable",
+            1: "host unreachable",
+            2: "protocol unreachable",
+            3: "port unreachable",
+            4: f"fragmentation needed, next-hop MTU {word & 0xFFFF}",
+            9: "network administratively prohibited",
+            10: "host administratively prohibited",
+            13: "communication administratively prohibited",
+        }
+        return f"destination unreachable ({what.get(code or 0, f'code {code}')})"
+    if t == 11:
+        return "time exceeded in transit" if not code else "fragment reassembly time exceeded"
+    if t == 12:
+        return "parameter problem"
+    if t == 5:
+        return "redirect"
+    return "source quench"

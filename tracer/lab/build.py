@@ -429,53 +429,59 @@ class Lab:
 
     def _build_flannel_vxlan(self) -> None:
         """What flanneld's VXLAN backend programs, host by host."""
+        for h in self.scenario.hosts:
+            self.flannel_vxlan_on(h)
+
+    def flannel_vxlan_on(self, h: Host, vni: int | None = None) -> None:
+        """Host ``h``'s VXLAN device with its address, and for every other host the
+        route, neighbour and FDB entry flanneld would add (``vni``: another VNI than the
+        scenario's, for ``tracer lab break … wrong-vni``)."""
         o = self.scenario.overlay
         dev = o.device
         assert dev and o.vni is not None and o.port
-        for h in self.scenario.hosts:
-            ns = self.ns(h.name)
-            self._ip(
+        ns = self.ns(h.name)
+        self._ip(
+            ns,
+            "link",
+            "add",
+            dev,
+            "address",
+            self.flannel_mac(h),
+            "type",
+            "vxlan",
+            "id",
+            str(o.vni if vni is None else vni),
+            "local",
+            str(h.eth0.ip),
+            "dev",
+            "eth0",
+            "dstport",
+            str(o.port),
+            "nolearning",
+        )
+        self._ip(ns, "addr", "add", f"{self.flannel_subnet_ip(h)}/32", "dev", dev)
+        self._ip(ns, "link", "set", dev, "up")
+        for p in self.scenario.hosts:
+            if p is h:
+                continue
+            assert p.docker0 is not None
+            gw = str(self.flannel_subnet_ip(p))
+            self._ip(ns, "route", "add", str(p.docker0.network), "via", gw, "dev", dev, "onlink")
+            self._ip(ns, "neigh", "add", gw, "lladdr", self.flannel_mac(p), "dev", dev, "nud", "permanent")
+            self._run(
+                "bridge",
+                "-n",
                 ns,
-                "link",
-                "add",
-                dev,
-                "address",
-                self.flannel_mac(h),
-                "type",
-                "vxlan",
-                "id",
-                str(o.vni),
-                "local",
-                str(h.eth0.ip),
+                "fdb",
+                "append",
+                self.flannel_mac(p),
                 "dev",
-                "eth0",
-                "dstport",
-                str(o.port),
-                "nolearning",
+                dev,
+                "dst",
+                str(p.eth0.ip),
+                "self",
+                "permanent",
             )
-            self._ip(ns, "addr", "add", f"{self.flannel_subnet_ip(h)}/32", "dev", dev)
-            self._ip(ns, "link", "set", dev, "up")
-            for p in self.scenario.hosts:
-                if p is h:
-                    continue
-                assert p.docker0 is not None
-                gw = str(self.flannel_subnet_ip(p))
-                self._ip(ns, "route", "add", str(p.docker0.network), "via", gw, "dev", dev, "onlink")
-                self._ip(ns, "neigh", "add", gw, "lladdr", self.flannel_mac(p), "dev", dev, "nud", "permanent")
-                self._run(
-                    "bridge",
-                    "-n",
-                    ns,
-                    "fdb",
-                    "append",
-                    self.flannel_mac(p),
-                    "dev",
-                    dev,
-                    "dst",
-                    str(p.eth0.ip),
-                    "self",
-                    "permanent",
-                )
 
     def docker_vxlan_mac(self, h: Host) -> str:
         return mac_from("0e:fd", h.eth0.ip)

@@ -63,8 +63,10 @@ class _Collector(threading.Thread):
 
 
 def record(
-    lab: Lab, out: Path, *, snaplen: int = 262144, settle: float = SETTLE
+    lab: Lab, out: Path, *, snaplen: int = 262144, settle: float = SETTLE, size: int = 0
 ) -> tuple[list[StepResult], list[NicRecord]]:
+    """Capture every NIC of the path while the scenario's traffic runs (pings with
+    ``size`` payload bytes and DF set, when given) into ``out``."""
     points = lab.capture_points()
     socks: list[PacketSocket] = []
     try:
@@ -74,7 +76,7 @@ def record(
         collector = _Collector(socks)
         collector.start()
         try:
-            results = run_traffic(lab)
+            results = run_traffic(lab, size)
             time.sleep(settle)
         finally:
             collector.stop.set()

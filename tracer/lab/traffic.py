@@ -21,6 +21,8 @@ from tracer.lab.scenario import Step
 from tracer.net.afpacket import run_in_netns
 
 ICMP_ECHO_REPLY, ICMP_UNREACH, ICMP_ECHO = 0, 3, 8
+# DF on every packet, and no local MTU check: the path has to say it is too small
+IP_MTU_DISCOVER, IP_PMTUDISC_PROBE = 10, 3
 PING_INTERVAL = 0.2
 PING_TIMEOUT = 1.0
 HTTP_TIMEOUT = 3.0
@@ -51,20 +53,26 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def _echo(ident: int, seq: int) -> bytes:
+def _echo(ident: int, seq: int, size: int = 0) -> bytes:
+    payload = PAYLOAD if not size else (PAYLOAD * (size // len(PAYLOAD) + 1))[:size]
     header = struct.pack("!BBHHH", ICMP_ECHO, 0, 0, ident, seq)
-    return struct.pack("!BBHHH", ICMP_ECHO, 0, _checksum(header + PAYLOAD), ident, seq) + PAYLOAD
+    return struct.pack("!BBHHH", ICMP_ECHO, 0, _checksum(header + payload), ident, seq) + payload
 
 
-def ping(netns: str, dst: IPv4Address, count: int, ident: int) -> tuple[int, str | None]:
-    """Send ``count`` echo requests; returns (replies, error seen or None)."""
+def ping(netns: str, dst: IPv4Address, count: int, ident: int, size: int = 0) -> tuple[int, str | None]:
+    """Send ``count`` echo requests; returns (replies, error seen or None).
+
+    ``size``: ICMP payload bytes (``ping -s``), sent with DF set (``ping -M do``): a
+    path whose MTU is smaller answers "fragmentation needed" instead of fragmenting."""
     sock = run_in_netns(netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))
     replies, error = 0, None
     with sock:
         sock.setblocking(False)
+        if size:
+            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)
         for seq in range(1, count + 1):
             try:
-                sock.sendto(_echo(ident, seq), (str(dst), 0))
+                sock.sendto(_echo(ident, seq, size), (str(dst), 0))
             except OSError as e:
                 error = e.strerror
                 continue
@@ -85,7 +93,9 @@ def ping(netns: str, dst: IPv4Address, count: int, ident: int) -> tuple[int, str
                     inner = icmp[8:]
                     iihl = (inner[0] & 0x0F) * 4
                     if inner[iihl : iihl + 8][4:8] == struct.pack("!HH", ident, seq):
-                        error = f"destination unreachable (from {src})"
+                        mtu = struct.unpack("!H", icmp[6:8])[0]
+                        why = f": fragmentation needed, MTU {mtu}" if icmp[1] == 4 else ""
+                        error = f"destination unreachable{why} (from {src})"
                         break
             if seq < count:
                 time.sleep(PING_INTERVAL)
@@ -116,7 +126,7 @@ def http_get(netns: str, dst: IPv4Address, port: int) -> tuple[int | None, str]:
     return None, f"not an HTTP response: {first[:40]!r}"
 
 
-def run_step(lab: Lab, step: Step, index: int = 0) -> StepResult:
+def run_step(lab: Lab, step: Step, index: int = 0, size: int = 0) -> StepResult:
     s = lab.scenario
     src = s.node(step.src)
     netns = lab.netns_of(step.src)
@@ -124,7 +134,7 @@ def run_step(lab: Lab, step: Step, index: int = 0) -> StepResult:
     assert src is not None
     if step.kind == "ping":
         ident = (os.getpid() + index) & 0xFFFF
-        replies, error = ping(netns, dst, step.count, ident)
+        replies, error = ping(netns, dst, step.count, ident, size)
         detail = f"{replies}/{step.count} echo replies from {dst}"
         if error and not replies:
             detail += f" ({error})"
@@ -134,5 +144,6 @@ def run_step(lab: Lab, step: Step, index: int = 0) -> StepResult:
     return StepResult(step, ok, f"{dst}:{step.port}: {detail}")
 
 
-def run_traffic(lab: Lab) -> list[StepResult]:
-    return [run_step(lab, step, i) for i, step in enumerate(lab.scenario.traffic)]
+def run_traffic(lab: Lab, size: int = 0) -> list[StepResult]:
+    """Every step of the scenario's traffic; ``size``: the pings' payload, DF set."""
+    return [run_step(lab, step, i, size) for i, step in enumerate(lab.scenario.traffic)]

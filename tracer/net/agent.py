@@ -65,6 +65,7 @@ from tracer.net.afpacket import (
     PacketSocket,
     epb_flags,
 )
+from tracer.net.drops import DropProcess
 from tracer.pcapng.writer import (
     BT_EPB,
     EPB_FLAGS,
@@ -78,6 +79,7 @@ SO_RCVBUFFORCE = 33
 MAX_SNAPLEN = 262144
 MAX_DURATION = 366 * 86400.0  # seconds; threading.Timer and friends overflow on much more
 STATS_INTERVAL = 1.0  # seconds between ISBs (and rescans for new NICs)
+DROPS_INTERVAL = 0.25  # seconds between looks at the kernel drops recorded meanwhile
 FLUSH_INTERVAL = 0.2  # a busy stream is flushed at least this often
 OUT_BUFFER = 1 << 20
 BATCH = 512  # frames read from one socket before looking at the others
@@ -384,6 +386,7 @@ class Agent:
         quiet: bool = False,
         out_fd: int = 1,
         use_ring: bool = True,
+        drops: bool = True,
     ) -> None:
         self.selection = selection
         self.snaplen = snaplen
@@ -410,6 +413,8 @@ class Agent:
         self.view = memoryview(self.buf)
         self.fill = 0
         self.anc = socket.CMSG_SPACE(_TIMESPEC.size)
+        self.want_drops = drops  # record the kernel's dropped packets (skb:kfree_skb)
+        self.drops: DropProcess | None = None
         self.flag_opts = {
             pt: _options([(EPB_FLAGS, _U32.pack(f))]) for pt in range(5) if (f := epb_flags(pt)) is not None
         }
@@ -479,6 +484,12 @@ class Agent:
         self.writer = PcapngWriter(self.out, user_appl="tracer agent")
         for t in taps:
             self._add(t)
+        if self.want_drops:
+            try:
+                self.drops = DropProcess(t.link.name for t in taps)
+            except CaptureError as e:  # capture goes on without the kernel's reasons
+                if not self.quiet:
+                    print(f"tracer agent: kernel drop reasons not recorded: {safe(e)}", file=sys.stderr)
         self.out.flush()
 
     def _say_notes(self) -> None:
@@ -497,7 +508,7 @@ class Agent:
             stdin_fd = 0
             self.poller.register(stdin_fd, select.POLLIN)
         started = time.monotonic()
-        last_stats = last_flush = started
+        last_stats = last_flush = last_drops = started
         try:
             while not self.stopping:
                 events = self.poller.poll(100)
@@ -522,6 +533,9 @@ class Agent:
                     self.stopping = True
                 if self.duration and now - started >= self.duration:
                     self.stopping = True
+                if now - last_drops >= DROPS_INTERVAL:
+                    last_drops = now
+                    self._read_drops()
                 if now - last_stats >= STATS_INTERVAL:
                     last_stats = now
                     self._stats()
@@ -533,6 +547,7 @@ class Agent:
                 for tap in list(self.taps):  # what is already queued belongs to the capture
                     if not tap.gone:
                         self._read(tap, 100_000)
+                self._read_drops()
                 self._stats()
                 self._flush()
         except BrokenPipeError:
@@ -541,8 +556,27 @@ class Agent:
             for tap in self.taps:
                 if not tap.gone:
                     self._close(tap)
+            if self.drops is not None:
+                self.drops.close()
             self._say_notes()
         return 0
+
+    def _read_drops(self) -> None:
+        """Packets the kernel dropped since the last look, into the stream: an ISB on the
+        NIC the packet was last seen on (else the first), its comment saying why."""
+        if self.drops is None or self.writer is None:
+            return
+        found = self.drops.read()
+        if not found:
+            return
+        self._commit()
+        by_name = {t.link.name: t.if_id for t in reversed(self.taps) if not t.gone}
+        first = self.taps[0].if_id
+        for d in found:
+            comment = nicfacts.drop_comment(
+                reason=d.reason, location=d.location, protocol=d.protocol, device=d.device, length=d.length
+            )
+            self.writer.write_stats(by_name.get(d.device or "", first), d.time_ns, None, None, comment=comment)
 
     @staticmethod
     def _close(tap: Tap) -> None:
@@ -789,6 +823,11 @@ class Agent:
             except (CaptureError, OSError):
                 continue  # it went again, or is not capturable: try at the next scan
             self._add(tap)
+        if self.drops is not None:
+            try:
+                self.drops.set_devices(t.link.name for t in self.taps if not t.gone)
+            except CaptureError:
+                pass
 
     @staticmethod
     def _state(link: topology.Link) -> bool | None:
@@ -893,6 +932,12 @@ def add_capture_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after SECONDS")
     p.add_argument("--host", default=None, help="host name written into the NIC descriptions (default: hostname)")
     p.add_argument(
+        "--no-drops",
+        action="store_true",
+        help="do not record the packets the kernel drops and why (skb:kfree_skb through a tracefs instance; "
+        "recorded by default, shown where a journey stops)",
+    )
+    p.add_argument(
         "filter", nargs="*", metavar="FILTER", help="capture filter in tcpdump syntax (e.g. icmp, 'udp port 8472')"
     )
 
@@ -948,6 +993,7 @@ def main(argv: list[str] | None = None) -> int:
             buffer_kib=args.buffer_size,
             stop_on_stdin_eof=args.stop_on_stdin_eof,
             quiet=args.quiet,
+            drops=not args.no_drops,
         )
         agent.start()
         stop["agent"] = agent

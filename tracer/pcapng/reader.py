@@ -48,7 +48,7 @@ from pathlib import Path
 from tracer import nicfacts
 from tracer.errors import InputError
 from tracer.events import CaptureEvent, EventKind
-from tracer.model import LINKTYPE_LINUX_SLL2, NARROW_ID_MAX, WIDE_ID, FrameStore, Nic
+from tracer.model import LINKTYPE_LINUX_SLL2, NARROW_ID_MAX, WIDE_ID, FrameStore, KernelDrop, Nic
 from tracer.pcapng.blocks import read_exactly
 
 __all__ = [
@@ -401,6 +401,27 @@ class _Base:
             nic.down, kind = False, EventKind.NIC_UP
         if self.on_event is not None:
             self.on_event(CaptureEvent(kind, comment, host=nic.host, nic=nic.name))
+
+    def kernel_drop(self, itf: _Iface, ts: int, facts: dict[str, str]) -> None:
+        """An ISB comment recorded a packet the kernel dropped (:class:`KernelDrop`)."""
+
+        def number(key: str) -> int | None:
+            try:
+                return int(facts.get(key, ""))
+            except ValueError:
+                return None
+
+        drop = KernelDrop(
+            time_ns=min(max(ts, TS_MIN), TS_MAX),
+            reason=facts["reason"],
+            location=facts.get("location") or None,
+            protocol=number("protocol"),
+            device=facts.get("device") or None,
+            length=number("length"),
+            host=itf.nic.host,
+        )
+        # kept for the journeys that end there (no event: a busy host drops many a packet)
+        self.store.drops.append(drop)
 
     def sll2_nic(self, table: dict, buf, data: int, caplen: int, proto: Nic) -> int:
         """NIC id for an SLL2 frame: one NIC per interface index (header bytes 4..8)."""
@@ -873,11 +894,17 @@ class _PcapngParser(_Base):
             elif code == 5 and len(value) >= 8:
                 itf.nic.dropped = u64(value[:8])[0]
             elif code == 1:
-                # the live agent's word that the interface disappeared, went down or came up
+                # the live agent's word that the interface disappeared, went down or came
+                # up, or that the kernel dropped a packet
                 comment = value.decode(errors="replace")
                 state = nicfacts.parse_state(comment)
                 if state is not None:
                     self.nic_state(itf.nic, state[0], state[1], comment)
+                    continue
+                drop = nicfacts.parse_drop(comment)
+                if drop is not None:
+                    hi, lo = struct.unpack_from(self.e + "II", buf, pos + 12)
+                    self.kernel_drop(itf, ((hi << 32) | lo) * itf.mul // itf.div + itf.off, drop)
 
 
 # --------------------------------------------------------------------------

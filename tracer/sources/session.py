@@ -43,6 +43,7 @@ class CaptureOptions:
     filter: list[str] = field(default_factory=list)
     write: str | None = None
     user: str | None = None
+    no_drops: bool = False  # do not record the kernel's dropped packets (skb:kfree_skb)
 
     def agent_args(self, host: str | None = None, *, duration: bool = True, missing_ok: bool = False) -> list[str]:
         """``tracer agent``'s arguments (after the program): ``duration=False`` when the
@@ -67,6 +68,8 @@ class CaptureOptions:
             args += ["--duration", str(self.duration)]
         if host:
             args += ["--host", host]
+        if self.no_drops:
+            args.append("--no-drops")
         if self.filter:
             args += ["--", *self.filter]
         return args

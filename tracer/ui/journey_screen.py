@@ -181,6 +181,15 @@ class JourneyDiagram(Widget, can_focus=True):
                 end.append(f" on {safe(target.nic.host)}", style=p.ok)
         else:
             end.append("✖ " + safe(journey.end), style=p.error + BOLD)
+            stop = journey.stopped
+            if stop is not None and stop.evidence:  # why, when the capture says
+                end.append(": " + safe(stop.reason), style=p.error)
+                out.append(end)
+                for line in stop.evidence:
+                    why = Text(" " * (path_x + 3), end="")
+                    why.append(safe(line), style=p.muted)
+                    out.append(why)
+                return out
         out.append(end)
         return out
 

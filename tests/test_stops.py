@@ -1,0 +1,293 @@
+"""Why a journey stopped: broken labs, real kernel drops, real ICMP errors.
+
+Each fault of ``tracer lab break`` is made in a real flannel-vxlan lab; A pings C under
+``tracer live --journeys --json`` (one agent per lab host through ``ip netns exec``), and
+the journeys must say where the packet stopped and the reason the kernel gave there
+(``skb:kfree_skb`` through tracefs).  From a capture alone, ICMP errors the kernel sent
+(network unreachable, fragmentation needed) are tied to the packet they quote, checked
+against tshark's reading of the quote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BUNDLED, requires_root
+from tests.helpers import blocks, options, root_lab
+
+TAG = f"s{os.getpid() % 10000}"
+A, C = "10.244.1.2", "10.244.2.2"  # the scenario's containers
+PY = sys.executable
+
+# fault -> (host, NIC of the last sighting, the kernel's reason, ping payload bytes)
+EXPECTED = {
+    "wrong-vni": ("hosty", "eth0", "VXLAN_VNI_NOT_FOUND", 0),
+    "no-fdb": ("hostx", "flannel0", "NO_TX_TARGET", 0),
+    "no-route": ("hostx", "docker0", "IP_INNOROUTES", 0),
+    "drop-forward": ("hostx", "docker0", "NETFILTER_DROP", 0),
+    "mtu": ("hostx", "docker0", "PKT_TOO_BIG", 1300),
+    "rp-filter": ("hosty", "flannel0", "IP_RPFILTER", 0),
+}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    with root_lab(tmp_path_factory, "flannel-vxlan", TAG) as lab:
+        yield lab
+
+
+def ping(lab, count: int, size: int = 0) -> int:
+    from tracer.lab.traffic import ping as lab_ping
+
+    s = lab.scenario
+    return lab_ping(lab.ns("A"), s.address_of("C"), count, 0x7E57, size)[0]
+
+
+def wait_hosts(path: Path, proc: subprocess.Popen, hosts: set[str], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1]
+        try:
+            descs = [dict(options(b, 8)).get(3, b"").decode() for t, b in blocks(path) if t == 1]
+        except (AssertionError, OSError, Exception):  # noqa: BLE001 - a half-written file
+            descs = []
+        if {d.split()[0].removeprefix("host=") for d in descs if d} >= hosts:
+            time.sleep(0.5)
+            return
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("hosts did not start capturing: " + proc.communicate()[1])
+
+
+def live_journeys(lab, tmp_path: Path, traffic) -> tuple[list[dict], Path, str]:
+    """``tracer live --journeys --json`` on both lab hosts while ``traffic()`` runs."""
+    out = tmp_path / "live.pcapng"
+    argv = [PY, "-m", "tracer", "live", "-Z", "root", "--via", "ip netns exec {host}"]
+    argv += ["--host", f"hostx={lab.ns('hostx')}", "--host", f"hosty={lab.ns('hosty')}"]
+    argv += ["--journeys", "--json", "-w", str(out), "--duration", "12", "icmp or udp port 8472"]
+    # the hosts run the agent of this checkout: its tracer first on their PATH
+    env = {**os.environ, "PATH": f"{Path(PY).parent}:{os.environ.get('PATH', '')}"}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        wait_hosts(out, proc, {"hostx", "hosty"})
+        traffic()
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    return [json.loads(line) for line in stdout.splitlines()], out, stderr
+
+
+def a_to_c(journeys: list[dict]) -> list[dict]:
+    return [
+        j
+        for j in journeys
+        if j["inner"]["src"] == "10.244.1.2" and j["inner"]["dst"] == "10.244.2.2" and j["inner"].get("type") == 8
+    ]
+
+
+@requires_root
+@pytest.mark.parametrize("fault", list(EXPECTED))
+def test_a_broken_lab_says_where_and_why_the_packet_stopped(lab, tmp_path, fault):
+    from tracer.lab import faults
+
+    host, nic, reason, size = EXPECTED[fault]
+    faults.break_(lab, fault)
+    try:
+        journeys, saved, _ = live_journeys(lab, tmp_path, lambda: ping(lab, 2, size))
+    finally:
+        assert faults.fix(lab) == [fault]
+    sent = a_to_c(journeys)
+    assert len(sent) == 2, journeys
+    for j in sent:
+        assert j["delivered"] is False and j["end"].startswith("not seen after"), j
+        stop = j["stopped"]
+        assert (stop["host"], stop["nic"].split("/")[-1].split("@")[0]) == (host, nic), stop
+        assert stop["drop_reason"] == reason, stop
+        assert reason in stop["reason"] and stop["evidence"], stop
+        assert j["hops"][-1]["host"] == host and j["hops"][-1]["nic"] == nic
+    # the drops are in the saved capture too: replay tells the same story
+    r = subprocess.run(
+        [PY, "-m", "tracer", "replay", str(saved), "--journeys", "--json"], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stderr
+    again = {
+        (j["inner"]["seq"], j["stopped"]["drop_reason"]) for j in a_to_c([json.loads(x) for x in r.stdout.splitlines()])
+    }
+    assert again == {(j["inner"]["seq"], reason) for j in sent}
+    # and fixed, the same pings get through
+    assert ping(lab, 2, size) == 2
+
+
+@requires_root
+def test_a_delivered_journey_has_no_stop_and_drops_elsewhere_are_not_its_own(lab, tmp_path):
+    journeys, _, _ = live_journeys(lab, tmp_path, lambda: ping(lab, 2))
+    sent = a_to_c(journeys)
+    assert len(sent) == 2
+    for j in sent:
+        assert j["delivered"] is True and "stopped" not in j, j
+
+
+@requires_root
+@pytest.mark.parametrize(
+    ("fault", "size", "says"),
+    [
+        ("no-route", 0, "destination unreachable (network unreachable)"),
+        ("mtu", 1300, "destination unreachable (fragmentation needed, next-hop MTU 1200)"),
+    ],
+)
+def test_from_a_capture_alone_an_icmp_error_says_why(lab, tmp_path, fault, size, says):
+    """No kernel drop records (tracer lab record, AF_PACKET only): the ICMP error the
+    kernel sent back quotes the packet, and the journey of that packet names it."""
+    from tracer.lab import faults
+    from tracer.lab.record import record
+
+    out = tmp_path / "rec.pcapng"
+    faults.break_(lab, fault)
+    try:
+        record(lab, out, snaplen=262144, size=size)  # the scenario's 3 pings: none gets through
+    finally:
+        faults.fix(lab)
+    r = subprocess.run(
+        [PY, "-m", "tracer", "replay", str(out), "--journeys", "--json"], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stderr
+    sent = a_to_c([json.loads(x) for x in r.stdout.splitlines()])
+    # tshark reads the errors and the packets they quote (the quoted ICMP sequence
+    # numbers); the kernel rate-limits its errors, so not every packet got one
+    t = subprocess.run(
+        ["tshark", "-r", str(out), "-Y", "icmp.type == 3", "-T", "fields", "-e", "icmp.seq"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    quoted_seqs = {int(s) for line in t.stdout.split() for s in line.split(",") if s}
+    assert quoted_seqs and len(sent) == 3
+    for j in sent:
+        stop = j["stopped"]
+        assert stop["host"] == "hostx" and stop["drop_reason"] is None, stop
+        if j["inner"]["seq"] in quoted_seqs:
+            assert stop["reason"] == f"10.244.1.1 answered ICMP {says}", stop
+            assert stop["evidence"] and "quoting this packet" in stop["evidence"][0]
+        else:
+            assert stop["reason"].endswith("nothing captured says why") and not stop["evidence"], stop
+    # the batch renderer (per journey shape) says what journey_json says, journey by journey
+    from tests.test_correlate import text_of
+    from tracer.correlate import correlate
+    from tracer.correlate.journey import journey_json
+    from tracer.correlate.render import JsonLines, TextBlocks
+    from tracer.model import FrameStore
+    from tracer.pcapng.reader import SourceSpec, open_capture
+
+    store = FrameStore()
+    open_capture(SourceSpec(str(out))).read_into(store)
+    corr = correlate(store)
+    lines, texts = JsonLines(corr), TextBlocks(corr)
+    for j in corr.journeys:
+        assert lines.line(j) == json.dumps(journey_json(j))
+        assert texts.block(j) == text_of(journey_json(j))
+
+
+def test_every_journey_says_delivered_and_only_the_others_say_where_they_stopped():
+    from tracer.correlate import correlate
+    from tracer.correlate.journey import journey_json
+    from tracer.model import FrameStore
+    from tracer.pcapng.reader import SourceSpec, open_capture
+
+    store = FrameStore()
+    open_capture(SourceSpec(str(BUNDLED))).read_into(store)
+    corr = correlate(store)
+    seen = set()
+    for j in corr.journeys:
+        d = journey_json(j)
+        assert d["delivered"] is (d["end"] == "delivered")
+        assert ("stopped" in d) is (not d["delivered"])
+        if not d["delivered"]:
+            assert d["stopped"]["nic"] == j.hops[-1].nic.label
+            assert d["end"] == f"not seen after {d['stopped']['nic']}"
+        seen.add(d["delivered"])
+    assert seen == {True, False}
+
+
+def test_quoted_packets_are_what_the_error_quotes():
+    """The quote parser against scapy-built errors whose quote scapy wrote (IPv4 and IPv6,
+    VXLAN inside the quote), and a non-error."""
+    from scapy.layers.inet import ICMP, IP, UDP
+    from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6
+    from scapy.layers.l2 import Ether
+    from scapy.layers.vxlan import VXLAN
+
+    from tracer.dissect.fast import icmp_error_text, quoted
+
+    orig = IP(src="10.244.1.2", dst="10.244.2.2", id=77) / ICMP(id=5, seq=9) / (b"x" * 40)
+    err = Ether() / IP(src="10.244.1.1", dst="10.244.1.2") / ICMP(type=3, code=4, nexthopmtu=1400) / bytes(orig)[:28]
+    q = quoted(bytes(err), 1)
+    assert q is not None and (q.src, q.dst, q.ip_id, q.icmp_id, q.icmp_seq) == ("10.244.1.2", "10.244.2.2", 77, 5, 9)
+    assert icmp_error_text(bytes(err), 1) == "destination unreachable (fragmentation needed, next-hop MTU 1400)"
+    outer = (
+        IP(src="192.168.0.1", dst="192.168.0.2", id=3)
+        / UDP(sport=4242, dport=4789)
+        / VXLAN(vni=1)
+        / Ether()
+        / IP(src="10.244.1.2", dst="10.244.2.2", id=99)
+        / ICMP(id=1, seq=2)
+    )
+    err2 = Ether() / IP(src="192.168.0.254", dst="192.168.0.1") / ICMP(type=11, code=0) / bytes(outer)
+    q2 = quoted(bytes(err2), 1)
+    assert q2 is not None and q2.encap == ("VXLAN",) and (q2.dst, q2.ip_id, q2.icmp_seq) == ("10.244.2.2", 99, 2)
+    assert icmp_error_text(bytes(err2), 1) == "time exceeded in transit"
+    o6 = IPv6(src="fd00::1", dst="fd00::2") / UDP(sport=1, dport=2) / (b"y" * 30)
+    e6 = Ether() / IPv6(src="fd00::9", dst="fd00::1") / ICMPv6PacketTooBig(mtu=1280) / bytes(o6)
+    q6 = quoted(bytes(e6), 1)
+    assert q6 is not None and (q6.dst, q6.dport) == ("fd00::2", 2)
+    assert icmp_error_text(bytes(e6), 1) == "packet too big (MTU 1280)"
+    assert quoted(bytes(Ether() / orig), 1) is None and icmp_error_text(bytes(Ether() / orig), 1) is None
+
+
+def test_a_kernel_drop_comment_survives_the_pcapng_round_trip(tmp_path):
+    """What the agent writes (an ISB comment with the drop's time) is what replay reads;
+    a comment that is not a drop (or lacks the reason) is none."""
+    from tracer import nicfacts
+    from tracer.model import FrameStore
+    from tracer.pcapng.reader import SourceSpec, open_capture
+    from tracer.pcapng.writer import PcapngWriter
+
+    path = tmp_path / "d.pcapng"
+    with open(path, "wb") as f:
+        w = PcapngWriter(f)
+        i = w.add_interface("eth0", 1, description="host=hosty kind=veth")
+        w.write_stats(
+            i,
+            1_700_000_000_123_456_789,
+            None,
+            None,
+            comment=nicfacts.drop_comment(
+                reason="VXLAN_VNI_NOT_FOUND", location="vxlan_rcv", protocol=2048, device="eth0", length=126
+            ),
+        )
+        w.write_stats(i, 1_700_000_001_000_000_000, None, None, comment="drop: location=x")
+        w.write_stats(i, 1_700_000_002_000_000_000, None, None, comment="dropped: reason=X")
+    store = FrameStore()
+    open_capture(SourceSpec(str(path))).read_into(store)
+    assert len(store.drops) == 1
+    d = store.drops[0]
+    assert (d.reason, d.location, d.protocol, d.device, d.length, d.host) == (
+        "VXLAN_VNI_NOT_FOUND",
+        "vxlan_rcv",
+        2048,
+        "eth0",
+        126,
+        "hosty",
+    )
+    assert d.time_ns == 1_700_000_000_123_456_789
+    t = subprocess.run(["tshark", "-r", str(path), "-q", "-z", "io,stat,0"], capture_output=True, text=True, timeout=60)
+    assert t.returncode == 0, t.stderr  # Wireshark reads the file

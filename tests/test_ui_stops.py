@@ -1,0 +1,82 @@
+"""Where and why a packet stopped, from a recorded capture (no root needed).
+
+``tests/data/stops/wrong-vni.pcapng`` is a ``tracer live -w`` recording of the
+flannel-vxlan lab broken with ``tracer lab break flannel-vxlan wrong-vni`` (one agent per
+host through ``ip netns exec``) while A pinged C three times: the kernel drops of
+Host Y, ``VXLAN_VNI_NOT_FOUND`` in ``vxlan_rcv``, are in it as ISB comments.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.test_ui import SIZE, make_app, screen_text, select_frame, settle
+from tracer.correlate import correlate
+from tracer.model import FrameStore
+from tracer.pcapng.reader import SourceSpec, open_capture
+
+WRONG_VNI = Path(__file__).parent / "data" / "stops" / "wrong-vni.pcapng"
+
+
+def a_to_c_requests(store: FrameStore):
+    return [j for j in correlate(store).journeys if j.inner.get("type") == 8 and j.inner["dst"] == "10.244.2.2"]
+
+
+def load() -> FrameStore:
+    store = FrameStore()
+    open_capture(SourceSpec(str(WRONG_VNI))).read_into(store)
+    return store
+
+
+def test_replay_names_the_kernels_reason_for_every_lost_echo():
+    r = subprocess.run(
+        [sys.executable, "-m", "tracer", "replay", str(WRONG_VNI), "--journeys", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    journeys = [json.loads(line) for line in r.stdout.splitlines()]
+    requests = [j for j in journeys if j["inner"].get("type") == 8]
+    # tshark counts the echo requests A sent (on Host X's veth)
+    t = subprocess.run(
+        ["tshark", "-r", str(WRONG_VNI), "-Y", 'icmp.type == 8 && frame.interface_name == "veth-a"'],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert len(requests) == len(t.stdout.splitlines()) > 0
+    for j in requests:
+        assert j["delivered"] is False
+        assert [h["nic"] for h in j["hops"]][-1] == "eth0" and j["hops"][-1]["host"] == "hosty"
+        stop = j["stopped"]
+        assert (stop["host"], stop["drop_reason"]) == ("hosty", "VXLAN_VNI_NOT_FOUND")
+        assert stop["reason"] == "dropped by the kernel on hosty after eth0: VXLAN_VNI_NOT_FOUND (vxlan_rcv)"
+    assert len(load().drops) >= len(requests)
+
+
+async def test_the_journey_screen_says_why_it_stopped():
+    app = make_app(SourceSpec(str(WRONG_VNI)))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        j = a_to_c_requests(app.store)[0]
+        await select_frame(pilot, j.hops[0].frame)
+        await pilot.press("enter")
+        await pilot.pause()
+        text = screen_text(app)
+        assert "not seen after hosty/eth0: dropped by the kernel on hosty after eth0: VXLAN_VNI_NOT_FOUND" in text
+        assert "skb:kfree_skb VXLAN_VNI_NOT_FOUND at vxlan_rcv on eth0" in text
+
+
+def test_snapshot_journey_screen_with_a_kernel_drop(snap_compare):
+    async def run_before(pilot):
+        await settle(pilot)
+        j = a_to_c_requests(pilot.app.store)[0]
+        await select_frame(pilot, j.hops[0].frame)
+        await pilot.press("enter")
+        await pilot.pause()
+
+    assert snap_compare(make_app(SourceSpec(str(WRONG_VNI))), terminal_size=SIZE, run_before=run_before)
