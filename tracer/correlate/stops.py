@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 # packet crosses a host in microseconds, a queue (qdisc, neighbour) holds it for up to
 # the neighbour resolution time (1 s of ARP retries by default, then NEIGH_FAILED)
 DROP_AFTER_NS = 3_500_000_000
+# ... or seem to precede it by this much: the drop's time is the trace clock's (mono)
+# turned into wall-clock time, the frame's is the capture's
+CLOCK_SLACK_NS = 2_000_000
 # An ICMP error is about a packet sent at most this long before it
 ERROR_AFTER_NS = 5_000_000_000
 # ... and the error's host clock may be ahead of the packet's by this much
@@ -207,7 +210,7 @@ def _drop_for(corr: Correlation, last: Hop) -> KernelDrop | None:
     length = last.ident.length
     best = None
     for d in drops:  # few: only real drops, noise filtered by the agent
-        if d.host != host or not 0 <= d.time_ns - t <= DROP_AFTER_NS:
+        if d.host != host or not -CLOCK_SLACK_NS <= d.time_ns - t <= DROP_AFTER_NS:
             continue
         if d.device and d.device not in (last.nic.name,) and not _on_host(corr, host, d.device):
             continue
@@ -215,7 +218,7 @@ def _drop_for(corr: Correlation, last: Hop) -> KernelDrop | None:
         # Ethernet), or with a tunnel's outer headers already pulled
         if d.length and d.length > length:
             continue
-        score = (d.device == last.nic.name, -(d.time_ns - t))
+        score = (d.device == last.nic.name, -abs(d.time_ns - t))
         if best is None or score > best[0]:
             best = (score, d)
     return best[1] if best else None
