@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pickle
 from collections import Counter
+from itertools import compress
 from typing import TYPE_CHECKING, Any
 
 from tracer.dissect.fast import classify
@@ -50,17 +51,17 @@ def _count_range(store: FrameStore, lo: int, hi: int, match: Matcher | None = No
         map(store.caplen.__getitem__, sel),
         map(linktypes.__getitem__, nics),
     )
-    out = Counter(zip(nics, kinds))
-    out.update(zip(nics, [None] * len(nics)))  # type: ignore[list-item]
+    out: Counter = Counter(zip(nics, kinds))
+    for nic, k in Counter(nics).items():
+        out[nic, None] = k
     ts, origlen = store.ts_ns, store.origlen
     extra: dict[tuple, int] = {}
-    for nic, i in zip(nics, sel):
-        t = ts[i]
-        extra[nic, "bytes"] = extra.get((nic, "bytes"), 0) + origlen[i]
-        if t < extra.get((nic, "first"), t + 1):
-            extra[nic, "first"] = t
-        if t > extra.get((nic, "last"), t - 1):
-            extra[nic, "last"] = t
+    present = set(nics)
+    for nic in present:  # per NIC, in C: its frames picked out of sel, then summed
+        mine = sel if len(present) == 1 else list(compress(sel, map(nic.__eq__, nics)))
+        extra[nic, "bytes"] = sum(map(origlen.__getitem__, mine))
+        extra[nic, "first"] = min(map(ts.__getitem__, mine))
+        extra[nic, "last"] = max(map(ts.__getitem__, mine))
     out.update(extra)
     return out
 

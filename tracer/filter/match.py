@@ -281,11 +281,18 @@ class _Gen:
         if isinstance(n, Const):
             return "True" if n.value else "False"
         if isinstance(n, Not):
-            return f"(not {self.node(n.item)})"
-        if isinstance(n, And):
-            return "(" + " and ".join(self.node(x) for x in n.items) + ")"
-        if isinstance(n, Or):
-            return "(" + " or ".join(self.node(x) for x in n.items) + ")"
+            inner = self.node(n.item)
+            return {"True": "False", "False": "True"}.get(inner, f"(not {inner})")
+        if isinstance(n, And | Or):
+            # what this layout decides (a protocol it has or lacks) is folded away
+            stop, go = ("False", "True") if isinstance(n, And) else ("True", "False")
+            parts = [e for e in (self.node(x) for x in n.items) if e != go]
+            if stop in parts:
+                return stop
+            if not parts:
+                return go
+            word = " and " if isinstance(n, And) else " or "
+            return parts[0] if len(parts) == 1 else "(" + word.join(parts) + ")"
         if isinstance(n, Proto):
             return self.proto(n)
         if isinstance(n, Exists):
@@ -329,7 +336,9 @@ class _Gen:
                 a = int(e.partition("[o+")[2].partition(":")[0])
                 whole, rest = divmod(v.prefix, 8)
                 parts = []
-                if whole:
+                if whole == 1:
+                    parts.append(f"d[o+{a}] == {v.raw[0]}")
+                elif whole:
                     parts.append(f"d[o+{a}:o+{a + whole}] == {self.const(v.raw[:whole])}")
                 if rest:
                     mask = (0xFF << (8 - rest)) & 0xFF
@@ -373,7 +382,7 @@ def compile_layout(node: Node, lay: Layout, env: dict[str, object], precheck: st
     """``node`` over frames of layout ``lay`` as a function (d, o, n, i) -> bool."""
     g = _Gen(lay)
     expr = g.node(node)
-    src = f"def P(d, o, n, i):\n{precheck}    return bool({expr})\n"
+    src = f"def P(d, o, n, i):\n{precheck}    return {expr}\n"  # every expression made is a bool
     ns: dict[str, object] = dict(env)
     ns.update(g.consts)
     # the source is made here from the typed AST: names, numbers and constants, never filter text
@@ -488,16 +497,19 @@ class Matcher:
             self._env["JH"] = journeys.hops
             self._env["JD"] = journeys.delivered
         self._per_nic: list[Pred | bool] = []
+        # per NIC with the identity parser's fast lane: (layout key -> code).get, and
+        # what makes the code for a key not seen yet (select() runs the lane inline)
+        self._fast_lane: dict[int, tuple[Callable, Callable]] = {}
         self._fold_cache: dict[Node, Pred | bool] = {}
 
     # per NIC: a constant, or a function of (d, o, n, i)
     def _nic_pred(self, nid: int) -> Pred | bool:
         while len(self._per_nic) <= nid:
             nic = self.store.nics[len(self._per_nic)]
-            self._per_nic.append(self._make(fold(self.filter.ast, nic), nic.linktype))
+            self._per_nic.append(self._make(fold(self.filter.ast, nic), nic.linktype, nic.id))
         return self._per_nic[nid]
 
-    def _make(self, node: Node, linktype: int) -> Pred | bool:
+    def _make(self, node: Node, linktype: int, nid: int) -> Pred | bool:
         if isinstance(node, Const):
             return node.value
         flt, env = self.filter, self._env
@@ -541,6 +553,7 @@ class Matcher:
             return p
 
         get = fast_cache.get
+        self._fast_lane[nid] = (get, for_key)
 
         def ether(d: Any, o: int, n: int, i: int) -> bool:
             if n >= pick_len:
@@ -571,12 +584,35 @@ class Matcher:
         for nid in range(len(st.nics)):
             self._nic_pred(nid)
         per = self._per_nic
+        lanes: list[tuple[Any, Any]] = [self._fast_lane.get(nid, (None, None)) for nid in range(len(per))]
         nic_of, buf_of, offset, caplen, bufs = st.nic_of, st.buf_of, st.offset, st.caplen, st.buffers
+        pick, pick_len = fast._pick, fast._PICK_LEN
         out: list[int] = []
         add = out.append
         for i in frames:
-            p = per[nic_of[i]]
-            if p is True or (p is not False and p(bufs[buf_of[i]], offset[i], caplen[i], i)):
+            nid = nic_of[i]
+            try:
+                p = per[nid]
+            except IndexError:  # a NIC added since (the store grows while the UI asks)
+                p = self._nic_pred(nid)
+                lanes += [self._fast_lane.get(k, (None, None)) for k in range(len(lanes), len(per))]
+            if p is False:
+                continue
+            if p is True:
+                add(i)
+                continue
+            d = bufs[buf_of[i]]
+            o = offset[i]
+            n = caplen[i]
+            get, make = lanes[nid]
+            if get is not None and n >= pick_len:  # the fast lane, inline: one call less a frame
+                k = pick(d, o)
+                f = get(k)
+                if f is None:
+                    f = make(k)
+                if f(d, o, n, i):
+                    add(i)
+            elif p(d, o, n, i):
                 add(i)
         return out
 
