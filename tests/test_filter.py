@@ -489,3 +489,15 @@ def test_filter_at_any_depth_in_a_tunnel_and_quoted_in_an_icmp_error():
     quoted = compile_filter("icmp.type == 3 and icmp.type == 8").matcher(store).select(range(len(store)))
     assert len(quoted) == 4
     assert len(compile_filter("outer.icmp.type == 3 and inner.ip.dst == 172.18.0.2").matcher(store).select(quoted)) == 4
+
+
+@needs_tshark
+def test_one_filter_over_two_stores_reads_each_stores_frames():
+    """Code is made per store: frame.len must read the lengths of the store asked about."""
+    flt = compile_filter("frame.len > 100 and icmp")
+    other = REPO / "scenarios" / "docker-overlay" / "capture.pcapng"
+    for path in (BUNDLED, other, BUNDLED):
+        store = load(path)
+        assert store is not None
+        got = len(flt.matcher(store).select(range(len(store))))
+        assert got == tshark_y(path, "frame.len > 100 and icmp")

@@ -458,7 +458,6 @@ class Filter:
         used = fields_used(self.ast)
         self.needs_journeys = any(u.startswith("journey.") for u in used)
         self.needs_delivered = "journey.delivered" in used
-        self._code: dict[tuple[Node, Layout, str], Pred] = {}
 
     def __repr__(self) -> str:
         return f"Filter({self.text!r})"
@@ -467,15 +466,6 @@ class Filter:
         if self.needs_journeys and journeys is None:
             raise FilterError("journey.hops and journey.delivered need the frames' journeys here")
         return Matcher(self, store, journeys)
-
-    def code_for(self, node: Node, lay: Layout, env: dict[str, object], precheck: str = "") -> Pred:
-        key = (node, lay, precheck)
-        p = self._code.get(key)
-        if p is None:
-            if len(self._code) >= _CACHE_MAX:
-                self._code.clear()
-            p = self._code[key] = compile_layout(node, lay, env, precheck)
-        return p
 
 
 def compile_filter(text: str) -> Filter:
@@ -500,7 +490,18 @@ class Matcher:
         # per NIC with the identity parser's fast lane: (layout key -> code).get, and
         # what makes the code for a key not seen yet (select() runs the lane inline)
         self._fast_lane: dict[int, tuple[Callable, Callable]] = {}
-        self._fold_cache: dict[Node, Pred | bool] = {}
+        # code per (folded filter, layout, precheck); it reads this store's columns (L, JH,
+        # JD), so it is the matcher's, not the filter's
+        self._code: dict[tuple[Node, Layout, str], Pred] = {}
+
+    def code_for(self, node: Node, lay: Layout, env: dict[str, object], precheck: str = "") -> Pred:
+        key = (node, lay, precheck)
+        p = self._code.get(key)
+        if p is None:
+            if len(self._code) >= _CACHE_MAX:
+                self._code.clear()
+            p = self._code[key] = compile_layout(node, lay, env, precheck)
+        return p
 
     # per NIC: a constant, or a function of (d, o, n, i)
     def _nic_pred(self, nid: int) -> Pred | bool:
@@ -512,10 +513,10 @@ class Matcher:
     def _make(self, node: Node, linktype: int, nid: int) -> Pred | bool:
         if isinstance(node, Const):
             return node.value
-        flt, env = self.filter, self._env
+        code, env = self.code_for, self._env
         # the frame's own facts alone (frame.len, journey.*): no layout needed
         if not (fields_used(node) - {"frame.len", "journey.hops", "journey.delivered"}):
-            return flt.code_for(node, (), env)
+            return code(node, (), env)
         slow_cache: dict[Layout, Pred] = {}
 
         def slow(d: Any, o: int, n: int, i: int) -> bool:
@@ -524,7 +525,7 @@ class Matcher:
             if p is None:
                 if len(slow_cache) >= _CACHE_MAX:
                     slow_cache.clear()
-                p = slow_cache[lay] = flt.code_for(node, lay, env)
+                p = slow_cache[lay] = code(node, lay, env)
             return p(d, o, n, i)
 
         if linktype != 1:
@@ -546,7 +547,7 @@ class Matcher:
             else:
                 lay, need, icmp_at = _PLAN_LAYOUTS[plan[0], plan[1]]
                 check = f"n < {need}" + (f" or d[o+{icmp_at}] in Q" if icmp_at >= 0 else "")
-                p = flt.code_for(node, lay, penv, f"    if {check}:\n        return S(d, o, n, i)\n")
+                p = code(node, lay, penv, f"    if {check}:\n        return S(d, o, n, i)\n")
             if len(fast_cache) >= _CACHE_MAX:
                 fast_cache.clear()
             fast_cache[k] = p
