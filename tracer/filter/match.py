@@ -462,10 +462,10 @@ class Filter:
     def __repr__(self) -> str:
         return f"Filter({self.text!r})"
 
-    def matcher(self, store: FrameStore, journeys: JourneyFacts | None = None) -> Matcher:
+    def matcher(self, store: FrameStore, journeys: JourneyFacts | None = None, *, fast_lane: bool = True) -> Matcher:
         if self.needs_journeys and journeys is None:
             raise FilterError("journey.hops and journey.delivered need the frames' journeys here")
-        return Matcher(self, store, journeys)
+        return Matcher(self, store, journeys, fast_lane=fast_lane)
 
 
 def compile_filter(text: str) -> Filter:
@@ -479,8 +479,11 @@ class Matcher:
     Safe to call from the UI thread while a reader appends (only indices below
     ``len(store)`` are asked about); a NIC added later is folded when first met."""
 
-    def __init__(self, flt: Filter, store: FrameStore, journeys: JourneyFacts | None) -> None:
+    def __init__(
+        self, flt: Filter, store: FrameStore, journeys: JourneyFacts | None, *, fast_lane: bool = True
+    ) -> None:
         self.filter = flt
+        self.fast_lane = fast_lane  # False: every frame takes the walk (the tests hold the lane to it)
         self.store = store
         self._env: dict[str, object] = {"L": store.origlen}
         if journeys is not None:
@@ -528,7 +531,7 @@ class Matcher:
                 p = slow_cache[lay] = code(node, lay, env)
             return p(d, o, n, i)
 
-        if linktype != 1:
+        if linktype != 1 or not self.fast_lane:
             return slow
         fast_cache: dict[tuple, Pred] = {}
         plans, plan_for = fast._plans, fast._plan_for
