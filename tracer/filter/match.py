@@ -226,6 +226,8 @@ def _plan_layout(vx: bool, kind: int) -> tuple[Layout, int, int]:
 
 
 _PLAN_LAYOUTS = {(vx, kind): _plan_layout(vx, kind) for vx in (False, True) for kind in (1, 2, 3)}
+# frames this long hold every plan's layout (and the parser's structural key)
+_LANE_LEN = max(fast._PICK_LEN, *(need for _lay, need, _at in _PLAN_LAYOUTS.values()))
 
 
 # -- code generation ------------------------------------------------------------------------
@@ -557,7 +559,32 @@ class Matcher:
             return p
 
         get = fast_cache.get
-        self._fast_lane[nid] = (get, for_key)
+        # select()'s inline lane takes frames long enough for every plan's layout, so its
+        # code needs no length check, and a layout that decides the filter alone (a TCP
+        # frame for 'icmp and ...') is the constant itself: no call at all
+        lane_cache: dict[tuple, Pred | bool] = {}
+
+        def lane_for(k: tuple) -> Pred | bool:
+            plan = plans.get(k)
+            if plan is None:
+                plan = plan_for(k)
+            p: Pred | bool
+            if plan is False:
+                p = slow
+            else:
+                lay, _need, icmp_at = _PLAN_LAYOUTS[plan[0], plan[1]]
+                expr = _Gen(lay).node(node)
+                if icmp_at < 0 and expr in ("True", "False"):
+                    p = expr == "True"
+                else:
+                    check = f"    if d[o+{icmp_at}] in Q:\n        return S(d, o, n, i)\n" if icmp_at >= 0 else ""
+                    p = code(node, lay, penv, check)
+            if len(lane_cache) >= _CACHE_MAX:
+                lane_cache.clear()
+            lane_cache[k] = p
+            return p
+
+        self._fast_lane[nid] = (lane_cache.get, lane_for)
 
         def ether(d: Any, o: int, n: int, i: int) -> bool:
             if n >= pick_len:
@@ -590,7 +617,7 @@ class Matcher:
         per = self._per_nic
         lanes: list[tuple[Any, Any]] = [self._fast_lane.get(nid, (None, None)) for nid in range(len(per))]
         nic_of, buf_of, offset, caplen, bufs = st.nic_of, st.buf_of, st.offset, st.caplen, st.buffers
-        pick, pick_len = fast._pick, fast._PICK_LEN
+        pick, lane_len = fast._pick, _LANE_LEN
         out: list[int] = []
         add = out.append
         for i in frames:
@@ -609,12 +636,12 @@ class Matcher:
             o = offset[i]
             n = caplen[i]
             get, make = lanes[nid]
-            if get is not None and n >= pick_len:  # the fast lane, inline: one call less a frame
+            if get is not None and n >= lane_len:  # the fast lane, inline: one call less a frame
                 k = pick(d, o)
                 f = get(k)
                 if f is None:
                     f = make(k)
-                if f(d, o, n, i):
+                if f is True or (f is not False and f(d, o, n, i)):
                     add(i)
             elif p(d, o, n, i):
                 add(i)
