@@ -512,7 +512,12 @@ def _mutated_store(seed: int) -> FrameStore:
     store = FrameStore()
     chunks: list[bytes] = []
     pos = 0
-    paths = sorted((REPO / "scenarios").glob("*/capture.pcapng")) + sorted((SHARED_PCAPS / "vxlan").glob("*.pcap"))
+    paths = sorted((REPO / "scenarios").glob("*/capture.pcapng"))
+    paths += [
+        p
+        for d in ("vxlan", "sll", "rawip", "other/gre", "other/ipv6", "other/frag")
+        for p in sorted((SHARED_PCAPS / d).glob("*.pcap*"))
+    ]
     frames = []
     for path in paths:
         src = load(path)
@@ -544,9 +549,10 @@ def _mutate(rnd, data: bytes) -> bytes:
 
 
 def test_fast_lane_agrees_with_the_walk_on_real_and_damaged_frames():
-    """Two ways to the same answer: the identity parser's fast lane (a layout from a
-    memoised key) and the header walk, frame by frame, on real frames and on the same
-    frames with bytes changed and cut; and no filter raises on any of them."""
+    """Two ways to the same answer: the identity parser's fast lane and the layout memo
+    (a layout from a memoised key) against the header walk, frame by frame, on real
+    frames of every link type and on the same frames with bytes changed and cut; and no
+    filter raises on any of them."""
     store = _mutated_store(15)
     n = len(store)
     assert n > 1000

@@ -62,61 +62,103 @@ _H = struct.Struct("!H").unpack_from
 def layout(d: Any, o: int, n: int, linktype: int) -> Layout:
     """The headers of the frame at ``d[o:o+n]``: the identity parser's walk, keeping
     where each header is instead of what is in it.  Never raises."""
-    out: list[Header] = []
-    add = out.append
-    level = 0
-    quoted = False
-    off = 0
-    state = _S._STOP
-    try:
+    return _Walk(d, o, n).run(linktype)
+
+
+class _Walk:
+    """One walk over one frame, noting what it read (``reads``: (offset, size)) and how
+    many bytes its length checks asked for (``need``).  The walk is a function of the
+    bytes it read alone while a frame is at least ``need`` long, so another frame with
+    the same bytes there has the same layout (:class:`LayoutMemo`); ``cacheable`` is
+    False when a length check failed (a longer frame would go on) or a read broke."""
+
+    __slots__ = ("cacheable", "d", "n", "need", "o", "reads")
+
+    def __init__(self, d: Any, o: int, n: int) -> None:
+        self.d, self.o, self.n = d, o, n
+        self.reads: list[tuple[int, int]] = []
+        self.need = 0
+        self.cacheable = True
+
+    def has(self, off: int, size: int) -> bool:
+        """Are ``size`` bytes there at ``off``?  (A length check of the walk.)"""
+        if self.n - off < size:
+            self.cacheable = False
+            return False
+        self.need = max(self.need, off + size)
+        return True
+
+    def b(self, off: int) -> int:
+        self.reads.append((off, 1))
+        return self.d[self.o + off]
+
+    def h(self, off: int) -> int:
+        self.reads.append((off, 2))
+        d, a = self.d, self.o + off
+        return d[a] << 8 | d[a + 1]
+
+    def run(self, linktype: int) -> Layout:
+        try:
+            return self._run(linktype)
+        except (struct.error, IndexError, ValueError):  # pragma: no cover - every read is checked first
+            self.cacheable = False
+            return ()
+
+    def _run(self, linktype: int) -> Layout:
+        out: list[Header] = []
+        add, has, b, h = out.append, self.has, self.b, self.h
+        level = 0
+        quoted = False
+        off = 0
+        state = _S._STOP
         if linktype == 1:
             state = _S._ETHER
         elif linktype in _S._RAW_LINKTYPES:
             state = _S._RAWIP
-        elif linktype == 113 and n >= 16:
-            state = _S._sll_next(_H(d, o + 14)[0], _H(d, o + 2)[0])
+        elif linktype == 113 and has(0, 16):
+            state = _S._sll_next(h(14), h(2))
             off = 16
-        elif linktype == 276 and n >= 20:
-            state = _S._sll_next(_H(d, o)[0], _H(d, o + 8)[0])
+        elif linktype == 276 and has(0, 20):
+            state = _S._sll_next(h(0), h(8))
             off = 20
-        elif linktype in (0, 108) and n >= 4:
-            af = struct.unpack_from("<I", d, o)[0]
+        elif linktype in (0, 108) and has(0, 4):
+            b0, b1, b2, b3 = b(0), b(1), b(2), b(3)
+            af = b0 | b1 << 8 | b2 << 16 | b3 << 24
             if af > 0xFFFF:
-                af = struct.unpack_from(">I", d, o)[0]
+                af = b3 | b2 << 8 | b1 << 16 | b0 << 24
             off = 4
             state = _S._IP4 if af == 2 else _S._IP6 if af in _S._BSD_AF_IPV6 else _S._STOP
         while state:
-            left = n - off
-            if left <= 0:
-                break
             if state == _S._ETHER:
-                if left < 14:
+                if not has(off, 14):
                     break
                 add(("eth", off, 14, level))
-                et = _H(d, o + off + 12)[0]
+                et = h(off + 12)
                 off += 14
                 if et <= 1500:
                     break
                 state = _S.ETHERTYPE_NEXT.get(et, _S._STOP)
             elif state == _S._VLAN:
-                if left < 4:
+                if not has(off, 4):
                     break
-                et = _H(d, o + off + 2)[0]
+                et = h(off + 2)
                 off += 4
                 state = _S.ETHERTYPE_NEXT.get(et, _S._STOP)
             elif state == _S._RAWIP:
-                v = d[o + off] >> 4
+                if not has(off, 1):
+                    break
+                v = b(off) >> 4
                 state = _S._IP4 if v == 4 else _S._IP6 if v == 6 else _S._STOP
             elif state == _S._IP4:
-                if left < 20:
+                if not has(off, 20):
                     break
-                vihl = d[o + off]
+                vihl = b(off)
                 hl = (vihl & 15) << 2
                 if vihl >> 4 != 4 or hl < 20:
                     break
                 add(("ip", off, 20, level))
-                fr = _H(d, o + off + 6)[0]
-                proto = d[o + off + 9]
+                fr = h(off + 6)
+                proto = b(off + 9)
                 off += hl
                 if fr & 0x3FFF or (quoted and proto in (4, 41, 47)):  # a fragment: no L4 here
                     break
@@ -124,51 +166,67 @@ def layout(d: Any, o: int, n: int, linktype: int) -> Layout:
                 if state in (_S._IP4, _S._IP6):
                     level += 1
             elif state == _S._IP6:
-                if left < 40:
+                if not has(off, 40):
                     break
-                if d[o + off] >> 4 != 6:
+                if b(off) >> 4 != 6:
                     break
                 add(("ipv6", off, 40, level))
-                nh = d[o + off + 6]
+                nh = b(off + 6)
                 off += 40
-                while nh in _S._IP6_EXT and n - off >= 8:
+                while nh in _S._IP6_EXT and has(off, 8):
                     if nh == 44:
-                        if _H(d, o + off + 2)[0] & 0xFFF9:  # offset or more fragments
+                        if h(off + 2) & 0xFFF9:  # offset or more fragments
                             nh = -1
                             break
-                        nh = d[o + off]
+                        nh = b(off)
                         off += 8
                     else:
-                        nnh, hlen = d[o + off], d[o + off + 1]
+                        nnh, hlen = b(off), b(off + 1)
                         off += (hlen + 2) * 4 if nh == 51 else (hlen + 1) * 8
                         nh = nnh
                 state = _S.IPPROTO_NEXT.get(nh, _S._STOP)
                 if state in (_S._IP4, _S._IP6):
                     level += 1
             elif state == _S._UDP:
-                add(("udp", off, min(8, left), level))
-                if left < 8 or quoted:
+                if not has(off, 8):
+                    if self.n > off:
+                        add(("udp", off, self.n - off, level))
                     break
-                dport = _H(d, o + off + 2)[0]
+                add(("udp", off, 8, level))
+                if quoted:
+                    break
+                dport = h(off + 2)
                 off += 8
                 state = _S.UDP_PORT_NEXT.get(dport, _S._STOP)
             elif state == _S._TCP:
-                add(("tcp", off, min(20, left), level))
+                if not has(off, 20):
+                    if self.n > off:
+                        add(("tcp", off, self.n - off, level))
+                    break
+                add(("tcp", off, 20, level))
                 break
             elif state in (_S._ICMP, _S._ICMP6):
                 kind = "icmp" if state == _S._ICMP else "icmpv6"
-                add((kind, off, min(8, left), level))
-                t = d[o + off]
+                if not has(off, 8):
+                    if self.n > off:
+                        add((kind, off, self.n - off, level))
+                    break
+                add((kind, off, 8, level))
+                t = b(off)
                 off += 8
                 if quoted or t not in (QUOTING_ICMP if kind == "icmp" else QUOTING_ICMP6):
                     break
                 quoted = True
                 state = _S._RAWIP
             elif state == _S._ARP:
-                add(("arp", off, min(8, left), level))
+                if not has(off, 8):
+                    if self.n > off:
+                        add(("arp", off, self.n - off, level))
+                    break
+                add(("arp", off, 8, level))
                 break
             elif state == _S._VXLAN:
-                if left < 8:
+                if not has(off, 8):
                     break
                 add(("vxlan", off, 8, level))
                 off += 8
@@ -178,18 +236,18 @@ def layout(d: Any, o: int, n: int, linktype: int) -> Layout:
                 level += 1
                 state = _S._RAWIP
             elif state == _S._GENEVE:
-                if left < 8:
+                if not has(off, 8):
                     break
                 add(("geneve", off, 8, level))
-                et = _H(d, o + off + 2)[0]
-                off += 8 + ((d[o + off] & 0x3F) << 2)
+                et = h(off + 2)
+                off += 8 + ((b(off) & 0x3F) << 2)
                 level += 1
                 state = _S.ETHERTYPE_NEXT.get(et, _S._STOP)
             elif state == _S._GRE:
-                if left < 4:
+                if not has(off, 4):
                     break
                 add(("gre", off, 4, level))
-                fl, et = struct.unpack_from("!HH", d, o + off)
+                fl, et = h(off), h(off + 2)
                 if fl & 0x4000 or fl & 7 > 1:
                     break
                 off += 4 + 4 * (bool(fl & 0xC000) + bool(fl & 0x2000) + bool(fl & 0x1000))
@@ -198,17 +256,67 @@ def layout(d: Any, o: int, n: int, linktype: int) -> Layout:
                 level += 1
                 state = _S.ETHERTYPE_NEXT.get(et, _S._STOP)
             elif state == _S._MPLS:
-                if left < 4:
+                if not has(off, 4):
                     break
-                bottom = d[o + off + 2] & 1
+                bottom = b(off + 2) & 1
                 off += 4
                 if bottom:
                     state = _S._RAWIP
-            else:
+            else:  # pragma: no cover - a state without a branch
                 break
-    except (struct.error, IndexError):
-        pass
-    return tuple(out)
+        return tuple(out)
+
+
+def _key_struct(reads: list[tuple[int, int]]) -> Callable[[Any, int], tuple]:
+    """One ``unpack_from`` of the bytes a walk read (ranges merged, in offset order)."""
+    spans: list[list[int]] = []
+    for off, size in sorted(set(reads)):
+        if spans and off <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], off + size)
+        else:
+            spans.append([off, off + size])
+    fmt, at = "", 0
+    for lo, hi in spans:
+        fmt += f"{lo - at}x{hi - lo}s" if lo > at else f"{hi - lo}s"
+        at = hi
+    return struct.Struct(fmt or "0s").unpack_from
+
+
+class LayoutMemo:
+    """:func:`layout` for many frames of one link type: a walk once per distinct
+    (bytes the walk read, at the offsets it read them) among frames long enough for
+    its length checks; after that, one ``unpack_from`` and a dict lookup a frame."""
+
+    _MAX_SHAPES = 32
+
+    def __init__(self, linktype: int) -> None:
+        self.linktype = linktype
+        # (key reader, frame bytes needed, key -> layout), most recent shape first
+        self.shapes: list[tuple[Callable[[Any, int], tuple], int, dict[tuple, Layout]]] = []
+        self._by_reads: dict[tuple, tuple[Callable[[Any, int], tuple], int, dict[tuple, Layout]]] = {}
+
+    def __call__(self, d: Any, o: int, n: int) -> Layout:
+        for unpack, need, table in self.shapes:
+            if n >= need:
+                lay = table.get(unpack(d, o))
+                if lay is not None:
+                    return lay
+        w = _Walk(d, o, n)
+        lay = w.run(self.linktype)
+        if w.cacheable:
+            reads = tuple(sorted(set(w.reads)))
+            shape = self._by_reads.get((reads, w.need))
+            if shape is None:
+                if len(self.shapes) >= self._MAX_SHAPES:
+                    self.shapes.clear()
+                    self._by_reads.clear()
+                shape = (_key_struct(w.reads), w.need, {})
+                self._by_reads[reads, w.need] = shape
+                self.shapes.append(shape)
+            if len(shape[2]) >= _CACHE_MAX:
+                shape[2].clear()
+            shape[2][shape[0](d, o)] = lay
+        return lay
 
 
 # The layouts the fast lane knows, by the identity parser's plan (vxlan, L4 kind):
@@ -485,7 +593,8 @@ class Matcher:
         self, flt: Filter, store: FrameStore, journeys: JourneyFacts | None, *, fast_lane: bool = True
     ) -> None:
         self.filter = flt
-        self.fast_lane = fast_lane  # False: every frame takes the walk (the tests hold the lane to it)
+        # False: every frame takes the walk, no lane, no memo (the tests hold them to it)
+        self.fast_lane = fast_lane
         self.store = store
         self._env: dict[str, object] = {"L": store.origlen}
         if journeys is not None:
@@ -523,9 +632,16 @@ class Matcher:
         if not (fields_used(node) - {"frame.len", "journey.hops", "journey.delivered"}):
             return code(node, (), env)
         slow_cache: dict[Layout, Pred] = {}
+        find: Callable[[Any, int, int], Layout]
+        if self.fast_lane:
+            find = LayoutMemo(linktype)
+        else:
+
+            def find(d: Any, o: int, n: int) -> Layout:
+                return layout(d, o, n, linktype)
 
         def slow(d: Any, o: int, n: int, i: int) -> bool:
-            lay = layout(d, o, n, linktype)
+            lay = find(d, o, n)
             p = slow_cache.get(lay)
             if p is None:
                 if len(slow_cache) >= _CACHE_MAX:
