@@ -461,6 +461,14 @@ def test_ast_is_typed_and_precedence_is_wiresharks():
     assert isinstance(node.items[0].item, Proto)
     pinned = parse("inner.ip.dst == 10.244.0.0/16")
     assert pinned.field.pin == "inner" and pinned.value.prefix == 16
+    # what the UI's filter bar will complete: every name parses alone, pinned where it can be
+    from tracer.filter import completions
+
+    names = completions()
+    assert {"ip.addr", "inner.ip.addr", "outer.icmp", "journey.delivered"} <= set(names)
+    assert "inner.nic" not in names and "outer.frame.len" not in names
+    for name in names:
+        parse(name)
 
 
 def test_a_nic_added_later_is_folded_when_met():
