@@ -254,6 +254,31 @@ def test_bpf_filter_keeps_only_matching_frames_on_every_nic(lab, tmp_path, nobod
 
 @requires_root
 @needs_tools
+def test_display_filter_after_the_capture_filter_sees_inside_the_tunnel(lab, tmp_path, nobody_dir):
+    """-Y is applied to what was captured: echo requests to C on every NIC, the VXLAN
+    one on eth0 included (inner.ip.dst), none of the UDP; -w keeps everything."""
+    out = nobody_dir / "y.pcapng"
+    c = str(lab.scenario.address_of("C"))
+    live = Live(lab.ns("hostx"), "--print", "--json", "-w", str(out), "-Y", f"icmp.type == 8 and inner.ip.dst == {c}")
+    try:
+        live.wait_running(out)
+        udp_to(lab, "A", "C")
+        assert ping(lab, "A", "C", 2) == 2
+        time.sleep(0.5)
+    finally:
+        rc, stdout, err = live.stop()
+    assert rc == 0, err
+    frames = [json.loads(line) for line in stdout.splitlines()]
+    assert frames and all("echo request" in f["summary"] for f in frames)
+    assert {f["nic"] for f in frames} == set(PATH_NICS) and any(f["encap"] == ["VXLAN"] for f in frames)
+    argv = ["tshark", "-n", "-r", str(out), "-d", "udp.port==8472,vxlan", "-Y", f"icmp.type == 8 and ip.dst == {c}"]
+    want = subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout.splitlines()
+    assert len(frames) == len(want)
+    assert len(tshark_rows(out, "frame.number")) > len(frames)  # the UDP and the replies were captured
+
+
+@requires_root
+@needs_tools
 def test_veth_added_then_deleted_mid_capture(lab, tmp_path, nobody_dir):
     """A container's veth appears on docker0 (new IDB), then is deleted: the capture
     goes on on the other NICs, its column gets a 'gone' ISB, the file stays valid."""

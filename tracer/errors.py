@@ -10,6 +10,7 @@ Which class says *where* the problem is, so a caller can catch one kind::
 
     TracerError                 (1)
     ├── UsageError              (2)  arguments that cannot work together
+    │   └── FilterError         (2)  a display filter that does not parse (column, did-you-mean)
     ├── InputError              (1)  a capture file or stream that cannot be read at all
     ├── NicError                (1)  an interface or network namespace that cannot be opened
     ├── DiscoveryError          (2)  netlink: no such network namespace, a dump that failed
@@ -42,6 +43,13 @@ class UsageError(TracerError):
     """Arguments that cannot work (``--json`` without ``--print``, two stdins, ...)."""
 
     code = 2
+
+
+class FilterError(UsageError):
+    """A display filter (``-Y``) that cannot be used: ``filter: <what> at <column>``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"filter: {message}")
 
 
 class InputError(TracerError):

@@ -17,10 +17,11 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from tracer.cli.main import die, warn
-from tracer.errors import CaptureError, DiscoveryError
+from tracer.errors import CaptureError, DiscoveryError, UsageError
 from tracer.events import CaptureEvent
 
 if TYPE_CHECKING:
+    from tracer.filter import Filter
     from tracer.model import FrameStore
     from tracer.sources.local import LiveSession
     from tracer.sources.remote import RemoteSession
@@ -116,6 +117,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "it stopped) once it has settled, like 'tracer replay --journeys'",
     )
     p.add_argument("--json", action="store_true", help="with --print or --journeys: JSON Lines")
+    from tracer.cli.output import add_filter_arg
+
+    add_filter_arg(p)
 
     t = subparsers.add_parser(
         "topology",
@@ -179,6 +183,7 @@ def _live(args: argparse.Namespace) -> int:
         return _err("--json goes with --print or --journeys", 2)
     if args.print_ and args.journeys:
         return _err("--print and --journeys: one or the other", 2)
+    _display_filter(args)
     args.print_ = "journeys" if args.journeys else args.print_
     remotes = [h for h in args.host if is_remote_arg(h)]
     names = [h for h in args.host if not is_remote_arg(h)]
@@ -197,7 +202,7 @@ def _live(args: argparse.Namespace) -> int:
     if not args.print_ and not sys.stdout.isatty():
         return _err("the UI needs a terminal; use --print (or --print --json) for scripts", 2)
     opts = LiveOptions(**_capture_options(args), host=args.host)
-    return _run_session(LiveSession(opts, on_event=_print_event), args.print_, args.json)
+    return _run_session(LiveSession(opts, on_event=_print_event), args.print_, args.json, args.flt)
 
 
 def _live_hosts(args: argparse.Namespace, remotes: list[str]) -> int:
@@ -220,7 +225,20 @@ def _live_hosts(args: argparse.Namespace, remotes: list[str]) -> int:
     opts = RemoteOptions(**_capture_options(args), hosts=hosts, via=args.via, ssh_config=args.ssh_config)
     # what happens to hosts (unreachable, sudo refused, dropped, ...) goes to stderr as it
     # happens with --print; the UI shows it as notifications (see _run_session)
-    return _run_session(RemoteSession(opts, on_event=_print_event), args.print_, args.json)
+    return _run_session(RemoteSession(opts, on_event=_print_event), args.print_, args.json, args.flt)
+
+
+def _display_filter(args: argparse.Namespace) -> None:
+    """``-Y``: compiled before anything is captured (a bad one is one line, exit 2)."""
+    from tracer.cli.output import filter_of
+
+    args.flt = filter_of(args.display_filter)
+    if args.flt is None:
+        return
+    if not args.print_:
+        raise UsageError("live: -Y goes with --print (the UI has no filter bar yet; for journeys, -w the capture and replay -Y --journeys)")
+    if args.flt.needs_journeys:
+        raise UsageError("live: journey.hops and journey.delivered need the whole capture (-w it, then replay -Y)")
 
 
 def _capture_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -234,7 +252,9 @@ def _print_event(event: CaptureEvent) -> None:
     _err(event.line, 0)
 
 
-def _run_session(session: LiveSession | RemoteSession, printing: bool | str, as_json: bool) -> int:
+def _run_session(
+    session: LiveSession | RemoteSession, printing: bool | str, as_json: bool, flt: Filter | None = None
+) -> int:
     """Start ``session`` (root is given up in there), then print or show what it reads
     until it ends, Ctrl-C, SIGTERM or ``q``."""
     from tracer.cli.warmup import warm_up
@@ -267,7 +287,7 @@ def _run_session(session: LiveSession | RemoteSession, printing: bool | str, as_
         if printing == "journeys":
             rc = _journeys(session, store, as_json, stop_flag)
         elif app is None:
-            rc = _print(session, store, as_json, stop_flag)
+            rc = _print(session, store, as_json, stop_flag, flt)
         else:
             # what happens to NICs and hosts: a notification in the UI as it comes, and on
             # stderr once the UI is gone
@@ -283,13 +303,20 @@ def _run_session(session: LiveSession | RemoteSession, printing: bool | str, as_
             signal.signal(s, h)
 
 
-def _print(session: LiveSession | RemoteSession, store: FrameStore, as_json: bool, stop_flag: threading.Event) -> int:
+def _print(
+    session: LiveSession | RemoteSession,
+    store: FrameStore,
+    as_json: bool,
+    stop_flag: threading.Event,
+    flt: Filter | None = None,
+) -> int:
     from tracer.cli.output import emit_frames, print_as_read
 
     out = sys.stdout
+    match = None if flt is None else flt.matcher(store)
 
     def emit(frames: range) -> None:
-        emit_frames(store, frames, out, as_json)
+        emit_frames(store, frames if match is None else match.select(frames), out, as_json)
         out.flush()
 
     error = print_as_read(session, store, emit, stop_flag, session.request_stop)

@@ -22,6 +22,7 @@ from tracer.text import safe
 
 if TYPE_CHECKING:
     from tracer.correlate import Correlation, Journey
+    from tracer.filter import Filter, Matcher
 
 # Below this many journeys a second process costs more than it saves.
 PARALLEL_MIN_JOURNEYS = 50_000
@@ -109,10 +110,42 @@ def print_as_read(
     return errors[0] if errors else None
 
 
-def print_stats(store: FrameStore, out: TextIO, as_json: bool) -> None:
+def add_filter_arg(parser) -> None:
+    """``-Y FILTER``, the display filter of replay and live."""
+    parser.add_argument(
+        "-Y",
+        "--display-filter",
+        dest="display_filter",
+        metavar="FILTER",
+        help="show only the frames that match (Wireshark syntax: icmp and inner.ip.dst == 10.244.2.2); "
+        "with --journeys, the journeys any of whose hops match",
+    )
+
+
+def filter_of(text: str | None) -> Filter | None:
+    """The compiled ``-Y`` filter, or None; a bad one is a one-line error (exit 2)."""
+    if text is None:
+        return None
+    from tracer.filter import compile_filter
+
+    return compile_filter(text)
+
+
+def matcher_of(flt: Filter, store: FrameStore) -> Matcher:
+    """``flt`` over ``store``; the journeys are found first when it reads ``journey.*``."""
+    if not flt.needs_journeys:
+        return flt.matcher(store)
+    from tracer.correlate import correlate
+    from tracer.filter import journey_facts
+
+    corr = correlate(store)
+    return flt.matcher(store, journey_facts(corr.journey_of, corr.journeys, flt.needs_delivered))
+
+
+def print_stats(store: FrameStore, out: TextIO, as_json: bool, flt: Filter | None = None) -> None:
     from tracer.cli.stats import nic_stats
 
-    stats = nic_stats(store)
+    stats = nic_stats(store, None if flt is None else matcher_of(flt, store))
     if as_json:
         for s in stats:
             out.write(json.dumps(s) + "\n")
@@ -132,18 +165,33 @@ def print_stats(store: FrameStore, out: TextIO, as_json: bool) -> None:
             out.write(f"  {encap}: {info['frames']} frames ({inner})\n")
 
 
-def print_journeys(store: FrameStore, out: TextIO, as_json: bool, every: bool = False) -> None:
+def print_journeys(
+    store: FrameStore, out: TextIO, as_json: bool, every: bool = False, flt: Filter | None = None
+) -> None:
     """Journeys of two sightings or more (``every``: of one too: a frame seen on one NIC
     only is a "journey" of one hop, and a single-NIC file is made of them); the text
-    ends with a line counting what was left out."""
+    ends with a line counting what was left out.  With ``flt``, only the journeys any of
+    whose frames match it (the count line counts those)."""
     from tracer.correlate import correlate
 
     corr = correlate(store)
-    journeys = [j for j in corr.journeys if every or len(j.frames) > 1]
+    candidates = corr.journeys
+    if flt is not None:
+        from tracer.filter import journey_facts
+
+        facts = journey_facts(corr.journey_of, corr.journeys, flt.needs_delivered) if flt.needs_journeys else None
+        match = flt.matcher(store, facts)
+        keep = bytearray(len(corr.journeys))
+        journey_of = corr.journey_of
+        for i in match.select(range(len(store))):
+            if journey_of[i] >= 0:
+                keep[journey_of[i]] = 1
+        candidates = [j for j in corr.journeys if keep[j.id]]
+    journeys = [j for j in candidates if every or len(j.frames) > 1]
     write_journeys(corr, journeys, out, as_json)
     if not as_json:
-        lone = sum(1 for j in corr.journeys if len(j.frames) == 1)
-        shown = len(corr.journeys) - (0 if every else lone)
+        lone = sum(1 for j in candidates if len(j.frames) == 1)
+        shown = len(candidates) - (0 if every else lone)
         hidden = "" if every or not lone else " (--all lists them)"
         out.write(
             f"{shown} journey{'s' if shown != 1 else ''}; {lone} frame{'s' if lone != 1 else ''} seen on one NIC only"

@@ -25,6 +25,9 @@ examples:
   tracer replay capture.pcapng --print
   tracer replay capture.pcapng --print --json | jq .summary
   tracer replay capture.pcapng --stats
+  tracer replay capture.pcapng --print -Y 'icmp and inner.ip.dst == 10.244.2.2'
+      only the frames that match a display filter (Wireshark syntax; fields at any
+      depth, inner./outer. pin one; nic, host, container, journey.hops, journey.delivered)
 """
 
 
@@ -83,6 +86,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="per-NIC frames, bytes, times, link type and encapsulations; no UI",
     )
+    from tracer.cli.output import add_filter_arg
+
+    add_filter_arg(replay)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--all goes with --journeys")
     if len(batch) > 1:
         raise UsageError(f"choose one of {' and '.join(batch)}")
+    flt = output.filter_of(args.display_filter)
+    if flt is not None and not batch:
+        raise UsageError("-Y goes with --print, --stats or --journeys (the UI has no filter bar yet)")
     source = FileSource.open(args.sources, args.links)
     store = FrameStore()
 
@@ -108,10 +117,11 @@ def run(args: argparse.Namespace) -> int:
 
     out = sys.stdout
     try:
-        if args.print_ and source.streaming:
+        if args.print_ and source.streaming and (flt is None or not flt.needs_journeys):
+            match = None if flt is None else flt.matcher(store)
 
             def emit(frames: range) -> None:
-                output.emit_frames(store, frames, out, args.json)
+                output.emit_frames(store, frames if match is None else match.select(frames), out, args.json)
                 out.flush()
 
             error = output.print_as_read(source, store, emit)
@@ -120,11 +130,14 @@ def run(args: argparse.Namespace) -> int:
         else:
             source.load(store)
             if args.print_:
-                output.emit_frames(store, store.timeline(), out, args.json)
+                order = store.timeline()
+                if flt is not None:
+                    order = output.matcher_of(flt, store).select(order)
+                output.emit_frames(store, order, out, args.json)
             elif args.journeys:
-                output.print_journeys(store, out, args.json, every=args.all_journeys)
+                output.print_journeys(store, out, args.json, every=args.all_journeys, flt=flt)
             else:
-                output.print_stats(store, out, args.json)
+                output.print_stats(store, out, args.json, flt)
         out.flush()
     except BrokenPipeError:
         # `tracer replay --print | head`: the reader left; that is not an error.

@@ -9,34 +9,76 @@ from __future__ import annotations
 import os
 import pickle
 from collections import Counter
-from typing import Any
+from itertools import compress
+from typing import TYPE_CHECKING, Any
 
 from tracer.dissect.fast import classify
 from tracer.model import FrameStore, linktype_name
+
+if TYPE_CHECKING:
+    from tracer.filter import Matcher
 
 # Below this many frames a second process costs more than it saves.
 PARALLEL_MIN_FRAMES = 200_000
 
 
-def _count_range(store: FrameStore, lo: int, hi: int) -> Counter:
-    """Counter of (nic, (encap, inner)) over frames lo..hi.
+def _count_range(store: FrameStore, lo: int, hi: int, match: Matcher | None = None) -> Counter:
+    """Counter of (nic, (encap, inner)) over frames lo..hi (those ``match`` keeps).
 
     One classify() call per frame and nothing else in Python: the iteration,
     the per-frame lookups and the counting all run in C (map/zip/Counter).
+    With ``match``, the frames it keeps also count under ``(nic, None)``, and their
+    bytes, first and last time under ``(nic, "bytes"|"first"|"last")``.
     """
-    nic_of = store.nic_of[lo:hi]
+    if match is None:
+        nic_of = store.nic_of[lo:hi]
+        linktypes = [nic.linktype for nic in store.nics]
+        kinds = map(
+            classify,
+            map(store.buffers.__getitem__, store.buf_of[lo:hi]),
+            store.offset[lo:hi],
+            store.caplen[lo:hi],
+            map(linktypes.__getitem__, nic_of),
+        )
+        return Counter(zip(nic_of, kinds))
+    sel = match.select(range(lo, hi))
+    nics = list(map(store.nic_of.__getitem__, sel))
     linktypes = [nic.linktype for nic in store.nics]
     kinds = map(
         classify,
-        map(store.buffers.__getitem__, store.buf_of[lo:hi]),
-        store.offset[lo:hi],
-        store.caplen[lo:hi],
-        map(linktypes.__getitem__, nic_of),
+        map(store.buffers.__getitem__, map(store.buf_of.__getitem__, sel)),
+        map(store.offset.__getitem__, sel),
+        map(store.caplen.__getitem__, sel),
+        map(linktypes.__getitem__, nics),
     )
-    return Counter(zip(nic_of, kinds))
+    out: Counter = Counter(zip(nics, kinds))
+    for nic, k in Counter(nics).items():
+        out[nic, None] = k
+    ts, origlen = store.ts_ns, store.origlen
+    extra: dict[tuple, int] = {}
+    present = set(nics)
+    for nic in present:  # per NIC, in C: its frames picked out of sel, then summed
+        mine = sel if len(present) == 1 else list(compress(sel, map(nic.__eq__, nics)))
+        extra[nic, "bytes"] = sum(map(origlen.__getitem__, mine))
+        extra[nic, "first"] = min(map(ts.__getitem__, mine))
+        extra[nic, "last"] = max(map(ts.__getitem__, mine))
+    out.update(extra)
+    return out
 
 
-def _count_kinds(store: FrameStore, n: int) -> Counter:
+def _merge(mine: Counter, theirs: Counter) -> None:
+    """``theirs`` into ``mine``: counts and bytes add up, first/last take the min/max."""
+    for key, v in theirs.items():
+        what = key[1]
+        if what == "first" and key in mine:
+            mine[key] = min(mine[key], v)
+        elif what == "last" and key in mine:
+            mine[key] = max(mine[key], v)
+        else:
+            mine[key] += v
+
+
+def _count_kinds(store: FrameStore, n: int, match: Matcher | None = None) -> Counter:
     """_count_range over all n frames, the second half in a forked child when that pays.
 
     The classification is pure CPU over memory both processes share after
@@ -44,7 +86,7 @@ def _count_kinds(store: FrameStore, n: int) -> Counter:
     takes half the time.  Any trouble in the child: the parent counts alone.
     """
     if n < PARALLEL_MIN_FRAMES or (os.cpu_count() or 1) < 2 or not hasattr(os, "fork"):
-        return _count_range(store, 0, n)
+        return _count_range(store, 0, n, match)
     mid = n // 2
     r, w = os.pipe()
     pid = os.fork()
@@ -53,12 +95,12 @@ def _count_kinds(store: FrameStore, n: int) -> Counter:
         try:
             os.close(r)
             with os.fdopen(w, "wb") as out:
-                pickle.dump(_count_range(store, mid, n), out)
+                pickle.dump(_count_range(store, mid, n, match), out)
             code = 0
         finally:
             os._exit(code)
     os.close(w)
-    mine = _count_range(store, 0, mid)
+    mine = _count_range(store, 0, mid, match)
     with os.fdopen(r, "rb") as inp:
         try:
             theirs = pickle.load(inp)
@@ -66,23 +108,33 @@ def _count_kinds(store: FrameStore, n: int) -> Counter:
             theirs = None
     _, status = os.waitpid(pid, 0)
     if theirs is None or os.waitstatus_to_exitcode(status) != 0:
-        theirs = _count_range(store, mid, n)
-    mine.update(theirs)
+        theirs = _count_range(store, mid, n, match)
+    _merge(mine, theirs)
     return mine
 
 
-def nic_stats(store: FrameStore) -> list[dict[str, Any]]:
-    """One dict per NIC, in NIC order."""
+def nic_stats(store: FrameStore, match: Matcher | None = None) -> list[dict[str, Any]]:
+    """One dict per NIC, in NIC order; with ``match``, of the frames it keeps."""
     counts: list[dict[str, dict[str, int]]] = [{} for _ in store.nics]
-    for (nic, (encap, inner)), frames in _count_kinds(store, len(store)).items():
-        if encap:
-            counts[nic].setdefault(encap, {})[inner] = frames
+    kept = _count_kinds(store, len(store), match)
+    for (nic, kind), frames in kept.items():
+        if isinstance(kind, tuple) and kind[0]:
+            counts[nic].setdefault(kind[0], {})[kind[1]] = frames
     origlen, ts = store.origlen, store.ts_ns
 
     out = []
     for nic in store.nics:
         idx = store.per_nic[nic.id]
         frames = len(idx)
+        if match is None:
+            nbytes = sum(map(origlen.__getitem__, idx))
+            first = min(map(ts.__getitem__, idx)) / 1e9 if frames else None
+            last = max(map(ts.__getitem__, idx)) / 1e9 if frames else None
+        else:
+            frames = kept.get((nic.id, None), 0)
+            nbytes = kept.get((nic.id, "bytes"), 0)
+            first = kept[nic.id, "first"] / 1e9 if frames else None
+            last = kept[nic.id, "last"] / 1e9 if frames else None
         out.append(
             {
                 "nic": nic.name,
@@ -92,9 +144,9 @@ def nic_stats(store: FrameStore) -> list[dict[str, Any]]:
                 "linktype": nic.linktype,
                 "linktype_name": linktype_name(nic.linktype),
                 "frames": frames,
-                "bytes": sum(map(origlen.__getitem__, idx)),
-                "first": min(map(ts.__getitem__, idx)) / 1e9 if frames else None,
-                "last": max(map(ts.__getitem__, idx)) / 1e9 if frames else None,
+                "bytes": nbytes,
+                "first": first,
+                "last": last,
                 "received": nic.received,
                 "dropped": nic.dropped,
                 "encapsulated": {
