@@ -236,7 +236,9 @@ def _display_filter(args: argparse.Namespace) -> None:
     if args.flt is None:
         return
     if not args.print_:
-        raise UsageError("live: -Y goes with --print (the UI has no filter bar yet; for journeys, -w the capture and replay -Y --journeys)")
+        raise UsageError(
+            "live: -Y goes with --print (the UI has no filter bar yet; journeys: -w FILE, then replay -Y --journeys)"
+        )
     if args.flt.needs_journeys:
         raise UsageError("live: journey.hops and journey.delivered need the whole capture (-w it, then replay -Y)")
 
