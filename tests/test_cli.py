@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -305,6 +306,12 @@ def test_journeys_follow_the_echo_across_both_hosts():
         assert j["hops"][-1]["step"] == "delivered"
     text = tracer("replay", str(BUNDLED), "--journeys").stdout.decode()
     assert "encapsulated VXLAN vni 1" in text and "8 hops, delivered" in text
+    # one numbering: each hop's #N is its frame's number within its NIC from 1 (the UI's
+    # "#N on NIC"); JSON keeps the 0-based index and adds that number
+    text_numbers = [int(m) for m in re.findall(r"^ +[+-][0-9.]+ ms  .+?  #(\d+)", text, re.MULTILINE)]
+    json_hops = [h for j in journeys if len(j["hops"]) > 1 for h in j["hops"]]
+    assert text_numbers == [h["number"] for h in json_hops]
+    assert all(h["number"] == h["index"] + 1 for h in json_hops) and min(text_numbers) == 1
 
 
 @pytest.mark.parametrize("vni", ["2147483648", "16777216", "-1", "1e3", "99999999999999999999"])
