@@ -82,6 +82,51 @@ def test_json_layers_match_tshark(rel, decode):
         assert row["summary"]
 
 
+def test_print_numbers_frames_as_tshark_does_in_each_file():
+    """--print: each line starts with the frame's number in its file, tshark's
+    frame.number (several files on one timeline: each numbered on its own, as tshark
+    opening it alone; a pcapng custom block takes a number), then the time, the NIC and
+    the frame's number on that NIC (#N, the UI's), all from 1.  JSON: frame_number,
+    number and the 0-based index."""
+    files = {
+        "hostx/eth0": shared_pcap("vxlan/tcpdump_vxlan4789_vni100.pcap"),
+        "hosty/eth0": BUNDLED,  # eight NICs of two hosts; hosty/eth0 is one of them
+        "none": shared_pcap("pcapng_multi_if/pcapngtest_3_sections_mixed_endian.pcapng"),  # no hosts
+    }
+    args = [f"hostx/eth0={files['hostx/eth0']}", str(BUNDLED), str(files["none"])]
+    text = tracer("replay", *args, "--print")
+    rows = [json.loads(line) for line in tracer("replay", *args, "--print", "--json").stdout.splitlines()]
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.decode().splitlines()
+    assert len(lines) == len(rows) > 60
+    for line, row in zip(lines, rows):
+        m = re.match(r" *(\d+) +[0-9.]+ (.+?) +#(\d+) ", line)
+        assert m, line
+        assert int(m[1]) == row["frame_number"] and int(m[3]) == row["number"] == row["index"] + 1, line
+    theirs = {}
+    for path in (files["hostx/eth0"], BUNDLED, files["none"]):
+        theirs[path] = {
+            int(n): (float(t) if t else None, int(length))
+            for n, t, length in tshark_fields(path, "frame.number", "frame.time_epoch", "frame.len")
+        }
+
+    def file_of(row: dict) -> Path:
+        if row["host"] == "hostx" and row["container"] is None and row["nic"] == "eth0" and row["netns"] is None:
+            return files["hostx/eth0"]
+        return BUNDLED if row["host"] is not None else files["none"]
+
+    seen = set()
+    for row in rows:
+        path = file_of(row)
+        their_time, their_length = theirs[path][row["frame_number"]]
+        assert row["length"] == their_length, row
+        if their_time is not None:  # (a simple packet block has no time of its own)
+            assert row["time"] == pytest.approx(their_time, abs=1e-6), row
+        seen.add((path, row["frame_number"]))
+    assert len(seen) == len(rows)  # no number twice in one file
+    assert {n for p, n in seen if p == files["none"]} == {2, 3, 4, 5, 6, 8, 9, 11}  # 1, 7, 10: custom
+
+
 def test_print_merges_files_on_one_timeline_with_named_nics():
     a = shared_pcap("vxlan/tcpdump_vxlan4789_vni100.pcap")
     b = shared_pcap("vxlan/zeek_vxlan4789_vni123_icmp.pcap")

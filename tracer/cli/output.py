@@ -29,8 +29,15 @@ PARALLEL_MIN_JOURNEYS = 50_000
 
 
 def frame_line(store: FrameStore, i: int, summary: str, width: int) -> str:
-    """``    0.000058 hostx/docker0 10.244.1.2 → 10.244.2.2 ICMP echo request ...``."""
-    return f"{store.rel_time(i):12.6f} {safe(store.nic(i).label):<{width}} {summary}"
+    """``     3     0.000058 hostx/docker0  #3     10.244.1.2 → 10.244.2.2 ICMP echo request ...``:
+    the frame's number in its file (tshark's ``frame.number``; ``-`` when not known),
+    the time, the NIC and the frame's number on that NIC (the UI's ``#3 on NIC``), both
+    from 1."""
+    number = store.frame_number(i)
+    return (
+        f"{number if number is not None else '-':>6} {store.rel_time(i):12.6f} "
+        f"{safe(store.nic(i).label):<{width}}  #{store.nic_index[i] + 1:<5} {summary}"
+    )
 
 
 def frame_json(store: FrameStore, i: int) -> str:
@@ -47,7 +54,9 @@ def frame_json(store: FrameStore, i: int) -> str:
         "pod": nic.pod,
         "netns": nic.netns,
         "label": nic.label,
-        "index": store.nic_index[i],
+        "index": store.nic_index[i],  # 0-based within its NIC
+        "number": store.nic_index[i] + 1,  # the same from 1, as the text and the UI
+        "frame_number": store.frame_number(i),  # in its file, as tshark's frame.number
         "time": store.ts_ns[i] / 1e9,
         "length": store.origlen[i],
         "caplen": store.caplen[i],

@@ -63,7 +63,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--print",
         dest="print_",
         action="store_true",
-        help="print one line per frame (time, NIC, summary) in time order; no UI",
+        help=(
+            "print one line per frame in time order: its number in its file (tshark's frame.number), "
+            "time, NIC, #number on that NIC, summary; no UI"
+        ),
     )
     replay.add_argument(
         "--json",
