@@ -201,14 +201,33 @@ async def test_journey_screen_opens_on_enter_and_J():
         await pilot.press("enter")
         assert app.focused is tree and tree.expand_fields
         assert "VXLAN" in tree.layer_names
-        await pilot.press("escape")
-        assert app.focused is diagram
+        # One Esc leaves, from the layers too (it used to only move the focus back first).
         await pilot.press("escape")
         assert not isinstance(app.screen, JourneyScreen)
         assert app.selected_frame == j.hops[3].frame  # the main screen follows to that hop
         await pilot.press("J")
         assert isinstance(app.screen, JourneyScreen)
         assert app.screen.diagram.cursor == 3
+
+
+async def test_esc_once_leaves_and_T_shows_the_topology_from_the_journey_screen():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        j = echo_request_journey(app.store)
+        await select_frame(pilot, j.hops[0].frame)
+        await pilot.press("J")
+        journey_screen = app.screen
+        assert isinstance(journey_screen, JourneyScreen)
+        assert app.focused is journey_screen.diagram
+        await pilot.press("T")
+        assert isinstance(app.screen, TopologyScreen)
+        assert "hostx" in screen_text(app) and "hosty" in screen_text(app)
+        await pilot.press("escape")
+        assert app.screen is journey_screen
+        await pilot.press("escape")  # once, from the diagram
+        assert app.screen is app.default_screen
+        assert app.selected_frame == j.hops[0].frame
 
 
 async def test_a_journey_that_stops_early_says_where():

@@ -654,6 +654,8 @@ class TracerApp(App[None]):
             self.push_screen(HelpScreen())
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "topology" and isinstance(self.screen, JourneyScreen):
+            return True  # from a journey to the hosts it crossed; Esc comes back to it
         return not (action in MAIN_ONLY and self.screen is not self.default_screen)
 
     def action_layers(self) -> None:

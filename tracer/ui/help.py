@@ -60,6 +60,7 @@ KEYS: list[tuple[str, list[tuple[str, str]]]] = [
         [
             ("↑ ↓  n p", "previous / next hop (its layers show below)"),
             ("Enter  t", "into the hop's layer tree, every layer open"),
+            ("T", "topology (Esc comes back to the journey)"),
             ("Esc", "back (the main screen selects the hop you were on)"),
         ],
     ),
