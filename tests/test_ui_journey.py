@@ -161,6 +161,41 @@ async def test_other_columns_mark_the_same_journey():
         assert frames == {h.frame for h in mine.hops} - {selected}
 
 
+async def test_tab_and_arrows_move_to_the_same_packet_in_the_next_column():
+    """Side by side means the same packet: Tab (and → ←) onto a NIC the packet crossed puts
+    that column's cursor on it there, wherever the column's own cursor was."""
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        store = app.store
+        # the last eight-hop echo request: every column's own cursor is on its first row
+        j = [j for j in correlate(store).journeys if len(j.hops) == 8 and j.inner.get("type") == 8][-1]
+        at = {h.nic.id: h.frame for h in j.hops}
+        assert all(store.nic_index[f] > 0 for f in at.values())
+        await select_frame(pilot, j.hops[0].frame)
+        order = [c.packets for c in app._columns]
+        start = order.index(app.focused)
+        seen = 0
+        for key, step in (("tab", 1), ("shift+tab", -1)):
+            for _ in range(len(order) - 1):
+                before = app.focused
+                await pilot.press(key)
+                lst = app.focused
+                if not isinstance(lst, PacketList):
+                    break
+                assert order.index(lst) == order.index(before) + step
+                if lst.nic_id in at:
+                    assert lst.frame == at[lst.nic_id], lst.nic_id
+                    assert app.selected_frame == at[lst.nic_id]
+                    assert app.query_one(LayerTree).frame == at[lst.nic_id]
+                    seen += 1
+        assert start == 0 and seen == 2 * (len(order) - 1)  # (the columns are the path here)
+        await select_frame(pilot, j.hops[3].frame)
+        for key, k in (("right", 4), ("right", 5), ("left", 4), ("h", 3), ("l", 4)):
+            await pilot.press(key)
+            assert app.focused.frame == j.hops[k].frame, key
+
+
 # -- the journey screen -------------------------------------------------------------
 async def test_journey_screen_opens_on_enter_and_J():
     app = make_app()

@@ -24,6 +24,7 @@ from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
+from textual.widget import Widget
 from textual.widgets import Footer, Header
 from textual.worker import Worker, WorkerState, get_current_worker
 
@@ -585,6 +586,34 @@ class TracerApp(App[None]):
                 # After Textual's own scroll_visible: snap to whole columns (pages).
                 self.call_after_refresh(self._page_to, event.widget.nic_id)
 
+    def action_focus_next(self) -> None:
+        self.screen.focus_next()
+        self._onto_same_packet(self.focused)
+
+    def action_focus_previous(self) -> None:
+        self.screen.focus_previous()
+        self._onto_same_packet(self.focused)
+
+    def _onto_same_packet(self, packets: Widget | None) -> None:
+        """Another NIC's column focused from the keyboard (Tab, ← →): its cursor goes to
+        the selected packet as that NIC saw it, when it did (side by side means the same
+        packet, not wherever that column's cursor was left).  Of two sightings on one
+        NIC, the one nearest along the path.  (Not on focus events: a click's own row
+        would race them.)"""
+        frame, journey = self.selected_frame, self.journey
+        if not isinstance(packets, PacketList) or packets is self.active_list or packets.nic_id is None:
+            return
+        if frame is None or journey is None:
+            return
+        try:
+            here = journey.hop_of(frame)
+        except ValueError:
+            return
+        seen = [k for k, hop in enumerate(journey.hops) if hop.nic.id == packets.nic_id]
+        if seen:
+            k = min(seen, key=lambda k: (abs(k - here), k))
+            packets.cursor = self.store.nic_index[journey.hops[k].frame]
+
     def _page_to(self, nic_id: int) -> None:
         """Scroll the columns so that column ``nic_id`` shows and no column is cut."""
         container = self.query_one("#columns", HorizontalScroll)
@@ -823,6 +852,7 @@ class TracerApp(App[None]):
         current = self.focused if isinstance(self.focused, PacketList) else self.active_list
         index = lists.index(current) if current in lists else 0
         target = lists[max(0, min(len(lists) - 1, index + delta))]
+        self._onto_same_packet(target)
         target.focus()
 
     def action_column_width(self, direction: int) -> None:
