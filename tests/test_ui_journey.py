@@ -8,6 +8,7 @@ at the SVGs before accepting.
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 
 import pytest
@@ -32,7 +33,7 @@ from tracer.sources.files import FileSource
 from tracer.ui.detail import LayerTree
 from tracer.ui.journey_screen import JourneyDiagram, JourneyScreen
 from tracer.ui.journeys import step_text
-from tracer.ui.packet_list import PacketList
+from tracer.ui.packet_list import ENCAP_TAGS, PacketList
 from tracer.ui.palette import Palette
 from tracer.ui.topology_screen import TopologyScreen
 
@@ -498,10 +499,20 @@ async def test_help_and_palette_name_the_new_keys():
         await settle(pilot)
         titles = {c.title for c in app.get_system_commands(app.screen)}
         assert {"Journey of the selected packet", "Next hop", "Previous hop", "Topology", "Layer tree"} <= titles
+        # "Keys" once: ours (the help screen), not Textual's key panel as well
+        assert [c.title for c in app.get_system_commands(app.screen)].count("Keys") == 1
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         text = screen_text(app)
         assert "the packet's journey" in text and "next / previous hop" in text and "topology" in text
+        # every tag a packet list can draw (ENCAP_TAGS: GV Geneve among them), with what it
+        # means, at the end (the help scrolls: End, as a person would)
+        await pilot.press("end")
+        await pilot.pause()
+        text = screen_text(app)
+        for tag in ENCAP_TAGS.values():
+            assert re.search(rf"\b{tag.tag}\s+{re.escape(tag.what)}", text), tag
+        assert [c.title for c in app.get_system_commands(app.screen)].count("Keys") == 1
         await pilot.press("escape")
         # Through the palette, as a person would.
         await pilot.press("ctrl+p")
@@ -512,5 +523,6 @@ async def test_help_and_palette_name_the_new_keys():
         await pilot.pause(0.2)
         assert isinstance(app.screen, TopologyScreen)
         # On the topology screen the main screen's commands are not offered.
-        titles = {c.title for c in app.get_system_commands(app.screen)}
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert titles.count("Keys") == 1
         assert "Next hop" not in titles

@@ -871,7 +871,7 @@ class TracerApp(App[None]):
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         if screen is not self.default_screen:
             yield SystemCommand("Keys", "The help screen listing every key (?)", self.action_help)
-            yield from super().get_system_commands(screen)
+            yield from self._textual_commands(screen)
             return
         yield SystemCommand(
             "Journey grid",
@@ -907,4 +907,9 @@ class TracerApp(App[None]):
         )
         yield SystemCommand("Narrower columns", "More NIC columns per screen (<)", lambda: self.action_column_width(-1))
         yield SystemCommand("Keys", "The help screen listing every key (?)", self.action_help)
-        yield from super().get_system_commands(screen)
+        yield from self._textual_commands(screen)
+
+    def _textual_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Textual's own commands (theme, quit, screenshot, ...) but its "Keys" panel:
+        ours is the help screen, and two "Keys" in one palette is one too many."""
+        return (c for c in super().get_system_commands(screen) if c.title != "Keys")
