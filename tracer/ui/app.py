@@ -91,9 +91,9 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
-def progress_text(done: int, total: int | None, palette: Palette, width: int = 20) -> Text:
+def progress_text(done: int, total: int | None, palette: Palette, width: int = 20, live: bool = False) -> Text:
     text = Text()
-    text.append("indexing ", style=palette.progress + BOLD)
+    text.append("capturing " if live else "indexing ", style=palette.progress + BOLD)
     if total:
         frac = max(0.0, min(1.0, done / total))
         filled = round(frac * width)
@@ -157,8 +157,10 @@ class TracerApp(App[None]):
         title: str = "tracer",
         theme: str | None = None,
         view: str | None = None,
+        live: bool = False,
     ) -> None:
         super().__init__()
+        self.live = live  # a capture going on (tracer live): its end is news, "capture stopped"
         if view not in (None, *VIEWS):
             raise ValueError(f"view {view!r}: one of {', '.join(VIEWS)}")
         self._first_view = view
@@ -533,11 +535,14 @@ class TracerApp(App[None]):
         text = Text(no_wrap=True, overflow="ellipsis")
         if not self.loading_done:
             done, total = self._progress or (0, None)
-            text.append_text(progress_text(done, total, p))
+            text.append_text(progress_text(done, total, p, live=self.live))
+            text.append("   ")
+        elif self.live:  # -c, --duration, the agent gone, every host done: say so up front
+            text.append("■ capture stopped", style=p.warning + BOLD)
             text.append("   ")
         text.append(f"{len(store.nics)} NIC{'s' if len(store.nics) != 1 else ''}", style="bold")
         text.append(f" · {len(store):,} frame{'s' if len(store) != 1 else ''}", style="bold")
-        if self.loading_done and self.load_error is None:
+        if self.loading_done and self.load_error is None and not self.live:
             text.append(" · loaded", style=p.muted)
         tracker = self.tracker
         if len(store) and not tracker.caught_up:
