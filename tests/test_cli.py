@@ -166,12 +166,15 @@ def test_stdin_equals_file():
     from_file = tracer("replay", str(path), "--print", "--json")
     from_pipe = tracer("replay", "-", "--print", "--json", input=path.read_bytes())
     assert from_file.returncode == 0 and from_pipe.returncode == 0, from_pipe.stderr
-    # a file prints in time order; a stream prints as frames arrive (file order)
-    assert sorted(from_file.stdout.splitlines()) == sorted(from_pipe.stdout.splitlines())
+    # a file prints in time order; a stream as frames arrive, put in time order within the
+    # reorder window (64 frames arrive well within it): the same lines
+    assert from_file.stdout == from_pipe.stdout
     assert len(from_file.stdout.splitlines()) == 64
     pipe_rows = [json.loads(x) for x in from_pipe.stdout.splitlines()]
-    tshark_order = tshark_fields(path, "frame.time_epoch")
-    assert [r["time"] for r in pipe_rows] == pytest.approx([float(t) for (t,) in tshark_order], abs=1e-6)
+    tshark_order = tshark_fields(path, "frame.number", "frame.time_epoch")
+    assert [r["frame_number"] for r in pipe_rows] != [int(n) for n, _t in tshark_order]  # (file: not in order)
+    by_time = sorted(tshark_order, key=lambda r: float(r[1]))
+    assert [r["frame_number"] for r in pipe_rows] == [int(n) for n, _t in by_time]
 
 
 def test_stdin_frames_appear_before_the_stream_ends():
@@ -198,6 +201,59 @@ def test_stdin_frames_appear_before_the_stream_ends():
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_stream_prints_in_time_order_within_the_reorder_window():
+    """``tracer live --print`` (here: the same printer on stdin) gets frames NIC by NIC, as
+    the agent reads its NICs one after another: it prints them in time order.  A frame
+    that comes after the window (here: once the others were printed) is printed, late."""
+    import io
+
+    from tracer.model import FrameStore
+    from tracer.pcapng.reader import SourceSpec, open_capture
+    from tracer.pcapng.writer import PcapngWriter
+
+    store = FrameStore()
+    with open_capture(SourceSpec(str(BUNDLED))) as cap:
+        cap.read_into(store)  # 60 frames, 8 NICs
+    stream = io.BytesIO()
+    w = PcapngWriter(stream)
+    for nic in store.nics:
+        w.add_interface(nic.name, nic.linktype)
+    for nic in reversed(store.nics):  # NIC by NIC, the last NIC's first: no time order
+        for i in store.per_nic[nic.id]:
+            w.write_packet(nic.id, store.ts_ns[i], store.data(i))
+    first = stream.tell()
+    late_ts = min(store.ts_ns) - 1_000_000
+    w.write_packet(0, late_ts, store.data(store.per_nic[0][0]))
+    data = stream.getvalue()
+    proc = subprocess.Popen(
+        [*TRACER, "replay", "-", "--print", "--json"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        proc.stdin.write(data[:first])
+        proc.stdin.flush()
+        rows = []
+        for _ in range(len(store)):  # all of them printed while the stream is open
+            rows.append(json.loads(proc.stdout.readline()))
+        assert proc.poll() is None
+        proc.stdin.write(data[first:])
+        proc.stdin.close()
+        rest = [json.loads(line) for line in proc.stdout.read().splitlines()]
+        assert proc.wait(30) == 0, proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+    times = [r["time"] for r in rows]
+    assert times == sorted(times)
+    assert times == pytest.approx(sorted(t / 1e9 for t in store.ts_ns), abs=1e-6)
+    # their numbers in the stream say it came NIC by NIC: the last NIC's frames first
+    assert [r["frame_number"] for r in rows] != sorted(r["frame_number"] for r in rows)
+    assert len(rest) == 1 and rest[0]["time"] == pytest.approx(late_ts / 1e9, abs=1e-6)
+    assert rest[0]["frame_number"] == len(store) + 1
 
 
 MALFORMED_FATAL = [

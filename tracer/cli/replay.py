@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 
 from tracer.errors import UsageError
 
@@ -64,7 +65,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         dest="print_",
         action="store_true",
         help=(
-            "print one line per frame in time order: its number in its file (tshark's frame.number), "
+            "print one line per frame in time order (from stdin: as it arrives, within a short reorder "
+            "window, as 'tracer live --print'): its number in its file (tshark's frame.number), "
             "time, NIC, #number on that NIC, summary; no UI"
         ),
     )
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         if args.print_ and source.streaming and (flt is None or not flt.needs_journeys):
             match = None if flt is None else flt.matcher(store)
 
-            def emit(frames: range) -> None:
+            def emit(frames: Sequence[int]) -> None:
                 output.emit_frames(store, frames if match is None else match.select(frames), out, args.json)
                 out.flush()
 
