@@ -651,6 +651,8 @@ class TracerApp(App[None]):
 
     @on(PacketList.Highlighted)
     def _list_highlighted(self, message: PacketList.Highlighted) -> None:
+        if self.view != ("merged" if message.packet_list.nic_id is None else "columns"):
+            return  # a list not on screen (the grid's view) whose cursor moved: its first row came
         if message.packet_list is self.active_list or self.active_list is None:
             self._show_frame(message.frame)
 
