@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -81,6 +82,51 @@ def test_json_layers_match_tshark(rel, decode):
         assert row["summary"]
 
 
+def test_print_numbers_frames_as_tshark_does_in_each_file():
+    """--print: each line starts with the frame's number in its file, tshark's
+    frame.number (several files on one timeline: each numbered on its own, as tshark
+    opening it alone; a pcapng custom block takes a number), then the time, the NIC and
+    the frame's number on that NIC (#N, the UI's), all from 1.  JSON: frame_number,
+    number and the 0-based index."""
+    files = {
+        "hostx/eth0": shared_pcap("vxlan/tcpdump_vxlan4789_vni100.pcap"),
+        "hosty/eth0": BUNDLED,  # eight NICs of two hosts; hosty/eth0 is one of them
+        "none": shared_pcap("pcapng_multi_if/pcapngtest_3_sections_mixed_endian.pcapng"),  # no hosts
+    }
+    args = [f"hostx/eth0={files['hostx/eth0']}", str(BUNDLED), str(files["none"])]
+    text = tracer("replay", *args, "--print")
+    rows = [json.loads(line) for line in tracer("replay", *args, "--print", "--json").stdout.splitlines()]
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.decode().splitlines()
+    assert len(lines) == len(rows) > 60
+    for line, row in zip(lines, rows):
+        m = re.match(r" *(\d+) +[0-9.]+ (.+?) +#(\d+) ", line)
+        assert m, line
+        assert int(m[1]) == row["frame_number"] and int(m[3]) == row["number"] == row["index"] + 1, line
+    theirs = {}
+    for path in (files["hostx/eth0"], BUNDLED, files["none"]):
+        theirs[path] = {
+            int(n): (float(t) if t else None, int(length))
+            for n, t, length in tshark_fields(path, "frame.number", "frame.time_epoch", "frame.len")
+        }
+
+    def file_of(row: dict) -> Path:
+        if row["host"] == "hostx" and row["container"] is None and row["nic"] == "eth0" and row["netns"] is None:
+            return files["hostx/eth0"]
+        return BUNDLED if row["host"] is not None else files["none"]
+
+    seen = set()
+    for row in rows:
+        path = file_of(row)
+        their_time, their_length = theirs[path][row["frame_number"]]
+        assert row["length"] == their_length, row
+        if their_time is not None:  # (a simple packet block has no time of its own)
+            assert row["time"] == pytest.approx(their_time, abs=1e-6), row
+        seen.add((path, row["frame_number"]))
+    assert len(seen) == len(rows)  # no number twice in one file
+    assert {n for p, n in seen if p == files["none"]} == {2, 3, 4, 5, 6, 8, 9, 11}  # 1, 7, 10: custom
+
+
 def test_print_merges_files_on_one_timeline_with_named_nics():
     a = shared_pcap("vxlan/tcpdump_vxlan4789_vni100.pcap")
     b = shared_pcap("vxlan/zeek_vxlan4789_vni123_icmp.pcap")
@@ -120,12 +166,15 @@ def test_stdin_equals_file():
     from_file = tracer("replay", str(path), "--print", "--json")
     from_pipe = tracer("replay", "-", "--print", "--json", input=path.read_bytes())
     assert from_file.returncode == 0 and from_pipe.returncode == 0, from_pipe.stderr
-    # a file prints in time order; a stream prints as frames arrive (file order)
-    assert sorted(from_file.stdout.splitlines()) == sorted(from_pipe.stdout.splitlines())
+    # a file prints in time order; a stream as frames arrive, put in time order within the
+    # reorder window (64 frames arrive well within it): the same lines
+    assert from_file.stdout == from_pipe.stdout
     assert len(from_file.stdout.splitlines()) == 64
     pipe_rows = [json.loads(x) for x in from_pipe.stdout.splitlines()]
-    tshark_order = tshark_fields(path, "frame.time_epoch")
-    assert [r["time"] for r in pipe_rows] == pytest.approx([float(t) for (t,) in tshark_order], abs=1e-6)
+    tshark_order = tshark_fields(path, "frame.number", "frame.time_epoch")
+    assert [r["frame_number"] for r in pipe_rows] != [int(n) for n, _t in tshark_order]  # (file: not in order)
+    by_time = sorted(tshark_order, key=lambda r: float(r[1]))
+    assert [r["frame_number"] for r in pipe_rows] == [int(n) for n, _t in by_time]
 
 
 def test_stdin_frames_appear_before_the_stream_ends():
@@ -152,6 +201,59 @@ def test_stdin_frames_appear_before_the_stream_ends():
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_stream_prints_in_time_order_within_the_reorder_window():
+    """``tracer live --print`` (here: the same printer on stdin) gets frames NIC by NIC, as
+    the agent reads its NICs one after another: it prints them in time order.  A frame
+    that comes after the window (here: once the others were printed) is printed, late."""
+    import io
+
+    from tracer.model import FrameStore
+    from tracer.pcapng.reader import SourceSpec, open_capture
+    from tracer.pcapng.writer import PcapngWriter
+
+    store = FrameStore()
+    with open_capture(SourceSpec(str(BUNDLED))) as cap:
+        cap.read_into(store)  # 60 frames, 8 NICs
+    stream = io.BytesIO()
+    w = PcapngWriter(stream)
+    for nic in store.nics:
+        w.add_interface(nic.name, nic.linktype)
+    for nic in reversed(store.nics):  # NIC by NIC, the last NIC's first: no time order
+        for i in store.per_nic[nic.id]:
+            w.write_packet(nic.id, store.ts_ns[i], store.data(i))
+    first = stream.tell()
+    late_ts = min(store.ts_ns) - 1_000_000
+    w.write_packet(0, late_ts, store.data(store.per_nic[0][0]))
+    data = stream.getvalue()
+    proc = subprocess.Popen(
+        [*TRACER, "replay", "-", "--print", "--json"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        proc.stdin.write(data[:first])
+        proc.stdin.flush()
+        rows = []
+        for _ in range(len(store)):  # all of them printed while the stream is open
+            rows.append(json.loads(proc.stdout.readline()))
+        assert proc.poll() is None
+        proc.stdin.write(data[first:])
+        proc.stdin.close()
+        rest = [json.loads(line) for line in proc.stdout.read().splitlines()]
+        assert proc.wait(30) == 0, proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+    times = [r["time"] for r in rows]
+    assert times == sorted(times)
+    assert times == pytest.approx(sorted(t / 1e9 for t in store.ts_ns), abs=1e-6)
+    # their numbers in the stream say it came NIC by NIC: the last NIC's frames first
+    assert [r["frame_number"] for r in rows] != sorted(r["frame_number"] for r in rows)
+    assert len(rest) == 1 and rest[0]["time"] == pytest.approx(late_ts / 1e9, abs=1e-6)
+    assert rest[0]["frame_number"] == len(store) + 1
 
 
 MALFORMED_FATAL = [
@@ -305,6 +407,12 @@ def test_journeys_follow_the_echo_across_both_hosts():
         assert j["hops"][-1]["step"] == "delivered"
     text = tracer("replay", str(BUNDLED), "--journeys").stdout.decode()
     assert "encapsulated VXLAN vni 1" in text and "8 hops, delivered" in text
+    # one numbering: each hop's #N is its frame's number within its NIC from 1 (the UI's
+    # "#N on NIC"); JSON keeps the 0-based index and adds that number
+    text_numbers = [int(m) for m in re.findall(r"^ +[+-][0-9.]+ ms  .+?  #(\d+)", text, re.MULTILINE)]
+    json_hops = [h for j in journeys if len(j["hops"]) > 1 for h in j["hops"]]
+    assert text_numbers == [h["number"] for h in json_hops]
+    assert all(h["number"] == h["index"] + 1 for h in json_hops) and min(text_numbers) == 1
 
 
 @pytest.mark.parametrize("vni", ["2147483648", "16777216", "-1", "1e3", "99999999999999999999"])

@@ -504,6 +504,7 @@ def test_journey_json_is_the_batch_output_shape():
         for h, hop in zip(j.hops, out["hops"]):
             assert {"host", "nic", "time", "index", "encap", "step"} <= set(hop)
             assert hop["index"] == store.nic_index[h.frame]
+            assert hop["number"] == hop["index"] + 1  # numbered from 1, as the UI and the text
             assert store.per_nic[h.nic.id][hop["index"]] == h.frame
             assert isinstance(hop["encap"], list)
     (j, *_) = journeys_of(correlate(store), icmp_frames(store, addr["A"], addr["C"], 8))
@@ -1005,7 +1006,7 @@ def text_of(j: dict) -> str:
     labels = ["/".join(str(p) for p in (h["host"], h["container"], h["nic"]) if p) for h in j["hops"]]
     width = max(map(len, labels))
     for h, label in zip(j["hops"], labels):
-        out.append(f"  {h['offset'] * 1e3:+10.3f} ms  {safe(label):<{width}}  #{h['index']:<5} {safe(h['step'])}\n")
+        out.append(f"  {h['offset'] * 1e3:+10.3f} ms  {safe(label):<{width}}  #{h['number']:<5} {safe(h['step'])}\n")
     stop = j.get("stopped")
     if stop and stop["evidence"]:  # why it stopped, when something says why
         out.append(f"  {safe('✘ stopped at ' + stop['nic'] + ': ' + stop['reason'])}\n")

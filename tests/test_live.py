@@ -173,6 +173,10 @@ def test_live_sees_the_path_matches_tcpdump_and_drops_to_sudo_uid(lab, tmp_path,
     icmp = [f for f in frames if "ICMP" in f["layers"]]
     seen = {f["nic"] for f in icmp}
     assert seen == set(PATH_NICS), seen
+    # read NIC by NIC, printed in time order (the reorder window); the stream itself,
+    # frame.number, is in the order the agent read them
+    times = [f["time"] for f in frames]
+    assert times == sorted(times)
     assert all(f["netns"] == hostx for f in frames)
     for f in icmp:
         if f["nic"] == "eth0":

@@ -117,3 +117,48 @@ def test_sudo_live_ui_runs_as_the_user_on_a_real_terminal(pair):
     # the frames were read and shown as the user: the status line counted them
     counts = [int(m) for m in re.findall(r"(\d+) frames", re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text))]
     assert counts and max(counts) >= 6, counts
+
+
+@requires_root
+def test_when_duration_ends_the_ui_says_the_capture_stopped(pair):
+    """``--duration 3``: the agent stops by itself, the UI stays (the frames are still there
+    to look at) and its status line says the capture stopped, where it said capturing."""
+    a, b = pair
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+    env = {**os.environ, "TERM": "xterm-256color", "SUDO_UID": str(NOBODY), "SUDO_GID": str(NOBODY)}
+    env.pop("TEXTUAL", None)
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", a, PY, "-m", "tracer", "live", "-i", "va", "--duration", "3"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        start_new_session=True,
+        cwd="/",
+    )
+    os.close(slave)
+    screen = b""
+    try:
+        screen += _read(master, 2)
+        from tracer.lab.traffic import ping
+
+        replies, _err = ping(b, "10.77.0.1", 2, os.getpid() & 0xFFFF)
+        assert replies == 2
+        before = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+        deadline = time.monotonic() + 20
+        while b"capture stopped" not in screen and time.monotonic() < deadline:
+            screen += _read(master, 0.5)
+        assert proc.poll() is None, screen.decode(errors="replace")[-3000:]  # the UI stays
+        os.write(master, b"q")
+        screen += _read(master, 3)
+        rc = proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        os.close(master)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+    assert "capturing" in before and "capture stopped" not in before, before[-3000:]
+    assert "capture stopped" in text, text[-3000:]
+    assert rc == 0 and "Traceback" not in text, text[-3000:]

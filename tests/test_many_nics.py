@@ -269,7 +269,9 @@ def test_replay_print(many, capsys):
     assert err == ""
     lines = out.splitlines()
     assert len(lines) == len(USED)
-    assert [line.split()[1] for line in lines] == [f"n{k}" for k in USED]
+    # number in the file, time, NIC, #number on the NIC (each NIC's only frame: #1)
+    assert [line.split()[2:4] for line in lines] == [[f"n{k}", "#1"] for k in USED]
+    assert [int(line.split()[0]) for line in lines] == list(range(1, len(USED) + 1))
     assert all("ICMP echo request" in line for line in lines)
 
 

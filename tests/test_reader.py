@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import struct
@@ -131,6 +132,14 @@ def check_invariants(store: FrameStore) -> None:
     for i in range(n):
         buf = store.buffers[store.buf_of[i]]
         assert store.offset[i] + store.caplen[i] <= len(buf)
+    # every frame read has its number in its source: 1, 2, 3, ... in the order read
+    numbers: dict[str | None, list[int | None]] = {}
+    for i in range(n):
+        numbers.setdefault(store.source_of(i), []).append(store.frame_number(i))
+    for source, got in numbers.items():  # (a custom block between two frames takes a number)
+        assert source is not None
+        assert all(isinstance(k, int) for k in got) and got[0] > 0, source
+        assert all(a < b for a, b in itertools.pairwise(got)), source
 
 
 def counts(store: FrameStore) -> dict[str, int]:
@@ -555,11 +564,53 @@ def test_reserved_linktype_bits_are_masked():
 def _tshark_rows(path: Path, *fields: str) -> tuple[list[list[str]], str]:
     if shutil.which("tshark") is None:
         pytest.skip("tshark is not installed (it is the referee here)")
-    cmd = ["tshark", "-n", "-r", str(path), "-T", "fields"]
+    cmd = ["tshark", "-n", "-o", "frame.generate_md5_hash:TRUE", "-r", str(path), "-T", "fields"]
     for f in fields:
         cmd += ["-e", f]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)  # exits 2 on a cut file
     return [line.split("\t") for line in res.stdout.splitlines()], res.stderr
+
+
+def test_frame_numbers_are_tsharks_in_each_file():
+    """A frame's number is its ``frame.number`` in tshark when tshark opens its file alone:
+    for several files read into one store (their NICs side by side, their frames
+    interleaved in time), for multi-section and multi-interface pcapng, for a
+    ``tcpdump -i any`` file split into NICs, and for a file read as a stream."""
+    import hashlib
+
+    files = [
+        Path(reader.__file__).parents[2] / "scenarios" / "flannel-vxlan" / "capture.pcapng",
+        shared_pcap("pcapng_multi_if/pcapngtest_3_sections_mixed_endian.pcapng"),
+        shared_pcap("sll/zeek_sll2_ifindex_1_and_26.pcap"),
+        shared_pcap("pcapng_multi_if/ptcpdump_lo_each_packet_at_egress_and_ingress.pcapng"),
+    ]
+    store = FrameStore()
+    for path in files:
+        with open_capture(SourceSpec(str(path))) as cap:
+            cap.read_into(store)
+    with open(files[0], "rb") as f, open_capture(SourceSpec("-"), fileobj=f) as cap:
+        cap.read_into(store)  # the bundled capture again, as a stream (stdin, a live agent)
+    check_invariants(store)
+    assert store.sources == [*map(str, files), "-"]
+    ours: dict[str, dict[int, tuple]] = {}
+    for i in range(len(store)):
+        source, number = store.source_of(i), store.frame_number(i)
+        assert source is not None and number is not None
+        assert store.nic(i).source == source
+        row = (store.ts_ns[i], store.origlen[i], hashlib.md5(store.data(i)).hexdigest())
+        ours.setdefault(source, {})[number] = row
+    for source, path in [*((str(p), p) for p in files), ("-", files[0])]:
+        rows, _err = _tshark_rows(path, "frame.number", "frame.time_epoch", "frame.len", "frame.md5_hash")
+        theirs = {int(r[0]): (_tshark_ns(r[1]), int(r[2]), r[3]) for r in rows}
+        mine = ours.pop(source)
+        for number, (ts, length, md5) in mine.items():
+            their_ts, their_length, their_md5 = theirs.pop(number)
+            # (a simple packet block has no time: we give it the frame's before)
+            assert (their_ts or ts, their_length, their_md5) == (ts, length, md5), (source, number)
+        # what tshark numbers and we do not read: custom blocks (no time, no interface)
+        assert all(ts is None for ts, _l, _m in theirs.values()), (source, theirs)
+        assert len(mine) > len(theirs)
+    assert not ours
 
 
 @pytest.mark.parametrize(
@@ -1069,3 +1120,21 @@ def test_bundled_scenario_captures_read_clean():
         assert n > 0 and store.warnings == [], path
         assert all(nic.host and nic.kind for nic in store.nics), path
         check_invariants(store)
+
+
+def test_frames_appended_by_hand_have_no_file_number():
+    """Only a reader knows where a frame came from; one appended by hand (tests, tools)
+    has no number, and does not take the number of the file read before it."""
+    store = FrameStore()
+    nic = store.add_nic(reader.Nic("eth0"))
+    buf = store.add_buffer(b"\0" * 60)
+    store.append(nic, 1, buf, 0, 60, 60)
+    assert store.frame_number(0) is None and store.source_of(0) is None
+    src = store.add_source("x.pcap")
+    store.append(nic, 2, buf, 0, 60, 60, source=src)
+    store.append(nic, 3, buf, 0, 60, 60, source=src)
+    store.append(nic, 4, buf, 0, 60, 60)
+    store.skip_numbers(src)
+    store.append(nic, 5, buf, 0, 60, 60, source=src)
+    assert [store.frame_number(i) for i in range(5)] == [None, 1, 2, None, 4]
+    assert [store.source_of(i) for i in range(5)] == [None, "x.pcap", "x.pcap", None, "x.pcap"]

@@ -185,7 +185,7 @@ def write_nics(path: Path, nics: list[tuple[str, str]]) -> None:
 def replay_labels(path: Path) -> list[str]:
     r = subprocess.run([PY, "-m", "tracer", "replay", str(path), "--print"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    return [line.split()[1] for line in r.stdout.splitlines()]
+    return [line.split()[2] for line in r.stdout.splitlines()]  # frame.number, time, label, #N, ...
 
 
 def test_labels_of_a_nodes_many_eth0s_are_unique(tmp_path):

@@ -21,7 +21,7 @@ from tests.conftest import BUNDLED, shared_pcap
 from tests.helpers import LoadSource, ui_app
 from tracer.errors import InputError
 from tracer.model import FrameStore, Nic
-from tracer.pcapng.reader import SourceSpec, open_capture
+from tracer.pcapng.reader import SourceSpec, open_capture, parse_source_spec
 from tracer.sources.files import FileSource
 from tracer.ui import TracerApp
 from tracer.ui.detail import HexView, LayerTree
@@ -169,6 +169,30 @@ async def test_keys_move_the_selection():
         tree = app.query_one(LayerTree)
         assert tree.frame == app.selected_frame
         assert app.query_one(HexView).data == app.store.data(app.selected_frame)
+
+
+async def test_the_layer_tree_header_numbers_the_frame_on_its_nic_and_in_its_file():
+    """``#3 on hostx/A/eth0  frame 5``: the number on the NIC (the column's row from 1, the
+    --print and --journeys #N) and tshark's frame.number; with several files, which one."""
+    other = shared_pcap("vxlan/tcpdump_vxlan4789_vni100.pcap")
+    for specs in (screen_capture(), [*screen_capture(), parse_source_spec(f"hostz/eth0={other}")]):
+        app = make_app(*specs)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            store = app.store
+            for frame in (store.per_nic[0][2], len(store) - 1):
+                await select_frame(pilot, frame)
+                tree = app.query_one(LayerTree)
+                assert tree.frame == frame
+                head = tree.root.label.plain
+                number = store.frame_number(frame)
+                assert number is not None
+                want = f"#{store.nic_index[frame] + 1} on {store.nic(frame).label}  frame {number}"
+                if len(specs) > 1:
+                    want += f" of {Path(store.source_of(frame) or '').name}"
+                assert head.startswith(want + "  t="), head
+            if len(specs) > 1:
+                assert store.frame_number(len(store) - 1) == len(store.per_nic[-1])  # the pcap's last
 
 
 async def test_click_selects_a_row():

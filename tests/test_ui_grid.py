@@ -56,6 +56,29 @@ async def test_the_grid_is_the_first_view_when_a_packet_crosses_three_nics():
         ]
 
 
+async def test_lists_behind_the_grid_do_not_move_the_selection():
+    """In the grid, the NIC lists are hidden; one whose cursor moves (a list gets its first
+    row as frames arrive, before or after the grid took over) leaves the grid's packet
+    selected.  (Under load the 80x24 grid snapshot once showed C's eth0 selected.)"""
+    app = app_on(BUNDLED)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        grid = app.query_one("#grid", JourneyGrid)
+        assert app.view == "grid"
+        frame = grid.frame
+        assert frame is not None and app.selected_frame == frame
+        for column in app._columns:
+            column.packets.cursor = column.packets.count - 1
+            await pilot.pause()
+            assert app.selected_frame == frame, column.nic.label
+        await pilot.press("v")  # the NIC columns again: their cursors count again
+        assert app.view == "columns" and app.selected_frame == frame
+        lst = app.focused
+        lst.cursor = lst.count - 1
+        await pilot.pause()
+        assert app.selected_frame == lst.frame != frame
+
+
 async def test_a_capture_of_one_nic_stays_on_its_column():
     app = app_on(shared_pcap("other/vlan/tcpdump_802_1ad_qinq.pcap"))
     async with app.run_test(size=SIZE) as pilot:

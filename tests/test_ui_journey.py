@@ -8,6 +8,7 @@ at the SVGs before accepting.
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 
 import pytest
@@ -32,7 +33,7 @@ from tracer.sources.files import FileSource
 from tracer.ui.detail import LayerTree
 from tracer.ui.journey_screen import JourneyDiagram, JourneyScreen
 from tracer.ui.journeys import step_text
-from tracer.ui.packet_list import PacketList
+from tracer.ui.packet_list import ENCAP_TAGS, PacketList
 from tracer.ui.palette import Palette
 from tracer.ui.topology_screen import TopologyScreen
 
@@ -161,6 +162,41 @@ async def test_other_columns_mark_the_same_journey():
         assert frames == {h.frame for h in mine.hops} - {selected}
 
 
+async def test_tab_and_arrows_move_to_the_same_packet_in_the_next_column():
+    """Side by side means the same packet: Tab (and → ←) onto a NIC the packet crossed puts
+    that column's cursor on it there, wherever the column's own cursor was."""
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        store = app.store
+        # the last eight-hop echo request: every column's own cursor is on its first row
+        j = [j for j in correlate(store).journeys if len(j.hops) == 8 and j.inner.get("type") == 8][-1]
+        at = {h.nic.id: h.frame for h in j.hops}
+        assert all(store.nic_index[f] > 0 for f in at.values())
+        await select_frame(pilot, j.hops[0].frame)
+        order = [c.packets for c in app._columns]
+        start = order.index(app.focused)
+        seen = 0
+        for key, step in (("tab", 1), ("shift+tab", -1)):
+            for _ in range(len(order) - 1):
+                before = app.focused
+                await pilot.press(key)
+                lst = app.focused
+                if not isinstance(lst, PacketList):
+                    break
+                assert order.index(lst) == order.index(before) + step
+                if lst.nic_id in at:
+                    assert lst.frame == at[lst.nic_id], lst.nic_id
+                    assert app.selected_frame == at[lst.nic_id]
+                    assert app.query_one(LayerTree).frame == at[lst.nic_id]
+                    seen += 1
+        assert start == 0 and seen == 2 * (len(order) - 1)  # (the columns are the path here)
+        await select_frame(pilot, j.hops[3].frame)
+        for key, k in (("right", 4), ("right", 5), ("left", 4), ("h", 3), ("l", 4)):
+            await pilot.press(key)
+            assert app.focused.frame == j.hops[k].frame, key
+
+
 # -- the journey screen -------------------------------------------------------------
 async def test_journey_screen_opens_on_enter_and_J():
     app = make_app()
@@ -201,14 +237,33 @@ async def test_journey_screen_opens_on_enter_and_J():
         await pilot.press("enter")
         assert app.focused is tree and tree.expand_fields
         assert "VXLAN" in tree.layer_names
-        await pilot.press("escape")
-        assert app.focused is diagram
+        # One Esc leaves, from the layers too (it used to only move the focus back first).
         await pilot.press("escape")
         assert not isinstance(app.screen, JourneyScreen)
         assert app.selected_frame == j.hops[3].frame  # the main screen follows to that hop
         await pilot.press("J")
         assert isinstance(app.screen, JourneyScreen)
         assert app.screen.diagram.cursor == 3
+
+
+async def test_esc_once_leaves_and_T_shows_the_topology_from_the_journey_screen():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        j = echo_request_journey(app.store)
+        await select_frame(pilot, j.hops[0].frame)
+        await pilot.press("J")
+        journey_screen = app.screen
+        assert isinstance(journey_screen, JourneyScreen)
+        assert app.focused is journey_screen.diagram
+        await pilot.press("T")
+        assert isinstance(app.screen, TopologyScreen)
+        assert "hostx" in screen_text(app) and "hosty" in screen_text(app)
+        await pilot.press("escape")
+        assert app.screen is journey_screen
+        await pilot.press("escape")  # once, from the diagram
+        assert app.screen is app.default_screen
+        assert app.selected_frame == j.hops[0].frame
 
 
 async def test_a_journey_that_stops_early_says_where():
@@ -444,10 +499,20 @@ async def test_help_and_palette_name_the_new_keys():
         await settle(pilot)
         titles = {c.title for c in app.get_system_commands(app.screen)}
         assert {"Journey of the selected packet", "Next hop", "Previous hop", "Topology", "Layer tree"} <= titles
+        # "Keys" once: ours (the help screen), not Textual's key panel as well
+        assert [c.title for c in app.get_system_commands(app.screen)].count("Keys") == 1
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         text = screen_text(app)
         assert "the packet's journey" in text and "next / previous hop" in text and "topology" in text
+        # every tag a packet list can draw (ENCAP_TAGS: GV Geneve among them), with what it
+        # means, at the end (the help scrolls: End, as a person would)
+        await pilot.press("end")
+        await pilot.pause()
+        text = screen_text(app)
+        for tag in ENCAP_TAGS.values():
+            assert re.search(rf"\b{tag.tag}\s+{re.escape(tag.what)}", text), tag
+        assert [c.title for c in app.get_system_commands(app.screen)].count("Keys") == 1
         await pilot.press("escape")
         # Through the palette, as a person would.
         await pilot.press("ctrl+p")
@@ -458,5 +523,6 @@ async def test_help_and_palette_name_the_new_keys():
         await pilot.pause(0.2)
         assert isinstance(app.screen, TopologyScreen)
         # On the topology screen the main screen's commands are not offered.
-        titles = {c.title for c in app.get_system_commands(app.screen)}
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert titles.count("Keys") == 1
         assert "Next hop" not in titles

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os.path
 from array import array
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,9 @@ LINKTYPE_NAMES = {
 }
 
 
+# The source of frames appended without one (FrameStore.append by hand: tests).
+NO_SOURCE = -1
+
 # Typecodes of the id columns (nic_of, buf_of): narrow until an id needs more.
 NARROW_ID = "H"
 WIDE_ID = "I"
@@ -76,7 +80,7 @@ class Nic:
     kind: str | None = None  # veth, bridge, vxlan, tun, physical, ...
     description: str | None = None
     facts: dict[str, Any] = field(default_factory=dict)
-    source: str = ""  # the file (or "-") it was read from
+    source: str = ""  # the file (or "-") it was read from; FrameStore.sources has it too
     snaplen: int = 0
     # Kernel counters from the newest Interface Statistics Block, if any.
     received: int | None = None
@@ -184,6 +188,16 @@ class FrameStore:
         self.first_ts_ns: int | None = None
         self._by_label: dict[str, list[Nic]] = {}
         self.drops: list[KernelDrop] = []  # packets the kernel dropped, with its reason (live)
+        # Where frames came from (a file, stdin, a live stream), as runs of consecutive
+        # frames of one source: a few entries per source, not a column per frame.  A
+        # source's frames are numbered from 1 in the order it holds them, as tshark
+        # numbers a file's (frame.number).  run_start is appended last: a reader that
+        # finds a run by it finds its source and number too.
+        self.sources: list[str] = []
+        self._source_frames: list[int] = []  # per source: frames appended so far
+        self.run_start = array("Q")  # global index of each run's first frame
+        self.run_source = array("i")  # its source (NO_SOURCE: unknown)
+        self.run_number = array("Q")  # its first frame's number in that source (1-based)
 
     def __len__(self) -> int:
         return len(self.nic_index)
@@ -198,6 +212,36 @@ class FrameStore:
         if len(twins) > 1:
             _qualify(twins)
         return nic.id
+
+    def add_source(self, name: str) -> int:
+        """A file or stream about to be read (its path, ``-`` for stdin); returns its id."""
+        self.sources.append(name)
+        self._source_frames.append(0)
+        return len(self.sources) - 1
+
+    def note_source(self, source: int, start: int, n: int) -> None:
+        """Frames ``start`` .. ``start + n - 1``, about to be appended, are the next ``n``
+        frames of ``source`` (call it before they become visible through ``per_nic``)."""
+        if source == NO_SOURCE:
+            if self.run_start and self.run_source[-1] != NO_SOURCE:
+                self.run_source.append(NO_SOURCE)
+                self.run_number.append(0)
+                self.run_start.append(start)
+            return  # (nothing but hand-made frames so far: no runs at all)
+        number = self._source_frames[source] + 1
+        last = len(self.run_start) - 1
+        follows = last >= 0 and self.run_number[last] + start - self.run_start[last] == number
+        if not follows or self.run_source[last] != source:
+            self.run_source.append(source)
+            self.run_number.append(number)
+            self.run_start.append(start)
+        self._source_frames[source] += n
+
+    def skip_numbers(self, source: int, n: int = 1) -> None:
+        """``source`` holds ``n`` records here that tshark numbers as frames but that are
+        not frames of ours (pcapng custom blocks, systemd journal entries, sysdig
+        events): the frames after them number on from there."""
+        self._source_frames[source] += n
 
     def add_buffer(self, buf: Any) -> int:
         self.buffers.append(buf)
@@ -215,8 +259,11 @@ class FrameStore:
             self.buf_of = array(WIDE_ID, self.buf_of)
         return self.buf_of
 
-    def append(self, nic_id: int, ts_ns: int, buf_id: int, offset: int, caplen: int, origlen: int) -> int:
+    def append(
+        self, nic_id: int, ts_ns: int, buf_id: int, offset: int, caplen: int, origlen: int, source: int = NO_SOURCE
+    ) -> int:
         i = len(self.ts_ns)
+        self.note_source(source, i, 1)
         try:
             self.nic_of.append(nic_id)
         except OverflowError:  # an id above 65535 (a negative one still raises)
@@ -248,6 +295,24 @@ class FrameStore:
 
     def nic(self, i: int) -> Nic:
         return self.nics[self.nic_of[i]]
+
+    def _run(self, i: int) -> int:
+        return bisect_right(self.run_start, i) - 1
+
+    def frame_number(self, i: int) -> int | None:
+        """Frame ``i``'s number in the file (or stream) it came from, from 1: what tshark
+        calls ``frame.number`` when it opens that file alone.  None when not known."""
+        r = self._run(i)
+        if r < 0 or self.run_source[r] == NO_SOURCE:
+            return None
+        return self.run_number[r] + i - self.run_start[r]
+
+    def source_of(self, i: int) -> str | None:
+        """The file (``-``: stdin, or a live stream) frame ``i`` was read from, if known."""
+        r = self._run(i)
+        if r < 0 or self.run_source[r] == NO_SOURCE:
+            return None
+        return self.sources[self.run_source[r]]
 
     def linktype(self, i: int) -> int:
         return self.nics[self.nic_of[i]].linktype

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tracer.cli.main import die, warn
@@ -68,6 +69,7 @@ exec' / 'kubectl exec' in --via get -i (stdin is how a host is asked to stop).
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from tracer.cli.output import REORDER_SECONDS
     from tracer.net.agent import add_capture_args
 
     p = subparsers.add_parser(
@@ -108,7 +110,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--print",
         dest="print_",
         action="store_true",
-        help="no UI: one line per frame as it arrives (like 'tracer replay --print')",
+        help=f"no UI: one line per frame as it arrives (like 'tracer replay --print'), in time order "
+        f"within a {REORDER_SECONDS:g} s reorder window: each line waits that long for older frames "
+        "still on their way (another NIC, another host); one later than that prints when it comes",
     )
     p.add_argument(
         "--journeys",
@@ -317,7 +321,7 @@ def _print(
     out = sys.stdout
     match = None if flt is None else flt.matcher(store)
 
-    def emit(frames: range) -> None:
+    def emit(frames: Sequence[int]) -> None:
         emit_frames(store, frames if match is None else match.select(frames), out, as_json)
         out.flush()
 
@@ -355,13 +359,14 @@ def _journeys(
             out.flush()
             printed.update(j.id for j in ready)
 
-    def emit(frames: range) -> None:
+    def emit(frames: Sequence[int]) -> None:
         now = time.monotonic()
         for j in corr.update():
             last_change[j.id] = now
         flush(False)
 
-    error = print_as_read(session, store, emit, stop_flag, session.request_stop, idle=lambda: flush(False))
+    # (window 0: the journeys are matched on the whole store, not on the frames handed over)
+    error = print_as_read(session, store, emit, stop_flag, session.request_stop, idle=lambda: flush(False), window=0)
     corr.update()
     flush(True)
     if error is not None:

@@ -9,11 +9,15 @@ written: packet bytes never reach the terminal raw.
 from __future__ import annotations
 
 import gc
+import heapq
 import json
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+import time
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, TextIO
 
 from tracer.model import FrameStore
@@ -24,13 +28,23 @@ if TYPE_CHECKING:
     from tracer.correlate import Correlation, Journey
     from tracer.filter import Filter, Matcher
 
+# --print of a stream (tracer live, stdin): how long a frame is held for older ones that
+# arrive later (the agent reads its NICs one after another; hosts' streams interleave).
+REORDER_SECONDS = 0.5
 # Below this many journeys a second process costs more than it saves.
 PARALLEL_MIN_JOURNEYS = 50_000
 
 
 def frame_line(store: FrameStore, i: int, summary: str, width: int) -> str:
-    """``    0.000058 hostx/docker0 10.244.1.2 → 10.244.2.2 ICMP echo request ...``."""
-    return f"{store.rel_time(i):12.6f} {safe(store.nic(i).label):<{width}} {summary}"
+    """``     3     0.000058 hostx/docker0  #3     10.244.1.2 → 10.244.2.2 ICMP echo request ...``:
+    the frame's number in its file (tshark's ``frame.number``; ``-`` when not known),
+    the time, the NIC and the frame's number on that NIC (the UI's ``#3 on NIC``), both
+    from 1."""
+    number = store.frame_number(i)
+    return (
+        f"{number if number is not None else '-':>6} {store.rel_time(i):12.6f} "
+        f"{safe(store.nic(i).label):<{width}}  #{store.nic_index[i] + 1:<5} {summary}"
+    )
 
 
 def frame_json(store: FrameStore, i: int) -> str:
@@ -47,7 +61,9 @@ def frame_json(store: FrameStore, i: int) -> str:
         "pod": nic.pod,
         "netns": nic.netns,
         "label": nic.label,
-        "index": store.nic_index[i],
+        "index": store.nic_index[i],  # 0-based within its NIC
+        "number": store.nic_index[i] + 1,  # the same from 1, as the text and the UI
+        "frame_number": store.frame_number(i),  # in its file, as tshark's frame.number
         "time": store.ts_ns[i] / 1e9,
         "length": store.origlen[i],
         "caplen": store.caplen[i],
@@ -73,14 +89,19 @@ def emit_frames(store: FrameStore, order: Iterable[int], out: TextIO, as_json: b
 def print_as_read(
     source: Source,
     store: FrameStore,
-    emit: Callable[[range], None],
+    emit: Callable[[Sequence[int]], None],
     stop: threading.Event | None = None,
     request_stop: Callable[[], None] | None = None,
     idle: Callable[[], None] | None = None,
+    window: float = REORDER_SECONDS,
 ) -> BaseException | None:
     """Read ``source`` in a thread and ``emit`` the frames that arrived, every 0.1 s, in
-    arrival order, until it ends.  When ``stop`` is set (Ctrl-C), ``request_stop`` asks
-    the source to finish; what it still sends is printed.  ``idle`` is called when
+    time order within a reorder window: each frame is held ``window`` seconds after it
+    arrived, so that one arriving up to that late (another NIC read a moment later,
+    another host's stream) still comes out before the newer ones; one later than that
+    is printed as soon as it comes, out of order rather than lost.  When ``stop`` is set
+    (Ctrl-C), ``request_stop`` asks the source to finish; what it still sends is
+    printed, and everything held once the source ended.  ``idle`` is called when
     nothing new came.  Returns what ended the reading with an error, or None."""
     errors: list[BaseException] = []
     done = threading.Event()
@@ -94,18 +115,43 @@ def print_as_read(
             done.set()
 
     threading.Thread(target=body, name="tracer-reader", daemon=True).start()
-    printed = 0
+    read = 0
+    # frames held, as runs in time order (one per arrival; a range when it came in order)
+    runs: list[Sequence[int]] = []
+    arrivals: deque[tuple[float, int]] = deque()  # (when, newest time in it) per arrival
+    due: int | None = None  # frames up to this time are printed: everything older arrived
     while True:
         finished = done.wait(0.1)
         if stop is not None and stop.is_set() and request_stop is not None:
             request_stop()
         n = len(store)
-        if n > printed:
-            emit(range(printed, n))
-            printed = n
+        now = time.monotonic()
+        key = store.ts_ns.__getitem__
+        if n > read:
+            run: Sequence[int] = range(read, n)
+            if any(key(k) > key(k + 1) for k in range(read, n - 1)):
+                run = sorted(run, key=key)
+            runs.append(run)
+            arrivals.append((now, key(run[-1])))
+            read = n
         elif idle is not None:
             idle()
-        if finished and len(store) == printed:
+        over = finished and len(store) == read
+        while arrivals and (over or now - arrivals[0][0] >= window):
+            newest = arrivals.popleft()[1]
+            due = newest if due is None else max(due, newest)
+        if due is not None and runs:
+            parts, kept = [], []
+            for run in runs:
+                cut = len(run) if over else bisect_right(run, due, key=key)
+                if cut:
+                    parts.append(run[:cut])
+                if cut < len(run):
+                    kept.append(run[cut:])
+            runs = kept
+            if parts:
+                emit(parts[0] if len(parts) == 1 else list(heapq.merge(*parts, key=key)))
+        if over:
             break
     return errors[0] if errors else None
 

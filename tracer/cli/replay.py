@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 
 from tracer.errors import UsageError
 
@@ -63,7 +64,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--print",
         dest="print_",
         action="store_true",
-        help="print one line per frame (time, NIC, summary) in time order; no UI",
+        help=(
+            "print one line per frame in time order (from stdin: as it arrives, within a short reorder "
+            "window, as 'tracer live --print'): its number in its file (tshark's frame.number), "
+            "time, NIC, #number on that NIC, summary; no UI"
+        ),
     )
     replay.add_argument(
         "--json",
@@ -120,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         if args.print_ and source.streaming and (flt is None or not flt.needs_journeys):
             match = None if flt is None else flt.matcher(store)
 
-            def emit(frames: range) -> None:
+            def emit(frames: Sequence[int]) -> None:
                 output.emit_frames(store, frames if match is None else match.select(frames), out, args.json)
                 out.flush()
 

@@ -222,7 +222,8 @@ def journey_json(j: Journey) -> dict:
             "time": round(h.time_ns / 1e9, 9),  # a float: ~0.2 µs resolution today
             "time_ns": h.time_ns,
             "offset": round((h.corrected_time_ns - t0) / 1e9, 9),
-            "index": store.nic_index[h.frame],
+            "index": store.nic_index[h.frame],  # 0-based within its NIC
+            "number": store.nic_index[h.frame] + 1,  # the same from 1, as people read it
             "frame": h.frame,
             "encap": list(h.encap),
             "step": str(h.step),

@@ -193,6 +193,7 @@ class JsonLines(_Shapes):
             hop = (
                 f"{self.nic_head[nid]}{round(t / 1e9, 9)!r}, "
                 f'"time_ns": {t}, "offset": {round((ct - t0) / 1e9, 9)!r}, "index": {nic_index[f]}, '
+                f'"number": {nic_index[f] + 1}, '
                 f'"frame": {f}, "encap": {enc}, "step": {step}'
             )
             if corrected:
@@ -208,7 +209,8 @@ class JsonLines(_Shapes):
 
 class TextBlocks(_Shapes):
     """A journey as ``tracer replay --journeys`` prints it: a heading line, then one
-    line per hop (offset, where, the frame's index there, the step), fast."""
+    line per hop (offset, where, the frame's number there from 1 as the UI's ``#N on
+    NIC``, the step), fast."""
 
     def __init__(self, corr: Correlation) -> None:
         super().__init__(corr)
@@ -241,7 +243,7 @@ class TextBlocks(_Shapes):
             if not isinstance(step, str):
                 step = step[0] + _duration(ct - prev_t) + step[1]
             offset = round((ct - t0) / 1e9, 9)
-            out.append(f"  {offset * 1e3:+10.3f} ms  {label[nid][1]:<{width}}  #{nic_index[f]:<5} {step}\n")
+            out.append(f"  {offset * 1e3:+10.3f} ms  {label[nid][1]:<{width}}  #{nic_index[f] + 1:<5} {step}\n")
             prev_t = ct
         out.append(self.stop_of(j, plan)[1])
         return "".join(out)

@@ -48,7 +48,7 @@ from pathlib import Path
 from tracer import nicfacts
 from tracer.errors import InputError
 from tracer.events import CaptureEvent, EventKind
-from tracer.model import LINKTYPE_LINUX_SLL2, NARROW_ID_MAX, WIDE_ID, FrameStore, KernelDrop, Nic
+from tracer.model import LINKTYPE_LINUX_SLL2, NARROW_ID_MAX, NO_SOURCE, WIDE_ID, FrameStore, KernelDrop, Nic
 from tracer.pcapng.blocks import read_exactly
 
 __all__ = [
@@ -80,6 +80,10 @@ BT_SPB = 3
 BT_NRB = 4
 BT_ISB = 5
 BT_EPB = 6
+# Blocks tshark numbers as frames (frame.number) that carry no frame of ours: systemd
+# journal entries, sysdig events, custom blocks (Wireshark's wiretap/pcapng.c returns
+# them as records).  Skipped, they still take their number.
+NUMBERED_BLOCKS = frozenset({0x9, 0x204, 0x208, 0x216, 0x217, 0x221, 0x222, 0x00000BAD, 0x40000BAD})
 
 NS = 1_000_000_000
 _U32_BE = struct.Struct(">I")
@@ -224,6 +228,7 @@ class _Sink:
     def __init__(self, store: FrameStore) -> None:
         self.store = store
         self.buf_id = 0
+        self.source = NO_SOURCE  # the store's id of the file or stream read (frame numbers)
         self.count = 0  # frames added to the store by this capture
         self.ts = array("q")
         self.off = array("Q")
@@ -313,6 +318,7 @@ class _Sink:
         st.origlen.extend(self.orig)
         if mn is not None and (st.first_ts_ns is None or mn < st.first_ts_ns):
             st.first_ts_ns = mn
+        st.note_source(self.source, base, n)
         per_nic = st.per_nic
         nic_index = st.nic_index
         if const is not None:
@@ -333,6 +339,12 @@ class _Sink:
         del self.cap[:]
         del self.orig[:]
         del self.nic[:]
+
+    def skip_number(self) -> None:
+        """A record tshark numbers that is no frame here: the frames before it go to the
+        store with their numbers, the next ones number on after it."""
+        self.flush()
+        self.store.skip_numbers(self.source)
 
     def finish(self) -> None:
         self.flush()
@@ -769,7 +781,9 @@ class _PcapngParser(_Base):
         elif btype == BT_EPB:
             # an EPB the fast path did not take: it is too short
             raise _Damage(f"packet block at offset {self.base + pos} is too short ({blen} bytes)")
-        # NRB, DSB, custom blocks (0x00000BAD / 0x40000BAD), unknown: skipped
+        elif btype in NUMBERED_BLOCKS:  # custom blocks (0x00000BAD / 0x40000BAD) and the like
+            self.sink.skip_number()
+        # NRB, DSB, unknown: skipped
 
     def _idb(self, buf, pos: int, blen: int) -> None:
         if blen < 20:
@@ -947,6 +961,7 @@ class Capture:
         self._done = True
         self.on_event = on_event
         sink = _Sink(store)
+        sink.source = store.add_source(self.spec.path)
         cls = _PcapParser if self.format == "pcap" else _PcapngParser
         parser = cls(self, store, sink, self._info)
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from tracer.model import FrameStore
 from tracer.sources import Source
+from tracer.sources.session import Session
 from tracer.ui.app import TracerApp
 
 __all__ = ["TracerApp", "make_app"]
@@ -34,4 +35,5 @@ def make_app(
         title=title if title is not None else (source.title if source is not None else "tracer"),
         theme=theme,
         view=view,
+        live=isinstance(source, Session),  # this machine's agent or several hosts: a capture
     )

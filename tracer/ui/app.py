@@ -24,6 +24,7 @@ from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
+from textual.widget import Widget
 from textual.widgets import Footer, Header
 from textual.worker import Worker, WorkerState, get_current_worker
 
@@ -90,9 +91,9 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
-def progress_text(done: int, total: int | None, palette: Palette, width: int = 20) -> Text:
+def progress_text(done: int, total: int | None, palette: Palette, width: int = 20, live: bool = False) -> Text:
     text = Text()
-    text.append("indexing ", style=palette.progress + BOLD)
+    text.append("capturing " if live else "indexing ", style=palette.progress + BOLD)
     if total:
         frac = max(0.0, min(1.0, done / total))
         filled = round(frac * width)
@@ -156,8 +157,10 @@ class TracerApp(App[None]):
         title: str = "tracer",
         theme: str | None = None,
         view: str | None = None,
+        live: bool = False,
     ) -> None:
         super().__init__()
+        self.live = live  # a capture going on (tracer live): its end is news, "capture stopped"
         if view not in (None, *VIEWS):
             raise ValueError(f"view {view!r}: one of {', '.join(VIEWS)}")
         self._first_view = view
@@ -532,11 +535,14 @@ class TracerApp(App[None]):
         text = Text(no_wrap=True, overflow="ellipsis")
         if not self.loading_done:
             done, total = self._progress or (0, None)
-            text.append_text(progress_text(done, total, p))
+            text.append_text(progress_text(done, total, p, live=self.live))
+            text.append("   ")
+        elif self.live:  # -c, --duration, the agent gone, every host done: say so up front
+            text.append("■ capture stopped", style=p.warning + BOLD)
             text.append("   ")
         text.append(f"{len(store.nics)} NIC{'s' if len(store.nics) != 1 else ''}", style="bold")
         text.append(f" · {len(store):,} frame{'s' if len(store) != 1 else ''}", style="bold")
-        if self.loading_done and self.load_error is None:
+        if self.loading_done and self.load_error is None and not self.live:
             text.append(" · loaded", style=p.muted)
         tracker = self.tracker
         if len(store) and not tracker.caught_up:
@@ -585,6 +591,34 @@ class TracerApp(App[None]):
                 # After Textual's own scroll_visible: snap to whole columns (pages).
                 self.call_after_refresh(self._page_to, event.widget.nic_id)
 
+    def action_focus_next(self) -> None:
+        self.screen.focus_next()
+        self._onto_same_packet(self.focused)
+
+    def action_focus_previous(self) -> None:
+        self.screen.focus_previous()
+        self._onto_same_packet(self.focused)
+
+    def _onto_same_packet(self, packets: Widget | None) -> None:
+        """Another NIC's column focused from the keyboard (Tab, ← →): its cursor goes to
+        the selected packet as that NIC saw it, when it did (side by side means the same
+        packet, not wherever that column's cursor was left).  Of two sightings on one
+        NIC, the one nearest along the path.  (Not on focus events: a click's own row
+        would race them.)"""
+        frame, journey = self.selected_frame, self.journey
+        if not isinstance(packets, PacketList) or packets is self.active_list or packets.nic_id is None:
+            return
+        if frame is None or journey is None:
+            return
+        try:
+            here = journey.hop_of(frame)
+        except ValueError:
+            return
+        seen = [k for k, hop in enumerate(journey.hops) if hop.nic.id == packets.nic_id]
+        if seen:
+            k = min(seen, key=lambda k: (abs(k - here), k))
+            packets.cursor = self.store.nic_index[journey.hops[k].frame]
+
     def _page_to(self, nic_id: int) -> None:
         """Scroll the columns so that column ``nic_id`` shows and no column is cut."""
         container = self.query_one("#columns", HorizontalScroll)
@@ -617,6 +651,8 @@ class TracerApp(App[None]):
 
     @on(PacketList.Highlighted)
     def _list_highlighted(self, message: PacketList.Highlighted) -> None:
+        if self.view != ("merged" if message.packet_list.nic_id is None else "columns"):
+            return  # a list not on screen (the grid's view) whose cursor moved: its first row came
         if message.packet_list is self.active_list or self.active_list is None:
             self._show_frame(message.frame)
 
@@ -654,6 +690,8 @@ class TracerApp(App[None]):
             self.push_screen(HelpScreen())
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "topology" and isinstance(self.screen, JourneyScreen):
+            return True  # from a journey to the hosts it crossed; Esc comes back to it
         return not (action in MAIN_ONLY and self.screen is not self.default_screen)
 
     def action_layers(self) -> None:
@@ -821,6 +859,7 @@ class TracerApp(App[None]):
         current = self.focused if isinstance(self.focused, PacketList) else self.active_list
         index = lists.index(current) if current in lists else 0
         target = lists[max(0, min(len(lists) - 1, index + delta))]
+        self._onto_same_packet(target)
         target.focus()
 
     def action_column_width(self, direction: int) -> None:
@@ -839,7 +878,7 @@ class TracerApp(App[None]):
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         if screen is not self.default_screen:
             yield SystemCommand("Keys", "The help screen listing every key (?)", self.action_help)
-            yield from super().get_system_commands(screen)
+            yield from self._textual_commands(screen)
             return
         yield SystemCommand(
             "Journey grid",
@@ -875,4 +914,9 @@ class TracerApp(App[None]):
         )
         yield SystemCommand("Narrower columns", "More NIC columns per screen (<)", lambda: self.action_column_width(-1))
         yield SystemCommand("Keys", "The help screen listing every key (?)", self.action_help)
-        yield from super().get_system_commands(screen)
+        yield from self._textual_commands(screen)
+
+    def _textual_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Textual's own commands (theme, quit, screenshot, ...) but its "Keys" panel:
+        ours is the help screen, and two "Keys" in one palette is one too many."""
+        return (c for c in super().get_system_commands(screen) if c.title != "Keys")

@@ -6,6 +6,7 @@ cached for the last few frames so moving back and forth stays instant.
 
 from __future__ import annotations
 
+import os
 from typing import ClassVar
 
 from rich.segment import Segment
@@ -35,6 +36,11 @@ Range = tuple[int, int]
 
 def _printable(b: int) -> str:
     return chr(b) if 0x20 <= b < 0x7F else "."
+
+
+def source_name(path: str) -> str:
+    """A file's name without its directories; ``-`` is stdin."""
+    return "stdin" if path == "-" else os.path.basename(path) or path
 
 
 def layer_brief(fields) -> str:
@@ -114,6 +120,12 @@ class LayerTree(Tree[Range | None]):
         label.append(f"#{store.nic_index[frame] + 1}", style="bold")
         label.append(" on ", style="dim")
         label.append(safe(store.nic(frame).label), style=p.nic + BOLD)
+        number = store.frame_number(frame)
+        if number is not None:  # tshark's frame.number, to cross-check with it
+            label.append(f"  frame {number}", style=p.muted)
+            source = store.source_of(frame)
+            if len(store.sources) > 1 and source is not None:  # each file numbers its own
+                label.append(f" of {safe(source_name(source))}", style=p.muted)
         label.append(f"  t={store.rel_time(frame):.6f}", style=p.muted)
         caplen, origlen = store.caplen[frame], store.origlen[frame]
         size = f"  {origlen} bytes" + (f" ({caplen} captured)" if caplen != origlen else "")

@@ -108,7 +108,8 @@ def seen_words(hop: Hop, prev: Hop | None) -> tuple[str, str]:
     tag = ""
     if hop.encap:
         name = str(hop.encap[0]).upper()
-        tag = ENCAP_TAGS.get(name, (name[:2], None))[0]
+        known = ENCAP_TAGS.get(name)
+        tag = known.tag if known is not None else name[:2]
         if len(hop.encap) > 1:
             tag = tag[0] + str(min(len(hop.encap), 9))
     return safe(tag), safe(what)

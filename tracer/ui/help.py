@@ -11,10 +11,11 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from tracer.ui.packet_list import ENCAP_TAGS
 from tracer.ui.palette import BOLD, PALETTE_CLASSES, Painted, Palette
 
 KEYS: list[tuple[str, list[tuple[str, str]]]] = [
@@ -31,6 +32,7 @@ KEYS: list[tuple[str, list[tuple[str, str]]]] = [
             ("T", "topology: hosts, namespaces, bridges, veths, tunnels"),
             ("Tab  Shift+Tab", "next / previous column, then the layer tree and hex view"),
             ("← →  h l", "previous / next NIC column"),
+            ("", "(Tab, ← →: onto the same packet there, when that NIC saw it)"),
             ("m", "merged timeline of every NIC  ⇄  one column per NIC"),
             ("<  >", "narrower / wider NIC columns (more NICs or more of each line)"),
         ],
@@ -60,6 +62,7 @@ KEYS: list[tuple[str, list[tuple[str, str]]]] = [
         [
             ("↑ ↓  n p", "previous / next hop (its layers show below)"),
             ("Enter  t", "into the hop's layer tree, every layer open"),
+            ("T", "topology (Esc comes back to the journey)"),
             ("Esc", "back (the main screen selects the hop you were on)"),
         ],
     ),
@@ -73,12 +76,14 @@ KEYS: list[tuple[str, list[tuple[str, str]]]] = [
     ),
 ]
 
-LEGEND: list[tuple[str, Callable[[Palette], Style], str]] = [
-    ("◆", attrgetter("journey"), "the selected packet, seen at this NIC too (marked row, offset in header)"),
-    ("VX", attrgetter("tag_vxlan"), "VXLAN-encapsulated frame (V2, V3: tunnels nested that deep)"),
-    ("FU", attrgetter("tag_flannel"), "flannel UDP backend (raw IP inside UDP 8285)"),
-    ("GR", attrgetter("tag_ip"), "GRE-encapsulated frame"),
-]
+
+def legend() -> list[tuple[str, Callable[[Palette], Style], str]]:
+    """The row markers: the journey's, then every encapsulation tag the lists draw."""
+    return [
+        ("◆", attrgetter("journey"), "the selected packet, seen at this NIC too (marked row, offset in header)"),
+        *((t.tag, t.role, t.what) for t in ENCAP_TAGS.values()),
+        ("V2", attrgetter("tag_vxlan"), "tunnels nested that deep (the outer tag's letter, then the depth)"),
+    ]
 
 
 def help_table(p: Palette) -> Table:
@@ -91,7 +96,7 @@ def help_table(p: Palette) -> Table:
             table.add_row(Text(key), Text(what))
         table.add_row("", "")
     table.add_row(Text("Row markers", style=p.heading + BOLD), "")
-    for tag, role, what in LEGEND:
+    for tag, role, what in legend():
         table.add_row(Text(tag, style=role(p) + BOLD), Text(what))
     table.add_row("", "")
     table.add_row(
@@ -109,12 +114,15 @@ class HelpScreen(ModalScreen[None]):
     ]
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="help-box"):
+        # it scrolls (↑ ↓ PgUp PgDn Home End): under ~60 lines the row markers are below
+        with VerticalScroll(id="help-box"):
             yield Painted(help_table, id="help-keys")
-            yield Static(Text("Esc, ? or q closes this help", style="dim"), id="help-close")
+            yield Static(Text("↑ ↓ scroll · Esc, ? or q closes this help", style="dim"), id="help-close")
 
     def on_mount(self) -> None:
-        self.query_one("#help-box").border_title = "tracer — keys"
+        box = self.query_one("#help-box")
+        box.border_title = "tracer — keys"
+        box.focus()
 
     def action_dismiss(self) -> None:  # type: ignore[override]
         self.dismiss(None)

@@ -329,10 +329,9 @@ class JourneyScreen(Screen[int | None]):
         return self.diagram.hops[self.diagram.cursor].frame
 
     def action_back(self) -> None:
-        if not self.diagram.has_focus:
-            self.diagram.focus()
-        else:
-            self.dismiss(self.hop_frame)
+        """Back to the main screen at once, from the diagram or the layers below it (one
+        Esc, as the title says: a first Esc that only moved the focus looked ignored)."""
+        self.dismiss(self.hop_frame)
 
     def action_layers(self) -> None:
         tree = self.query_one("#journey-layers", LayerTree)

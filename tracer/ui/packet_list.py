@@ -12,7 +12,7 @@ import bisect
 import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from rich.segment import Segment
 from rich.style import Style
@@ -32,16 +32,25 @@ from tracer.model import FrameStore, Nic, linktype_name
 from tracer.text import safe
 from tracer.ui.palette import BOLD, ITALIC, Painted, Palette, follow_theme
 
-# Encapsulation name -> (two-cell tag, its colour role).  Unknown names get their initials.
-ENCAP_TAGS: dict[str, tuple[str, Callable[[Palette], Style]]] = {
-    "VXLAN": ("VX", attrgetter("tag_vxlan")),
-    "GENEVE": ("GV", attrgetter("tag_geneve")),
-    "GRE": ("GR", attrgetter("tag_ip")),
-    "FLANNEL-UDP": ("FU", attrgetter("tag_flannel")),
-    "IPIP": ("IP", attrgetter("tag_ip")),
-    "6IN4": ("64", attrgetter("tag_ip")),
-    "4IN6": ("46", attrgetter("tag_ip")),
-    "6IN6": ("66", attrgetter("tag_ip")),
+
+class EncapTag(NamedTuple):
+    """How a row marks an encapsulated frame; the help screen lists them from here."""
+
+    tag: str  # two cells
+    role: Callable[[Palette], Style]  # its colour
+    what: str  # for the help screen
+
+
+# Encapsulation name -> its tag.  Unknown names get their initials.
+ENCAP_TAGS: dict[str, EncapTag] = {
+    "VXLAN": EncapTag("VX", attrgetter("tag_vxlan"), "VXLAN-encapsulated frame"),
+    "GENEVE": EncapTag("GV", attrgetter("tag_geneve"), "Geneve-encapsulated frame"),
+    "GRE": EncapTag("GR", attrgetter("tag_ip"), "GRE-encapsulated frame"),
+    "FLANNEL-UDP": EncapTag("FU", attrgetter("tag_flannel"), "flannel UDP backend (raw IP inside UDP 8285)"),
+    "IPIP": EncapTag("IP", attrgetter("tag_ip"), "IP in IP"),
+    "6IN4": EncapTag("64", attrgetter("tag_ip"), "IPv6 in IPv4 (sit)"),
+    "4IN6": EncapTag("46", attrgetter("tag_ip"), "IPv4 in IPv6"),
+    "6IN6": EncapTag("66", attrgetter("tag_ip"), "IPv6 in IPv6"),
 }
 
 
@@ -50,9 +59,11 @@ def encap_tag(encap: Sequence[str], palette: Palette) -> Text:
     if not encap:
         return Text("  ")
     name = str(encap[0])
-    tag, role = ENCAP_TAGS.get(name.upper(), (None, attrgetter("tag_vxlan")))
-    if tag is None:
-        tag = (safe(name)[:2] or "??").upper().ljust(2)
+    known = ENCAP_TAGS.get(name.upper())
+    if known is not None:
+        tag, role = known.tag, known.role
+    else:
+        tag, role = (safe(name)[:2] or "??").upper().ljust(2), attrgetter("tag_vxlan")
     if len(encap) > 1:  # nested tunnels: show the depth instead of the second letter
         tag = tag[0] + str(min(len(encap), 9))
     return Text(tag, style=role(palette) + BOLD)
