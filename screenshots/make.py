@@ -27,6 +27,9 @@ BUNDLED = HERE.parent / "scenarios" / "flannel-vxlan" / "capture.pcapng"
 HOSTS = HERE.parent / "scenarios" / "flannel-vxlan" / "hosts.pcapng"
 # the bridge scenario: A pings C on another host with no route to it (the article's first setup)
 BRIDGE = HERE.parent / "scenarios" / "bridge" / "capture.pcapng"
+# the flannel-vxlan lab broken with `tracer lab break flannel-vxlan wrong-vni`, recorded by
+# `tracer live --via ...`: Host Y's kernel drops the packets (VXLAN_VNI_NOT_FOUND)
+WRONG_VNI = HERE.parent / "tests" / "data" / "stops" / "wrong-vni.pcapng"
 SIZE = (200, 50)  # the eight NICs of the A→C path side by side
 THEME = "textual-dark"  # the README's pictures, whatever TEXTUAL_THEME says
 
@@ -99,6 +102,12 @@ async def journey(pilot) -> None:
     await pilot.press("enter", "down", "down", "down")
 
 
+async def stopped(pilot) -> None:
+    # Enter on A's first echo request: where it stopped and the kernel's reason
+    await select(pilot, longest_journey_start(pilot.app.store))
+    await pilot.press("enter")
+
+
 async def topology(pilot) -> None:
     await pilot.press("T")
 
@@ -154,6 +163,7 @@ OTHER_SHOTS: dict[str, tuple[Path, Callable[[object], Awaitable[None]], str | No
     "hosts": (HOSTS, hosts, "columns", SIZE),
     "grid-lost": (BRIDGE, nothing, None, (120, 30)),
     "grid-80x24": (BUNDLED, grid, None, (80, 24)),
+    "stopped": (WRONG_VNI, stopped, "columns", (160, 40)),
 }
 
 
