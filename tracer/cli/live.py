@@ -16,7 +16,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from tracer.cli.main import die, warn
+from tracer.cli.main import EXIT_SIGNALS, die, warn
 from tracer.errors import CaptureError, DiscoveryError, UsageError
 from tracer.events import CaptureEvent
 
@@ -236,7 +236,10 @@ def _display_filter(args: argparse.Namespace) -> None:
     if args.flt is None:
         return
     if not args.print_:
-        raise UsageError("live: -Y goes with --print (the UI has no filter bar yet; for journeys, -w the capture and replay -Y --journeys)")
+        raise UsageError(
+            "live: -Y goes with --print (the UI has no filter bar yet; for journeys, "
+            "-w the capture and replay -Y --journeys)"
+        )
     if args.flt.needs_journeys:
         raise UsageError("live: journey.hops and journey.delivered need the whole capture (-w it, then replay -Y)")
 
@@ -256,7 +259,7 @@ def _run_session(
     session: LiveSession | RemoteSession, printing: bool | str, as_json: bool, flt: Filter | None = None
 ) -> int:
     """Start ``session`` (root is given up in there), then print or show what it reads
-    until it ends, Ctrl-C, SIGTERM or ``q``."""
+    until it ends, Ctrl-C, SIGTERM, SIGHUP (the terminal closed) or ``q``."""
     from tracer.cli.warmup import warm_up
     from tracer.model import FrameStore
 
@@ -276,9 +279,9 @@ def _run_session(
         # (spawning a host's process); a thread waits for it instead
         threading.Thread(target=session.request_stop, name="tracer-stop", daemon=True).start()
         if app is not None:
-            app.exit()
+            app.request_exit()
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, on_signal) for s in EXIT_SIGNALS}
     try:
         try:
             session.start()
@@ -380,7 +383,7 @@ def _make_app(session: LiveSession | RemoteSession, store: FrameStore) -> Tracer
 
 def _ui(app: TracerApp, session: LiveSession | RemoteSession, store: FrameStore) -> int:
     app.run()
-    session.request_stop()
+    session.stop()  # the agent's last words (a death, too) are among the events
     for event in session.events:
         _err(event.line, 0)
     rc = warn(store.warnings, "live: ")

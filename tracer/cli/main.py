@@ -15,6 +15,7 @@ its arguments to :func:`tracer.net.agent.main`.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Iterable
 
@@ -23,6 +24,9 @@ from tracer.errors import TracerError
 from tracer.text import safe
 
 PROG = "tracer"
+# what asks a UI to leave as q does: Ctrl-C (outside the UI's raw terminal), kill, the
+# terminal closed
+EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def die(msg: object, code: int = 1) -> int:

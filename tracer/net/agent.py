@@ -148,6 +148,8 @@ TP_STATUS_USER = 1
 RING_BLOCK = 1 << 20  # > the largest snaplen: a frame always fits a block
 RING_FRAME = 2048  # V3 packs frames of any size into blocks; this only sizes the request
 RING_TIMEOUT_MS = 20  # a partly filled block is handed over after this long
+FINISH_WAIT = 0.25  # seconds, at most, for the last partly filled blocks when stopping
+DROP_ALL = [(0x06, 0, 0, 0)]  # BPF "ret #0": the socket takes no more frames
 _BLOCK_HDR = struct.Struct("@III")  # block_status, num_pkts, offset_to_first_pkt (at +8)
 _TP3_HDR = struct.Struct("@IIIIIIH")  # next_offset, sec, nsec, snaplen, len, status, mac
 TP3_PKTTYPE = 48 + 10  # TPACKET_ALIGN(sizeof tpacket3_hdr) + offsetof(sockaddr_ll, sll_pkttype)
@@ -456,6 +458,10 @@ class Agent:
                 ring = Ring(ps.sock, self.rcvbuf)
             except OSError:
                 ring = None  # an old kernel: one recvmsg per frame, as before
+            else:
+                # what the kernel queued before the ring is never read: counted from here
+                ps.stats()
+                ps.received = ps.dropped = 0
         return Tap(link, ps, -1, down=down, ring=ring)
 
     def _add(self, tap: Tap) -> None:
@@ -544,9 +550,7 @@ class Agent:
                     self._flush()
                     last_flush = now
             if not self.reader_gone:
-                for tap in list(self.taps):  # what is already queued belongs to the capture
-                    if not tap.gone:
-                        self._read(tap, 100_000)
+                self._read_the_rest()
                 self._read_drops()
                 self._stats()
                 self._flush()
@@ -577,6 +581,40 @@ class Agent:
                 reason=d.reason, location=d.location, protocol=d.protocol, device=d.device, length=d.length
             )
             self.writer.write_stats(by_name.get(d.device or "", first), d.time_ns, None, None, comment=comment)
+
+    def _read_the_rest(self) -> None:
+        """Every frame the kernel delivered to a socket goes out before the final
+        statistics.  The sockets take no more (a filter that drops all), so what the
+        kernel counted is final; a ring's last, partly filled block is handed over
+        only by its timer, so wait for it (a few RING_TIMEOUT_MS at most) until each
+        socket's frames read reach its count of frames received less dropped."""
+        live = [t for t in self.taps if not t.gone]
+        for tap in live:
+            try:
+                attach_filter(tap.psock.sock, DROP_ALL)
+            except OSError:
+                pass
+        deadline = time.monotonic() + FINISH_WAIT
+        while True:
+            for tap in live:
+                self._read(tap, 100_000)
+            if self.count and self.total >= self.count:
+                return  # the frames past -c are not wanted
+            behind = []
+            for tap in live:
+                try:
+                    rec, drop = tap.psock.stats()
+                except OSError:
+                    continue
+                if tap.frames < rec - drop:
+                    behind.append(tap)
+            left = deadline - time.monotonic()
+            if not behind or left <= 0:
+                return
+            waiting = select.poll()
+            for tap in behind:
+                waiting.register(tap.fd, select.POLLIN)
+            waiting.poll(max(1, int(min(left, RING_TIMEOUT_MS / 1000) * 1000)))
 
     @staticmethod
     def _close(tap: Tap) -> None:

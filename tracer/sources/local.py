@@ -27,6 +27,7 @@ import select
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -76,10 +77,26 @@ class Tee:
 
     read = read1
 
-    def pump(self) -> None:
-        """Copy what is left until EOF (after the reader stopped)."""
-        while self.read1(1 << 16):
-            pass
+    def fileno(self) -> int:
+        """The pipe, for the reader's poll (-1 once closed: a read says EOF)."""
+        return self.fd
+
+    def pump(self, deadline: float) -> bool:
+        """Copy what is left until EOF (after the reader stopped); False when the agent
+        has not closed its end by ``deadline`` (``time.monotonic()``)."""
+        poller = select.poll()
+        while True:
+            fd = self.fd
+            if fd < 0:
+                return True
+            poller.register(fd, select.POLLIN)
+            left = deadline - time.monotonic()
+            ready = left > 0 and poller.poll(int(left * 1000) + 1)
+            poller.unregister(fd)
+            if not ready:
+                return False
+            if not self.read1(1 << 16):
+                return True
 
 
 @dataclass
@@ -207,7 +224,7 @@ class LiveSession(Session):
         if self.proc is not None:
             if self.tee is not None:
                 try:
-                    self.tee.pump()
+                    self.tee.pump(time.monotonic() + STOP_TIMEOUT)
                 except OSError:
                     pass
             try:
