@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -78,6 +79,18 @@ class Run:
             self.read(0.02)
         return time.monotonic() - t0, None
 
+    def leave_by_itself(self) -> tuple[float, int | None]:
+        """Wait (HANG_BOUND at most) for it to end on its own."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < HANG_BOUND:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                took = time.monotonic() - t0
+                self.read(0.2)
+                return took, os.waitstatus_to_exitcode(status)
+            self.read(0.02)
+        return time.monotonic() - t0, None
+
     def kill(self) -> None:
         try:
             os.kill(self.pid, signal.SIGKILL)
@@ -89,6 +102,11 @@ class Run:
     @property
     def text(self) -> str:
         return self.screen.decode(errors="replace")
+
+    @property
+    def plain(self) -> str:
+        """The text without escape sequences (for messages)."""
+        return re.sub(r"\x1b(\[[0-9;?<>=]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|.)", "", self.text)
 
 
 def spawn(argv: list[str], stdin_fd: int | None = None, cols: int = 120, rows: int = 40) -> Run:
@@ -113,9 +131,9 @@ def spawn(argv: list[str], stdin_fd: int | None = None, cols: int = 120, rows: i
 
 def assert_left_cleanly(run: Run, way: str, took: float, rc: int | None, what: str) -> None:
     print(f"\n{what}: {way} -> left in {took:.2f} s, exit status {rc}")
-    assert rc is not None, f"{what}: still running {HANG_BOUND:g} s after {way}\n{run.text[-2000:]}"
-    assert rc == 0, f"{what}: {way} -> exit {rc}\n{run.text[-2000:]}"
-    assert "Traceback" not in run.text, run.text[-3000:]
+    assert rc is not None, f"{what}: still running {HANG_BOUND:g} s after {way}\n{run.plain[-2000:]}"
+    assert rc == 0, f"{what}: {way} -> exit {rc}\n{run.plain[-2000:]}"
+    assert "Traceback" not in run.text, run.plain[-2000:]
 
 
 # -- tracer replay - ------------------------------------------------------------------
@@ -130,7 +148,7 @@ def test_replay_stdin_silent_pipe_leaves_at_once(way):
     os.close(r)
     try:
         os.write(w, BUNDLED.read_bytes())
-        assert run.wait_for(b"frames", 20), run.text[-2000:]  # the status line counts them
+        assert run.wait_for(b"frames", 20), run.plain[-2000:]  # the status line counts them
         run.read(0.5)
         took, rc = run.leave(way)
         assert_left_cleanly(run, way, took, rc, "replay - on a silent pipe")
@@ -161,7 +179,7 @@ def test_replay_stdin_flood_leaves_at_once(way):
     feeder = threading.Thread(target=flood, daemon=True)
     feeder.start()
     try:
-        assert run.wait_for(b"frames", 20), run.text[-2000:]
+        assert run.wait_for(b"frames", 20), run.plain[-2000:]
         run.read(1.0)
         took, rc = run.leave(way)
         assert_left_cleanly(run, way, took, rc, "replay - on a flooding pipe")
@@ -254,12 +272,12 @@ def test_live_with_its_only_nic_deleted_leaves_and_stops_the_agent(pair, way, tm
     out = tmp_path / "cap.pcapng"
     run = spawn(live_argv(a, "-i", "va", "-w", str(out)))
     try:
-        assert run.wait_for(b"va", 20), run.text[-2000:]
+        assert run.wait_for(b"va", 20), run.plain[-2000:]
         run.read(1.0)
         agents = agent_pids(run.pid)
         assert len(agents) == 1, agents
         sh("ip", "-n", a, "link", "del", "va")
-        assert run.wait_for(b"disappeared", 10), run.text[-3000:]  # the notification
+        assert run.wait_for(b"disappeared", 10), run.plain[-2000:]  # the notification
         run.read(1.5)
         took, rc = run.leave(way)
         assert_left_cleanly(run, way, took, rc, "live -i NIC, NIC deleted")
@@ -312,7 +330,7 @@ def test_a_stop_under_a_flood_writes_every_frame_the_kernel_delivered(pair, way,
     run = spawn(live_argv(a, "-i", "va", "-w", str(out), "udp", "port", "9"))
     flood = None
     try:
-        assert run.wait_for(b"va", 20), run.text[-2000:]
+        assert run.wait_for(b"va", 20), run.plain[-2000:]
         run.read(1.0)
         agents = agent_pids(run.pid)
         flood = subprocess.Popen(["ip", "netns", "exec", b, PY, "-c", UDP_FLOOD], stderr=subprocess.PIPE)
@@ -337,3 +355,95 @@ def test_a_stop_under_a_flood_writes_every_frame_the_kernel_delivered(pair, way,
         ["tshark", "-r", str(out), "-T", "fields", "-e", "frame.number"], capture_output=True, text=True, timeout=120
     )
     assert len(tshark.stdout.split()) == counts["va"], tshark.stderr
+
+
+# -- a dead agent, a crashed UI, a refused option ----------------------------------------
+
+CRASHING_HELP = """
+import sys
+import tracer.ui.app as app_module
+def broken(self):
+    raise ZeroDivisionError("a bug in the help action")
+app_module.TracerApp.action_help = broken
+from tracer.cli.main import main
+sys.exit(main(["replay", sys.argv[1]]))
+"""
+
+
+def test_a_ui_that_dies_on_a_traceback_exits_non_zero():
+    """An action that raises (a bug) ends the app with Textual's traceback: the command
+    says so in one line and exits 1, not 0 as if all went well."""
+    run = spawn([PY, "-c", CRASHING_HELP, str(BUNDLED)])
+    try:
+        assert run.wait_for(b"frames", 20), run.plain[-2000:]
+        run.read(0.5)
+        os.write(run.fd, b"?")
+        _took, rc = run.leave_by_itself()
+    finally:
+        run.kill()
+    text = run.text
+    assert rc == 1, text[-2000:]
+    assert "ZeroDivisionError" in text
+    assert "tracer: the UI stopped on an internal error (ZeroDivisionError)" in text, text[-2000:]
+
+
+@requires_root
+def test_a_dead_agent_is_one_line_and_a_failure(pair):
+    """The root agent is killed under a running UI: the UI says so as it happens, and
+    after q one line on the terminal says it, exit status 1."""
+    a, _b = pair
+    run = spawn(live_argv(a, "-i", "va"))
+    try:
+        assert run.wait_for(b"va", 20), run.plain[-2000:]
+        run.read(1.0)
+        (agent,) = agent_pids(run.pid)
+        os.kill(agent, signal.SIGKILL)
+        assert run.wait_for(b"was killed (SIGKILL)", 10), run.plain[-2000:]  # the notification
+        run.read(0.5)
+        took, rc = run.leave("q")
+    finally:
+        run.kill()
+    print(f"\nlive, agent killed: q -> left in {took:.2f} s, exit status {rc}")
+    assert rc == 1, run.plain[-2000:]
+    tail = run.text.rsplit("\x1b[?1049l", 1)[-1]  # what is printed once the UI's screen is gone
+    line = "tracer: live: the capture agent was killed (SIGKILL); capture stopped, frames so far kept"
+    assert tail.count("tracer: live:") == 1 and line in tail, tail
+
+
+@requires_root
+def test_a_dead_agent_with_print_is_one_line_on_stderr(pair):
+    a, _b = pair
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", a, PY, "-m", "tracer", "live", "--print", "-i", "va"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        agents: list[int] = []
+        while not agents and time.monotonic() < deadline:
+            time.sleep(0.1)
+            agents = agent_pids(proc.pid)  # ip netns exec became the python
+        assert agents, "no agent"
+        time.sleep(0.5)
+        os.kill(agents[0], signal.SIGKILL)
+        _out, err = proc.communicate(timeout=HANG_BOUND)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # killed while capturing, or (on a slow machine) before its sockets were all open
+    assert proc.returncode == 1
+    assert err.startswith("tracer: live: the capture agent was killed (SIGKILL)") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--duration", "-5"], ["--duration", "-5", "--print"], ["--host", "x=ssh://nowhere", "--duration", "-5"]],
+    ids=["ui", "print", "hosts"],
+)
+def test_a_negative_duration_is_refused_by_the_front_end(args):
+    r = subprocess.run([PY, "-m", "tracer", "live", *args], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr.startswith("tracer: live: --duration -5: ") and r.stderr.count("\n") == 1, r.stderr

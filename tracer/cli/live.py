@@ -16,7 +16,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from tracer.cli.main import EXIT_SIGNALS, die, warn
+from tracer.cli.main import EXIT_SIGNALS, die, die_of_crash, warn
 from tracer.errors import CaptureError, DiscoveryError, UsageError
 from tracer.events import CaptureEvent
 
@@ -394,6 +394,6 @@ def _ui(app: TracerApp, session: LiveSession | RemoteSession, store: FrameStore)
             f"installation is not readable by uid {os.getuid()}); use --print, -Z root, or install "
             "tracer where that user can read it"
         )
-    if app.return_code:
-        return app.return_code
-    return rc
+    elif app.return_code:
+        return die_of_crash(app, "live: ")
+    return app.return_code or rc

@@ -46,6 +46,15 @@ def warn(warnings: Iterable[object], prefix: str = "") -> int:
     return any_
 
 
+def die_of_crash(app: object, prefix: str) -> int:
+    """The UI ended on an error it did not expect (Textual printed the traceback): one
+    line saying so; the exit status is the app's (1)."""
+    crash = getattr(app, "_exception", None)  # Textual keeps what ended the app
+    what = f" ({type(crash).__name__})" if crash is not None else ""
+    die(f"{prefix}the UI stopped on an internal error{what}, shown above: a bug in tracer")
+    return getattr(app, "return_code", None) or 1
+
+
 def _commands():
     from tracer.cli import lab, live, replay
 

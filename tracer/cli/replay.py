@@ -158,7 +158,7 @@ def _notes(source) -> None:
 
 
 def _run_ui(source, store) -> int:
-    from tracer.cli.main import EXIT_SIGNALS, warn
+    from tracer.cli.main import EXIT_SIGNALS, die_of_crash, warn
 
     if not sys.stdout.isatty():
         raise UsageError("the UI needs a terminal; use --print, --json or --stats for scripts")
@@ -184,4 +184,7 @@ def _run_ui(source, store) -> int:
         for s, h in old.items():
             signal.signal(s, h)
     _notes(source)
-    return warn(store.warnings)
+    rc = warn(store.warnings)
+    if app.return_code:  # Textual caught what broke the app and printed its traceback
+        return die_of_crash(app, "")
+    return rc
