@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import errno
+import ipaddress
 import math
 import os
 import select
@@ -113,6 +114,41 @@ def compile_filter(words: list[str], linktype: int) -> list[tuple[int, int, int,
     n = int(nums[0])
     vals = [int(x) for x in nums[1:]]
     return [tuple(vals[i * 4 : i * 4 + 4]) for i in range(n)]  # type: ignore[misc]
+
+
+def parse_ssh_connection(value: str) -> tuple[str, int, str, int] | None:
+    """``$SSH_CONNECTION`` (``CLIENT CPORT SERVER SPORT``) -> its four parts; None when empty."""
+    words = value.split()
+    if not words:
+        return None
+    try:
+        if len(words) != 4:
+            raise ValueError
+        client, server = str(ipaddress.ip_address(words[0])), str(ipaddress.ip_address(words[2]))
+        cport, sport = int(words[1]), int(words[3])
+        if not (0 < cport < 65536 and 0 < sport < 65536):
+            raise ValueError
+    except ValueError:
+        raise CaptureError(f"--not-ssh {value!r}: expected 'CLIENT CPORT SERVER SPORT'", 2) from None
+    return client, cport, server, sport
+
+
+def without_transport(words: list[str], conn: tuple[str, int, str, int] | None) -> list[str]:
+    """The capture filter ``words`` that also leaves out the ssh connection ``conn``:
+    a capture carried over ssh would otherwise capture itself, without end."""
+    if conn is None:
+        return words
+    client, cport, server, sport = conn
+    out = f"not (tcp and host {client} and port {cport} and host {server} and port {sport})"
+    return [f"({' '.join(words)}) and {out}"] if words else [out]
+
+
+def transport_fact(conn: tuple[str, int, str, int] | None) -> str | None:
+    """The NIC fact naming what :func:`without_transport` leaves out."""
+    if conn is None:
+        return None
+    client, cport, server, sport = conn
+    return f"ssh:{client}:{cport}-{server}:{sport}"
 
 
 def attach_filter(sock: socket.socket, prog: list[tuple[int, int, int, int]]) -> None:
@@ -381,6 +417,7 @@ class Agent:
         *,
         snaplen: int = MAX_SNAPLEN,
         filter_words: list[str] | None = None,
+        not_captured: str | None = None,
         count: int = 0,
         duration: float = 0,
         buffer_kib: int = 4096,
@@ -393,6 +430,7 @@ class Agent:
         self.selection = selection
         self.snaplen = snaplen
         self.filter_words = filter_words or []
+        self.not_captured = not_captured  # the NIC fact saying what the filter leaves out
         self.count = count
         self.duration = duration
         self.rcvbuf = buffer_kib * 1024
@@ -466,8 +504,11 @@ class Agent:
 
     def _add(self, tap: Tap) -> None:
         assert self.writer is not None
+        description = tap.link.description
+        if self.not_captured:
+            description += " " + nicfacts.encode(not_captured=self.not_captured)
         tap.if_id = self.writer.add_interface(
-            tap.link.name, tap.psock.linktype, description=tap.link.description, snaplen=self.snaplen
+            tap.link.name, tap.psock.linktype, description=description, snaplen=self.snaplen
         )
         self.taps.append(tap)
         self.by_fd[tap.fd] = tap
@@ -906,6 +947,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="say NICs gone, down or up only in the stream (statistics comments), not also on stderr",
     )
     p.add_argument(
+        "--not-ssh",
+        default="",
+        metavar="'CLIENT CPORT SERVER SPORT'",
+        help="leave out this ssh connection (what $SSH_CONNECTION says: the capture's own "
+        "transport); an empty value leaves out nothing",
+    )
+    p.add_argument(
         "-B",
         "--buffer-size",
         type=int,
@@ -1022,10 +1070,12 @@ def main(argv: list[str] | None = None) -> int:
         sel = Selection(
             args.interfaces, args.netns, args.all_netns, args.host, args.containers, args.pods, args.missing_ok
         )
+        transport = parse_ssh_connection(args.not_ssh)
         agent = Agent(
             sel,
             snaplen=args.snaplen,
-            filter_words=args.filter,
+            filter_words=without_transport(args.filter, transport),
+            not_captured=transport_fact(transport),
             count=args.count,
             duration=args.duration,
             buffer_kib=args.buffer_size,
