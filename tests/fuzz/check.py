@@ -16,6 +16,8 @@ invariant and lets any other exception through (a crash):
 * no output line holds a C0/C1 control character (the newline ending it aside),
   nothing from the capture is turned into Rich markup, ``--json`` lines are JSON
   objects;
+* a display filter (``-Y``) compiles or is one printable line; its fast lane, its
+  plain path and one frame at a time select the same frames;
 * each run ends in bounded time, memory stays bounded (see ``TIME_PER_RUN``,
   ``MAX_RSS``).
 """
@@ -73,7 +75,7 @@ def _open_error(e: InputError, where: str) -> None:
     _no_control(text, where)
 
 
-def check(data: bytes, *, tmpdir: str | None = None, cut_seed: int = 0) -> dict:
+def check(data: bytes, *, tmpdir: str | None = None, cut_seed: int = 0, display_filter: str | None = None) -> dict:
     """Run ``data`` through everything; returns what was found (frames, warnings)."""
     t0 = time.monotonic()
     fd, path = tempfile.mkstemp(suffix=".cap", dir=tmpdir)
@@ -96,6 +98,8 @@ def check(data: bytes, *, tmpdir: str | None = None, cut_seed: int = 0) -> dict:
         _kept_before_damage(data, path, store, cut_seed)
         _outputs(store)
         _ui_texts(store)
+        if display_filter is not None:
+            _filter(store, display_filter)
     finally:
         os.unlink(path)
     took = time.monotonic() - t0
@@ -185,6 +189,32 @@ def _outputs(store: FrameStore) -> None:
                         raise Violation(f"{where}: not JSON: {line[:200]!r}") from None
                     if not isinstance(obj, dict):
                         raise Violation(f"{where}: not an object: {line[:200]!r}")
+
+
+def _filter(store: FrameStore, text: str) -> None:
+    """A display filter: compiled, or one printable line saying why not; its fast lane
+    and its plain path select the same frames, as does one frame at a time."""
+    from tracer.cli.output import matcher_of
+    from tracer.errors import FilterError
+    from tracer.filter import compile_filter
+
+    try:
+        flt = compile_filter(text)
+    except FilterError as e:
+        _open_error(e, f"-Y {text!r}")  # type: ignore[arg-type]
+        return
+    try:
+        m = matcher_of(flt, store)
+    except FilterError as e:  # journey.* where journeys cannot be had: one line too
+        _open_error(e, f"-Y {text!r}")  # type: ignore[arg-type]
+        return
+    order = store.timeline()
+    fast = m.select(order)
+    slow = [i for i in order if m(i)]
+    if fast != slow:
+        raise Violation(f"-Y {text!r}: select() kept {len(fast)} frames, one at a time {len(slow)}")
+    if not flt.needs_journeys and flt.matcher(store, fast_lane=False).select(order) != fast:
+        raise Violation(f"-Y {text!r}: the fast lane and the plain path differ")
 
 
 def _palette():

@@ -232,3 +232,40 @@ def _mutate_once(data: bytes, rng: random.Random, donors: list[bytes] | None) ->
         # most damage a tool makes keeps the blocks' own lengths right: fix them
         cap.records = [_fix_len(r, e) if len(r) >= 12 else r for r in cap.records]
     return cap.join()
+
+
+# -- display filters (-Y) ----------------------------------------------------------------
+
+FILTER_VALUES = [
+    "0", "1", "8", "22", "80", "8472", "65535", "65536", "-1", "4294967296", "2147483648", "0x10",
+    "10.244.2.2", "10.244.0.0/16", "10.0.0.0/33", "fe80::1", "::/0", "02:42:ac:11:00:02",
+    '"eth0"', '"flannel0"', '"\\x1b]0;t\\x07"', '"[bold]x[/bold]"', "{1 2 3}", "{1..100}", "true",
+]  # fmt: skip
+FILTER_OPS = ["==", "!=", "<", ">", "<=", ">=", "in", "eq", "&&", "||", "and", "or", "not", "!", "(", ")"]
+
+
+def filter_text(rng: random.Random, fields: list[str]) -> str:
+    """A display filter: mostly well formed (field op value, joined), sometimes mangled."""
+    parts = []
+    for k in range(rng.choice((1, 1, 2, 3))):
+        if k:
+            parts.append(rng.choice(["and", "or", "&&", "||", "and not"]))
+        name = rng.choice(fields)
+        form = rng.randrange(4)
+        if form == 0:
+            parts.append(name)
+        elif form == 1:
+            parts.append(f"!{name}")
+        else:
+            parts.append(f"{name} {rng.choice(FILTER_OPS[:8])} {rng.choice(FILTER_VALUES)}")
+    text = " ".join(parts)
+    if rng.random() < 0.3:  # mangled: a character dropped, doubled or put in
+        pos = rng.randrange(len(text) + 1)
+        what = rng.randrange(3)
+        if what == 0:
+            text = text[:pos] + text[pos + 1 :]
+        elif what == 1:
+            text = text[:pos] + text[pos : pos + 1] * 2 + text[pos + 1 :]
+        else:
+            text = text[:pos] + rng.choice([*FILTER_OPS, '"', "\x1b", "\x00", "é", "9" * 30]) + text[pos:]
+    return text

@@ -41,17 +41,21 @@ def signature(e: BaseException) -> str:
 
 def one(data: bytes, out: Path, engine: str) -> None:
     from tests.fuzz.check import check
+    from tests.fuzz.mutate import filter_text
+    from tracer.filter import completions
 
     STATE["execs"] += 1
+    digest = int.from_bytes(hashlib.sha1(data).digest()[:8], "little")
+    flt = filter_text(random.Random(digest), completions())
     try:
-        check(data, cut_seed=int.from_bytes(hashlib.sha1(data).digest()[:4], "little"))
+        check(data, cut_seed=digest & 0xFFFFFFFF, display_filter=flt)
     except Exception as e:  # noqa: BLE001 - every failure is recorded, the run goes on
         sig = signature(e)
         if sig not in FAILURES:
             FAILURES[sig] = len(FAILURES) + 1
             n = FAILURES[sig]
             (out / f"{engine}-{n}.bin").write_bytes(data)
-            (out / f"{engine}-{n}.txt").write_text(sig + "\n\n" + "".join(traceback.format_exception(e)))
+            (out / f"{engine}-{n}.txt").write_text(f"{sig}\n-Y {flt!r}\n\n" + "".join(traceback.format_exception(e)))
             print(f"[{time.monotonic() - STATE['start']:7.1f}s] new failure {n}: {sig}", flush=True)
 
 

@@ -1,6 +1,6 @@
 """The fuzz harness in the test suite: a short, deterministic run, and every reproducer.
 
-``test_mutated_captures`` draws TRACER_FUZZ_EXAMPLES (default 1200, about a minute
+``test_mutated_captures`` draws TRACER_FUZZ_EXAMPLES (default 2000, about a minute
 here) structure-aware mutations of the test captures (tests/fuzz/mutate.py) with
 Hypothesis, derandomized: the same inputs every run, and a failure shrinks to a
 small one.  Each goes through the checks of tests/fuzz/check.py (reader, fast
@@ -24,10 +24,12 @@ from hypothesis import strategies as st
 
 from tests.conftest import REPO
 from tests.fuzz.check import check
-from tests.fuzz.mutate import mutate, seeds
+from tests.fuzz.mutate import filter_text, mutate, seeds
+from tracer.filter import completions
 
 SEEDS = seeds()
-EXAMPLES = int(os.environ.get("TRACER_FUZZ_EXAMPLES", "1200"))
+FIELDS = completions()
+EXAMPLES = int(os.environ.get("TRACER_FUZZ_EXAMPLES", "2000"))
 REPRODUCERS = sorted((REPO / "tests" / "data" / "fuzz").glob("*.*"))
 
 
@@ -47,7 +49,8 @@ def test_the_seeds_pass():
 )
 @given(st.sampled_from(SEEDS), st.randoms(use_true_random=False), st.integers(0, 1 << 30))
 def test_mutated_captures(base: bytes, rng: random.Random, cut: int):
-    check(mutate(base, rng, SEEDS), cut_seed=cut)
+    data = mutate(base, rng, SEEDS)
+    check(data, cut_seed=cut, display_filter=filter_text(rng, FIELDS))
 
 
 @pytest.mark.parametrize("path", REPRODUCERS, ids=[p.name for p in REPRODUCERS])
