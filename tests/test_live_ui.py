@@ -251,7 +251,7 @@ def test_a_ui_that_crashes_exits_non_zero(capsys):
     app.run = functools.partial(app.run, headless=True, size=SIZE)
     stopped = []
     note = CaptureEvent(EventKind.HOST_DROPPED, "connection dropped", host="x")
-    session = SimpleNamespace(request_stop=lambda: stopped.append(True), events=[note])
+    session = SimpleNamespace(stop=lambda: stopped.append(True), events=[note])
     assert _ui(app, session, FrameStore()) == 1
     assert stopped == [True]
     assert "tracer: live: x: connection dropped" in capsys.readouterr().err

@@ -25,6 +25,7 @@ class EventKind(StrEnum):
     HOST_DROPPED = "host-dropped"  # captured, then lost; its frames so far are kept
     HOST_NOTE = "host-note"  # worth knowing, not a failure (tcpdump instead of the agent)
     AGENT_NOTE = "agent-note"  # a line the capture agent wrote on its stderr
+    AGENT_DIED = "agent-died"  # the capture agent ended without being asked: capture is over
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os.path
 from array import array
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,24 +133,61 @@ class Nic:
         return parts[-1] if parts else ns
 
 
-def _qualify(twins: list[Nic]) -> None:
-    """Labels that tell NICs of one host/[container/]name apart: a Docker sandbox's
-    network (``hostx/vxlan0@ingress``), else their netns (``hostx/eth0@cni-1234``; one
-    NIC of no netns, the host's own, keeps the plain label), else their files, else
-    their numbers (``lo@#2``)."""
-    for key in (
-        lambda n: str(n.facts["network"]) if n.facts.get("network") else None,  # Docker's sandboxes
-        lambda n: n.netns_short,
-        lambda n: os.path.basename(n.source) if n.source else None,
-        lambda n: f"#{n.id}",
-    ):
-        words = [key(n) for n in twins]
-        named = [w for w in words if w]
-        # distinct words; one NIC without any (the host's own eth0) keeps the plain label
-        if len(set(named)) == len(named) and len(named) >= len(words) - 1:
-            for n, w in zip(twins, words):
-                n.qualifier = w
-            return
+# What tells NICs of one host/[container/]name apart, best first: a Docker sandbox's
+# network, the netns, the file, the NIC's number (always distinct)
+_QUALIFIERS: tuple[Callable[[Nic], str | None], ...] = (
+    lambda n: str(n.facts["network"]) if n.facts.get("network") else None,
+    lambda n: n.netns_short,
+    lambda n: os.path.basename(n.source) if n.source else None,
+    lambda n: f"#{n.id}",
+)
+
+
+class _Twins:
+    """NICs of one base label and how they are told apart: the key of
+    :data:`_QUALIFIERS` in use, its words so far, and whether one NIC has none."""
+
+    __slots__ = ("key", "nics", "unnamed", "words")
+
+    def __init__(self) -> None:
+        self.nics: list[Nic] = []
+        self.key = -1  # none yet (one NIC needs no qualifier)
+        self.words: set[str] = set()
+        self.unnamed = False
+
+    def add(self, nic: Nic) -> None:
+        """Qualify ``nic`` with the key in use when that keeps every label distinct (a key
+        that failed for the NICs before fails with one more: no better key is missed),
+        else choose the key for all of them again.  Linear in the NICs, not quadratic: a
+        capture may hold thousands of interfaces of one name."""
+        self.nics.append(nic)
+        if self.key >= 0:
+            word = _QUALIFIERS[self.key](nic)
+            if word and word not in self.words:
+                self.words.add(word)
+                nic.qualifier = word
+                return
+            if not word and not self.unnamed:
+                self.unnamed = True
+                nic.qualifier = None
+                return
+        if len(self.nics) > 1:
+            self._choose()
+
+    def _choose(self) -> None:
+        """Labels that tell the NICs apart: a Docker sandbox's network
+        (``hostx/vxlan0@ingress``), else their netns (``hostx/eth0@cni-1234``; one NIC of
+        no netns, the host's own, keeps the plain label), else their files, else their
+        numbers (``lo@#2``)."""
+        for k, key in enumerate(_QUALIFIERS):
+            words = [key(n) for n in self.nics]
+            named = [w for w in words if w]
+            # distinct words; one NIC without any (the host's own eth0) keeps the plain label
+            if len(set(named)) == len(named) and len(named) >= len(words) - 1:
+                for n, w in zip(self.nics, words):
+                    n.qualifier = w
+                self.key, self.words, self.unnamed = k, set(named), len(named) < len(words)
+                return
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +224,7 @@ class FrameStore:
         self.nic_index = array("I")  # per frame: its index within its NIC
         self.warnings: list[str] = []  # damage found while reading (one line each)
         self.first_ts_ns: int | None = None
-        self._by_label: dict[str, list[Nic]] = {}
+        self._by_label: dict[str, _Twins] = {}
         self.drops: list[KernelDrop] = []  # packets the kernel dropped, with its reason (live)
         # Where frames came from (a file, stdin, a live stream), as runs of consecutive
         # frames of one source: a few entries per source, not a column per frame.  A
@@ -207,10 +245,10 @@ class FrameStore:
         nic.id = len(self.nics)
         self.per_nic.append(array("I"))
         self.nics.append(nic)
-        twins = self._by_label.setdefault(nic.base_label, [])
-        twins.append(nic)
-        if len(twins) > 1:
-            _qualify(twins)
+        twins = self._by_label.get(nic.base_label)
+        if twins is None:
+            twins = self._by_label[nic.base_label] = _Twins()
+        twins.add(nic)
         return nic.id
 
     def add_source(self, name: str) -> int:

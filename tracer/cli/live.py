@@ -17,7 +17,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from tracer.cli.main import die, warn
+from tracer.cli.main import EXIT_SIGNALS, die, die_of_crash, warn
 from tracer.errors import CaptureError, DiscoveryError, UsageError
 from tracer.events import CaptureEvent
 
@@ -262,7 +262,7 @@ def _run_session(
     session: LiveSession | RemoteSession, printing: bool | str, as_json: bool, flt: Filter | None = None
 ) -> int:
     """Start ``session`` (root is given up in there), then print or show what it reads
-    until it ends, Ctrl-C, SIGTERM or ``q``."""
+    until it ends, Ctrl-C, SIGTERM, SIGHUP (the terminal closed) or ``q``."""
     from tracer.cli.warmup import warm_up
     from tracer.model import FrameStore
 
@@ -282,9 +282,9 @@ def _run_session(
         # (spawning a host's process); a thread waits for it instead
         threading.Thread(target=session.request_stop, name="tracer-stop", daemon=True).start()
         if app is not None:
-            app.exit()
+            app.request_exit()
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, on_signal) for s in EXIT_SIGNALS}
     try:
         try:
             session.start()
@@ -387,7 +387,7 @@ def _make_app(session: LiveSession | RemoteSession, store: FrameStore) -> Tracer
 
 def _ui(app: TracerApp, session: LiveSession | RemoteSession, store: FrameStore) -> int:
     app.run()
-    session.request_stop()
+    session.stop()  # the agent's last words (a death, too) are among the events
     for event in session.events:
         _err(event.line, 0)
     rc = warn(store.warnings, "live: ")
@@ -398,6 +398,6 @@ def _ui(app: TracerApp, session: LiveSession | RemoteSession, store: FrameStore)
             f"installation is not readable by uid {os.getuid()}); use --print, -Z root, or install "
             "tracer where that user can read it"
         )
-    if app.return_code:
-        return app.return_code
-    return rc
+    elif app.return_code:
+        return die_of_crash(app, "live: ")
+    return app.return_code or rc

@@ -15,6 +15,7 @@ its arguments to :func:`tracer.net.agent.main`.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Iterable
 
@@ -23,6 +24,9 @@ from tracer.errors import TracerError
 from tracer.text import safe
 
 PROG = "tracer"
+# what asks a UI to leave as q does: Ctrl-C (outside the UI's raw terminal), kill, the
+# terminal closed
+EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def die(msg: object, code: int = 1) -> int:
@@ -40,6 +44,15 @@ def warn(warnings: Iterable[object], prefix: str = "") -> int:
         die(f"{prefix}warning: {w}")
         any_ = 1
     return any_
+
+
+def die_of_crash(app: object, prefix: str) -> int:
+    """The UI ended on an error it did not expect (Textual printed the traceback): one
+    line saying so; the exit status is the app's (1)."""
+    crash = getattr(app, "_exception", None)  # Textual keeps what ended the app
+    what = f" ({type(crash).__name__})" if crash is not None else ""
+    die(f"{prefix}the UI stopped on an internal error{what}, shown above: a bug in tracer")
+    return getattr(app, "return_code", None) or 1
 
 
 def _commands():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -162,7 +163,7 @@ def _notes(source) -> None:
 
 
 def _run_ui(source, store) -> int:
-    from tracer.cli.main import warn
+    from tracer.cli.main import EXIT_SIGNALS, die_of_crash, warn
 
     if not sys.stdout.isatty():
         raise UsageError("the UI needs a terminal; use --print, --json or --stats for scripts")
@@ -177,6 +178,18 @@ def _run_ui(source, store) -> int:
     from tracer.ui import make_app
 
     app = make_app(source, store=store)
-    app.run()
+
+    def on_signal(signum: int, frame: object) -> None:
+        app.request_exit()
+
+    old = {s: signal.signal(s, on_signal) for s in EXIT_SIGNALS}
+    try:
+        app.run()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
     _notes(source)
-    return warn(store.warnings)
+    rc = warn(store.warnings)
+    if app.return_code:  # Textual caught what broke the app and printed its traceback
+        return die_of_crash(app, "")
+    return rc

@@ -103,10 +103,12 @@ def nic_networks(nic: Nic) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def raw_address(addr: str) -> bytes | None:
+    """``addr`` as packed bytes, None when it is no address (a NIC fact is untrusted
+    text: a NUL in it is a ValueError, not an OSError)."""
     for fam in (socket.AF_INET, socket.AF_INET6):
         try:
             return socket.inet_pton(fam, addr)
-        except OSError:
+        except (OSError, ValueError):
             pass
     return None
 

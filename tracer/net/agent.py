@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import errno
+import ipaddress
 import math
 import os
 import select
@@ -115,6 +116,41 @@ def compile_filter(words: list[str], linktype: int) -> list[tuple[int, int, int,
     return [tuple(vals[i * 4 : i * 4 + 4]) for i in range(n)]  # type: ignore[misc]
 
 
+def parse_ssh_connection(value: str) -> tuple[str, int, str, int] | None:
+    """``$SSH_CONNECTION`` (``CLIENT CPORT SERVER SPORT``) -> its four parts; None when empty."""
+    words = value.split()
+    if not words:
+        return None
+    try:
+        if len(words) != 4:
+            raise ValueError
+        client, server = str(ipaddress.ip_address(words[0])), str(ipaddress.ip_address(words[2]))
+        cport, sport = int(words[1]), int(words[3])
+        if not (0 < cport < 65536 and 0 < sport < 65536):
+            raise ValueError
+    except ValueError:
+        raise CaptureError(f"--not-ssh {value!r}: expected 'CLIENT CPORT SERVER SPORT'", 2) from None
+    return client, cport, server, sport
+
+
+def without_transport(words: list[str], conn: tuple[str, int, str, int] | None) -> list[str]:
+    """The capture filter ``words`` that also leaves out the ssh connection ``conn``:
+    a capture carried over ssh would otherwise capture itself, without end."""
+    if conn is None:
+        return words
+    client, cport, server, sport = conn
+    out = f"not (tcp and host {client} and port {cport} and host {server} and port {sport})"
+    return [f"({' '.join(words)}) and {out}"] if words else [out]
+
+
+def transport_fact(conn: tuple[str, int, str, int] | None) -> str | None:
+    """The NIC fact naming what :func:`without_transport` leaves out."""
+    if conn is None:
+        return None
+    client, cport, server, sport = conn
+    return f"ssh:{client}:{cport}-{server}:{sport}"
+
+
 def attach_filter(sock: socket.socket, prog: list[tuple[int, int, int, int]]) -> None:
     raw = b"".join(struct.pack("HBBI", c, jt, jf, k) for c, jt, jf, k in prog)
     buf = ctypes.create_string_buffer(raw, len(raw))
@@ -148,6 +184,8 @@ TP_STATUS_USER = 1
 RING_BLOCK = 1 << 20  # > the largest snaplen: a frame always fits a block
 RING_FRAME = 2048  # V3 packs frames of any size into blocks; this only sizes the request
 RING_TIMEOUT_MS = 20  # a partly filled block is handed over after this long
+FINISH_WAIT = 0.25  # seconds, at most, for the last partly filled blocks when stopping
+DROP_ALL = [(0x06, 0, 0, 0)]  # BPF "ret #0": the socket takes no more frames
 _BLOCK_HDR = struct.Struct("@III")  # block_status, num_pkts, offset_to_first_pkt (at +8)
 _TP3_HDR = struct.Struct("@IIIIIIH")  # next_offset, sec, nsec, snaplen, len, status, mac
 TP3_PKTTYPE = 48 + 10  # TPACKET_ALIGN(sizeof tpacket3_hdr) + offsetof(sockaddr_ll, sll_pkttype)
@@ -379,6 +417,7 @@ class Agent:
         *,
         snaplen: int = MAX_SNAPLEN,
         filter_words: list[str] | None = None,
+        not_captured: str | None = None,
         count: int = 0,
         duration: float = 0,
         buffer_kib: int = 4096,
@@ -391,6 +430,7 @@ class Agent:
         self.selection = selection
         self.snaplen = snaplen
         self.filter_words = filter_words or []
+        self.not_captured = not_captured  # the NIC fact saying what the filter leaves out
         self.count = count
         self.duration = duration
         self.rcvbuf = buffer_kib * 1024
@@ -456,12 +496,19 @@ class Agent:
                 ring = Ring(ps.sock, self.rcvbuf)
             except OSError:
                 ring = None  # an old kernel: one recvmsg per frame, as before
+            else:
+                # what the kernel queued before the ring is never read: counted from here
+                ps.stats()
+                ps.received = ps.dropped = 0
         return Tap(link, ps, -1, down=down, ring=ring)
 
     def _add(self, tap: Tap) -> None:
         assert self.writer is not None
+        description = tap.link.description
+        if self.not_captured:
+            description += " " + nicfacts.encode(not_captured=self.not_captured)
         tap.if_id = self.writer.add_interface(
-            tap.link.name, tap.psock.linktype, description=tap.link.description, snaplen=self.snaplen
+            tap.link.name, tap.psock.linktype, description=description, snaplen=self.snaplen
         )
         self.taps.append(tap)
         self.by_fd[tap.fd] = tap
@@ -544,9 +591,7 @@ class Agent:
                     self._flush()
                     last_flush = now
             if not self.reader_gone:
-                for tap in list(self.taps):  # what is already queued belongs to the capture
-                    if not tap.gone:
-                        self._read(tap, 100_000)
+                self._read_the_rest()
                 self._read_drops()
                 self._stats()
                 self._flush()
@@ -577,6 +622,40 @@ class Agent:
                 reason=d.reason, location=d.location, protocol=d.protocol, device=d.device, length=d.length
             )
             self.writer.write_stats(by_name.get(d.device or "", first), d.time_ns, None, None, comment=comment)
+
+    def _read_the_rest(self) -> None:
+        """Every frame the kernel delivered to a socket goes out before the final
+        statistics.  The sockets take no more (a filter that drops all), so what the
+        kernel counted is final; a ring's last, partly filled block is handed over
+        only by its timer, so wait for it (a few RING_TIMEOUT_MS at most) until each
+        socket's frames read reach its count of frames received less dropped."""
+        live = [t for t in self.taps if not t.gone]
+        for tap in live:
+            try:
+                attach_filter(tap.psock.sock, DROP_ALL)
+            except OSError:
+                pass
+        deadline = time.monotonic() + FINISH_WAIT
+        while True:
+            for tap in live:
+                self._read(tap, 100_000)
+            if self.count and self.total >= self.count:
+                return  # the frames past -c are not wanted
+            behind = []
+            for tap in live:
+                try:
+                    rec, drop = tap.psock.stats()
+                except OSError:
+                    continue
+                if tap.frames < rec - drop:
+                    behind.append(tap)
+            left = deadline - time.monotonic()
+            if not behind or left <= 0:
+                return
+            waiting = select.poll()
+            for tap in behind:
+                waiting.register(tap.fd, select.POLLIN)
+            waiting.poll(max(1, int(min(left, RING_TIMEOUT_MS / 1000) * 1000)))
 
     @staticmethod
     def _close(tap: Tap) -> None:
@@ -868,6 +947,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="say NICs gone, down or up only in the stream (statistics comments), not also on stderr",
     )
     p.add_argument(
+        "--not-ssh",
+        default="",
+        metavar="'CLIENT CPORT SERVER SPORT'",
+        help="leave out this ssh connection (what $SSH_CONNECTION says: the capture's own "
+        "transport); an empty value leaves out nothing",
+    )
+    p.add_argument(
         "-B",
         "--buffer-size",
         type=int,
@@ -984,10 +1070,12 @@ def main(argv: list[str] | None = None) -> int:
         sel = Selection(
             args.interfaces, args.netns, args.all_netns, args.host, args.containers, args.pods, args.missing_ok
         )
+        transport = parse_ssh_connection(args.not_ssh)
         agent = Agent(
             sel,
             snaplen=args.snaplen,
-            filter_words=args.filter,
+            filter_words=without_transport(args.filter, transport),
+            not_captured=transport_fact(transport),
             count=args.count,
             duration=args.duration,
             buffer_kib=args.buffer_size,

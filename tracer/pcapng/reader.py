@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import select
 import stat
 import struct
 import time
@@ -65,6 +66,7 @@ MAX_BLOCK = 64 << 20  # a pcapng block larger than this is damage
 WINDOW = 4 << 20  # bytes parsed between flushes / progress / cancel checks
 CHUNK = 4 << 20  # stream chunk buffer size
 PROGRESS_INTERVAL = 0.1
+CANCEL_POLL_MS = 100  # a silent stream: how often a reader waiting for bytes asks whether to stop
 
 PCAP_MAGIC_US = 0xA1B2C3D4
 PCAP_MAGIC_NS = 0xA1B23C4D
@@ -1019,8 +1021,22 @@ class Capture:
         view[: len(data)] = data
         return len(data)
 
+    def _stream_fd(self) -> int | None:
+        """The stream's descriptor when a poll on it tells whether a read would wait
+        (an unbuffered stream: a buffered one may hold bytes poll cannot see)."""
+        f = self._stream
+        if f is None or hasattr(f, "peek"):
+            return None
+        try:
+            return f.fileno()
+        except (AttributeError, OSError, ValueError):
+            return None
+
     def _read_stream(self, parser, sink, store, cancelled, progress) -> None:
         head = self._head
+        # a stream that goes silent without closing (a pipe, the agent's stdout) must
+        # not keep a cancelled reader in read(): wait for it in short polls instead
+        fd = self._stream_fd() if cancelled is not None else None
         size = max(CHUNK, 2 * len(head))
         chunk = bytearray(size)
         chunk[: len(head)] = head
@@ -1050,6 +1066,8 @@ class Capture:
                     chunk = new
                     filled = rest
                     pos = 0
+                if fd is not None and cancelled is not None and not _wait_readable(fd, cancelled):
+                    break
                 with memoryview(chunk) as view:
                     n = self._read_chunk(view[filled:])
                 if n <= 0:
@@ -1085,6 +1103,18 @@ class Capture:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _wait_readable(fd: int, cancelled: Callable[[], bool]) -> bool:
+    """Wait until ``fd`` has bytes, EOF or an error; False once ``cancelled()`` says so first."""
+    if fd < 0:
+        return True  # closed under us: the read says EOF
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    while not poller.poll(CANCEL_POLL_MS):
+        if cancelled():
+            return False
+    return True
 
 
 def _freeze(chunk: bytearray, n: int) -> bytes:

@@ -104,10 +104,22 @@ done
 # run the arguments as root (sudo -n unless root already)
 AS_ROOT = _PRELUDE + 'exec $S "$@"'
 
+# the same, each word OWN_SSH first replaced by what $SSH_CONNECTION says here (before
+# sudo, which drops it): the capture's own ssh connection, for the capture to leave out
+OWN_SSH = "@SSH_CONNECTION@"
+AS_ROOT_OWN_SSH = (
+    _PRELUDE + 'n=$#; for a in "$@"; do if [ "$a" = ' + OWN_SSH + " ]; then a=${SSH_CONNECTION:-}; fi; "
+    'set -- "$@" "$a"; done; shift $n; exec $S "$@"'
+)
+
 # tcpdump, stopped (cleanly: SIGINT flushes) when stdin ends; runs as root as a whole
-# so that it may signal tcpdump.  $1: netns ("" for the default), then tcpdump's args.
+# so that it may signal tcpdump.  $1: netns ("" for the default), $2: an ssh connection
+# to leave out ("" for none; CLIENT CPORT SERVER SPORT), $3: the capture filter (one
+# word, may be ""), then tcpdump's other args.
 TCPDUMP = (
-    'ns=$1; shift; if [ -n "$ns" ]; then set -- ip netns exec "$ns" "$@"; fi; '
+    'ns=$1; c=$2; f=$3; shift 3; x() { echo "not (tcp and host $1 and port $2 and host $3 and port $4)"; }; '
+    'if [ -n "$c" ]; then n=$(x $c); f="${f:+($f) and }$n"; fi; if [ -n "$f" ]; then set -- "$@" "$f"; fi; '
+    'if [ -n "$ns" ]; then set -- ip netns exec "$ns" "$@"; fi; '
     '"$@" </dev/null & p=$!; cat >/dev/null; kill -INT $p 2>/dev/null; wait $p'
 )
 
@@ -122,7 +134,33 @@ def _prefix(spec: HostSpec, via: str | None) -> list[str] | None:
     return None
 
 
+_SHELLS = ("sh", "bash", "dash", "ash", "zsh", "ksh", "mksh", "busybox", "su")
+
+
+def reparses(prefix: list[str]) -> bool:
+    """Whether a ``--via`` prefix hands the command to a shell as one string: ssh (it
+    joins its arguments with spaces for the remote login shell), or a prefix ending in
+    a shell's (or su's) ``-c``.  Such a prefix gets the command as one quoted word."""
+    if not prefix:
+        return False
+    names = [os.path.basename(w) for w in prefix]
+    if "ssh" in names:
+        return True
+    last = prefix[-1]
+    return bool(re.fullmatch(r"-[A-Za-z]*c", last)) and any(n in _SHELLS for n in names[:-1])
+
+
 _EXEC_TOOLS = ("docker", "podman", "nerdctl", "kubectl", "oc")
+
+
+def over_ssh(spec: HostSpec, via: str | None) -> bool:
+    """Whether this host's commands run over ssh (its own, or a --via prefix with ssh in
+    it): then the capture leaves out its own connection (``$SSH_CONNECTION`` there)."""
+    if spec.method == "ssh":
+        return True
+    if spec.method == "via" and via:
+        return "ssh" in (os.path.basename(w) for w in shlex.split(via))
+    return False
 
 
 def with_stdin(words: list[str]) -> list[str]:
@@ -153,7 +191,7 @@ def host_argv(
     words = ["sh", "-c", script, "tracer-remote", *args]
     pre = _prefix(spec, via)
     if pre is not None:
-        return pre + words
+        return [*pre, shlex.join(words)] if reparses(pre) else pre + words
     argv = ["ssh", *SSH_OPTIONS]
     if ssh_config:
         argv += ["-F", ssh_config]

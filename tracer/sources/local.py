@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -76,10 +78,36 @@ class Tee:
 
     read = read1
 
-    def pump(self) -> None:
-        """Copy what is left until EOF (after the reader stopped)."""
-        while self.read1(1 << 16):
-            pass
+    def fileno(self) -> int:
+        """The pipe, for the reader's poll (-1 once closed: a read says EOF)."""
+        return self.fd
+
+    def pump(self, deadline: float) -> bool:
+        """Copy what is left until EOF (after the reader stopped); False when the agent
+        has not closed its end by ``deadline`` (``time.monotonic()``)."""
+        poller = select.poll()
+        while True:
+            fd = self.fd
+            if fd < 0:
+                return True
+            poller.register(fd, select.POLLIN)
+            left = deadline - time.monotonic()
+            ready = left > 0 and poller.poll(int(left * 1000) + 1)
+            poller.unregister(fd)
+            if not ready:
+                return False
+            if not self.read1(1 << 16):
+                return True
+
+
+def _how_it_ended(code: int) -> str:
+    """A process's exit status for people: ``was killed (SIGKILL)``, ``exited with status 1``."""
+    if code >= 0:
+        return f"exited with status {code}"
+    try:
+        return f"was killed ({signal.Signals(-code).name})"
+    except ValueError:
+        return f"was killed (signal {-code})"
 
 
 @dataclass
@@ -109,6 +137,7 @@ class LiveSession(Session):
         self._stop_asked = False
         self._stopped = False
         self.exit_code = 0
+        self.died: str | None = None  # the agent ended unasked: why, for people
 
     @property
     def title(self) -> str:
@@ -176,7 +205,7 @@ class LiveSession(Session):
             raise CaptureError(f"the capture agent did not start within {START_TIMEOUT:g}s") from None
         if self._stderr_thread is not None:
             self._stderr_thread.join(timeout=2)
-        msg = self.agent_lines[-1] if self.agent_lines else f"the capture agent exited with status {code}"
+        msg = self.agent_lines[-1] if self.agent_lines else f"the capture agent {_how_it_ended(code)}"
         raise CaptureError(msg, 2 if code == 2 else 1)
 
     # -- reading ---------------------------------------------------------------------
@@ -189,6 +218,29 @@ class LiveSession(Session):
         """Fill ``store`` until the stream ends (or ``cancelled()``)."""
         assert self.capture is not None
         self.capture.read_into(store, cancelled=cancelled, progress=progress, on_event=self._event)
+        if not self._stop_asked and not (cancelled is not None and cancelled()):
+            self._check_agent()
+
+    def _check_agent(self) -> None:
+        """The stream ended unasked: the agent died (killed, crashed) or stopped by
+        itself (-c, --duration).  The first is said once, as an event."""
+        assert self.proc is not None
+        try:
+            code = self.proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return  # it closed its stdout and lives on: stop() deals with it
+        self._note_death(code)
+
+    def _note_death(self, code: int) -> None:
+        if code == 0 or self.died is not None or self.capture is None:
+            return  # (before capturing, start() says why it failed)
+        if self._stderr_thread is not None:
+            self._stderr_thread.join(timeout=1)
+        how = _how_it_ended(code)
+        if code > 0 and self.agent_lines:
+            how += f" ({self.agent_lines[-1]})"
+        self.died = f"the capture agent {how}; capture stopped, frames so far kept"
+        self._event(CaptureEvent(EventKind.AGENT_DIED, self.died))
 
     def request_stop(self) -> None:
         """Ask the agent to finish (it drains, writes final statistics and exits)."""
@@ -207,7 +259,7 @@ class LiveSession(Session):
         if self.proc is not None:
             if self.tee is not None:
                 try:
-                    self.tee.pump()
+                    self.tee.pump(time.monotonic() + STOP_TIMEOUT)
                 except OSError:
                     pass
             try:
@@ -223,6 +275,9 @@ class LiveSession(Session):
                     code = self.proc.wait(timeout=STOP_TIMEOUT)
                 except subprocess.TimeoutExpired:
                     code = 1
+                    if self.capture is not None:
+                        self.died = f"the capture agent did not stop within {2 * STOP_TIMEOUT:g}s"
+                        self._event(CaptureEvent(EventKind.AGENT_DIED, self.died))
             if self.tee is not None:
                 with self.tee.lock:
                     self.tee.fd = -1
@@ -234,4 +289,5 @@ class LiveSession(Session):
             self.wfile.close()
             self.wfile = None
         self.exit_code = code or 0
+        self._note_death(self.exit_code)
         return self.exit_code

@@ -56,11 +56,14 @@ from tracer.pcapng.reader import Capture, SourceSpec, open_capture
 from tracer.pcapng.writer import PcapngWriter
 from tracer.sources.hosts import (
     AS_ROOT,
+    AS_ROOT_OWN_SSH,
+    OWN_SSH,
     PROBE,
     TCPDUMP,
     HostSpec,
     explain_failure,
     host_argv,
+    over_ssh,
     parse_probe,
 )
 from tracer.sources.session import CaptureOptions, EventSink, Session, ask_to_stop
@@ -539,6 +542,7 @@ class RemoteSession(Session):
             if spec.method == "via" and os.geteuid() != 0 and ("ermission denied" in why or "not permitted" in why):
                 why += "; --via commands run as you, not root: one that needs root says so (--via 'sudo -n ...')"
             raise CaptureError(why)
+        own_ssh = over_ssh(spec, self.opts.via)
         if facts.get("tracer"):
             host.method = "tracer agent"
             agent = [
@@ -546,7 +550,9 @@ class RemoteSession(Session):
                 "agent",
                 *self.opts.agent_args(host.name, duration=False, missing_ok=self._shared),
             ]
-            argv = self._argv(spec, AS_ROOT, agent)
+            if own_ssh:
+                agent[2:2] = ["--not-ssh", OWN_SSH]
+            argv = self._argv(spec, AS_ROOT_OWN_SSH if own_ssh else AS_ROOT, agent)
             self._run_streams(host, [(argv, host.name, None, None)])
             return
         if not facts.get("tcpdump"):
@@ -558,6 +564,8 @@ class RemoteSession(Session):
             ns = link.netns or ""
             args = [
                 ns,
+                OWN_SSH if own_ssh else "",
+                " ".join(self.opts.filter),
                 facts["tcpdump"],
                 "-U",
                 "--immediate-mode",
@@ -571,9 +579,12 @@ class RemoteSession(Session):
             ]
             if self.opts.count:
                 args += ["-c", str(self.opts.count)]
-            args += list(self.opts.filter)
-            argv = self._argv(spec, AS_ROOT, ["sh", "-c", TCPDUMP, "tracer-tcpdump", *args])
-            streams.append((argv, link.label, link.name, link.description))
+            script = AS_ROOT_OWN_SSH if own_ssh else AS_ROOT
+            argv = self._argv(spec, script, ["sh", "-c", TCPDUMP, "tracer-tcpdump", *args])
+            description = link.description
+            if own_ssh:  # its ports are known only there: the fact says which connection
+                description += " " + nicfacts.encode(not_captured="ssh:this-capture")
+            streams.append((argv, link.label, link.name, description))
         self._host_event(
             host,
             EventKind.HOST_NOTE,

@@ -120,6 +120,8 @@ class TracerApp(App[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
+        # Textual only says how to quit on Ctrl-C; here it quits (an Input's copy still wins)
+        Binding("ctrl+c", "quit", "Quit", show=False),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("J", "journey", "Journey", show=False),
         Binding("t", "layers", "Layers"),
@@ -193,6 +195,7 @@ class TracerApp(App[None]):
         # GRID_MIN_NICS NICs, unless a person chose a view first
         self.view = "columns"
         self._view_chosen = view is not None
+        self._exit_asked = threading.Event()  # a signal asked the app to leave
 
     # -- layout ------------------------------------------------------------
     def get_default_screen(self) -> Screen:
@@ -215,7 +218,21 @@ class TracerApp(App[None]):
         yield Painted(self._status_text, id="status")
         yield Footer()
 
+    def request_exit(self) -> None:
+        """Leave as soon as the app can: safe from a signal handler or any thread, before
+        or while the app runs (SIGTERM, SIGHUP, a dead capture agent)."""
+        self._exit_asked.set()
+        loop = getattr(self, "_loop", None)  # Textual's: set while the app runs
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self.exit)
+            except RuntimeError:
+                pass  # the loop closed meanwhile: the app is gone anyway
+
     def on_mount(self) -> None:
+        if self._exit_asked.is_set():
+            self.exit()
+            return
         if self._theme is not None:
             self.theme = self._theme
         self.query_one("#merged").display = False
