@@ -575,6 +575,21 @@ async def test_a_reader_that_dies_outside_its_own_except_is_reported(monkeypatch
         assert app.loading_done
 
 
+async def test_a_timer_tick_while_the_screen_is_torn_down_is_no_traceback():
+    """Under load a reader's first-frames timer can tick while the main screen's widgets
+    are already gone (the app leaving): the sync says so instead of raising NoMatches."""
+    from textual.containers import HorizontalScroll
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert app.sync_from_store() is True
+        await app.query_one("#columns", HorizontalScroll).remove()
+        await pilot.pause()
+        assert app.sync_from_store() is False
+        app._sync_first_frames()  # the timer's own callback: no traceback either
+
+
 def test_the_title_a_file_or_nic_name_makes_is_escaped():
     """The title reaches the terminal's title bar: ESC/BEL from a file name must not."""
     app = ui_app(title="tracer — a\x1b]0;pwned\x07b.pcap")

@@ -297,9 +297,8 @@ class TracerApp(App[None]):
         self._finish_loading()
 
     def _sync_first_frames(self) -> None:
-        if len(self.store) or self.loading_done:
+        if (len(self.store) or self.loading_done) and self.sync_from_store():
             self._first_timer.stop()
-            self.sync_from_store()
             self.call_after_refresh(self._first_paint.set)
             self.call_after_refresh(self._start_matching)
 
@@ -390,10 +389,16 @@ class TracerApp(App[None]):
             merged.set_journey_rows(())
         self._update_status()
 
-    def sync_from_store(self) -> None:
-        """Mount columns for new NICs, grow row counts, refresh headers and status."""
+    def sync_from_store(self) -> bool:
+        """Mount columns for new NICs, grow row counts, refresh headers and status.
+
+        False when the main screen is not composed yet (a busy machine runs the first
+        timer before it is) or is gone: nothing to sync into, the next call does."""
         store = self.store
-        container = self.query_one("#columns", HorizontalScroll)
+        try:
+            container = self.query_one("#columns", HorizontalScroll)
+        except NoMatches:
+            return False
         new = [NicColumn(nic, store) for nic in store.nics[len(self._columns) :]]
         if new:
             self._place_columns(container, new)
@@ -416,6 +421,7 @@ class TracerApp(App[None]):
         if self.selected_frame is None and self.active_list is not None:
             if self.active_list.frame is not None:
                 self._show_frame(self.active_list.frame)
+        return True
 
     def _place_columns(self, container: HorizontalScroll, new: list[NicColumn]) -> None:
         """Columns are grouped by host (several hosts' NICs arrive interleaved): a new
