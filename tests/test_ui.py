@@ -351,9 +351,13 @@ async def test_first_screen_and_progress_before_loading_finishes():
     app = ui_app(LoadSource(load))
     async with app.run_test(size=SIZE) as pilot:
         assert reached.wait(5)
-        await pilot.pause(0.5)  # a couple of poll ticks
+        # poll ticks until the first screen shows (a few on an idle machine; bounded)
+        for _ in range(200):
+            status = static_text(app.query_one("#status"))
+            if "50%" in status and "early0" in screen_text(app):
+                break
+            await pilot.pause(0.05)
         assert not app.loading_done
-        status = static_text(app.query_one("#status"))
         assert "indexing" in status and "50%" in status
         assert "early0" in screen_text(app)
         release.set()
