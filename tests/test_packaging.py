@@ -11,6 +11,7 @@ run's own environment through a ``.pth`` line, so the test needs no network.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -28,8 +29,18 @@ def installed(tmp_path_factory) -> Path:
     """A venv outside the repo with the freshly built wheel installed; its bin dir."""
     base = tmp_path_factory.mktemp("wheel")
     dist = base / "dist"
+    # from a private copy of the sources: setuptools writes build/ and *.egg-info into
+    # the tree it builds, and two test workers building this checkout at once collide
+    src = base / "src"
+    shutil.copytree(
+        REPO,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", "out"
+        ),
+    )
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(src)],
         capture_output=True,
         text=True,
         timeout=300,
