@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import lab_up, wait_for
+from tests.helpers import lab_up, tracer_env, wait_for
 
 PY = sys.executable
-VENV_BIN = str(Path(sys.executable).parent)
 
 
 def skip_reason() -> str | None:
@@ -66,11 +65,6 @@ def docker_lab(tmp_path_factory, scenario: str, tag: str):
     # lab_up's finally ran lab.down() and checked the namespaces
     prefix = lab.prefix
     wait_for(lambda: not leftovers_of(prefix), 10, f"nothing of {prefix} left")
-
-
-def tracer_env() -> dict[str, str]:
-    """The environment ``tracer`` runs in: its venv on PATH (so a --via host finds it)."""
-    return {**os.environ, "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", "")}
 
 
 def run_tracer(*args: str, netns: str | None = None, timeout: float = 60, env: dict | None = None):

@@ -3,6 +3,9 @@ waiting for a condition, and a lab scenario built for one test module."""
 
 from __future__ import annotations
 
+import os
+import struct
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +32,60 @@ def options(body: bytes, start: int) -> list[tuple[int, bytes]]:
 
 def idb_names(path: Path) -> list[str]:
     return [dict(options(b, 8)).get(2, b"").decode() for t, b in blocks(path) if t == 1]
+
+
+def idb_facts(path: Path) -> list[dict[str, str]]:
+    """Each interface of a pcapng: its description's facts (:mod:`tracer.nicfacts`),
+    with its ``name``."""
+    from tracer import nicfacts
+
+    out = []
+    for t, body in blocks(path):
+        if t == 1:
+            opts = dict(options(body, 8))
+            facts = nicfacts.decode(opts.get(3, b"").decode()) or {}
+            facts["name"] = opts.get(2, b"").decode()
+            out.append(facts)
+    return out
+
+
+def hosts_capturing(path: Path) -> set[str]:
+    """The hosts whose interfaces a pcapng being written already holds (none while its
+    first blocks are not whole)."""
+    try:
+        return {d["host"] for d in idb_facts(path) if d.get("host")}
+    except (AssertionError, OSError, ValueError, struct.error):
+        return set()
+
+
+def tracer_env() -> dict[str, str]:
+    """The environment ``tracer`` runs in: this venv's bin first on PATH (so a --via host
+    finds this checkout's tracer)."""
+    return {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+
+
+@contextmanager
+def netns_pair(tag: str, net: str) -> Iterator[tuple[str, str]]:
+    """Two namespaces ``trc-TAG-a`` / ``trc-TAG-b`` joined by one veth pair, ``va``
+    (NET.1/24) <-> ``vb`` (NET.2/24), both up; removed whatever happens."""
+    import subprocess
+
+    def sh(*argv: str) -> None:
+        subprocess.run(argv, check=True, capture_output=True, timeout=30)
+
+    a, b = f"trc-{tag}-a", f"trc-{tag}-b"
+    try:
+        sh("ip", "netns", "add", a)
+        sh("ip", "netns", "add", b)
+        sh("ip", "-n", a, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", b)
+        sh("ip", "-n", a, "addr", "add", f"{net}.1/24", "dev", "va")
+        sh("ip", "-n", b, "addr", "add", f"{net}.2/24", "dev", "vb")
+        sh("ip", "-n", a, "link", "set", "va", "up")
+        sh("ip", "-n", b, "link", "set", "vb", "up")
+        yield a, b
+    finally:
+        for ns in (a, b):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
 
 
 def wait_for(cond, timeout: float, what: str) -> None:

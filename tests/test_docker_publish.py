@@ -19,7 +19,7 @@ import time
 import pytest
 
 from tests.docker_lab import PY, docker_lab, run_tracer, tracer_env
-from tests.helpers import blocks, idb_names, options
+from tests.helpers import idb_facts, idb_names
 
 TAG = f"dk{os.getpid()}"
 
@@ -28,17 +28,6 @@ TAG = f"dk{os.getpid()}"
 def lab(tmp_path_factory):
     with docker_lab(tmp_path_factory, "docker-publish", TAG) as lab:
         yield lab
-
-
-def descriptions(path) -> list[dict[str, str]]:
-    from tracer import nicfacts
-
-    out = []
-    for t, body in blocks(path):
-        if t == 1:
-            opts = dict(options(body, 8))
-            out.append(nicfacts.decode(opts.get(3, b"").decode()) or {})
-    return out
 
 
 def capture_while_traffic(lab, out, *args: str, seconds: float = 4.0) -> tuple[int, str, str]:
@@ -120,7 +109,7 @@ def test_eth0_at_web_captures_exactly_that_nic(lab, tmp_path):
     rc, stdout, stderr = capture_while_traffic(lab, out, "-i", "eth0@web")
     assert rc == 0, stderr
     assert idb_names(out) == ["eth0"]
-    (desc,) = descriptions(out)
+    (desc,) = idb_facts(out)
     assert desc["container"] == "web" and desc["runtime"] == "docker"
     assert desc["netns"] == lab.daemon(lab.scenario.host("hosty")).sandbox("web")
     # what crossed it: the HTTP exchange, after Docker's DNAT (web's own address and port)
@@ -133,7 +122,7 @@ def test_container_selects_its_nics_and_the_host_end_of_its_veth(lab, tmp_path):
     out = tmp_path / "c.pcapng"
     rc, _stdout, stderr = capture_while_traffic(lab, out, "--container", "web")
     assert rc == 0, stderr
-    descs = descriptions(out)
+    descs = idb_facts(out)
     assert sorted(idb_names(out))[0] == "eth0" and len(descs) == 2
     inside = [d for d in descs if d.get("container") == "web"]
     host_end = [d for d in descs if d.get("peer_container") == "web"]
@@ -164,9 +153,7 @@ def test_the_host_end_of_webs_veth_is_a_step_on_the_way_not_the_end(lab, tmp_pat
     out = tmp_path / "veth.pcapng"
     rc, _stdout, stderr = capture_while_traffic(lab, out, "--container", "web", "-i", "eth0", "tcp")
     assert rc == 0, stderr
-    ((veth, host_end),) = [
-        (n, d) for n, d in zip(idb_names(out), descriptions(out)) if d.get("peer_container") == "web"
-    ]
+    ((veth, host_end),) = [(n, d) for n, d in zip(idb_names(out), idb_facts(out)) if d.get("peer_container") == "web"]
     assert host_end["peer_addr"] == "172.17.0.2/16"
     r = run_tracer("replay", str(out), "--journeys")
     assert r.returncode == 0, r.stderr

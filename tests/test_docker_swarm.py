@@ -19,7 +19,7 @@ import time
 import pytest
 
 from tests.docker_lab import PY, docker_lab, run_tracer, tracer_env
-from tests.helpers import blocks, options
+from tests.helpers import hosts_capturing, idb_facts
 
 TAG = f"dw{os.getpid()}"
 
@@ -28,19 +28,6 @@ TAG = f"dw{os.getpid()}"
 def lab(tmp_path_factory):
     with docker_lab(tmp_path_factory, "docker-swarm", TAG) as lab:
         yield lab
-
-
-def descriptions(path) -> list[dict[str, str]]:
-    from tracer import nicfacts
-
-    out = []
-    for t, body in blocks(path):
-        if t == 1:
-            opts = dict(options(body, 8))
-            facts = nicfacts.decode(opts.get(3, b"").decode()) or {}
-            facts["name"] = opts.get(2, b"").decode()
-            out.append(facts)
-    return out
 
 
 def two_hosts(lab, out, *args: str, traffic: bool = True) -> tuple[int, str, str]:
@@ -70,7 +57,7 @@ def two_hosts(lab, out, *args: str, traffic: bool = True) -> tuple[int, str, str
         deadline = time.monotonic() + 30
         # both hosts running: each one's interfaces are in the file
         while time.monotonic() < deadline and proc.poll() is None:
-            if out.exists() and {d.get("host") for d in _safe_descriptions(out)} >= {"hostx", "hosty"}:
+            if out.exists() and hosts_capturing(out) >= {"hostx", "hosty"}:
                 break
             time.sleep(0.1)
         time.sleep(0.5 if traffic else 1.5)  # past the agents' first rescan (1 s): their notes said
@@ -85,18 +72,11 @@ def two_hosts(lab, out, *args: str, traffic: bool = True) -> tuple[int, str, str
     return proc.returncode, stdout, stderr
 
 
-def _safe_descriptions(path) -> list[dict[str, str]]:
-    try:
-        return descriptions(path)
-    except AssertionError:  # still being written: not whole yet
-        return []
-
-
 def test_live_discovers_the_overlay_sandbox_the_uplinks_and_the_containers_by_name(lab, tmp_path):
     out = tmp_path / "found.pcapng"
     rc, _stdout, stderr = two_hosts(lab, out, traffic=False)
     assert rc == 0, stderr
-    descs = descriptions(out)
+    descs = idb_facts(out)
     for host, mine, other in (("hostx", "aa", "cc"), ("hosty", "cc", "aa")):
         nics = [d for d in descs if d.get("host") == host]
         uplinks = [d for d in nics if d["name"] == "eth0" and d.get("role") == "underlay"]
@@ -119,7 +99,7 @@ def test_the_a_to_c_journey_over_the_real_swarm_overlay_reads_like_the_article(l
     rc, _stdout, stderr = two_hosts(lab, out, *nics)
     assert rc == 0, stderr
     # each host captured the container it has (the other's is another host's)
-    labels = {(d["host"], d.get("container"), d["name"]) for d in descriptions(out)}
+    labels = {(d["host"], d.get("container"), d["name"]) for d in idb_facts(out)}
     assert ("hostx", "aa", "eth0") in labels and ("hosty", "cc", "eth0") in labels
     assert not {("hostx", "cc", "eth0"), ("hosty", "aa", "eth0")} & labels
     r = run_tracer("replay", str(out), "--journeys")
@@ -153,7 +133,7 @@ def test_without_any_nic_named_the_journey_starts_and_ends_at_the_containers_vet
     out = tmp_path / "plain.pcapng"
     rc, _stdout, stderr = two_hosts(lab, out, "icmp or udp port 4789")
     assert rc == 0, stderr
-    descs = descriptions(out)
+    descs = idb_facts(out)
     ends = {}
     for host, mine in (("hostx", "aa"), ("hosty", "cc")):
         # (its other veth, eth1 on docker_gwbridge, is the way out of the overlay)
@@ -189,7 +169,7 @@ def test_a_container_no_host_has_is_said_by_each_host(lab, tmp_path):
     out = tmp_path / "none.pcapng"
     rc, _stdout, stderr = two_hosts(lab, out, "--container", "aa", "-i", "eth0", traffic=False)
     assert rc == 0, stderr
-    descs = descriptions(out)
+    descs = idb_facts(out)
     assert {d["host"] for d in descs if d.get("container") == "aa"} == {"hostx"}
     assert "aa: no such container on this host; skipped" in stderr
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BUNDLED, requires_root
+from tests.helpers import netns_pair
 
 PY = sys.executable
 HANG_BOUND = 10.0  # seconds: longer than this after being asked is a hang
@@ -70,18 +71,14 @@ class Run:
         """Ask it to leave ``way``; (seconds until it had, exit status or None if it hung)."""
         t0 = time.monotonic()
         self.ask(way)
-        while time.monotonic() - t0 < HANG_BOUND:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                took = time.monotonic() - t0
-                self.read(0.2)
-                return took, os.waitstatus_to_exitcode(status)
-            self.read(0.02)
-        return time.monotonic() - t0, None
+        return self._wait_exit(t0)
 
     def leave_by_itself(self) -> tuple[float, int | None]:
         """Wait (HANG_BOUND at most) for it to end on its own."""
-        t0 = time.monotonic()
+        return self._wait_exit(time.monotonic())
+
+    def _wait_exit(self, t0: float) -> tuple[float, int | None]:
+        """(seconds since ``t0`` until it ended, exit status), or None after HANG_BOUND."""
         while time.monotonic() - t0 < HANG_BOUND:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
@@ -212,20 +209,8 @@ def sh(*argv: str) -> None:
 @pytest.fixture
 def pair():
     """Two namespaces joined by one veth pair, 10.78.0.1 (va) <-> 10.78.0.2 (vb)."""
-    tag = f"ex{os.getpid()}"
-    a, b = f"trc-{tag}-a", f"trc-{tag}-b"
-    try:
-        sh("ip", "netns", "add", a)
-        sh("ip", "netns", "add", b)
-        sh("ip", "-n", a, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", b)
-        sh("ip", "-n", a, "addr", "add", "10.78.0.1/24", "dev", "va")
-        sh("ip", "-n", b, "addr", "add", "10.78.0.2/24", "dev", "vb")
-        sh("ip", "-n", a, "link", "set", "va", "up")
-        sh("ip", "-n", b, "link", "set", "vb", "up")
-        yield a, b
-    finally:
-        for ns in (a, b):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+    with netns_pair(f"ex{os.getpid()}", "10.78.0") as ab:
+        yield ab
 
 
 def agent_pids(pid: int) -> list[int]:

@@ -115,6 +115,18 @@ def test_shipped_scenarios_load(name):
     assert all(ns.startswith(f"trc-{TAG}-{s.id}-") for ns in lab.nodes())
 
 
+def load_edited(tmp_path: Path, name: str, old: str, new: str) -> tuple[Path, ScenarioError]:
+    """scenarios/NAME.toml with its first ``old`` made ``new``, loaded: the file and the
+    ScenarioError it must raise."""
+    text = (REPO / "scenarios" / f"{name}.toml").read_text()
+    assert old in text
+    path = tmp_path / "bad.toml"
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(ScenarioError) as e:
+        scenario.load(path)
+    return path, e.value
+
+
 BAD = [
     # (replace this, with that) in flannel-vxlan.toml -> (key, problem)
     ("[underlay]", '[underlay]\ncolour = "red"', "underlay.colour", "unknown key"),
@@ -139,14 +151,9 @@ BAD = [
 
 @pytest.mark.parametrize("old,new,key,problem", BAD, ids=[b[2] + ":" + b[3] for b in BAD])
 def test_bad_scenario_names_file_key_and_problem(tmp_path, old, new, key, problem):
-    text = (REPO / "scenarios" / "flannel-vxlan.toml").read_text()
-    assert old in text
-    path = tmp_path / "bad.toml"
-    path.write_text(text.replace(old, new, 1))
-    with pytest.raises(ScenarioError) as e:
-        scenario.load(path)
-    assert e.value.key == key and problem in e.value.problem
-    assert str(e.value).startswith(f"{path}: {key}: ")
+    path, error = load_edited(tmp_path, "flannel-vxlan", old, new)
+    assert error.key == key and problem in error.problem
+    assert str(error).startswith(f"{path}: {key}: ")
 
 
 BAD_KUBE = [
@@ -174,13 +181,8 @@ BAD_KUBE = [
 
 @pytest.mark.parametrize("old,new,key,problem", BAD_KUBE, ids=[b[2] + ":" + b[3] for b in BAD_KUBE])
 def test_bad_client_or_service_names_file_key_and_problem(tmp_path, capsys, nothing_built, old, new, key, problem):
-    text = (REPO / "scenarios" / "kube-nodeport.toml").read_text()
-    assert old in text
-    path = tmp_path / "bad.toml"
-    path.write_text(text.replace(old, new, 1))
-    with pytest.raises(ScenarioError) as e:
-        scenario.load(path)
-    assert e.value.key == key and problem in e.value.problem
+    path, error = load_edited(tmp_path, "kube-nodeport", old, new)
+    assert error.key == key and problem in error.problem
     rc, err = tracer_cli(capsys, "lab", "up", str(path))  # one line, and nothing built
     assert rc == 2 and len(err) == 1 and err[0].startswith(f"tracer lab: {path}: {key}: "), err
     assert nothing_built == []

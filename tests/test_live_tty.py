@@ -26,31 +26,37 @@ import time
 import pytest
 
 from tests.conftest import NOBODY, requires_root
+from tests.helpers import netns_pair
 
 PY = sys.executable
 TAG = f"tty{os.getpid()}"
 
 
-def sh(*argv: str) -> None:
-    subprocess.run(argv, check=True, capture_output=True, timeout=30)
-
-
 @pytest.fixture
 def pair():
     """Two namespaces joined by one veth pair, 10.77.0.1 <-> 10.77.0.2."""
-    a, b = f"trc-{TAG}-a", f"trc-{TAG}-b"
-    try:
-        sh("ip", "netns", "add", a)
-        sh("ip", "netns", "add", b)
-        sh("ip", "-n", a, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", b)
-        sh("ip", "-n", a, "addr", "add", "10.77.0.1/24", "dev", "va")
-        sh("ip", "-n", b, "addr", "add", "10.77.0.2/24", "dev", "vb")
-        sh("ip", "-n", a, "link", "set", "va", "up")
-        sh("ip", "-n", b, "link", "set", "vb", "up")
-        yield a, b
-    finally:
-        for ns in (a, b):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+    with netns_pair(TAG, "10.77.0") as ab:
+        yield ab
+
+
+def live_ui_on_a_pty(netns: str, rows: int, cols: int, *args: str) -> tuple[subprocess.Popen, int]:
+    """``sudo tracer live -i va ARGS`` (as SUDO_UID nobody) in ``netns`` on a new pty of
+    ``rows`` x ``cols``: the process and the pty's master end."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    env = {**os.environ, "TERM": "xterm-256color", "SUDO_UID": str(NOBODY), "SUDO_GID": str(NOBODY)}
+    env.pop("TEXTUAL", None)
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", netns, PY, "-m", "tracer", "live", "-i", "va", *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        start_new_session=True,
+        cwd="/",
+    )
+    os.close(slave)
+    return proc, master
 
 
 def _read(fd: int, seconds: float) -> bytes:
@@ -72,20 +78,7 @@ def _read(fd: int, seconds: float) -> bytes:
 @requires_root
 def test_sudo_live_ui_runs_as_the_user_on_a_real_terminal(pair):
     a, b = pair
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))
-    env = {**os.environ, "TERM": "xterm-256color", "SUDO_UID": str(NOBODY), "SUDO_GID": str(NOBODY)}
-    env.pop("TEXTUAL", None)
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", a, PY, "-m", "tracer", "live", "-i", "va"],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env=env,
-        start_new_session=True,
-        cwd="/",
-    )
-    os.close(slave)
+    proc, master = live_ui_on_a_pty(a, 40, 140)
     screen = b""
     try:
         screen += _read(master, 4)
@@ -124,20 +117,7 @@ def test_when_duration_ends_the_ui_says_the_capture_stopped(pair):
     """``--duration 3``: the agent stops by itself, the UI stays (the frames are still there
     to look at) and its status line says the capture stopped, where it said capturing."""
     a, b = pair
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
-    env = {**os.environ, "TERM": "xterm-256color", "SUDO_UID": str(NOBODY), "SUDO_GID": str(NOBODY)}
-    env.pop("TEXTUAL", None)
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", a, PY, "-m", "tracer", "live", "-i", "va", "--duration", "3"],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env=env,
-        start_new_session=True,
-        cwd="/",
-    )
-    os.close(slave)
+    proc, master = live_ui_on_a_pty(a, 30, 120, "--duration", "3")
     screen = b""
     try:
         screen += _read(master, 2)

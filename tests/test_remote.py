@@ -340,23 +340,16 @@ class Live:
 
 def wait_idbs(path: Path, hosts: set[str], live: Live, timeout: float = 30) -> None:
     """Until every host's interfaces are in the saved stream (its capture runs)."""
-    from tests.helpers import blocks, options
+    from tests.helpers import hosts_capturing
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert live.proc.poll() is None, live.stop(False)[2]
-        try:
-            descs = [dict(options(b, 8)).get(3, b"").decode() for t, b in blocks(path) if t == 1]
-        except (AssertionError, OSError, struct_error):
-            descs = []
-        if {d.split()[0].removeprefix("host=") for d in descs if d} >= hosts:
+        if hosts_capturing(path) >= hosts:
             time.sleep(0.5)
             return
         time.sleep(0.1)
     raise AssertionError("hosts did not start capturing: " + live.stop()[2])
-
-
-struct_error = __import__("struct").error
 
 
 def ping(lab, n: int = 3) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BUNDLED, requires_root
-from tests.helpers import blocks, options, root_lab
+from tests.helpers import hosts_capturing, root_lab, tracer_env
 
 TAG = f"s{os.getpid() % 10000}"
 A, C = "10.244.1.2", "10.244.2.2"  # the scenario's containers
@@ -54,11 +54,7 @@ def wait_hosts(path: Path, proc: subprocess.Popen, hosts: set[str], timeout: flo
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()[1]
-        try:
-            descs = [dict(options(b, 8)).get(3, b"").decode() for t, b in blocks(path) if t == 1]
-        except (AssertionError, OSError, Exception):  # noqa: BLE001 - a half-written file
-            descs = []
-        if {d.split()[0].removeprefix("host=") for d in descs if d} >= hosts:
+        if hosts_capturing(path) >= hosts:
             time.sleep(0.5)
             return
         time.sleep(0.1)
@@ -73,8 +69,7 @@ def live_journeys(lab, tmp_path: Path, traffic) -> tuple[list[dict], Path, str]:
     argv += ["--host", f"hostx={lab.ns('hostx')}", "--host", f"hosty={lab.ns('hosty')}"]
     argv += ["--journeys", "--json", "-w", str(out), "--duration", "12", "icmp or udp port 8472"]
     # the hosts run the agent of this checkout: its tracer first on their PATH
-    env = {**os.environ, "PATH": f"{Path(PY).parent}:{os.environ.get('PATH', '')}"}
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=tracer_env())
     try:
         wait_hosts(out, proc, {"hostx", "hosty"})
         traffic()
