@@ -41,6 +41,10 @@ from tracer.errors import CaptureError
 from tracer.model import KernelDrop
 
 TRACEFS = "/sys/kernel/tracing"
+DROP_EVENT = "skb/kfree_skb"
+# tie an skb address to the device it last came in or went out on
+DEVICE_EVENTS = ("net/netif_receive_skb", "net/net_dev_queue")
+DEVICE_EVENT_NAMES = frozenset(e.split("/")[1] for e in DEVICE_EVENTS)  # as trace lines name them
 # kfree_skb reasons that are no drop on a packet's way: the packet was used up, the
 # caller did not say, a socket being closed threw away what it had queued
 NOT_A_DROP = ("NOT_DROPPED_YET", "CONSUMED", "NOT_SPECIFIED", "QUEUE_PURGE")
@@ -107,14 +111,14 @@ class DropWatch:
         self.devices: set[str] = set()
         try:
             self._write("trace_clock", "mono")
-            with open(os.path.join(root, "events/skb/kfree_skb/format")) as f:
+            with open(os.path.join(root, "events", DROP_EVENT, "format")) as f:
                 numbers = reason_numbers(f.read())
             quiet = [numbers[r] for r in NOT_A_DROP if r in numbers]
-            self._write("events/skb/kfree_skb/filter", " && ".join(f"reason != {n}" for n in quiet) or "0")
-            self._write("events/skb/kfree_skb/enable", "1")
+            self._write(f"events/{DROP_EVENT}/filter", " && ".join(f"reason != {n}" for n in quiet) or "0")
+            self._write(f"events/{DROP_EVENT}/enable", "1")
             self.set_devices(devices)
-            for event in ("netif_receive_skb", "net_dev_queue"):
-                self._write(f"events/net/{event}/enable", "1")
+            for event in DEVICE_EVENTS:
+                self._write(f"events/{event}/enable", "1")
             self.offset_ns = wall_minus_mono()
             self.fd = os.open(os.path.join(self.dir, "trace_pipe"), os.O_RDONLY | os.O_NONBLOCK)
         except BaseException:
@@ -135,8 +139,8 @@ class DropWatch:
             return
         self.devices = names
         expr = " || ".join(f'name == "{d}"' for d in sorted(names)) or "0"
-        for event in ("netif_receive_skb", "net_dev_queue"):
-            self._write(f"events/net/{event}/filter", expr)
+        for event in DEVICE_EVENTS:
+            self._write(f"events/{event}/filter", expr)
 
     def read(self) -> list[KernelDrop]:
         """The drops recorded since the last call (never blocks).
@@ -189,7 +193,7 @@ class DropWatch:
             begin = text.rfind(b"\n", 0, i) + 1
             line = text[begin : text.find(b"\n", i)].decode(errors="replace")
             m = _LINE.search(line)
-            if m is None or m.group(3) not in ("netif_receive_skb", "net_dev_queue"):
+            if m is None or m.group(3) not in DEVICE_EVENT_NAMES:
                 return None  # freed (an earlier drop of a reused address) since its last device
             f = dict(_FIELD.findall(m.group(4)))
             dev = f.get("dev")
@@ -238,11 +242,16 @@ class DropWatch:
             with contextlib.suppress(OSError):
                 os.close(self.fd)
             self.fd = -1
-        for event in ("skb/kfree_skb", "net/netif_receive_skb", "net/net_dev_queue"):
-            with contextlib.suppress(OSError), open(os.path.join(self.dir, "events", event, "enable"), "w") as f:
-                f.write("0")
-        with contextlib.suppress(OSError):
-            os.rmdir(self.dir)
+        remove_instance(self.dir)
+
+
+def remove_instance(path: str) -> None:
+    """Turn an instance's events off and remove it (what can be: a part already gone is fine)."""
+    for event in (DROP_EVENT, *DEVICE_EVENTS):
+        with contextlib.suppress(OSError), open(os.path.join(path, "events", event, "enable"), "w") as f:
+            f.write("0")
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
 
 
 def remove_stale_instances(root: str = TRACEFS) -> None:
@@ -257,11 +266,7 @@ def remove_stale_instances(root: str = TRACEFS) -> None:
         pid = name.removeprefix("tracer-")
         if name == pid or not pid.isdigit() or os.path.exists(f"/proc/{pid}"):
             continue
-        for event in ("skb/kfree_skb", "net/netif_receive_skb", "net/net_dev_queue"):
-            with contextlib.suppress(OSError), open(os.path.join(base, name, "events", event, "enable"), "w") as f:
-                f.write("0")
-        with contextlib.suppress(OSError):
-            os.rmdir(os.path.join(base, name))
+        remove_instance(os.path.join(base, name))
 
 
 class DropProcess:
