@@ -66,6 +66,7 @@ from __future__ import annotations
 import gc
 import ipaddress
 from array import array
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from itertools import islice
 
@@ -74,7 +75,7 @@ from tracer.correlate.journey import Hop, Journey, inner_of, journey_json
 from tracer.correlate.nics import nic_addresses, nic_networks, nic_role, nic_vni, raw_address
 from tracer.correlate.order import delivered, order_hops
 from tracer.correlate.steps import SENT, narrate
-from tracer.correlate.stops import evidence, link_icmp_errors, shape_stop
+from tracer.correlate.stops import CLOCK_SLACK_NS, DROP_AFTER_NS, evidence, link_icmp_errors, shape_stop
 from tracer.dissect.fast import (
     ARPHRD_LOOPBACK,
     PACKET_OUTGOING,
@@ -85,7 +86,7 @@ from tracer.dissect.fast import (
     is_weak,
     nat_key_of,
 )
-from tracer.model import LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, FrameStore
+from tracer.model import LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, FrameStore, KernelDrop
 
 DEFAULT_WINDOW_NS = 1_000_000_000  # identities older than this never join (1 s)
 # The very same frame again on one NIC this soon after the journey began is the
@@ -413,6 +414,9 @@ class Correlation:
         self._errors: list[int] = []  # ICMP error frames (they quote the packet they are about)
         self._linked: dict[int, list[int]] = {}  # journey id -> ICMP errors about its packet
         self._linked_upto = 0  # errors linked so far
+        self._drops_by_time: list[KernelDrop] = []  # the store's drops, by time (drops_between)
+        self._drop_times: list[int] = []
+        self._drops_indexed = 0
         # clock offset samples, kept between update() calls
         self.clocks.reset()
         # exact id -> {host: first time seen there}, built only when a NAT step asks
@@ -616,7 +620,24 @@ class Correlation:
     def has_evidence(self, j: Journey) -> bool:
         """Does something beyond its shape speak about this journey's end (an ICMP error
         about it, a kernel drop on its way)?  The batch renderers then build it alone."""
-        return bool(self.store.drops) or j.id in self.icmp_errors()
+        if j.id in self.icmp_errors():
+            return True
+        if not self.store.drops:
+            return False
+        ts = self.store.ts_ns
+        times = [ts[f] for f in j.frames]
+        return bool(self.drops_between(min(times) - CLOCK_SLACK_NS, max(times) + DROP_AFTER_NS))
+
+    def drops_between(self, t0: int, t1: int) -> list[KernelDrop]:
+        """The kernel drops recorded with a time in [t0, t1] (the store's, by time)."""
+        drops = self.store.drops
+        if self._drops_indexed != len(drops):
+            self._drops_by_time = sorted(drops, key=lambda d: d.time_ns)
+            self._drop_times = [d.time_ns for d in self._drops_by_time]
+            self._drops_indexed = len(drops)
+        lo = bisect_left(self._drop_times, t0)
+        hi = bisect_right(self._drop_times, t1, lo)
+        return self._drops_by_time[lo:hi]
 
     def _first_seen(self) -> dict[int, dict]:
         """Exact id -> {host: earliest captured time}, over the frames matched so far.

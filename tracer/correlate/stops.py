@@ -202,15 +202,12 @@ def _same_packet(a, q) -> bool:
 
 def _drop_for(corr: Correlation, last: Hop) -> KernelDrop | None:
     """The kernel drop that ended a journey after ``last``, if one was recorded."""
-    drops = corr.store.drops
-    if not drops:
-        return None
     host = last.nic.host
     t = last.time_ns
     length = last.ident.length
     best = None
-    for d in drops:  # few: only real drops, noise filtered by the agent
-        if d.host != host or not -CLOCK_SLACK_NS <= d.time_ns - t <= DROP_AFTER_NS:
+    for d in corr.drops_between(t - CLOCK_SLACK_NS, t + DROP_AFTER_NS):
+        if d.host != host:
             continue
         if d.device and d.device not in (last.nic.name,) and not _on_host(corr, host, d.device):
             continue
