@@ -1208,28 +1208,36 @@ def quoted(data, linktype: int) -> Identity | None:
     The quote is the ICMP message's payload: the last ``payload_len`` bytes of the
     frame (an ICMP error is at least 56 bytes of IP, never Ethernet-padded).
     """
+    found = _icmp_error(data, linktype)
+    if found is None:
+        return None
+    ident, start = found
+    if start <= 0 or data[start] >> 4 != ident.ipver:
+        return None
+    inner = identify(bytes(data[start:]), 101)  # LINKTYPE_RAW
+    return inner if inner.ipver else None
+
+
+def _icmp_error(data, linktype: int) -> tuple[Identity, int] | None:
+    """An ICMP error frame's identity and where its quote starts (its last
+    ``payload_len`` bytes), or None for any other frame."""
     ident = identify(data, linktype)
     if not is_icmp_error(ident) or not ident.payload_len:
         return None
-    n = len(data)
-    start = n - ident.payload_len
-    if start <= 0 or data[start] >> 4 != ident.ipver:
-        return None
-    inner = identify(bytes(data[start:n]), 101)  # LINKTYPE_RAW
-    return inner if inner.ipver else None
+    return ident, len(data) - ident.payload_len
 
 
 def icmp_error_text(data, linktype: int) -> str | None:
     """What an ICMP error frame says, ``destination unreachable (fragmentation needed,
     next-hop MTU 1400)``, ``time exceeded in transit``, ``packet too big (MTU 1280)``;
     None when ``data`` is no ICMP error."""
-    ident = identify(data, linktype)
-    if not is_icmp_error(ident) or not ident.payload_len:
+    found = _icmp_error(data, linktype)
+    if found is None:
         return None
+    ident, start = found
     t, code = ident.icmp_type, ident.icmp_code
-    rest = len(data) - ident.payload_len - 4  # the ICMP header's second word
     try:
-        (word,) = struct.unpack_from("!I", data, rest)
+        (word,) = struct.unpack_from("!I", data, start - 4)  # the ICMP header's second word
     except struct.error:
         word = 0
     if ident.proto == 58:
