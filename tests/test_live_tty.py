@@ -120,7 +120,9 @@ def test_when_duration_ends_the_ui_says_the_capture_stopped(pair):
     proc, master = live_ui_on_a_pty(a, 30, 120, "--duration", "3")
     screen = b""
     try:
-        screen += _read(master, 2)
+        deadline = time.monotonic() + 20  # the UI up (slow on a loaded machine), capturing
+        while b"capturing" not in screen and time.monotonic() < deadline:
+            screen += _read(master, 0.5)
         from tracer.lab.traffic import ping
 
         replies, _err = ping(b, "10.77.0.1", 2, os.getpid() & 0xFFFF)

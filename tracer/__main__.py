@@ -1,3 +1,3 @@
-from tracer.cli import main
+from tracer.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -1,5 +1,5 @@
 """The ``tracer`` command: replay, live, topology, lab and agent."""
 
-from tracer.cli.main import main
+from tracer.cli.main import entry, main
 
-__all__ = ["main"]
+__all__ = ["entry", "main"]

@@ -18,9 +18,10 @@ import argparse
 import signal
 import sys
 from collections.abc import Iterable
+from typing import NoReturn
 
 from tracer import __version__
-from tracer.errors import TracerError
+from tracer.errors import TracerError, exit_now
 from tracer.text import safe
 
 PROG = "tracer"
@@ -110,5 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def entry() -> NoReturn:
+    """The ``tracer`` command (console script and ``python -m tracer``): :func:`main`,
+    then out at once (:func:`tracer.errors.exit_now`)."""
+    exit_now(main())
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from tracer import nicfacts
-from tracer.errors import CaptureError, DiscoveryError, NicError
+from tracer.errors import CaptureError, DiscoveryError, NicError, exit_now
 from tracer.model import linktype_name
 from tracer.net import discovery as topology
 from tracer.net import runtimes
@@ -1103,4 +1103,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

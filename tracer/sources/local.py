@@ -215,9 +215,10 @@ class LiveSession(Session):
         cancelled: Callable[[], bool] | None = None,
         progress: Callable[[int, int | None], None] | None = None,
     ) -> None:
-        """Fill ``store`` until the stream ends (or ``cancelled()``)."""
+        """Fill ``store`` until the stream ends (or ``cancelled()``: the agent is asked
+        to finish the moment the reader sees it, while the UI is still tearing down)."""
         assert self.capture is not None
-        self.capture.read_into(store, cancelled=cancelled, progress=progress, on_event=self._event)
+        self.capture.read_into(store, cancelled=self._stop_when(cancelled), progress=progress, on_event=self._event)
         if not self._stop_asked and not (cancelled is not None and cancelled()):
             self._check_agent()
 

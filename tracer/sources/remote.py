@@ -712,7 +712,9 @@ class RemoteSession(Session):
         assert self.capture is not None
         self._loading = True
         try:
-            self.capture.read_into(store, cancelled=cancelled, progress=progress, on_event=self._stream_event)
+            self.capture.read_into(
+                store, cancelled=self._stop_when(cancelled), progress=progress, on_event=self._stream_event
+            )
         finally:
             self._loading = False
 

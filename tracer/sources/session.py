@@ -89,3 +89,22 @@ class Session:
         sink = self.on_event
         if sink is not None:
             sink(event)
+
+    def request_stop(self) -> None:
+        """Ask the capture to finish (the agent or every host drains and ends its stream)."""
+        raise NotImplementedError
+
+    def _stop_when(self, cancelled: Callable[[], bool] | None) -> Callable[[], bool] | None:
+        """``cancelled``, asking the capture to stop the first time it says yes: the
+        reader gives up (the UI is leaving) and the agent starts to drain at once, while
+        the UI is still tearing down, not after."""
+        if cancelled is None:
+            return None
+
+        def check() -> bool:
+            if cancelled():
+                self.request_stop()
+                return True
+            return False
+
+        return check
