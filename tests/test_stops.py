@@ -35,6 +35,15 @@ EXPECTED = {
     "mtu": ("hostx", "docker0", "PKT_TOO_BIG", 1300),
     "rp-filter": ("hosty", "flannel0", "IP_RPFILTER", 0),
 }
+# fault -> what the host's recorded state says at the last hop (one evidence line each)
+STATE_SAYS = {
+    "wrong-vni": "hosty: flannel0 has VNI 2; the packet carries VNI 1",
+    "no-fdb": "no FDB entry for 0e:fe:0a:f4:02:00 on flannel0",
+    "no-route": "hostx has no route to 10.244.2.2",
+    "drop-forward": "iptables -t filter -A FORWARD -s 10.244.1.2/32 -d 10.244.2.2/32 -j DROP: ",
+    "mtu": "flannel0 has MTU 1200; the packet is 1328 bytes",
+    "rp-filter": "strict rp_filter on flannel0, and the route back to 10.244.1.2 leaves through eth0, not flannel0",
+}
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +118,8 @@ def test_a_broken_lab_says_where_and_why_the_packet_stopped(lab, tmp_path, fault
         assert (stop["host"], stop["nic"].split("/")[-1].split("@")[0]) == (host, nic), stop
         assert stop["drop_reason"] == reason, stop
         assert reason in stop["reason"] and stop["evidence"], stop
+        print(fault, stop["evidence"])
+        assert any(STATE_SAYS[fault] in line for line in stop["evidence"]), stop
         assert j["hops"][-1]["host"] == host and j["hops"][-1]["nic"] == nic
     # the drops are in the saved capture too: replay tells the same story
     r = subprocess.run(
@@ -286,3 +297,99 @@ def test_a_kernel_drop_comment_survives_the_pcapng_round_trip(tmp_path):
     assert d.time_ns == 1_700_000_000_123_456_789
     t = subprocess.run(["tshark", "-r", str(path), "-q", "-z", "io,stat,0"], capture_output=True, text=True, timeout=60)
     assert t.returncode == 0, t.stderr  # Wireshark reads the file
+
+
+@requires_root
+def test_host_state_is_what_the_kernel_says(tmp_path):
+    """The agent's look at a host (netlink, /proc, iptables-save) in a real netns: the
+    route it finds for an address is the kernel's own (`ip route get`), neighbours and
+    MTUs are `ip`'s, a DROP rule's counter moves by the packets it dropped, and the
+    state survives the pcapng round trip."""
+    from scapy.layers.inet import ICMP, IP
+    from scapy.layers.l2 import Ether
+
+    from tests.helpers import netns_pair
+    from tracer import nicfacts
+    from tracer.correlate.stops import _lookup
+    from tracer.model import FrameStore
+    from tracer.net.afpacket import run_in_netns
+    from tracer.net.hoststate import HostStateReader, as_facts
+    from tracer.pcapng.reader import SourceSpec, open_capture
+    from tracer.pcapng.writer import PcapngWriter
+
+    with netns_pair(f"hs{os.getpid() % 10000}", "10.81.0") as (a, _b):
+
+        def sh(*argv: str) -> str:
+            return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=30).stdout
+
+        sh("ip", "-n", a, "route", "add", "10.82.0.0/16", "via", "10.81.0.2")
+        sh("ip", "-n", a, "route", "add", "10.82.5.0/24", "via", "10.81.0.2", "dev", "va", "onlink")
+        sh("ip", "-n", a, "route", "add", "blackhole", "10.83.0.0/16")
+        sh("ip", "-n", a, "link", "set", "va", "mtu", "1380")
+        sh("ip", "-n", a, "neigh", "add", "10.81.0.7", "lladdr", "02:00:00:00:00:07", "dev", "va", "nud", "permanent")
+        sh("ip", "netns", "exec", a, "iptables", "-I", "OUTPUT", "-d", "10.81.0.2", "-p", "udp", "-j", "DROP")
+        reader = HostStateReader()
+        first = run_in_netns(a, lambda: reader.look(1))
+        assert first.counted and first.rules == ()  # the first look is the baseline
+        send = "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor _ in range(3):\n"
+        send += "    try:\n        s.sendto(b'x', ('10.81.0.2', 9))\n"
+        send += "    except PermissionError:\n        print('dropped')\n"
+        sent = subprocess.run(["ip", "netns", "exec", a, PY, "-c", send], capture_output=True, text=True, timeout=30)
+        assert sent.stdout.split() == ["dropped"] * 3, sent  # by the rule
+        state = run_in_netns(a, lambda: reader.look(2))
+        for addr in ("10.82.1.1", "10.82.5.9", "10.81.0.9", "10.83.1.1", "10.99.0.1"):
+            route = _lookup(state.routes, addr)
+            got = subprocess.run(["ip", "-n", a, "-j", "route", "get", addr], capture_output=True, text=True)
+            if "Network is unreachable" in got.stderr:
+                assert route is None, (addr, route)
+                continue
+            if got.returncode != 0:  # a blackhole route: Invalid argument
+                assert route is not None and route.kind == "blackhole", (addr, route, got.stderr)
+                continue
+            (kernel,) = json.loads(got.stdout)
+            assert route is not None, (addr, kernel)
+            assert (route.kind, route.gateway) == (kernel.get("type", "unicast"), kernel.get("gateway")), (addr, kernel)
+            if route.kind == "unicast":
+                assert route.dev == kernel["dev"], (addr, kernel)
+    # and the table itself as ip shows it
+    by_dst = {r.dst: r for r in state.routes}
+    assert by_dst["10.82.0.0/16"].gateway == "10.81.0.2" and by_dst["10.82.0.0/16"].dev == "va"
+    assert by_dst["10.82.5.0/24"].onlink and by_dst["10.83.0.0/16"].kind == "blackhole"
+    assert _lookup(state.routes, "10.99.0.1") is None  # no default route in a lab netns
+    assert dict(state.mtu)["va"] == 1380
+    n7 = [n for n in state.neighbours if n.addr == "10.81.0.7"]
+    assert n7 and (n7[0].lladdr, n7[0].dev, n7[0].state) == ("02:00:00:00:00:07", "va", "permanent")
+    drops = [r for r in state.rules if r.chain == "OUTPUT" and r.rule.endswith("-j DROP")]
+    assert len(drops) == 1 and drops[0].table == "filter" and drops[0].packets == 3, state.rules
+    # through a capture file and back, as -w keeps it
+    path = tmp_path / "s.pcapng"
+    with open(path, "wb") as f:
+        w = PcapngWriter(f)
+        i = w.add_interface("va", 1, description="host=hosta kind=veth")
+        w.write_stats(i, 1_700_000_000_000_000_000, None, None, comment=nicfacts.host_state_comment(as_facts(state)))
+        w.write_stats(i, 1_700_000_001_000_000_000, None, None, comment='hoststate: {"routes": [{"dst": 5}], "mtu": 7}')
+        # packets va sent that the state has no route for (no kernel drop recorded: the
+        # state alone says why)
+        for k, dst in enumerate(("10.99.0.1", "10.83.1.1")):
+            frame = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src="10.81.0.1", dst=dst, id=k + 1)
+            w.write_packet(i, 1_699_999_999_000_000_000 + k, bytes(frame / ICMP(id=7, seq=k + 1)))
+        w.write_stats(i, 1_700_000_002_000_000_000, None, None, comment="hoststate: [not an object")
+    store = FrameStore()
+    open_capture(SourceSpec(str(path))).read_into(store)
+    assert store.warnings == []
+    back, odd = store.host_states  # the broken JSON is no state; the odd fields are left out
+    assert back.host == "hosta" and back.time_ns == 1_700_000_000_000_000_000
+    assert (back.routes, back.neighbours, back.mtu, back.rp_filter, back.rules) == (
+        state.routes, state.neighbours, state.mtu, state.rp_filter, state.rules,
+    )  # fmt: skip
+    assert odd.routes == () and odd.mtu == ()
+    r = subprocess.run(
+        [PY, "-m", "tracer", "replay", str(path), "--journeys", "--json", "--all"], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    stops = {j["inner"]["dst"]: j["stopped"]["reason"] for j in map(json.loads, r.stdout.splitlines())}
+    table = f"main table, {len(state.routes)} routes"
+    assert stops == {
+        "10.99.0.1": f"not seen after hosta/va; hosta has no route to 10.99.0.1 ({table})",
+        "10.83.1.1": "not seen after hosta/va; hosta routes 10.83.1.1 to blackhole (10.83.0.0/16)",
+    }

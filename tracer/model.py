@@ -208,6 +208,67 @@ class KernelDrop:
     host: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One route of a host's main table, as ``ip route`` shows it."""
+
+    dst: str  # a prefix (10.244.2.0/24, fd00::/64) or "default"
+    dev: str | None = None
+    gateway: str | None = None
+    kind: str = "unicast"  # unicast, local, broadcast, blackhole, unreachable, prohibit, throw
+    onlink: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbour:
+    """A neighbour (ARP / NDP) entry: an address on a device and its link address."""
+
+    addr: str
+    dev: str | None
+    lladdr: str | None
+    state: str  # permanent, reachable, stale, failed, incomplete, noarp, ...
+
+
+@dataclass(frozen=True, slots=True)
+class FdbEntry:
+    """A forwarding entry of a bridge or a VXLAN device (``bridge fdb``): a MAC, and for
+    a VXLAN device the remote VTEP it is sent to."""
+
+    mac: str
+    dev: str | None
+    dst: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleHits:
+    """An iptables rule whose packet counter moved since the host's previous state."""
+
+    table: str  # filter, nat, mangle, raw (ip6: for ip6tables)
+    chain: str
+    rule: str  # as iptables-save writes it, without the counters: -s 10.0.0.1/32 -j DROP
+    packets: int  # counted since the previous state
+
+
+@dataclass(frozen=True, slots=True)
+class HostState:
+    """What a host's kernel knew at one moment, recorded by ``tracer live`` (the agent
+    reads it through netlink and iptables-save in the host's netns) at the start, after
+    kernel drops, every few seconds and at the end, and kept in the capture (an
+    Interface Statistics Block comment, :mod:`tracer.nicfacts`): the state lookups at a
+    journey's last hop (:mod:`tracer.correlate.stops`).  Text comes from a file: escape
+    it before showing it."""
+
+    time_ns: int
+    routes: tuple[Route, ...] = ()
+    neighbours: tuple[Neighbour, ...] = ()
+    fdb: tuple[FdbEntry, ...] = ()
+    mtu: tuple[tuple[str, int], ...] = ()  # (device, MTU)
+    rp_filter: tuple[tuple[str, int], ...] = ()  # (device or "all", net.ipv4.conf.*.rp_filter)
+    rules: tuple[RuleHits, ...] = ()  # counters that moved since the previous state
+    counted: bool = False  # iptables counters were read (rules is meaningful)
+    host: str | None = None
+
+
 class FrameStore:
     """Every frame from every source, in arrival order, split per NIC."""
 
@@ -226,6 +287,7 @@ class FrameStore:
         self.first_ts_ns: int | None = None
         self._by_label: dict[str, _Twins] = {}
         self.drops: list[KernelDrop] = []  # packets the kernel dropped, with its reason (live)
+        self.host_states: list[HostState] = []  # what each host's kernel knew, when (live)
         # Where frames came from (a file, stdin, a live stream), as runs of consecutive
         # frames of one source: a few entries per source, not a column per frame.  A
         # source's frames are numbered from 1 in the order it holds them, as tshark

@@ -22,6 +22,7 @@ joins these strings.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 # Interface states an ISB comment can announce; the word, then ": ", then text for people.
@@ -112,3 +113,26 @@ def parse_drop(comment: str) -> dict[str, str] | None:
     if not kv or not kv.get("reason"):
         return None
     return {k: v for k, v in kv.items() if k in DROP_KEYS}
+
+
+# An ISB comment recording what a host's kernel knew at the ISB's time (routes,
+# neighbours, FDB, MTUs, rp_filter, iptables rules whose counters moved): one JSON
+# object, the fields of :class:`tracer.model.HostState`.  ``hoststate: {"routes": …}``
+HOST_STATE = "hoststate"
+
+
+def host_state_comment(facts: Mapping[str, object]) -> str:
+    """The ISB comment for one host state (a JSON object, on one line)."""
+    return f"{HOST_STATE}: " + json.dumps(facts, separators=(",", ":"), sort_keys=True)
+
+
+def parse_host_state(comment: str) -> dict | None:
+    """The fields of a host-state comment, or None when ``comment`` is something else
+    or not a JSON object."""
+    if not comment.startswith(HOST_STATE + ": "):
+        return None
+    try:
+        facts = json.loads(comment[len(HOST_STATE) + 2 :])
+    except ValueError:
+        return None
+    return facts if isinstance(facts, dict) else None

@@ -619,8 +619,10 @@ class Correlation:
 
     def has_evidence(self, j: Journey) -> bool:
         """Does something beyond its shape speak about this journey's end (an ICMP error
-        about it, a kernel drop on its way)?  The batch renderers then build it alone."""
+        about it, a kernel drop on its way, the hosts' recorded state)?  The batch renderers then build it alone."""
         if j.id in self.icmp_errors():
+            return True
+        if self.store.host_states:  # the host's state at the last hop (tracer live)
             return True
         if not self.store.drops:
             return False

@@ -16,6 +16,15 @@ say about why, strongest first:
    un-encapsulated, to a private address no captured host owns: the underlay has no
    route to container addresses.
 
+Beside the reason, the **host's state** at the last hop (``tracer live`` records it:
+:class:`~tracer.model.HostState`) is looked up for the packet, as ``ip route get``,
+``ip neigh`` and ``bridge fdb`` would answer there (:func:`state_findings`): the route
+to its destination in the main table, the neighbour entry of the next hop, the FDB
+entry of a VXLAN device, the device's MTU, strict rp_filter with a route back through
+another device, the iptables DROP / REJECT rules that counted packets then; and the
+VNI the packet carries against the host's VXLAN devices.  A finding that is a problem
+names the reason when nothing stronger does.
+
 Otherwise the journey says only where it was last seen.  Evidence that depends only on
 the journey's *shape* (3, 4) is worked out once per shape by the batch renderer;
 evidence tied to particular frames (1, 2) is looked up per journey (:func:`evidence`).
@@ -33,7 +42,7 @@ if TYPE_CHECKING:
     from tracer.correlate.journey import Hop, Journey
     from tracer.correlate.match import Correlation
     from tracer.dissect.fast import Identity
-    from tracer.model import KernelDrop
+    from tracer.model import HostState, KernelDrop, Route
 
 # A kernel drop belongs to a journey's last sighting when it follows it this soon: a
 # packet crosses a host in microseconds, a queue (qdisc, neighbour) holds it for up to
@@ -46,6 +55,14 @@ CLOCK_SLACK_NS = 2_000_000
 ERROR_AFTER_NS = 5_000_000_000
 # ... and the error's host clock may be ahead of the packet's by this much
 ERROR_SKEW_NS = 100_000_000
+# A host's state speaks about a journey's last hop when taken this soon after it (the
+# agent looks a second after kernel drops, every 5 s anyway) ...
+STATE_AFTER_NS = 10_000_000_000
+# ... else the latest state before it, taken at most this long before
+STATE_BEFORE_NS = 30_000_000_000
+# link header bytes before the IP header, by link type (Ethernet; SLL; SLL2; raw IP)
+_LINK_HEADER = {1: 14, 113: 16, 276: 20}
+DROP_TARGETS = ("-j DROP", "-j REJECT")
 
 
 class Stop(NamedTuple):
@@ -106,9 +123,12 @@ def shape_stop(corr: Correlation, hops: list[Hop]) -> Stop:
 
 
 def evidence(corr: Correlation, j: Journey, hops: list[Hop]) -> Stop | None:
-    """What frames and kernel records say about this very journey, or None."""
+    """What frames, kernel records and the host's state say about this very journey,
+    or None."""
     last = hops[-1]
     where = last.nic.label
+    findings = state_findings(corr, last)
+    state = tuple(text for text, _problem in findings)
     drop = _drop_for(corr, last)
     if drop is not None:
         what = drop.reason + (f" ({drop.location})" if drop.location else "")
@@ -120,6 +140,7 @@ def evidence(corr: Correlation, j: Journey, hops: list[Hop]) -> Stop | None:
             (
                 f"skb:kfree_skb {drop.reason} at {drop.location or '?'}{dev}, {drop.length} bytes, "
                 f"{(drop.time_ns - last.time_ns) / 1e6:+.3f} ms after {where}",
+                *state,
             ),
             drop.reason,
         )
@@ -139,9 +160,145 @@ def evidence(corr: Correlation, j: Journey, hops: list[Hop]) -> Stop | None:
                 f"{store.nics[store.nic_of[x]].label} #{store.nic_index[x] + 1}: ICMP "
                 f"{icmp_error_text(store.data(x), store.nics[store.nic_of[x]].linktype)} quoting this packet"
                 for x in errors[:3]
-            ),
+            )
+            + state,
         )
+    problems = [text for text, problem in findings if problem]
+    if problems:
+        return Stop(last.nic.host, where, f"not seen after {where}; {problems[0]}", state)
     return None
+
+
+def state_findings(corr: Correlation, last: Hop) -> list[tuple[str, bool]]:
+    """What the last hop's host knew about the packet then, one line each with whether
+    it is a problem: the lookups ``ip route get`` / ``ip neigh`` / ``bridge fdb`` would
+    do there, its MTU and rp_filter, the DROP rules that counted packets, the VNI."""
+    out: list[tuple[str, bool]] = []
+    host = last.nic.host
+    ident = last.ident
+    who = host or "the host"
+    vni = next((t.vni for t in ident.tunnels if t.vni is not None), None)
+    if vni is not None and last.encap:
+        devices = [
+            (n.name, n.facts.get("vni"))
+            for n in corr.store.nics
+            if n.host == host and n.kind == "vxlan" and n.facts.get("vni") is not None
+        ]
+        if devices and all(str(v) != str(vni) for _name, v in devices):
+            have = ", ".join(f"{name} has VNI {v}" for name, v in devices)
+            out.append((f"{who}: {have}; the packet carries VNI {vni}", True))
+    st = _state_for(corr, host, last.time_ns)
+    if st is None or not ident.ipver:
+        return out
+    dst, src = ident.dst, ident.src
+    if not last.encap and dst is not None:
+        route = _lookup(st.routes, dst)
+        if route is None:
+            out.append((f"{who} has no route to {dst} (main table, {len(st.routes)} routes)", True))
+        elif route.kind not in ("unicast", "local"):
+            out.append((f"{who} routes {dst} to {route.kind} ({route.dst})", True))
+        elif route.kind == "unicast":
+            out.append((f"route to {dst} on {who}: {_route_text(route)}", False))
+            out.extend(_next_hop(corr, st, route, dst))
+            mtu = dict(st.mtu).get(route.dev or "")
+            size = _ip_length(ident)
+            if mtu and size and size > mtu:
+                out.append((f"{route.dev} has MTU {mtu}; the packet is {size} bytes", True))
+    if src is not None:
+        rp = dict(st.rp_filter)
+        strict = max(rp.get("all", 0), rp.get(last.nic.name, 0)) == 1
+        back = _lookup(st.routes, src) if strict else None
+        if back is not None and back.dev and back.dev != last.nic.name and back.kind == "unicast":
+            out.append(
+                (
+                    f"strict rp_filter on {last.nic.name}, and the route back to {src} leaves "
+                    f"through {back.dev}, not {last.nic.name}",
+                    True,
+                )
+            )
+    if st.counted:
+        for r in st.rules:
+            if any(r.rule.endswith(t) or f"{t} " in r.rule for t in DROP_TARGETS):
+                out.append((f"iptables -t {r.table} -A {r.chain} {r.rule}: counted {r.packets} packets then", True))
+    return out
+
+
+def _state_for(corr: Correlation, host: str | None, t: int) -> HostState | None:
+    """The host's first state taken after ``t`` (soon enough), else its last before."""
+    after = before = None
+    for st in corr.store.host_states:
+        if st.host != host:
+            continue
+        if t <= st.time_ns <= t + STATE_AFTER_NS:
+            if after is None or st.time_ns < after.time_ns:
+                after = st
+        elif t - STATE_BEFORE_NS <= st.time_ns < t and (before is None or st.time_ns > before.time_ns):
+            before = st
+    return after or before
+
+
+def _lookup(routes: tuple[Route, ...], addr: str) -> Route | None:
+    """The longest prefix of ``routes`` holding ``addr`` (the main table's answer)."""
+    try:
+        a = ipaddress.ip_address(addr)
+    except ValueError:
+        return None
+    best, best_len = None, -1
+    for r in routes:
+        try:
+            net = ipaddress.ip_network(
+                "0.0.0.0/0" if r.dst == "default" and a.version == 4 else "::/0" if r.dst == "default" else r.dst,
+                strict=False,
+            )
+        except ValueError:
+            continue
+        if net.version == a.version and a in net and net.prefixlen > best_len:
+            best, best_len = r, net.prefixlen
+    return best
+
+
+def _route_text(r: Route) -> str:
+    parts = [r.dst]
+    if r.gateway:
+        parts += ["via", r.gateway]
+    if r.dev:
+        parts += ["dev", r.dev]
+    if r.onlink:
+        parts.append("onlink")
+    return " ".join(parts)
+
+
+def _next_hop(corr: Correlation, st: HostState, route: Route, dst: str) -> list[tuple[str, bool]]:
+    """The neighbour entry of the route's next hop and, on a VXLAN device, its FDB entry."""
+    hop = route.gateway or dst
+    entry = next((n for n in st.neighbours if n.addr == hop and n.dev == route.dev), None)
+    vxlan = any(f.dev == route.dev for f in st.fdb) or any(
+        n.name == route.dev and n.kind == "vxlan" and n.host == st.host for n in corr.store.nics
+    )
+    if entry is None:
+        return [(f"no neighbour entry for {hop} on {route.dev}", vxlan)]
+    bad = entry.state in ("failed", "incomplete")
+    out = [(f"neighbour {hop} on {route.dev}: {entry.lladdr or 'no link address'} ({entry.state})", bad)]
+    if vxlan and entry.lladdr:
+        fdb = next((f for f in st.fdb if f.dev == route.dev and f.mac == entry.lladdr), None)
+        default = next((f for f in st.fdb if f.dev == route.dev and f.mac == "00:00:00:00:00:00"), None)
+        if fdb is not None:
+            out.append((f"FDB {fdb.mac} on {route.dev}: to {fdb.dst or '?'}", False))
+        elif default is not None:
+            out.append((f"FDB {entry.lladdr} on {route.dev}: none, the default to {default.dst or '?'}", False))
+        else:
+            out.append(
+                (f"no FDB entry for {entry.lladdr} on {route.dev}: the VXLAN device has no VTEP to send it to", True)
+            )
+    return out
+
+
+def _ip_length(ident: Identity) -> int | None:
+    """The innermost IP packet's length on the wire (the frame less its link header)."""
+    head = _LINK_HEADER.get(ident.linktype)
+    if head is None or ident.encap:
+        return None
+    return ident.length - head - 4 * len(ident.vlans)
 
 
 def link_icmp_errors(corr: Correlation, frames: list[int]) -> dict[int, list[int]]:

@@ -67,6 +67,7 @@ from tracer.net.afpacket import (
     epb_flags,
 )
 from tracer.net.drops import DropProcess
+from tracer.net.hoststate import HostStateReader, as_facts
 from tracer.pcapng.writer import (
     BT_EPB,
     EPB_FLAGS,
@@ -81,6 +82,8 @@ MAX_SNAPLEN = 262144
 MAX_DURATION = 366 * 86400.0  # seconds; threading.Timer and friends overflow on much more
 STATS_INTERVAL = 1.0  # seconds between ISBs (and rescans for new NICs)
 DROPS_INTERVAL = 0.25  # seconds between looks at the kernel drops recorded meanwhile
+STATE_INTERVAL = 5.0  # seconds between looks at the host's state (routes, neighbours, FDB, rule counters)
+STATE_AFTER_DROPS = 1.0  # ... and a look this soon after kernel drops, at most once in as long
 FLUSH_INTERVAL = 0.2  # a busy stream is flushed at least this often
 OUT_BUFFER = 1 << 20
 BATCH = 512  # frames read from one socket before looking at the others
@@ -453,8 +456,10 @@ class Agent:
         self.view = memoryview(self.buf)
         self.fill = 0
         self.anc = socket.CMSG_SPACE(_TIMESPEC.size)
-        self.want_drops = drops  # record the kernel's dropped packets (skb:kfree_skb)
+        self.want_drops = drops  # record the kernel's dropped packets (skb:kfree_skb) and the host's state
         self.drops: DropProcess | None = None
+        self.state: HostStateReader | None = HostStateReader() if drops else None
+        self.last_state = 0.0  # time.monotonic() of the last look at the host's state
         self.flag_opts = {
             pt: _options([(EPB_FLAGS, _U32.pack(f))]) for pt in range(5) if (f := epb_flags(pt)) is not None
         }
@@ -537,6 +542,7 @@ class Agent:
             except CaptureError as e:  # capture goes on without the kernel's reasons
                 if not self.quiet:
                     print(f"tracer agent: kernel drop reasons not recorded: {safe(e)}", file=sys.stderr)
+        self._record_state()
         self.out.flush()
 
     def _say_notes(self) -> None:
@@ -582,7 +588,10 @@ class Agent:
                     self.stopping = True
                 if now - last_drops >= DROPS_INTERVAL:
                     last_drops = now
-                    self._read_drops()
+                    if self._read_drops() and now - self.last_state >= STATE_AFTER_DROPS:
+                        self._record_state()
+                if now - self.last_state >= STATE_INTERVAL:
+                    self._record_state()
                 if now - last_stats >= STATS_INTERVAL:
                     last_stats = now
                     self._stats()
@@ -593,6 +602,7 @@ class Agent:
             if not self.reader_gone:
                 self._read_the_rest()
                 self._read_drops()
+                self._record_state()
                 self._stats()
                 self._flush()
         except BrokenPipeError:
@@ -606,14 +616,28 @@ class Agent:
             self._say_notes()
         return 0
 
-    def _read_drops(self) -> None:
-        """Packets the kernel dropped since the last look, into the stream: an ISB on the
-        NIC the packet was last seen on (else the first), its comment saying why."""
-        if self.drops is None or self.writer is None:
+    def _record_state(self) -> None:
+        """The host's state now (routes, neighbours, FDB, MTUs, rp_filter, the iptables
+        rules that counted packets since the last look), into the stream: an ISB comment
+        on the first NIC of this netns (else the first)."""
+        self.last_state = time.monotonic()
+        if self.state is None or self.writer is None or not self.taps:
             return
+        state = self.state.look(time.time_ns())
+        own = next((t for t in self.taps if t.link.netns is None), self.taps[0])
+        self._commit()
+        comment = nicfacts.host_state_comment(as_facts(state))
+        self.writer.write_stats(own.if_id, state.time_ns, None, None, comment=comment)
+
+    def _read_drops(self) -> int:
+        """Packets the kernel dropped since the last look, into the stream: an ISB on the
+        NIC the packet was last seen on (else the first), its comment saying why.
+        Returns how many."""
+        if self.drops is None or self.writer is None:
+            return 0
         found = self.drops.read()
         if not found:
-            return
+            return 0
         self._commit()
         by_name = {t.link.name: t.if_id for t in reversed(self.taps) if not t.gone}
         first = self.taps[0].if_id
@@ -622,6 +646,7 @@ class Agent:
                 reason=d.reason, location=d.location, protocol=d.protocol, device=d.device, length=d.length
             )
             self.writer.write_stats(by_name.get(d.device or "", first), d.time_ns, None, None, comment=comment)
+        return len(found)
 
     def _read_the_rest(self) -> None:
         """Every frame the kernel delivered to a socket goes out before the final
@@ -1020,8 +1045,9 @@ def add_capture_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-drops",
         action="store_true",
-        help="do not record the packets the kernel drops and why (skb:kfree_skb through a tracefs instance; "
-        "recorded by default, shown where a journey stops)",
+        help="do not record the packets the kernel drops and why (skb:kfree_skb through a tracefs instance), "
+        "nor the host's state (routes, neighbours, FDB, MTUs, rp_filter, iptables counters); both are "
+        "recorded by default and shown where a journey stops",
     )
     p.add_argument(
         "filter", nargs="*", metavar="FILTER", help="capture filter in tcpdump syntax (e.g. icmp, 'udp port 8472')"

@@ -49,7 +49,20 @@ from pathlib import Path
 from tracer import nicfacts
 from tracer.errors import InputError
 from tracer.events import CaptureEvent, EventKind
-from tracer.model import LINKTYPE_LINUX_SLL2, NARROW_ID_MAX, NO_SOURCE, WIDE_ID, FrameStore, KernelDrop, Nic
+from tracer.model import (
+    LINKTYPE_LINUX_SLL2,
+    NARROW_ID_MAX,
+    NO_SOURCE,
+    WIDE_ID,
+    FdbEntry,
+    FrameStore,
+    HostState,
+    KernelDrop,
+    Neighbour,
+    Nic,
+    Route,
+    RuleHits,
+)
 from tracer.pcapng.blocks import read_exactly
 
 __all__ = [
@@ -426,7 +439,7 @@ class _Base:
                 return None
 
         drop = KernelDrop(
-            time_ns=min(max(ts, TS_MIN), TS_MAX),
+            time_ns=ts,
             reason=facts["reason"],
             location=facts.get("location") or None,
             protocol=number("protocol"),
@@ -917,10 +930,84 @@ class _PcapngParser(_Base):
                 if state is not None:
                     self.nic_state(itf.nic, state[0], state[1], comment)
                     continue
+                hi, lo = struct.unpack_from(self.e + "II", buf, pos + 12)
+                ts = min(max(((hi << 32) | lo) * itf.mul // itf.div + itf.off, TS_MIN), TS_MAX)
                 drop = nicfacts.parse_drop(comment)
                 if drop is not None:
-                    hi, lo = struct.unpack_from(self.e + "II", buf, pos + 12)
-                    self.kernel_drop(itf, ((hi << 32) | lo) * itf.mul // itf.div + itf.off, drop)
+                    self.kernel_drop(itf, ts, drop)
+                    continue
+                facts = nicfacts.parse_host_state(comment)
+                if facts is not None:
+                    known = host_state(facts, ts, itf.nic.host)
+                    if known is not None:
+                        self.store.host_states.append(known)
+
+
+def host_state(facts: dict, ts: int, host: str | None) -> HostState | None:
+    """A :class:`HostState` from the fields of a host-state comment (a file's: every
+    field checked; an entry that is not what it should be is left out), or None when
+    the comment is not one at all."""
+
+    def text(v: object) -> str | None:
+        return v if isinstance(v, str) and v else None
+
+    def rows(key: str) -> list[dict]:
+        v = facts.get(key)
+        return [r for r in v if isinstance(r, dict)] if isinstance(v, list) else []
+
+    def pairs(key: str) -> tuple[tuple[str, int], ...]:
+        v = facts.get(key)
+        if not isinstance(v, list):
+            return ()
+        return tuple(
+            (p[0], p[1])
+            for p in v
+            if isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and type(p[1]) is int
+        )
+
+    try:
+        routes = tuple(
+            Route(
+                dst=str(r["dst"]),
+                dev=text(r.get("dev")),
+                gateway=text(r.get("gateway")),
+                kind=text(r.get("kind")) or "unicast",
+                onlink=r.get("onlink") is True,
+            )
+            for r in rows("routes")
+            if text(r.get("dst"))
+        )
+        neighbours = tuple(
+            Neighbour(
+                addr=str(n["addr"]), dev=text(n.get("dev")), lladdr=text(n.get("lladdr")), state=str(n.get("state", ""))
+            )
+            for n in rows("neighbours")
+            if text(n.get("addr"))
+        )
+        fdb = tuple(
+            FdbEntry(mac=str(f["mac"]), dev=text(f.get("dev")), dst=text(f.get("dst")))
+            for f in rows("fdb")
+            if text(f.get("mac"))
+        )
+        rules = tuple(
+            RuleHits(table=str(r["table"]), chain=str(r["chain"]), rule=str(r["rule"]), packets=r["packets"])
+            for r in rows("rules")
+            if text(r.get("table")) and text(r.get("chain")) and isinstance(r.get("rule"), str)
+            and type(r.get("packets")) is int
+        )  # fmt: skip
+    except (KeyError, TypeError):
+        return None
+    return HostState(
+        time_ns=ts,
+        routes=routes,
+        neighbours=neighbours,
+        fdb=fdb,
+        mtu=pairs("mtu"),
+        rp_filter=pairs("rp_filter"),
+        rules=rules,
+        counted=facts.get("counted") is True,
+        host=host,
+    )
 
 
 # --------------------------------------------------------------------------
