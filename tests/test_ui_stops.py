@@ -80,3 +80,71 @@ def test_snapshot_journey_screen_with_a_kernel_drop(snap_compare):
         await pilot.pause()
 
     assert snap_compare(make_app(SourceSpec(str(WRONG_VNI))), terminal_size=SIZE, run_before=run_before)
+
+
+def held_back_drops(path: Path) -> tuple[bytes, bytes]:
+    """The capture's blocks in two parts: all but the kernel-drop ISBs, then those (a live
+    stream whose drops come after the packets' frames, as the agent writes them)."""
+    import struct
+
+    data = path.read_bytes()
+    assert data[8:12] == b"\x4d\x3c\x2b\x1a"  # little-endian section
+    first, later, pos = [], [], 0
+    while pos < len(data):
+        btype, blen = struct.unpack_from("<II", data, pos)
+        block = data[pos : pos + blen]
+        (later if btype == 5 and b"drop: reason=" in block else first).append(block)
+        pos += blen
+    assert later
+    return b"".join(first), b"".join(later)
+
+
+async def test_a_drop_that_comes_after_the_frames_updates_the_open_journey_screen(tmp_path):
+    """Live, the kernel's drop is read after the packet's frames: the journey screen that
+    already says "not seen after" then says why, without being opened again."""
+    import os
+    import threading
+
+    fifo = tmp_path / "live.pcapng"
+    os.mkfifo(fifo)
+    frames, drops = held_back_drops(WRONG_VNI)
+    go, done = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with open(fifo, "wb") as f:
+            f.write(frames)
+            f.flush()
+            go.wait(30)
+            f.write(drops)
+            f.flush()
+            done.wait(30)  # the stream stays open: the capture goes on
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    every = len(load())
+    app = make_app(SourceSpec(str(fifo)))
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(200):
+            await pilot.pause(0.02)
+            if len(app.store) == every and app.tracker.caught_up:
+                break
+        assert not app.store.drops and not app.loading_done
+        j = a_to_c_requests(app.store)[0]
+        await select_frame(pilot, j.hops[0].frame)
+        await pilot.press("enter")
+        await pilot.pause()
+        before = screen_text(app)
+        assert "not seen after hosty/eth0" in before and "VXLAN_VNI_NOT_FOUND" not in before
+        go.set()
+        for _ in range(200):
+            await pilot.pause(0.02)
+            if app.store.drops:
+                break
+        await pilot.pause(0.5)
+        text = screen_text(app)
+        assert not app.loading_done
+        done.set()
+        assert "not seen after hosty/eth0: dropped by the kernel on hosty after eth0: VXLAN_VNI_NOT_FOUND" in text
+        assert "hosty: flannel0 has VNI 2; the packet carries VNI 1" in text
+    done.set()
+    t.join(5)

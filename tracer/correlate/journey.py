@@ -47,7 +47,7 @@ class Hop:
 class Journey:
     """The frames that carry one packet; ``hops`` in path order (built on first use)."""
 
-    __slots__ = ("_corr", "_end", "_hops", "_inner", "_stop", "frames", "id")
+    __slots__ = ("_corr", "_end", "_hops", "_inner", "_seen", "_stop", "frames", "id")
 
     def __init__(self, jid: int, frames: list[int], corr: Correlation) -> None:
         self.id = jid
@@ -57,6 +57,7 @@ class Journey:
         self._inner: dict | None = None
         self._end: str | None = None
         self._stop: Stop | None = None
+        self._seen: tuple[int, ...] = ()  # the evidence there was when _stop was worked out
 
     def __repr__(self) -> str:
         return f"Journey({self.id}, {len(self.frames)} frames)"
@@ -95,6 +96,8 @@ class Journey:
         stopped (:class:`~tracer.correlate.stops.Stop`); None when it was delivered."""
         if self._end is None:
             self._corr._build(self)
+        elif self._end != "delivered" and self._seen != self._corr.evidence_seen():
+            return self._corr.restop(self)  # a kernel drop (or state, or error) came since
         return self._stop
 
     @property

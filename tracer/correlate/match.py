@@ -75,7 +75,7 @@ from tracer.correlate.journey import Hop, Journey, inner_of, journey_json
 from tracer.correlate.nics import nic_addresses, nic_networks, nic_role, nic_vni, raw_address
 from tracer.correlate.order import delivered, order_hops
 from tracer.correlate.steps import SENT, narrate
-from tracer.correlate.stops import CLOCK_SLACK_NS, DROP_AFTER_NS, evidence, link_icmp_errors, shape_stop
+from tracer.correlate.stops import CLOCK_SLACK_NS, DROP_AFTER_NS, Stop, evidence, link_icmp_errors, shape_stop
 from tracer.dissect.fast import (
     ARPHRD_LOOPBACK,
     PACKET_OUTGOING,
@@ -593,7 +593,25 @@ class Correlation:
         else:
             j._end = f"not seen after {items[-1].nic.label}"
             j._stop = evidence(self, j, items) or shape_stop(self, items)
+            j._seen = self.evidence_seen()
         j._hops = items
+
+    def evidence_seen(self) -> tuple[int, int, int]:
+        """How much evidence about stops there is so far (kernel drops, host states,
+        frames matched, among them ICMP errors): a journey's stop worked out with less
+        is worked out again (a live capture's drop arrives after the packet's frames)."""
+        return len(self.store.drops), len(self.store.host_states), len(self.journey_of)
+
+    def restop(self, j: Journey) -> Stop | None:
+        """``j``'s stop again, with the evidence there is now (its hops unchanged)."""
+        items = j._hops
+        if j._end == "delivered" or not items:
+            return j._stop
+        j._seen = self.evidence_seen()
+        stop = evidence(self, j, items) or shape_stop(self, items)
+        if stop != j._stop:  # the same stop stays the same object: nothing to redraw
+            j._stop = stop
+        return j._stop
 
     def icmp_errors(self) -> dict[int, list[int]]:
         """Journey id -> the ICMP error frames that quote its packet (linked on first use,

@@ -332,7 +332,7 @@ class TracerApp(App[None]):
                     self._match_timer.stop()
                     self._match_timer = None
                     self._update_status()
-                    self._sync_journey_screen()
+                self._sync_journey_screen()  # (a kernel drop may come after the last frame)
                 return
             grown = tracker.step()
             self._sync_grid(grown)
@@ -356,6 +356,7 @@ class TracerApp(App[None]):
         if isinstance(screen, JourneyScreen) and (
             screen.diagram.hops is not screen.journey.hops  # grew, or its times were corrected
             or screen.matching != self.still_matching
+            or screen.diagram.stop_drawn is not screen.journey.stopped  # a kernel drop came since
         ):
             screen.journey_changed(self.still_matching)
 

@@ -64,6 +64,7 @@ class JourneyDiagram(Widget, can_focus=True):
         self.journey = journey
         self.set_reactive(JourneyDiagram.cursor, cursor)
         self.hop_lines: list[int] = []  # y of each hop's line in the drawing
+        self.stop_drawn: object = None  # the journey's stop as last drawn (a later drop changes it)
         self._take(journey.hops)
 
     def _take(self, hops: list[Hop]) -> None:
@@ -181,7 +182,7 @@ class JourneyDiagram(Widget, can_focus=True):
                 end.append(f" on {safe(target.nic.host)}", style=p.ok)
         else:
             end.append("✖ " + safe(journey.end), style=p.error + BOLD)
-            stop = journey.stopped
+            stop = self.stop_drawn = journey.stopped
             if stop is not None and stop.evidence:  # why, when the capture says
                 end.append(": " + safe(stop.reason), style=p.error)
                 out.append(end)
