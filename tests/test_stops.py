@@ -282,10 +282,15 @@ def test_a_kernel_drop_comment_survives_the_pcapng_round_trip(tmp_path):
         )
         w.write_stats(i, 1_700_000_001_000_000_000, None, None, comment="drop: location=x")
         w.write_stats(i, 1_700_000_002_000_000_000, None, None, comment="dropped: reason=X")
+        flood = nicfacts.drop_comment(reason="NO_SOCKET", location="__udp4_lib_rcv", device="eth0", count=4321)
+        w.write_stats(i, 1_700_000_003_000_000_000, None, None, comment=flood)
+        w.write_stats(i, 1_700_000_004_000_000_000, None, None, comment=flood.replace("4321", "-5"))
     store = FrameStore()
     open_capture(SourceSpec(str(path))).read_into(store)
-    assert len(store.drops) == 1
-    d = store.drops[0]
+    assert len(store.drops) == 3
+    d, folded, odd = store.drops
+    assert (folded.reason, folded.count, folded.length) == ("NO_SOCKET", 4321, None)
+    assert d.count == 1 and odd.count == 1  # a count that is no count stands for one drop
     assert (d.reason, d.location, d.protocol, d.device, d.length, d.host) == (
         "VXLAN_VNI_NOT_FOUND",
         "vxlan_rcv",
@@ -393,3 +398,47 @@ def test_host_state_is_what_the_kernel_says(tmp_path):
         "10.99.0.1": f"not seen after hosta/va; hosta has no route to 10.99.0.1 ({table})",
         "10.83.1.1": "not seen after hosta/va; hosta routes 10.83.1.1 to blackhole (10.83.0.0/16)",
     }
+
+
+@requires_root
+def test_a_flood_of_drops_is_folded_and_every_drop_counted():
+    """2,000 datagrams to a closed port in a burst, each dropped by the kernel
+    (NO_SOCKET) on a NIC of its own name: the drop reader accounts for every one of
+    them, sending at most KEEP_PER_LOOK of a kind per look as they are and the rest as
+    one counted drop, so that the capture loop gets a handful of records, not 2,000."""
+    from tracer.net.drops import KEEP_PER_LOOK, DropProcess
+
+    tag = f"fl{os.getpid() % 10000}"
+    a, b, va, vb = f"trc-{tag}-a", f"trc-{tag}-b", f"{tag}a", f"{tag}b"
+
+    def sh(*argv: str) -> None:
+        subprocess.run(argv, check=True, capture_output=True, timeout=30)
+
+    send = "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    send += "for _ in range(2000):\n    s.sendto(b'x' * 32, ('10.86.0.2', 9))\n"
+    try:
+        sh("ip", "netns", "add", a)
+        sh("ip", "netns", "add", b)
+        sh("ip", "-n", a, "link", "add", va, "type", "veth", "peer", "name", vb, "netns", b)
+        sh("ip", "-n", a, "addr", "add", "10.86.0.1/24", "dev", va)
+        sh("ip", "-n", b, "addr", "add", "10.86.0.2/24", "dev", vb)
+        sh("ip", "-n", a, "link", "set", va, "up")
+        sh("ip", "-n", b, "link", "set", vb, "up")
+        reader = DropProcess([va, vb])
+        try:
+            sh("ip", "netns", "exec", a, PY, "-c", send)
+            got = []
+            deadline = time.monotonic() + 20
+            while sum(d.count for d in got) < 2000 and time.monotonic() < deadline:
+                time.sleep(0.25)
+                got += [d for d in reader.read() if d.reason == "NO_SOCKET"]
+        finally:
+            reader.close()
+    finally:
+        for ns in (a, b):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+    assert sum(d.count for d in got) == 2000, [(d.count, d.device) for d in got]
+    assert {d.device for d in got} == {vb}
+    folded = [d for d in got if d.count > 1]
+    assert folded and len(got) < 2000 // KEEP_PER_LOOK * 2
+    assert all(d.length is None for d in folded) and all(d.length for d in got if d.count == 1)

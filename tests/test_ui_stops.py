@@ -148,3 +148,16 @@ async def test_a_drop_that_comes_after_the_frames_updates_the_open_journey_scree
         assert "hosty: flannel0 has VNI 2; the packet carries VNI 1" in text
     done.set()
     t.join(5)
+
+
+def test_a_journey_dropped_in_a_flood_names_the_folded_drop():
+    """The drop reader folds a flood (one record standing for many): a journey whose
+    packet is among them names the reason and says it is one of a counted flood."""
+    import dataclasses
+
+    store = load()
+    store.drops[:] = [dataclasses.replace(d, count=40, length=None) for d in store.drops]
+    (first, *_) = a_to_c_requests(store)
+    stop = first.stopped
+    assert stop is not None and stop.drop_reason == "VXLAN_VNI_NOT_FOUND"
+    assert "one of 40 drops recorded together (a flood)" in stop.evidence[0], stop.evidence

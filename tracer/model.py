@@ -206,6 +206,10 @@ class KernelDrop:
     device: str | None  # the NIC the packet last came in or went out on, when the kernel said
     length: int | None  # skb->len where the device saw it (the frame without its link header)
     host: str | None = None
+    # drops of one reason, place and device in a flood are recorded together: this one
+    # stands for ``count`` of them, the last at ``time_ns`` (the others before it, within
+    # the agent's look, 0.1 s)
+    count: int = 1
 
 
 @dataclass(frozen=True, slots=True)

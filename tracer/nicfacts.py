@@ -94,9 +94,9 @@ def parse_state(comment: str) -> tuple[str, str | None] | None:
 # An ISB comment recording a packet the kernel dropped (``skb:kfree_skb``), on the
 # interface it was last seen on (or the agent's first); the ISB's timestamp is the
 # drop's time.  ``drop: reason=VXLAN_VNI_NOT_FOUND location=vxlan_rcv protocol=2048
-# device=eth0 length=84``
+# device=eth0 length=84``; ``count=N`` when it stands for N drops of a flood.
 DROP = "drop"
-DROP_KEYS = ("reason", "location", "protocol", "device", "length")
+DROP_KEYS = ("reason", "location", "protocol", "device", "length", "count")
 
 
 def drop_comment(**facts: object) -> str:

@@ -133,15 +133,16 @@ def evidence(corr: Correlation, j: Journey, hops: list[Hop]) -> Stop | None:
     if drop is not None:
         what = drop.reason + (f" ({drop.location})" if drop.location else "")
         dev = f" on {drop.device}" if drop.device else ""
+        after = f"{(drop.time_ns - last.time_ns) / 1e6:+.3f} ms after {where}"
+        if drop.count > 1:  # a flood, recorded together: this packet is one of them
+            seen = f"one of {drop.count} drops recorded together (a flood), the last {after}"
+        else:
+            seen = f"{drop.length} bytes, {after}"
         return Stop(
             last.nic.host,
             where,
             f"dropped by the kernel on {drop.host or 'the host'} after {last.nic.name}: {what}",
-            (
-                f"skb:kfree_skb {drop.reason} at {drop.location or '?'}{dev}, {drop.length} bytes, "
-                f"{(drop.time_ns - last.time_ns) / 1e6:+.3f} ms after {where}",
-                *state,
-            ),
+            (f"skb:kfree_skb {drop.reason} at {drop.location or '?'}{dev}, {seen}", *state),
             drop.reason,
         )
     errors = corr.icmp_errors().get(j.id)

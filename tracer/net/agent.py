@@ -643,7 +643,12 @@ class Agent:
         first = self.taps[0].if_id
         for d in found:
             comment = nicfacts.drop_comment(
-                reason=d.reason, location=d.location, protocol=d.protocol, device=d.device, length=d.length
+                reason=d.reason,
+                location=d.location,
+                protocol=d.protocol,
+                device=d.device,
+                length=d.length,
+                count=d.count if d.count > 1 else None,
             )
             self.writer.write_stats(by_name.get(d.device or "", first), d.time_ns, None, None, comment=comment)
         return len(found)

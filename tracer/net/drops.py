@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import fcntl
 import json
 import os
 import re
@@ -55,7 +56,12 @@ MAX_AGE_NS = 5_000_000_000
 # the device events kept to find a dropped skb's last device (~100 bytes an event: at
 # 80,000 events/s, half a second; a drop mostly follows its packet by microseconds)
 RECENT_BYTES = 4 << 20
-READS_PER_CALL = 64  # trace_pipe gives at most a page or so a read
+READS_PER_CALL = 1024  # trace_pipe gives at most a page or so a read (4 MiB a look)
+# a look (every 0.1 s) sends at most this many drops of one reason, place and device as
+# they are; the rest of them, a flood, as one drop standing for all (KernelDrop.count)
+KEEP_PER_LOOK = 25
+PIPE_READS = 64  # reads of the child's pipe per call (it gives 64 KiB or so a read)
+F_SETPIPE_SZ = 1031
 _LINE = re.compile(r"\s(\d+)\.(\d+): (\w+): (.*)$")
 _FIELD = re.compile(r"(\w+)=(\S+)")
 
@@ -150,8 +156,8 @@ class DropWatch:
         line is parsed, with the last device event of its skb address looked up
         backwards in that text."""
         chunks = []
-        # bounded: with packets flowing the kernel keeps adding events, and the capture
-        # loop this runs in must get back to its rings; what is left waits for next time
+        # bounded: with packets flowing the kernel keeps adding events; what is left
+        # waits for the next look
         for _ in range(READS_PER_CALL):
             try:
                 chunk = os.read(self.fd, 1 << 20)
@@ -283,6 +289,8 @@ class DropProcess:
         mount_tracefs()
         remove_stale_instances()
         drops_r, drops_w = os.pipe()
+        with contextlib.suppress(OSError):  # room for a flood's drops between two reads
+            fcntl.fcntl(drops_r, F_SETPIPE_SZ, 1 << 20)
         ctl_r, ctl_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child
@@ -310,11 +318,17 @@ class DropProcess:
         os.set_blocking(drops_r, False)
 
     def read(self) -> list[KernelDrop]:
-        try:
-            data = os.read(self.fd, 1 << 20)
-        except (BlockingIOError, OSError):
-            return []
-        data = self.pending + data
+        """The drops the child sent since the last call: all of them (never blocks)."""
+        chunks = [self.pending]
+        for _ in range(PIPE_READS):
+            try:
+                chunk = os.read(self.fd, 1 << 20)
+            except (BlockingIOError, OSError):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        data = b"".join(chunks)
         cut = data.rfind(b"\n") + 1
         self.pending, data = data[cut:], data[:cut]
         out = []
@@ -342,9 +356,37 @@ class DropProcess:
             os.waitpid(self.pid, 0)
 
 
+def fold(drops: list[KernelDrop], keep: int = KEEP_PER_LOOK) -> list[KernelDrop]:
+    """The drops of one look, a flood folded: of the drops of one reason, place and
+    device, the first ``keep`` as they are, the rest as one drop standing for all of them
+    (``count``; the last one's time; no length, they differ)."""
+    groups: dict[tuple, list[KernelDrop]] = {}
+    for d in drops:
+        groups.setdefault((d.reason, d.location, d.device), []).append(d)
+    out = []
+    for group in groups.values():
+        out.extend(group[:keep])
+        rest = group[keep:]
+        if rest:
+            out.append(dataclasses.replace(rest[-1], length=None, count=sum(d.count for d in rest)))
+    out.sort(key=lambda d: d.time_ns)
+    return out
+
+
+def _send(fd: int, drops: list[KernelDrop]) -> None:
+    """Drops to the agent, one JSON line each, in one write."""
+    if not drops:
+        return
+    data = memoryview("".join(json.dumps(dataclasses.asdict(d)) + "\n" for d in drops).encode())
+    while data:
+        data = data[os.write(fd, data) :]
+
+
 def _child(names: list[str], out: int, ctl: int) -> int:
     """The drop reader's loop (in the child process)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        os.nice(10)  # the capture's frames come first: when CPU is short, the trace waits
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     try:
@@ -370,8 +412,8 @@ def _child(names: list[str], out: int, ctl: int) -> int:
                 pass
             except (ValueError, CaptureError):
                 pass
-            for d in watch.read():
-                os.write(out, (json.dumps(dataclasses.asdict(d)) + "\n").encode())
+            _send(out, fold(watch.read()))
+        _send(out, fold(watch.read()))  # what came until asked to stop
         return 0
     except OSError:  # the agent stopped reading
         return 0

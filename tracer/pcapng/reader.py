@@ -446,6 +446,7 @@ class _Base:
             device=facts.get("device") or None,
             length=number("length"),
             host=itf.nic.host,
+            count=max(1, number("count") or 1),
         )
         # kept for the journeys that end there (no event: a busy host drops many a packet)
         self.store.drops.append(drop)
