@@ -128,7 +128,10 @@ def evidence(corr: Correlation, j: Journey, hops: list[Hop]) -> Stop | None:
     last = hops[-1]
     where = last.nic.label
     findings = state_findings(corr, last)
-    state = tuple(text for text, _problem in findings)
+    # what is wrong first, then what it rests on (the route taken, a neighbour that resolved)
+    state = tuple(text for text, problem in findings if problem) + tuple(
+        text for text, problem in findings if not problem
+    )
     drop = _drop_for(corr, last)
     if drop is not None:
         what = drop.reason + (f" ({drop.location})" if drop.location else "")
@@ -220,7 +223,8 @@ def state_findings(corr: Correlation, last: Hop) -> list[tuple[str, bool]]:
     if st.counted:
         for r in st.rules:
             if any(r.rule.endswith(t) or f"{t} " in r.rule for t in DROP_TARGETS):
-                out.append((f"iptables -t {r.table} -A {r.chain} {r.rule}: counted {r.packets} packets then", True))
+                n = f"{r.packets} packet" + ("s" if r.packets != 1 else "")
+                out.append((f"iptables -t {r.table} -A {r.chain} {r.rule}: counted {n} then", True))
     return out
 
 

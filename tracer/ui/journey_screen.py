@@ -8,6 +8,7 @@ the path between two NICs.  The hop under the cursor shows its layer tree below.
 
 from __future__ import annotations
 
+import textwrap
 from typing import ClassVar
 
 from rich.style import Style
@@ -181,16 +182,24 @@ class JourneyDiagram(Widget, can_focus=True):
             if target.nic.host:
                 end.append(f" on {safe(target.nic.host)}", style=p.ok)
         else:
-            end.append("✖ " + safe(journey.end), style=p.error + BOLD)
+            head = "✖ " + safe(journey.end)
             stop = self.stop_drawn = journey.stopped
-            if stop is not None and stop.evidence:  # why, when the capture says
-                end.append(": " + safe(stop.reason), style=p.error)
-                out.append(end)
-                for line in stop.evidence:
-                    why = Text(" " * (path_x + 3), end="")
-                    why.append(safe(line), style=p.muted)
-                    out.append(why)
+            if stop is not None and stop.evidence:  # why, when the capture says: wrapped, never cut
+                indent = path_x + 1 if width - path_x >= 64 else 1
+                room = max(20, width - indent - 1)
+                for k, chunk in enumerate(textwrap.wrap(f"{head}: {safe(stop.reason)}", room, subsequent_indent="  ")):
+                    line = Text(" " * indent, end="")
+                    bold = len(head) if k == 0 else 0
+                    line.append(chunk[:bold], style=p.error + BOLD)
+                    line.append(chunk[bold:], style=p.error)
+                    out.append(line)
+                for why in stop.evidence:
+                    for chunk in textwrap.wrap(safe(why), room - 2, subsequent_indent="  "):
+                        line = Text(" " * (indent + 2), end="")
+                        line.append(chunk, style=p.muted)
+                        out.append(line)
                 return out
+            end.append(head, style=p.error + BOLD)
         out.append(end)
         return out
 
