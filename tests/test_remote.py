@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -300,11 +301,12 @@ def keys(tmp_path_factory, lab):
 
 @pytest.fixture
 def sshd(lab, keys, tmp_path):
-    """start(host, with_tracer=True, port=22): an sshd in that host's netns, killed after the test."""
+    """start(host, with_tracer=True, port=22, bin_dir=VENV_BIN): an sshd in that host's netns
+    (tracer from ``bin_dir`` on its PATH), killed after the test."""
     started: list[Sshd] = []
 
-    def start(host: str, with_tracer: bool = True, port: int = 22) -> Sshd:
-        path = f"{VENV_BIN}:/usr/bin:/bin" if with_tracer else "/usr/bin:/bin"
+    def start(host: str, with_tracer: bool = True, port: int = 22, bin_dir: str = VENV_BIN) -> Sshd:
+        path = f"{bin_dir}:/usr/bin:/bin" if with_tracer else "/usr/bin:/bin"
         s = Sshd(tmp_path, lab.ns(host), ADDR[host], port, path, keys)
         started.append(s)
         return s
@@ -620,7 +622,8 @@ def test_host_key_mismatch_is_refused(lab, keys, sshd, tmp_path, nobody_dir):
     assert [(o[2], o[3]) for o in idbs if o[3].startswith(b"host=y")] == [
         (b"(not captured)", b"host=y role=unavailable")
     ]
-    gone = [v for t, b in blocks(out) if t == 5 for c, v in options(b, 12) if c == 1 and not v.startswith(b"drop: ")]
+    comments = [v for t, b in blocks(out) if t == 5 for c, v in options(b, 12) if c == 1]
+    gone = [v for v in comments if not v.startswith((b"drop: ", b"hoststate: "))]
     assert len(gone) == 1 and gone[0].startswith(b"gone: host y: refused: its host key does not match")
 
     r = subprocess.run(
@@ -967,3 +970,67 @@ def test_a_capture_over_ssh_leaves_out_its_own_connection(lab, keys, sshd, nobod
             assert fact is not None and fact.startswith(f"ssh:10.99.{i}.2:") and fact.endswith(f"-{server}:22")
         else:
             assert fact == "ssh:this-capture"
+
+
+# a tracer from before --not-ssh: its agent neither lists it in --help nor takes it
+OLDER_TRACER = """#!/bin/sh
+if [ "$1" = agent ]; then
+  for a in "$@"; do
+    if [ "$a" = --not-ssh ]; then echo "tracer agent: error: unrecognized arguments: --not-ssh" >&2; exit 2; fi
+  done
+  if [ "$2" = --help ]; then "$REAL" agent --help | grep -v -e --not-ssh; exit 0; fi
+fi
+exec "$REAL" "$@"
+"""
+
+
+@requires_root
+@needs_tools
+def test_a_host_with_an_older_tracer_is_captured_with_tcpdump_not_refused(lab, keys, sshd, tmp_path, nobody_dir):
+    """Version skew: host x's tracer predates --not-ssh (which a capture over ssh passes to
+    its agent). The probe reads which options its agent knows; x is captured with tcpdump,
+    which leaves the capture's own ssh connection out too, and says why in one line."""
+    older = tmp_path / "older-bin"
+    older.mkdir()
+    script = older / "tracer"
+    script.write_text(OLDER_TRACER.replace('"$REAL"', shlex.quote(str(Path(VENV_BIN) / "tracer"))))
+    script.chmod(0o755)
+    sshd("hostx", bin_dir=str(older))
+    sshd("hosty")
+    out = nobody_dir / "older.pcapng"
+    live = Live(
+        lab,
+        keys,
+        "--host",
+        f"x=ssh://root@{ADDR['hostx']}",
+        "--host",
+        f"y=ssh://root@{ADDR['hosty']}",
+        "--print",
+        "--json",
+        "-w",
+        str(out),
+        "icmp or udp port 8472",
+    )
+    try:
+        wait_idbs(out, {"x", "y"}, live)
+        assert ping(lab, 2) == 2
+        time.sleep(0.5)
+    finally:
+        rc, _stdout, err = live.stop()
+    assert rc == 0, err
+    assert "unrecognized arguments" not in err
+    assert (
+        "x: its tracer is older than this one (its agent has no --not-ssh): capturing with tcpdump on "
+        "veth-a, docker0, flannel0, eth0" in err
+    ), err
+    assert "y: " not in err, err  # y's tracer is this one: its agent
+    js = a_to_c(journeys(out))
+    assert len(js) == 2 and all(len(j["hops"]) == 8 for j in js)
+    from tracer.model import FrameStore
+    from tracer.pcapng.reader import SourceSpec, open_capture
+
+    store = FrameStore()
+    with open_capture(SourceSpec(str(out))) as cap:
+        cap.read_into(store)
+    left_out = {n.host: n.facts.get("not_captured") for n in store.nics}
+    assert left_out["x"] == "ssh:this-capture" and left_out["y"].startswith("ssh:")

@@ -87,9 +87,12 @@ PROBE = (
     _PRELUDE
     + r"""
 echo "uid=$(id -u)"
-echo "tracer=$(command -v tracer 2>/dev/null)"
+t=$(command -v tracer 2>/dev/null)
+echo "tracer=$t"
 echo "tcpdump=$(command -v tcpdump 2>/dev/null)"
-if [ -n "$(command -v tracer 2>/dev/null)" ]; then exit 0; fi
+if [ -n "$t" ]; then
+  echo "agent_options=$("$t" agent --help 2>/dev/null | grep -o -e '--[a-z][a-z-]*' | sort -u | tr '\n' ' ')"
+fi
 echo "== links"
 ip -d -j addr show 2>/dev/null || echo "[]"
 echo "== routes"
@@ -161,6 +164,18 @@ def over_ssh(spec: HostSpec, via: str | None) -> bool:
     if spec.method == "via" and via:
         return "ssh" in (os.path.basename(w) for w in shlex.split(via))
     return False
+
+
+def older_agent(argv: list[str], options: str) -> list[str]:
+    """The long options of ``argv`` (a remote agent's command line) that the remote
+    tracer's agent does not know, by what its ``--help`` lists (``options``, the probe's
+    ``agent_options``): a host with an older tracer gets tcpdump instead of a refusal.
+    Nothing when its help could not be read (an agent of any age is then tried)."""
+    known = set(options.split())
+    if not known:
+        return []
+    words = argv[: argv.index("--")] if "--" in argv else argv  # after --: the capture filter
+    return sorted({w.split("=", 1)[0] for w in words if w.startswith("--") and w.split("=", 1)[0] not in known})
 
 
 def with_stdin(words: list[str]) -> list[str]:

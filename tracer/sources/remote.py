@@ -63,6 +63,7 @@ from tracer.sources.hosts import (
     HostSpec,
     explain_failure,
     host_argv,
+    older_agent,
     over_ssh,
     parse_probe,
 )
@@ -543,8 +544,8 @@ class RemoteSession(Session):
                 why += "; --via commands run as you, not root: one that needs root says so (--via 'sudo -n ...')"
             raise CaptureError(why)
         own_ssh = over_ssh(spec, self.opts.via)
+        why_tcpdump = "tracer is not on its PATH"
         if facts.get("tracer"):
-            host.method = "tracer agent"
             agent = [
                 facts["tracer"],
                 "agent",
@@ -552,9 +553,15 @@ class RemoteSession(Session):
             ]
             if own_ssh:
                 agent[2:2] = ["--not-ssh", OWN_SSH]
-            argv = self._argv(spec, AS_ROOT_OWN_SSH if own_ssh else AS_ROOT, agent)
-            self._run_streams(host, [(argv, host.name, None, None)])
-            return
+            missing = older_agent(agent, facts.get("agent_options", ""))
+            if not missing:
+                host.method = "tracer agent"
+                argv = self._argv(spec, AS_ROOT_OWN_SSH if own_ssh else AS_ROOT, agent)
+                self._run_streams(host, [(argv, host.name, None, None)])
+                return
+            why_tcpdump = f"its tracer is older than this one (its agent has no {', '.join(missing)})"
+            if not facts.get("tcpdump"):
+                raise CaptureError(f"{why_tcpdump}; update tracer there (or install tcpdump)")
         if not facts.get("tcpdump"):
             raise CaptureError("neither tracer nor tcpdump is on its PATH; install one of them there")
         host.method = "tcpdump"
@@ -588,7 +595,7 @@ class RemoteSession(Session):
         self._host_event(
             host,
             EventKind.HOST_NOTE,
-            f"tracer is not on its PATH: capturing with tcpdump on {', '.join(l.label for l in chosen)}",
+            f"{why_tcpdump}: capturing with tcpdump on {', '.join(l.label for l in chosen)}",
         )
         self._run_streams(host, streams)
 
