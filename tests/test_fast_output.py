@@ -137,8 +137,8 @@ def test_changed_frames_print_the_same_fast(tmp_path):
             if store.linktype(i) != 1:
                 continue
             parts = summary_parts(store.buffers[store.buf_of[i]], store.offset[i], store.caplen[i])
-            if parts is not None and (parts[0][0], parts[0][1] is None) not in kinds:
-                kinds.add((parts[0][0], parts[0][1] is None))
+            if parts is not None and (parts[2][0], parts[2][1] is None) not in kinds:
+                kinds.add((parts[2][0], parts[2][1] is None))
                 seeds.setdefault(store.data(i))
     frames = [v for seed in seeds for v in _variants(seed, rnd)]
     cap = tmp_path / "variants.pcapng"

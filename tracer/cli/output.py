@@ -13,12 +13,14 @@ import gc
 import heapq
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
 from typing import TYPE_CHECKING, TextIO
 
 from tracer.model import NO_SOURCE, FrameStore
@@ -95,29 +97,80 @@ _CHUNK = 4096
 _TEMPLATES_MAX = 1 << 16
 
 
-def _emit_range(store: FrameStore, order: Iterable[int], out: TextIO, as_json: bool) -> None:
+def _emit_range(store: FrameStore, order: Sequence[int], out: TextIO, as_json: bool) -> None:
     """:func:`frame_line` / :func:`frame_json` of each frame, in order, fast.
 
     A fast-lane Ethernet frame (``fast.summary_parts``) is one ``%`` of a cached line
     template: its NIC's cell and the constant part of its summary (and, as JSON, of
     its layer names, ``fast.layers_key``), filled with what varies (numbers, time,
     sequence numbers, lengths).  Any other frame takes the general path.  The
-    output is the same byte for byte (tests compare both on every capture)."""
-    from tracer.dissect.fast import identify, layers_key, summary_parts, summary_template
-    from tracer.dissect.tree import layer_names_at
+    output is the same byte for byte (tests compare both on every capture).  The
+    frames go a chunk at a time: their bytes are found and parsed by ``map`` (in C),
+    and each chunk's lines are written as one string."""
+    from tracer.dissect.fast import summary_parts
 
     nics = store.nics
-    width = max((len(n.label) for n in nics), default=4)
     ethernet = [n.linktype == 1 for n in nics]
-    templates: list[dict] = [{} for _ in nics]
-    buffers, buf_of, offset, caplen = store.buffers, store.buf_of, store.offset, store.caplen
-    nic_of, ts, nic_index, origlen = store.nic_of, store.ts_ns, store.nic_index, store.origlen
-    first = store.first_ts_ns or 0
+    buffers, buf_of, offset, caplen, nic_of = store.buffers, store.buf_of, store.offset, store.caplen, store.nic_of
     # one run of one source from frame 0: a frame's number is its index + base
     single = len(store.run_start) == 1 and store.run_start[0] == 0 and store.run_source[0] != NO_SOURCE
     base = store.run_number[0] if single else 0
-    if as_json:
-        heads = [
+    numbers = (lambda i: i + base) if single else store.frame_number
+    every = all(ethernet)
+    write = _json_chunk if as_json else _line_chunk
+    state: dict = {}
+    for lo in range(0, len(order), _CHUNK):
+        idx = order[lo : lo + _CHUNK]
+        frames = (buffers[buf_of[i]] for i in idx) if len(buffers) > 1 else repeat(buffers[0]) if buffers else ()
+        if every:
+            parts: Iterable = map(summary_parts, frames, map(offset.__getitem__, idx), map(caplen.__getitem__, idx))
+        else:
+            parts = [
+                summary_parts(buf, offset[i], caplen[i]) if ethernet[nic_of[i]] else None for i, buf in zip(idx, frames)
+            ]
+        out.write(write(store, idx, parts, numbers, state))
+
+
+def _line_chunk(store: FrameStore, idx: Sequence[int], parts: Iterable, numbers, state: dict) -> str:
+    """The ``--print`` lines of frames ``idx`` (``parts``: their summary_parts)."""
+    if not state:
+        width = max((len(n.label) for n in store.nics), default=4)
+        state["width"] = width
+        state["cells"] = [
+            "%6s %12.6f " + f"{safe(nic.label):<{width}}".replace("%", "%%") + "  #%-5d " for nic in store.nics
+        ]
+        state["templates"] = [{} for _ in store.nics]
+    from tracer.dissect.fast import identify
+
+    width, cells, templates = state["width"], state["cells"], state["templates"]
+    gets = [t.get for t in templates]
+    nic_of, ts, nic_index = store.nic_of, store.ts_ns, store.nic_index
+    first = store.first_ts_ns or 0
+    lines: list[str] = []
+    append = lines.append
+    for i, p, nic, t, k in zip(
+        idx, parts, map(nic_of.__getitem__, idx), map(ts.__getitem__, idx), map(nic_index.__getitem__, idx)
+    ):
+        if p is None:
+            append(frame_line(store, i, safe(identify(store.data(i), store.linktype(i)).summary), width) + "\n")
+            continue
+        tmpl = gets[nic](p[0])
+        if tmpl is None:
+            if len(templates[nic]) >= _TEMPLATES_MAX:
+                templates[nic].clear()
+            tmpl = templates[nic][p[0]] = cells[nic] + safe(p[0]) + "\n"
+        number = numbers(i)
+        append(tmpl % (("-" if number is None else number, (t - first) / 1e9, k + 1) + p[1]))
+    return "".join(lines)
+
+
+def _json_chunk(store: FrameStore, idx: Sequence[int], parts: Iterable, numbers, state: dict) -> str:
+    """The ``--print --json`` lines of frames ``idx`` (``parts``: their summary_parts)."""
+    from tracer.dissect.fast import layers_key
+    from tracer.dissect.tree import layer_names_at  # scapy: imported for JSON only
+
+    if not state:
+        state["heads"] = [
             json.dumps(
                 {
                     "nic": nic.name,
@@ -129,60 +182,39 @@ def _emit_range(store: FrameStore, order: Iterable[int], out: TextIO, as_json: b
                 }
             )[:-1].replace("%", "%%")
             + ', "index": %d, "number": %d, "frame_number": %s, "time": %r, "length": %d, "caplen": %d, "layers": '
-            for nic in nics
+            for nic in store.nics
         ]
-    else:
-        cells = ["%6s %12.6f " + f"{safe(nic.label):<{width}}".replace("%", "%%") + "  #%-5d " for nic in nics]
-    chunk: list[str] = []
-    append = chunk.append
-    for i in order:
+        state["templates"] = [{} for _ in store.nics]
+    heads, templates = state["heads"], state["templates"]
+    buffers, buf_of, offset, caplen = store.buffers, store.buf_of, store.offset, store.caplen
+    nic_of, ts, nic_index, origlen = store.nic_of, store.ts_ns, store.nic_index, store.origlen
+    lines: list[str] = []
+    append = lines.append
+    for i, p in zip(idx, parts):
+        if p is None:
+            append(frame_json(store, i) + "\n")
+            continue
         nic = nic_of[i]
-        parts = summary_parts(buffers[buf_of[i]], offset[i], caplen[i]) if ethernet[nic] else None
-        if parts is None:
-            if as_json:
+        lk = layers_key(buffers[buf_of[i]], offset[i], caplen[i], p)
+        if lk is None:
+            append(frame_json(store, i) + "\n")
+            continue
+        tmpl = templates[nic].get(lk[0])
+        if tmpl is None:
+            names, constant = layer_names_at(lk[0], lk[1], store.data(i), 1)
+            if not constant:
                 append(frame_json(store, i) + "\n")
-            else:
-                summary = safe(identify(store.data(i), store.linktype(i)).summary)
-                append(frame_line(store, i, summary, width) + "\n")
-        elif as_json:
-            lk = layers_key(buffers[buf_of[i]], offset[i], caplen[i], parts)
-            tmpl = None if lk is None else templates[nic].get(lk[0])
-            if tmpl is None and lk is not None:
-                names, constant = layer_names_at(lk[0], lk[1], store.data(i), 1)
-                if constant:
-                    skey = parts[0]
-                    if len(templates[nic]) >= _TEMPLATES_MAX:
-                        templates[nic].clear()
-                    tmpl = templates[nic][lk[0]] = (
-                        heads[nic]
-                        + json.dumps(names)
-                        + ', "encap": '
-                        + ('["VXLAN"]' if skey[1] is not None else "[]")
-                        + ', "summary": '
-                        + json.dumps(summary_template(skey))
-                        + "}\n"
-                    )
-            if tmpl is None:
-                append(frame_json(store, i) + "\n")
-            else:
-                k = nic_index[i]
-                number = (i + base) if single else store.frame_number(i)
-                append(
-                    tmpl
-                    % ((k, k + 1, "null" if number is None else number, ts[i] / 1e9, origlen[i], caplen[i]) + parts[1])
-                )
-        else:
-            tmpl = templates[nic].get(parts[0])
-            if tmpl is None:
-                if len(templates[nic]) >= _TEMPLATES_MAX:
-                    templates[nic].clear()
-                tmpl = templates[nic][parts[0]] = cells[nic] + safe(summary_template(parts[0])) + "\n"
-            number = (i + base) if single else store.frame_number(i)
-            append(tmpl % (("-" if number is None else number, (ts[i] - first) / 1e9, nic_index[i] + 1) + parts[1]))
-        if len(chunk) >= _CHUNK:
-            out.write("".join(chunk))
-            chunk.clear()
-    out.write("".join(chunk))
+                continue
+            if len(templates[nic]) >= _TEMPLATES_MAX:
+                templates[nic].clear()
+            encap = '["VXLAN"]' if p[2][1] is not None else "[]"
+            tmpl = templates[nic][lk[0]] = (
+                f'{heads[nic]}{json.dumps(names)}, "encap": {encap}, "summary": {json.dumps(p[0])}}}\n'
+            )
+        k = nic_index[i]
+        number = numbers(i)
+        append(tmpl % ((k, k + 1, "null" if number is None else number, ts[i] / 1e9, origlen[i], caplen[i]) + p[1]))
+    return "".join(lines)
 
 
 def _in_two(n: int, write: Callable[[int, int, TextIO], None], out: TextIO) -> None:
@@ -213,8 +245,13 @@ def _in_two(n: int, write: Callable[[int, int, TextIO], None], out: TextIO) -> N
         return
     out.flush()
     spool.seek(0)
-    decode = codecs.getincrementaldecoder("utf-8")().decode  # a chunk may end inside a character
     with spool:
+        raw = getattr(out, "buffer", None)
+        if raw is not None and codecs.lookup(getattr(out, "encoding", None) or "ascii").name == "utf-8":
+            shutil.copyfileobj(spool, raw, 1 << 20)  # the bytes as they are: no decoding and encoding again
+            raw.flush()
+            return
+        decode = codecs.getincrementaldecoder("utf-8")().decode  # a chunk may end inside a character
         while chunk := spool.read(1 << 20):
             out.write(decode(chunk))
         out.write(decode(b"", final=True))

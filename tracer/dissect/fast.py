@@ -1289,12 +1289,15 @@ _SUM_TCP = struct.Struct("!16xH8x8s4sIIBB").unpack_from  # 48
 _SUM_UDP = struct.Struct("!16xH8x8s4sH").unpack_from  # 40
 _ECHOISH = (0, 8, 13, 14)  # ICMP types whose summary ends in "id N seq N"
 _NO_VALUES: tuple = ()
+_sum_templates: dict[tuple, str] = {}
 
 
-def summary_parts(buf, off: int, n: int) -> tuple[tuple, tuple] | None:
-    """(key, values) of the Ethernet frame ``buf[off:off+n]`` when it takes the fast
-    lane, else None (then ask :func:`identify`).  ``summary_template(key) % values`` is
-    its summary.  Reads nothing past ``off + n``; never raises."""
+def summary_parts(buf, off: int, n: int) -> tuple[str, tuple, tuple] | None:
+    """(template, values, key) of the Ethernet frame ``buf[off:off+n]`` when it takes
+    the fast lane, else None (then ask :func:`identify`).  ``template % values`` is its
+    summary; ``template`` is ``summary_template(key)``, the same object for every frame
+    of that key (a dict keyed on it hashes it once).  Reads nothing past ``off + n``;
+    never raises."""
     if n < _PICK_SHORT_LEN:
         return None
     try:
@@ -1349,26 +1352,30 @@ def summary_parts(buf, off: int, n: int) -> tuple[tuple, tuple] | None:
     if kind == _L4_ICMP:
         if pstart + 8 > limit:
             return None
-        if t in _ECHOISH:
-            return (kind, *head, t, c), (iid, iseq)
-        return (kind, *head, t, c), _NO_VALUES
-    if kind == _L4_TCP:
+        key: tuple = (kind, *head, t, c)
+        values: tuple = (iid, iseq) if t in _ECHOISH else _NO_VALUES
+    elif kind == _L4_TCP:
         hl = (doff >> 4) << 2
         if hl < 20 or pstart + hl > limit:
             return None
         plen = limit - pstart - hl
+        key = (kind, *head, ports, tflags, plen > 0)
         if tflags & 0x10:
-            if plen:
-                return (kind, *head, ports, tflags, True), (tseq, tack, plen)
-            return (kind, *head, ports, tflags, False), (tseq, tack)
-        if plen:
-            return (kind, *head, ports, tflags, True), (tseq, plen)
-        return (kind, *head, ports, tflags, False), (tseq,)
-    if iulen >= 8 and pstart + iulen < limit:
-        limit = pstart + iulen
-    if pstart + 8 > limit:
-        return None
-    return (kind, *head, ports), (limit - pstart - 8,)
+            values = (tseq, tack, plen) if plen else (tseq, tack)
+        else:
+            values = (tseq, plen) if plen else (tseq,)
+    else:
+        if iulen >= 8 and pstart + iulen < limit:
+            limit = pstart + iulen
+        if pstart + 8 > limit:
+            return None
+        key, values = (kind, *head, ports), (limit - pstart - 8,)
+    template = _sum_templates.get(key)
+    if template is None:
+        if len(_sum_templates) >= _MEMO_MAX:
+            _sum_templates.clear()
+        template = _sum_templates[key] = summary_template(key)
+    return template, values, key
 
 
 def summary_template(key: tuple) -> str:
@@ -1402,7 +1409,7 @@ _LENS = struct.Struct("!16xH").unpack_from  # IP total length
 _VX_HEAD = struct.Struct("!34xH6x4s3xB").unpack_from  # outer UDP sport; VXLAN flags..; reserved2
 
 
-def layers_key(buf, off: int, n: int, parts: tuple[tuple, tuple]) -> tuple[tuple, tuple[str, ...]] | None:
+def layers_key(buf, off: int, n: int, parts: tuple[str, tuple, tuple]) -> tuple[tuple, tuple[str, ...]] | None:
     """(key, stack) of a fast-lane Ethernet frame (``parts``: what
     :func:`summary_parts` said of it) whose scapy layer names (what
     ``--json`` prints as "layers") can be cached, else None.  The key holds every
@@ -1415,7 +1422,7 @@ def layers_key(buf, off: int, n: int, parts: tuple[tuple, tuple]) -> tuple[tuple
     payload bytes).  ICMP only as echo request/reply (other types quote a packet,
     and scapy parses the quote).  ``stack`` is what the fast lane found: the names
     are cached only when scapy agrees with it (see ``tree.layer_names_at``)."""
-    skey = parts[0]
+    skey = parts[2]
     kind = skey[0]
     if kind == _L4_ICMP and skey[4] not in (0, 8):
         return None
