@@ -93,6 +93,7 @@ def emit_frames(store: FrameStore, order: Sequence[int], out: TextIO, as_json: b
 
 # Lines are written this many at a time, joined.
 _CHUNK = 4096
+_ICMP_KIND = 1  # fast.summary_parts' key[0] of ICMP
 # A cached line template per NIC and layout key; past this many, the cache starts over.
 _TEMPLATES_MAX = 1 << 16
 
@@ -201,7 +202,8 @@ def _json_chunk(store: FrameStore, idx: Sequence[int], parts: Iterable, numbers,
             continue
         tmpl = templates[nic].get(lk[0])
         if tmpl is None:
-            names, constant = layer_names_at(lk[0], lk[1], store.data(i), 1)
+            ports = p[2][4] if p[2][0] != _ICMP_KIND else None
+            names, constant = layer_names_at(lk[0], lk[1], ports, store.data(i), 1)
             if not constant:
                 append(frame_json(store, i) + "\n")
                 continue

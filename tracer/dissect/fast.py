@@ -1292,12 +1292,12 @@ _NO_VALUES: tuple = ()
 _sum_templates: dict[tuple, str] = {}
 
 
-def summary_parts(buf, off: int, n: int) -> tuple[str, tuple, tuple] | None:
-    """(template, values, key) of the Ethernet frame ``buf[off:off+n]`` when it takes
-    the fast lane, else None (then ask :func:`identify`).  ``template % values`` is its
-    summary; ``template`` is ``summary_template(key)``, the same object for every frame
-    of that key (a dict keyed on it hashes it once).  Reads nothing past ``off + n``;
-    never raises."""
+def summary_parts(buf, off: int, n: int) -> tuple[str, tuple, tuple, tuple, tuple] | None:
+    """(template, values, key, structural fields, plan) of the Ethernet frame
+    ``buf[off:off+n]`` when it takes the fast lane, else None (then ask
+    :func:`identify`).  ``template % values`` is its summary; ``template`` is
+    ``summary_template(key)``, the same object for every frame of that key (a dict
+    keyed on it hashes it once).  Reads nothing past ``off + n``; never raises."""
     if n < _PICK_SHORT_LEN:
         return None
     try:
@@ -1375,7 +1375,7 @@ def summary_parts(buf, off: int, n: int) -> tuple[str, tuple, tuple] | None:
         if len(_sum_templates) >= _MEMO_MAX:
             _sum_templates.clear()
         template = _sum_templates[key] = summary_template(key)
-    return template, values, key
+    return template, values, key, k, plan
 
 
 def summary_template(key: tuple) -> str:
@@ -1409,11 +1409,14 @@ _LENS = struct.Struct("!16xH").unpack_from  # IP total length
 _VX_HEAD = struct.Struct("!34xH6x4s3xB").unpack_from  # outer UDP sport; VXLAN flags..; reserved2
 
 
-def layers_key(buf, off: int, n: int, parts: tuple[str, tuple, tuple]) -> tuple[tuple, tuple[str, ...]] | None:
+def layers_key(
+    buf, off: int, n: int, parts: tuple[str, tuple, tuple, tuple, tuple]
+) -> tuple[tuple, tuple[str, ...]] | None:
     """(key, stack) of a fast-lane Ethernet frame (``parts``: what
     :func:`summary_parts` said of it) whose scapy layer names (what
     ``--json`` prints as "layers") can be cached, else None.  The key holds every
-    field scapy's choice of layers reads: the structural fields of :func:`_pick`
+    field scapy's choice of layers reads: the summary's template (addresses, VNI,
+    ports, ICMP type, TCP flags), the structural fields of :func:`_pick`
     (ethertypes, IP version/IHL, fragment words, protocols, UDP ports), the outer UDP
     source port and the VXLAN flags and reserved bytes (scapy binds on them), the
     inner ports, the TCP header length, how every length field relates to the next
@@ -1422,13 +1425,9 @@ def layers_key(buf, off: int, n: int, parts: tuple[str, tuple, tuple]) -> tuple[
     payload bytes).  ICMP only as echo request/reply (other types quote a packet,
     and scapy parses the quote).  ``stack`` is what the fast lane found: the names
     are cached only when scapy agrees with it (see ``tree.layer_names_at``)."""
-    skey = parts[2]
+    template, values, skey, k, plan = parts
     kind = skey[0]
     if kind == _L4_ICMP and skey[4] not in (0, 8):
-        return None
-    k = _pick(buf, off) if n >= _PICK_LEN else _pick_short(buf, off) + _NO_INNER
-    plan = _plans.get(k) or _plan_for(k)
-    if plan is False:  # pragma: no cover - summary_parts said it takes the fast lane
         return None
     vx = plan[0]
     if vx:
@@ -1442,7 +1441,7 @@ def layers_key(buf, off: int, n: int, parts: tuple[str, tuple, tuple]) -> tuple[
     if kind == _L4_TCP:
         extra: tuple = (buf[l4 + 12] >> 4, skey[6])
     elif kind == _L4_UDP:
-        extra = (tlen - 20 - _H(buf, l4 + 4)[0], parts[1][0] > 0)
+        extra = (tlen - 20 - _H(buf, l4 + 4)[0], values[0] > 0)
     else:
-        extra = (len(parts[1]),)
-    return (k, skey, lens, extra), plan[3]
+        extra = ()
+    return (template, k, lens, extra), plan[3]
