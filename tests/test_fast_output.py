@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tracer.cli import output
-from tracer.dissect.fast import identify, summary_parts
+from tracer.dissect.fast import classify, identify, inner_name, summary_parts
 from tracer.errors import InputError
 from tracer.model import FrameStore
 from tracer.pcapng.writer import PcapngWriter
@@ -74,6 +74,18 @@ def test_there_are_captures_and_fast_frames_in_them():
     assert sum(map(fast_lane, stores)) >= 100  # else the comparisons below prove little
 
 
+def same_kinds(store: FrameStore) -> int:
+    """classify() (what --stats counts) of every frame is what identify() says; returns
+    how many frames took its structural-fields lane (Ethernet, 38 bytes or more)."""
+    lane = 0
+    for i in range(len(store)):
+        ident = identify(store.data(i), store.linktype(i))
+        kind = classify(store.buffers[store.buf_of[i]], store.offset[i], store.caplen[i], store.linktype(i))
+        assert kind == ("+".join(ident.encap), inner_name(ident)), (i, ident)
+        lane += store.linktype(i) == 1 and store.caplen[i] >= 38
+    return lane
+
+
 @pytest.mark.parametrize("path", CAPTURES, ids=lambda p: str(p.relative_to(DATA)))
 def test_every_capture_prints_the_same_fast(path):
     store = load(path)
@@ -81,6 +93,7 @@ def test_every_capture_prints_the_same_fast(path):
         pytest.skip(f"{path.name} is not read (the reader refuses it; tests/test_reader.py holds that)")
     assert fast(store, False) == general(store, False)
     assert fast(store, True) == general(store, True)
+    same_kinds(store)
 
 
 def _variants(frame: bytes, rnd: random.Random) -> list[bytes]:
@@ -152,6 +165,7 @@ def test_changed_frames_print_the_same_fast(tmp_path):
     assert fast_lane(store) > len(frames) // 3  # many variants still take the fast lane
     assert fast(store, False) == general(store, False)
     assert fast(store, True) == general(store, True)
+    assert same_kinds(store) > len(frames) // 2
 
 
 def test_the_halves_written_at_once_are_the_whole(tmp_path, monkeypatch):

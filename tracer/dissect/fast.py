@@ -955,13 +955,16 @@ def classify(buf, offset: int, caplen: int, linktype: int) -> tuple[str, str]:
     """(encapsulation kind, inner protocol) of the frame at ``buf[offset:offset+caplen]``.
 
     Far cheaper than :func:`identify` for the common Ethernet/IPv4(/VXLAN)
-    frames: ten structural fields are read with one Struct and the answer is
+    frames: ten structural fields (the outer five, in a frame under 88 bytes) are
+    read with one Struct and the answer is
     memoised on them (it is a function of those bytes alone); anything else
     goes through :func:`identify`.  Never raises.
     """
-    if linktype == 1 and caplen >= _PICK_LEN:
+    if linktype == 1 and caplen >= _PICK_SHORT_LEN:
         try:
-            k = _pick(buf, offset)
+            # a frame too short for a tunnel (a bare TCP ACK is 54 bytes): its inner fields
+            # read as 0, and _decide answers from the outer ones (as identify() would)
+            k = _pick(buf, offset) if caplen >= _PICK_LEN else _pick_short(buf, offset) + _NO_INNER
         except (struct.error, TypeError, ValueError):  # a buffer shorter than caplen says
             k = None
         if k is not None:
