@@ -14,6 +14,7 @@ import heapq
 import json
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -240,7 +241,12 @@ def _in_two(n: int, write: Callable[[int, int, TextIO], None], out: TextIO) -> N
             code = 0
         finally:
             os._exit(code)
-    write(0, mid, out)
+    try:
+        write(0, mid, out)
+    except BaseException:  # the reader left (| head), Ctrl-C: the child's half is not wanted
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         write(mid, n, out)
