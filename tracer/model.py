@@ -27,6 +27,8 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import islice
+from operator import le
 from typing import Any
 
 # Link-layer header types (https://www.tcpdump.org/linktypes.html) we decode.
@@ -429,7 +431,7 @@ class FrameStore:
         """Global indices of the first ``n`` frames in time order (stable)."""
         n = len(self) if n is None else n
         ts = self.ts_ns
-        if all(ts[k] <= ts[k + 1] for k in range(n - 1)):
+        if n < 2 or all(map(le, islice(ts, 0, n - 1), islice(ts, 1, n))):  # in C: a tenth of a generator's time
             return list(range(n))
         return sorted(range(n), key=ts.__getitem__)
 

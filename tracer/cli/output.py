@@ -8,19 +8,23 @@ written: packet bytes never reach the terminal raw.
 
 from __future__ import annotations
 
+import codecs
 import gc
 import heapq
 import json
 import os
+import shutil
+import signal
 import tempfile
 import threading
 import time
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
 from typing import TYPE_CHECKING, TextIO
 
-from tracer.model import FrameStore
+from tracer.model import NO_SOURCE, FrameStore
 from tracer.sources import Source
 from tracer.text import safe
 
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
 REORDER_SECONDS = 0.5
 # Below this many journeys a second process costs more than it saves.
 PARALLEL_MIN_JOURNEYS = 50_000
+PARALLEL_MIN_FRAMES = 100_000
 
 
 def frame_line(store: FrameStore, i: int, summary: str, width: int) -> str:
@@ -74,16 +79,190 @@ def frame_json(store: FrameStore, i: int) -> str:
     return json.dumps(obj)
 
 
-def emit_frames(store: FrameStore, order: Iterable[int], out: TextIO, as_json: bool) -> None:
+def emit_frames(store: FrameStore, order: Sequence[int], out: TextIO, as_json: bool, parallel: bool = False) -> None:
+    """One line per frame of ``order`` (:func:`frame_line`, or :func:`frame_json`).
+
+    ``parallel`` (a batch, nothing else running in this process): with two CPUs or
+    more and many frames, the second half is formatted by a forked child meanwhile
+    (see :func:`_in_two`); the output is the same, in the same order."""
+    n = len(order)
+    if not parallel or n < PARALLEL_MIN_FRAMES:
+        _emit_range(store, order, out, as_json)
+        return
+    _in_two(n, lambda lo, hi, f: _emit_range(store, order[lo:hi], f, as_json), out)
+
+
+# Lines are written this many at a time, joined.
+_CHUNK = 4096
+_ICMP_KIND = 1  # fast.summary_parts' key[0] of ICMP
+# A cached line template per NIC and layout key; past this many, the cache starts over.
+_TEMPLATES_MAX = 1 << 16
+
+
+def _emit_range(store: FrameStore, order: Sequence[int], out: TextIO, as_json: bool) -> None:
+    """:func:`frame_line` / :func:`frame_json` of each frame, in order, fast.
+
+    A fast-lane Ethernet frame (``fast.summary_parts``) is one ``%`` of a cached line
+    template: its NIC's cell and the constant part of its summary (and, as JSON, of
+    its layer names, ``fast.layers_key``), filled with what varies (numbers, time,
+    sequence numbers, lengths).  Any other frame takes the general path.  The
+    output is the same byte for byte (tests compare both on every capture).  The
+    frames go a chunk at a time: their bytes are found and parsed by ``map`` (in C),
+    and each chunk's lines are written as one string."""
+    from tracer.dissect.fast import summary_parts
+
+    nics = store.nics
+    ethernet = [n.linktype == 1 for n in nics]
+    buffers, buf_of, offset, caplen, nic_of = store.buffers, store.buf_of, store.offset, store.caplen, store.nic_of
+    # one run of one source from frame 0: a frame's number is its index + base
+    single = len(store.run_start) == 1 and store.run_start[0] == 0 and store.run_source[0] != NO_SOURCE
+    base = store.run_number[0] if single else 0
+    numbers = (lambda i: i + base) if single else store.frame_number
+    every = all(ethernet)
+    write = _json_chunk if as_json else _line_chunk
+    state: dict = {}
+    for lo in range(0, len(order), _CHUNK):
+        idx = order[lo : lo + _CHUNK]
+        frames = (buffers[buf_of[i]] for i in idx) if len(buffers) > 1 else repeat(buffers[0]) if buffers else ()
+        if every:
+            parts: Iterable = map(summary_parts, frames, map(offset.__getitem__, idx), map(caplen.__getitem__, idx))
+        else:
+            parts = [
+                summary_parts(buf, offset[i], caplen[i]) if ethernet[nic_of[i]] else None for i, buf in zip(idx, frames)
+            ]
+        out.write(write(store, idx, parts, numbers, state))
+
+
+def _line_chunk(store: FrameStore, idx: Sequence[int], parts: Iterable, numbers, state: dict) -> str:
+    """The ``--print`` lines of frames ``idx`` (``parts``: their summary_parts)."""
+    if not state:
+        width = max((len(n.label) for n in store.nics), default=4)
+        state["width"] = width
+        state["cells"] = [
+            "%6s %12.6f " + f"{safe(nic.label):<{width}}".replace("%", "%%") + "  #%-5d " for nic in store.nics
+        ]
+        state["templates"] = [{} for _ in store.nics]
     from tracer.dissect.fast import identify
 
-    width = max((len(n.label) for n in store.nics), default=4)
-    for i in order:
-        if as_json:
-            out.write(frame_json(store, i) + "\n")
-        else:
-            summary = safe(identify(store.data(i), store.linktype(i)).summary)
-            out.write(frame_line(store, i, summary, width) + "\n")
+    width, cells, templates = state["width"], state["cells"], state["templates"]
+    gets = [t.get for t in templates]
+    nic_of, ts, nic_index = store.nic_of, store.ts_ns, store.nic_index
+    first = store.first_ts_ns or 0
+    lines: list[str] = []
+    append = lines.append
+    for i, p, nic, t, k in zip(
+        idx, parts, map(nic_of.__getitem__, idx), map(ts.__getitem__, idx), map(nic_index.__getitem__, idx)
+    ):
+        if p is None:
+            append(frame_line(store, i, safe(identify(store.data(i), store.linktype(i)).summary), width) + "\n")
+            continue
+        tmpl = gets[nic](p[0])
+        if tmpl is None:
+            if len(templates[nic]) >= _TEMPLATES_MAX:
+                templates[nic].clear()
+            tmpl = templates[nic][p[0]] = cells[nic] + safe(p[0]) + "\n"
+        number = numbers(i)
+        append(tmpl % (("-" if number is None else number, (t - first) / 1e9, k + 1) + p[1]))
+    return "".join(lines)
+
+
+def _json_chunk(store: FrameStore, idx: Sequence[int], parts: Iterable, numbers, state: dict) -> str:
+    """The ``--print --json`` lines of frames ``idx`` (``parts``: their summary_parts)."""
+    from tracer.dissect.fast import layers_key
+    from tracer.dissect.tree import layer_names_at  # scapy: imported for JSON only
+
+    if not state:
+        state["heads"] = [
+            json.dumps(
+                {
+                    "nic": nic.name,
+                    "host": nic.host,
+                    "container": nic.container,
+                    "pod": nic.pod,
+                    "netns": nic.netns,
+                    "label": nic.label,
+                }
+            )[:-1].replace("%", "%%")
+            + ', "index": %d, "number": %d, "frame_number": %s, "time": %r, "length": %d, "caplen": %d, "layers": '
+            for nic in store.nics
+        ]
+        state["templates"] = [{} for _ in store.nics]
+    heads, templates = state["heads"], state["templates"]
+    buffers, buf_of, offset, caplen = store.buffers, store.buf_of, store.offset, store.caplen
+    nic_of, ts, nic_index, origlen = store.nic_of, store.ts_ns, store.nic_index, store.origlen
+    lines: list[str] = []
+    append = lines.append
+    for i, p in zip(idx, parts):
+        if p is None:
+            append(frame_json(store, i) + "\n")
+            continue
+        nic = nic_of[i]
+        lk = layers_key(buffers[buf_of[i]], offset[i], caplen[i], p)
+        if lk is None:
+            append(frame_json(store, i) + "\n")
+            continue
+        tmpl = templates[nic].get(lk[0])
+        if tmpl is None:
+            ports = p[2][4] if p[2][0] != _ICMP_KIND else None
+            names, constant = layer_names_at(lk[0], lk[1], ports, store.data(i), 1)
+            if not constant:
+                append(frame_json(store, i) + "\n")
+                continue
+            if len(templates[nic]) >= _TEMPLATES_MAX:
+                templates[nic].clear()
+            encap = '["VXLAN"]' if p[2][1] is not None else "[]"
+            tmpl = templates[nic][lk[0]] = (
+                f'{heads[nic]}{json.dumps(names)}, "encap": {encap}, "summary": {json.dumps(p[0])}}}\n'
+            )
+        k = nic_index[i]
+        number = numbers(i)
+        append(tmpl % ((k, k + 1, "null" if number is None else number, ts[i] / 1e9, origlen[i], caplen[i]) + p[1]))
+    return "".join(lines)
+
+
+def _in_two(n: int, write: Callable[[int, int, TextIO], None], out: TextIO) -> None:
+    """``write(0, n, out)``, on a machine with two CPUs or more as two halves at once:
+    the second by a forked child (everything it reads is shared copy-on-write) into a
+    private temporary file, copied out after the first.  Any trouble in the child:
+    the parent writes the second half itself.  Only from a process with no other
+    thread running (a batch command): a fork copies one thread."""
+    if (os.cpu_count() or 1) < 2 or not hasattr(os, "fork"):
+        write(0, n, out)
+        return
+    mid = n // 2
+    out.flush()
+    spool = tempfile.TemporaryFile()
+    pid = os.fork()
+    if pid == 0:  # the child: the second half into the spool file, then out without cleanup
+        code = 1
+        try:
+            with open(spool.fileno(), "w", encoding="utf-8", closefd=False) as f:
+                write(mid, n, f)
+            code = 0
+        finally:
+            os._exit(code)
+    try:
+        write(0, mid, out)
+    except BaseException:  # the reader left (| head), Ctrl-C: the child's half is not wanted
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        write(mid, n, out)
+        return
+    out.flush()
+    spool.seek(0)
+    with spool:
+        raw = getattr(out, "buffer", None)
+        if raw is not None and codecs.lookup(getattr(out, "encoding", None) or "ascii").name == "utf-8":
+            shutil.copyfileobj(spool, raw, 1 << 20)  # the bytes as they are: no decoding and encoding again
+            raw.flush()
+            return
+        decode = codecs.getincrementaldecoder("utf-8")().decode  # a chunk may end inside a character
+        while chunk := spool.read(1 << 20):
+            out.write(decode(chunk))
+        out.write(decode(b"", final=True))
 
 
 def print_as_read(
@@ -246,9 +425,8 @@ def print_journeys(
 
 
 def write_journeys(corr: Correlation, journeys: list[Journey], out: TextIO, as_json: bool) -> None:
-    """``journeys`` as text or JSON Lines, in order; on a machine with two CPUs or more
-    and many journeys, the second half is rendered by a forked child meanwhile (the
-    correlation is shared copy-on-write) into a private temporary file."""
+    """``journeys`` as text or JSON Lines, in order; many of them in two halves at
+    once (:func:`_in_two`: the correlation is shared copy-on-write)."""
     from tracer.correlate.render import JsonLines, TextBlocks
 
     render: Callable[[Journey], str]
@@ -258,30 +436,10 @@ def write_journeys(corr: Correlation, journeys: list[Journey], out: TextIO, as_j
     else:
         render = TextBlocks(corr).block
     n = len(journeys)
-    if n < PARALLEL_MIN_JOURNEYS or (os.cpu_count() or 1) < 2 or not hasattr(os, "fork"):
+    if n < PARALLEL_MIN_JOURNEYS:
         _write_lines(render, journeys, out)
         return
-    mid = n // 2
-    spool = tempfile.TemporaryFile()
-    pid = os.fork()
-    if pid == 0:  # the child: the second half into the spool file, then out without cleanup
-        code = 1
-        try:
-            with open(spool.fileno(), "w", encoding="utf-8", closefd=False) as f:
-                _write_lines(render, journeys[mid:], f)
-            code = 0
-        finally:
-            os._exit(code)
-    _write_lines(render, journeys[:mid], out)
-    _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:  # any trouble in the child: the parent does it
-        _write_lines(render, journeys[mid:], out)
-        return
-    out.flush()
-    spool.seek(0)
-    with spool:
-        while chunk := spool.read(1 << 20):
-            out.write(chunk.decode("utf-8"))
+    _in_two(n, lambda lo, hi, f: _write_lines(render, journeys[lo:hi], f), out)
 
 
 def _write_lines(render: Callable[[Journey], str], journeys: list[Journey], out: TextIO) -> None:

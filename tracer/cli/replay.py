@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
                 order = store.timeline()
                 if flt is not None:
                     order = output.matcher_of(flt, store).select(order)
-                output.emit_frames(store, order, out, args.json)
+                output.emit_frames(store, order, out, args.json, parallel=True)
             elif args.journeys:
                 output.print_journeys(store, out, args.json, every=args.all_journeys, flt=flt)
             else:

@@ -955,13 +955,16 @@ def classify(buf, offset: int, caplen: int, linktype: int) -> tuple[str, str]:
     """(encapsulation kind, inner protocol) of the frame at ``buf[offset:offset+caplen]``.
 
     Far cheaper than :func:`identify` for the common Ethernet/IPv4(/VXLAN)
-    frames: ten structural fields are read with one Struct and the answer is
+    frames: ten structural fields (the outer five, in a frame under 88 bytes) are
+    read with one Struct and the answer is
     memoised on them (it is a function of those bytes alone); anything else
     goes through :func:`identify`.  Never raises.
     """
-    if linktype == 1 and caplen >= _PICK_LEN:
+    if linktype == 1 and caplen >= _PICK_SHORT_LEN:
         try:
-            k = _pick(buf, offset)
+            # a frame too short for a tunnel (a bare TCP ACK is 54 bytes): its inner fields
+            # read as 0, and _decide answers from the outer ones (as identify() would)
+            k = _pick(buf, offset) if caplen >= _PICK_LEN else _pick_short(buf, offset) + _NO_INNER
         except (struct.error, TypeError, ValueError):  # a buffer shorter than caplen says
             k = None
         if k is not None:
@@ -1268,3 +1271,180 @@ def icmp_error_text(data, linktype: int) -> str | None:
     if t == 5:
         return "redirect"
     return "source quench"
+
+
+# -- batch lines: the summary as a cached template --------------------------------------
+#
+# ``tracer replay --print`` on a million frames: the summary of a fast-lane frame is a
+# function of a few fields; most of them (addresses, VNI, ports, ICMP type, TCP flags)
+# repeat from frame to frame and only sequence numbers and lengths vary.  So the
+# summary is split in a template (cached, keyed on every field the constant part is
+# made of) and the varying values; ``template % values == identify(frame).summary``
+# whenever :func:`summary_parts` answers (tests hold it to that on every capture).
+# The structs read exactly what the summary needs; the layout checks mirror
+# ``_fast`` (the same plan, the same length limits, the same cases left to the walk).
+
+_SUM_VX_ICMP = struct.Struct("!16xH8x8s4xH6xI16xH8x8sBBxxHH").unpack_from  # 92 bytes
+_SUM_VX_TCP = struct.Struct("!16xH8x8s4xH6xI16xH8x8s4sIIBB").unpack_from  # 98
+_SUM_VX_UDP = struct.Struct("!16xH8x8s4xH6xI16xH8x8s4sH").unpack_from  # 90
+_SUM_ICMP = struct.Struct("!16xH8x8sBBxxHH").unpack_from  # 42
+_SUM_TCP = struct.Struct("!16xH8x8s4sIIBB").unpack_from  # 48
+_SUM_UDP = struct.Struct("!16xH8x8s4sH").unpack_from  # 40
+_ECHOISH = (0, 8, 13, 14)  # ICMP types whose summary ends in "id N seq N"
+_NO_VALUES: tuple = ()
+_sum_templates: dict[tuple, str] = {}
+
+
+def summary_parts(buf, off: int, n: int) -> tuple[str, tuple, tuple, tuple, tuple] | None:
+    """(template, values, key, structural fields, plan) of the Ethernet frame
+    ``buf[off:off+n]`` when it takes the fast lane, else None (then ask
+    :func:`identify`).  ``template % values`` is its summary; ``template`` is
+    ``summary_template(key)``, the same object for every frame of that key (a dict
+    keyed on it hashes it once).  Reads nothing past ``off + n``; never raises."""
+    if n < _PICK_SHORT_LEN:
+        return None
+    try:
+        k = _pick(buf, off) if n >= _PICK_LEN else _pick_short(buf, off) + _NO_INNER
+    except (struct.error, TypeError, ValueError):
+        return None
+    plan = _plans.get(k)
+    if plan is None:
+        plan = _plan_for(k)
+    if plan is False:
+        return None
+    vx, kind = plan[0], plan[1]
+    limit = n
+    if vx:
+        if kind == _L4_ICMP:
+            if n < 92:
+                return None
+            otlen, oaddr, ulen, vword, tlen, iaddr, t, c, iid, iseq = _SUM_VX_ICMP(buf, off)
+        elif kind == _L4_TCP:
+            if n < 98:
+                return None
+            otlen, oaddr, ulen, vword, tlen, iaddr, ports, tseq, tack, doff, tflags = _SUM_VX_TCP(buf, off)
+        else:
+            if n < 90:
+                return None
+            otlen, oaddr, ulen, vword, tlen, iaddr, ports, iulen = _SUM_VX_UDP(buf, off)
+        if otlen and 14 + otlen < limit:
+            limit = 14 + otlen
+        if ulen >= 8 and 34 + ulen < limit:
+            limit = 34 + ulen
+        if tlen and 64 + tlen < limit:
+            limit = 64 + tlen
+        pstart = 84
+        head: tuple = (oaddr, vword >> 8, iaddr)
+    else:
+        if kind == _L4_ICMP:
+            if n < 42:
+                return None
+            tlen, iaddr, t, c, iid, iseq = _SUM_ICMP(buf, off)
+        elif kind == _L4_TCP:
+            if n < 48:
+                return None
+            tlen, iaddr, ports, tseq, tack, doff, tflags = _SUM_TCP(buf, off)
+        else:
+            if n < 40:
+                return None
+            tlen, iaddr, ports, iulen = _SUM_UDP(buf, off)
+        if tlen and 14 + tlen < limit:
+            limit = 14 + tlen
+        pstart = 34
+        head = (None, None, iaddr)
+    if kind == _L4_ICMP:
+        if pstart + 8 > limit:
+            return None
+        key: tuple = (kind, *head, t, c)
+        values: tuple = (iid, iseq) if t in _ECHOISH else _NO_VALUES
+    elif kind == _L4_TCP:
+        hl = (doff >> 4) << 2
+        if hl < 20 or pstart + hl > limit:
+            return None
+        plen = limit - pstart - hl
+        key = (kind, *head, ports, tflags, plen > 0)
+        if tflags & 0x10:
+            values = (tseq, tack, plen) if plen else (tseq, tack)
+        else:
+            values = (tseq, plen) if plen else (tseq,)
+    else:
+        if iulen >= 8 and pstart + iulen < limit:
+            limit = pstart + iulen
+        if pstart + 8 > limit:
+            return None
+        key, values = (kind, *head, ports), (limit - pstart - 8,)
+    template = _sum_templates.get(key)
+    if template is None:
+        if len(_sum_templates) >= _MEMO_MAX:
+            _sum_templates.clear()
+        template = _sum_templates[key] = summary_template(key)
+    return template, values, key, k, plan
+
+
+def summary_template(key: tuple) -> str:
+    """The ``%`` template of the summaries of :func:`summary_parts` key ``key``."""
+    kind, oaddr, vni, iaddr = key[:4]
+    src, dst = inet_ntop(AF_INET, iaddr[:4]), inet_ntop(AF_INET, iaddr[4:])
+    if kind == _L4_ICMP:
+        t, c = key[4:6]
+        s = f"{src} → {dst} ICMP " + _icmp_text(t, c, ICMP_TYPES, _ECHOISH)
+        s = s.replace("%", "%%") + (" id %d seq %d" if t in _ECHOISH else "")
+    else:
+        sport, dport = _HH(key[4])
+        s = f"{src}:{sport} → {dst}:{dport} "
+        if kind == _L4_TCP:
+            tflags, with_len = key[5:7]
+            s = (s + f"TCP [{TCP_FLAGS[tflags]}]").replace("%", "%%") + " seq %d"
+            if tflags & 0x10:
+                s += " ack %d"
+            if with_len:
+                s += " len %d"
+        else:
+            s = s.replace("%", "%%") + "UDP len %d"
+    if oaddr is not None:
+        tunnel = f"{VXLAN} vni {vni} {inet_ntop(AF_INET, oaddr[:4])}→{inet_ntop(AF_INET, oaddr[4:])} | "
+        s = tunnel.replace("%", "%%") + s
+    return s
+
+
+_LENS_VX = struct.Struct("!16xH20xH26xH").unpack_from  # outer IP, outer UDP, inner IP lengths
+_LENS = struct.Struct("!16xH").unpack_from  # IP total length
+_VX_HEAD = struct.Struct("!34xH6x4s3xB").unpack_from  # outer UDP sport; VXLAN flags..; reserved2
+
+
+def layers_key(
+    buf, off: int, n: int, parts: tuple[str, tuple, tuple, tuple, tuple]
+) -> tuple[tuple, tuple[str, ...]] | None:
+    """(key, stack) of a fast-lane Ethernet frame (``parts``: what
+    :func:`summary_parts` said of it) whose scapy layer names (what
+    ``--json`` prints as "layers") can be cached, else None.  The key holds every
+    field scapy's choice of layers reads: the summary's template (addresses, VNI,
+    ports, ICMP type, TCP flags), the structural fields of :func:`_pick`
+    (ethertypes, IP version/IHL, fragment words, protocols, UDP ports), the outer UDP
+    source port and the VXLAN flags and reserved bytes (scapy binds on them), the
+    inner ports, the TCP header length, how every length field relates to the next
+    one and to the frame's size, and whether there is a payload; it leaves out only
+    values no layer choice reads (MACs, TTL, IDs, checksums, sequence numbers, VNI,
+    payload bytes).  ICMP only as echo request/reply (other types quote a packet,
+    and scapy parses the quote).  ``stack`` is what the fast lane found: the names
+    are cached only when scapy agrees with it (see ``tree.layer_names_at``)."""
+    template, values, skey, k, plan = parts
+    kind = skey[0]
+    if kind == _L4_ICMP and skey[4] not in (0, 8):
+        return None
+    vx = plan[0]
+    if vx:
+        otlen, ulen, tlen = _LENS_VX(buf, off)
+        lens: tuple = (n - 14 - otlen, otlen - 20 - ulen, ulen - 30 - tlen, *_VX_HEAD(buf, off))
+        l4 = off + 84
+    else:
+        tlen = _LENS(buf, off)[0]
+        lens = (n - 14 - tlen,)
+        l4 = off + 34
+    if kind == _L4_TCP:
+        extra: tuple = (buf[l4 + 12] >> 4, skey[6])
+    elif kind == _L4_UDP:
+        extra = (tlen - 20 - _H(buf, l4 + 4)[0], values[0] > 0)
+    else:
+        extra = ()
+    return (template, k, lens, extra), plan[3]

@@ -183,3 +183,42 @@ def layer_names(data: bytes, linktype: int) -> list[str]:
     E.g. ``["Ether", "IP", "UDP", "VXLAN", "Ether", "IP", "ICMP"]``.
     """
     return [layer.name for layer in dissect(data, linktype) if layer.name not in ("Raw", "Padding")]
+
+
+# key (from fast.layers_key) -> the layer names, or None: not cacheable (look every time)
+_names_at: dict[tuple, tuple[str, ...] | None] = {}
+_NAMES_AT_MAX = 1 << 16
+
+
+def _payload_is_raw(stack: tuple[str, ...], ports: bytes) -> bool:
+    """Whether scapy takes whatever follows this frame's L4 header as Raw, whatever
+    its bytes: TCP/UDP with ports no layer is bound to (the payload class is chosen
+    from the header's fields alone), ICMP echo (fast.layers_key passes no other)."""
+    l4 = stack[-1]
+    if l4 == "ICMP":
+        return True
+    sport, dport = int.from_bytes(ports[:2]), int.from_bytes(ports[2:])
+    cls = inet.TCP if l4 == "TCP" else UDP
+    return cls(sport=sport, dport=dport).guess_payload_class(b"\0" * 16) is conf.raw_layer
+
+
+def layer_names_at(
+    key: tuple, stack: tuple[str, ...], ports: bytes | None, data: bytes, linktype: int
+) -> tuple[list[str], bool]:
+    """(:func:`layer_names` of ``data``, whether every frame with ``key`` has them).
+
+    ``key`` is from ``fast.layers_key`` (``ports``: the frame's inner TCP/UDP ports,
+    as they are on the wire); the names are remembered under it when
+    scapy's answer is the fast lane's ``stack`` and what follows the L4 header is Raw
+    whatever it holds."""
+    if key not in _names_at:
+        found = layer_names(data, linktype)
+        if len(_names_at) >= _NAMES_AT_MAX:
+            _names_at.clear()
+        fixed = tuple(found) if tuple(found) == stack and _payload_is_raw(stack, ports or b"") else None
+        _names_at[key] = fixed
+        return found, fixed is not None
+    names = _names_at[key]
+    if names is None:
+        return layer_names(data, linktype), False
+    return list(names), True
