@@ -325,7 +325,7 @@ def _print(
         emit_frames(store, frames if match is None else match.select(frames), out, as_json)
         out.flush()
 
-    error = print_as_read(session, store, emit, stop_flag, session.request_stop)
+    error = print_as_read(session, store, emit, stop_flag, session.request_stop, forget=True)
     if error is not None:
         return _err(error)
     return warn(store.warnings, "live: ")

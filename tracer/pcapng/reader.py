@@ -269,17 +269,24 @@ class _Sink:
         return 0
 
     def flush(self) -> None:
-        n = len(self.ts)
-        if not n:
+        if not len(self.ts):
             return
+        with self.store.room:
+            self.store.wait_for_room()
+            self._flush()
+
+    def _flush(self) -> None:
+        """:meth:`flush`, holding the store's lock."""
+        n = len(self.ts)
         st = self.store
         base = len(st.ts_ns)
         ts = self.ts
         pend = self.pending_batch
         mn: int | None
         if len(pend) == n:
-            # nothing but frames without a timestamp so far
-            self.pending_global.extend(base + k for k in pend)
+            # nothing but frames without a timestamp so far (counted from the very
+            # first frame: the printer may drop frames meanwhile)
+            self.pending_global.extend(st.dropped + base + k for k in pend)
             pend.clear()
             mn = None
         else:
@@ -287,7 +294,8 @@ class _Sink:
             for k in pend:
                 ts[k] = fill
             for g in self.pending_global:
-                st.ts_ns[g] = fill
+                if g >= st.dropped:
+                    st.ts_ns[g - st.dropped] = fill
             pend.clear()
             self.pending_global.clear()
             mn = min(ts)
@@ -323,16 +331,17 @@ class _Sink:
         st.note_source(self.source, base, n)
         per_nic = st.per_nic
         nic_index = st.nic_index
+        nic_dropped = st.nic_dropped  # (the #N on a NIC counts its frames dropped too)
         if const is not None:
             per = per_nic[const]
-            k = len(per)
+            k = len(per) + nic_dropped[const]
             nic_index.extend(range(k, k + n))
             per.extend(range(base, base + n))
         else:
             ni_append = nic_index.append
             for j, nic in enumerate(nics):
                 per = per_nic[nic]
-                ni_append(len(per))
+                ni_append(len(per) + nic_dropped[nic])
                 per.append(base + j)
         self.count += n
         # empty the batch in place (the parsers hold bound appends)
