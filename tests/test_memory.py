@@ -1,0 +1,136 @@
+"""Batch modes of a stream use constant memory: ``tracer replay - --print`` and
+``--stats`` fed a generated pcap through a pipe, the process's resident memory read
+from /proc after N frames and after 3N frames (issue 16: it grew 145 bytes a frame).
+
+No clock is asserted on: the samples are taken when this test has written so many
+frames into the pipe (a pipe holds 64 KiB: tracer has read all but the last few
+hundred of them)."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+N = 250_000  # frames before the first sample; the second comes after 3 N
+SLACK = 12 << 20  # what RSS may still grow between the two (the old code: +70 MB)
+BATCH = 2_000  # frames per write
+
+
+def _frame(k: int) -> bytes:
+    """92 bytes: Ethernet / IPv4 / UDP 10.0.0.1:5000+k%50 -> 10.0.0.2:53 with 50 bytes."""
+    payload = bytes((k + j) & 0xFF for j in range(50))
+    udp = struct.pack(">HHHH", 5000 + k % 50, 53, 8 + len(payload), 0) + payload
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), k & 0xFFFF, 0, 64, 17, 0, b"\n\0\0\1", b"\n\0\0\2")
+    eth = b"\x02\0\0\0\0\2" + b"\x02\0\0\0\0\1" + b"\x08\x00"
+    return eth + ip + udp
+
+
+FRAMES = [_frame(k) for k in range(100)]
+HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1)
+
+
+def _records(start: int, n: int) -> bytes:
+    rec = struct.Struct("<IIII")
+    out = []
+    for k in range(start, start + n):
+        d = FRAMES[k % len(FRAMES)]
+        out.append(rec.pack(1_700_000_000 + k // 1_000_000, k % 1_000_000, len(d), len(d)))
+        out.append(d)
+    return b"".join(out)
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def _stream(args: list[str]) -> tuple[int, int, bytes, subprocess.CompletedProcess]:
+    """Run ``tracer replay - ARGS`` fed 3 N frames; its highest RSS over the N/2 frames
+    before N and before 3 N, its output."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tracer", "replay", "-", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out: list[bytes] = []
+    err: list[bytes] = []
+    assert proc.stdout is not None and proc.stderr is not None and proc.stdin is not None
+    readers = [
+        threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True),  # type: ignore[union-attr]
+        threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True),  # type: ignore[union-attr]
+    ]
+    for t in readers:
+        t.start()
+    samples: dict[int, int] = {}
+    try:
+        proc.stdin.write(HEADER)
+        for start in range(0, 3 * N, BATCH):
+            proc.stdin.write(_records(start, BATCH))
+            done = start + BATCH
+            # the highest of the samples over the last N/2 frames before each point: the
+            # frames held for printing come and go, growth stays
+            for point in (N, 3 * N):
+                if point - N // 2 < done <= point:
+                    proc.stdin.flush()
+                    samples[point] = max(samples.get(point, 0), _rss(proc.pid))
+        proc.stdin.close()
+        proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    for t in readers:
+        t.join(timeout=60)
+    ended = subprocess.CompletedProcess(proc.args, proc.returncode, b"".join(out), b"".join(err))
+    return samples[N], samples[3 * N], ended.stdout, ended
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--print"], ["--stats"], ["--print", "--json", "-Y", "udp.srcport == 5007"]],
+    ids=["print", "stats", "json-filter"],
+)
+def test_stream_batch_memory_is_flat(args: list[str]) -> None:
+    before, after, out, done = _stream(args)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    lines = out.decode().splitlines()
+    # everything went through: every frame printed (or counted), in order, numbered
+    if args == ["--print"]:
+        assert len(lines) == 3 * N
+        assert lines[-1].split()[0] == str(3 * N)
+        assert lines[-1].split()[3] == f"#{3 * N}"
+    elif args[0] == "--stats":
+        assert f"frames {3 * N}  bytes {92 * 3 * N}" in out.decode()
+    else:
+        assert len(lines) == 3 * N // 50  # one frame in 50 has source port 5007
+        assert f'"number": {3 * N - 50 + 8}' in lines[-1]
+    grown = after - before
+    print(f"RSS {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB")
+    assert grown < SLACK, f"RSS grew {grown / 1e6:.1f} MB from frame {N} to {3 * N} ({before / 1e6:.0f} MB before)"
+
+
+def test_dropped_frames_keep_their_numbers(tmp_path: Path) -> None:
+    """What a stream prints while forgetting is what the same capture prints from a
+    file, read whole: numbers in the file, #N on the NIC, summaries."""
+    n = 150_000  # more than the frames held at once (64 Ki): drops happen
+    cap = tmp_path / "s.pcap"
+    cap.write_bytes(HEADER + _records(0, n))
+    env = {**os.environ}
+    whole = subprocess.run(
+        [sys.executable, "-m", "tracer", "replay", f"s={cap}", "--print"], capture_output=True, env=env, check=True
+    )
+    with open(cap, "rb") as f:
+        streamed = subprocess.run(
+            [sys.executable, "-m", "tracer", "replay", "s=-", "--print"], stdin=f, capture_output=True, check=True
+        )
+    assert streamed.stdout == whole.stdout
+    assert len(whole.stdout.splitlines()) == n
