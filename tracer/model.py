@@ -256,6 +256,8 @@ class FrameStore:
         self.nic_dropped: list[int] = []  # per NIC: its frames dropped so far
         self._freed = 0  # buffers below this id were let go
         self._advised = 0  # the file map of the first frame: pages before this need not stay
+        # bytes of a stream kept on disk rather than in memory (tracer.pcapng.spill); None: none
+        self.disk_bytes: int | None = None
 
     def __len__(self) -> int:
         return len(self.nic_index)

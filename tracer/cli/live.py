@@ -298,6 +298,7 @@ def _run_session(
             # what happens to NICs and hosts: a notification in the UI as it comes, and on
             # stderr once the UI is gone
             session.on_event = app.capture_event
+            session.spill_to_disk(store)  # the UI keeps every frame: their bytes on disk
             rc = _ui(app, session, store)
         code = session.stop()
         if code and rc == 0:

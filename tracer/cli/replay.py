@@ -178,6 +178,7 @@ def _run_ui(source, store) -> int:
         os.close(tty)
     from tracer.ui import make_app
 
+    source.spill_to_disk(store)
     app = make_app(source, store=store)
 
     def on_signal(signum: int, frame: object) -> None:

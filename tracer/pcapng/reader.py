@@ -51,6 +51,7 @@ from tracer.errors import InputError
 from tracer.events import CaptureEvent, EventKind
 from tracer.model import LINKTYPE_LINUX_SLL2, NARROW_ID_MAX, NO_SOURCE, WIDE_ID, FrameStore, KernelDrop, Nic
 from tracer.pcapng.blocks import read_exactly
+from tracer.pcapng.spill import PAGE, Spill
 
 __all__ = [
     "MAX_CAPLEN",
@@ -953,6 +954,9 @@ class Capture:
         self._done = False
         self._bytes_read = size or 0  # for the last progress() call
         self.on_event: Callable[[CaptureEvent], None] | None = None
+        # a stream's bytes go there as read, full chunks are mapped back from it
+        # (tracer.pcapng.spill); None: they stay in memory
+        self.spill: Spill | None = None
 
     # -- reading ------------------------------------------------------------
     def read_into(
@@ -1056,29 +1060,38 @@ class Capture:
         total = filled
         last = 0.0
         self._head = b""
+        spill = self.spill
+        if spill is not None:
+            spill.write(head)
+            store.disk_bytes = spill.size
         try:
             while True:
                 if cancelled is not None and cancelled():
                     break
                 if filled == len(chunk):
-                    # full: freeze the consumed part, carry the partial record over
-                    rest = filled - pos
+                    # full: freeze the consumed part, carry the partial record over (spilled:
+                    # from the page it starts in, so that the next chunk can be mapped too)
+                    keep = (parser.base + pos) % PAGE if spill is not None else 0
+                    rest = filled - pos + keep
                     new = bytearray(max(CHUNK, 2 * rest))
-                    new[:rest] = chunk[pos:filled]
-                    parser.base += pos
+                    new[:rest] = chunk[pos - keep : filled]
+                    start = parser.base
+                    parser.base += pos - keep
                     if sink.count > chunk_start:
-                        store.buffers[sink.buf_id] = _freeze(chunk, pos)
+                        store.buffers[sink.buf_id] = self._frozen(store, chunk, pos, start)
                         sink.buf_id = store.add_buffer(new)
                         chunk_start = sink.count
                     else:  # no frame points into it: reuse its id
                         store.buffers[sink.buf_id] = new
                     chunk = new
                     filled = rest
-                    pos = 0
+                    pos = keep
                 if fd is not None and cancelled is not None and not _wait_readable(fd, cancelled):
                     break
                 with memoryview(chunk) as view:
                     n = self._read_chunk(view[filled:])
+                    if n > 0 and spill is not None:
+                        spill.write(view[filled : filled + n])
                 if n <= 0:
                     pos = parser.parse(chunk, pos, filled, filled, True)  # damage if incomplete
                     sink.flush()
@@ -1094,8 +1107,26 @@ class Capture:
                         progress(total, None)
         finally:
             # freeze the last chunk (also when stopped by damage)
-            store.buffers[sink.buf_id] = _freeze(chunk, filled)
+            store.buffers[sink.buf_id] = self._frozen(store, chunk, filled, parser.base)
             self._bytes_read = total
+            if spill is not None:
+                if spill.failed is not None:
+                    store.warnings.append(
+                        f"{self.spec.path}: could not keep the stream in {spill.where} ({_one_line(spill.failed)});"
+                        " frames from then on were kept in memory"
+                    )
+                spill.close()
+
+    def _frozen(self, store: FrameStore, chunk: bytearray, n: int, start: int):
+        """The first ``n`` bytes of a full ``chunk`` (at stream offset ``start``) for
+        good: mapped from the spill file when there is one, else a copy."""
+        spill = self.spill
+        if spill is not None:
+            mm = spill.map(start, n)
+            store.disk_bytes = spill.size
+            if mm is not None:
+                return mm
+        return _freeze(chunk, n)
 
     def close(self) -> None:
         """Close a stream we opened (a FIFO path).  A file's mmap is left alone: the
