@@ -117,6 +117,7 @@ def main() -> int:
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        cwd="/",  # -m tracer: that Python's tracer, not a checkout in the working directory
     )
     assert proc.stdin is not None
     rows: list[tuple[float, int, int]] = []

@@ -8,11 +8,13 @@ hundred of them)."""
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import subprocess
 import sys
 import threading
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -134,3 +136,133 @@ def test_dropped_frames_keep_their_numbers(tmp_path: Path) -> None:
         )
     assert streamed.stdout == whole.stdout
     assert len(whole.stdout.splitlines()) == n
+
+
+# -- streams in the UI: bytes on disk, the index in memory ---------------------------
+
+
+def _pcapng_stream(frames: int) -> bytes:
+    """A pcapng of two interfaces, ``frames`` EPBs of 92 to 150 bytes (records of odd
+    lengths straddle chunk and page boundaries), one ISB."""
+    from tracer.pcapng.writer import PcapngWriter
+
+    out = io.BytesIO()
+    w = PcapngWriter(out)
+    a = w.add_interface("eth0", 1, description="host=x kind=physical")
+    b = w.add_interface("eth1", 1, description="host=y kind=physical")
+    for k in range(frames):
+        w.write_packet(a if k % 3 else b, 1_700_000_000 * 10**9 + k * 1000, FRAMES[k % 100] + bytes(k % 59))
+    w.write_stats(a, 1_700_000_001 * 10**9, 10, 1)
+    return out.getvalue()
+
+
+def _read_pipe(data: bytes, spill_of, out_path: Path | None = None):
+    """``data`` read from a pipe, as the UI reads a stream, with ``spill_of(capture)``
+    as its spill; through the live reader's tee into ``out_path`` when given (``-w``).
+    Returns the store and the Python heap it grew by (tracemalloc)."""
+    from tracer.model import FrameStore
+    from tracer.pcapng.reader import SourceSpec, open_capture
+    from tracer.sources.local import Tee
+
+    r, w = os.pipe()
+
+    def feed() -> None:
+        with os.fdopen(w, "wb") as f:
+            for k in range(0, len(data), 1 << 16):
+                f.write(data[k : k + (1 << 16)])
+
+    threading.Thread(target=feed, daemon=True).start()
+    wfile = open(out_path, "wb", buffering=0) if out_path is not None else None
+    try:
+        stream = Tee(r, wfile) if out_path is not None else os.fdopen(r, "rb", buffering=0)
+        tracemalloc.start()
+        try:
+            cap = open_capture(SourceSpec("-"), fileobj=stream)  # type: ignore[arg-type]
+            cap.spill = spill_of(wfile)
+            store = FrameStore()
+            cap.read_into(store)
+            heap = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+    finally:
+        os.close(r)
+        if wfile is not None:
+            wfile.close()
+    return store, heap
+
+
+def _same_frames(store, data: bytes, tmp_path: Path) -> None:
+    from tracer.model import FrameStore
+    from tracer.pcapng.reader import SourceSpec, open_capture
+
+    ref_path = tmp_path / "ref.pcapng"
+    ref_path.write_bytes(data)
+    ref = FrameStore()
+    open_capture(SourceSpec(str(ref_path))).read_into(ref)
+    assert len(store) == len(ref) > 0
+    assert all(store.data(i) == ref.data(i) for i in range(len(ref)))
+    assert list(store.nic_index) == list(ref.nic_index)
+    assert [n.dropped for n in store.nics] == [n.dropped for n in ref.nics] == [1, None]
+
+
+def test_stream_spilled_to_a_private_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream's bytes go to an unlinked 0600 file in $TMPDIR and are mapped back:
+    every frame reads the same, the Python heap holds under 40 bytes a frame (the
+    in-memory chunks held ~200), nothing is left in $TMPDIR."""
+    import mmap
+    import tempfile
+
+    from tracer.pcapng.spill import temp_spill
+
+    spill_dir = tmp_path / "spill"
+    spill_dir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill_dir))
+    n = 200_000
+    data = _pcapng_stream(n)
+    store, heap = _read_pipe(data, lambda _w: temp_spill())
+    print(f"{heap / n:.1f} B/frame in the Python heap")
+    assert heap / n < 40, f"{heap / n:.1f} B/frame in the Python heap"
+    assert store.disk_bytes == len(data)
+    # the frames' bytes are maps of the deleted file (all but the last chunk's: its map too)
+    assert all(isinstance(store.buffers[b], mmap.mmap) for b in set(store.buf_of))
+    maps = Path("/proc/self/maps").read_text()
+    assert f"{spill_dir}/tracer-stream-" in maps and "(deleted)" in maps
+    assert list(spill_dir.iterdir()) == []
+    _same_frames(store, data, tmp_path)
+    assert store.warnings == []
+
+
+def test_live_stream_spilled_to_its_w_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With -w, the live reader's tee writes the stream there: the frames are mapped from
+    that file, nothing is written twice, no temporary file is made."""
+    import mmap
+    import tempfile
+
+    from tracer.pcapng.spill import file_spill
+
+    spill_dir = tmp_path / "spill"
+    spill_dir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill_dir))
+    n = 100_000
+    data = _pcapng_stream(n)
+    out = tmp_path / "w.pcapng"
+    store, _heap = _read_pipe(data, lambda w: file_spill(w.fileno(), str(out)), out)
+    assert out.read_bytes() == data
+    assert store.disk_bytes == len(data)
+    assert all(isinstance(store.buffers[b], mmap.mmap) for b in set(store.buf_of))
+    assert list(spill_dir.iterdir()) == []
+    _same_frames(store, data, tmp_path)
+
+
+def test_spill_that_fails_keeps_frames_in_memory(tmp_path: Path) -> None:
+    """A spill file that cannot be written (here: opened read-only, as a full disk
+    would refuse) costs memory, not frames: one warning, every frame intact."""
+    from tracer.pcapng.spill import Spill
+
+    ro = tmp_path / "ro"
+    ro.write_bytes(b"")
+    fd = os.open(ro, os.O_RDONLY)
+    data = _pcapng_stream(60_000)
+    store, _heap = _read_pipe(data, lambda _w: Spill(fd, writes=True, where="ro"))
+    _same_frames(store, data, tmp_path)
+    assert len(store.warnings) == 1 and "could not keep the stream in ro" in store.warnings[0]
