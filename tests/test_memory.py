@@ -266,3 +266,43 @@ def test_spill_that_fails_keeps_frames_in_memory(tmp_path: Path) -> None:
     store, _heap = _read_pipe(data, lambda _w: Spill(fd, writes=True, where="ro"))
     _same_frames(store, data, tmp_path)
     assert len(store.warnings) == 1 and "could not keep the stream in ro" in store.warnings[0]
+
+
+async def test_ui_of_a_fifo_spills_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tracer replay FIFO`` in the UI: the stream goes to a temporary file (the source
+    is told so, as replay does), the frames are shown from its maps, and the status
+    line says what is in memory and on disk."""
+    import mmap
+    import tempfile
+
+    from tests.helpers import ui_app
+    from tracer.model import FrameStore
+    from tracer.sources.files import FileSource
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    data = _pcapng_stream(80_000)
+    fifo = tmp_path / "stream"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with open(fifo, "wb") as f:
+            f.write(data)
+
+    threading.Thread(target=feed, daemon=True).start()
+    source = FileSource.of(fifo)
+    store = FrameStore()
+    source.spill_to_disk(store)
+    app = ui_app(source, store=store)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await app.workers.wait_for_complete()
+        for _ in range(200):
+            if app.loading_done:
+                break
+            await pilot.pause(0.05)
+        await pilot.pause()
+        assert len(store) == 80_000
+        status = str(app.query_one("#status").render())
+        assert f"{len(data) / 1e6:,.0f} MB on disk" in status
+        assert "MB in memory" in status
+        assert all(isinstance(store.buffers[b], mmap.mmap) for b in set(store.buf_of))
+    assert list(tmp_path.iterdir()) == [fifo]
