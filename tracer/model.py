@@ -255,7 +255,8 @@ class FrameStore:
         self.dropped = 0  # frames dropped from the front so far
         self.nic_dropped: list[int] = []  # per NIC: its frames dropped so far
         self._freed = 0  # buffers below this id were let go
-        self._advised = 0  # the file map of the first frame: pages before this need not stay
+        self._advised_buf = -1  # the map of the first frame left (drop_front) ...
+        self._advised = 0  # ... and how much of it need not stay resident
         # bytes of a stream kept on disk rather than in memory (tracer.pcapng.spill); None: none
         self.disk_bytes: int | None = None
 
@@ -375,6 +376,11 @@ class FrameStore:
             n = min(n, len(self.nic_index))
             if n <= 0:
                 return 0
+            # where the frames left begin (or the last one dropped ends)
+            if n < len(self.nic_index):
+                first, end = self.buf_of[n], self.offset[n]
+            else:
+                first, end = self.buf_of[n - 1], self.offset[n - 1] + self.caplen[n - 1]
             for col in (self.nic_index, self.nic_of, self.ts_ns, self.buf_of, self.offset, self.caplen, self.origlen):
                 del col[:n]  # in place: a matcher holds origlen
             for nid, per in enumerate(self.per_nic):
@@ -396,17 +402,19 @@ class FrameStore:
             # last one, which the reader may be filling, stays)
             keep = self.buf_of[0] if self.buf_of else len(self.buffers) - 1
             for b in range(self._freed, keep):
+                old = self.buffers[b]
+                if isinstance(old, mmap.mmap) and not old.closed:  # its capture holds it too
+                    old.madvise(mmap.MADV_DONTNEED)
                 self.buffers[b] = None
             self._freed = max(self._freed, keep)
-            if self.buf_of:
-                # a file's map: the pages before the first frame left need not stay resident
-                buf = self.buffers[self.buf_of[0]]
-                cut = self.offset[0] & -mmap.PAGESIZE
-                if isinstance(buf, mmap.mmap) and cut > self._advised:
-                    buf.madvise(mmap.MADV_DONTNEED, 0, cut)
-                    self._advised = cut
-            else:
-                self._advised = 0
+            # a file's map: the pages before the first frame left need not stay resident
+            buf = self.buffers[first]
+            cut = end & -mmap.PAGESIZE
+            if first != self._advised_buf:
+                self._advised_buf, self._advised = first, 0
+            if isinstance(buf, mmap.mmap) and cut > self._advised:
+                buf.madvise(mmap.MADV_DONTNEED, 0, cut)
+                self._advised = cut
             self.room.notify_all()
             return n
 
