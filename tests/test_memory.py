@@ -306,3 +306,17 @@ async def test_ui_of_a_fifo_spills_and_says_so(tmp_path: Path, monkeypatch: pyte
         assert "MB in memory" in status
         assert all(isinstance(store.buffers[b], mmap.mmap) for b in set(store.buf_of))
     assert list(tmp_path.iterdir()) == [fifo]
+
+
+def test_spill_file_with_other_bytes_is_not_mapped(tmp_path: Path) -> None:
+    """A -w file that does not hold what was read (another writer lost some bytes): its
+    maps would show wrong frames, so none is used; one warning, every frame intact."""
+    from tracer.pcapng.spill import Spill
+
+    data = _pcapng_stream(60_000)
+    other = tmp_path / "other"
+    other.write_bytes(data[:100_000] + b"\0" + data[100_001:])  # one byte differs, in the first chunk
+    fd = os.open(other, os.O_RDONLY)
+    store, _heap = _read_pipe(data, lambda _w: Spill(fd, writes=False, where="other"))
+    _same_frames(store, data, tmp_path)
+    assert len(store.warnings) == 1 and "does not hold the bytes read" in store.warnings[0]

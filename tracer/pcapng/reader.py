@@ -1122,7 +1122,7 @@ class Capture:
         good: mapped from the spill file when there is one, else a copy."""
         spill = self.spill
         if spill is not None:
-            mm = spill.map(start, n)
+            mm = spill.map(start, chunk, n)
             store.disk_bytes = spill.size
             if mm is not None:
                 return mm

@@ -48,9 +48,10 @@ class Spill:
         except OSError as e:
             self.failed = e.strerror or str(e)
 
-    def map(self, start: int, length: int) -> mmap.mmap | None:
+    def map(self, start: int, chunk: bytearray, length: int) -> mmap.mmap | None:
         """Bytes ``start`` .. ``start + length`` of the stream, mapped read-only (``start``
-        a multiple of :data:`PAGE`); None when they are not (all) in the file."""
+        a multiple of :data:`PAGE`), when the file holds the same bytes as ``chunk``
+        (another writer may have lost some: a -w file on a full disk); else None."""
         if self.failed is not None or length <= 0:
             return None
         try:
@@ -59,6 +60,10 @@ class Spill:
             mm = mmap.mmap(self.fd, length, access=mmap.ACCESS_READ, offset=start)
         except (OSError, ValueError) as e:
             self.failed = str(e)
+            return None
+        if mm[:] != chunk[:length]:  # a few ms for a chunk of 4 MB
+            mm.close()
+            self.failed = "the file does not hold the bytes read"
             return None
         if not self.writes:
             self.size = max(self.size, start + length)
