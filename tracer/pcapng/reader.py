@@ -1063,7 +1063,7 @@ class Capture:
         spill = self.spill
         if spill is not None:
             spill.write(head)
-            store.disk_bytes = spill.size
+            store.disk_bytes = spill.size if spill.writes else total
         try:
             while True:
                 if cancelled is not None and cancelled():
@@ -1098,6 +1098,8 @@ class Capture:
                     break
                 filled += n
                 total += n
+                if spill is not None:  # (the -w file: its writer wrote what was read)
+                    store.disk_bytes = spill.size if spill.writes else total
                 pos = parser.parse(chunk, pos, filled, filled, False)
                 sink.flush()
                 if progress is not None:
@@ -1123,7 +1125,6 @@ class Capture:
         spill = self.spill
         if spill is not None:
             mm = spill.map(start, chunk, n)
-            store.disk_bytes = spill.size
             if mm is not None:
                 return mm
         return _freeze(chunk, n)

@@ -32,7 +32,7 @@ class Spill:
         self.fd = fd
         self.writes = writes  # False: another writer (the -w copy) puts the bytes there
         self.where = where  # for messages: "a temporary file in /tmp", "out.pcapng"
-        self.size = 0  # bytes this spill wrote (writes), else what was mapped so far
+        self.size = 0  # bytes this spill wrote
         self.failed: str | None = None  # why it stopped (disk full...): chunks stay in memory then
 
     def write(self, data: memoryview | bytes) -> None:
@@ -65,8 +65,6 @@ class Spill:
             mm.close()
             self.failed = "the file does not hold the bytes read"
             return None
-        if not self.writes:
-            self.size = max(self.size, start + length)
         return mm
 
     def close(self) -> None:
