@@ -144,3 +144,45 @@ def test_when_duration_ends_the_ui_says_the_capture_stopped(pair):
     assert "capturing" in before and "capture stopped" not in before, before[-3000:]
     assert "capture stopped" in text, text[-3000:]
     assert rc == 0 and "Traceback" not in text, text[-3000:]
+
+
+@requires_root
+def test_live_ui_keeps_the_stream_in_its_w_file(pair):
+    """``-w FILE`` with the UI: the frames' bytes are read back from FILE (opened a second
+    time, to read, by the user), no temporary file is made, and the status line says
+    what is on disk."""
+    import shutil
+    import tempfile
+
+    a, b = pair
+    where = tempfile.mkdtemp(prefix="tracer-w-")
+    os.chmod(where, 0o777)  # the UI runs as nobody: -w is opened with its rights
+    out = os.path.join(where, "w.pcapng")
+    proc, master = live_ui_on_a_pty(a, 30, 160, "-w", out)
+    screen = b""
+    try:
+        screen += _read(master, 4)
+        from tracer.lab.traffic import ping
+
+        replies, _err = ping(b, "10.77.0.1", 3, os.getpid() & 0xFFFF)
+        assert replies == 3
+        screen += _read(master, 2)
+        fds = [os.readlink(f"/proc/{proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{proc.pid}/fd")]
+        assert fds.count(out) == 2, fds  # written by the tee, read back by the reader
+        assert not any("tracer-stream-" in f for f in fds), fds
+        os.write(master, b"q")
+        screen += _read(master, 3)
+        rc = proc.wait(timeout=20)
+        text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+        assert rc == 0 and "Traceback" not in text, text[-3000:]
+        assert "MB on disk" in text and "MB in memory" in text, text[-3000:]
+        done = subprocess.run([PY, "-m", "tracer", "replay", out, "--stats"], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        frames = [int(m) for m in re.findall(r"frames (\d+)", done.stdout)]
+        assert frames and max(frames) >= 6, done.stdout
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        os.close(master)
+        shutil.rmtree(where, ignore_errors=True)

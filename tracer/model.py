@@ -18,13 +18,23 @@ above 65535 is stored: a pcapng may declare any number of interfaces.  Widening
 replaces the array object, so never keep a reference to these columns across
 appends; and ``array.extend`` wants the same typecode, so build what you extend
 them with from ``store.nic_of.typecode``.
+
+Forgetting (batch output of a stream, :meth:`FrameStore.drop_front`): a printer
+that has written the first ``n`` frames drops them, bytes and index alike, and
+every index after them moves down by ``n``; ``nic_index`` (the ``#N`` on a NIC)
+and frame numbers stay what they were.  Only the thread that reads drops, and
+only while nobody else holds an index; appends and drops take ``store.lock``.
+With ``max_held`` set, an append waits while the store holds that many frames
+(the reader waits for the printer: memory stays bounded however long the input).
 """
 
 from __future__ import annotations
 
+import mmap
 import os.path
+import threading
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
@@ -304,6 +314,19 @@ class FrameStore:
         self.run_start = array("Q")  # global index of each run's first frame
         self.run_source = array("i")  # its source (NO_SOURCE: unknown)
         self.run_number = array("Q")  # its first frame's number in that source (1-based)
+        # forgetting (drop_front): appends and drops hold the lock; with max_held set, an
+        # append waits (on room) while the store holds that many frames
+        self.lock = threading.Lock()
+        self.room = threading.Condition(self.lock)
+        self.max_held: int | None = None
+        self.on_full: Callable[[], None] | None = None  # called when an append starts to wait
+        self.dropped = 0  # frames dropped from the front so far
+        self.nic_dropped: list[int] = []  # per NIC: its frames dropped so far
+        self._freed = 0  # buffers below this id were let go
+        self._advised_buf = -1  # the map of the first frame left (drop_front) ...
+        self._advised = 0  # ... and how much of it need not stay resident
+        # bytes of a stream kept on disk rather than in memory (tracer.pcapng.spill); None: none
+        self.disk_bytes: int | None = None
 
     def __len__(self) -> int:
         return len(self.nic_index)
@@ -312,6 +335,7 @@ class FrameStore:
     def add_nic(self, nic: Nic) -> int:
         nic.id = len(self.nics)
         self.per_nic.append(array("I"))
+        self.nic_dropped.append(0)
         self.nics.append(nic)
         twins = self._by_label.get(nic.base_label)
         if twins is None:
@@ -368,6 +392,10 @@ class FrameStore:
     def append(
         self, nic_id: int, ts_ns: int, buf_id: int, offset: int, caplen: int, origlen: int, source: int = NO_SOURCE
     ) -> int:
+        with self.lock:
+            return self._append(nic_id, ts_ns, buf_id, offset, caplen, origlen, source)
+
+    def _append(self, nic_id: int, ts_ns: int, buf_id: int, offset: int, caplen: int, origlen: int, source: int) -> int:
         i = len(self.ts_ns)
         self.note_source(source, i, 1)
         try:
@@ -387,11 +415,76 @@ class FrameStore:
         self.caplen.append(caplen)
         self.origlen.append(origlen)
         per = self.per_nic[nic_id]
-        self.nic_index.append(len(per))
+        self.nic_index.append(len(per) + self.nic_dropped[nic_id])
         per.append(i)
         if self.first_ts_ns is None or ts_ns < self.first_ts_ns:
             self.first_ts_ns = ts_ns
         return i
+
+    def wait_for_room(self) -> None:
+        """With :attr:`max_held` set, wait (holding :attr:`lock`, as the caller does)
+        until the store holds fewer frames than that."""
+        if self.max_held is None or len(self.nic_index) < self.max_held:
+            return
+        if self.on_full is not None:
+            self.on_full()
+        while self.max_held is not None and len(self.nic_index) >= self.max_held:
+            self.room.wait(0.1)
+
+    def nic_frames(self, nic_id: int) -> int:
+        """Frames of NIC ``nic_id`` so far, the dropped ones included."""
+        return self.nic_dropped[nic_id] + len(self.per_nic[nic_id])
+
+    def drop_front(self, n: int) -> int:
+        """Forget the first ``n`` frames (all of them when ``n`` is larger): their index,
+        and the buffers no frame left points into.  Frame ``n`` becomes frame 0.  Only
+        for the thread that reads the store, while no one else holds an index into it.
+        Returns how many were dropped."""
+        with self.lock:
+            n = min(n, len(self.nic_index))
+            if n <= 0:
+                return 0
+            # where the frames left begin (or the last one dropped ends)
+            if n < len(self.nic_index):
+                first, end = self.buf_of[n], self.offset[n]
+            else:
+                first, end = self.buf_of[n - 1], self.offset[n - 1] + self.caplen[n - 1]
+            for col in (self.nic_index, self.nic_of, self.ts_ns, self.buf_of, self.offset, self.caplen, self.origlen):
+                del col[:n]  # in place: a matcher holds origlen
+            for nid, per in enumerate(self.per_nic):
+                if not per:
+                    continue
+                gone = bisect_left(per, n)
+                self.nic_dropped[nid] += gone
+                per[:] = array("I", [k - n for k in per[gone:]])
+            r = bisect_right(self.run_start, n) - 1
+            if r >= 0:
+                self.run_number[r] += n - self.run_start[r]
+                self.run_start[r] = n
+                for col in (self.run_start, self.run_source, self.run_number):
+                    del col[:r]
+                for k in range(len(self.run_start)):
+                    self.run_start[k] -= n
+            self.dropped += n
+            # buffers are filled in frame order: those before the first frame left go (the
+            # last one, which the reader may be filling, stays)
+            keep = self.buf_of[0] if self.buf_of else len(self.buffers) - 1
+            for b in range(self._freed, keep):
+                old = self.buffers[b]
+                if isinstance(old, mmap.mmap) and not old.closed:  # its capture holds it too
+                    old.madvise(mmap.MADV_DONTNEED)
+                self.buffers[b] = None
+            self._freed = max(self._freed, keep)
+            # a file's map: the pages before the first frame left need not stay resident
+            buf = self.buffers[first]
+            cut = end & -mmap.PAGESIZE
+            if first != self._advised_buf:
+                self._advised_buf, self._advised = first, 0
+            if isinstance(buf, mmap.mmap) and cut > self._advised:
+                buf.madvise(mmap.MADV_DONTNEED, 0, cut)
+                self._advised = cut
+            self.room.notify_all()
+            return n
 
     # -- reading -----------------------------------------------------------
     def data(self, i: int) -> bytes:

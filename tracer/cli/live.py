@@ -298,6 +298,7 @@ def _run_session(
             # what happens to NICs and hosts: a notification in the UI as it comes, and on
             # stderr once the UI is gone
             session.on_event = app.capture_event
+            session.spill_to_disk(store)  # the UI keeps every frame: their bytes on disk
             rc = _ui(app, session, store)
         code = session.stop()
         if code and rc == 0:
@@ -325,7 +326,7 @@ def _print(
         emit_frames(store, frames if match is None else match.select(frames), out, as_json)
         out.flush()
 
-    error = print_as_read(session, store, emit, stop_flag, session.request_stop)
+    error = print_as_read(session, store, emit, stop_flag, session.request_stop, forget=True)
     if error is not None:
         return _err(error)
     return warn(store.warnings, "live: ")

@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 # --print of a stream (tracer live, stdin): how long a frame is held for older ones that
 # arrive later (the agent reads its NICs one after another; hosts' streams interleave).
 REORDER_SECONDS = 0.5
+# --print of a stream: the most frames held for printing; the reader waits past it
+HOLD_FRAMES = 1 << 16
+# --stats: frames counted at a time from a file (a stream: what came in 0.1 s)
+STATS_SEGMENT = 1 << 19
 # Below this many journeys a second process costs more than it saves.
 PARALLEL_MIN_JOURNEYS = 50_000
 PARALLEL_MIN_FRAMES = 100_000
@@ -273,6 +277,7 @@ def print_as_read(
     request_stop: Callable[[], None] | None = None,
     idle: Callable[[], None] | None = None,
     window: float = REORDER_SECONDS,
+    forget: bool = False,
 ) -> BaseException | None:
     """Read ``source`` in a thread and ``emit`` the frames that arrived, every 0.1 s, in
     time order within a reorder window: each frame is held ``window`` seconds after it
@@ -281,26 +286,24 @@ def print_as_read(
     is printed as soon as it comes, out of order rather than lost.  When ``stop`` is set
     (Ctrl-C), ``request_stop`` asks the source to finish; what it still sends is
     printed, and everything held once the source ended.  ``idle`` is called when
-    nothing new came.  Returns what ended the reading with an error, or None."""
-    errors: list[BaseException] = []
-    done = threading.Event()
-
-    def body() -> None:
-        try:
-            source.load(store)
-        except BaseException as e:  # noqa: BLE001 - handed to the caller
-            errors.append(e)
-        finally:
-            done.set()
-
-    threading.Thread(target=body, name="tracer-reader", daemon=True).start()
+    nothing new came.  With ``forget``, frames printed are dropped from the store (bytes
+    and index: :meth:`FrameStore.drop_front`) and the reader waits while
+    :data:`HOLD_FRAMES` are held, so memory stays flat however long the stream; ``emit``
+    must not keep the indices it is given.  Returns what ended the reading with an
+    error, or None."""
+    done, wake = threading.Event(), threading.Event()
+    if forget:
+        store.max_held, store.on_full = HOLD_FRAMES, wake.set
+    errors = _read_in_thread(source, store, done, wake)
     read = 0
     # frames held, as runs in time order (one per arrival; a range when it came in order)
     runs: list[Sequence[int]] = []
     arrivals: deque[tuple[float, int]] = deque()  # (when, newest time in it) per arrival
     due: int | None = None  # frames up to this time are printed: everything older arrived
     while True:
-        finished = done.wait(0.1)
+        wake.wait(0.1)  # (the reader wakes this one when it waits for room)
+        wake.clear()
+        finished = done.is_set()
         if stop is not None and stop.is_set() and request_stop is not None:
             request_stop()
         n = len(store)
@@ -316,7 +319,10 @@ def print_as_read(
         elif idle is not None:
             idle()
         over = finished and len(store) == read
-        while arrivals and (over or now - arrivals[0][0] >= window):
+        # the reader waits for room: what is held came faster than it prints, no need to
+        # wait for stragglers
+        full = store.max_held is not None and read >= store.max_held
+        while arrivals and (over or full or now - arrivals[0][0] >= window):
             newest = arrivals.popleft()[1]
             due = newest if due is None else max(due, newest)
         if due is not None and runs:
@@ -330,9 +336,35 @@ def print_as_read(
             runs = kept
             if parts:
                 emit(parts[0] if len(parts) == 1 else list(heapq.merge(*parts, key=key)))
+        if forget:
+            # what comes before the first frame still held is printed: gone
+            low = min((r.start if isinstance(r, range) else min(r) for r in runs), default=read)
+            if store.drop_front(low):
+                read -= low
+                runs = [
+                    range(r.start - low, r.stop - low) if isinstance(r, range) else [k - low for k in r] for r in runs
+                ]
         if over:
             break
     return errors[0] if errors else None
+
+
+def _read_in_thread(source: Source, store: FrameStore, done: threading.Event, wake: threading.Event) -> list:
+    """``source.load(store)`` in a thread; ``done`` and ``wake`` are set when it ends.
+    Returns the list that gets what ended it with an error."""
+    errors: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            source.load(store)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            errors.append(e)
+        finally:
+            done.set()
+            wake.set()
+
+    threading.Thread(target=body, name="tracer-reader", daemon=True).start()
+    return errors
 
 
 def add_filter_arg(parser) -> None:
@@ -367,10 +399,45 @@ def matcher_of(flt: Filter, store: FrameStore) -> Matcher:
     return flt.matcher(store, journey_facts(corr.journey_of, corr.journeys, flt.needs_delivered))
 
 
-def print_stats(store: FrameStore, out: TextIO, as_json: bool, flt: Filter | None = None) -> None:
+def count_as_read(source: Source, store: FrameStore, flt: Filter | None = None) -> list[dict]:
+    """``--stats`` in constant memory: ``source`` is read in a thread while this one
+    counts what came (every 0.1 s from a stream, every :data:`STATS_SEGMENT` frames
+    from a file) and drops it; the reader waits while that many frames are held.
+    A filter that reads ``journey.*`` needs the whole capture: read at once, as before.
+    Raises what ended the reading with an error."""
+    from tracer.cli.stats import NicCounts, nic_stats
+
+    if flt is not None and flt.needs_journeys:
+        source.load(store)
+        return nic_stats(store, matcher_of(flt, store))
+    counts = NicCounts(None if flt is None else flt.matcher(store))
+    streaming = bool(getattr(source, "streaming", True))
+    done, wake = threading.Event(), threading.Event()
+    store.max_held, store.on_full = (HOLD_FRAMES if streaming else STATS_SEGMENT), wake.set
+    errors = _read_in_thread(source, store, done, wake)
+    while True:
+        wake.wait(0.1)
+        wake.clear()
+        finished = done.is_set()
+        n = len(store)
+        if n and (finished or streaming or n >= STATS_SEGMENT):
+            counts.add(store, n)
+            store.drop_front(n)
+        if finished and not len(store):
+            break
+    if errors:
+        raise errors[0]
+    return counts.stats(store)
+
+
+def print_stats(
+    store: FrameStore, out: TextIO, as_json: bool, flt: Filter | None = None, stats: list[dict] | None = None
+) -> None:
+    """Per-NIC statistics of ``store`` (or the ``stats`` counted already, :func:`count_as_read`)."""
     from tracer.cli.stats import nic_stats
 
-    stats = nic_stats(store, None if flt is None else matcher_of(flt, store))
+    if stats is None:
+        stats = nic_stats(store, None if flt is None else matcher_of(flt, store))
     if as_json:
         for s in stats:
             out.write(json.dumps(s) + "\n")

@@ -130,9 +130,12 @@ def run(args: argparse.Namespace) -> int:
                 output.emit_frames(store, frames if match is None else match.select(frames), out, args.json)
                 out.flush()
 
-            error = output.print_as_read(source, store, emit)
+            error = output.print_as_read(source, store, emit, forget=True)
             if error is not None:
                 raise error
+        elif args.stats:
+            stats = output.count_as_read(source, store, flt)
+            output.print_stats(store, out, args.json, stats=stats)
         else:
             source.load(store)
             if args.print_:
@@ -140,10 +143,8 @@ def run(args: argparse.Namespace) -> int:
                 if flt is not None:
                     order = output.matcher_of(flt, store).select(order)
                 output.emit_frames(store, order, out, args.json, parallel=True)
-            elif args.journeys:
-                output.print_journeys(store, out, args.json, every=args.all_journeys, flt=flt)
             else:
-                output.print_stats(store, out, args.json, flt)
+                output.print_journeys(store, out, args.json, every=args.all_journeys, flt=flt)
         out.flush()
     except BrokenPipeError:
         # `tracer replay --print | head`: the reader left; that is not an error.
@@ -177,6 +178,7 @@ def _run_ui(source, store) -> int:
         os.close(tty)
     from tracer.ui import make_app
 
+    source.spill_to_disk(store)
     app = make_app(source, store=store)
 
     def on_signal(signum: int, frame: object) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from bisect import bisect_left
 from collections import Counter
 from itertools import compress
 from typing import TYPE_CHECKING, Any
@@ -113,46 +114,81 @@ def _count_kinds(store: FrameStore, n: int, match: Matcher | None = None) -> Cou
     return mine
 
 
+class NicCounts:
+    """Per-NIC counters that a stream of frames is added to a batch at a time
+    (:meth:`add`), so that the frames counted can be dropped: ``--stats`` of any length
+    in constant memory.  With ``match``, only the frames it keeps count."""
+
+    def __init__(self, match: Matcher | None = None) -> None:
+        self.match = match
+        self.kinds: Counter = Counter()  # (nic, (encap, inner)) -> frames
+        self.frames: Counter = Counter()  # nic -> frames
+        self.bytes: Counter = Counter()  # nic -> original bytes
+        self.first: dict[int, int] = {}  # nic -> earliest time (ns)
+        self.last: dict[int, int] = {}  # nic -> latest time (ns)
+
+    def add(self, store: FrameStore, n: int) -> None:
+        """Count the first ``n`` frames of ``store``."""
+        kept = _count_kinds(store, n, self.match)
+        if self.match is None:
+            origlen, ts = store.origlen, store.ts_ns
+            for nic, idx in enumerate(store.per_nic):
+                mine = idx[: bisect_left(idx, n)]
+                if mine:
+                    self._times(nic, len(mine), sum(map(origlen.__getitem__, mine)), ts, mine)
+        else:
+            for (nic, what), v in kept.items():
+                if what is None:
+                    self.frames[nic] += v
+                elif what == "bytes":
+                    self.bytes[nic] += v
+                elif what == "first":
+                    self.first[nic] = min(v, self.first.get(nic, v))
+                elif what == "last":
+                    self.last[nic] = max(v, self.last.get(nic, v))
+        self.kinds.update({k: v for k, v in kept.items() if isinstance(k[1], tuple)})
+
+    def _times(self, nic: int, frames: int, nbytes: int, ts, mine) -> None:
+        self.frames[nic] += frames
+        self.bytes[nic] += nbytes
+        lo, hi = min(map(ts.__getitem__, mine)), max(map(ts.__getitem__, mine))
+        self.first[nic] = min(lo, self.first.get(nic, lo))
+        self.last[nic] = max(hi, self.last.get(nic, hi))
+
+    def stats(self, store: FrameStore) -> list[dict[str, Any]]:
+        """One dict per NIC of ``store``, in NIC order."""
+        counts: list[dict[str, dict[str, int]]] = [{} for _ in store.nics]
+        for (nic, kind), frames in self.kinds.items():
+            if kind[0]:
+                counts[nic].setdefault(kind[0], {})[kind[1]] = frames
+        out = []
+        for nic in store.nics:
+            frames = self.frames[nic.id]
+            out.append(
+                {
+                    "nic": nic.name,
+                    "host": nic.host,
+                    "container": nic.container,
+                    "label": nic.label,
+                    "linktype": nic.linktype,
+                    "linktype_name": linktype_name(nic.linktype),
+                    "frames": frames,
+                    "bytes": self.bytes[nic.id],
+                    "first": self.first[nic.id] / 1e9 if frames else None,
+                    "last": self.last[nic.id] / 1e9 if frames else None,
+                    "received": nic.received,
+                    "dropped": nic.dropped,
+                    "encapsulated": {
+                        encap: {"frames": sum(inner.values()), "inner": dict(sorted(inner.items()))}
+                        for encap, inner in sorted(counts[nic.id].items())
+                    },
+                }
+            )
+        return out
+
+
 def nic_stats(store: FrameStore, match: Matcher | None = None) -> list[dict[str, Any]]:
     """One dict per NIC, in NIC order; with ``match``, of the frames it keeps."""
-    counts: list[dict[str, dict[str, int]]] = [{} for _ in store.nics]
-    kept = _count_kinds(store, len(store), match)
-    for (nic, kind), frames in kept.items():
-        if isinstance(kind, tuple) and kind[0]:
-            counts[nic].setdefault(kind[0], {})[kind[1]] = frames
-    origlen, ts = store.origlen, store.ts_ns
-
-    out = []
-    for nic in store.nics:
-        idx = store.per_nic[nic.id]
-        frames = len(idx)
-        if match is None:
-            nbytes = sum(map(origlen.__getitem__, idx))
-            first = min(map(ts.__getitem__, idx)) / 1e9 if frames else None
-            last = max(map(ts.__getitem__, idx)) / 1e9 if frames else None
-        else:
-            frames = kept.get((nic.id, None), 0)
-            nbytes = kept.get((nic.id, "bytes"), 0)
-            first = kept[nic.id, "first"] / 1e9 if frames else None
-            last = kept[nic.id, "last"] / 1e9 if frames else None
-        out.append(
-            {
-                "nic": nic.name,
-                "host": nic.host,
-                "container": nic.container,
-                "label": nic.label,
-                "linktype": nic.linktype,
-                "linktype_name": linktype_name(nic.linktype),
-                "frames": frames,
-                "bytes": nbytes,
-                "first": first,
-                "last": last,
-                "received": nic.received,
-                "dropped": nic.dropped,
-                "encapsulated": {
-                    encap: {"frames": sum(inner.values()), "inner": dict(sorted(inner.items()))}
-                    for encap, inner in sorted(counts[nic.id].items())
-                },
-            }
-        )
-    return out
+    counts = NicCounts(match)
+    counts.add(store, len(store))
+    return counts.stats(store)

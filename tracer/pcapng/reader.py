@@ -64,6 +64,7 @@ from tracer.model import (
     RuleHits,
 )
 from tracer.pcapng.blocks import read_exactly
+from tracer.pcapng.spill import PAGE, Spill
 
 __all__ = [
     "MAX_CAPLEN",
@@ -282,17 +283,24 @@ class _Sink:
         return 0
 
     def flush(self) -> None:
-        n = len(self.ts)
-        if not n:
+        if not len(self.ts):
             return
+        with self.store.room:
+            self.store.wait_for_room()
+            self._flush()
+
+    def _flush(self) -> None:
+        """:meth:`flush`, holding the store's lock."""
+        n = len(self.ts)
         st = self.store
         base = len(st.ts_ns)
         ts = self.ts
         pend = self.pending_batch
         mn: int | None
         if len(pend) == n:
-            # nothing but frames without a timestamp so far
-            self.pending_global.extend(base + k for k in pend)
+            # nothing but frames without a timestamp so far (counted from the very
+            # first frame: the printer may drop frames meanwhile)
+            self.pending_global.extend(st.dropped + base + k for k in pend)
             pend.clear()
             mn = None
         else:
@@ -300,7 +308,8 @@ class _Sink:
             for k in pend:
                 ts[k] = fill
             for g in self.pending_global:
-                st.ts_ns[g] = fill
+                if g >= st.dropped:
+                    st.ts_ns[g - st.dropped] = fill
             pend.clear()
             self.pending_global.clear()
             mn = min(ts)
@@ -336,16 +345,17 @@ class _Sink:
         st.note_source(self.source, base, n)
         per_nic = st.per_nic
         nic_index = st.nic_index
+        nic_dropped = st.nic_dropped  # (the #N on a NIC counts its frames dropped too)
         if const is not None:
             per = per_nic[const]
-            k = len(per)
+            k = len(per) + nic_dropped[const]
             nic_index.extend(range(k, k + n))
             per.extend(range(base, base + n))
         else:
             ni_append = nic_index.append
             for j, nic in enumerate(nics):
                 per = per_nic[nic]
-                ni_append(len(per))
+                ni_append(len(per) + nic_dropped[nic])
                 per.append(base + j)
         self.count += n
         # empty the batch in place (the parsers hold bound appends)
@@ -1032,6 +1042,9 @@ class Capture:
         self._done = False
         self._bytes_read = size or 0  # for the last progress() call
         self.on_event: Callable[[CaptureEvent], None] | None = None
+        # a stream's bytes go there as read, full chunks are mapped back from it
+        # (tracer.pcapng.spill); None: they stay in memory
+        self.spill: Spill | None = None
 
     # -- reading ------------------------------------------------------------
     def read_into(
@@ -1135,35 +1148,46 @@ class Capture:
         total = filled
         last = 0.0
         self._head = b""
+        spill = self.spill
+        if spill is not None:
+            spill.write(head)
+            store.disk_bytes = spill.size if spill.writes else total
         try:
             while True:
                 if cancelled is not None and cancelled():
                     break
                 if filled == len(chunk):
-                    # full: freeze the consumed part, carry the partial record over
-                    rest = filled - pos
+                    # full: freeze the consumed part, carry the partial record over (spilled:
+                    # from the page it starts in, so that the next chunk can be mapped too)
+                    keep = (parser.base + pos) % PAGE if spill is not None else 0
+                    rest = filled - pos + keep
                     new = bytearray(max(CHUNK, 2 * rest))
-                    new[:rest] = chunk[pos:filled]
-                    parser.base += pos
+                    new[:rest] = chunk[pos - keep : filled]
+                    start = parser.base
+                    parser.base += pos - keep
                     if sink.count > chunk_start:
-                        store.buffers[sink.buf_id] = _freeze(chunk, pos)
+                        store.buffers[sink.buf_id] = self._frozen(store, chunk, pos, start)
                         sink.buf_id = store.add_buffer(new)
                         chunk_start = sink.count
                     else:  # no frame points into it: reuse its id
                         store.buffers[sink.buf_id] = new
                     chunk = new
                     filled = rest
-                    pos = 0
+                    pos = keep
                 if fd is not None and cancelled is not None and not _wait_readable(fd, cancelled):
                     break
                 with memoryview(chunk) as view:
                     n = self._read_chunk(view[filled:])
+                    if n > 0 and spill is not None:
+                        spill.write(view[filled : filled + n])
                 if n <= 0:
                     pos = parser.parse(chunk, pos, filled, filled, True)  # damage if incomplete
                     sink.flush()
                     break
                 filled += n
                 total += n
+                if spill is not None:  # (the -w file: its writer wrote what was read)
+                    store.disk_bytes = spill.size if spill.writes else total
                 pos = parser.parse(chunk, pos, filled, filled, False)
                 sink.flush()
                 if progress is not None:
@@ -1173,8 +1197,25 @@ class Capture:
                         progress(total, None)
         finally:
             # freeze the last chunk (also when stopped by damage)
-            store.buffers[sink.buf_id] = _freeze(chunk, filled)
+            store.buffers[sink.buf_id] = self._frozen(store, chunk, filled, parser.base)
             self._bytes_read = total
+            if spill is not None:
+                if spill.failed is not None:
+                    store.warnings.append(
+                        f"{self.spec.path}: could not keep the stream in {spill.where} ({_one_line(spill.failed)});"
+                        " frames from then on were kept in memory"
+                    )
+                spill.close()
+
+    def _frozen(self, store: FrameStore, chunk: bytearray, n: int, start: int):
+        """The first ``n`` bytes of a full ``chunk`` (at stream offset ``start``) for
+        good: mapped from the spill file when there is one, else a copy."""
+        spill = self.spill
+        if spill is not None:
+            mm = spill.map(start, chunk, n)
+            if mm is not None:
+                return mm
+        return _freeze(chunk, n)
 
     def close(self) -> None:
         """Close a stream we opened (a FIFO path).  A file's mmap is left alone: the

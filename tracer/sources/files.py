@@ -190,6 +190,21 @@ class FileSource:
     def reads_stdin(self) -> bool:
         return any(c.spec.path == "-" for c in self.captures)
 
+    def spill_to_disk(self, store: FrameStore) -> None:
+        """Keep the bytes of streams (stdin, a FIFO) on disk, not in memory (the UI: it keeps
+        every frame), in a private temporary file each (:mod:`tracer.pcapng.spill`); one
+        that cannot be made is a warning, that stream's frames stay in memory."""
+        from tracer.pcapng.spill import temp_spill
+
+        for cap in self.captures:
+            if cap.size is None and cap.spill is None:
+                try:
+                    cap.spill = temp_spill()
+                except OSError as e:
+                    store.warnings.append(
+                        f"{cap.spec.path}: cannot keep the stream on disk ({e.strerror or e}): frames kept in memory"
+                    )
+
     def load(
         self,
         store: FrameStore,

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tracer.events import CaptureEvent
+from tracer.model import FrameStore
 
 EventSink = Callable[[CaptureEvent], None]
 
@@ -83,6 +84,29 @@ class Session:
     def __init__(self, on_event: EventSink | None = None) -> None:
         self.events: list[CaptureEvent] = []
         self.on_event = on_event
+
+    def spill_to_disk(self, store: FrameStore) -> None:
+        """Keep the stream's bytes on disk, not in memory (the UI: it keeps every frame):
+        in the ``-w`` file when it is a regular file this process can read back, else in
+        a private temporary file in ``$TMPDIR`` (:mod:`tracer.pcapng.spill`).  Call it
+        after ``start``; one that cannot be made is a warning, frames stay in memory."""
+        from tracer.pcapng.spill import file_spill, temp_spill
+
+        capture = getattr(self, "capture", None)
+        if capture is None:
+            return
+        wfile = getattr(self, "wfile", None)
+        opts = getattr(self, "opts", None)
+        spill = None
+        if wfile is not None:
+            spill = file_spill(wfile.fileno(), getattr(opts, "write", None) or "the -w file")
+        if spill is None:
+            try:
+                spill = temp_spill()
+            except OSError as e:
+                store.warnings.append(f"cannot keep the stream on disk ({e.strerror or e}): frames kept in memory")
+                return
+        capture.spill = spill
 
     def _event(self, event: CaptureEvent) -> None:
         self.events.append(event)

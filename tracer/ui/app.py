@@ -9,6 +9,7 @@ costs a few refreshes a second, never one message per packet.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Callable, Iterable
@@ -568,6 +569,14 @@ class TracerApp(App[None]):
         text.append(f" · {len(store):,} frame{'s' if len(store) != 1 else ''}", style="bold")
         if self.loading_done and self.load_error is None and not self.live:
             text.append(" · loaded", style=p.muted)
+        if store.disk_bytes is not None:  # a stream spilled to disk: what it costs where
+            try:
+                with open("/proc/self/statm") as f:
+                    rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+                text.append(f" · {rss / 1e6:,.0f} MB in memory", style=p.muted)
+            except (OSError, ValueError, IndexError):
+                pass
+            text.append(f" · {store.disk_bytes / 1e6:,.0f} MB on disk", style=p.muted)
         tracker = self.tracker
         if len(store) and not tracker.caught_up:
             text.append(f" · matching journeys {tracker.matched * 100 // len(store)}%", style=p.progress)

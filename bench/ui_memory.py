@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Bytes per frame of the UI on a stream: the app, headless, reads N frames of 92 bytes
+from a FIFO (as ``tracer replay -`` reads stdin), its bytes spilled to a temporary
+file as replay does (or, ``--no-spill``, kept in memory as before), until loading is
+done and the journeys are matched; the growth of anonymous RSS over N is the cost per frame (the spill file's pages
+the UI touched count as file-backed RSS: page cache, which the kernel reclaims).
+
+    python bench/ui_memory.py --frames 500000 [--no-spill]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from soak import FRAMES, HEADER, REC
+
+
+def rss() -> tuple[int, int]:
+    """(RssAnon, RssFile) in bytes: anonymous memory is what the process holds;
+    file pages (the spill file's mapped pages) the kernel can drop and read again."""
+    got = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "RssFile"):
+                got[key] = int(value.split()[0]) * 1024
+    return got["RssAnon"], got["RssFile"]
+
+
+def stream(n: int) -> bytes:
+    out = [HEADER]
+    for k in range(n):
+        d = FRAMES[k % len(FRAMES)]
+        out.append(REC.pack(1_700_000_000 + k // 20_000, (k % 20_000) * 50, len(d), len(d)))
+        out.append(d)
+    return b"".join(out)
+
+
+async def run(n: int, spill: bool) -> None:
+    from tracer.model import FrameStore
+    from tracer.sources.files import FileSource
+    from tracer.ui import make_app
+
+    tmp = Path(tempfile.mkdtemp(prefix="tracer-uimem-"))
+    fifo = tmp / "stream"
+    os.mkfifo(fifo)
+    data = stream(n)
+
+    def feed() -> None:
+        with open(fifo, "wb") as f:
+            f.write(data)
+
+    threading.Thread(target=feed, daemon=True).start()
+    before = rss()
+    source = FileSource.of(fifo)
+    store = FrameStore()
+    if spill:
+        source.spill_to_disk(store)
+    app = make_app(source, store=store, view="columns")
+    t0 = time.monotonic()
+    async with app.run_test(size=(160, 50)) as pilot:
+        while not app.loading_done or not app.tracker.caught_up:
+            await pilot.pause(0.2)
+        await pilot.pause(0.5)
+        after = rss()
+        frames = len(store)
+    fifo.unlink()
+    tmp.rmdir()
+    print(
+        f"{'spilled' if spill else 'in memory'}: {frames} frames of 92 B in {time.monotonic() - t0:.0f} s; "
+        f"anonymous RSS {before[0] / 1e6:.0f} -> {after[0] / 1e6:.0f} MB: "
+        f"{(after[0] - before[0]) / frames:.0f} B/frame;"
+        f" file-backed RSS {before[1] / 1e6:.0f} -> {after[1] / 1e6:.0f} MB (page cache the kernel may reclaim);"
+        f" on disk {(store.disk_bytes or 0) / 1e6:.0f} MB"
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--frames", type=int, default=500_000)
+    ap.add_argument("--no-spill", action="store_true")
+    args = ap.parse_args()
+    asyncio.run(run(args.frames, not args.no_spill))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
