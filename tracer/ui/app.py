@@ -642,6 +642,15 @@ class TracerApp(App[None]):
         elif self.live:  # -c, --duration, the agent gone, every host done: say so up front
             text.append("■ capture stopped", style=p.warning + BOLD)
             text.append("   ")
+        run = self.filter_run
+        if run is not None:  # first: what is on screen is the filter's (a narrow screen cuts the rest)
+            text.append("▼ ", style=p.progress + BOLD)
+            text.append(safe(run.text), style=p.progress + BOLD)
+            total = run.limit()
+            text.append(f": {len(run.matched):,} of {total:,} frame{'s' if total != 1 else ''}", style="bold")
+            if not run.done:
+                text.append(f" (filtering {run.scanned * 100 // max(1, total)}%)", style=p.progress)
+            text.append("   ")
         text.append(f"{len(store.nics)} NIC{'s' if len(store.nics) != 1 else ''}", style="bold")
         text.append(f" · {len(store):,} frame{'s' if len(store) != 1 else ''}", style="bold")
         if self.loading_done and self.load_error is None and not self.live:
@@ -652,14 +661,6 @@ class TracerApp(App[None]):
         elif len(store):
             n = len(tracker.corr)
             text.append(f" · {n:,} journey{'s' if n != 1 else ''}", style=p.muted)
-        run = self.filter_run
-        if run is not None:
-            text.append("   ⧩ ", style=p.progress + BOLD)
-            text.append(safe(run.text), style=p.progress + BOLD)
-            total = run.limit()
-            text.append(f": {len(run.matched):,} of {total:,} frame{'s' if total != 1 else ''}", style="bold")
-            if not run.done:
-                text.append(f" (filtering {run.scanned * 100 // max(1, total)}%)", style=p.progress)
         if self.search is not None:
             text.append("   ⌕ ", style=p.muted)
             text.append(safe(self.search.text), style=p.muted)
@@ -1304,6 +1305,16 @@ class TracerApp(App[None]):
             "Journey of the selected packet",
             "The packet's path across NICs and hosts, as the article draws it (Enter, J)",
             self.action_journey,
+        )
+        yield SystemCommand(
+            "Display filter",
+            "Show only the packets a filter keeps: ip.addr == 10.244.2.2 && icmp (/)",
+            self.action_filter_bar,
+        )
+        if self.filter_run is not None:
+            yield SystemCommand("Clear the display filter", "Every packet again (Esc Esc)", self.clear_filter)
+        yield SystemCommand(
+            "Find packet", "Move to the next packet a filter matches, hiding nothing (Ctrl+F)", self.action_search_bar
         )
         yield SystemCommand("Next hop", "Select the same packet at its next NIC (n)", lambda: self.action_hop(1))
         yield SystemCommand(
