@@ -136,11 +136,12 @@ class TracerApp(App[None]):
         Binding("ctrl+c", "quit", "Quit", show=False),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("slash", "filter_bar", "Filter", key_display="/"),
-        Binding("ctrl+f", "search_bar", "Find", key_display="^f"),
+        # the footer has 80 cells: / takes the place of t (both are in the help and the palette)
+        Binding("ctrl+f", "search_bar", "Find", key_display="^f", show=False),
         Binding("ctrl+n", "find(1)", "Find next", show=False),
         Binding("ctrl+b", "find(-1)", "Find previous", show=False),
         Binding("J", "journey", "Journey", show=False),
-        Binding("t", "layers", "Layers"),
+        Binding("t", "layers", "Layers", show=False),
         Binding("x", "bytes", "Bytes", show=False),
         # n and p: the status line says them whenever a journey is selected
         Binding("n,right_square_bracket", "hop(1)", "Next hop", key_display="n", show=False),
