@@ -1113,6 +1113,8 @@ class TracerApp(App[None]):
         self._grid_seen += len(new)
         ids = sorted({journey_of[f] for f in new if f < n})
         self.query_one("#grid", JourneyGrid).add_rows(ids)
+        if self.view == "grid":
+            self.query_one("#grid-header", GridHeader).repaint()  # its "N packets"
 
     def _journey_kept(self, journey: Journey) -> bool:
         run = self.filter_run
