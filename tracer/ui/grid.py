@@ -218,11 +218,18 @@ class JourneyGrid(ScrollView, can_focus=True):
         self._seen = len(journeys)
         if grown:
             candidates.extend(grown)
+            # in journey order: of two crossing as many NICs the first packet is the spine,
+            # however the frames were batched (a reply's journey matched in the same step
+            # as its request grew must not turn the columns round)
+            candidates.sort(key=lambda j: j.id)
         keep = self.keep
+        redraw = False
         for j in candidates:
             if len(j.frames) < 2:
                 continue
-            if j.id not in self._listed and (keep is None or keep(j)):
+            if j.id in self._listed:
+                redraw = True  # a row's journey grew: its cells change (no new row says so)
+            elif keep is None or keep(j):
                 self._listed.add(j.id)
                 if not self.rows or j.id > self.rows[-1]:
                     self.rows.append(j.id)
@@ -240,6 +247,8 @@ class JourneyGrid(ScrollView, can_focus=True):
             changed = True
         if changed:
             self.virtual_size = Size(self.size.width, len(self.rows))
+            self.refresh()
+        elif redraw:
             self.refresh()
         return changed
 
