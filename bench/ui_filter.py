@@ -28,7 +28,7 @@ DEFAULT = Path(__file__).resolve().parent / "out" / "journeys-1000000.pcapng"
 FILTERS = ["icmp and inner.ip.dst == 10.244.2.2", "tcp", "icmp.seq == 7", "ip.addr == 10.244.0.0/16"]
 
 
-async def measure(path: Path, filters: list[str]) -> None:
+async def measure(path: Path, filters: list[str], view: str) -> None:
     from tracer.model import FrameStore
     from tracer.sources.files import FileSource
     from tracer.ui import make_app
@@ -36,13 +36,23 @@ async def measure(path: Path, filters: list[str]) -> None:
     from tracer.ui.packet_list import PacketList
 
     store = FrameStore()
-    app = make_app(FileSource.of(str(path)), store=store, view="columns", theme="textual-dark")
+    app = make_app(FileSource.of(str(path)), store=store, view=view, theme="textual-dark")
     async with app.run_test(size=(160, 48)) as pilot:
         t = time.perf_counter()
         await app.workers.wait_for_complete()
         while not app.loading_done:
             await pilot.pause(0.01)
-        print(f"{path.name}: {len(store):,} frames, {len(store.nics)} NICs, loaded in {time.perf_counter() - t:.1f} s")
+        loaded = time.perf_counter() - t
+        import gc
+
+        gcs = []
+
+        def cb(phase, info):
+            if info["generation"] == 2:
+                gcs.append((phase, time.perf_counter()))
+
+        gc.callbacks.append(cb)
+        print(f"{path.name}: {len(store):,} frames, {len(store.nics)} NICs, loaded in {loaded:.1f} s, {view} view")
         for text in filters:
             await pilot.press("slash")
             bar = app.query_one("#filter-bar", FilterBar)
@@ -63,6 +73,11 @@ async def measure(path: Path, filters: list[str]) -> None:
                     break
                 await asyncio.sleep(0.005)
             done = time.perf_counter() - t0
+            starts = [t for ph, t in gcs if ph == "start" and t0 <= t <= t0 + first]
+            stops = [t for ph, t in gcs if ph == "stop" and t0 <= t]
+            for a in starts:
+                b = min((x for x in stops if x >= a), default=a)
+                print(f"   gen2 gc at +{a - t0:.3f} took {b - a:.3f}")
             assert run is not None
             print(
                 f"  {text!r}: first matches on screen {first:.3f} s ({at_first:,} frames looked at then), "
@@ -76,11 +91,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("file", nargs="?", type=Path, default=DEFAULT)
     ap.add_argument("--filter", action="append", dest="filters")
+    ap.add_argument("--view", choices=["columns", "merged"], default="columns", help="the view filtered")
     args = ap.parse_args()
     if not args.file.exists():
         print(f"{args.file}: not there (python bench/journeys.py makes it)", file=sys.stderr)
         return 2
-    asyncio.run(measure(args.file, args.filters or FILTERS))
+    asyncio.run(measure(args.file, args.filters or FILTERS, args.view))
     return 0
 
 
