@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 import time
 from pathlib import Path
@@ -43,15 +44,13 @@ async def measure(path: Path, filters: list[str], view: str) -> None:
         while not app.loading_done:
             await pilot.pause(0.01)
         loaded = time.perf_counter() - t
-        import gc
+        gcs: list[tuple[str, float]] = []  # full collections: they stop the UI thread too
 
-        gcs = []
-
-        def cb(phase, info):
+        def note_gc(phase: str, info: dict) -> None:
             if info["generation"] == 2:
                 gcs.append((phase, time.perf_counter()))
 
-        gc.callbacks.append(cb)
+        gc.callbacks.append(note_gc)
         print(f"{path.name}: {len(store):,} frames, {len(store.nics)} NICs, loaded in {loaded:.1f} s, {view} view")
         for text in filters:
             await pilot.press("slash")
