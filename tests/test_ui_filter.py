@@ -403,3 +403,40 @@ def test_readme_lists_the_new_keys():
     readme = (REPO / "README.md").read_text()
     for key in ("| / |", "Ctrl+F", "Ctrl+N"):
         assert key in readme
+
+
+def repeated_store(times: int) -> FrameStore:
+    """The bundled capture's frames ``times`` over, a second apart: more frames than the
+    first chunk a filter takes at once, so the rest goes through the worker."""
+    one = FrameStore()
+    open_capture(SourceSpec(str(BUNDLED))).read_into(one)
+    store = FrameStore()
+    for nic in one.nics:
+        store.add_nic(nic)
+    bufs = [store.add_buffer(b) for b in one.buffers]
+    for k in range(times):
+        for i in range(len(one)):
+            ts = one.ts_ns[i] + k * 1_000_000_000
+            store.append(one.nic_of[i], ts, bufs[one.buf_of[i]], one.offset[i], one.caplen[i], one.origlen[i])
+    return store
+
+
+@needs_tshark
+async def test_a_big_capture_is_filtered_first_chunk_at_once_then_the_rest():
+    from tracer.ui.filtering import FIRST_CHUNK
+
+    times = FIRST_CHUNK // 60 + 200  # ~32,000 frames
+    store = repeated_store(times)
+    assert len(store) > FIRST_CHUNK
+    app = ui_app(store=store)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        assert app.apply_filter("icmp.type == 8") is None
+        run = app.filter_run
+        assert run is not None and run.scanned == FIRST_CHUNK  # the first chunk, at once
+        first = sum(shown_per_nic(app).values())
+        assert first > 0 and "filtering" in screen_text(app)
+        await finish_filter(pilot)
+        want = tshark_per_interface(BUNDLED, "icmp.type == 8")
+        assert shown_per_nic(app) == {c.nic.id: want.get(c.nic.id, 0) * times for c in app._columns}
+        assert "filtering" not in screen_text(app)
