@@ -50,7 +50,7 @@ async def type_filter(pilot, text: str, key: str = "slash") -> None:
 
 async def finish_filter(pilot) -> None:
     app = pilot.app
-    for _ in range(200):
+    for _ in range(1500):  # a loaded machine: the worker may take its time
         run = app.filter_run
         if run is None or (run.done and not app._filter_working):
             break

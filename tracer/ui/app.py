@@ -457,6 +457,9 @@ class TracerApp(App[None]):
         except NoMatches:
             return False
         new = [NicColumn(nic, store) for nic in store.nics[len(self._columns) :]]
+        if self._search_run is not None:
+            for column in new:
+                column.packets.search = self._search_hit
         run = self.filter_run
         if run is not None:
             for column in new:
@@ -1060,10 +1063,12 @@ class TracerApp(App[None]):
         # paint (and journey matching waits for it too)
         self._filter_painting = True
         self.call_after_refresh(self._filter_painted)
+        self.set_timer(0.25, self._filter_painted)  # whichever comes first (a screen not shown)
 
     def _filter_painted(self) -> None:
-        self._filter_painting = False
-        self._filter_catch_up()
+        if self._filter_painting:
+            self._filter_painting = False
+            self._filter_catch_up()
 
     def _filter_catch_up(self) -> None:
         """Frames the filter has not looked at (the rest of a big file, new ones of a live
@@ -1227,7 +1232,13 @@ class TracerApp(App[None]):
 
     @on(FilterBar.Closed)
     def _bar_closed(self, message: FilterBar.Closed) -> None:
-        self.action_back_to_list()
+        """The keys go back to the view (never Esc's second meaning: that is a key of its own)."""
+        if self.view == "grid":
+            self.query_one("#grid", JourneyGrid).focus()
+        elif self.active_list is not None and self.active_list.display:
+            self.active_list.focus()
+        elif self._lists():
+            self._lists()[0].focus()
 
     def _set_search(self, run: FilterRun | None) -> None:
         self._search_run = run
