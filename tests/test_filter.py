@@ -498,9 +498,9 @@ def test_bad_filter_is_one_line_with_the_column(flt, message):
     assert len(r.stderr.splitlines()) == 1 and "Traceback" not in r.stderr
 
 
-def test_y_without_batch_output_says_so_and_journeys_need_replay():
-    r = tracer("replay", str(BUNDLED), "-Y", "icmp")
-    assert r.returncode == 2 and "-Y goes with --print" in r.stderr and len(r.stderr.splitlines()) == 1
+def test_y_without_batch_output_opens_the_ui_and_live_journeys_need_replay():
+    r = tracer("replay", str(BUNDLED), "-Y", "icmp")  # the UI, filtered: here no terminal for it
+    assert r.returncode == 2 and "the UI needs a terminal" in r.stderr and len(r.stderr.splitlines()) == 1
     r = tracer("live", "--print", "-Y", "journey.hops > 2")
     assert r.returncode == 2 and "journey.hops" in r.stderr and len(r.stderr.splitlines()) == 1
     r = tracer("live", "--print", "-Y", "ip.ttl >")

@@ -186,3 +186,40 @@ def test_live_ui_keeps_the_stream_in_its_w_file(pair):
             proc.wait()
         os.close(master)
         shutil.rmtree(where, ignore_errors=True)
+
+
+@requires_root
+def test_live_minus_y_opens_the_ui_filtered_and_slash_changes_it(pair):
+    """``tracer live -Y FILTER`` with the UI: real pings between two namespaces, the frames
+    filtered as they arrive (3 echo requests of the frames read), then ``/`` with another
+    filter typed on the terminal, and ``q``."""
+    a, b = pair
+    proc, master = live_ui_on_a_pty(a, 30, 140, "-Y", "icmp.type == 8")
+    screen = b""
+    try:
+        screen += _read(master, 4)
+        assert proc.poll() is None, screen.decode(errors="replace")
+        from tracer.lab.traffic import ping
+
+        replies, _err = ping(b, "10.77.0.1", 3, os.getpid() & 0xFFFF)
+        assert replies == 3
+        screen += _read(master, 2)
+        for key in (b"/", b"\x15", *(bytes([c]) for c in b"icmp.type == 0"), b"\r"):
+            os.write(master, key)
+            screen += _read(master, 0.15)
+        screen += _read(master, 1.5)
+        assert proc.poll() is None, screen.decode(errors="replace")[-3000:]
+        os.write(master, b"q")
+        screen += _read(master, 3)
+        rc = proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        os.close(master)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+    assert rc == 0 and "Traceback" not in text, text[-3000:]
+    requests = [(int(m), int(n)) for m, n in re.findall(r"icmp\.type == 8: (\d+) of (\d+) frame", text)]
+    assert requests and max(requests)[0] == 3 and max(n for _m, n in requests) >= 6, requests
+    replies_seen = [int(m) for m in re.findall(r"icmp\.type == 0: (\d+) of \d+ frame", text)]
+    assert replies_seen and max(replies_seen) == 3, text[-3000:]

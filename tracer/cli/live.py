@@ -240,9 +240,7 @@ def _display_filter(args: argparse.Namespace) -> None:
     if args.flt is None:
         return
     if not args.print_:
-        raise UsageError(
-            "live: -Y goes with --print (the UI has no filter bar yet; journeys: -w FILE, then replay -Y --journeys)"
-        )
+        return  # the UI opens with it applied (journey.* there too: it reads the journeys so far)
     if args.flt.needs_journeys:
         raise UsageError("live: journey.hops and journey.delivered need the whole capture (-w it, then replay -Y)")
 
@@ -271,7 +269,7 @@ def _run_session(
         warm_up(ui=not printing)
         # the app (and with it Textual's terminal driver) is made while the Python
         # installation is surely readable: after root is given up it may not be
-        app = None if printing else _make_app(session, store)
+        app = None if printing else _make_app(session, store, flt)
     except Exception as e:  # noqa: BLE001 - e.g. a broken UI install: say so, suggest --print
         return _err(f"cannot load the {'UI' if not printing else 'printer'} ({type(e).__name__}: {e}); try --print")
     stop_flag = threading.Event()
@@ -380,10 +378,11 @@ def _journeys(
 SETTLE_S = 4.0
 
 
-def _make_app(session: LiveSession | RemoteSession, store: FrameStore) -> TracerApp:
+def _make_app(session: LiveSession | RemoteSession, store: FrameStore, flt: Filter | None = None) -> TracerApp:
     from tracer.ui import make_app
 
-    return make_app(session, store=store)
+    # no history file: live runs as root and gives it up, a file in someone's home is no place for either
+    return make_app(session, store=store, display_filter=None if flt is None else flt.text)
 
 
 def _ui(app: TracerApp, session: LiveSession | RemoteSession, store: FrameStore) -> int:

@@ -113,13 +113,11 @@ def run(args: argparse.Namespace) -> int:
     if len(batch) > 1:
         raise UsageError(f"choose one of {' and '.join(batch)}")
     flt = output.filter_of(args.display_filter)
-    if flt is not None and not batch:
-        raise UsageError("-Y goes with --print, --stats or --journeys (the UI has no filter bar yet)")
     source = FileSource.open(args.sources, args.links)
     store = FrameStore()
 
     if not batch:
-        return _run_ui(source, store)
+        return _run_ui(source, store, args.display_filter)
 
     out = sys.stdout
     try:
@@ -163,7 +161,7 @@ def _notes(source) -> None:
         die(f"note: {note}")
 
 
-def _run_ui(source, store) -> int:
+def _run_ui(source, store, display_filter: str | None = None) -> int:
     from tracer.cli.main import EXIT_SIGNALS, die_of_crash, warn
 
     if not sys.stdout.isatty():
@@ -177,9 +175,10 @@ def _run_ui(source, store) -> int:
         os.dup2(tty, 0)
         os.close(tty)
     from tracer.ui import make_app
+    from tracer.ui.filtering import default_history_path
 
     source.spill_to_disk(store)
-    app = make_app(source, store=store)
+    app = make_app(source, store=store, display_filter=display_filter, history=default_history_path())
 
     def on_signal(signum: int, frame: object) -> None:
         app.request_exit()

@@ -6,6 +6,8 @@ live), the tests and ``screenshots/make.py`` all go through it.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tracer.model import FrameStore
 from tracer.sources import Source
 from tracer.sources.session import Session
@@ -21,6 +23,8 @@ def make_app(
     title: str | None = None,
     theme: str | None = None,
     view: str | None = None,
+    display_filter: str | None = None,
+    history: Path | None = None,
 ) -> TracerApp:
     """The app showing what ``source`` loads into ``store`` (a new one by default).
 
@@ -28,7 +32,9 @@ def make_app(
     ``TEXTUAL_THEME`` environment variable when set).  Tests and screenshots pass
     a fixed theme so that their pictures do not depend on the environment.
     ``view`` (``columns``, ``merged``, ``grid``) fixes the first view; by default
-    the journey grid once a journey crosses three NICs, the NIC columns before."""
+    the journey grid once a journey crosses three NICs, the NIC columns before.
+    ``display_filter`` is applied at once (``-Y``); ``history`` is the file the filter
+    bar keeps its history in (none: the session's alone)."""
     return TracerApp(
         FrameStore() if store is None else store,
         source.load if source is not None else None,
@@ -36,4 +42,6 @@ def make_app(
         theme=theme,
         view=view,
         live=isinstance(source, Session),  # this machine's agent or several hosts: a capture
+        display_filter=display_filter,
+        history=history,
     )

@@ -9,11 +9,15 @@ costs a few refreshes a second, never one message per packet.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable
+import time
+from array import array
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
+from pathlib import Path
 from typing import ClassVar
 
 from rich.text import Text
@@ -31,12 +35,15 @@ from textual.worker import Worker, WorkerState, get_current_worker
 
 from tracer.correlate import Journey
 from tracer.correlate.tracking import JourneyTracker
-from tracer.errors import InputError
+from tracer.errors import FilterError, InputError
 from tracer.events import CaptureEvent
+from tracer.filter import Filter, compile_filter, journey_facts
 from tracer.model import FrameStore
 from tracer.sources import Load
 from tracer.text import safe
 from tracer.ui.detail import HexView, LayerTree
+from tracer.ui.filter_bar import FilterBar
+from tracer.ui.filtering import CHUNK, FIRST_CHUNK, FilterRun, History
 from tracer.ui.grid import GRID_MIN_NICS, GridHeader, JourneyGrid
 from tracer.ui.help import HelpScreen
 from tracer.ui.journey_screen import JourneyScreen
@@ -70,7 +77,13 @@ MAIN_ONLY = {
     "journey",
     "layers",
     "topology",
+    "filter_bar",
+    "search_bar",
+    "find",
 }
+FILTER_TICK = 0.1  # while a filter runs over a big capture: its matches join the screen this often
+MERGED_EVERY = 1.0  # ...but the merged timeline is sorted again at most this often
+JOURNEY_FILTER_EVERY = 2.0  # journey.* filters run again as journeys grow, at most this often
 VIEWS = ("columns", "merged", "grid")
 MAX_WARNING_TOASTS = 3
 # cells: "0.000 → 10.244.2.2 ICMP" and the column's border and padding: a row shrinks
@@ -124,8 +137,13 @@ class TracerApp(App[None]):
         # Textual only says how to quit on Ctrl-C; here it quits (an Input's copy still wins)
         Binding("ctrl+c", "quit", "Quit", show=False),
         Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("slash", "filter_bar", "Filter", key_display="/"),
+        # the footer has 80 cells: / takes the place of t (both are in the help and the palette)
+        Binding("ctrl+f", "search_bar", "Find", key_display="^f", show=False),
+        Binding("ctrl+n", "find(1)", "Find next", show=False),
+        Binding("ctrl+b", "find(-1)", "Find previous", show=False),
         Binding("J", "journey", "Journey", show=False),
-        Binding("t", "layers", "Layers"),
+        Binding("t", "layers", "Layers", show=False),
         Binding("x", "bytes", "Bytes", show=False),
         # n and p: the status line says them whenever a journey is selected
         Binding("n,right_square_bracket", "hop(1)", "Next hop", key_display="n", show=False),
@@ -161,6 +179,8 @@ class TracerApp(App[None]):
         theme: str | None = None,
         view: str | None = None,
         live: bool = False,
+        display_filter: str | None = None,
+        history: Path | None = None,
     ) -> None:
         super().__init__()
         self.live = live  # a capture going on (tracer live): its end is news, "capture stopped"
@@ -197,6 +217,22 @@ class TracerApp(App[None]):
         self.view = "columns"
         self._view_chosen = view is not None
         self._exit_asked = threading.Event()  # a signal asked the app to leave
+        # the display filter (``/``, ``-Y``) and the search (Ctrl+F); history shared by both
+        self.history = History(history)
+        self._first_filter = display_filter
+        self.filter_run: FilterRun | None = None
+        self._filter_timer: Timer | None = None
+        self._filter_working = False  # a worker is stepping filter_run
+        self._filter_painting = False  # a new filter's first matches are not on screen yet
+        self._filter_job: Worker | None = None
+        self._grid_seen = 0  # filter_run.matched looked at for grid rows
+        self._merged_key: tuple = ()
+        self._merged_at = 0.0
+        self._journey_filter_at = 0.0
+        self.search: Filter | None = None
+        self._search_run: FilterRun | None = None
+        self._timeline: tuple[int, list[int], bool] | None = None  # (frames, time order, it is index order)
+        self._where: tuple[int, array] | None = None  # (frames, each one's place in the time order)
 
     # -- layout ------------------------------------------------------------
     def get_default_screen(self) -> Screen:
@@ -204,6 +240,8 @@ class TracerApp(App[None]):
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="⇄")
+        yield FilterBar("filter", self.history, id="filter-bar", classes="filter-bar")
+        yield FilterBar("search", self.history, id="search-bar", classes="filter-bar")
         with Vertical(id="lists"):
             yield HorizontalScroll(id="columns")
             with Vertical(id="merged", classes="nic-column"):
@@ -244,6 +282,10 @@ class TracerApp(App[None]):
         self.query_one("#hex", HexView).border_title = "Bytes"
         self._size_detail()
         self.sync_from_store()
+        if self._first_filter:  # -Y: checked by the command line already; a bad one says so here
+            error = self.apply_filter(self._first_filter)
+            if error is not None:
+                self.notify(safe(error), title="filter", severity="error", markup=False)
         if self._load is not None:
             self._poll_timer = self.set_interval(POLL_SECONDS, self.sync_from_store)
             self._first_timer = self.set_interval(FIRST_POLL_SECONDS, self._sync_first_frames)
@@ -285,6 +327,16 @@ class TracerApp(App[None]):
         """The reader's worker died outside our own ``except`` (e.g. Textual's thread
         machinery could not import a module after root was given up): say so, never
         an empty screen that looks like 'no traffic'."""
+        if event.worker.name == "filter":
+            if event.worker is not self._filter_job or not event.worker.is_finished:
+                return  # a worker of a filter replaced since: its run says cancelled, it stops
+            self._filter_working = False
+            if event.state == WorkerState.ERROR:
+                err = event.worker.error
+                what = f"filter stopped: {type(err).__name__}: {err}"
+                self.notify(what, title="filter", severity="error", markup=False)
+                self.clear_filter()
+            return
         if event.worker.name == "load" and event.state == WorkerState.ERROR and not self.loading_done:
             err = event.worker.error
             self.post_message(self.LoadFailed(f"reading stopped: {type(err).__name__}: {err}"))
@@ -327,6 +379,8 @@ class TracerApp(App[None]):
     def _match_step(self) -> None:
         """Match the next chunk of frames; re-mark the selection when its journey changed."""
         tracker = self.tracker
+        if self._filter_painting:
+            return
         try:
             if tracker.caught_up:
                 if self.loading_done and self._match_timer is not None:
@@ -337,6 +391,7 @@ class TracerApp(App[None]):
                 return
             grown = tracker.step()
             self._sync_grid(grown)
+            self._rerun_journey_filter()
             mine = self.journey
             if mine is None or any(j is mine for j in grown):
                 self._mark_journey()
@@ -366,8 +421,7 @@ class TracerApp(App[None]):
         frame = self.selected_frame
         journey = self.tracker.journey(frame)
         self.journey = journey
-        store = self.store
-        rows: dict[int, set[int]] = {}
+        hop_frames: dict[int, list[int]] = {}
         notes: dict[int, Callable[[Palette], Text]] = {}
         merged_frames: list[int] = []
         if journey is not None and len(journey) > 1:
@@ -378,15 +432,18 @@ class TracerApp(App[None]):
                     notes[nid] = partial(hop_note, journey, k)
                     continue
                 notes.setdefault(nid, partial(hop_note, journey, k))
-                rows.setdefault(nid, set()).add(store.nic_index[hop.frame])
+                hop_frames.setdefault(nid, []).append(hop.frame)
                 merged_frames.append(hop.frame)
         for column in self._columns:
             nid = column.nic.id
-            column.packets.set_journey_rows(rows.get(nid, ()), reveal=column.packets is not self.active_list)
+            packets = column.packets
+            # a hop the display filter hides has no row: its NIC's header still says the hop
+            rows = [r for f in hop_frames.get(nid, ()) if (r := packets.find_row(f)) is not None]
+            packets.set_journey_rows(rows, reveal=packets is not self.active_list)
             column.header.set_hop_note(notes.get(nid))
         merged = self.query_one("#merged-list", PacketList)
         if self.query_one("#merged").display:
-            merged.set_journey_rows(merged.row_of(f) for f in merged_frames)
+            merged.set_journey_rows(r for f in merged_frames if (r := merged.find_row(f)) is not None)
         else:
             merged.set_journey_rows(())
         self._update_status()
@@ -402,6 +459,15 @@ class TracerApp(App[None]):
         except NoMatches:
             return False
         new = [NicColumn(nic, store) for nic in store.nics[len(self._columns) :]]
+        if self._search_run is not None:
+            for column in new:
+                column.packets.search = self._search_hit
+        run = self.filter_run
+        if run is not None:
+            for column in new:
+                column.packets.filtered = run.frames_of(column.nic.id)
+                column.header.shown = run.count(column.nic.id)
+            self._filter_catch_up()
         if new:
             self._place_columns(container, new)
             self._size_columns()
@@ -411,11 +477,15 @@ class TracerApp(App[None]):
         for column in self._columns:
             # every column, mounted yet or not: one mounted later must not keep the default
             column.packets.set_time_width(time_width)
+            if run is not None:
+                column.header.shown = run.count(column.nic.id)
             if column.is_mounted:
                 column.sync()
         self.query_one("#merged-list", PacketList).set_time_width(time_width)
-        if self.query_one("#merged").display and len(store) != self._merged_count:
+        if self.query_one("#merged").display and self._merged_stale():
             self._sync_merged()
+        if run is not None:
+            self._filter_grid_rows()
         self._sync_merged_header()
         self._report_warnings()
         self._sync_grid()
@@ -514,13 +584,29 @@ class TracerApp(App[None]):
         if active is not None and active.nic_id is not None:
             self.call_after_refresh(self._page_to, active.nic_id)
 
+    def _merged_stale(self) -> bool:
+        run = self.filter_run
+        key = (len(self.store), id(run), run.scanned if run is not None else 0)
+        return key != self._merged_key
+
     def _sync_merged(self) -> None:
         n = len(self.store)
+        run = self.filter_run
         self._merged_count = n
+        self._merged_key = (n, id(run), run.scanned if run is not None else 0)
+        self._merged_at = time.monotonic()
         merged = self.query_one("#merged-list", PacketList)
         labels = [len(safe(nic.label)) for nic in self.store.nics]
         merged.nic_width = max(6, min(28, max(labels, default=6)))
-        merged.sync(self.store.timeline(n))
+        order = self._timeline_order()
+        if run is not None:
+            assert self._timeline is not None
+            if self._timeline[2]:  # frames came in time order: the matches are in it already
+                order = list(run.matched)
+            else:
+                shows = run.shows
+                order = [f for f in order if shows(f)]
+        merged.sync(order)
         if self.journey is not None:
             self.call_later(self._mark_journey)  # the timeline was re-sorted: its rows moved
 
@@ -532,6 +618,9 @@ class TracerApp(App[None]):
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append("merged timeline", style="bold")
         text.append(f"  ·  {len(store.nics)} NICs · {len(store):,} frames", style="")
+        if self.filter_run is not None:
+            merged = self.query_one("#merged-list", PacketList)
+            text.append(f" · {merged.count:,} match the filter", style=p.progress + BOLD)
         text.append("\n")
         merged = self.query_one("#merged-list", PacketList)
         text.append(
@@ -565,6 +654,15 @@ class TracerApp(App[None]):
         elif self.live:  # -c, --duration, the agent gone, every host done: say so up front
             text.append("■ capture stopped", style=p.warning + BOLD)
             text.append("   ")
+        run = self.filter_run
+        if run is not None:  # first: what is on screen is the filter's (a narrow screen cuts the rest)
+            text.append("▼ ", style=p.progress + BOLD)
+            text.append(safe(run.text), style=p.progress + BOLD)
+            total = run.limit()
+            text.append(f": {len(run.matched):,} of {total:,} frame{'s' if total != 1 else ''}", style="bold")
+            if not run.done:
+                text.append(f" (filtering {run.scanned * 100 // max(1, total)}%)", style=p.progress)
+            text.append("   ")
         text.append(f"{len(store.nics)} NIC{'s' if len(store.nics) != 1 else ''}", style="bold")
         text.append(f" · {len(store):,} frame{'s' if len(store) != 1 else ''}", style="bold")
         if self.loading_done and self.load_error is None and not self.live:
@@ -583,6 +681,10 @@ class TracerApp(App[None]):
         elif len(store):
             n = len(tracker.corr)
             text.append(f" · {n:,} journey{'s' if n != 1 else ''}", style=p.muted)
+        if self.search is not None:
+            text.append("   ⌕ ", style=p.muted)
+            text.append(safe(self.search.text), style=p.muted)
+            text.append(" (^n/^b)", style=p.muted)
         journey = self.journey
         if journey is not None and len(journey) > 1 and self.selected_frame is not None:
             try:
@@ -647,10 +749,14 @@ class TracerApp(App[None]):
             here = journey.hop_of(frame)
         except ValueError:
             return
-        seen = [k for k, hop in enumerate(journey.hops) if hop.nic.id == packets.nic_id]
+        seen = [
+            k
+            for k, hop in enumerate(journey.hops)
+            if hop.nic.id == packets.nic_id and packets.find_row(hop.frame) is not None
+        ]
         if seen:
             k = min(seen, key=lambda k: (abs(k - here), k))
-            packets.cursor = self.store.nic_index[journey.hops[k].frame]
+            packets.cursor_to(journey.hops[k].frame)
 
     def _page_to(self, nic_id: int) -> None:
         """Scroll the columns so that column ``nic_id`` shows and no column is cut."""
@@ -782,6 +888,8 @@ class TracerApp(App[None]):
             self.notify("no journey for this packet (yet)", title="journey", markup=False, timeout=2)
             return
         k = journey.hop_of(frame) + delta
+        while 0 <= k < len(journey.hops) and not self.shows(journey.hops[k].frame):
+            k += delta  # a hop the display filter hides: on to the next one shown
         if not 0 <= k < len(journey.hops):
             where = "first" if k < 0 else "last"
             self.notify(f"this is the journey's {where} hop", title="journey", markup=False, timeout=2)
@@ -799,7 +907,7 @@ class TracerApp(App[None]):
             self.show_view("columns")
         if self.query_one("#merged").display:
             merged = self.query_one("#merged-list", PacketList)
-            merged.cursor = merged.row_of(frame)
+            merged.cursor_to(frame)
             merged.focus()
             return
         nid = self.store.nic_of[frame]
@@ -807,7 +915,7 @@ class TracerApp(App[None]):
         if column is None:
             return
         packets = column.packets
-        packets.cursor = self.store.nic_index[frame]
+        packets.cursor_to(frame)
         self._set_active(packets)
         self._show_frame(frame)
         packets.focus()
@@ -840,18 +948,18 @@ class TracerApp(App[None]):
             return
         target: PacketList | None
         if view == "merged":
-            if len(self.store) != self._merged_count:
+            if self._merged_stale():
                 self._sync_merged()
             self._sync_merged_header()
             target = merged
             if frame is not None:
-                merged.cursor = merged.row_of(frame)
+                merged.cursor_to(frame)
         else:
             target = self._columns[0].packets if self._columns else None
             column = self._column(self.store.nic_of[frame]) if frame is not None else None
             if column is not None and frame is not None:
                 target = column.packets
-                target.cursor = self.store.nic_index[frame]
+                target.cursor_to(frame)
         if target is not None:
             self._set_active(target)
             target.focus()
@@ -901,12 +1009,322 @@ class TracerApp(App[None]):
 
     def action_back_to_list(self) -> None:
         if self.view == "grid":
-            self.query_one("#grid", JourneyGrid).focus()
+            grid = self.query_one("#grid", JourneyGrid)
+            if self.focused is grid:
+                self._esc_clears()
+            grid.focus()
             return
         if self.active_list is not None and self.active_list.display:
+            if self.focused is self.active_list:
+                self._esc_clears()
             self.active_list.focus()
         elif self._lists():
             self._lists()[0].focus()
+
+    # -- the display filter and the search -----------------------------------
+    def shows(self, frame: int) -> bool:
+        """Is ``frame`` on screen under the display filter (every frame without one)?"""
+        run = self.filter_run
+        return run is None or run.shows(frame)
+
+    def _filter_of(self, text: str) -> FilterRun:
+        """``text`` compiled over this store (a one-line :class:`FilterError` if it does not
+        parse); ``journey.*`` reads the journeys matched so far."""
+        flt = compile_filter(text)
+        facts = None
+        if flt.needs_journeys:
+            corr = self.tracker.corr
+            facts = journey_facts(corr.journey_of, corr.journeys, flt.needs_delivered)
+        return FilterRun(flt, self.store, facts)
+
+    def apply_filter(self, text: str) -> str | None:
+        """Show only the frames ``text`` keeps (an empty text: every frame again).  The
+        error, one line with its column, when it does not parse: then nothing changes."""
+        text = text.strip()
+        if not text:
+            self.clear_filter()
+            return None
+        try:
+            run = self._filter_of(text)
+        except FilterError as e:
+            return str(e)
+        self.history.add(text)
+        self._start_run(run)
+        return None
+
+    def clear_filter(self) -> None:
+        if self.filter_run is None:
+            return
+        self.filter_run.cancelled = True
+        self.filter_run = None
+        self._show_filter()
+
+    def _start_run(self, run: FilterRun) -> None:
+        if self.filter_run is not None:
+            self.filter_run.cancelled = True
+        self.filter_run = run
+        self._journey_filter_at = time.monotonic()
+        # What is alive now (the index, a million frames' journeys) lives on: out of the
+        # collector's full passes, which took 0.5 s over 1M frames, in the middle of this paint
+        gc.freeze()
+        run.step(FIRST_CHUNK)  # here, at once: the first matches are on the next paint
+        self._show_filter()
+        # the rest once they are painted: a worker started now would take the GIL from the
+        # paint (and journey matching waits for it too)
+        self._filter_painting = True
+        self.call_after_refresh(self._filter_painted)
+        self.set_timer(0.25, self._filter_painted)  # whichever comes first (a screen not shown)
+
+    def _filter_painted(self) -> None:
+        if self._filter_painting:
+            self._filter_painting = False
+            self._filter_catch_up()
+
+    def _filter_catch_up(self) -> None:
+        """Frames the filter has not looked at (the rest of a big file, new ones of a live
+        capture): a few here, many in a worker, the screen following on a timer."""
+        run = self.filter_run
+        if run is None or run.done or self._filter_working:
+            return
+        if run.limit() - run.scanned <= FIRST_CHUNK // 4:
+            run.step(FIRST_CHUNK // 4)
+            return
+        self._filter_working = True
+        self._filter_job = self._filter_worker(run)
+        if self._filter_timer is None:
+            self._filter_timer = self.set_interval(FILTER_TICK, self._filter_tick)
+
+    @work(thread=True, exclusive=True, group="filter", exit_on_error=False, name="filter")
+    def _filter_worker(self, run: FilterRun) -> None:
+        while not run.cancelled and not run.done:
+            run.step(CHUNK)
+
+    def _filter_tick(self) -> None:
+        """The worker's matches so far onto the screen; the timer ends with the worker."""
+        run = self.filter_run
+        try:
+            if run is not None:
+                self._sync_filtered(run)
+        except NoMatches:  # a tick during teardown
+            return
+        if run is None or (run.done and not self._filter_working):
+            if self._filter_timer is not None:
+                self._filter_timer.stop()
+                self._filter_timer = None
+
+    def _sync_filtered(self, run: FilterRun) -> None:
+        for column in self._columns:
+            column.header.shown = run.count(column.nic.id)
+            if column.is_mounted:
+                column.sync()
+        self._filter_grid_rows()
+        if self.view == "merged" and self._merged_stale():
+            if run.done or time.monotonic() - self._merged_at >= MERGED_EVERY:
+                self._sync_merged()
+                self._sync_merged_header()
+        if self.active_list is not None and self.selected_frame is None and self.active_list.frame is not None:
+            self._show_frame(self.active_list.frame)
+        self._update_status()
+
+    def _filter_grid_rows(self) -> None:
+        """Journeys of the frames the filter matched since last time: rows of the grid."""
+        run = self.filter_run
+        if run is None or len(run.matched) == self._grid_seen:
+            return
+        journey_of = self.tracker.corr.journey_of
+        n = len(journey_of)
+        new = run.matched[self._grid_seen :]
+        self._grid_seen += len(new)
+        ids = sorted({journey_of[f] for f in new if f < n})
+        self.query_one("#grid", JourneyGrid).add_rows(ids)
+        if self.view == "grid":
+            self.query_one("#grid-header", GridHeader).repaint()  # its "N packets"
+
+    def _journey_kept(self, journey: Journey) -> bool:
+        run = self.filter_run
+        return run is not None and any(run.shows(f) for f in journey.frames)
+
+    def _show_filter(self) -> None:
+        """Every view onto the filter now in force (or none): the columns' rows and counts,
+        the grid's journeys, the merged timeline; the selection stays where it can."""
+        run = self.filter_run
+        frame = self.selected_frame
+        for column in self._columns:
+            nid = column.nic.id
+            column.header.shown = None if run is None else run.count(nid)
+            column.packets.set_filtered(None if run is None else run.frames_of(nid))
+            column.header.sync()
+        grid = self.query_one("#grid", JourneyGrid)
+        if run is None:
+            grid.set_keep(None)
+        else:  # the journeys of the matches so far (not a walk over every journey)
+            journey_of = self.tracker.corr.journey_of
+            n = len(journey_of)
+            self._grid_seen = len(run.matched)
+            grid.set_keep(self._journey_kept, {journey_of[f] for f in run.matched[: self._grid_seen] if f < n})
+        self._merged_key = ()
+        merged = self.query_one("#merged-list", PacketList)
+        if self.view == "merged":
+            self._sync_merged()
+        self._sync_merged_header()
+        # the selection: its packet if still shown, else what the cursor moved onto
+        if self.view == "grid":
+            if frame is not None and self.shows(frame):
+                grid.select_frame(frame)
+            self.query_one("#grid-header", GridHeader).repaint()
+            self.selected_frame = None
+            self._show_frame(grid.frame)
+        else:
+            if self.view == "merged":
+                merged.cursor_to(frame)
+            active = self.active_list
+            self.selected_frame = None
+            self._show_frame(active.frame if active is not None else None)
+        self._mark_journey()
+        self._update_status()
+
+    def _rerun_journey_filter(self) -> None:
+        """journey.* filters read the journeys as they were: again when they grew."""
+        run = self.filter_run
+        if run is None or not run.filter.needs_journeys or run.limit_to is None:
+            return
+        if self.tracker.matched <= run.limit_to:
+            return
+        if not self.tracker.caught_up and time.monotonic() - self._journey_filter_at < JOURNEY_FILTER_EVERY:
+            return
+        self._start_run(self._filter_of(run.text))
+
+    def _esc_clears(self) -> None:
+        """Esc where there is nothing to go back to: the search's marks, then the filter."""
+        if self.search is not None:
+            self._set_search(None)
+        elif self.filter_run is not None:
+            self.clear_filter()
+            self.notify("filter cleared: every frame shows", title="filter", markup=False, timeout=2)
+
+    def action_filter_bar(self) -> None:
+        """``/``: the filter bar, with the filter in force to edit."""
+        self.query_one("#search-bar", FilterBar).close()
+        bar = self.query_one("#filter-bar", FilterBar)
+        bar.open(self.filter_run.text if self.filter_run is not None else "")
+
+    def action_search_bar(self) -> None:
+        """``Ctrl+F``: find packets by the same language, hiding nothing."""
+        self.query_one("#filter-bar", FilterBar).close()
+        bar = self.query_one("#search-bar", FilterBar)
+        bar.open(self.search.text if self.search is not None else "")
+
+    @on(FilterBar.Submitted)
+    def _bar_submitted(self, message: FilterBar.Submitted) -> None:
+        bar = message.bar
+        if bar.mode == "filter":
+            error = self.apply_filter(message.text)
+            if error is not None:
+                bar.show_error(error)
+                return
+            bar.close()
+            return
+        text = message.text.strip()
+        if not text:
+            self._set_search(None)
+            bar.close()
+            return
+        if self.search is None or self.search.text != text:
+            try:
+                run = self._filter_of(text)
+            except FilterError as e:
+                bar.show_error(str(e))
+                return
+            self.history.add(text)
+            self._set_search(run)
+        bar.show_note(self.find(message.direction))
+        bar.input.focus()  # the cursor moved in the lists; the keys stay in the bar (Enter: the next)
+
+    @on(FilterBar.Closed)
+    def _bar_closed(self, message: FilterBar.Closed) -> None:
+        """The keys go back to the view (never Esc's second meaning: that is a key of its own)."""
+        if self.view == "grid":
+            self.query_one("#grid", JourneyGrid).focus()
+        elif self.active_list is not None and self.active_list.display:
+            self.active_list.focus()
+        elif self._lists():
+            self._lists()[0].focus()
+
+    def _set_search(self, run: FilterRun | None) -> None:
+        self._search_run = run
+        self.search = run.filter if run is not None else None
+        mark = self._search_hit if run is not None else None
+        for packets in [c.packets for c in self._columns] + [self.query_one("#merged-list", PacketList)]:
+            packets.search = mark
+            packets.refresh()
+        self._update_status()
+
+    def _search_hit(self, frame: int) -> bool:
+        run = self._search_run
+        return run is not None and frame < run.limit() and run.matcher(frame)
+
+    def action_find(self, direction: int) -> None:
+        """Ctrl+N / Ctrl+B: the next / previous packet the search matches."""
+        if self._search_run is None:
+            self.action_search_bar()
+            return
+        note = self.find(direction)
+        if note:
+            self.notify(note, title="find", markup=False, timeout=2)
+
+    def _timeline_order(self) -> list[int]:
+        n = len(self.store)
+        if self._timeline is None or self._timeline[0] != n:
+            order = self.store.timeline(n)
+            self._timeline = (n, order, order == list(range(n)))
+        return self._timeline[1]
+
+    def _place_in_time(self, frame: int) -> int:
+        """Where ``frame`` is in the time order (the search starts there)."""
+        order = self._timeline_order()
+        n = len(order)
+        if self._where is None or self._where[0] != n:
+            where = array("I", bytes(4 * n))
+            for k, f in enumerate(order):
+                where[f] = k
+            self._where = (n, where)
+        return self._where[1][frame] if frame < n else n
+
+    def find(self, direction: int) -> str | None:
+        """Move the cursor to the next (1) or previous (-1) packet the search matches,
+        among those shown, in the view's order; what to say when there is none."""
+        run = self._search_run
+        if run is None:
+            return None
+        frame = self.selected_frame
+        shown = self.filter_run
+        if self.view == "grid":
+            grid = self.query_one("#grid", JourneyGrid)
+            rows = grid.rows
+            k = grid.row + direction
+            while 0 <= k < len(rows):
+                journey = self.tracker.corr.journeys[rows[k]]
+                frames = [f for f in journey.frames if shown is None or shown.shows(f)]
+                hits = run.matcher.select([f for f in frames if f < run.limit()])
+                if hits and grid.select_frame(hits[0]):
+                    self._show_frame(hits[0])
+                    return None
+                k += direction
+            return "no further match" if direction > 0 else "no earlier match"
+        order: Sequence[int]
+        if self.view == "merged":
+            merged = self.query_one("#merged-list", PacketList)
+            order = merged._frames[: merged.count]
+            start = merged.cursor + direction
+            shown = None  # the merged list holds only shown frames already
+        else:
+            order = self._timeline_order()
+            start = self._place_in_time(frame) + direction if frame is not None else 0
+        hit = run.next_match(order, start, direction, shown)
+        if hit is None:
+            return "no further match" if direction > 0 else "no earlier match"
+        self.select_frame(hit)
+        return None
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         if screen is not self.default_screen:
@@ -927,6 +1345,16 @@ class TracerApp(App[None]):
             "Journey of the selected packet",
             "The packet's path across NICs and hosts, as the article draws it (Enter, J)",
             self.action_journey,
+        )
+        yield SystemCommand(
+            "Display filter",
+            "Show only the packets a filter keeps: ip.addr == 10.244.2.2 && icmp (/)",
+            self.action_filter_bar,
+        )
+        if self.filter_run is not None:
+            yield SystemCommand("Clear the display filter", "Every packet again (Esc Esc)", self.clear_filter)
+        yield SystemCommand(
+            "Find packet", "Move to the next packet a filter matches, hiding nothing (Ctrl+F)", self.action_search_bar
         )
         yield SystemCommand("Next hop", "Select the same packet at its next NIC (n)", lambda: self.action_hop(1))
         yield SystemCommand(

@@ -16,6 +16,7 @@ drawn row is cached until its journey grows.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -196,6 +197,8 @@ class JourneyGrid(ScrollView, can_focus=True):
         self._nics = 0
         self.first_col = 0
         self._cache: LRUCache[tuple, Strip] = LRUCache(512)
+        # a display filter: the journeys any of whose hops it keeps (None: every journey)
+        self.keep: Callable[[Journey], bool] | None = None
 
     # -- data --------------------------------------------------------------
     @property
@@ -215,10 +218,18 @@ class JourneyGrid(ScrollView, can_focus=True):
         self._seen = len(journeys)
         if grown:
             candidates.extend(grown)
+            # in journey order: of two crossing as many NICs the first packet is the spine,
+            # however the frames were batched (a reply's journey matched in the same step
+            # as its request grew must not turn the columns round)
+            candidates.sort(key=lambda j: j.id)
+        keep = self.keep
+        redraw = False
         for j in candidates:
             if len(j.frames) < 2:
                 continue
-            if j.id not in self._listed:
+            if j.id in self._listed:
+                redraw = True  # a row's journey grew: its cells change (no new row says so)
+            elif keep is None or keep(j):
                 self._listed.add(j.id)
                 if not self.rows or j.id > self.rows[-1]:
                     self.rows.append(j.id)
@@ -237,7 +248,47 @@ class JourneyGrid(ScrollView, can_focus=True):
         if changed:
             self.virtual_size = Size(self.size.width, len(self.rows))
             self.refresh()
+        elif redraw:
+            self.refresh()
         return changed
+
+    def set_keep(self, keep: Callable[[Journey], bool] | None, ids: Iterable[int] = ()) -> None:
+        """Rows for journeys ``ids`` (those of a display filter's matches so far; ``keep``
+        says for journeys matched later), or with ``keep`` None every journey again; the
+        cursor stays on its journey when that is still a row."""
+        current = self.rows[self.row] if 0 <= self.row < len(self.rows) else None
+        self.keep = keep
+        journeys = self.tracker.corr.journeys
+        if keep is None:
+            self.rows = [j.id for j in journeys[: self._seen] if len(j.frames) >= 2]
+        else:
+            self.rows = sorted(j for j in set(ids) if 0 <= j < self._seen and len(journeys[j].frames) >= 2)
+        self._listed = set(self.rows)
+        self._after_rows_changed(current)
+
+    def add_rows(self, ids: Iterable[int]) -> None:
+        """Journeys a display filter found more matches in: rows now (already seen ones)."""
+        journeys = self.tracker.corr.journeys
+        added = False
+        for jid in ids:
+            if jid < 0 or jid in self._listed or jid >= self._seen or len(journeys[jid].frames) < 2:
+                continue
+            self._listed.add(jid)
+            bisect.insort(self.rows, jid)
+            added = True
+        if added:
+            current = self.rows[self.row] if 0 <= self.row < len(self.rows) else None
+            self._after_rows_changed(current)
+
+    def _after_rows_changed(self, current: int | None) -> None:
+        self._cache.clear()
+        self.virtual_size = Size(self.size.width, len(self.rows))
+        if current is not None:
+            k = bisect.bisect_left(self.rows, current)
+            self.row = min(k, max(0, len(self.rows) - 1))
+        elif self.row >= len(self.rows):
+            self.row = max(0, len(self.rows) - 1)
+        self.refresh()
 
     def journey_at(self, row: int) -> Journey | None:
         if 0 <= row < len(self.rows):
@@ -400,7 +451,8 @@ class JourneyGrid(ScrollView, can_focus=True):
         journey = self.journey_at(row)
         if journey is None:
             if row == 0 and not self.rows:
-                note = Text("  no packet seen at two NICs yet", style=Palette.of(self).muted)
+                words = "no packet seen at two NICs yet" if self.keep is None else "no journey matches the filter"
+                note = Text("  " + words, style=Palette.of(self).muted)
                 return Strip(Segment.apply_style(list(note.render(self.app.console)), base)).crop_extend(0, width, base)
             return Strip.blank(width, base)
         head, cell_w, fit = self.widths()

@@ -38,6 +38,17 @@ KEYS: list[tuple[str, list[tuple[str, str]]]] = [
         ],
     ),
     (
+        "Filter and find",
+        [
+            ("/", "display filter (Wireshark syntax: ip.addr == 10.244.2.2 && icmp); the views show only matches"),
+            ("Enter", "apply (a mistake is shown with its column, never applied); an empty filter clears"),
+            ("Tab  ↑ ↓", "complete a field name; earlier filters"),
+            ("Esc  Esc", "close the bar; again (on the list) clears the filter"),
+            ("Ctrl+F", "find: the same language, nothing hidden, matches marked"),
+            ("Ctrl+N  Ctrl+B", "next / previous match (in the bar: Enter / Shift+Enter too)"),
+        ],
+    ),
+    (
         "Journey grid (v)",
         [
             ("v", "journey grid: a row per packet, a column per NIC in path order  ⇄  NIC columns"),

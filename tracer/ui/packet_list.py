@@ -155,6 +155,7 @@ class PacketList(ScrollView, can_focus=True):
         "packet-list--cursor",
         "packet-list--cursor-blurred",
         "packet-list--journey",
+        "packet-list--match",
     }
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -210,6 +211,10 @@ class PacketList(ScrollView, can_focus=True):
         self._laid_width = 0  # the width the cached rows were laid out for
         # Rows of the selected packet's journey in this list (not the cursor): drawn marked.
         self.journey_rows: frozenset[int] = frozenset()
+        # A NIC's list under a display filter: the matching frames (grows), else None
+        self.filtered: Sequence[int] | None = None
+        # Ctrl+F: frames that match the search are drawn marked (nothing is hidden)
+        self.search: Callable[[int], bool] | None = None
 
     # -- data --------------------------------------------------------------
     @property
@@ -221,14 +226,53 @@ class PacketList(ScrollView, can_focus=True):
 
     def row_of(self, frame: int) -> int:
         """The row showing global frame ``frame`` (0 when it is not in this list)."""
+        row = self.find_row(frame)
+        return 0 if row is None else row
+
+    def find_row(self, frame: int) -> int | None:
+        """The row showing global frame ``frame``, None when this list does not show it
+        (another NIC's, or hidden by the display filter)."""
         frames = self._frames
         if 0 <= frame < self._count and frames[frame] == frame:
             return frame  # a timeline already in arrival order: row == frame
-        if self.nic_id is not None and self.store.nic_of[frame] == self.nic_id:
-            return self.store.nic_index[frame]
+        if self.nic_id is not None:
+            if self.store.nic_of[frame] != self.nic_id:
+                return None
+            if self.filtered is None:
+                row = self.store.nic_index[frame]
+                return row if row < self._count else None
+            row = bisect.bisect_left(frames, frame, 0, self._count)  # a NIC's frames ascend
+            return row if row < self._count and frames[row] == frame else None
         if self._positions is None:  # once per timeline, not once per look-up
             self._positions = {f: row for row, f in enumerate(frames[: self._count])}
-        return self._positions.get(frame, 0)
+        return self._positions.get(frame)
+
+    def set_filtered(self, frames: Sequence[int] | None) -> None:
+        """A NIC's list shows ``frames`` (a display filter's matches) or, None, all of its
+        frames again; the cursor stays on its packet when that is still shown, else the
+        nearest shown after it."""
+        old = self.frame
+        self.filtered = frames
+        self._count = -1  # sync() sets it, and the virtual size, again
+        self._positions = None
+        self._cache.clear()
+        self.journey_rows = frozenset()
+        self.sync()
+        self.cursor_to(old)
+        self.refresh()
+
+    def cursor_to(self, frame: int | None) -> None:
+        """The cursor onto ``frame``'s row, or the first row after where it would be."""
+        if not self._count:
+            self.cursor = -1
+            return
+        if frame is None:
+            self.cursor = max(0, min(self.cursor, self._count - 1))
+            return
+        row = self.find_row(frame)
+        if row is None and self.nic_id is not None:
+            row = min(bisect.bisect_left(self._frames, frame, 0, self._count), self._count - 1)
+        self.cursor = 0 if row is None else row
 
     @property
     def frame(self) -> int | None:
@@ -271,7 +315,7 @@ class PacketList(ScrollView, can_focus=True):
             self._positions = None
             self._cache.clear()
         elif self.nic_id is not None:
-            self._frames = self.store.per_nic[self.nic_id]
+            self._frames = self.filtered if self.filtered is not None else self.store.per_nic[self.nic_id]
         count = len(self._frames)
         changed = count != self._count
         self._count = count
@@ -284,6 +328,8 @@ class PacketList(ScrollView, can_focus=True):
             self.virtual_size = Size(self._row_width, count)
             if self.cursor < 0 and count:
                 self.cursor = 0
+            elif self.cursor >= count:
+                self.cursor = count - 1
             self.refresh()
         return changed
 
@@ -310,7 +356,8 @@ class PacketList(ScrollView, can_focus=True):
         that could not be reached, a NIC that went away)."""
         palette = Palette.of(self)
         # styled spans, not the Text's own style: Text.render drops a style without spans
-        notes = [Text(end="").append("  no packets on this NIC", style=palette.muted + ITALIC)]
+        empty = "  no packets on this NIC" if self.filtered is None else "  no packet here matches the filter"
+        notes = [Text(end="").append(empty, style=palette.muted + ITALIC)]
         nic = self.store.nics[self.nic_id] if self.nic_id is not None else None
         if nic is not None and nic.gone and nic.gone_reason:
             for line in textwrap.wrap(safe(nic.gone_reason), max(10, width - 3)):
@@ -353,6 +400,8 @@ class PacketList(ScrollView, can_focus=True):
         mark = None
         if row == self.cursor:
             mark = "packet-list--cursor" if self.has_focus else "packet-list--cursor-blurred"
+        elif self.search is not None and self.search(frame):
+            mark = "packet-list--match"
         if row in self.journey_rows and (row != self.cursor or not self.has_focus):
             mark = "packet-list--journey"
         if mark is not None:
@@ -442,6 +491,7 @@ class NicHeader(Painted):
         # "◆ hop 4/8 +0.048 ms" when the selected packet passed here (drawn in the palette given)
         self.hop_note: Callable[[Palette], Text] | None = None
         self.position: int | None = None  # its column's place on screen, when not its NIC id
+        self.shown: int | None = None  # under a display filter: how many of its frames match
         self._note: Text | None = None  # the note as last drawn
         self._shown: Text | None = None
 
@@ -480,6 +530,10 @@ class NicHeader(Painted):
             text.append("host not captured", style=p.error + BOLD)
             return text
         facts: list[tuple[str, Style | str]] = []
+        frames = self.store.per_nic[nic.id]
+        count = len(frames)
+        if self.shown is not None:  # "12/100 match" first: a narrow column still shows it
+            facts.append((f"{self.shown:,}/{count:,} match", p.progress + BOLD))
         if nic.kind:
             facts.append((safe(nic.kind), p.kind))
         info = nic.facts or {}
@@ -493,9 +547,8 @@ class NicHeader(Painted):
         elif info.get("addr"):
             facts.append((safe(info["addr"]), p.nic))
         facts.append((linktype_name(nic.linktype), p.muted))
-        frames = self.store.per_nic[nic.id]
-        count = len(frames)
-        facts.append((f"{count:,} pkt{'s' if count != 1 else ''}", ""))
+        if self.shown is None:
+            facts.append((f"{count:,} pkt{'s' if count != 1 else ''}", ""))
         if count > 1:
             facts.append((f"{nic_rate(self.store, frames, count):,} pkt/s", p.muted))
         if nic.dropped:
