@@ -134,6 +134,15 @@ async def nothing(pilot) -> None:
     pass
 
 
+async def filtered(pilot) -> None:
+    # the display filter bar: echo requests to C, outer or inner (the VXLAN-wrapped ones too)
+    await pilot.press("slash", "ctrl+u", *("space" if c == " " else c for c in "icmp.type == 8"), "enter")
+    app = pilot.app
+    while app.filter_run is not None and not (app.filter_run.done and not app._filter_working):
+        await pilot.pause(0.02)
+    await pilot.pause()
+
+
 # name -> (how to drive it, the view it starts in: None is the app's own choice)
 SHOTS: dict[str, tuple[Callable[[object], Awaitable[None]], str | None]] = {
     "grid": (grid, None),
@@ -144,6 +153,7 @@ SHOTS: dict[str, tuple[Callable[[object], Awaitable[None]], str | None]] = {
     "topology": (topology, None),
     "merged": (merged, "columns"),
     "help": (help_screen, None),
+    "filter": (filtered, "columns"),
 }
 
 
