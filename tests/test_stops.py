@@ -330,6 +330,7 @@ def test_host_state_is_what_the_kernel_says(tmp_path):
         sh("ip", "-n", a, "route", "add", "10.82.0.0/16", "via", "10.81.0.2")
         sh("ip", "-n", a, "route", "add", "10.82.5.0/24", "via", "10.81.0.2", "dev", "va", "onlink")
         sh("ip", "-n", a, "route", "add", "blackhole", "10.83.0.0/16")
+        sh("ip", "-n", a, "-6", "route", "add", "blackhole", "default")  # an IPv6 default: no IPv4 route
         sh("ip", "-n", a, "link", "set", "va", "mtu", "1380")
         sh("ip", "-n", a, "neigh", "add", "10.81.0.7", "lladdr", "02:00:00:00:00:07", "dev", "va", "nud", "permanent")
         sh("ip", "netns", "exec", a, "iptables", "-I", "OUTPUT", "-d", "10.81.0.2", "-p", "udp", "-j", "DROP")

@@ -228,7 +228,7 @@ class KernelDrop:
 class Route:
     """One route of a host's main table, as ``ip route`` shows it."""
 
-    dst: str  # a prefix (10.244.2.0/24, fd00::/64) or "default"
+    dst: str  # a prefix: 10.244.2.0/24, fd00::/64; a default route 0.0.0.0/0 or ::/0
     dev: str | None = None
     gateway: str | None = None
     kind: str = "unicast"  # unicast, local, broadcast, blackhole, unreachable, prohibit, throw

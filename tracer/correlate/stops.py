@@ -251,10 +251,7 @@ def _lookup(routes: tuple[Route, ...], addr: str) -> Route | None:
     best, best_len = None, -1
     for r in routes:
         try:
-            net = ipaddress.ip_network(
-                "0.0.0.0/0" if r.dst == "default" and a.version == 4 else "::/0" if r.dst == "default" else r.dst,
-                strict=False,
-            )
+            net = ipaddress.ip_network(r.dst, strict=False)
         except ValueError:
             continue
         if net.version == a.version and a in net and net.prefixlen > best_len:
@@ -263,7 +260,7 @@ def _lookup(routes: tuple[Route, ...], addr: str) -> Route | None:
 
 
 def _route_text(r: Route) -> str:
-    parts = [r.dst]
+    parts = ["default" if r.dst.endswith("/0") else r.dst]  # as ip route says it
     if r.gateway:
         parts += ["via", r.gateway]
     if r.dev:

@@ -28,8 +28,8 @@ import subprocess
 from collections import Counter
 
 from tracer.model import FdbEntry, HostState, Neighbour, Route, RuleHits
+from tracer.net.discovery import AF_BRIDGE
 
-AF_BRIDGE = 7
 MAIN_TABLE = 254
 RTNH_F_ONLINK = 4
 ROUTE_KINDS = {
@@ -172,9 +172,9 @@ def _netlink() -> tuple[tuple[Route, ...], tuple[Neighbour, ...], tuple[FdbEntry
 
 def _route(r, names: dict) -> Route:
     plen = r.get("dst_len", 0)
-    dst = r.get("RTA_DST")
+    dst = r.get("RTA_DST") or ("::" if r.get("family") == socket.AF_INET6 else "0.0.0.0")
     return Route(
-        dst=f"{dst}/{plen}" if dst else "default",
+        dst=f"{dst}/{plen}",  # a default route is 0.0.0.0/0 or ::/0: its family kept
         dev=names.get(r.get("RTA_OIF")),
         gateway=r.get("RTA_GATEWAY"),
         kind=ROUTE_KINDS.get(r.get("type", 1), str(r.get("type"))),
