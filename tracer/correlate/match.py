@@ -592,8 +592,7 @@ class Correlation:
             j._stop = None
         else:
             j._end = f"not seen after {items[-1].nic.label}"
-            j._stop = evidence(self, j, items) or shape_stop(self, items)
-            j._seen = self.evidence_seen()
+            self._judge(j, items)
         j._hops = items
 
     def evidence_seen(self) -> tuple[int, int, int]:
@@ -604,14 +603,17 @@ class Correlation:
 
     def restop(self, j: Journey) -> Stop | None:
         """``j``'s stop again, with the evidence there is now (its hops unchanged)."""
-        items = j._hops
-        if j._end == "delivered" or not items:
-            return j._stop
-        j._seen = self.evidence_seen()
-        stop = evidence(self, j, items) or shape_stop(self, items)
-        if stop != j._stop:  # the same stop stays the same object: nothing to redraw
-            j._stop = stop
+        if j._end != "delivered" and j._hops:
+            self._judge(j, j._hops)
         return j._stop
+
+    def _judge(self, j: Journey, hops: list[Hop]) -> None:
+        """Where and why ``j``, not delivered, stopped, with the evidence there is now; a
+        stop equal to the one it had stays that object (nothing to redraw)."""
+        j._seen = self.evidence_seen()
+        stop = evidence(self, j, hops) or shape_stop(self, hops)
+        if stop != j._stop:
+            j._stop = stop
 
     def icmp_errors(self) -> dict[int, list[int]]:
         """Journey id -> the ICMP error frames that quote its packet (linked on first use,
