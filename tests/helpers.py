@@ -65,9 +65,10 @@ def tracer_env() -> dict[str, str]:
 
 
 @contextmanager
-def netns_pair(tag: str, net: str) -> Iterator[tuple[str, str]]:
+def netns_pair(tag: str, net: str, devices: tuple[str, str] = ("va", "vb")) -> Iterator[tuple[str, str]]:
     """Two namespaces ``trc-TAG-a`` / ``trc-TAG-b`` joined by one veth pair, ``va``
-    (NET.1/24) <-> ``vb`` (NET.2/24), both up; removed whatever happens."""
+    (NET.1/24) <-> ``vb`` (NET.2/24) unless ``devices`` names them, both up; removed
+    whatever happens."""
     import subprocess
 
     def sh(*argv: str) -> None:
@@ -77,11 +78,12 @@ def netns_pair(tag: str, net: str) -> Iterator[tuple[str, str]]:
     try:
         sh("ip", "netns", "add", a)
         sh("ip", "netns", "add", b)
-        sh("ip", "-n", a, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", b)
-        sh("ip", "-n", a, "addr", "add", f"{net}.1/24", "dev", "va")
-        sh("ip", "-n", b, "addr", "add", f"{net}.2/24", "dev", "vb")
-        sh("ip", "-n", a, "link", "set", "va", "up")
-        sh("ip", "-n", b, "link", "set", "vb", "up")
+        va, vb = devices
+        sh("ip", "-n", a, "link", "add", va, "type", "veth", "peer", "name", vb, "netns", b)
+        sh("ip", "-n", a, "addr", "add", f"{net}.1/24", "dev", va)
+        sh("ip", "-n", b, "addr", "add", f"{net}.2/24", "dev", vb)
+        sh("ip", "-n", a, "link", "set", va, "up")
+        sh("ip", "-n", b, "link", "set", vb, "up")
         yield a, b
     finally:
         for ns in (a, b):

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BUNDLED, requires_root
-from tests.helpers import hosts_capturing, root_lab, tracer_env
+from tests.helpers import hosts_capturing, netns_pair, root_lab, tracer_env
 
 TAG = f"s{os.getpid() % 10000}"
 A, C = "10.244.1.2", "10.244.2.2"  # the scenario's containers
@@ -313,7 +313,6 @@ def test_host_state_is_what_the_kernel_says(tmp_path):
     from scapy.layers.inet import ICMP, IP
     from scapy.layers.l2 import Ether
 
-    from tests.helpers import netns_pair
     from tracer import nicfacts
     from tracer.correlate.stops import _lookup
     from tracer.model import FrameStore
@@ -410,24 +409,13 @@ def test_a_flood_of_drops_is_folded_and_every_drop_counted():
     from tracer.net.drops import KEEP_PER_LOOK, DropProcess
 
     tag = f"fl{os.getpid() % 10000}"
-    a, b, va, vb = f"trc-{tag}-a", f"trc-{tag}-b", f"{tag}a", f"{tag}b"
-
-    def sh(*argv: str) -> None:
-        subprocess.run(argv, check=True, capture_output=True, timeout=30)
-
+    va, vb = f"{tag}a", f"{tag}b"  # names no other test's NIC has: the tracepoint is machine-wide
     send = "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
     send += "for _ in range(2000):\n    s.sendto(b'x' * 32, ('10.86.0.2', 9))\n"
-    try:
-        sh("ip", "netns", "add", a)
-        sh("ip", "netns", "add", b)
-        sh("ip", "-n", a, "link", "add", va, "type", "veth", "peer", "name", vb, "netns", b)
-        sh("ip", "-n", a, "addr", "add", "10.86.0.1/24", "dev", va)
-        sh("ip", "-n", b, "addr", "add", "10.86.0.2/24", "dev", vb)
-        sh("ip", "-n", a, "link", "set", va, "up")
-        sh("ip", "-n", b, "link", "set", vb, "up")
+    with netns_pair(tag, "10.86.0", (va, vb)) as (a, _b):
         reader = DropProcess([va, vb])
         try:
-            sh("ip", "netns", "exec", a, PY, "-c", send)
+            subprocess.run(["ip", "netns", "exec", a, PY, "-c", send], check=True, capture_output=True, timeout=30)
             got = []
             deadline = time.monotonic() + 20
             while sum(d.count for d in got) < 2000 and time.monotonic() < deadline:
@@ -435,9 +423,6 @@ def test_a_flood_of_drops_is_folded_and_every_drop_counted():
                 got += [d for d in reader.read() if d.reason == "NO_SOCKET"]
         finally:
             reader.close()
-    finally:
-        for ns in (a, b):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
     assert sum(d.count for d in got) == 2000, [(d.count, d.device) for d in got]
     assert {d.device for d in got} == {vb}
     folded = [d for d in got if d.count > 1]
