@@ -354,6 +354,19 @@ def wait_idbs(path: Path, hosts: set[str], live: Live, timeout: float = 30) -> N
     raise AssertionError("hosts did not start capturing: " + live.stop()[2])
 
 
+def live_while_pinging(lab, keys: Path, out: Path, *args: str, pings: int = 2, settle: float = 0.5):
+    """``tracer live ARGS`` (which writes ``out``) while A pings C ``pings`` times, once
+    both hosts capture; (exit status, stdout, stderr) after SIGTERM ``settle`` s later."""
+    live = Live(lab, keys, *args)
+    try:
+        wait_idbs(out, {"x", "y"}, live)
+        assert ping(lab, pings) == pings
+        time.sleep(settle)
+    finally:
+        result = live.stop()
+    return result
+
+
 def ping(lab, n: int = 3) -> int:
     from tracer.lab.traffic import ping as lab_ping
 
@@ -389,9 +402,10 @@ def test_two_hosts_over_ssh_eight_hops(lab, keys, sshd, tmp_path, nobody_dir):
     sshd("hostx")
     sshd("hosty")
     out = nobody_dir / "all.pcapng"
-    live = Live(
+    rc, stdout, err = live_while_pinging(
         lab,
         keys,
+        out,
         "--host",
         f"x=ssh://root@{ADDR['hostx']}",
         "--host",
@@ -400,13 +414,8 @@ def test_two_hosts_over_ssh_eight_hops(lab, keys, sshd, tmp_path, nobody_dir):
         "--json",
         "-w",
         str(out),
+        pings=3,
     )
-    try:
-        wait_idbs(out, {"x", "y"}, live)
-        assert ping(lab) == 3
-        time.sleep(0.5)
-    finally:
-        rc, stdout, err = live.stop()
     assert rc == 0, err
     assert "tcpdump" not in err  # the agent was used on both
     frames = [json.loads(line) for line in stdout.splitlines()]
@@ -500,9 +509,10 @@ def test_tcpdump_fallback_when_tracer_is_not_on_the_remote_path(lab, keys, sshd,
     sshd("hostx")
     sshd("hosty", with_tracer=False, port=2222)
     out = nobody_dir / "fallback.pcapng"
-    live = Live(
+    rc, _stdout, err = live_while_pinging(
         lab,
         keys,
+        out,
         "--host",
         f"x=ssh://root@{ADDR['hostx']}",
         "--host",
@@ -512,12 +522,6 @@ def test_tcpdump_fallback_when_tracer_is_not_on_the_remote_path(lab, keys, sshd,
         "-w",
         str(out),
     )
-    try:
-        wait_idbs(out, {"x", "y"}, live)
-        assert ping(lab, 2) == 2
-        time.sleep(0.5)
-    finally:
-        rc, _stdout, err = live.stop()
     assert rc == 0, err
     assert "y: tracer is not on its PATH: capturing with tcpdump on veth-c, docker0, flannel0, eth0" in err
     assert "x: tracer is not" not in err
@@ -883,9 +887,10 @@ def test_via_ssh_through_a_real_sshd(lab, keys, sshd, nobody_dir):
     sshd("hosty")
     out = nobody_dir / "via-ssh.pcapng"
     via = f"ssh -F {keys / 'ssh_config'} -o BatchMode=yes {{host}}"
-    live = Live(
+    rc, stdout, err = live_while_pinging(
         lab,
         keys,
+        out,
         "--via",
         via,
         "--host",
@@ -898,12 +903,6 @@ def test_via_ssh_through_a_real_sshd(lab, keys, sshd, nobody_dir):
         str(out),
         "icmp or udp port 8472",
     )
-    try:
-        wait_idbs(out, {"x", "y"}, live)
-        assert ping(lab, 2) == 2
-        time.sleep(0.5)
-    finally:
-        rc, stdout, err = live.stop()
     assert rc == 0, err
     assert "command not found" not in err and "tcpdump" not in err
     frames = [json.loads(line) for line in stdout.splitlines()]
@@ -923,9 +922,10 @@ def test_a_capture_over_ssh_leaves_out_its_own_connection(lab, keys, sshd, nobod
     sshd("hostx", with_tracer=with_tracer)
     sshd("hosty", with_tracer=with_tracer)
     out = nobody_dir / f"own-ssh-{with_tracer}.pcapng"
-    live = Live(
+    rc, _stdout, err = live_while_pinging(
         lab,
         keys,
+        out,
         "--host",
         f"x=ssh://root@{ADDR['hostx']}",
         "--host",
@@ -938,13 +938,9 @@ def test_a_capture_over_ssh_leaves_out_its_own_connection(lab, keys, sshd, nobod
         "--json",
         "-w",
         str(out),
+        pings=3,
+        settle=3,
     )
-    try:
-        wait_idbs(out, {"x", "y"}, live)
-        assert ping(lab, 3) == 3
-        time.sleep(3)
-    finally:
-        rc, _stdout, err = live.stop()
     assert rc == 0, err
     from tests.test_live import tshark_rows
 
@@ -998,9 +994,10 @@ def test_a_host_with_an_older_tracer_is_captured_with_tcpdump_not_refused(lab, k
     sshd("hostx", bin_dir=str(older))
     sshd("hosty")
     out = nobody_dir / "older.pcapng"
-    live = Live(
+    rc, _stdout, err = live_while_pinging(
         lab,
         keys,
+        out,
         "--host",
         f"x=ssh://root@{ADDR['hostx']}",
         "--host",
@@ -1011,12 +1008,6 @@ def test_a_host_with_an_older_tracer_is_captured_with_tcpdump_not_refused(lab, k
         str(out),
         "icmp or udp port 8472",
     )
-    try:
-        wait_idbs(out, {"x", "y"}, live)
-        assert ping(lab, 2) == 2
-        time.sleep(0.5)
-    finally:
-        rc, _stdout, err = live.stop()
     assert rc == 0, err
     assert "unrecognized arguments" not in err
     assert (
