@@ -59,6 +59,12 @@ def live_ui_on_a_pty(netns: str, rows: int, cols: int, *args: str) -> tuple[subp
     return proc, master
 
 
+def _plain(screen: bytes | str) -> str:
+    """What the terminal got, without its CSI escape sequences."""
+    text = screen.decode(errors="replace") if isinstance(screen, bytes) else screen
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+
+
 def _read(fd: int, seconds: float) -> bytes:
     out = b""
     deadline = time.monotonic() + seconds
@@ -108,7 +114,7 @@ def test_sudo_live_ui_runs_as_the_user_on_a_real_terminal(pair):
     assert rc == 0, text[-3000:]
     assert "va" in text and "tracer — keys" in text  # the column, and the help screen was shown
     # the frames were read and shown as the user: the status line counted them
-    counts = [int(m) for m in re.findall(r"(\d+) frames", re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text))]
+    counts = [int(m) for m in re.findall(r"(\d+) frames", _plain(text))]
     assert counts and max(counts) >= 6, counts
 
 
@@ -127,7 +133,7 @@ def test_when_duration_ends_the_ui_says_the_capture_stopped(pair):
 
         replies, _err = ping(b, "10.77.0.1", 2, os.getpid() & 0xFFFF)
         assert replies == 2
-        before = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+        before = _plain(screen)
         deadline = time.monotonic() + 20
         while b"capture stopped" not in screen and time.monotonic() < deadline:
             screen += _read(master, 0.5)
@@ -140,7 +146,7 @@ def test_when_duration_ends_the_ui_says_the_capture_stopped(pair):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         os.close(master)
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+    text = _plain(screen)
     assert "capturing" in before and "capture stopped" not in before, before[-3000:]
     assert "capture stopped" in text, text[-3000:]
     assert rc == 0 and "Traceback" not in text, text[-3000:]
@@ -173,7 +179,7 @@ def test_live_ui_keeps_the_stream_in_its_w_file(pair):
         os.write(master, b"q")
         screen += _read(master, 3)
         rc = proc.wait(timeout=20)
-        text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+        text = _plain(screen)
         assert rc == 0 and "Traceback" not in text, text[-3000:]
         assert "MB on disk" in text and "MB in memory" in text, text[-3000:]
         done = subprocess.run([PY, "-m", "tracer", "replay", out, "--stats"], capture_output=True, text=True)
@@ -217,7 +223,7 @@ def test_live_minus_y_opens_the_ui_filtered_and_slash_changes_it(pair):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         os.close(master)
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+    text = _plain(screen)
     assert rc == 0 and "Traceback" not in text, text[-3000:]
     requests = [(int(m), int(n)) for m, n in re.findall(r"icmp\.type == 8: (\d+) of (\d+) frame", text)]
     assert requests and max(requests)[0] == 3 and max(n for _m, n in requests) >= 6, requests
