@@ -57,7 +57,7 @@ from typing import NoReturn
 
 from tracer import nicfacts
 from tracer.errors import CaptureError, DiscoveryError, NicError, exit_now
-from tracer.model import linktype_name
+from tracer.model import HostState, linktype_name
 from tracer.net import discovery as topology
 from tracer.net import runtimes
 from tracer.net.afpacket import (
@@ -67,7 +67,7 @@ from tracer.net.afpacket import (
     epb_flags,
 )
 from tracer.net.drops import DropProcess
-from tracer.net.hoststate import HostStateReader, as_facts
+from tracer.net.hoststate import HostStateLooker, as_facts
 from tracer.pcapng.writer import (
     BT_EPB,
     EPB_FLAGS,
@@ -458,7 +458,7 @@ class Agent:
         self.anc = socket.CMSG_SPACE(_TIMESPEC.size)
         self.want_drops = drops  # record the kernel's dropped packets (skb:kfree_skb) and the host's state
         self.drops: DropProcess | None = None
-        self.state: HostStateReader | None = HostStateReader() if drops else None
+        self.state: HostStateLooker | None = HostStateLooker() if drops else None
         self.last_state = 0.0  # time.monotonic() of the last look at the host's state
         self.flag_opts = {
             pt: _options([(EPB_FLAGS, _U32.pack(f))]) for pt in range(5) if (f := epb_flags(pt)) is not None
@@ -589,9 +589,10 @@ class Agent:
                 if now - last_drops >= DROPS_INTERVAL:
                     last_drops = now
                     if self._read_drops() and now - self.last_state >= STATE_AFTER_DROPS:
-                        self._record_state()
+                        self._ask_state()
+                    self._write_states()
                 if now - self.last_state >= STATE_INTERVAL:
-                    self._record_state()
+                    self._ask_state()
                 if now - last_stats >= STATS_INTERVAL:
                     last_stats = now
                     self._stats()
@@ -602,6 +603,9 @@ class Agent:
             if not self.reader_gone:
                 self._read_the_rest()
                 self._read_drops()
+                if self.state is not None:
+                    self.state.close()
+                    self._write_states()
                 self._record_state()
                 self._stats()
                 self._flush()
@@ -613,17 +617,36 @@ class Agent:
                     self._close(tap)
             if self.drops is not None:
                 self.drops.close()
+            if self.state is not None:
+                self.state.close()
             self._say_notes()
         return 0
 
     def _record_state(self) -> None:
         """The host's state now (routes, neighbours, FDB, MTUs, rp_filter, the iptables
-        rules that counted packets since the last look), into the stream: an ISB comment
-        on the first NIC of this netns (else the first)."""
+        rules that counted packets since the last look), looked at here and now: at the
+        start and the end, when no capture loop waits."""
         self.last_state = time.monotonic()
-        if self.state is None or self.writer is None or not self.taps:
+        if self.state is not None:
+            self._write_state(self.state.look(time.time_ns()))
+
+    def _ask_state(self) -> None:
+        """A look at the host's state, taken in the looker's thread (the capture loop
+        goes on; :meth:`_write_states` writes it once taken)."""
+        self.last_state = time.monotonic()
+        if self.state is not None:
+            self.state.ask()
+
+    def _write_states(self) -> None:
+        if self.state is not None:
+            for state in self.state.taken():
+                self._write_state(state)
+
+    def _write_state(self, state: HostState) -> None:
+        """One look into the stream: an ISB comment on the first NIC of this netns (else
+        the first)."""
+        if self.writer is None or not self.taps:
             return
-        state = self.state.look(time.time_ns())
         own = next((t for t in self.taps if t.link.netns is None), self.taps[0])
         self._commit()
         comment = nicfacts.host_state_comment(as_facts(state))

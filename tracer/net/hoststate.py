@@ -12,8 +12,10 @@ every few seconds and at the end:
   made with nft alone are not read), of which only the rules whose counter moved since
   the previous look are kept.
 
-Each look becomes a :class:`~tracer.model.HostState`, written into the capture as an
-Interface Statistics Block comment (:func:`tracer.nicfacts.host_state_comment`), so
+The capture agent asks for its looks through :class:`HostStateLooker` (a thread: the
+capture loop never waits for them).  Each look becomes a
+:class:`~tracer.model.HostState`, written into the capture as an Interface Statistics
+Block comment (:func:`tracer.nicfacts.host_state_comment`), so
 ``-w`` keeps it and replay has it; :mod:`tracer.correlate.stops` looks up the packet's
 route, neighbour and FDB entry there, and the DROP rules that counted it.
 """
@@ -22,9 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import queue
 import shutil
 import socket
 import subprocess
+import threading
+import time
 from collections import Counter
 
 from tracer.model import FdbEntry, HostState, Neighbour, Route, RuleHits
@@ -108,6 +113,52 @@ class HostStateReader:
             prefix = "ip6:" if tool.startswith("ip6") else ""
             parse_iptables_save(out, prefix, counts)
         return counts
+
+
+class HostStateLooker:
+    """A :class:`HostStateReader` that looks in a thread of its own, so that the capture
+    loop never waits for netlink dumps or ``iptables-save`` (a busy node's rules take
+    long): :meth:`ask` returns at once, :meth:`taken` hands over the looks done since.
+    :meth:`look` looks at once, in the caller's thread, while no thread runs (before the
+    first :meth:`ask`, after :meth:`close`)."""
+
+    def __init__(self) -> None:
+        self.reader = HostStateReader()
+        self._asked = threading.Event()
+        self._taken: queue.SimpleQueue[HostState] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def look(self, time_ns: int) -> HostState:
+        assert self._thread is None or not self._thread.is_alive()
+        return self.reader.look(time_ns)
+
+    def ask(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="tracer-host-state", daemon=True)
+            self._thread.start()
+        self._asked.set()
+
+    def taken(self) -> list[HostState]:
+        out = []
+        while not self._taken.empty():
+            out.append(self._taken.get())
+        return out
+
+    def close(self) -> None:
+        """Stop the thread (a look under way is finished and kept for :meth:`taken`)."""
+        self._closed = True
+        self._asked.set()
+        if self._thread is not None:
+            self._thread.join(IPTABLES_TIMEOUT * 2 + 1)
+
+    def _run(self) -> None:
+        while True:
+            self._asked.wait()
+            if self._closed:
+                return
+            self._asked.clear()
+            self._taken.put(self.reader.look(time.time_ns()))
 
 
 def parse_iptables_save(text: str, prefix: str, counts: Counter) -> None:
