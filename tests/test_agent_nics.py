@@ -471,6 +471,16 @@ def _instances() -> set[str]:
     return {p.name for p in base.iterdir() if p.name.startswith("tracer-")} if base.exists() else set()
 
 
+def _instances_of(pid: int) -> set[str]:
+    """The tracefs instances of ``pid``'s child processes (its drop reader names its own
+    tracer-PID): other tests' agents may run at the same time and have theirs."""
+    children = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            children.update((task / "children").read_text().split())
+    return {f"tracer-{c}" for c in children} & _instances()
+
+
 @requires_root
 def test_the_drop_reader_records_a_drop_and_leaves_no_tracefs_instance_even_when_the_agent_is_killed(netns, tmp_path):
     """The agent's drop reader (a child process with its own tracefs instance) records
@@ -485,14 +495,13 @@ def test_the_drop_reader_records_a_drop_and_leaves_no_tracefs_instance_even_when
     (stale / "events/skb/kfree_skb/enable").write_text("1")
     a, b = netns("a"), netns("b")
     veth_pair(a, b)
-    before = _instances() - {stale.name}
     out = tmp_path / "drops.pcapng"
     agent = AgentProc(b, out, "-i", "vb")
     try:
         agent.wait_running()
         assert stale.name not in _instances()  # the stale one is gone
-        ours = _instances() - before
-        assert len(ours) == 1, ours
+        ours = _instances_of(agent.proc.pid)
+        assert len(ours) == 1, (ours, _instances())
         udp(a, "10.199.0.2", b"to-no-socket")
         time.sleep(1.0)
         agent.proc.send_signal(signal.SIGKILL)
