@@ -360,6 +360,8 @@ class TracerApp(App[None]):
         if self._poll_timer is not None:
             self._poll_timer.stop()
             self._poll_timer = None
+        if not self.is_running:
+            return  # the stream ended while the app is being quit: its widgets are going
         self.sync_from_store()
         if len(self.store) - self.tracker.matched <= self.tracker.chunk:
             self._match_step()  # what is left fits one tick: the screen is final at once
@@ -454,8 +456,10 @@ class TracerApp(App[None]):
         False when the main screen is not composed yet (a busy machine runs the first
         timer before it is) or is gone: nothing to sync into, the next call does."""
         store = self.store
-        try:
+        try:  # all at once: while the app is torn down its widgets go one by one
             container = self.query_one("#columns", HorizontalScroll)
+            merged_list = self.query_one("#merged-list", PacketList)
+            merged = self.query_one("#merged")
         except NoMatches:
             return False
         new = [NicColumn(nic, store) for nic in store.nics[len(self._columns) :]]
@@ -481,8 +485,8 @@ class TracerApp(App[None]):
                 column.header.shown = run.count(column.nic.id)
             if column.is_mounted:
                 column.sync()
-        self.query_one("#merged-list", PacketList).set_time_width(time_width)
-        if self.query_one("#merged").display and self._merged_stale():
+        merged_list.set_time_width(time_width)
+        if merged.display and self._merged_stale():
             self._sync_merged()
         if run is not None:
             self._filter_grid_rows()
