@@ -58,11 +58,14 @@ def first_encapsulated(store: FrameStore) -> int:
 
 
 async def select(pilot, frame: int) -> None:
+    """Select ``frame`` in its NIC's column (paged onto the screen when it is not)."""
     app = pilot.app
-    packets = app.query_one(f"#nic-{app.store.nic_of[frame]}").packets
-    packets.focus()
-    await pilot.pause()
-    packets.cursor = app.store.nic_index[frame]
+    app.select_frame(frame)
+    for _ in range(100):
+        await pilot.pause()
+        column = app._column(app.store.nic_of[frame])
+        if column is not None and column.is_mounted and app.focused is column.packets:
+            break
     await pilot.pause()
 
 

@@ -152,3 +152,57 @@ def ui_app(source=None, *, store=None, title: str | None = "tracer", theme: str 
     from tracer.ui import make_app
 
     return make_app(source, store=store, title=title, theme=theme, view=view)
+
+
+async def column_of(pilot, nic_id: int, *, focus: bool = True):
+    """NIC ``nic_id``'s column, paged onto the screen (columns are virtual: only those that
+    fit have widgets) as ←/→ would, and mounted."""
+    app = pilot.app
+    app._go_to_nic(nic_id, focus=focus)
+    for _ in range(100):
+        await pilot.pause()
+        column = app._column(nic_id)
+        if column is not None and column.is_mounted and not app._paging and app._goal is None:
+            return column
+    raise AssertionError(f"NIC {nic_id}: its column did not come onto the screen")
+
+
+async def every_column(pilot) -> list[dict]:
+    """What every NIC's column shows, paging through them all (without moving the focus
+    or the selection), then back to the column that had the focus: in screen order, for
+    each ``nic`` (its id), ``count`` (rows), ``header`` (text), ``marked`` (rows marked as
+    the selected packet's journey)."""
+    from tracer.ui.packet_list import PacketList
+
+    app = pilot.app
+    focused = app.focused
+    back = focused.nic_id if isinstance(focused, PacketList) else None
+    out = []
+    for nic in list(app._order):
+        column = await column_of(pilot, nic.id, focus=False)
+        packets = column.packets
+        out.append(
+            {
+                "nic": nic.id,
+                "count": packets.count,
+                "header": column.header.header_text().plain,
+                "marked": sorted(packets.journey_rows),
+            }
+        )
+    if back is not None:
+        await column_of(pilot, back)
+    return out
+
+
+async def focused_nic(pilot) -> int | None:
+    """The NIC whose column has the focus, once a column paged in by the last key is
+    mounted and focused (None: the focus is not on a NIC's column)."""
+    from tracer.ui.packet_list import PacketList
+
+    app = pilot.app
+    for _ in range(100):
+        await pilot.pause()
+        if app._goal is None and not app._paging:
+            break
+    focused = app.focused
+    return focused.nic_id if isinstance(focused, PacketList) else None

@@ -218,7 +218,7 @@ async def test_hosts_capture_columns_are_host_ordered_and_journeys_cross_hosts()
     app = ui_app(FileSource.of(HOSTS), title="hosts")
     async with app.run_test(size=SIZE) as pilot:
         await _settle(pilot)
-        assert [(c.nic.host, c.nic.name) for c in app._columns] == [
+        assert [(nic.host, nic.name) for nic in app._order] == [
             ("x", "veth-a"),
             ("x", "docker0"),
             ("x", "flannel0"),
@@ -229,7 +229,7 @@ async def test_hosts_capture_columns_are_host_ordered_and_journeys_cross_hosts()
             ("y", "eth0"),
             ("z", "(not captured)"),
         ]
-        z = app._columns[-1].nic
+        z = app._order[-1]
         assert z.gone and "Cannot open network namespace" in z.gone_reason
         full = [j for j in app.tracker.corr.journeys if len(j.hops) == 8]
         assert len(full) == 6 and all({h.nic.host for h in j.hops} == {"x", "y"} for j in full)

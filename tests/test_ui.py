@@ -79,11 +79,17 @@ def first_vxlan_frame(store: FrameStore) -> int:
 
 
 async def select_frame(pilot, frame: int) -> None:
+    """Select ``frame`` in its NIC's column, as n/p and the journey screen do: the column
+    is paged onto the screen when it is not (columns are virtual), focused, its cursor on it."""
     app = pilot.app
-    store = app.store
-    column = app.query_one(f"#nic-{store.nic_of[frame]}")
-    column.packets.focus()
-    column.packets.cursor = store.nic_index[frame]
+    app.select_frame(frame)
+    for _ in range(100):
+        await pilot.pause()
+        column = app._column(app.store.nic_of[frame])
+        if column is not None and column.is_mounted and app.focused is column.packets and column.packets.frame == frame:
+            break
+    else:
+        raise AssertionError(f"frame {frame}: its column did not come with the cursor on it")
     await pilot.pause()
 
 
@@ -207,37 +213,62 @@ async def test_click_selects_a_row():
 
 
 async def test_tab_moves_between_columns_and_into_the_detail_panes():
+    """Tab and ←/→ walk every NIC in screen order, paging on past the columns that fit
+    (SIZE holds 6 of the 8: columns are virtual), then Tab goes into the detail panes."""
     app = make_app()
+
+    async def focused_nic() -> int | None:
+        for _ in range(50):  # a column paged in is focused once it is mounted
+            await pilot.pause()
+            if app._goal is None and not app._paging:
+                break
+        focused = app.focused
+        return focused.nic_id if isinstance(focused, PacketList) else None
+
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        lists = [c.packets for c in app._columns]
-        assert len(lists) >= 2
-        assert app.focused is lists[0]
+        order = [nic.id for nic in app._order]
+        assert len(order) == len(app.store.nics) == 8
+        assert len(app._columns) == 6  # 160 cells hold 6 columns of MIN_COLUMN
+        assert await focused_nic() == order[0]
         await pilot.press("tab")
-        assert app.focused is lists[1]
+        assert await focused_nic() == order[1]
         await pilot.press("shift+tab")
-        assert app.focused is lists[0]
+        assert await focused_nic() == order[0]
         await pilot.press("right")
-        assert app.focused is lists[1]
+        assert await focused_nic() == order[1]
         await pilot.press("h")
-        assert app.focused is lists[0]
-        for _ in range(len(lists)):
+        assert await focused_nic() == order[0]
+        for k in range(1, len(order)):
             await pilot.press("tab")
+            assert await focused_nic() == order[k]
+            # the focused column is on screen, whole, and only the page's columns exist
+            column = app._column(order[k])
+            container = app.query_one("#columns")
+            assert container.region.x <= column.region.x and column.region.right <= container.region.right
+            assert len(app.query("NicColumn")) == 6
+        assert [c.nic.id for c in app._columns] == order[2:]
+        await pilot.press("tab")
         assert isinstance(app.focused, LayerTree)
         await pilot.press("tab")
         assert isinstance(app.focused, HexView)
         await pilot.press("escape")  # back to the list the tab walk came from
-        assert app.focused is lists[-1]
-        # > and <: more of each line, or more NICs per screen (every NIC fits at first);
-        # the focused column stays in view.
+        assert await focused_nic() == order[-1]
+        for k in range(len(order) - 2, -1, -1):  # and back, paging the other way
+            await pilot.press("left")
+            assert await focused_nic() == order[k]
+        assert [c.nic.id for c in app._columns] == order[:6]
+        # > and <: more of each line, or more NICs per screen; the focused column stays in view.
+        lists = [c.packets for c in app._columns]
         before = lists[0].outer_size.width
         await pilot.press("greater_than_sign", "greater_than_sign", "greater_than_sign", "greater_than_sign")
         await pilot.pause()
-        assert lists[0].outer_size.width > before
+        assert app.focused.nic_id == order[0]
+        assert app.focused.outer_size.width > before
         await pilot.press("less_than_sign", "less_than_sign", "less_than_sign")
         await pilot.pause()
         container = app.query_one("#columns")
-        column = lists[-1].parent
+        column = app.focused.parent
         assert container.region.x <= column.region.x
         assert column.region.right <= container.region.right
 
@@ -364,7 +395,8 @@ async def test_first_screen_and_progress_before_loading_finishes():
         await settle(pilot)
         status = static_text(app.query_one("#status"))
         assert "indexing" not in status and "loaded" in status
-        assert len(app._columns) == len(app.store.nics) >= 2
+        assert sorted(nic.id for nic in app._order) == sorted(nic.id for nic in app.store.nics)
+        assert len(app.store.nics) >= 2 and app._columns  # the page that fits is on screen
 
 
 async def test_a_failing_load_shows_the_error_and_keeps_frames():
@@ -582,13 +614,11 @@ async def test_a_reader_that_dies_outside_its_own_except_is_reported(monkeypatch
 async def test_a_timer_tick_while_the_screen_is_torn_down_is_no_traceback():
     """Under load a reader's first-frames timer can tick while the main screen's widgets
     are already gone (the app leaving): the sync says so instead of raising NoMatches."""
-    from textual.containers import HorizontalScroll
-
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         assert app.sync_from_store() is True
-        await app.query_one("#columns", HorizontalScroll).remove()
+        await app.query_one("#columns").remove()
         await pilot.pause()
         assert app.sync_from_store() is False
         app._sync_first_frames()  # the timer's own callback: no traceback either

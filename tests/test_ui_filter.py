@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BUNDLED, REPO, shared_pcap
-from tests.helpers import LoadSource, ui_app
+from tests.helpers import LoadSource, every_column, ui_app
 from tests.test_filter import DECODE, TRACER
 from tests.test_ui import screen_text, settle
 from tracer.model import FrameStore
@@ -59,8 +59,9 @@ async def finish_filter(pilot) -> None:
     await pilot.pause()
 
 
-def shown_per_nic(app) -> dict[int, int]:
-    return {c.nic.id: c.packets.count for c in app._columns}
+async def shown_per_nic(pilot) -> dict[int, int]:
+    """What each NIC's column shows (paging through them all)."""
+    return {c["nic"]: c["count"] for c in await every_column(pilot)}
 
 
 def tshark_per_interface(path: Path, flt: str) -> Counter:
@@ -96,14 +97,13 @@ async def test_typed_filter_shows_per_nic_what_tshark_keeps(path, flt):
     app = app_on(path)
     async with app.run_test(size=(160, 48)) as pilot:
         await settle(pilot)
-        totals = shown_per_nic(app)
+        totals = await shown_per_nic(pilot)
         await type_filter(pilot, flt)
         want = tshark_per_interface(path, flt)
         assert sum(want.values()) > 0  # the filter keeps something here: a real test
-        assert shown_per_nic(app) == {nid: want.get(nid, 0) for nid in totals}
-        for column in app._columns:  # the title says matches/total of its NIC
-            title = column.header.header_text().plain
-            assert f"{want.get(column.nic.id, 0):,}/{totals[column.nic.id]:,} match" in title
+        assert await shown_per_nic(pilot) == {nid: want.get(nid, 0) for nid in totals}
+        for c in await every_column(pilot):  # the title says matches/total of its NIC
+            assert f"{want.get(c['nic'], 0):,}/{totals[c['nic']]:,} match" in c["header"]
         assert f"{sum(want.values()):,} of {sum(totals.values()):,} frames" in screen_text(app)
         await pilot.press("m")  # the merged timeline: the same frames, in time order
         await pilot.pause()
@@ -115,11 +115,11 @@ async def test_invalid_filter_says_where_and_is_never_applied():
     app = app_on()
     async with app.run_test(size=(160, 48)) as pilot:
         await settle(pilot)
-        before = shown_per_nic(app)
+        before = await shown_per_nic(pilot)
         await type_filter(pilot, "ip.adr == 10.0.0.1")
         bar = app.query_one("#filter-bar", FilterBar)
         assert bar.is_open and app.filter_run is None
-        assert shown_per_nic(app) == before
+        assert await shown_per_nic(pilot) == before
         text = screen_text(app)
         assert "unknown field 'ip.adr' at 1 (did you mean ip.addr?)" in text and "Traceback" not in text
         await pilot.press("ctrl+u", *"icmp and", "enter")
@@ -127,16 +127,16 @@ async def test_invalid_filter_says_where_and_is_never_applied():
         assert "at 9, found the end" in screen_text(app) and app.filter_run is None
         await pilot.press("escape")  # closes the bar, applies nothing
         await pilot.pause()
-        assert not bar.is_open and app.filter_run is None and shown_per_nic(app) == before
+        assert not bar.is_open and app.filter_run is None and await shown_per_nic(pilot) == before
 
 
 async def test_esc_closes_a_second_esc_or_an_empty_filter_clears():
     app = app_on()
     async with app.run_test(size=(160, 48)) as pilot:
         await settle(pilot)
-        before = shown_per_nic(app)
+        before = await shown_per_nic(pilot)
         await type_filter(pilot, "arp")
-        assert app.filter_run is not None and shown_per_nic(app) != before
+        assert app.filter_run is not None and await shown_per_nic(pilot) != before
         await pilot.press("slash")
         bar = app.query_one("#filter-bar", FilterBar)
         assert bar.input.value == "arp"  # the filter in force, to edit
@@ -145,11 +145,11 @@ async def test_esc_closes_a_second_esc_or_an_empty_filter_clears():
         assert not bar.is_open and app.filter_run is not None
         await pilot.press("escape")
         await pilot.pause()
-        assert app.filter_run is None and shown_per_nic(app) == before
+        assert app.filter_run is None and await shown_per_nic(pilot) == before
         await type_filter(pilot, "icmp")
         assert app.filter_run is not None
         await type_filter(pilot, "")
-        assert app.filter_run is None and shown_per_nic(app) == before
+        assert app.filter_run is None and await shown_per_nic(pilot) == before
 
 
 async def test_completion_and_history():
@@ -215,7 +215,7 @@ async def test_journey_filter_matches_what_replay_prints():
     async with app.run_test(size=(160, 48)) as pilot:
         await settle(pilot)
         await type_filter(pilot, flt)
-        assert sum(shown_per_nic(app).values()) == want
+        assert sum((await shown_per_nic(pilot)).values()) == want
 
 
 async def test_grid_shows_journeys_with_a_match_and_the_journey_still_highlights():
@@ -235,7 +235,7 @@ async def test_grid_shows_journeys_with_a_match_and_the_journey_still_highlights
         await pilot.pause()
         journey = app.journey
         assert journey is not None and len(journey) > 1
-        marked = {c.nic.id for c in app._columns if c.packets.journey_rows}
+        marked = {c["nic"] for c in await every_column(pilot) if c["marked"]}
         assert marked == {h.nic.id for h in journey.hops if h.frame != app.selected_frame}
         # n (next hop) goes only to hops the filter shows
         await pilot.press("n")
@@ -275,11 +275,11 @@ async def test_frames_arriving_after_the_filter_are_filtered_as_they_come():
             await pilot.pause(0.02)
         await pilot.pause(0.1)
         await type_filter(pilot, "icmp")
-        early = sum(shown_per_nic(app).values())
+        early = sum((await shown_per_nic(pilot)).values())
         gate.set()
         await settle(pilot)
         await finish_filter(pilot)
-        got = shown_per_nic(app)
+        got = await shown_per_nic(pilot)
         want = Counter(whole.nic_of[i] for i in app.filter_run.matcher.select(range(len(whole))))
         assert sum(got.values()) > early and got == {nid: want.get(nid, 0) for nid in got}
 
@@ -362,7 +362,7 @@ async def test_minus_y_opens_the_app_filtered(flt):
         await pilot.pause(0.2)
         await finish_filter(pilot)
         assert app.filter_run is not None and app.filter_run.text == flt
-        assert sum(shown_per_nic(app).values()) == want
+        assert sum((await shown_per_nic(pilot)).values()) == want
 
 
 # -- snapshots ------------------------------------------------------------------------------------
@@ -439,9 +439,9 @@ async def test_a_big_capture_is_filtered_first_chunk_at_once_then_the_rest():
         assert app.apply_filter("icmp.type == 8") is None
         run = app.filter_run
         assert run is not None and run.scanned == FIRST_CHUNK  # the first chunk, at once
-        first = sum(shown_per_nic(app).values())
+        first = sum(c.packets.count for c in app._columns)  # the page on screen, at once
         assert first > 0 and "filtering" in screen_text(app)
         await finish_filter(pilot)
         want = tshark_per_interface(BUNDLED, "icmp.type == 8")
-        assert shown_per_nic(app) == {c.nic.id: want.get(c.nic.id, 0) * times for c in app._columns}
+        assert await shown_per_nic(pilot) == {nic.id: want.get(nic.id, 0) * times for nic in app._order}
         assert "filtering" not in screen_text(app)

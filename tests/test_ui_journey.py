@@ -15,7 +15,7 @@ import pytest
 from rich.style import Style
 
 from tests.conftest import BUNDLED
-from tests.helpers import LoadSource, ui_app
+from tests.helpers import LoadSource, column_of, every_column, focused_nic, ui_app
 from tests.test_ui import (
     SIZE,
     hostile_app,
@@ -105,7 +105,7 @@ async def test_hop_keys_walk_the_journey_in_path_order():
         assert app.selected_frame == hops[0].frame
         for k in range(1, 8):
             await pilot.press("n")
-            await pilot.pause()
+            await focused_nic(pilot)  # a column paged in comes with the key's refresh or soon after
             hop = hops[k]
             assert app.selected_frame == hop.frame, k
             assert isinstance(app.focused, PacketList) and app.focused.nic_id == hop.nic.id
@@ -115,7 +115,7 @@ async def test_hop_keys_walk_the_journey_in_path_order():
         assert app.selected_frame == hops[-1].frame
         for k in range(6, -1, -1):
             await pilot.press("p")
-            await pilot.pause()
+            await focused_nic(pilot)
             assert app.selected_frame == hops[k].frame, k
             assert column_in_view(app, hops[k].nic.id)
         # ] and [ do the same
@@ -136,21 +136,26 @@ async def test_other_columns_mark_the_same_journey():
         await select_frame(pilot, selected)
         mine = corr.journey(selected)
         marked = 0
-        for column in app._columns:
-            for row in column.packets.journey_rows:
-                frame = column.packets.frame_at(row)
-                assert frame is not None and frame != selected
-                assert corr.journey(frame) is mine, f"{column.nic.label} row {row}"
+        columns = await every_column(pilot)  # paged through: every NIC's, not only those on screen
+        assert app.selected_frame == selected  # paging did not move the selection
+        for column in columns:
+            nic = store.nics[column["nic"]]
+            frames = store.per_nic[nic.id]
+            for row in column["marked"]:
+                frame = frames[row]
+                assert frame != selected
+                assert corr.journey(frame) is mine, f"{nic.label} row {row}"
                 marked += 1
         assert marked == len(mine.hops) - 1
         # Every NIC the journey crossed says which hop it was and when, from the first hop.
         t0 = mine.hops[0].corrected_time_ns
+        headers = {column["nic"]: column["header"] for column in columns}
         for k, hop in enumerate(mine.hops):
-            note = app.query_one(f"#nic-{hop.nic.id}").header.header_text().plain
+            note = headers[hop.nic.id]
             assert f"hop {k + 1}/8" in note
             assert f"{(hop.corrected_time_ns - t0) / 1e6:+.3f} ms" in note
         # The mark is its own style, not the cursor's.
-        other = app.query_one(f"#nic-{mine.hops[0].nic.id}").packets
+        other = (await column_of(pilot, mine.hops[0].nic.id, focus=False)).packets
         assert other.get_component_rich_style("packet-list--journey") != other.get_component_rich_style(
             "packet-list--cursor-blurred"
         )
@@ -174,26 +179,29 @@ async def test_tab_and_arrows_move_to_the_same_packet_in_the_next_column():
         at = {h.nic.id: h.frame for h in j.hops}
         assert all(store.nic_index[f] > 0 for f in at.values())
         await select_frame(pilot, j.hops[0].frame)
-        order = [c.packets for c in app._columns]
-        start = order.index(app.focused)
+        order = [nic.id for nic in app._order]  # every NIC, paged through (they do not all fit)
+        assert len(app._columns) < len(order)
+        start = order.index(await focused_nic(pilot))
         seen = 0
         for key, step in (("tab", 1), ("shift+tab", -1)):
             for _ in range(len(order) - 1):
-                before = app.focused
+                before = await focused_nic(pilot)
                 await pilot.press(key)
-                lst = app.focused
-                if not isinstance(lst, PacketList):
+                nid = await focused_nic(pilot)
+                if nid is None:
                     break
-                assert order.index(lst) == order.index(before) + step
-                if lst.nic_id in at:
-                    assert lst.frame == at[lst.nic_id], lst.nic_id
-                    assert app.selected_frame == at[lst.nic_id]
-                    assert app.query_one(LayerTree).frame == at[lst.nic_id]
+                assert order.index(nid) == order.index(before) + step
+                lst = app.focused
+                if nid in at:
+                    assert lst.frame == at[nid], nid
+                    assert app.selected_frame == at[nid]
+                    assert app.query_one(LayerTree).frame == at[nid]
                     seen += 1
         assert start == 0 and seen == 2 * (len(order) - 1)  # (the columns are the path here)
         await select_frame(pilot, j.hops[3].frame)
         for key, k in (("right", 4), ("right", 5), ("left", 4), ("h", 3), ("l", 4)):
             await pilot.press(key)
+            assert await focused_nic(pilot) == j.hops[k].nic.id
             assert app.focused.frame == j.hops[k].frame, key
 
 

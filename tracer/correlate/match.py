@@ -315,6 +315,15 @@ class Correlation:
             ds_of.append(side_ids.setdefault((1, ex[1], ex[3]), len(side_ids)))
         return buckets
 
+    def _linktypes(self) -> list[int]:
+        """Each NIC's link type by NIC id, kept: once per bucket it would be O(NICs) each
+        (16,000 NICs by 32,000 buckets took 37 s)."""
+        lts = self._lt_of
+        nics = self.store.nics
+        if len(lts) < len(nics):
+            lts.extend(nic.linktype for nic in nics[len(lts) :])
+        return lts
+
     def _split(self, frames: list[int], opened: list[list] | None, groups: list, strong: bool) -> list[list]:
         """Split one bucket's frames (time order) into journeys; new groups appended.
 
@@ -327,7 +336,7 @@ class Correlation:
         window = self.window_ns
         hairpin = self.hairpin_ns
         vni_a, ex_a, ttl_a, level_a = self._vni, self._ex, self._ttl, self._level
-        lt_of = [nic.linktype for nic in self.store.nics]
+        lt_of = self._linktypes()
         ss_of, ds_of = self._ss_of, self._ds_of
         gappend = groups.append
         if opened is None:
@@ -408,6 +417,7 @@ class Correlation:
         self._addr_ids: dict = {None: 0}
         self._addr_raw: dict = {0: None}
         self._side_ids: dict = {}
+        self._lt_of: list[int] = []  # NIC id -> link type (NICs only grow)
         self._ss_of = array("I")
         self._ds_of = array("I")
         self._open: dict = {}  # incremental mode: key -> open journey states
@@ -440,7 +450,7 @@ class Correlation:
         nic_of = self.store.nic_of
         window = self.window_ns
         vni_a, ex_a, level_a = self._vni, self._ex, self._level
-        lt_of = [nic.linktype for nic in self.store.nics]
+        lt_of = self._linktypes()
         groups: list[list[int]] = []
         gappend = groups.append
         split = self._split

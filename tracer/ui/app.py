@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import ClassVar
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, HorizontalScroll, Vertical
+from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import Screen
@@ -38,7 +38,7 @@ from tracer.correlate.tracking import JourneyTracker
 from tracer.errors import FilterError, InputError
 from tracer.events import CaptureEvent
 from tracer.filter import Filter, compile_filter, journey_facts
-from tracer.model import FrameStore
+from tracer.model import FrameStore, Nic
 from tracer.sources import Load
 from tracer.text import safe
 from tracer.ui.detail import HexView, LayerTree
@@ -195,14 +195,25 @@ class TracerApp(App[None]):
         self.loading_done = load is None
         self.load_error: str | None = None
         self._progress: tuple[int, int | None] | None = None
-        self._columns: list[NicColumn] = []  # in screen order (grouped by host)
-        self._by_nic: dict[int, NicColumn] = {}
+        # Columns are virtual: every NIC has a place in _order, only the page that fits the
+        # screen has widgets (_columns, _order[_first_column:][:_fit]); a column paged out
+        # keeps its cursor in _kept, a column to page in and select is _goal.
+        self._order: list[Nic] = []  # every NIC, in screen order (grouped by host)
+        self._place: dict[int, int] = {}  # NIC id -> its place in _order
+        self._host_keys: dict[str | None, tuple] = {}  # host name -> its natural sort key
+        self._columns: list[NicColumn] = []  # the page on screen, in order
+        self._by_nic: dict[int, NicColumn] = {}  # the page's columns by NIC id
+        self._fit = 0  # columns on a page
+        self._widths = (0, 0)  # (cells of a column, columns one cell wider)
+        self._kept: dict[int, tuple[int, int]] = {}  # NIC id -> (cursor frame, its row on screen)
+        self._goal: tuple[int, int | None, bool] | None = None  # (NIC id, frame, focus it) once mounted
+        self._paging = False  # _apply_page is scheduled or running
         self._warnings_seen = 0
         self._poll_timer: Timer | None = None
         self._merged_count = -1
         self.active_list: PacketList | None = None
         self.min_column = MIN_COLUMN
-        self._first_column = 0  # leftmost NIC column in view
+        self._first_column = 0  # place in _order of the page's first column
         self._max_ts: int | None = None
         self._ts_scanned = 0
         self.selected_frame: int | None = None
@@ -243,7 +254,7 @@ class TracerApp(App[None]):
         yield FilterBar("filter", self.history, id="filter-bar", classes="filter-bar")
         yield FilterBar("search", self.history, id="search-bar", classes="filter-bar")
         with Vertical(id="lists"):
-            yield HorizontalScroll(id="columns")
+            yield Horizontal(id="columns")
             with Vertical(id="merged", classes="nic-column"):
                 yield Painted(self._merged_header_text, id="merged-header", classes="nic-header")
                 yield PacketList(self.store, None, id="merged-list", classes="nic-packets")
@@ -457,23 +468,16 @@ class TracerApp(App[None]):
         timer before it is) or is gone: nothing to sync into, the next call does."""
         store = self.store
         try:  # all at once: while the app is torn down its widgets go one by one
-            container = self.query_one("#columns", HorizontalScroll)
+            self.query_one("#columns", Horizontal)
             merged_list = self.query_one("#merged-list", PacketList)
             merged = self.query_one("#merged")
         except NoMatches:
             return False
-        new = [NicColumn(nic, store) for nic in store.nics[len(self._columns) :]]
-        if self._search_run is not None:
-            for column in new:
-                column.packets.search = self._search_hit
         run = self.filter_run
         if run is not None:
-            for column in new:
-                column.packets.filtered = run.frames_of(column.nic.id)
-                column.header.shown = run.count(column.nic.id)
-            self._filter_catch_up()
-        if new:
-            self._place_columns(container, new)
+            self._filter_catch_up()  # frames that came since
+        if len(store.nics) > len(self._order):
+            self._place_nics(store.nics[len(self._order) :])
             self._size_columns()
             if self.active_list is None:
                 self.call_after_refresh(self._focus_first_list)
@@ -499,41 +503,140 @@ class TracerApp(App[None]):
                 self._show_frame(self.active_list.frame)
         return True
 
-    def _place_columns(self, container: HorizontalScroll, new: list[NicColumn]) -> None:
+    def _place_nics(self, new: Sequence[Nic]) -> None:
         """Columns are grouped by host (several hosts' NICs arrive interleaved): a new
         NIC joins its host's columns; hosts in name order (NICs without a host first),
         arrival order within a host (the agent sends them in path order); hosts that
         could not be captured (``role=unavailable``) after every other."""
-        for column in new:
-            self._by_nic[column.nic.id] = column
-        fresh = {id(c) for c in new}
 
-        def key(kc: tuple[int, NicColumn]) -> tuple:
+        naturals = self._host_keys
+
+        def key(kn: tuple[int, Nic]) -> tuple:
             # a host that could not be captured at all goes last: the first column is one with
             # packets; hosts by name (node2 before node10), the same live and in replay
-            nic = kc[1].nic
-            name = nic.host or ""
-            natural = tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name) if t)
-            return (nic.facts.get("role") == "unavailable", nic.host is not None, natural, kc[0])
+            nic = kn[1]
+            natural = naturals.get(nic.host)
+            if natural is None:
+                name = nic.host or ""
+                parts = re.split(r"(\d+)", name)
+                natural = naturals[nic.host] = tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in parts if t)
+            return (nic.facts.get("role") == "unavailable", nic.host is not None, natural, kn[0])
 
-        order = sorted(enumerate((*self._columns, *new)), key=key)
-        self._columns = [c for _k, c in order]
-        # one mount per run of consecutive new columns, before the old column after it
-        k, n = 0, len(self._columns)
-        while k < n:
-            if id(self._columns[k]) not in fresh:
-                k += 1
-                continue
-            end = k
-            while end < n and id(self._columns[end]) in fresh:
-                end += 1
-            if end < n:
-                container.mount_all(self._columns[k:end], before=self._columns[end])
-            else:
-                container.mount_all(self._columns[k:end])
-            k = end
-        for position, column in enumerate(self._columns):
-            column.header.position = position
+        order = sorted(enumerate((*self._order, *new)), key=key)
+        self._order = [nic for _k, nic in order]
+        self._place = {nic.id: k for k, nic in enumerate(self._order)}
+        for column in self._columns:
+            column.header.position = self._place[column.nic.id]
+            column.header.sync()
+
+    def _new_column(self, nic: Nic) -> NicColumn:
+        """A column paged in: the filter, search and time width in force, its cursor as
+        it was left."""
+        column = NicColumn(nic, self.store, kept=self._kept.pop(nic.id, None))
+        packets, header = column.packets, column.header
+        header.position = self._place[nic.id]
+        packets.time_width = self._time_width()
+        if self._search_run is not None:
+            packets.search = self._search_hit
+        run = self.filter_run
+        if run is not None:
+            packets.filtered = run.frames_of(nic.id)
+            header.shown = run.count(nic.id)
+        return column
+
+    def _schedule_page(self) -> None:
+        if not self._paging:
+            self._paging = True
+            self.call_later(self._apply_page)
+
+    async def _apply_page(self) -> None:
+        """Widgets for the page's columns and none for the others (16,000 NICs cost a
+        screenful).  New columns are mounted and the goal focused before old ones go, so
+        the focus never falls onto a neighbour; the page asked for may change while this
+        awaits, so it looks again until the screen is what was asked."""
+        changed = False
+        try:
+            while True:
+                try:
+                    container = self.query_one("#columns", Horizontal)
+                except NoMatches:
+                    return  # torn down
+                if not self.is_running:
+                    return  # being quit: nothing to page
+                have = self._by_nic
+                columns = [have.get(nic.id) or self._new_column(nic) for nic in self._page_nics()]
+                wanted = {id(c) for c in columns}
+                gone = [c for c in self._columns if id(c) not in wanted]
+                fresh = [c for c in columns if c.nic.id not in have]
+                self._columns = columns
+                self._by_nic = {c.nic.id: c for c in columns}
+                self._set_widths()
+                if not fresh and not gone:
+                    break
+                changed = True
+                # one mount per run of new columns, before the column kept after it
+                mounts, k, n = [], 0, len(columns)
+                while k < n:
+                    if columns[k].nic.id in have:
+                        k += 1
+                        continue
+                    end = k
+                    while end < n and columns[end].nic.id not in have:
+                        end += 1
+                    before = columns[end] if end < n else None
+                    mounts.append(container.mount_all(columns[k:end], before=before))
+                    k = end
+                for mount in mounts:
+                    await mount
+                for column in gone:
+                    packets = column.packets
+                    if packets.frame is not None:
+                        self._kept[column.nic.id] = (packets.frame, packets.cursor - round(packets.scroll_y))
+                self._reach_goal()
+                if gone:
+                    await container.remove_children(gone)
+        finally:
+            self._paging = False
+        self._reach_goal()
+        if changed:
+            self._mark_journey()
+
+    def _page_nics(self) -> list[Nic]:
+        first = max(0, min(self._first_column, len(self._order) - self._fit))
+        self._first_column = first
+        return self._order[first : first + self._fit]
+
+    def _set_widths(self) -> None:
+        base, extra = self._widths
+        for k, column in enumerate(self._columns):
+            column.styles.width = base + (1 if k < extra else 0)
+
+    def _reach_goal(self) -> None:
+        """The column asked for is on screen: its cursor onto the frame, the focus onto it."""
+        if self._goal is None:
+            return
+        nic_id, frame, focus = self._goal
+        column = self._by_nic.get(nic_id)
+        if column is None or not column.is_mounted:
+            return
+        self._goal = None
+        packets = column.packets
+        if frame is not None:
+            packets.cursor_to(frame)
+        if focus:
+            self._set_active(packets)
+            packets.screen.set_focus(packets)
+
+    def _go_to_nic(self, nic_id: int, frame: int | None = None, *, focus: bool = True) -> None:
+        """NIC ``nic_id``'s column onto the screen (paging when it is not), its cursor on
+        ``frame`` (None: where it was), focused."""
+        self._goal = (nic_id, frame, focus)
+        column = self._by_nic.get(nic_id)
+        if column is not None and column.is_mounted:
+            self._reach_goal()
+            self.call_after_refresh(self._page_to, nic_id)
+        else:
+            self._page_to(nic_id)
 
     def _column(self, nic_id: int) -> NicColumn | None:
         return self._by_nic.get(nic_id)
@@ -550,8 +653,9 @@ class TracerApp(App[None]):
             return 8
         return len(f"{(self._max_ts - (store.first_ts_ns or 0)) / 1e9:.6f}")
 
-    def on_resize(self) -> None:
-        self._size_columns()
+    def on_resize(self, event: events.Resize) -> None:
+        # the columns span the screen; their container is laid out for the new size only later
+        self._size_columns(event.size.width)
         self._size_detail()
 
     def _size_detail(self) -> None:
@@ -566,27 +670,29 @@ class TracerApp(App[None]):
         layers.display = not (narrow and self._bytes_pane)
         hexview.styles.width = "1fr" if narrow else hexview.line_width + 6  # borders, scrollbar, air
 
-    def _size_columns(self) -> None:
-        """Share the width between the columns, but never below MIN_COLUMN: then scroll.
-
-        Fractional widths inside a horizontal scroller resolve against the
-        viewport, so the widths are set here in cells.
-        """
-        if not self._columns:
+    def _size_columns(self, width: int | None = None) -> None:
+        """Share the ``width`` (the columns' own, by default) between the columns, but
+        never below ``min_column``: then a page holds the columns that fit, and ←/→/Tab
+        page on (the header says ``k/N``, the status line which are on screen)."""
+        n = len(self._order)
+        if not n:
             return
-        avail = self.query_one("#columns").size.width or self.size.width
-        n = len(self._columns)
-        if n * self.min_column <= avail:
-            base, extra = divmod(avail, n)
-        else:
-            fit = max(1, avail // self.min_column)  # page: `fit` columns fill the view
-            base, extra = divmod(avail, fit)
-            extra = 0
-        for k, column in enumerate(self._columns):
-            column.styles.width = base + (1 if k < extra else 0)
+        try:
+            avail = width or self.query_one("#columns").size.width or self.size.width
+        except NoMatches:
+            return
+        fit = n if n * self.min_column <= avail else max(1, avail // self.min_column)
+        self._fit = fit
+        self._widths = divmod(avail, fit)
+        self._set_widths()
         active = self.active_list
-        if active is not None and active.nic_id is not None:
-            self.call_after_refresh(self._page_to, active.nic_id)
+        anchor = active.nic_id if active is not None and active.nic_id in self._place else None
+        if anchor is None and self._columns:
+            anchor = self._columns[0].nic.id
+        if anchor is not None:
+            self._page_to(anchor)
+        else:
+            self._schedule_page()
 
     def _merged_stale(self) -> bool:
         run = self.filter_run
@@ -667,7 +773,10 @@ class TracerApp(App[None]):
             if not run.done:
                 text.append(f" (filtering {run.scanned * 100 // max(1, total)}%)", style=p.progress)
             text.append("   ")
-        text.append(f"{len(store.nics)} NIC{'s' if len(store.nics) != 1 else ''}", style="bold")
+        text.append(f"{len(store.nics):,} NIC{'s' if len(store.nics) != 1 else ''}", style="bold")
+        if self.view == "columns" and 0 < len(self._columns) < len(self._order):  # a page of them: ←/→ page on
+            first = self._first_column
+            text.append(f" ({first + 1:,}-{first + len(self._columns):,} on screen)", style=p.muted)
         text.append(f" · {len(store):,} frame{'s' if len(store) != 1 else ''}", style="bold")
         if self.loading_done and self.load_error is None and not self.live:
             text.append(" · loaded", style=p.muted)
@@ -731,58 +840,72 @@ class TracerApp(App[None]):
                 self.call_after_refresh(self._page_to, event.widget.nic_id)
 
     def action_focus_next(self) -> None:
-        self.screen.focus_next()
-        self._onto_same_packet(self.focused)
+        if not self._page_on(1):
+            self.screen.focus_next()
+            self._onto_same_packet(self.focused)
 
     def action_focus_previous(self) -> None:
-        self.screen.focus_previous()
-        self._onto_same_packet(self.focused)
+        if not self._page_on(-1):
+            self.screen.focus_previous()
+            self._onto_same_packet(self.focused)
+
+    def _page_on(self, delta: int) -> bool:
+        """Tab on the page's last column (Shift+Tab on its first) goes on to the next NIC
+        when there is one, as if every column were on screen."""
+        focused = self.focused
+        if not isinstance(focused, PacketList) or focused.nic_id is None or self.view != "columns":
+            return False
+        place = self._place.get(focused.nic_id)
+        if place is None or not 0 <= place + delta < len(self._order):
+            return False
+        nic = self._order[place + delta]
+        column = self._by_nic.get(nic.id)
+        if column is not None and column.is_mounted:
+            return False  # on this page: the focus chain gets there
+        self._go_to_nic(nic.id, self._same_packet_on(nic.id))
+        return True
+
+    def _same_packet_on(self, nic_id: int) -> int | None:
+        """The selected packet as NIC ``nic_id`` saw it, when it did and the display filter
+        shows it; of two sightings on one NIC, the one nearest along the path."""
+        frame, journey = self.selected_frame, self.journey
+        if frame is None or journey is None:
+            return None
+        try:
+            here = journey.hop_of(frame)
+        except ValueError:
+            return None
+        seen = [k for k, hop in enumerate(journey.hops) if hop.nic.id == nic_id and self.shows(hop.frame)]
+        if not seen:
+            return None
+        return journey.hops[min(seen, key=lambda k: (abs(k - here), k))].frame
 
     def _onto_same_packet(self, packets: Widget | None) -> None:
         """Another NIC's column focused from the keyboard (Tab, ← →): its cursor goes to
         the selected packet as that NIC saw it, when it did (side by side means the same
-        packet, not wherever that column's cursor was left).  Of two sightings on one
-        NIC, the one nearest along the path.  (Not on focus events: a click's own row
-        would race them.)"""
-        frame, journey = self.selected_frame, self.journey
+        packet, not wherever that column's cursor was left).  (Not on focus events: a
+        click's own row would race them.)"""
         if not isinstance(packets, PacketList) or packets is self.active_list or packets.nic_id is None:
             return
-        if frame is None or journey is None:
-            return
-        try:
-            here = journey.hop_of(frame)
-        except ValueError:
-            return
-        seen = [
-            k
-            for k, hop in enumerate(journey.hops)
-            if hop.nic.id == packets.nic_id and packets.find_row(hop.frame) is not None
-        ]
-        if seen:
-            k = min(seen, key=lambda k: (abs(k - here), k))
-            packets.cursor_to(journey.hops[k].frame)
+        frame = self._same_packet_on(packets.nic_id)
+        if frame is not None and packets.find_row(frame) is not None:
+            packets.cursor_to(frame)
 
     def _page_to(self, nic_id: int) -> None:
-        """Scroll the columns so that column ``nic_id`` shows and no column is cut."""
-        container = self.query_one("#columns", HorizontalScroll)
-        column = self._column(nic_id)
-        if column is None:
+        """Page the columns so that NIC ``nic_id``'s shows, moving the page no further
+        than that."""
+        place = self._place.get(nic_id)
+        fit = self._fit
+        if place is None or not fit:
             return
-        nic_id = self._columns.index(column)  # from here on: the column's place on screen
-        width = self._columns[0].outer_size.width
-        view = container.scrollable_content_region.width
-        if width <= 0 or view <= 0:
-            return
-        fit = max(1, view // width)
-        # Our own page, not scroll_x: Textual's scroll_visible may have overshot.
         first = self._first_column
-        if nic_id < first:
-            first = nic_id
-        elif nic_id >= first + fit:
-            first = nic_id - fit + 1
-        first = max(0, min(first, len(self._columns) - fit))
-        self._first_column = first
-        container.scroll_to(x=first * width, animate=False, immediate=True)
+        if place < first:
+            first = place
+        elif place >= first + fit:
+            first = place - fit + 1
+        self._first_column = max(0, min(first, len(self._order) - fit))
+        if [c.nic.id for c in self._columns] != [nic.id for nic in self._page_nics()]:
+            self._schedule_page()
 
     def _set_active(self, packet_list: PacketList) -> None:
         """The list the detail panes follow; its column stays marked while the tree has focus."""
@@ -916,7 +1039,9 @@ class TracerApp(App[None]):
             return
         nid = self.store.nic_of[frame]
         column = self._column(nid)
-        if column is None:
+        if column is None or not column.is_mounted:  # paged out: the column comes, then the cursor
+            self._show_frame(frame)
+            self._go_to_nic(nid, frame)
             return
         packets = column.packets
         packets.cursor_to(frame)
@@ -960,8 +1085,13 @@ class TracerApp(App[None]):
                 merged.cursor_to(frame)
         else:
             target = self._columns[0].packets if self._columns else None
-            column = self._column(self.store.nic_of[frame]) if frame is not None else None
-            if column is not None and frame is not None:
+            if frame is not None:
+                nid = self.store.nic_of[frame]
+                column = self._column(nid)
+                if column is None or not column.is_mounted:
+                    self._go_to_nic(nid, frame)
+                    self._mark_journey()
+                    return
                 target = column.packets
                 target.cursor_to(frame)
         if target is not None:
@@ -998,14 +1128,18 @@ class TracerApp(App[None]):
         self.query_one("#layers", LayerTree).action_collapse_all()
 
     def action_column(self, delta: int) -> None:
-        lists = self._lists()
-        if not lists:
+        """← → (h l): the previous or next NIC's column, paged into view when it is not."""
+        if self.view != "columns" or not self._order:
             return
         current = self.focused if isinstance(self.focused, PacketList) else self.active_list
-        index = lists.index(current) if current in lists else 0
-        target = lists[max(0, min(len(lists) - 1, index + delta))]
-        self._onto_same_packet(target)
-        target.focus()
+        place = self._place.get(current.nic_id, 0) if current is not None and current.nic_id is not None else 0
+        nic = self._order[max(0, min(len(self._order) - 1, place + delta))]
+        target = self._by_nic.get(nic.id)
+        if target is not None and target.is_mounted:
+            self._onto_same_packet(target.packets)
+            target.packets.focus()
+        else:
+            self._go_to_nic(nic.id, self._same_packet_on(nic.id))
 
     def action_column_width(self, direction: int) -> None:
         self.min_column = max(MIN_COLUMN, min(MAX_COLUMN, self.min_column + direction * COLUMN_STEP))

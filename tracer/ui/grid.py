@@ -128,13 +128,19 @@ def path_order(store: FrameStore, spine: Journey | None) -> list[int]:
         if host not in hosts:
             hosts.append(host)
     crossed = set(order)
-    others = [n for n in store.nics if n.id not in crossed]
-    for host in sorted({n.host for n in others} - set(hosts), key=lambda h: (h is not None, h or "")):
+    others: dict[str | None, list[int]] = {}  # host -> its NICs the spine did not cross
+    for n in store.nics:
+        if n.id not in crossed:
+            others.setdefault(n.host, []).append(n.id)
+    for host in sorted(others.keys() - set(hosts), key=lambda h: (h is not None, h or "")):
         hosts.append(host)
+    on_spine: dict[str | None, list[int]] = {}
+    for nid in order:
+        on_spine.setdefault(store.nics[nid].host, []).append(nid)
     out: list[int] = []
     for host in hosts:  # a host's NICs together, even where the spine left and came back
-        out.extend(nid for nid in order if store.nics[nid].host == host)
-        out.extend(n.id for n in others if n.host == host)
+        out.extend(on_spine.get(host, ()))
+        out.extend(others.get(host, ()))
     return out
 
 

@@ -297,6 +297,10 @@ class PacketList(ScrollView, can_focus=True):
             return
         self.scroll_to(y=max(0, row - height // 2), animate=False, immediate=True)
 
+    def scroll_to_row(self, top: int) -> None:
+        """``top`` the first row on screen (as far as the rows go)."""
+        self.scroll_to(y=max(0, top), animate=False, immediate=True)
+
     def set_time_width(self, width: int) -> None:
         if width != self.time_width:
             self.time_width = width
@@ -576,12 +580,13 @@ class NicHeader(Painted):
 class NicColumn(Vertical):
     """One NIC: a header over its packet list."""
 
-    def __init__(self, nic: Nic, store: FrameStore) -> None:
+    def __init__(self, nic: Nic, store: FrameStore, *, kept: tuple[int, int] | None = None) -> None:
         super().__init__(id=f"nic-{nic.id}", classes="nic-column")
         self.nic = nic
         self.store = store
         self.header = NicHeader(nic, store, classes="nic-header")
         self.packets = PacketList(store, nic.id, classes="nic-packets")
+        self._kept = kept  # paged in again: (the frame its cursor was on, that row's place on screen)
 
     def compose(self):
         yield self.header
@@ -589,6 +594,11 @@ class NicColumn(Vertical):
 
     def on_mount(self) -> None:
         self.sync()
+        if self._kept is not None:
+            frame, offset = self._kept
+            self._kept = None
+            self.packets.cursor_to(frame)
+            self.call_after_refresh(self.packets.scroll_to_row, self.packets.cursor - offset)
 
     def sync(self) -> None:
         self.packets.sync()
