@@ -10,7 +10,7 @@ waits for them), runs the real app headless through the same path the CLI uses:
 - ``loaded``: until the whole file is read and every NIC known to the UI;
 - ``tab``/``right``: median time of one Tab / → to the next NIC, key to screen
   refreshed (the last NIC of a page included: a new page);
-- ``end``: `End` of the column keys is not a thing; ``far`` is the time of 200 → presses.
+- ``T``/``v``: the topology screen and the journey grid, key to screen.
 
 Never a test assertion: the machines are noisy.
 
@@ -61,6 +61,13 @@ async def main():
                 await pilot.pause()
                 laps.append(time.perf_counter() - s)
             times[key] = laps
+        for key, back in (("T", "escape"), ("v", "v")):  # the topology screen, the journey grid
+            s = time.perf_counter()
+            await pilot.press(key)
+            await pilot.pause()
+            times[key] = [time.perf_counter() - s]
+            await pilot.press(back)
+            await pilot.pause()
         nic = app.active_list.nic_id if app.active_list is not None else None
         print(json.dumps({"first": first, "loaded": loaded, "frames": len(store),
                           "nics": len(store.nics), "widgets": widgets, "active_nic": nic, **times}))
@@ -116,6 +123,8 @@ def report(what: str, runs: list[dict]) -> None:
     for key in ("tab", "right"):
         laps = [x for r in runs for x in r[key]]
         print(f"  {key:5}  median {statistics.median(laps) * 1000:.0f} ms, worst {max(laps) * 1000:.0f} ms")
+    for key, screen in (("T", "the topology screen"), ("v", "the journey grid")):
+        print(f"  {key:5}  {screen}: {min(r[key][0] for r in runs) * 1000:.0f} ms")
 
 
 def main() -> None:

@@ -116,3 +116,48 @@ async def test_a_resize_keeps_the_focused_column_on_screen():
                 break
         assert target in [c.nic.id for c in app._columns] and len(app.query("NicColumn")) == 3
         assert app.focused.nic_id == target
+
+
+async def test_ctrl_p_goes_to_a_nic_by_its_name_and_host(many):
+    """Ctrl+P, a NIC's name and host: its column, paged in and focused, of 16,000."""
+    from textual.command import CommandPalette
+
+    app = ui_app(FileSource.of(str(many)), view="columns")
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot)
+        want = next(nic for nic in app._order if nic.host == "node300" and nic.name == "veth7")
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        assert isinstance(app.screen, CommandPalette)
+        await pilot.press(*"veth7 @ node300")
+        for _ in range(200):  # the palette searches as keys come: wait for the hit to show
+            await pilot.pause(0.02)
+            if "Go to NIC veth7 @ node300 (veth)" in screen_text(app):
+                break
+        assert "Go to NIC veth7 @ node300 (veth)" in screen_text(app)
+        await pilot.press("enter")
+        assert await focused_nic(pilot) == want.id
+        assert want.id in [c.nic.id for c in app._columns] and len(app.query("NicColumn")) == app._fit
+
+
+async def test_ctrl_p_shows_a_hostile_nic_name_as_text(tmp_path):
+    """NIC names come from the capture: the palette shows markup in them as typed."""
+    from textual.command import CommandPalette
+
+    path = tmp_path / "hostile.pcapng"
+    with path.open("wb") as f:
+        w = PcapngWriter(f)
+        w.add_interface("[b]x[/b]", LINKTYPE_ETHERNET, description="host=[red]h[/red] kind=veth")
+        w.write_packet(0, T0, echo(1))
+    app = ui_app(FileSource.of(str(path)), view="columns")
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        assert isinstance(app.screen, CommandPalette)
+        await pilot.press(*"go to nic")
+        for _ in range(100):
+            await pilot.pause(0.02)
+            if "Go to NIC" in screen_text(app):
+                break
+        assert "Go to NIC [b]x[/b] @ [red]h[/red] (veth)" in screen_text(app)

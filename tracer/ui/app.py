@@ -41,6 +41,7 @@ from tracer.filter import Filter, compile_filter, journey_facts
 from tracer.model import FrameStore, Nic
 from tracer.sources import Load
 from tracer.text import safe
+from tracer.ui.commands import NicCommands
 from tracer.ui.detail import HexView, LayerTree
 from tracer.ui.filter_bar import FilterBar
 from tracer.ui.filtering import CHUNK, FIRST_CHUNK, FilterRun, History
@@ -131,6 +132,7 @@ class TracerApp(App[None]):
     CSS_PATH = "tracer.tcss"
     TITLE = "tracer"
     ENABLE_COMMAND_PALETTE = True
+    COMMANDS: ClassVar[set] = App.COMMANDS | {NicCommands}  # Ctrl+P: "Go to NIC eth0 @ hosty"
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
@@ -626,6 +628,13 @@ class TracerApp(App[None]):
         if focus:
             self._set_active(packets)
             packets.screen.set_focus(packets)
+
+    def go_to_nic(self, nic_id: int) -> None:
+        """The NIC's column (the command palette's ``Go to NIC``), on the selected packet
+        as that NIC saw it when it did."""
+        if self.view != "columns":
+            self.show_view("columns")
+        self._go_to_nic(nic_id, self._same_packet_on(nic_id))
 
     def _go_to_nic(self, nic_id: int, frame: int | None = None, *, focus: bool = True) -> None:
         """NIC ``nic_id``'s column onto the screen (paging when it is not), its cursor on

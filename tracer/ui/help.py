@@ -81,7 +81,7 @@ KEYS: list[tuple[str, list[tuple[str, str]]]] = [
         "Anywhere",
         [
             ("?", "this help"),
-            ("Ctrl+P", "command palette (merged view, expand / collapse all, theme, …)"),
+            ("Ctrl+P", "command palette: go to a NIC by name or host, merged view, theme, …"),
             ("q  Ctrl+Q", "quit"),
         ],
     ),

@@ -12,13 +12,15 @@ from collections import Counter
 from itertools import pairwise
 from typing import ClassVar
 
+from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import VerticalScroll
+from textual.geometry import Size
 from textual.screen import Screen
-from textual.widget import Widget
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 from textual.widgets import Footer, Header
 
 from tracer.correlate import Correlation, Step, nic_addresses, nic_role
@@ -250,24 +252,47 @@ def inferred_links(store: FrameStore, corr: Correlation | None, p: Palette) -> l
     return out
 
 
-class TopologyDiagram(Widget):
+class TopologyDiagram(ScrollView, can_focus=True):
     """Host boxes side by side (as many as fit), then the links between them.
 
-    Drawn in ``render`` from the palette: a new theme redraws it in its colours."""
+    Laid out once per width and theme (16,000 NICs are thousands of lines), drawn a
+    line at a time as they come on screen: a new theme lays it out in its colours."""
 
     def __init__(self, store: FrameStore, corr: Correlation | None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.store = store
         self.corr = corr
+        self._lines: list[Text] = []
+        self._laid_width = -1  # the width _lines were laid out for (-1: not yet, or a new theme)
 
     def on_mount(self) -> None:
-        follow_theme(self, self.refresh)
+        follow_theme(self, self._relayout)
 
-    def get_content_height(self, container, viewport, width: int) -> int:
-        return len(self.lines(max(width, 40)))
+    def on_resize(self) -> None:
+        self._layout()
 
-    def render(self) -> Text:
-        return Text("\n").join(self.lines(self.size.width or 120))
+    def _relayout(self) -> None:
+        self._laid_width = -1
+        self._layout()
+
+    def _layout(self) -> None:
+        width = self.scrollable_content_region.width or self.size.width
+        if width <= 0 or width == self._laid_width:
+            return
+        self._laid_width = width
+        self._lines = self.lines(max(width, 40))
+        self.virtual_size = Size(width, len(self._lines))
+        self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        row = scroll_y + y
+        width = self.scrollable_content_region.width
+        base = self.rich_style
+        if not 0 <= row < len(self._lines):
+            return Strip.blank(width, base)
+        segments = Segment.apply_style(list(self._lines[row].render(self.app.console)), base)
+        return Strip(segments).crop_extend(scroll_x, scroll_x + width, base)
 
     def lines(self, width: int) -> list[Text]:
         p = Palette.of(self)
@@ -299,8 +324,8 @@ class TopologyDiagram(Widget):
         per_row = max(1, min(len(hosts), width // min_box))
         box_w = width // per_row
         items = list(hosts.items())
+        counts = [len(per) for per in store.per_nic]
         for r in range(0, len(items), per_row):
-            counts = [len(per) for per in store.per_nic]
             boxes = [host_box(h, n, owners, box_w - 1, bridges, counts, p) for h, n in items[r : r + per_row]]
             height = max(len(b) for b in boxes)
             for y in range(height):
@@ -340,8 +365,7 @@ class TopologyScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="⇄")
         yield Painted(self.title_text, id="topology-title")
-        with VerticalScroll(id="topology-scroll"):
-            yield TopologyDiagram(self.store, self.corr, id="topology-diagram")
+        yield TopologyDiagram(self.store, self.corr, id="topology-diagram")
         yield Footer()
 
     def title_text(self, p: Palette) -> Text:
@@ -352,10 +376,10 @@ class TopologyScreen(Screen[None]):
         return title
 
     def on_mount(self) -> None:
-        self.query_one("#topology-scroll").focus()
+        self.query_one("#topology-diagram").focus()
 
     def action_scroll(self, delta: int) -> None:
-        self.query_one("#topology-scroll", VerticalScroll).scroll_relative(y=delta, animate=False)
+        self.query_one("#topology-diagram", TopologyDiagram).scroll_relative(y=delta, animate=False)
 
     def action_back(self) -> None:
         self.dismiss(None)
