@@ -5,7 +5,11 @@ file as replay does (or, ``--no-spill``, kept in memory as before), until loadin
 done and the journeys are matched; the growth of anonymous RSS over N is the cost per frame (the spill file's pages
 the UI touched count as file-backed RSS: page cache, which the kernel reclaims).
 
-    python bench/ui_memory.py --frames 500000 [--no-spill]
+    python bench/ui_memory.py --frames 500000 [--no-spill] [--max-frames N]
+
+With ``--max-frames N`` the app forgets the oldest frames past N (as ``tracer replay
+--max-frames``): RSS should then stay flat however many frames the stream brings, and
+the spill file gives their disk space back.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ def stream(n: int) -> bytes:
     return b"".join(out)
 
 
-async def run(n: int, spill: bool) -> None:
+async def run(n: int, spill: bool, max_frames: int | None = None) -> None:
     from tracer.model import FrameStore
     from tracer.sources.files import FileSource
     from tracer.ui import make_app
@@ -65,18 +69,20 @@ async def run(n: int, spill: bool) -> None:
     store = FrameStore()
     if spill:
         source.spill_to_disk(store)
-    app = make_app(source, store=store, view="columns")
+    app = make_app(source, store=store, view="columns", max_frames=max_frames)
     t0 = time.monotonic()
     async with app.run_test(size=(160, 50)) as pilot:
         while not app.loading_done or not app.tracker.caught_up:
             await pilot.pause(0.2)
         await pilot.pause(0.5)
         after = rss()
-        frames = len(store)
+        frames = len(store) + store.dropped
+        held = len(store)
     fifo.unlink()
     tmp.rmdir()
     print(
-        f"{'spilled' if spill else 'in memory'}: {frames} frames of 92 B in {time.monotonic() - t0:.0f} s; "
+        f"{'spilled' if spill else 'in memory'}: {frames} frames of 92 B in {time.monotonic() - t0:.0f} s "
+        f"({held} held at the end); "
         f"anonymous RSS {before[0] / 1e6:.0f} -> {after[0] / 1e6:.0f} MB: "
         f"{(after[0] - before[0]) / frames:.0f} B/frame;"
         f" file-backed RSS {before[1] / 1e6:.0f} -> {after[1] / 1e6:.0f} MB (page cache the kernel may reclaim);"
@@ -88,8 +94,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=500_000)
     ap.add_argument("--no-spill", action="store_true")
+    ap.add_argument("--max-frames", type=int)
     args = ap.parse_args()
-    asyncio.run(run(args.frames, not args.no_spill))
+    asyncio.run(run(args.frames, not args.no_spill, args.max_frames))
     return 0
 
 

@@ -325,6 +325,9 @@ class FrameStore:
         self._freed = 0  # buffers below this id were let go
         self._advised_buf = -1  # the map of the first frame left (drop_front) ...
         self._advised = 0  # ... and how much of it need not stay resident
+        # told (buffer, offset) of the first frame left after each drop_front: a stream's
+        # temporary file gives back the space before it (tracer.pcapng.spill)
+        self.on_forget: list[Callable[[Any, int], None]] = []
         # bytes of a stream kept on disk rather than in memory (tracer.pcapng.spill); None: none
         self.disk_bytes: int | None = None
 
@@ -483,6 +486,8 @@ class FrameStore:
             if isinstance(buf, mmap.mmap) and cut > self._advised:
                 buf.madvise(mmap.MADV_DONTNEED, 0, cut)
                 self._advised = cut
+            for hook in self.on_forget:
+                hook(buf, end)
             self.room.notify_all()
             return n
 

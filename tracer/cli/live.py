@@ -121,9 +121,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "it stopped) once it has settled, like 'tracer replay --journeys'",
     )
     p.add_argument("--json", action="store_true", help="with --print or --journeys: JSON Lines")
-    from tracer.cli.output import add_filter_arg
+    from tracer.cli.output import add_filter_arg, add_limit_args
 
     add_filter_arg(p)
+    add_limit_args(p)
 
     t = subparsers.add_parser(
         "topology",
@@ -188,6 +189,9 @@ def _live(args: argparse.Namespace) -> int:
     if args.print_ and args.journeys:
         return _err("--print and --journeys: one or the other", 2)
     _display_filter(args)
+    from tracer.cli.output import check_limits
+
+    check_limits(args, bool(args.print_ or args.journeys))
     args.print_ = "journeys" if args.journeys else args.print_
     remotes = [h for h in args.host if is_remote_arg(h)]
     names = [h for h in args.host if not is_remote_arg(h)]
@@ -206,7 +210,7 @@ def _live(args: argparse.Namespace) -> int:
     if not args.print_ and not sys.stdout.isatty():
         return _err("the UI needs a terminal; use --print (or --print --json) for scripts", 2)
     opts = LiveOptions(**_capture_options(args), host=args.host)
-    return _run_session(LiveSession(opts, on_event=_print_event), args.print_, args.json, args.flt)
+    return _run_session(LiveSession(opts, on_event=_print_event), args.print_, args.json, args.flt, _limits(args))
 
 
 def _live_hosts(args: argparse.Namespace, remotes: list[str]) -> int:
@@ -229,7 +233,7 @@ def _live_hosts(args: argparse.Namespace, remotes: list[str]) -> int:
     opts = RemoteOptions(**_capture_options(args), hosts=hosts, via=args.via, ssh_config=args.ssh_config)
     # what happens to hosts (unreachable, sudo refused, dropped, ...) goes to stderr as it
     # happens with --print; the UI shows it as notifications (see _run_session)
-    return _run_session(RemoteSession(opts, on_event=_print_event), args.print_, args.json, args.flt)
+    return _run_session(RemoteSession(opts, on_event=_print_event), args.print_, args.json, args.flt, _limits(args))
 
 
 def _display_filter(args: argparse.Namespace) -> None:
@@ -245,6 +249,11 @@ def _display_filter(args: argparse.Namespace) -> None:
         raise UsageError("live: journey.hops and journey.delivered need the whole capture (-w it, then replay -Y)")
 
 
+def _limits(args: argparse.Namespace) -> dict[str, int | None]:
+    """``--max-frames`` / ``--max-size`` for the UI."""
+    return {"max_frames": args.max_frames, "max_bytes": args.max_bytes}
+
+
 def _capture_options(args: argparse.Namespace) -> dict[str, Any]:
     """What one host or several capture (:class:`tracer.sources.session.CaptureOptions`)."""
     from tracer.sources.session import CaptureOptions
@@ -257,7 +266,11 @@ def _print_event(event: CaptureEvent) -> None:
 
 
 def _run_session(
-    session: LiveSession | RemoteSession, printing: bool | str, as_json: bool, flt: Filter | None = None
+    session: LiveSession | RemoteSession,
+    printing: bool | str,
+    as_json: bool,
+    flt: Filter | None = None,
+    limits: dict[str, int | None] | None = None,
 ) -> int:
     """Start ``session`` (root is given up in there), then print or show what it reads
     until it ends, Ctrl-C, SIGTERM, SIGHUP (the terminal closed) or ``q``."""
@@ -269,7 +282,7 @@ def _run_session(
         warm_up(ui=not printing)
         # the app (and with it Textual's terminal driver) is made while the Python
         # installation is surely readable: after root is given up it may not be
-        app = None if printing else _make_app(session, store, flt)
+        app = None if printing else _make_app(session, store, flt, limits or {})
     except Exception as e:  # noqa: BLE001 - e.g. a broken UI install: say so, suggest --print
         return _err(f"cannot load the {'UI' if not printing else 'printer'} ({type(e).__name__}: {e}); try --print")
     stop_flag = threading.Event()
@@ -378,11 +391,23 @@ def _journeys(
 SETTLE_S = 4.0
 
 
-def _make_app(session: LiveSession | RemoteSession, store: FrameStore, flt: Filter | None = None) -> TracerApp:
+def _make_app(
+    session: LiveSession | RemoteSession,
+    store: FrameStore,
+    flt: Filter | None = None,
+    limits: dict[str, int | None] | None = None,
+) -> TracerApp:
     from tracer.ui import make_app
 
     # no history file: live runs as root and gives it up, a file in someone's home is no place for either
-    return make_app(session, store=store, display_filter=None if flt is None else flt.text)
+    limits = limits or {}
+    return make_app(
+        session,
+        store=store,
+        display_filter=None if flt is None else flt.text,
+        max_frames=limits.get("max_frames"),
+        max_bytes=limits.get("max_bytes"),
+    )
 
 
 def _ui(app: TracerApp, session: LiveSession | RemoteSession, store: FrameStore) -> int:

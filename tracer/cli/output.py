@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from itertools import repeat
 from typing import TYPE_CHECKING, TextIO
 
+from tracer.errors import UsageError
 from tracer.model import NO_SOURCE, FrameStore
 from tracer.sources import Source
 from tracer.text import safe
@@ -377,6 +378,62 @@ def add_filter_arg(parser) -> None:
         help="show only the frames that match (Wireshark syntax: icmp and inner.ip.dst == 10.244.2.2); "
         "with --journeys, the journeys any of whose hops match",
     )
+
+
+def add_limit_args(parser) -> None:
+    """``--max-frames`` / ``--max-size``: how much of a long stream the UI holds."""
+    parser.add_argument(
+        "--max-frames",
+        type=_count,
+        metavar="N",
+        help="UI: hold at most N frames (like 500k, 1M); past N the oldest half is forgotten (their journeys "
+        "are matched again over what is left), the status line says how many went",
+    )
+    parser.add_argument(
+        "--max-size",
+        dest="max_bytes",
+        type=parse_size,
+        metavar="SIZE",
+        help="UI: the same for the frames' bytes (SIZE like 500M, 2G; k/M/G are 1000s, KiB/MiB/GiB 1024s)",
+    )
+
+
+def check_limits(args, batch: bool) -> None:
+    """``--max-frames`` / ``--max-size`` are the UI's: batch output forgets as it prints."""
+    if batch and (args.max_frames is not None or args.max_bytes is not None):
+        which = "--max-frames" if args.max_frames is not None else "--max-size"
+        raise UsageError(f"{which} is for the UI (--print, --json and --stats forget each frame once written)")
+
+
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """``500M``, ``2G``, ``1.5GB``, ``64MiB``, ``1000000``: bytes (argparse type)."""
+    import argparse
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]i?)?[bB]?\s*", text)
+    if m is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is no size (like 500M, 2G, 64MiB)")
+    size = int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
+    if size <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the size must be above 0")
+    return size
+
+
+def _count(text: str) -> int:
+    import argparse
+
+    digits = text.strip().replace(",", "").replace("_", "")
+    scale = {"k": 10**3, "m": 10**6, "g": 10**9}.get(digits[-1:].lower(), 1)
+    try:
+        n = int(float(digits[:-1]) * scale) if scale > 1 else int(digits)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is no number of frames (like 100000, 500k, 1M)") from None
+    if n < 2:
+        raise argparse.ArgumentTypeError(f"{text}: at least 2 frames")
+    return n
 
 
 def filter_of(text: str | None) -> Filter | None:

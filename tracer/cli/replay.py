@@ -92,9 +92,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="per-NIC frames, bytes, times, link type and encapsulations; no UI",
     )
-    from tracer.cli.output import add_filter_arg
+    from tracer.cli.output import add_filter_arg, add_limit_args
 
     add_filter_arg(replay)
+    add_limit_args(replay)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,12 +113,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--all goes with --journeys")
     if len(batch) > 1:
         raise UsageError(f"choose one of {' and '.join(batch)}")
+    output.check_limits(args, bool(batch))
     flt = output.filter_of(args.display_filter)
     source = FileSource.open(args.sources, args.links)
     store = FrameStore()
 
     if not batch:
-        return _run_ui(source, store, args.display_filter)
+        return _run_ui(source, store, args.display_filter, args.max_frames, args.max_bytes)
 
     out = sys.stdout
     try:
@@ -161,7 +163,9 @@ def _notes(source) -> None:
         die(f"note: {note}")
 
 
-def _run_ui(source, store, display_filter: str | None = None) -> int:
+def _run_ui(
+    source, store, display_filter: str | None = None, max_frames: int | None = None, max_bytes: int | None = None
+) -> int:
     from tracer.cli.main import EXIT_SIGNALS, die_of_crash, warn
 
     if not sys.stdout.isatty():
@@ -178,7 +182,14 @@ def _run_ui(source, store, display_filter: str | None = None) -> int:
     from tracer.ui.filtering import default_history_path
 
     source.spill_to_disk(store)
-    app = make_app(source, store=store, display_filter=display_filter, history=default_history_path())
+    app = make_app(
+        source,
+        store=store,
+        display_filter=display_filter,
+        history=default_history_path(),
+        max_frames=max_frames,
+        max_bytes=max_bytes,
+    )
 
     def on_signal(signum: int, frame: object) -> None:
         app.request_exit()

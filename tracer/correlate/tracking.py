@@ -36,6 +36,11 @@ class JourneyTracker:
         """Match the next chunk of frames; the journeys that are new or grew."""
         return self.corr.update(limit=self.chunk)
 
+    def restart(self) -> None:
+        """The store forgot its oldest frames (:meth:`FrameStore.drop_front`): every index
+        moved, so the journeys are matched again from the first frame left."""
+        self.corr = Correlation(self.store)
+
     def run_all(self) -> None:
         while not self.caught_up:
             self.step()

@@ -1151,7 +1151,7 @@ class Capture:
         spill = self.spill
         if spill is not None:
             spill.write(head)
-            store.disk_bytes = spill.size if spill.writes else total
+            store.disk_bytes = spill.used if spill.writes else total
         try:
             while True:
                 if cancelled is not None and cancelled():
@@ -1187,7 +1187,7 @@ class Capture:
                 filled += n
                 total += n
                 if spill is not None:  # (the -w file: its writer wrote what was read)
-                    store.disk_bytes = spill.size if spill.writes else total
+                    store.disk_bytes = spill.used if spill.writes else total
                 pos = parser.parse(chunk, pos, filled, filled, False)
                 sink.flush()
                 if progress is not None:

@@ -12,15 +12,23 @@ kernel's page cache holds the bytes, the store only its index.
 * :func:`file_spill`: the ``-w`` file, which the stream is copied to anyway (it must
   get every byte of the stream from the start, unbuffered): mapped, not written again.
 
+When the UI forgets the oldest frames (``--max-frames``), a temporary file gives their
+space back (:meth:`Spill.forget`: a hole punched in it), so the disk it uses is bounded
+too; the ``-w`` file is the person's and keeps everything.
+
 The file holds the stream as it came (pcap or pcapng), at the same offsets.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import mmap
 import os
 import stat
 import tempfile
+import weakref
+from typing import Any
 
 PAGE = mmap.ALLOCATIONGRANULARITY  # a map starts at a multiple of this
 
@@ -34,6 +42,13 @@ class Spill:
         self.where = where  # for messages: "a temporary file in /tmp", "out.pcapng"
         self.size = 0  # bytes this spill wrote
         self.failed: str | None = None  # why it stopped (disk full...): chunks stay in memory then
+        self.released = 0  # bytes given back (holes punched where forgotten frames were)
+        self._maps: dict[int, tuple[weakref.ref, int]] = {}  # id of a map -> (the map, its offset)
+
+    @property
+    def used(self) -> int:
+        """Bytes of the disk this spill holds (what was written, less the holes)."""
+        return self.size - self.released
 
     def write(self, data: memoryview | bytes) -> None:
         """Append ``data`` (a no-op when another writer does it, or once writing failed)."""
@@ -65,7 +80,23 @@ class Spill:
             mm.close()
             self.failed = "the file does not hold the bytes read"
             return None
+        if self.writes:
+            if len(self._maps) > 256:  # maps the store let go of
+                self._maps = {k: v for k, v in self._maps.items() if v[0]() is not None}
+            self._maps[id(mm)] = (weakref.ref(mm), start)
         return mm
+
+    def forget(self, buf: Any, upto: int) -> None:
+        """Every frame before offset ``upto`` of map ``buf`` is forgotten (the store's
+        ``on_forget``), and with it everything before in the stream: a temporary file
+        punches a hole there (its size stays, its blocks are freed).  Anything else,
+        or a file system without holes, keeps its bytes."""
+        entry = self._maps.get(id(buf))
+        if not self.writes or self.fd < 0 or entry is None or entry[0]() is not buf:
+            return
+        end = entry[1] + upto
+        if end > self.released and _punch_hole(self.fd, self.released, end - self.released):
+            self.released = end
 
     def close(self) -> None:
         """Close the descriptor (maps made stay valid; a temporary file's space comes
@@ -73,6 +104,25 @@ class Spill:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+_FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 1, 2
+
+
+@functools.cache
+def _fallocate() -> Any:
+    try:
+        f = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError):  # no libc fallocate (not Linux)
+        return None
+    f.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    return f
+
+
+def _punch_hole(fd: int, offset: int, length: int) -> bool:
+    """fallocate(2) PUNCH_HOLE: the blocks of that range freed, reads give zeros."""
+    f = _fallocate()
+    return f is not None and f(fd, _FALLOC_FL_KEEP_SIZE | _FALLOC_FL_PUNCH_HOLE, offset, length) == 0
 
 
 def temp_spill() -> Spill:

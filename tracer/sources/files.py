@@ -200,6 +200,7 @@ class FileSource:
             if cap.size is None and cap.spill is None:
                 try:
                     cap.spill = temp_spill()
+                    store.on_forget.append(cap.spill.forget)
                 except OSError as e:
                     store.warnings.append(
                         f"{cap.spec.path}: cannot keep the stream on disk ({e.strerror or e}): frames kept in memory"

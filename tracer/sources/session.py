@@ -107,6 +107,7 @@ class Session:
                 store.warnings.append(f"cannot keep the stream on disk ({e.strerror or e}): frames kept in memory")
                 return
         capture.spill = spill
+        store.on_forget.append(spill.forget)  # (a no-op for the -w file: it keeps everything)
 
     def _event(self, event: CaptureEvent) -> None:
         self.events.append(event)

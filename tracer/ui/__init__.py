@@ -25,6 +25,8 @@ def make_app(
     view: str | None = None,
     display_filter: str | None = None,
     history: Path | None = None,
+    max_frames: int | None = None,
+    max_bytes: int | None = None,
 ) -> TracerApp:
     """The app showing what ``source`` loads into ``store`` (a new one by default).
 
@@ -34,7 +36,8 @@ def make_app(
     ``view`` (``columns``, ``merged``, ``grid``) fixes the first view; by default
     the journey grid once a journey crosses three NICs, the NIC columns before.
     ``display_filter`` is applied at once (``-Y``); ``history`` is the file the filter
-    bar keeps its history in (none: the session's alone)."""
+    bar keeps its history in (none: the session's alone).  ``max_frames`` /
+    ``max_bytes`` bound what the app holds of a long stream (the oldest forgotten)."""
     return TracerApp(
         FrameStore() if store is None else store,
         source.load if source is not None else None,
@@ -44,4 +47,6 @@ def make_app(
         live=isinstance(source, Session),  # this machine's agent or several hosts: a capture
         display_filter=display_filter,
         history=history,
+        max_frames=max_frames,
+        max_bytes=max_bytes,
     )

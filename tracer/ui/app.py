@@ -183,6 +183,8 @@ class TracerApp(App[None]):
         live: bool = False,
         display_filter: str | None = None,
         history: Path | None = None,
+        max_frames: int | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         super().__init__()
         self.live = live  # a capture going on (tracer live): its end is news, "capture stopped"
@@ -246,6 +248,13 @@ class TracerApp(App[None]):
         self._search_run: FilterRun | None = None
         self._timeline: tuple[int, list[int], bool] | None = None  # (frames, time order, it is index order)
         self._where: tuple[int, array] | None = None  # (frames, each one's place in the time order)
+        # --max-frames / --max-size: past either, the oldest frames are forgotten (the older
+        # half of what is held, at once: the journeys are matched again after each time)
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
+        self._held_bytes = 0  # bytes of the frames held (captured lengths) ...
+        self._bytes_upto = 0  # ... of the first this many
+        self._reselect: int | None = None  # the grid's packet, once its journey is matched again
 
     # -- layout ------------------------------------------------------------
     def get_default_screen(self) -> Screen:
@@ -281,6 +290,27 @@ class TracerApp(App[None]):
             except RuntimeError:
                 pass  # the loop closed meanwhile: the app is gone anyway
 
+    def exit(self, *args, **kwargs) -> None:
+        self._release_reader()
+        super().exit(*args, **kwargs)
+
+    def _release_reader(self) -> None:
+        """A reader waiting for the app to forget frames (--max-frames) goes on: the app
+        is leaving, it must not wait for that."""
+        store = self.store
+        with store.room:
+            store.max_held = store.on_full = None
+            store.room.notify_all()
+
+    def _store_full(self) -> None:
+        """The reader waits for room (from its thread, holding the store's lock): forget now."""
+        loop = getattr(self, "_loop", None)
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._keep_within_limits, True)
+            except RuntimeError:
+                pass
+
     def on_mount(self) -> None:
         if self._exit_asked.is_set():
             self.exit()
@@ -294,6 +324,10 @@ class TracerApp(App[None]):
         self.query_one("#layers", LayerTree).border_title = "Layers"
         self.query_one("#hex", HexView).border_title = "Bytes"
         self._size_detail()
+        if self.max_frames is not None and self._load is not None:
+            # the reader waits at the limit (the store never holds more than that and a
+            # batch), and wakes the app to forget
+            self.store.max_held, self.store.on_full = self.max_frames, self._store_full
         self.sync_from_store()
         if self._first_filter:  # -Y: checked by the command line already; a bad one says so here
             error = self.apply_filter(self._first_filter)
@@ -475,6 +509,7 @@ class TracerApp(App[None]):
             merged = self.query_one("#merged")
         except NoMatches:
             return False
+        self._keep_within_limits()
         run = self.filter_run
         if run is not None:
             self._filter_catch_up()  # frames that came since
@@ -504,6 +539,113 @@ class TracerApp(App[None]):
             if self.active_list.frame is not None:
                 self._show_frame(self.active_list.frame)
         return True
+
+    # -- limits (--max-frames, --max-size) ----------------------------------
+    def _over_limits(self) -> int:
+        """How many of the oldest frames to forget now (0: within the limits).  Past a
+        limit, the older half goes: forgetting re-matches the journeys of what is left,
+        so doing it in big steps keeps that to about one more match per frame."""
+        store = self.store
+        n = len(store)
+        forget = 0
+        if self.max_frames is not None and n >= self.max_frames:
+            forget = n - self.max_frames // 2
+        if self.max_bytes is not None:
+            caplen = store.caplen
+            if n > self._bytes_upto:
+                self._held_bytes += sum(caplen[self._bytes_upto : n])
+                self._bytes_upto = n
+            if self._held_bytes > self.max_bytes:
+                goal, total, k = self._held_bytes - self.max_bytes // 2, 0, 0
+                for k, size in enumerate(caplen[:n], 1):  # noqa: B007 - k is what is wanted
+                    total += size
+                    if total >= goal:
+                        break
+                forget = max(forget, k)
+        return min(forget, n)
+
+    def _keep_within_limits(self, full: bool = False) -> None:
+        """Forget the oldest frames past --max-frames / --max-size: the store's index and
+        bytes, their journeys (matched again over what is left), the display filter's
+        matches (filtered again); the selection stays on its packet when it is kept.
+        Not while a journey or the topology is on screen (they show the frames as they
+        are) unless the reader waits for room (``full``): then they close first."""
+        if self.max_frames is None and self.max_bytes is None:
+            return
+        if not self.is_running:
+            return
+        try:
+            self.query_one("#grid", JourneyGrid)
+        except NoMatches:
+            return  # not composed yet, or torn down
+        if isinstance(self.screen, (JourneyScreen, TopologyScreen)):
+            if not full:
+                return
+            self.notify(
+                f"the oldest frames are forgotten ({self._limits_text()}): back to the capture",
+                title="capture",
+                markup=False,
+            )
+            while isinstance(self.screen, (JourneyScreen, TopologyScreen)):
+                self.pop_screen()
+            self.call_after_refresh(self._keep_within_limits, True)
+            return
+        n = self._over_limits()
+        if n <= 0:
+            return
+        store = self.store
+        for run in (self.filter_run, self._search_run):
+            if run is not None:
+                run.cancelled = True
+                with run._stepping:  # a step under way in the worker ends first
+                    pass
+        filter_text = self.filter_run.text if self.filter_run is not None else None
+        search_text = self._search_run.text if self._search_run is not None else None
+        self.filter_run = None
+        self._search_run = None
+        grid = self.query_one("#grid", JourneyGrid)
+        grid_frame = grid.frame if self.view == "grid" else None
+        before = list(store.nic_dropped)
+        if self.max_bytes is not None:
+            self._held_bytes -= sum(store.caplen[:n])
+        n = store.drop_front(n)
+        self._bytes_upto = max(0, self._bytes_upto - n)
+
+        def moved(frame: int | None) -> int | None:
+            return frame - n if frame is not None and frame >= n else None
+
+        self.selected_frame = moved(self.selected_frame)
+        self._reselect = moved(grid_frame)
+        self.journey = None
+        self._kept = {
+            nid: (f - n, row - (store.nic_dropped[nid] - before[nid])) for nid, (f, row) in self._kept.items() if f >= n
+        }
+        if self._goal is not None:
+            nid, frame, focus = self._goal
+            self._goal = (nid, moved(frame), focus)
+        self._timeline = self._where = None
+        self._merged_key = ()
+        self._ts_scanned = max(0, self._ts_scanned - n)
+        for column in self._columns:
+            nid = column.nic.id
+            column.packets.forget_front(n, store.nic_dropped[nid] - before[nid])
+            column.header.shown = None
+        merged = self.query_one("#merged-list", PacketList)
+        merged.forget_front(n, 0)
+        self.query_one("#layers", LayerTree).forget_front(n)
+        self.tracker.restart()
+        grid.restart()
+        if self.view == "merged":
+            self._sync_merged()
+            merged.cursor_to(self.selected_frame)
+        if filter_text is not None:
+            self._start_run(self._filter_of(filter_text))
+        if search_text is not None:
+            self._set_search(self._filter_of(search_text))
+        elif self.search is not None:
+            self._set_search(None)
+        self._start_matching()
+        self._mark_journey()
 
     def _place_nics(self, new: Sequence[Nic]) -> None:
         """Columns are grouped by host (several hosts' NICs arrive interleaved): a new
@@ -760,6 +902,16 @@ class TracerApp(App[None]):
             self.notify(f"{len(new) - shown} more warnings", severity="warning", markup=False)
         self._warnings_seen += len(new)
 
+    def _limits_text(self) -> str:
+        parts = []
+        if self.max_frames is not None:
+            parts.append(f"--max-frames {self.max_frames:,}")
+        if self.max_bytes is not None:
+            size = self.max_bytes
+            unit = next(((d, u) for d, u in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")) if size >= d), (1, "B"))
+            parts.append(f"--max-size {size / unit[0]:,.3g} {unit[1]}")
+        return ", ".join(parts)
+
     def _update_status(self) -> None:
         self.query_one("#status", Painted).repaint()
 
@@ -787,6 +939,8 @@ class TracerApp(App[None]):
             first = self._first_column
             text.append(f" ({first + 1:,}-{first + len(self._columns):,} on screen)", style=p.muted)
         text.append(f" · {len(store):,} frame{'s' if len(store) != 1 else ''}", style="bold")
+        if store.dropped:  # --max-frames / --max-size
+            text.append(f" (oldest {store.dropped:,} forgotten: {self._limits_text()})", style=p.warning)
         if self.loading_done and self.load_error is None and not self.live:
             text.append(" · loaded", style=p.muted)
         if store.disk_bytes is not None:  # a stream spilled to disk: what it costs where
@@ -926,6 +1080,8 @@ class TracerApp(App[None]):
 
     @on(PacketList.Highlighted)
     def _list_highlighted(self, message: PacketList.Highlighted) -> None:
+        if message.dropped != self.store.dropped:
+            return  # sent before the oldest frames were forgotten: its index is another frame's
         if self.view != ("merged" if message.packet_list.nic_id is None else "columns"):
             return  # a list not on screen (the grid's view) whose cursor moved: its first row came
         if message.packet_list is self.active_list or self.active_list is None:
@@ -934,6 +1090,8 @@ class TracerApp(App[None]):
     @on(PacketList.Selected)
     def _list_selected(self, message: PacketList.Selected) -> None:
         """Enter on a packet: its journey (the article's diagram)."""
+        if message.dropped != self.store.dropped:
+            return
         self._set_active(message.packet_list)
         self._show_frame(message.frame)
         self.action_journey()
@@ -1114,19 +1272,21 @@ class TracerApp(App[None]):
         grid = self.query_one("#grid", JourneyGrid)
         if grid.sync(grown) and self.view == "grid":
             self.query_one("#grid-header", GridHeader).repaint()
+        if self._reselect is not None and self.view == "grid" and grid.select_frame(self._reselect):
+            self._reselect = None  # its journey is matched again (after the oldest frames went)
         if not self._view_chosen and self.view == "columns" and grid.widest >= GRID_MIN_NICS:
             self.show_view("grid", chosen=False)
 
     @on(JourneyGrid.Highlighted)
     def _grid_highlighted(self, message: JourneyGrid.Highlighted) -> None:
         self.query_one("#grid-header", GridHeader).repaint()
-        if message.frame is not None:
+        if message.frame is not None and message.dropped == self.store.dropped:
             self._show_frame(message.frame)
 
     @on(JourneyGrid.Selected)
     def _grid_selected(self, message: JourneyGrid.Selected) -> None:
         """Enter on a cell: its journey's diagram, on that hop."""
-        if message.frame is not None:
+        if message.frame is not None and message.dropped == self.store.dropped:
             self._show_frame(message.frame)
             self.action_journey()
 

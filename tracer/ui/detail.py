@@ -90,6 +90,13 @@ class LayerTree(Tree[Range | None]):
             self._layers_cache[frame] = layers
         return layers
 
+    def forget_front(self, n: int) -> None:
+        """The store forgot its first ``n`` frames: indices moved (a forgotten frame stays
+        on screen as drawn, never read again)."""
+        self._layers_cache.clear()
+        if self.frame is not None:
+            self.frame = self.frame - n if self.frame >= n else None
+
     def show_frame(self, frame: int | None) -> None:
         self.frame = frame
         self.clear()

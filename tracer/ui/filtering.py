@@ -75,6 +75,8 @@ class FilterRun:
     def step(self, size: int) -> list[int]:
         """Look at up to ``size`` more frames; the ones that match."""
         with self._stepping:
+            if self.cancelled:  # (the store may have forgotten frames since: its indices moved)
+                return []
             return self._step(size)
 
     def _step(self, size: int) -> list[int]:

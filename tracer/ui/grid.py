@@ -182,6 +182,9 @@ class JourneyGrid(ScrollView, can_focus=True):
             super().__init__()
             self.grid = grid
             self.frame = frame
+            # frames the store had forgotten when this was sent: once it forgets more
+            # (--max-frames), ``frame`` is another frame's index, the message is stale
+            self.dropped = grid.store.dropped
 
         @property
         def control(self) -> JourneyGrid:
@@ -257,6 +260,16 @@ class JourneyGrid(ScrollView, can_focus=True):
         elif redraw:
             self.refresh()
         return changed
+
+    def restart(self) -> None:
+        """The tracker matches again from scratch (the store forgot its oldest frames):
+        no rows until its journeys come again; the columns stay until a spine replaces them."""
+        self.rows = []
+        self._listed = set()
+        self._seen = 0
+        self._spine, self._spine_nics = None, 0
+        self._cache.clear()
+        self._after_rows_changed(None)
 
     def set_keep(self, keep: Callable[[Journey], bool] | None, ids: Iterable[int] = ()) -> None:
         """Rows for journeys ``ids`` (those of a display filter's matches so far; ``keep``

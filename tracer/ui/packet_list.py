@@ -179,6 +179,9 @@ class PacketList(ScrollView, can_focus=True):
             super().__init__()
             self.packet_list = packet_list
             self.frame = frame
+            # frames the store had forgotten when this was sent: once it forgets more
+            # (--max-frames), ``frame`` is another frame's index, the message is stale
+            self.dropped = packet_list.store.dropped
 
         @property
         def control(self) -> PacketList:
@@ -239,7 +242,7 @@ class PacketList(ScrollView, can_focus=True):
             if self.store.nic_of[frame] != self.nic_id:
                 return None
             if self.filtered is None:
-                row = self.store.nic_index[frame]
+                row = self.store.nic_index[frame] - self.store.nic_dropped[self.nic_id]
                 return row if row < self._count else None
             row = bisect.bisect_left(frames, frame, 0, self._count)  # a NIC's frames ascend
             return row if row < self._count and frames[row] == frame else None
@@ -300,6 +303,28 @@ class PacketList(ScrollView, can_focus=True):
     def scroll_to_row(self, top: int) -> None:
         """``top`` the first row on screen (as far as the rows go)."""
         self.scroll_to(y=max(0, top), animate=False, immediate=True)
+
+    def forget_front(self, n: int, rows_gone: int) -> None:
+        """The store forgot its first ``n`` frames, ``rows_gone`` of them this list's rows
+        (:meth:`FrameStore.drop_front`): the cursor stays on its packet and the rows on
+        screen stay where they were, shifted up; a cursor on a forgotten packet goes to
+        the first row.  A display filter's rows are dropped (the app filters again), a
+        timeline's too (the app gives the new one)."""
+        frame = self.frame
+        top = round(self.scroll_y)
+        self.filtered = None
+        self._frames = self.store.per_nic[self.nic_id] if self.nic_id is not None else []
+        self._positions = None
+        self._cache.clear()
+        self.journey_rows = frozenset()
+        self._count = -1
+        self.sync()
+        if self.nic_id is not None:
+            self.scroll_to_row(top - rows_gone)
+        self.cursor_to(frame - n if frame is not None and frame >= n else None)
+        if frame is not None and frame < n:
+            self.cursor = 0 if self._count else -1
+        self.refresh()
 
     def set_time_width(self, width: int) -> None:
         if width != self.time_width:
