@@ -125,6 +125,12 @@ class MainScreen(Screen[None]):
 
     COMPONENT_CLASSES: ClassVar[set[str]] = set(PALETTE_CLASSES)
 
+    def on_screen_resume(self) -> None:
+        """Back from a journey or the topology: frames past the limits go now."""
+        app = self.app
+        if isinstance(app, TracerApp):
+            app.call_after_refresh(app._keep_within_limits)
+
 
 class TracerApp(App[None]):
     """One column per NIC; the selected frame's layer tree and hex below."""
@@ -569,7 +575,8 @@ class TracerApp(App[None]):
         bytes, their journeys (matched again over what is left), the display filter's
         matches (filtered again); the selection stays on its packet when it is kept.
         Not while a journey or the topology is on screen (they show the frames as they
-        are) unless the reader waits for room (``full``): then they close first."""
+        are): a reader waiting for room (``full``) goes on meanwhile, the app holds more
+        than the limit until they close."""
         if self.max_frames is None and self.max_bytes is None:
             return
         if not self.is_running:
@@ -579,17 +586,18 @@ class TracerApp(App[None]):
         except NoMatches:
             return  # not composed yet, or torn down
         if isinstance(self.screen, (JourneyScreen, TopologyScreen)):
-            if not full:
-                return
-            self.notify(
-                f"the oldest frames are forgotten ({self._limits_text()}): back to the capture",
-                title="capture",
-                markup=False,
-            )
-            while isinstance(self.screen, (JourneyScreen, TopologyScreen)):
-                self.pop_screen()
-            self.call_after_refresh(self._keep_within_limits, True)
+            if full and self.store.max_held is not None:
+                self._release_reader()
+                self.notify(
+                    f"past {self._limits_text()}: the oldest frames are forgotten once this screen closes",
+                    title="capture",
+                    markup=False,
+                )
             return
+        if self.max_frames is not None and self.store.max_held is None and self._load is not None:
+            if not self.loading_done:  # the reader was let go while a screen was open
+                with self.store.room:
+                    self.store.max_held, self.store.on_full = self.max_frames, self._store_full
         n = self._over_limits()
         if n <= 0:
             return
@@ -606,6 +614,8 @@ class TracerApp(App[None]):
         grid = self.query_one("#grid", JourneyGrid)
         grid_frame = grid.frame if self.view == "grid" else None
         before = list(store.nic_dropped)
+        merged = self.query_one("#merged-list", PacketList)
+        places = [(c.packets, c.packets.place()) for c in self._columns] + [(merged, merged.place())]
         if self.max_bytes is not None:
             self._held_bytes -= sum(store.caplen[:n])
         n = store.drop_front(n)
@@ -626,12 +636,11 @@ class TracerApp(App[None]):
         self._timeline = self._where = None
         self._merged_key = ()
         self._ts_scanned = max(0, self._ts_scanned - n)
+        for packets, place in places:
+            of = packets.nic_id
+            packets.forget_front(n, 0 if of is None else store.nic_dropped[of] - before[of], place)
         for column in self._columns:
-            nid = column.nic.id
-            column.packets.forget_front(n, store.nic_dropped[nid] - before[nid])
             column.header.shown = None
-        merged = self.query_one("#merged-list", PacketList)
-        merged.forget_front(n, 0)
         self.query_one("#layers", LayerTree).forget_front(n)
         self.tracker.restart()
         grid.restart()
@@ -940,7 +949,7 @@ class TracerApp(App[None]):
             text.append(f" ({first + 1:,}-{first + len(self._columns):,} on screen)", style=p.muted)
         text.append(f" · {len(store):,} frame{'s' if len(store) != 1 else ''}", style="bold")
         if store.dropped:  # --max-frames / --max-size
-            text.append(f" (oldest {store.dropped:,} forgotten: {self._limits_text()})", style=p.warning)
+            text.append(f" (oldest {store.dropped:,} forgotten)", style=p.warning)
         if self.loading_done and self.load_error is None and not self.live:
             text.append(" · loaded", style=p.muted)
         if store.disk_bytes is not None:  # a stream spilled to disk: what it costs where

@@ -304,14 +304,18 @@ class PacketList(ScrollView, can_focus=True):
         """``top`` the first row on screen (as far as the rows go)."""
         self.scroll_to(y=max(0, top), animate=False, immediate=True)
 
-    def forget_front(self, n: int, rows_gone: int) -> None:
+    def place(self) -> tuple[int | None, int]:
+        """(the frame under the cursor, the first row on screen): what
+        :meth:`forget_front` keeps; taken before the store forgets."""
+        return self.frame, round(self.scroll_y)
+
+    def forget_front(self, n: int, rows_gone: int, place: tuple[int | None, int]) -> None:
         """The store forgot its first ``n`` frames, ``rows_gone`` of them this list's rows
-        (:meth:`FrameStore.drop_front`): the cursor stays on its packet and the rows on
-        screen stay where they were, shifted up; a cursor on a forgotten packet goes to
-        the first row.  A display filter's rows are dropped (the app filters again), a
-        timeline's too (the app gives the new one)."""
-        frame = self.frame
-        top = round(self.scroll_y)
+        (:meth:`FrameStore.drop_front`; ``place`` as it was before): the cursor stays on
+        its packet and the rows on screen stay where they were, shifted up; a cursor on
+        a forgotten packet goes to the first row.  A display filter's rows are dropped
+        (the app filters again), a timeline's too (the app gives the new one)."""
+        frame, top = place
         self.filtered = None
         self._frames = self.store.per_nic[self.nic_id] if self.nic_id is not None else []
         self._positions = None
