@@ -14,6 +14,7 @@ from tracer.correlate import correlate
 from tracer.model import FrameStore, Nic
 from tracer.pcapng.reader import SourceSpec, open_capture
 from tracer.sources.files import FileSource
+from tracer.ui.detail import LayerTree
 from tracer.ui.grid import JourneyGrid
 from tracer.ui.journey_screen import JourneyScreen
 
@@ -146,6 +147,25 @@ async def test_enter_on_a_cell_opens_the_journey_on_that_hop():
         assert isinstance(app.screen, JourneyScreen)
         assert app.screen.hop_frame == frame
         assert app.screen.diagram.cursor == grid.journey_at(r).hop_of(frame)
+
+
+async def test_t_opens_the_layers_of_the_cell_under_the_cursor():
+    """``t`` in the grid: the layer tree shows the packet of the cell the cursor is on
+    (it once showed the hidden NIC list's row, frame 1 of another journey)."""
+    app = app_on(BUNDLED)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        grid = app.query_one("#grid", JourneyGrid)
+        r = row_of_journey(grid, lambda j: len(j.hops) == 8)
+        await pilot.press(*["down"] * (r + 1), *["right"] * 6)
+        await pilot.pause()
+        frame = grid.frame
+        assert frame is not None and frame != (app.active_list.frame if app.active_list else None)
+        await pilot.press("t")
+        await pilot.pause()
+        tree = app.query_one("#layers", LayerTree)
+        assert app.focused is tree and app.selected_frame == frame
+        assert tree.frame == frame
 
 
 async def test_v_switches_views_and_keeps_the_packet():

@@ -1137,9 +1137,14 @@ class TracerApp(App[None]):
         return not (action in MAIN_ONLY and self.screen is not self.default_screen)
 
     def action_layers(self) -> None:
-        """Into the selected packet's layer tree (Esc comes back)."""
-        if self.active_list is not None and self.active_list.frame is not None:
-            self._show_frame(self.active_list.frame)
+        """Into the selected packet's layer tree (Esc comes back): the grid's cell in the
+        grid, the focused list's row in the columns and the merged timeline."""
+        if self.view == "grid":
+            frame = self.query_one("#grid", JourneyGrid).frame
+        else:
+            frame = self.active_list.frame if self.active_list is not None else None
+        if frame is not None:
+            self._show_frame(frame)
         self.query_one("#layers", LayerTree).focus()
 
     def action_bytes(self) -> None:
