@@ -14,6 +14,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from textual import events
 
 from tests.helpers import column_of, focused_nic, ui_app
 from tests.test_ui import make_app, screen_text, select_frame, settle, static_text
@@ -161,3 +162,30 @@ async def test_ctrl_p_shows_a_hostile_nic_name_as_text(tmp_path):
             if "Go to NIC" in screen_text(app):
                 break
         assert "Go to NIC [b]x[/b] @ [red]h[/red] (veth)" in screen_text(app)
+
+
+async def burst(pilot, key: str, times: int) -> None:
+    """``times`` presses of ``key`` as a terminal delivers a held key: all queued at
+    once, none waiting for the page the one before asked for."""
+    for _ in range(times):
+        event = events.Key(key, None)
+        event.set_sender(pilot.app)
+        pilot.app._driver.send_message(event)
+    await settle(pilot)
+
+
+@pytest.mark.parametrize("key, back", [("right", "left"), ("tab", "shift+tab")])
+async def test_keys_typed_faster_than_pages_mount_each_move_one_column(key, back):
+    """80 cells hold 3 of the bundled capture's 8 NICs: seven → (or Tab) typed in one
+    burst reach the eighth NIC, seven ← (Shift+Tab) the first (a burst once moved one
+    column: every key after the first paged from the column still focused)."""
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert len(app._columns) == 3 and await focused_nic(pilot) == app._order[0].id
+        await burst(pilot, key, 7)
+        assert await focused_nic(pilot) == app._order[7].id
+        assert "(6-8 on screen)" in screen_text(app)
+        await burst(pilot, back, 5)
+        assert await focused_nic(pilot) == app._order[2].id
+        assert app._order[2].id in [c.nic.id for c in app._columns] and len(app._columns) == 3

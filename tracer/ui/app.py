@@ -794,7 +794,7 @@ class TracerApp(App[None]):
         column = self._by_nic.get(nic_id)
         if column is not None and column.is_mounted:
             self._reach_goal()
-            self.call_after_refresh(self._page_to, nic_id)
+            self.call_after_refresh(self._page_to_current)
         else:
             self._page_to(nic_id)
 
@@ -1009,7 +1009,7 @@ class TracerApp(App[None]):
                 self._show_frame(None)
             if event.widget.nic_id is not None:
                 # After Textual's own scroll_visible: snap to whole columns (pages).
-                self.call_after_refresh(self._page_to, event.widget.nic_id)
+                self.call_after_refresh(self._page_to_current)
 
     def action_focus_next(self) -> None:
         if not self._page_on(1):
@@ -1025,17 +1025,28 @@ class TracerApp(App[None]):
         """Tab on the page's last column (Shift+Tab on its first) goes on to the next NIC
         when there is one, as if every column were on screen."""
         focused = self.focused
-        if not isinstance(focused, PacketList) or focused.nic_id is None or self.view != "columns":
+        if self.view != "columns":
             return False
-        place = self._place.get(focused.nic_id)
+        current = self._current_nic()
+        if current is None or not isinstance(focused, PacketList) or focused.nic_id is None:
+            return False
+        place = self._place.get(current)
         if place is None or not 0 <= place + delta < len(self._order):
             return False
         nic = self._order[place + delta]
         column = self._by_nic.get(nic.id)
-        if column is not None and column.is_mounted:
+        if column is not None and column.is_mounted and self._goal is None:
             return False  # on this page: the focus chain gets there
         self._go_to_nic(nic.id, self._same_packet_on(nic.id))
         return True
+
+    def _current_nic(self) -> int | None:
+        """The NIC whose column ←/→/Tab move on from: the one a page turn is still
+        bringing in (keys typed faster than pages mount each count), else the focused one."""
+        if self._goal is not None and self._goal[2]:
+            return self._goal[0]
+        current = self.focused if isinstance(self.focused, PacketList) else self.active_list
+        return current.nic_id if current is not None else None
 
     def _same_packet_on(self, nic_id: int) -> int | None:
         """The selected packet as NIC ``nic_id`` saw it, when it did and the display filter
@@ -1062,6 +1073,13 @@ class TracerApp(App[None]):
         frame = self._same_packet_on(packets.nic_id)
         if frame is not None and packets.find_row(frame) is not None:
             packets.cursor_to(frame)
+
+    def _page_to_current(self) -> None:
+        """After a refresh: page to the column focused by then (or still coming), not to
+        the one focused when this was asked (keys typed since may have moved on)."""
+        nic_id = self._current_nic()
+        if nic_id is not None:
+            self._page_to(nic_id)
 
     def _page_to(self, nic_id: int) -> None:
         """Page the columns so that NIC ``nic_id``'s shows, moving the page no further
@@ -1229,7 +1247,7 @@ class TracerApp(App[None]):
         self._set_active(packets)
         self._show_frame(frame)
         packets.focus()
-        self.call_after_refresh(self._page_to, nid)
+        self.call_after_refresh(self._page_to_current)
 
     def action_toggle_merged(self) -> None:
         self.show_view("columns" if self.view == "merged" else "merged")
@@ -1314,15 +1332,11 @@ class TracerApp(App[None]):
         """← → (h l): the previous or next NIC's column, paged into view when it is not."""
         if self.view != "columns" or not self._order:
             return
-        current = self.focused if isinstance(self.focused, PacketList) else self.active_list
-        place = self._place.get(current.nic_id, 0) if current is not None and current.nic_id is not None else 0
+        current = self._current_nic()
+        place = self._place.get(current, 0) if current is not None else 0
         nic = self._order[max(0, min(len(self._order) - 1, place + delta))]
-        target = self._by_nic.get(nic.id)
-        if target is not None and target.is_mounted:
-            self._onto_same_packet(target.packets)
-            target.packets.focus()
-        else:
-            self._go_to_nic(nic.id, self._same_packet_on(nic.id))
+        # (set at once, not by focus(): a key right behind this one moves on from here)
+        self._go_to_nic(nic.id, self._same_packet_on(nic.id))
 
     def action_column_width(self, direction: int) -> None:
         self.min_column = max(MIN_COLUMN, min(MAX_COLUMN, self.min_column + direction * COLUMN_STEP))
