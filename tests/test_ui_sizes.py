@@ -131,3 +131,40 @@ def test_snapshot_journey(snap_compare, size):
         await pilot.pause()
 
     assert snap_compare(bundled_app(), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("capture", ["flannel-vxlan", "kube-nodeport"])
+def test_every_row_of_a_column_has_the_time_or_none_does(capture):
+    """Whether a row shows its time depends on the column's width, not on the row: a
+    VXLAN row once lost its time where the ARP rows beside it kept theirs, and an echo
+    kept its time but lost its ``req``/``rep`` (``ICMP r``)."""
+    store = store_of(REPO / "scenarios" / capture / "capture.pcapng")
+    plain = Palette.plain()
+    idents = [identify(store.data(i), store.linktype(i)) for i in range(len(store))]
+    for width in range(16, 90):
+        rows = [format_row(store, i, plain, time_width=8, width=width).plain for i in range(len(store))]
+        timed = {r.strip()[:1].isdigit() for r in rows}
+        assert len(timed) == 1, (width, rows)
+        for ident, row in zip(idents, rows, strict=True):
+            if ident.ipver == 4 and ident.proto == 1 and ident.icmp_type in (0, 8) and width >= 26:
+                assert len(row) <= width, (width, row)  # nothing cut: the seq and req/rep show
+                assert str(ident.icmp_seq) in row and ("req" in row or "rep" in row), (width, row)
+
+
+async def test_a_long_nic_name_is_cut_in_the_middle():
+    """A Windows NIC (``\\Device\\NPF_{GUID}``, from a public capture) in an 80-cell
+    screen: its column header and the merged timeline keep the name's start and end
+    (GUIDs differ anywhere; a cut at the end made twins one), and the column's place."""
+    path = REPO / "tests" / "data" / "pcaps" / "pcapng_multi_if" / "zeek_eth0_plus_npf_merged.pcapng"
+    app = ui_app(FileSource.of(SourceSpec(str(path))), view="columns")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        nic = next(n for n in app.store.nics if n.name.startswith("\\Device"))
+        assert len(nic.name) > 40
+        head = app._column(nic.id).header.header_text().plain.splitlines()[0]
+        assert head.startswith(nic.name[:10]) and "…" in head, head
+        assert f"{nic.name[-6:]}  2/2" in head, head  # its end, then its place of all
+        await pilot.press("m")
+        await settle(pilot)
+        row = next(line for line in screen_text(app).splitlines() if "\\Device" in line)
+        assert nic.name[:8] in row and "…" in row and nic.name[-6:] in row, row

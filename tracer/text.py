@@ -49,3 +49,16 @@ def safe(s: object) -> str:
     if s.isprintable():  # the common case, in C
         return s
     return "".join(ch if ch.isprintable() or category(ch) == "Zs" else _escape(ch) for ch in s)
+
+
+def squeeze(s: str, width: int) -> str:
+    """``s`` in at most ``width`` characters, cut in the middle: NIC names that differ
+    at the end (``veth5080ab7``, ``veth5080ac1``, ``raw_tracepoint_17``) stay told
+    apart, where a cut at the end would make them one (``veth508…``)."""
+    if len(s) <= width:
+        return s
+    if width < 3:
+        return s[: max(0, width)]
+    head = width // 2
+    tail = width - 1 - head
+    return s[:head] + "…" + s[len(s) - tail :]

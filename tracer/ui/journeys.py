@@ -13,7 +13,7 @@ from rich.text import Text
 
 from tracer.correlate import Hop, Journey, Step, StepKind
 from tracer.model import FrameStore, Nic
-from tracer.text import safe
+from tracer.text import safe, squeeze
 from tracer.ui.packet_list import frame_summary
 from tracer.ui.palette import BOLD, Palette
 
@@ -50,13 +50,14 @@ def nic_title(nic: Nic, width: int | None = None) -> str:
     article's names for a NIC, with what tells it from a twin of the same host
     (``eth0@cni-1234``, see :attr:`Nic.label`).  Given a ``width`` it does not fit, the
     host end of a veth gives up its own (made-up) name before its container's:
-    ``veth50… ⇄ web``."""
+    ``veth50… ⇄ web``; any other name too long is cut in its middle (``raw_tr…int_17``)."""
     name = safe(nic.name) + (f"@{safe(nic.qualifier)}" if nic.qualifier else "")
     if nic.container:
-        return f"{safe(nic.container)}'s {name}"
+        title = f"{safe(nic.container)}'s {name}"
+        return squeeze(title, width) if width is not None else title
     peer = nic.facts.get("peer_container")
     if not peer:
-        return name
+        return squeeze(name, width) if width is not None else name
     tail = f" ⇄ {safe(str(peer))}"
     if width is not None and len(name) + len(tail) > width and width - len(tail) >= 2:
         name = name[: width - len(tail) - 1] + "…"

@@ -29,7 +29,7 @@ from textual.strip import Strip
 
 from tracer.dissect.fast import compact_summary, identify, short_summary
 from tracer.model import FrameStore, Nic, linktype_name
-from tracer.text import safe
+from tracer.text import safe, squeeze
 from tracer.ui.palette import BOLD, ITALIC, Painted, Palette, follow_theme
 
 
@@ -98,6 +98,13 @@ def row_forms(store: FrameStore, i: int) -> tuple[list[tuple[str, str]], tuple[s
     return forms, encap
 
 
+# Cells the fewest words of a row take (a tunnelled IPv4 echo's): a column narrower
+# than the time and these shows no time on any row rather than cut the words.  (At
+# three decimals the hops of one packet mostly read the same time anyway; the layer
+# tree gives it to the nanosecond.)
+FEWEST_WORDS = len("VX 10.244.2.2 ICMP req 1")
+
+
 def format_row(
     store: FrameStore,
     i: int,
@@ -111,33 +118,35 @@ def format_row(
     """The row for frame ``i``: relative time, [NIC], encapsulation tag, summary.
 
     In ``width`` cells, words go least useful first: the outer headers, the time's
-    last three digits, the ports, the source, the words of the protocol, the time;
-    never the destination and protocol (what is still too long is cut at the end).  Everything derived from the packet
-    is appended as plain text: nothing in a capture can become markup.
+    last three digits, the ports, the source, the words of the protocol; never the
+    destination and protocol (what is still too long is cut at the end).  The time
+    is there or not by the width alone, so that every row of a column has it or
+    none does: it goes when what is left beside it could not hold the fewest words
+    (``VX 10.244.2.2 ICMP req 1``).  Everything derived from the packet is appended
+    as plain text: nothing in a capture can become markup.
     """
     forms, encap = row_forms(store, i)
     nic = nic_width + 1 if with_nic else 0
-    # (time decimals, inner, outer); the fewest words have a tag only when tunnelled,
-    # and at the very last no time
-    few = forms[-1]
-    choices = [(6, *forms[0]), (6, *forms[1]), (3, *forms[1]), *((3, *f) for f in forms[2:]), (-1, *few)]
-    decimals, inner, outer = choices[-1]
-    for k, (decimals, inner, outer) in enumerate(choices):
-        tag = 3 if encap or k < len(choices) - 2 else 0
+    timed = width is None or width - nic - (time_width - 3 + 1) >= FEWEST_WORDS
+    # (time decimals, (inner, outer)); -1 decimals: no time
+    choices = [(6, forms[0]), (6, forms[1]), *((3, f) for f in forms[1:])] if timed else [(-1, f) for f in forms[1:]]
+    compact = forms[-1] if len(forms) > 2 else None  # the fewest words: a tag only when tunnelled
+    decimals, (inner, outer) = choices[-1]
+    tag = 3
+    for decimals, form in choices:
+        inner, outer = form
+        tag = 3 if encap or form is not compact else 0
+        if encap and form is compact:  # the tag takes the arrow's place: "VX 10.244.2.2 ICMP req 1"
+            inner = inner.removeprefix("→ ")
         clock = time_width - (6 - decimals) + 1 if decimals >= 0 else 0
-        size = len(inner)
-        if k == len(choices) - 2:  # the fewest words, with the time: its end may be cut
-            size = len(" ".join(inner.split(" ")[:3]))  # "→ 10.244.2.2 ICMP"
-        need = clock + nic + tag + size + (len(outer) + 4 if outer else 0)
+        need = clock + nic + tag + len(inner) + (len(outer) + 4 if outer else 0)
         if width is None or need <= width:
             break
     row = Text(no_wrap=True, overflow="ellipsis", end="")
     if decimals >= 0:
         row.append(f"{store.rel_time(i):{time_width - (6 - decimals)}.{decimals}f} ", style=palette.muted)
     if with_nic:
-        label = safe(store.nic(i).label)
-        if len(label) > nic_width:
-            label = label[: nic_width - 1] + "…"
+        label = squeeze(safe(store.nic(i).label), nic_width)
         row.append(label.ljust(nic_width) + " ", style=palette.nic)
     if tag:
         row.append_text(encap_tag(encap, palette))
@@ -542,7 +551,12 @@ class NicHeader(Painted):
         p = palette if palette is not None else self.palette
         nic = self.nic
         text = Text(no_wrap=True, overflow="ellipsis")
-        text.append(safe(nic.name), style="bold")
+        many = len(self.store.nics) > 1
+        place = f"  {(nic.id if self.position is None else self.position) + 1}/{len(self.store.nics)}" if many else ""
+        # a long name is cut in its middle (its end tells twins apart) to leave room for
+        # the column's place; what follows it is cut at the end of the line
+        room = self.size.width - len(place) - 1
+        text.append(squeeze(safe(nic.name), room) if room > 8 else safe(nic.name), style="bold")
         container = getattr(nic, "container", None)
         if container:
             text.append(" in ", style="dim")
@@ -552,9 +566,8 @@ class NicHeader(Painted):
             text.append(safe(nic.host), style=p.nic + BOLD)
         if nic.gone:
             text.append("  GONE", style=p.error + BOLD)
-        if len(self.store.nics) > 1:
-            place = nic.id if self.position is None else self.position
-            text.append(f"  {place + 1}/{len(self.store.nics)}", style=p.muted)
+        if many:
+            text.append(place, style=p.muted)
         if self.hop_note is not None:
             text.append("  ")
             text.append_text(self.hop_note(p))
@@ -603,6 +616,9 @@ class NicHeader(Painted):
                 self.update(text)
 
     def repaint(self) -> None:  # the theme changed: the same words in its colours
+        self.sync()
+
+    def on_resize(self, event: events.Resize) -> None:  # a long name is cut to the width
         self.sync()
 
 
