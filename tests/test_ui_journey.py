@@ -31,6 +31,7 @@ from tracer.model import FrameStore, Nic
 from tracer.pcapng.reader import SourceSpec, open_capture
 from tracer.sources.files import FileSource
 from tracer.ui.detail import LayerTree
+from tracer.ui.grid import JourneyGrid
 from tracer.ui.journey_screen import JourneyDiagram, JourneyScreen
 from tracer.ui.journeys import step_text
 from tracer.ui.packet_list import ENCAP_TAGS, PacketList
@@ -534,3 +535,32 @@ async def test_help_and_palette_name_the_new_keys():
         titles = [c.title for c in app.get_system_commands(app.screen)]
         assert titles.count("Keys") == 1
         assert "Next hop" not in titles
+
+
+async def test_the_journey_screen_opens_with_its_hop_in_view():
+    """From the grid's last cell at 80x24 (the diagram taller than its pane), the
+    journey screen opens on that hop and scrolled to it: its ◉ line is on screen."""
+    app = ui_app(FileSource.of(SourceSpec(str(BUNDLED))), view=None)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        grid = app.query_one("#grid", JourneyGrid)
+        assert app.view == "grid"
+        r = next(r for r in range(len(grid.rows)) if len(grid.journey_at(r).hops) == 8)
+        await pilot.press(*["down"] * r, *["right"] * 7)
+        await pilot.pause()
+        journey = grid.journey_at(r)
+        assert grid.frame == journey.hops[-1].frame
+        await pilot.press("enter")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, JourneyScreen) and screen.diagram.cursor == 7
+        scroll = screen.query_one("#journey-scroll")
+        assert scroll.max_scroll_y > 0  # the diagram does not fit: it had to scroll
+        for k in (7, 0):
+            if k == 0:  # back up the path with the keys: the view follows
+                await pilot.press(*["up"] * 7)
+                await settle(pilot)
+            assert screen.diagram.cursor == k
+            y = screen.diagram.hop_lines[k]
+            assert scroll.scroll_y <= y < scroll.scroll_y + scroll.scrollable_content_region.height
+            assert "◉" in screen_text(app)

@@ -213,9 +213,12 @@ class JourneyDiagram(Widget, can_focus=True):
         self.call_after_refresh(self.reveal_cursor)
 
     def reveal_cursor(self) -> None:
-        if self.cursor < len(self.hop_lines):
-            y = self.hop_lines[self.cursor]
-            self.scroll_to_region(Region(0, max(0, y - 1), 1, 3), animate=False, immediate=True)
+        """The cursor's hop (and a line either side) into the view of the scrolling
+        pane the diagram sits in (the diagram itself never scrolls)."""
+        pane = self.parent
+        if self.cursor < len(self.hop_lines) and isinstance(pane, Widget):
+            y = self.virtual_region.y + self.hop_lines[self.cursor]
+            pane.scroll_to_region(Region(0, max(0, y - 1), 1, 3), animate=False, immediate=True)
 
     def action_move(self, delta: int) -> None:
         self.cursor = max(0, min(len(self.hops) - 1, self.cursor + delta))
@@ -303,10 +306,12 @@ class JourneyScreen(Screen[int | None]):
 
     def _fit(self) -> None:
         """The diagram takes what it needs, up to 70 % of the screen and never so much
-        that the layers below get fewer than 3 lines or the screen has to scroll."""
+        that the layers below get fewer than 3 lines or the screen has to scroll; the
+        hop it opened on (or is on) then scrolled into view, once laid out."""
         fixed = 1 + 2 + 1 + 6  # header, title, footer, the layers pane at its smallest (CSS)
         room = max(3, min(self.size.height * 7 // 10, self.size.height - fixed))
         self.query_one("#journey-scroll").styles.max_height = room
+        self.call_after_refresh(self.diagram.reveal_cursor)
 
     def journey_changed(self, matching: bool) -> None:
         """Hops joined (live capture, or matching still going on): redraw in place,
