@@ -965,7 +965,8 @@ def test_journeys_hide_one_hop_ones_unless_all(tmp_path):
     r = run(str(capture), "--journeys")
     assert r.returncode == 0 and r.stdout == "0 journeys; 10 frames seen on one NIC only (--all lists them)\n"
     r = run(str(capture), "--journeys", "--all")
-    assert r.stdout.count("— 1 hops") == 10 and r.stdout.endswith("10 journeys; 10 frames seen on one NIC only\n")
+    assert r.stdout.count("— 1 hop, ") == 10 and "1 hops" not in r.stdout
+    assert r.stdout.endswith("10 journeys; 10 frames seen on one NIC only\n")
     assert run(str(capture), "--journeys", "--json").stdout == ""
     assert len(run(str(capture), "--journeys", "--json", "--all").stdout.splitlines()) == 10
     r = run(str(capture), "--print", "--all")
@@ -1000,7 +1001,7 @@ def text_of(j: dict) -> str:
     what = " ".join(f"{k} {v}" for k, v in inner.items() if k not in ("src", "dst", "proto") and v is not None)
     out = [
         f"journey {j['id']}: {safe(str(inner.get('src')))} → {safe(str(inner.get('dst')))} "
-        f"{inner.get('proto')} {safe(what)} — {len(j['hops'])} hops, {safe(j['end'])}"
+        f"{inner.get('proto')} {safe(what)} — {len(j['hops'])} hop{'s' * (len(j['hops']) != 1)}, {safe(j['end'])}"
         f"{' (clocks corrected)' if j['clock_corrected'] else ''}\n"
     ]
     labels = ["/".join(str(p) for p in (h["host"], h["container"], h["nic"]) if p) for h in j["hops"]]

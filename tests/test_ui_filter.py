@@ -335,6 +335,12 @@ async def test_search_moves_the_cursor_and_hides_nothing():
         await pilot.press("escape", "ctrl+n")  # bar closed: Ctrl+N from the list
         await pilot.pause()
         assert app.selected_frame == hits[1]
+        await pilot.press("f3")  # and F3 / Shift+F3, which tmux lets through
+        await pilot.pause()
+        assert app.selected_frame == hits[2]
+        await pilot.press("shift+f3")
+        await pilot.pause()
+        assert app.selected_frame == hits[1]
 
 
 # -- the command line ---------------------------------------------------------------------------

@@ -189,3 +189,17 @@ async def test_keys_typed_faster_than_pages_mount_each_move_one_column(key, back
         await burst(pilot, back, 5)
         assert await focused_nic(pilot) == app._order[2].id
         assert app._order[2].id in [c.nic.id for c in app._columns] and len(app._columns) == 3
+
+
+async def test_the_topology_of_sixteen_thousand_nics_counts_them_with_commas(many):
+    """T on the 16,000-NIC file: the screen opens and its title counts the NICs as the
+    status line does (``16,000 NICs``, not ``16000 NICs``)."""
+    from tracer.ui.topology_screen import TopologyScreen
+
+    app = ui_app(FileSource.of(str(many)), view="columns")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("T")
+        await settle(pilot)
+        assert isinstance(app.screen, TopologyScreen)
+        assert "16,000 NICs" in screen_text(app)

@@ -36,11 +36,12 @@ examples:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     replay = sub.add_parser(
         "replay",
-        help="open capture files (pcap/pcapng) or a stream, one column per NIC",
+        help="open capture files (pcap/pcapng) or a stream: journeys and NIC columns",
         description=(
-            "Open pcap/pcapng captures and show one column per NIC side by side, "
-            "with the selected packet's layers and bytes. With no SOURCE, opens the "
-            "bundled A->C flannel-vxlan capture."
+            "Open pcap/pcapng captures: the journey grid (a row per packet, a column per "
+            "NIC it crossed, in path order) once a packet crosses three NICs, else one "
+            "column per NIC side by side (v switches), with the selected packet's layers "
+            "and bytes. With no SOURCE, opens the bundled A->C flannel-vxlan capture."
         ),
         epilog=REPLAY_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -229,7 +229,7 @@ class TextBlocks(_Shapes):
         corrected = corr.corrected
         out = [
             f"journey {j.id}: {safe(str(inner.get('src')))} → {safe(str(inner.get('dst')))} "
-            f"{inner.get('proto')} {safe(what)} — {len(frames)} hops, {plan.end_text}"
+            f"{inner.get('proto')} {safe(what)} — {len(frames)} hop{'' if len(frames) == 1 else 's'}, {plan.end_text}"
             f"{' (clocks corrected)' if corrected else ''}\n"
         ]
         label = self.label

@@ -148,8 +148,9 @@ class TracerApp(App[None]):
         Binding("slash", "filter_bar", "Filter", key_display="/"),
         # the footer has 80 cells: / takes the place of t (both are in the help and the palette)
         Binding("ctrl+f", "search_bar", "Find", key_display="^f", show=False),
-        Binding("ctrl+n", "find(1)", "Find next", show=False),
-        Binding("ctrl+b", "find(-1)", "Find previous", show=False),
+        # F3 too: Ctrl+B is tmux's prefix, so under tmux it never reaches the app
+        Binding("ctrl+n,f3", "find(1)", "Find next", show=False),
+        Binding("ctrl+b,shift+f3", "find(-1)", "Find previous", show=False),
         Binding("J", "journey", "Journey", show=False),
         Binding("t", "layers", "Layers", show=False),
         Binding("x", "bytes", "Bytes", show=False),

@@ -46,6 +46,7 @@ KEYS: list[tuple[str, list[tuple[str, str]]]] = [
             ("Esc  Esc", "close the bar; again (on the list) clears the filter"),
             ("Ctrl+F", "find: the same language, nothing hidden, matches marked"),
             ("Ctrl+N  Ctrl+B", "next / previous match (in the bar: Enter / Shift+Enter too)"),
+            ("F3  Shift+F3", "next / previous match too (tmux takes Ctrl+B)"),
         ],
     ),
     (
@@ -55,6 +56,7 @@ KEYS: list[tuple[str, list[tuple[str, str]]]] = [
             ("↑ ↓ ← →  k j h l", "move between packets and the NICs they crossed"),
             ("Enter", "the packet's journey, on the hop under the cursor"),
             ("✘", "where a packet that was not delivered was next expected"),
+            ("◀ 2  ▶ 3", "(in its header) NICs out of view to the left and right: ← → go on to them"),
         ],
     ),
     (
@@ -82,7 +84,7 @@ KEYS: list[tuple[str, list[tuple[str, str]]]] = [
         [
             ("?", "this help"),
             ("Ctrl+P", "command palette: go to a NIC by name or host, merged view, theme, …"),
-            ("q  Ctrl+Q", "quit"),
+            ("q  Ctrl+C  Ctrl+Q", "quit"),
         ],
     ),
 ]
