@@ -267,3 +267,50 @@ async def test_a_nic_crossed_twice_has_two_columns_in_the_order_of_travel():
             assert rewritten[0].split(" ", 1)[1].startswith("un-" if j.hops[0].nic.host == "hosty" else "DNAT")
             checked += 1
         assert checked >= 8  # the connection's packets both ways
+
+
+@pytest.mark.parametrize("capture", ["flannel-vxlan", "bridge", "kube-nodeport"])
+async def test_the_status_the_grid_and_journeys_count_the_same_journeys(capture):
+    """A user read ``10 packets`` above the grid, ``14 journeys`` in the status line and
+    ``10 journeys`` from ``--journeys``: all three now count packets seen at two points
+    or more (the CLI's count, from the CLI itself)."""
+    import subprocess
+    import sys
+
+    path = SCENARIOS / capture / "capture.pcapng"
+    r = subprocess.run(
+        [sys.executable, "-m", "tracer", "replay", str(path), "--journeys"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    cli = int(r.stdout.splitlines()[-1].split()[0])  # "10 journeys; 4 frames seen on one NIC only ..."
+    app = app_on(path, view="grid")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        grid = app.query_one("#grid", JourneyGrid)
+        assert len(grid.rows) == grid.journeys == cli
+        status = str(app.query_one("#status").render())
+        assert f"{cli:,} journey{'s' if cli != 1 else ''}" in status, status
+        header = app.query_one("#grid-header").render()
+        assert f"{cli:,} journey" in str(header), header
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 50)])
+async def test_the_grid_header_says_whether_cells_hold_times(size):
+    """Narrow cells say what each NIC saw and no time: the header must not promise ``ms
+    since first seen`` then (a user at 80 columns looked for the times)."""
+    app = app_on(BUNDLED, view="grid")
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        grid = app.query_one("#grid", JourneyGrid)
+        r = row_of_journey(grid, lambda j: len(j.hops) == 8)
+        cells = [c for c in cells_of(grid, r) if c]
+        timed = all(c.split()[0].replace(".", "").isdigit() for c in cells)
+        untimed = not any(c.split()[0].replace(".", "").isdigit() for c in cells)
+        assert timed or untimed, cells
+        assert timed == (size[0] == 200)  # eight NICs: 17 cells each only on the wide screen
+        header = str(app.query_one("#grid-header").render())
+        assert ("ms since first seen" in header) == timed, (header, cells)
+        assert ("what each NIC saw" in header) == untimed

@@ -964,8 +964,8 @@ class TracerApp(App[None]):
         tracker = self.tracker
         if len(store) and not tracker.caught_up:
             text.append(f" · matching journeys {tracker.matched * 100 // len(store)}%", style=p.progress)
-        elif len(store):
-            n = len(tracker.corr)
+        elif len(store):  # seen at two points or more, as the grid's rows and --journeys count them
+            n = self.query_one("#grid", JourneyGrid).journeys
             text.append(f" · {n:,} journey{'s' if n != 1 else ''}", style=p.muted)
         if self.search is not None:
             text.append("   ⌕ ", style=p.muted)

@@ -198,6 +198,10 @@ class JourneyGrid(ScrollView, can_focus=True):
         self.store = store
         self.tracker = tracker
         self.rows: list[int] = []  # journey ids, ascending
+        # journeys of two hops or more matched so far, whatever the filter keeps: the
+        # status line's count, the same as --journeys prints (flags by journey id)
+        self.journeys = 0
+        self._counted = bytearray()
         self._listed: set[int] = set()
         self._seen = 0  # journeys looked at so far
         self._spine: Journey | None = None
@@ -233,9 +237,15 @@ class JourneyGrid(ScrollView, can_focus=True):
             candidates.sort(key=lambda j: j.id)
         keep = self.keep
         redraw = False
+        counted = self._counted
+        if len(counted) < len(journeys):
+            counted.extend(bytes(len(journeys) - len(counted)))
         for j in candidates:
             if len(j.frames) < 2:
                 continue
+            if not counted[j.id]:
+                counted[j.id] = 1
+                self.journeys += 1
             if j.id in self._listed:
                 redraw = True  # a row's journey grew: its cells change (no new row says so)
             elif keep is None or keep(j):
@@ -267,6 +277,8 @@ class JourneyGrid(ScrollView, can_focus=True):
         self.rows = []
         self._listed = set()
         self._seen = 0
+        self.journeys = 0
+        self._counted = bytearray()
         self._spine, self._spine_nics = None, 0
         self._cache.clear()
         self._after_rows_changed(None)
@@ -582,14 +594,16 @@ class GridHeader(Painted):
         shown = grid.columns[grid.first_col : grid.first_col + fit]
         p = palette
         hosts, nics, steps = (Text(no_wrap=True, overflow="ellipsis", end="") for _ in range(3))
-        hosts.append("ms since first seen"[: head - 1].ljust(head), style=p.muted)
+        # the cells start with their time only when wide enough (CELL_TIMED)
+        label = "ms since first seen" if cell_w >= CELL_TIMED else "what each NIC saw"
+        hosts.append(label[: head - 1].ljust(head), style=p.muted)
         count = len(grid.rows)
         rest = len(grid.columns) - grid.first_col - len(shown)
         # NICs out of view, left and right: "◀ 2 ▶ 3"
         more = " ".join(
             m for m in (f"◀ {grid.first_col}" if grid.first_col else "", f"▶ {rest}" if rest > 0 else "") if m
         )
-        packets = f"{count:,} packet{'s' if count != 1 else ''}"
+        packets = f"{count:,} journey{'s' if count != 1 else ''}"
         nics.append(packets[: head - 1].ljust(head - 1 - len(more))[: head - 1 - len(more)], style=p.muted)
         nics.append(more, style=p.journey + BOLD)
         nics.append(" ")
