@@ -14,7 +14,7 @@ from dataclasses import fields
 import pytest
 from rich.style import Style
 
-from tests.conftest import BUNDLED
+from tests.conftest import BUNDLED, REPO
 from tests.helpers import LoadSource, column_of, every_column, focused_nic, ui_app
 from tests.test_ui import (
     SIZE,
@@ -564,3 +564,21 @@ async def test_the_journey_screen_opens_with_its_hop_in_view():
             y = screen.diagram.hop_lines[k]
             assert scroll.scroll_y <= y < scroll.scroll_y + scroll.scrollable_content_region.height
             assert "◉" in screen_text(app)
+
+
+async def test_a_capture_of_one_nic_does_not_call_every_packet_lost():
+    """An AWS traffic-mirror capture (one NIC, public): Enter on a packet shows its
+    one hop without the red ``✖ not seen after …`` every packet of such a file would
+    get (where it went next was never captured, not lost)."""
+    path = REPO / "tests" / "data" / "pcaps" / "vxlan" / "suricata_vxlan_aws_traffic_mirror.pcap"
+    app = ui_app(FileSource.of(SourceSpec(str(path))))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        assert len(app.store.nics) == 1
+        await pilot.press("down", "down", "enter")
+        await settle(pilot)
+        assert isinstance(app.screen, JourneyScreen)
+        assert app.screen.journey.end != "delivered"  # the correlation's word is unchanged
+        text = screen_text(app)
+        assert "✖" not in text and "not seen after" not in text, text
+        assert "one NIC captured" in text and "has this NIC only" in text

@@ -133,18 +133,27 @@ def test_snapshot_journey(snap_compare, size):
     assert snap_compare(bundled_app(), terminal_size=size, run_before=run_before)
 
 
-@pytest.mark.parametrize("capture", ["flannel-vxlan", "kube-nodeport"])
+@pytest.mark.parametrize(
+    "capture",
+    [
+        REPO / "scenarios" / "flannel-vxlan" / "capture.pcapng",
+        REPO / "scenarios" / "kube-nodeport" / "capture.pcapng",
+        REPO / "tests" / "data" / "pcaps" / "vxlan" / "suricata_vxlan_aws_traffic_mirror.pcap",
+    ],
+    ids=["flannel-vxlan", "kube-nodeport", "aws-mirror"],
+)
 def test_every_row_of_a_column_has_the_time_or_none_does(capture):
-    """Whether a row shows its time depends on the column's width, not on the row: a
-    VXLAN row once lost its time where the ARP rows beside it kept theirs, and an echo
-    kept its time but lost its ``req``/``rep`` (``ICMP r``)."""
-    store = store_of(REPO / "scenarios" / capture / "capture.pcapng")
+    """Whether a row shows its time, and to the µs or the ms, depends on the column's
+    width, not on the row: a VXLAN row once lost its time where the ARP rows beside it
+    kept theirs, an echo kept its time but lost its ``req``/``rep`` (``ICMP r``), and
+    a TCP row of an AWS mirror capture read ``8.210`` under a UDP row's ``0.005835``."""
+    store = store_of(capture)
     plain = Palette.plain()
     idents = [identify(store.data(i), store.linktype(i)) for i in range(len(store))]
-    for width in range(16, 90):
-        rows = [format_row(store, i, plain, time_width=8, width=width).plain for i in range(len(store))]
-        timed = {r.strip()[:1].isdigit() for r in rows}
-        assert len(timed) == 1, (width, rows)
+    for width in range(16, 120):
+        rows = [format_row(store, i, plain, time_width=9, width=width).plain for i in range(len(store))]
+        clocks = {r.split()[0].partition(".")[2] if r.split()[0][:1].isdigit() else None for r in rows}
+        assert len({None if c is None else len(c) for c in clocks}) == 1, (width, rows[:8])
         for ident, row in zip(idents, rows, strict=True):
             if ident.ipver == 4 and ident.proto == 1 and ident.icmp_type in (0, 8) and width >= 26:
                 assert len(row) <= width, (width, row)  # nothing cut: the seq and req/rep show

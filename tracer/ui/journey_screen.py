@@ -181,6 +181,8 @@ class JourneyDiagram(Widget, can_focus=True):
             end.append(f" at {nic_title(target.nic)}", style=p.ok)
             if target.nic.host:
                 end.append(f" on {safe(target.nic.host)}", style=p.ok)
+        elif len(self.store.nics) == 1:  # one NIC captured: "not seen after" it says nothing
+            end.append("· the capture has this NIC only: where the packet went next is not in it", style=p.muted)
         else:
             head = "✖ " + safe(journey.end)
             stop = self.stop_drawn = journey.stopped
@@ -277,6 +279,8 @@ class JourneyScreen(Screen[int | None]):
         text.append(f"  ·  {len(hops)} hop{'s' if len(hops) != 1 else ''}  ·  ", style="")
         if j.end == "delivered":
             text.append("delivered", style=p.ok + BOLD)
+        elif len(self.store.nics) == 1:
+            text.append("one NIC captured", style=p.muted)
         else:
             text.append(safe(j.end), style=p.error + BOLD)
         text.append("  ")

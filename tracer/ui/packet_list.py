@@ -103,6 +103,9 @@ def row_forms(store: FrameStore, i: int) -> tuple[list[tuple[str, str]], tuple[s
 # three decimals the hops of one packet mostly read the same time anyway; the layer
 # tree gives it to the nanosecond.)
 FEWEST_WORDS = len("VX 10.244.2.2 ICMP req 1")
+# Beside a time to the microsecond, room for at least this much of a summary; less,
+# and every row of the column shows the time to the millisecond.
+ROOMY_WORDS = len("VX 172.31.0.238 → 18.196.145.224 TCP [S.]")
 
 
 def format_row(
@@ -117,19 +120,24 @@ def format_row(
 ) -> Text:
     """The row for frame ``i``: relative time, [NIC], encapsulation tag, summary.
 
-    In ``width`` cells, words go least useful first: the outer headers, the time's
-    last three digits, the ports, the source, the words of the protocol; never the
-    destination and protocol (what is still too long is cut at the end).  The time
-    is there or not by the width alone, so that every row of a column has it or
-    none does: it goes when what is left beside it could not hold the fewest words
-    (``VX 10.244.2.2 ICMP req 1``).  Everything derived from the packet is appended
-    as plain text: nothing in a capture can become markup.
+    In ``width`` cells, words go least useful first: the outer headers, the ports,
+    the source, the words of the protocol; never the destination and protocol (what
+    is still too long is cut at the end).  The time is there or not, to the µs or
+    the ms, by the width alone, so that every row of a column shows it alike: it
+    goes when what is left beside it could not hold the fewest words (``VX
+    10.244.2.2 ICMP req 1``).  Everything derived from the packet is appended as
+    plain text: nothing in a capture can become markup.
     """
     forms, encap = row_forms(store, i)
     nic = nic_width + 1 if with_nic else 0
-    timed = width is None or width - nic - (time_width - 3 + 1) >= FEWEST_WORDS
-    # (time decimals, (inner, outer)); -1 decimals: no time
-    choices = [(6, forms[0]), (6, forms[1]), *((3, f) for f in forms[1:])] if timed else [(-1, f) for f in forms[1:]]
+    # the time's decimals (-1: no time) by the width alone, the same on every row
+    if width is None or width - nic - (time_width + 1) >= ROOMY_WORDS:
+        decimals = 6
+    elif width - nic - (time_width - 3 + 1) >= FEWEST_WORDS:
+        decimals = 3
+    else:
+        decimals = -1
+    choices = [(decimals, f) for f in (forms if decimals == 6 else forms[1:])]
     compact = forms[-1] if len(forms) > 2 else None  # the fewest words: a tag only when tunnelled
     decimals, (inner, outer) = choices[-1]
     tag = 3
