@@ -60,14 +60,14 @@ async def test_sixteen_thousand_nics_have_widgets_for_one_page(many):
         hosts = [nic.host for nic in app._order]
         assert hosts[:PER_HOST] == ["node0"] * PER_HOST and hosts[PER_HOST] == "node1"
         assert hosts[-1] == f"node{NICS // PER_HOST - 1}"
-        assert f"16,000 NICs (1-{fit} on screen)" in static_text(app.query_one("#status"))
+        assert f"16,000 NICs (1-{fit} shown)" in static_text(app.query_one("#status"))
         # → past the page: the next NIC's column comes, still one page of widgets
         for k in range(1, fit + 3):
             await pilot.press("right")
             assert await focused_nic(pilot) == app._order[k].id
         assert len(app.query("NicColumn")) == fit
         assert [c.nic.id for c in app._columns] == [nic.id for nic in app._order[3 : 3 + fit]]
-        assert f"(4-{fit + 3} on screen)" in static_text(app.query_one("#status"))
+        assert f"(4-{fit + 3} shown)" in static_text(app.query_one("#status"))
         # a frame on the last NIC (n/p, the journey screen and search select frames so)
         last = app.store.per_nic[app._order[-1].id][0]
         await select_frame(pilot, last)
@@ -93,11 +93,11 @@ async def test_a_column_paged_out_and_back_keeps_its_cursor():
             await pilot.press("right")
             await focused_nic(pilot)
         assert app._column(first) is None  # paged out: no widget
-        assert "(6-8 on screen)" in screen_text(app)
+        assert "(6-8 shown)" in screen_text(app)
         await column_of(pilot, first)
         column = app._column(first)
         assert column.packets.cursor == 3 and column.packets.frame == frame
-        assert "(1-3 on screen)" in screen_text(app)
+        assert "(1-3 shown)" in screen_text(app)
 
 
 async def test_a_resize_keeps_the_focused_column_on_screen():
@@ -185,7 +185,7 @@ async def test_keys_typed_faster_than_pages_mount_each_move_one_column(key, back
         assert len(app._columns) == 3 and await focused_nic(pilot) == app._order[0].id
         await burst(pilot, key, 7)
         assert await focused_nic(pilot) == app._order[7].id
-        assert "(6-8 on screen)" in screen_text(app)
+        assert "(6-8 shown)" in screen_text(app)
         await burst(pilot, back, 5)
         assert await focused_nic(pilot) == app._order[2].id
         assert app._order[2].id in [c.nic.id for c in app._columns] and len(app._columns) == 3

@@ -177,3 +177,19 @@ async def test_a_long_nic_name_is_cut_in_the_middle():
         await settle(pilot)
         row = next(line for line in screen_text(app).splitlines() if "\\Device" in line)
         assert nic.name[:8] in row and "…" in row and nic.name[-6:] in row, row
+
+
+async def test_at_80_columns_the_status_line_keeps_the_journeys_hop():
+    """At 80x24 the status line once ended ``◆ journey 0: hop …``: the word a person
+    needs (where the packet is on its path, and whether it arrived) was the part cut.
+    It now leaves out what the screen says elsewhere first."""
+    app = bundled_app(view="columns")  # its status line is the longest: "(1-3 shown)"
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("down", "down")  # an echo request: a journey of 8 hops
+        await settle(pilot)
+        journey = app.journey
+        assert journey is not None and len(journey.hops) > 1
+        k = journey.hop_of(app.selected_frame)
+        line = next(t for t in screen_text(app).splitlines() if "NICs" in t and "frames" in t)
+        assert f"journey {journey.id}: hop {k + 1}/{len(journey.hops)}, {journey.end}" in line, line

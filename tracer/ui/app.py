@@ -818,6 +818,7 @@ class TracerApp(App[None]):
         # the columns span the screen; their container is laid out for the new size only later
         self._size_columns(event.size.width)
         self._size_detail()
+        self._update_status()  # a narrow status line says less
 
     def _size_detail(self) -> None:
         """Layers always show; the bytes beside them, 16 or 8 a line, as the width allows;
@@ -927,6 +928,9 @@ class TracerApp(App[None]):
 
     def _status_text(self, p: Palette) -> Text:
         store = self.store
+        # under 120 cells the line leaves out what the screen shows elsewhere (that the
+        # file is loaded, the keys in the footer and help) so the journey's hop fits
+        narrow = self.size.width < 120
         text = Text(no_wrap=True, overflow="ellipsis")
         if not self.loading_done:
             done, total = self._progress or (0, None)
@@ -947,11 +951,11 @@ class TracerApp(App[None]):
         text.append(f"{len(store.nics):,} NIC{'s' if len(store.nics) != 1 else ''}", style="bold")
         if self.view == "columns" and 0 < len(self._columns) < len(self._order):  # a page of them: ←/→ page on
             first = self._first_column
-            text.append(f" ({first + 1:,}-{first + len(self._columns):,} on screen)", style=p.muted)
+            text.append(f" ({first + 1:,}-{first + len(self._columns):,} shown)", style=p.muted)
         text.append(f" · {len(store):,} frame{'s' if len(store) != 1 else ''}", style="bold")
         if store.dropped:  # --max-frames / --max-size
             text.append(f" (oldest {store.dropped:,} forgotten)", style=p.warning)
-        if self.loading_done and self.load_error is None and not self.live:
+        if self.loading_done and self.load_error is None and not self.live and not narrow:
             text.append(" · loaded", style=p.muted)
         if store.disk_bytes is not None:  # a stream spilled to disk: what it costs where
             try:
@@ -970,16 +974,19 @@ class TracerApp(App[None]):
         if self.search is not None:
             text.append("   ⌕ ", style=p.muted)
             text.append(safe(self.search.text), style=p.muted)
-            text.append(" (^n/^b)", style=p.muted)
+            if not narrow:
+                text.append(" (^n/^b, F3)", style=p.muted)
         journey = self.journey
         if journey is not None and len(journey) > 1 and self.selected_frame is not None:
             try:
                 k = journey.hop_of(self.selected_frame)
             except ValueError:
                 k = 0
-            text.append(f"   ◆ journey {journey.id}: hop {k + 1}/{len(journey.hops)}, ", style=p.journey)
+            gap = "  " if narrow else "   "
+            text.append(f"{gap}◆ journey {journey.id}: hop {k + 1}/{len(journey.hops)}, ", style=p.journey)
             text.append(safe(journey.end), style=p.journey)
-            text.append("  (n/p: hops, ⏎: its diagram)", style=p.muted)
+            if not narrow:
+                text.append("  (n/p: hops, ⏎: its diagram)", style=p.muted)
         if self.load_error:
             text.append("   ✖ ", style=p.error + BOLD)
             text.append(self.load_error, style=p.error)
