@@ -203,3 +203,19 @@ async def test_the_topology_of_sixteen_thousand_nics_counts_them_with_commas(man
         await settle(pilot)
         assert isinstance(app.screen, TopologyScreen)
         assert "16,000 NICs" in screen_text(app)
+        await pilot.press("escape")
+        # a frame of the last NIC selected: T opens on that NIC's line, not on node0's
+        nic = app._order[-1]
+        await select_frame(pilot, app.store.per_nic[nic.id][0])
+        await pilot.press("T")
+        await settle(pilot)
+        diagram = app.screen.query_one("#topology-diagram")
+        y = diagram.nic_lines[nic.id]
+        assert y > 1000 and diagram.scroll_y <= y < diagram.scroll_y + diagram.scrollable_content_region.height
+        line = diagram.render_line(y - round(diagram.scroll_y))
+        assert nic.name in line.text
+        # marked: drawn unlike its neighbour on the same host
+        other = app._order[-2]
+        beside = diagram.render_line(diagram.nic_lines[other.id] - round(diagram.scroll_y))
+        style = next(seg.style for seg in line if nic.name in seg.text)
+        assert other.name in beside.text and style != next(seg.style for seg in beside if other.name in seg.text)

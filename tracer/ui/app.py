@@ -1212,7 +1212,11 @@ class TracerApp(App[None]):
     def action_topology(self) -> None:
         if not self.tracker.caught_up and not has_facts(self.store):
             self.tracker.run_all()  # no NIC facts: the picture comes from the journeys
-        self.push_screen(TopologyScreen(self.store, self.tracker.corr))
+        frame = self.selected_frame
+        if isinstance(self.screen, JourneyScreen):
+            frame = self.screen.hop_frame  # from a journey: the hop it is on
+        nic = self.store.nic_of[frame] if frame is not None and frame < len(self.store) else None
+        self.push_screen(TopologyScreen(self.store, self.tracker.corr, nic))
 
     def action_hop(self, delta: int) -> None:
         """Select the next (``delta=1``) or previous hop of the selected packet's journey."""

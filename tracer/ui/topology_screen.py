@@ -99,9 +99,19 @@ def nic_line(nic: Nic, owners: dict[str, str | None], name_w: int, kind_w: int, 
 
 
 def host_box(
-    host: str | None, nics: list[Nic], owners: dict, width: int, bridges: dict, counts: list[int], p: Palette
+    host: str | None,
+    nics: list[Nic],
+    owners: dict,
+    width: int,
+    bridges: dict,
+    counts: list[int],
+    p: Palette,
+    *,
+    mark: int | None = None,
+    where: dict[int, int] | None = None,
 ) -> list[Text]:
-    """One host as a box of netns sub-boxes, ``width`` cells wide."""
+    """One host as a box of netns sub-boxes, ``width`` cells wide; NIC ``mark`` (the
+    selected packet's) stands out, and ``where`` gets each NIC's line in the box."""
     inner = width - 2
     name_w = max(len(safe(n.name)) for n in nics)
     kind_w = max(len(safe(n.kind or "?")) for n in nics)
@@ -143,6 +153,10 @@ def host_box(
             content = nic_line(nic, owners, name_w, kind_w, p, counts[nic.id])
             peer = str(nic.facts.get("peer") or "")
             content.truncate(sub - 4, overflow="ellipsis", pad=True)
+            if nic.id == mark:
+                content.stylize(p.journey + BOLD)
+            if where is not None:
+                where[nic.id] = len(out)
             body.append_text(content)
             body.append(" │", style=p.muted)
             out.append(line(body))
@@ -258,10 +272,12 @@ class TopologyDiagram(ScrollView, can_focus=True):
     Laid out once per width and theme (16,000 NICs are thousands of lines), drawn a
     line at a time as they come on screen: a new theme lays it out in its colours."""
 
-    def __init__(self, store: FrameStore, corr: Correlation | None, **kwargs) -> None:
+    def __init__(self, store: FrameStore, corr: Correlation | None, nic: int | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.store = store
         self.corr = corr
+        self.nic = nic  # the selected packet's NIC: marked, and scrolled to when laid out
+        self.nic_lines: dict[int, int] = {}  # NIC id -> its line in the drawing
         self._lines: list[Text] = []
         self._laid_width = -1  # the width _lines were laid out for (-1: not yet, or a new theme)
 
@@ -283,6 +299,14 @@ class TopologyDiagram(ScrollView, can_focus=True):
         self._lines = self.lines(max(width, 40))
         self.virtual_size = Size(width, len(self._lines))
         self.refresh()
+        self.call_after_refresh(self._reveal_nic)  # once the new size is laid out
+
+    def _reveal_nic(self) -> None:
+        """The selected packet's NIC in view, a third of the way down."""
+        y = self.nic_lines.get(self.nic) if self.nic is not None else None
+        if y is not None:
+            height = self.scrollable_content_region.height or self.size.height
+            self.scroll_to(y=max(0, y - height // 3), animate=False, immediate=True)
 
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
@@ -325,8 +349,14 @@ class TopologyDiagram(ScrollView, can_focus=True):
         box_w = width // per_row
         items = list(hosts.items())
         counts = [len(per) for per in store.per_nic]
+        self.nic_lines = {}
         for r in range(0, len(items), per_row):
-            boxes = [host_box(h, n, owners, box_w - 1, bridges, counts, p) for h, n in items[r : r + per_row]]
+            where: dict[int, int] = {}
+            boxes = [
+                host_box(h, n, owners, box_w - 1, bridges, counts, p, mark=self.nic, where=where)
+                for h, n in items[r : r + per_row]
+            ]
+            self.nic_lines.update((nic, len(out) + y) for nic, y in where.items())
             height = max(len(b) for b in boxes)
             for y in range(height):
                 row = Text(end="")
@@ -357,15 +387,16 @@ class TopologyScreen(Screen[None]):
         Binding("down,j", "scroll(1)", "Down", show=False),
     ]
 
-    def __init__(self, store: FrameStore, corr: Correlation | None = None) -> None:
+    def __init__(self, store: FrameStore, corr: Correlation | None = None, nic: int | None = None) -> None:
         super().__init__()
         self.store = store
         self.corr = corr
+        self.nic = nic  # the selected packet's NIC, shown first
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="⇄")
         yield Painted(self.title_text, id="topology-title")
-        yield TopologyDiagram(self.store, self.corr, id="topology-diagram")
+        yield TopologyDiagram(self.store, self.corr, self.nic, id="topology-diagram")
         yield Footer()
 
     def title_text(self, p: Palette) -> Text:
