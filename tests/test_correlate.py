@@ -21,7 +21,17 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, shared_pcap
-from tracer.correlate import Correlation, Step, StepKind, correlate, find_journeys, journey_json, nic_role
+from tracer.correlate import (
+    Correlation,
+    Endpoint,
+    Flow,
+    Step,
+    StepKind,
+    correlate,
+    find_journeys,
+    journey_json,
+    nic_role,
+)
 from tracer.dissect.fast import identify
 from tracer.model import FrameStore, Nic
 from tracer.pcapng.reader import SourceSpec, open_capture
@@ -747,8 +757,8 @@ def test_port_forward_replies_show_conntrack_undoing_the_nat():
         un_dnat, routed = j.hops[2].step.parts
         assert (un_dnat.kind, un_dnat.before, un_dnat.after) == (
             StepKind.UN_DNAT,
-            f"{addr['C']}:{pub['container_port']}",
-            f"{addr['hosty']}:{pub['host_port']}",
+            Endpoint(addr["C"], pub["container_port"]),
+            Endpoint(addr["hosty"], pub["host_port"]),
         )
         assert routed.kind is StepKind.ROUTED and routed.ttl_drop == 1
         assert j.hops[4].step.kinds == (StepKind.UN_SNAT, StepKind.ROUTED)
@@ -884,8 +894,11 @@ def test_kube_proxy_nodeport_both_ends_rewritten_at_once_is_one_journey():
     assert nat.kind is StepKind.FULL_NAT and routed.kind is StepKind.ROUTED
     client = j.hops[0].ident
     inside = j.hops[2].ident
-    assert nat.before == f"{client.src}:{client.sport}→{client.dst}:{client.dport}"
-    assert nat.after == f"{inside.src}:{inside.sport}→{inside.dst}:{inside.dport}"
+    assert nat.change() == (
+        Flow(Endpoint(client.src, client.sport), Endpoint(client.dst, client.dport)),
+        Flow(Endpoint(inside.src, inside.sport), Endpoint(inside.dst, inside.dport)),
+    )
+    assert f"{nat.before}" == f"{client.src}:{client.sport}→{client.dst}:{client.dport}"
     assert client.dport == 30080 and inside.dport == 80 and inside.dst == "10.244.2.2"
     assert str(j.hops[2].step).startswith(f"DNAT+SNAT {nat.before} ⇒ {nat.after}")
     assert j.end == "delivered"
