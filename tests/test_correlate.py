@@ -21,7 +21,17 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, shared_pcap
-from tracer.correlate import Correlation, Step, StepKind, correlate, find_journeys, journey_json, nic_role
+from tracer.correlate import (
+    Correlation,
+    Endpoint,
+    Flow,
+    Step,
+    StepKind,
+    correlate,
+    find_journeys,
+    journey_json,
+    nic_role,
+)
 from tracer.dissect.fast import identify
 from tracer.model import FrameStore, Nic
 from tracer.pcapng.reader import SourceSpec, open_capture
@@ -747,8 +757,8 @@ def test_port_forward_replies_show_conntrack_undoing_the_nat():
         un_dnat, routed = j.hops[2].step.parts
         assert (un_dnat.kind, un_dnat.before, un_dnat.after) == (
             StepKind.UN_DNAT,
-            f"{addr['C']}:{pub['container_port']}",
-            f"{addr['hosty']}:{pub['host_port']}",
+            Endpoint(addr["C"], pub["container_port"]),
+            Endpoint(addr["hosty"], pub["host_port"]),
         )
         assert routed.kind is StepKind.ROUTED and routed.ttl_drop == 1
         assert j.hops[4].step.kinds == (StepKind.UN_SNAT, StepKind.ROUTED)
@@ -884,8 +894,11 @@ def test_kube_proxy_nodeport_both_ends_rewritten_at_once_is_one_journey():
     assert nat.kind is StepKind.FULL_NAT and routed.kind is StepKind.ROUTED
     client = j.hops[0].ident
     inside = j.hops[2].ident
-    assert nat.before == f"{client.src}:{client.sport}→{client.dst}:{client.dport}"
-    assert nat.after == f"{inside.src}:{inside.sport}→{inside.dst}:{inside.dport}"
+    assert nat.change() == (
+        Flow(Endpoint(client.src, client.sport), Endpoint(client.dst, client.dport)),
+        Flow(Endpoint(inside.src, inside.sport), Endpoint(inside.dst, inside.dport)),
+    )
+    assert f"{nat.before}" == f"{client.src}:{client.sport}→{client.dst}:{client.dport}"
     assert client.dport == 30080 and inside.dport == 80 and inside.dst == "10.244.2.2"
     assert str(j.hops[2].step).startswith(f"DNAT+SNAT {nat.before} ⇒ {nat.after}")
     assert j.end == "delivered"
@@ -1063,3 +1076,111 @@ def test_the_forked_half_writes_the_same_lines(monkeypatch, as_json):
     assert forked.getvalue() == serial.getvalue()
     heads = [line for line in serial.getvalue().splitlines() if line.startswith("{" if as_json else "journey ")]
     assert len(heads) == len(corr.journeys)
+
+
+# -- plain per-NIC pcaps: delivered on the packets' word, whatever the NICs are called --------
+
+
+def split_per_nic(capture: Path, out: Path, names: list[str]) -> list[str]:
+    """``capture`` cut into one classic pcap per interface with tshark, as a person would
+    capture with ``tcpdump -i NIC -w``; the ``HOST/NIC=PATH`` words naming them ``names``."""
+    specs = []
+    for k, name in enumerate(names):
+        path = out / f"nic{k}.pcap"
+        subprocess.run(
+            ["tshark", "-r", str(capture), "-Y", f"frame.interface_id=={k}", "-w", str(path), "-F", "pcap"],
+            check=True,
+            capture_output=True,
+        )
+        specs.append(f"{name}={path}")
+    return specs
+
+
+def load_specs(specs: list[str]) -> FrameStore:
+    from tracer.pcapng.reader import parse_source_spec
+
+    store = FrameStore()
+    for spec in specs:
+        open_capture(parse_source_spec(spec)).read_into(store)
+    assert not store.warnings, store.warnings
+    return store
+
+
+def answered_on_its_nic(store: FrameStore, frame: int) -> bool:
+    """Was a packet that answers ``frame``'s, or that it answers, seen on its NIC?  Told by
+    scapy (``answers``), not by tracer."""
+    from scapy.layers.l2 import Ether
+
+    nic = store.nic_of[frame]
+    pkt = Ether(bytes(store.data(frame)))
+    others = [Ether(bytes(store.data(i))) for i in range(len(store)) if store.nic_of[i] == nic and i != frame]
+    return any(o.answers(pkt) or pkt.answers(o) for o in others)
+
+
+# flannel-vxlan's eight NICs (A's eth0, docker0, flannel.1, eth0 on Host X; the same
+# back on Host Y to C's eth0) as someone might name their files: nothing a name says
+ODD_NAMES = ["x/pod-a", "x/sw", "x/tnl", "x/wan", "y/wan", "y/tnl", "y/sw", "y/pod-c"]
+USUAL_NAMES = [
+    "hostx/veth-a",
+    "hostx/docker0",
+    "hostx/flannel.1",
+    "hostx/eth0",
+    "hosty/eth0",
+    "hosty/flannel.1",
+    "hosty/docker0",
+    "hosty/veth-c",
+]
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+def test_plain_per_nic_pcaps_are_delivered_where_answered_whatever_the_nics_are_called(tmp_path):
+    capture = SCENARIOS / "flannel-vxlan" / "capture.pcapng"
+    ends = {}
+    for names in (ODD_NAMES, USUAL_NAMES):
+        out = tmp_path / names[0].split("/")[0]
+        out.mkdir()
+        store = load_specs(split_per_nic(capture, out, names))
+        assert not any(nic.facts for nic in store.nics)  # plain pcaps: nothing but names
+        corr = correlate(store)
+        delivered = set()
+        for j in corr.journeys:
+            if len(j.hops) < 2:  # seen once: sent there or arrived there, a pcap cannot say
+                assert j.end != "delivered", j.id
+                continue
+            last = j.hops[-1]
+            # delivered at its last NIC exactly when its answer was seen there
+            assert (j.end == "delivered") == answered_on_its_nic(store, last.frame), (names, j.id, j.end)
+            assert (StepKind.DELIVERED in last.step.kinds) == (j.end == "delivered")
+            if j.end == "delivered":
+                delivered.add(tuple(sorted(j.frames)))
+        assert delivered  # the pings and the ARP exchanges on the bridges
+        ends[names[0]] = delivered
+    # the same packets delivered, whatever the files are called
+    assert ends[ODD_NAMES[0]] == ends[USUAL_NAMES[0]]
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+def test_a_plain_pcap_that_lost_a_packets_last_sighting_does_not_call_it_delivered(tmp_path):
+    """C's file without the third echo request: on Host Y's bridge its answer is seen, but
+    the connection's other requests went on to C's NIC, so this one is not delivered
+    at the bridge (its sighting at C was lost, not its trip)."""
+    capture = SCENARIOS / "flannel-vxlan" / "capture.pcapng"
+    specs = split_per_nic(capture, tmp_path, ODD_NAMES)
+    c_nic = Path(specs[-1].split("=", 1)[1])
+    lossy = tmp_path / "lossy.pcap"
+    subprocess.run(
+        ["tshark", "-r", str(c_nic), "-Y", "not (icmp.type == 8 and icmp.seq == 3)", "-w", str(lossy), "-F", "pcap"],
+        check=True,
+        capture_output=True,
+    )
+    store = load_specs([*specs[:-1], f"{ODD_NAMES[-1]}={lossy}"])
+    corr = correlate(store)
+    requests = [j for j in corr.journeys if j.inner.get("proto") == "ICMP" and j.inner.get("type") == 8]
+    assert sorted(j.inner["seq"] for j in requests) == [1, 2, 3]
+    for j in requests:
+        last = j.hops[-1]
+        assert answered_on_its_nic(store, last.frame)  # its reply passed there either way
+        if j.inner["seq"] == 3:
+            assert (last.nic.host, last.nic.name) == ("y", "sw") and j.end == "not seen after y/sw"
+        else:
+            assert (last.nic.host, last.nic.name) == ("y", "pod-c") and j.end == "delivered"

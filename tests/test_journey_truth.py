@@ -18,9 +18,9 @@ changes (ICMP type, seq, IP ID and payload; TCP seq, ack, flags and payload), an
 path each takes through the scenario's capture points, written below per scenario as
 the article draws it.  For each recording kind: pairwise precision and recall of the
 journeys over those frames, hop order against the path, and the kinds of the steps.
-The goal, asserted, is 100 % everywhere (one exception, see ``score``: a plain
-per-NIC pcap cannot show that a packet ending at a host's uplink was delivered
-there).  ``pytest -s`` prints the table.
+The goal, asserted, is 100 % everywhere, delivery included: a plain per-NIC pcap
+shows a packet ending at a host's uplink delivered there by its answer seen on that
+NIC, whatever the NIC is called.  ``pytest -s`` prints the table.
 """
 
 from __future__ import annotations
@@ -296,12 +296,8 @@ def truth_of(data: bytes, linktype: int):
     return None
 
 
-def score(store: FrameStore, corr, tokens: dict[int, str], paths: list[tuple], evidence: bool) -> dict:
-    """Precision, recall, hop order and steps of ``corr`` against the truth.
-
-    ``evidence``: the recording says where packets are delivered (NIC addresses, or the
-    kernel's packet direction).  Plain per-NIC pcaps say neither, so a packet whose path
-    ends at a host's uplink is not claimed delivered there: tracer does not guess."""
+def score(store: FrameStore, corr, tokens: dict[int, str], paths: list[tuple]) -> dict:
+    """Precision, recall, hop order and steps of ``corr`` against the truth."""
     packets: dict[tuple, list[int]] = defaultdict(list)
     way: dict[tuple, str] = {}
     for i in range(len(store)):
@@ -333,11 +329,9 @@ def score(store: FrameStore, corr, tokens: dict[int, str], paths: list[tuple], e
             ways = [p for w, p, _s in paths if w == way[key]]
             wrong_paths.append((key[:3], seen, min(ways, key=len) if ways else "no such path in the scenario"))
             continue
-        (path, steps, at), full, full_steps = min(candidates, key=lambda c: len(c[1]))
+        (_path, steps, at), full, full_steps = min(candidates, key=lambda c: len(c[1]))
         for k, (hop, expected) in enumerate(zip(j.hops, steps)):
             want = expected
-            if want is not None and not evidence and path[k].endswith(":underlay"):
-                want = want - {S.DELIVERED}
             if want is not None and not want <= set(hop.step.kinds):
                 wrong_steps.append((key[:3], k, str(hop.step), sorted(w.value for w in want)))
             # delivered where the packet went on (its later sightings lost or not)
@@ -439,7 +433,7 @@ def test_journeys_match_the_ground_truth(name, tmp_path):
     report = []
     failures = []
     for kind, (store, tokens) in kinds.items():
-        s = score(store, correlate(store), tokens, TRUTH[name], evidence="per NIC" not in kind)
+        s = score(store, correlate(store), tokens, TRUTH[name])
         report.append(
             f"{name:15} {kind:52} packets {s['packets']:3}  frames {s['frames']:4}  "
             f"precision {s['precision']:.1%}  recall {s['recall']:.1%}  "

@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import BUNDLED, REPO, shared_pcap
 from tests.helpers import LoadSource, ui_app
 from tests.test_ui import settle
-from tracer.correlate import correlate
+from tracer.correlate import Endpoint, Flow, StepKind, correlate
 from tracer.model import FrameStore, Nic
 from tracer.pcapng.reader import SourceSpec, open_capture
 from tracer.sources.files import FileSource
@@ -262,9 +262,9 @@ async def test_a_nic_crossed_twice_has_two_columns_in_the_order_of_travel():
             # plain on the client's side of Host X, wrapped on Host Y's, whichever way it goes
             assert not cells[left].hop.encap and cells[right].hop.encap, (j.id, j.end)
             text = cells_of(grid, r)
-            rewritten = [t for t in text if "DNAT" in t]
+            rewritten = [t for t in text if "⇒" in t]
             assert len(rewritten) == 1
-            assert rewritten[0].split(" ", 1)[1].startswith("un-" if j.hops[0].nic.host == "hosty" else "DNAT")
+            assert rewritten[0].split(" ", 1)[1].startswith("un-" if j.hops[0].nic.host == "hosty" else "D+SNAT")
             checked += 1
         assert checked >= 8  # the connection's packets both ways
 
@@ -314,3 +314,64 @@ async def test_the_grid_header_says_whether_cells_hold_times(size):
         header = str(app.query_one("#grid-header").render())
         assert ("ms since first seen" in header) == timed, (header, cells)
         assert ("what each NIC saw" in header) == untimed
+
+
+# what a NAT part's cell calls it: the kind's own name, DNAT+SNAT at once shortened
+NAT_CELL_WORD = {
+    StepKind.SNAT: "SNAT",
+    StepKind.DNAT: "DNAT",
+    StepKind.UN_SNAT: "un-SNAT",
+    StepKind.UN_DNAT: "un-DNAT",
+    StepKind.FULL_NAT: "D+SNAT",
+    StepKind.UN_FULL_NAT: "un-D+SNAT",
+}
+
+
+@pytest.mark.parametrize(
+    ("scenario", "kinds"),
+    [
+        ("port-forward", {StepKind.SNAT, StepKind.DNAT, StepKind.UN_SNAT, StepKind.UN_DNAT}),
+        ("bridge", {StepKind.SNAT, StepKind.UN_SNAT}),
+        ("kube-nodeport", {StepKind.FULL_NAT, StepKind.UN_FULL_NAT}),
+    ],
+)
+async def test_a_nat_cell_says_what_the_journeys_step_rewrote(scenario, kinds):
+    """A cell where NAT rewrote the packet names the step's NAT kind and what it made
+    of the packet: the rewritten end (``SNAT→addr:port``), or both ends at once
+    (``D+SNAT⇒src→dst``), as much as fits; the journey's typed step says which."""
+    app = app_on(SCENARIOS / scenario / "capture.pcapng")
+    async with app.run_test(size=(320, 50)) as pilot:
+        await settle(pilot)
+        grid = app.query_one("#grid", JourneyGrid)
+        assert grid.widths()[2] >= len(grid.columns)  # every NIC in view
+        seen: set[StepKind] = set()
+        for r in range(len(grid.rows)):
+            j = grid.journey_at(r)
+            drawn = cells_of(grid, r)
+            for c, cell in grid.cells(j).items():
+                if cell.hop is None:
+                    continue
+                nat = [p for p in cell.hop.step.parts if p.kind.is_nat]
+                text = drawn[c].split(" ", 1)[1]  # after the time
+                if not nat:
+                    assert "→" not in text and "⇒" not in text, (j.id, c, text)
+                    continue
+                (part,) = nat
+                before, after = part.change()
+                both = part.kind in (StepKind.FULL_NAT, StepKind.UN_FULL_NAT)
+                assert isinstance(after, Flow if both else Endpoint)
+                word, arrow, rest = text.partition("⇒" if both else "→")
+                assert (word, arrow) == (NAT_CELL_WORD[part.kind], "⇒" if both else "→"), (j.id, text)
+                # what it became, not what it was: as much of it as fits
+                shown = rest.removesuffix("…")
+                assert len(shown) >= 4 and str(after).startswith(shown), (j.id, text, after)
+                assert not str(before).startswith(shown), (j.id, text, before)
+                if not rest.endswith("…"):
+                    assert rest == str(after)
+                # the step's endpoint is the one the packet carries at this hop
+                ident = cell.hop.ident
+                flow = Flow(Endpoint(ident.src, ident.sport), Endpoint(ident.dst, ident.dport))
+                side = {StepKind.SNAT: flow.src, StepKind.UN_DNAT: flow.src, StepKind.DNAT: flow.dst}
+                assert after == side.get(part.kind, flow.dst if not both else flow)
+                seen.add(part.kind)
+        assert seen == kinds

@@ -13,10 +13,12 @@
 from tracer.correlate.journey import Hop, Journey, journey_json
 from tracer.correlate.match import Correlation, correlate, find_journeys
 from tracer.correlate.nics import nic_addresses, nic_role
-from tracer.correlate.steps import Step, StepKind, StepPart
+from tracer.correlate.steps import Endpoint, Flow, Step, StepKind, StepPart
 
 __all__ = [
     "Correlation",
+    "Endpoint",
+    "Flow",
     "Hop",
     "Journey",
     "Step",

@@ -594,7 +594,7 @@ class Correlation:
         arrived = False
         for k in range(1, len(items)):
             h = items[k]
-            if delivered(self, h, items[k + 1 :]):
+            if delivered(self, h, items[k + 1 :], items):
                 h.step = h.step.delivered()
                 arrived = True
         if arrived:
@@ -756,6 +756,14 @@ class Correlation:
         if b.arp is not None:  # the reply to an ARP request: its addresses swapped
             return self._ex_ids.get(("ARP", b.arp[4], b.arp[2], None, None))
         return self._ex_ids.get((b.dst_raw, b.src_raw, b.dport, b.sport, b.icmp_id))
+
+    def went_elsewhere(self, h: Hop, hops: list[Hop]) -> bool:
+        """Was a packet with ``h``'s endpoints (its connection, this way) seen on a NIC
+        that none of ``hops`` is on?  Where the connection's other packets went, this one
+        went too, unless its sightings there were lost."""
+        self._first_seen()
+        mine = {x.nic.id for x in hops}
+        return any(n not in mine for n in self._nics_of.get(self._ex[h.frame], ()))
 
     def answered_on(self, h: Hop) -> bool:
         """Was a packet with ``h``'s endpoints reversed (its answer) seen on ``h``'s NIC?"""

@@ -62,12 +62,13 @@ def direction(corr: Correlation, h: Hop) -> int:
     return frame_direction(corr.store.data(h.frame), h.nic.linktype)
 
 
-def delivered(corr: Correlation, h: Hop, later: list[Hop]) -> bool:
-    """Did the packet reach its destination at this hop?
+def delivered(corr: Correlation, h: Hop, later: list[Hop], hops: list[Hop] | None = None) -> bool:
+    """Did the packet reach its destination at this hop (``hops``: the journey's)?
 
     A container's NIC whose address is the destination (or that states no
     address); any other NIC whose address is the destination, unless a later
-    hop shows the packet rewritten (DNAT on the way to a container)."""
+    hop shows the packet rewritten (DNAT on the way to a container); a NIC
+    without facts, whatever it is called, on the packets' word (below)."""
     dst = dst_raw(h.ident)
     addrs = corr._nic_addrs[h.nic.id]
     if corr._roles[h.nic.id] == "container":
@@ -80,18 +81,23 @@ def delivered(corr: Correlation, h: Hop, later: list[Hop]) -> bool:
         # flooded to every port (a broadcast, an ARP request) and not answered from there
         return dst in addrs if addrs else not _flooded(h) or corr.answered_on(h)
     if not addrs:
-        # no facts: the kernel's word instead.  The packet came in here and went nowhere
-        # else on this host (a `tcpdump -i any` capture would show it leave), its answer
-        # is seen on this NIC, its destination is not known to be another's and its
-        # connection is not seen rewritten here (a frame lost on the way on hides that
-        # it went on): this host is its end
+        # no facts: the kernel's word instead.  The packet came in here (a cooked capture
+        # says so; a plain pcap of a NIC without facts cannot, but this is a later
+        # sighting, not where it was first seen) and went nowhere else on this host (a
+        # `tcpdump -i any` capture would show it leave; per-NIC pcaps show where its
+        # connection's other packets went), its answer is seen on this NIC, its
+        # destination is not known to be another's and its connection is not seen
+        # rewritten here (a frame lost on the way on hides that it went on): this host
+        # is its end.  The NIC's name plays no part.
         host = h.nic.host
+        way = direction(corr, h)
         return (
             not later
-            and direction(corr, h) == INCOMING
+            and way != OUTGOING
             and corr.answered_on(h)
             and not corr.foreign(host, dst)
             and not corr.rewritten_at(h)
+            and (way == INCOMING or (not h.nic.facts and not corr.went_elsewhere(h, hops or [h])))
         )
     if dst is None or dst not in addrs:
         return False

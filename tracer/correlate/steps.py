@@ -59,14 +59,37 @@ _NAT_KINDS = frozenset(
 )
 
 
+class Endpoint(NamedTuple):
+    """One end of a packet: its address and, for TCP/UDP/SCTP, its port.  Reads as
+    ``10.0.0.2:80`` (``[fd00::2]:80``; no port: the address alone)."""
+
+    addr: str | None
+    port: int | None = None
+
+    def __str__(self) -> str:
+        return _endpoint(self.addr, self.port)
+
+
+class Flow(NamedTuple):
+    """Both ends of a packet, source first.  Reads as ``10.0.0.2:1→10.0.0.3:80``."""
+
+    src: Endpoint
+    dst: Endpoint
+
+    def __str__(self) -> str:
+        return f"{self.src}→{self.dst}"
+
+
 class StepPart(NamedTuple):
     """One thing that happened; the fields that do not apply to its kind are None.
     (A named tuple: a journey of a million frames builds millions of these.)"""
 
     kind: StepKind
     tunnel: Tunnel | None = None  # ENCAPSULATED: the tunnel added; DECAPSULATED: the one removed
-    before: str | None = None  # NAT: the endpoint rewritten (``addr[:port]``; both: ``src→dst``)
-    after: str | None = None  # NAT: what it became
+    # NAT: the end rewritten, and what it became (SNAT, un-DNAT: the source; DNAT,
+    # un-SNAT: the destination); both ends at once (DNAT+SNAT): the whole Flow
+    before: Endpoint | Flow | None = None
+    after: Endpoint | Flow | None = None
     ttl_drop: int | None = None  # ROUTED: by how much the TTL / hop limit fell
     latency_ns: int | None = None  # UNDERLAY: time between the two hosts' sightings
 
@@ -95,6 +118,13 @@ class StepPart(NamedTuple):
         if k is StepKind.ROUTED and not brief and self.ttl_drop is not None and self.ttl_drop > 1:
             return f"routed (TTL−{self.ttl_drop})"  # noqa: RUF001 - a minus sign, as printed since 0.1
         return k.value
+
+    def change(self) -> tuple[Endpoint | Flow, Endpoint | Flow] | None:
+        """(before, after) of a NAT part, typed: an :class:`Endpoint` when one end was
+        rewritten, a :class:`Flow` when both were; None for the other kinds."""
+        if not self.kind.is_nat or self.before is None or self.after is None:
+            return None
+        return self.before, self.after
 
 
 _BRIDGED = (StepPart(StepKind.BRIDGED),)
@@ -173,18 +203,18 @@ def narrate(p: Hop, h: Hop, reply: Callable[[Hop, Hop], bool] | None = None) -> 
         if dnat and snat:
             undo = reply is not None and reply(p, h)
             kind = StepKind.UN_FULL_NAT if undo else StepKind.FULL_NAT
-            before = f"{_endpoint(a.src, a.sport)}→{_endpoint(a.dst, a.dport)}"
-            after = f"{_endpoint(b.src, b.sport)}→{_endpoint(b.dst, b.dport)}"
+            before = Flow(Endpoint(a.src, a.sport), Endpoint(a.dst, a.dport))
+            after = Flow(Endpoint(b.src, b.sport), Endpoint(b.dst, b.dport))
             parts.insert(0, StepPart(kind, before=before, after=after))
         elif dnat or snat:
             undo = reply is not None and reply(p, h)
             nat: list[StepPart] = []
             if snat:
                 kind = StepKind.UN_DNAT if undo else StepKind.SNAT
-                nat.append(StepPart(kind, before=_endpoint(a.src, a.sport), after=_endpoint(b.src, b.sport)))
+                nat.append(StepPart(kind, before=Endpoint(a.src, a.sport), after=Endpoint(b.src, b.sport)))
             if dnat:
                 kind = StepKind.UN_SNAT if undo else StepKind.DNAT
-                nat.append(StepPart(kind, before=_endpoint(a.dst, a.dport), after=_endpoint(b.dst, b.dport)))
+                nat.append(StepPart(kind, before=Endpoint(a.dst, a.dport), after=Endpoint(b.dst, b.dport)))
             parts[:0] = nat
         if p.nic.host == h.nic.host and ne_a == ne_b:
             routed = a.ttl is not None and b.ttl is not None and b.ttl < a.ttl

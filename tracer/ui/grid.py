@@ -5,8 +5,8 @@ that figure for every packet at once.  Columns are the NICs in the order packets
 cross them, grouped by host (the order of the journey that crosses the most NICs);
 each row is a journey (a packet seen at two NICs or more) and each cell what that
 NIC saw of it: the time since the packet's first sighting and a few words —
-``ICMP req 1``, ``VX⟨ICMP req 1⟩`` inside a tunnel, ``DNAT→:80`` where NAT
-rewrote it.  A packet that was not delivered gets a ✘ where it was next expected,
+``ICMP req 1``, ``VX⟨ICMP req 1⟩`` inside a tunnel, ``DNAT→10.244.2.2:80`` where
+NAT rewrote it.  A packet that was not delivered gets a ✘ where it was next expected,
 so where packets get lost shows at a glance.
 
 Rows are virtual, like the packet lists: only the rows on screen are drawn, and a
@@ -32,7 +32,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tracer.correlate import Hop, Journey, StepKind
+from tracer.correlate import Flow, Hop, Journey, StepKind
 from tracer.correlate.tracking import JourneyTracker
 from tracer.dissect.fast import Identity, compact_summary
 from tracer.model import FrameStore
@@ -73,37 +73,26 @@ def step_word(hop: Hop) -> str:
     return "+".join(_STEP_WORD[p.kind] for p in hop.step.parts)
 
 
-def _endpoint(addr: str | None, port: int | None) -> str:
-    if port is None:
-        return str(addr)
-    return f"[{addr}]:{port}" if addr and ":" in addr else f"{addr}:{port}"
-
-
-def nat_words(hop: Hop, prev: Hop) -> str | None:
-    """``DNAT→:80``, ``SNAT←192.168.0.1``: what NAT changed from the previous hop, in
-    few words (the address left out when only the port changed); None without NAT."""
-    kinds = [p.kind for p in hop.step.parts if p.kind.is_nat]
-    if not kinds:
-        return None
-    a, b = prev.ident, hop.ident
-    if a is None or b is None:
-        return _STEP_WORD[kinds[0]]
+def nat_words(hop: Hop) -> str | None:
+    """``SNAT→10.244.1.0:21718``, ``un-SNAT→10.244.1.2``, ``D+SNAT⇒10.244.1.0:1→10.244.2.2:80``:
+    what the NAT parts of the step into ``hop`` made of the packet, as the step says
+    it (the rewritten end, or both ends at once); None without NAT."""
     words = []
-    if a.dst != b.dst or a.dport != b.dport:
-        to = f":{b.dport}" if a.dst == b.dst else _endpoint(b.dst, b.dport)
-        words.append(f"DNAT→{to}")
-    if a.src != b.src or a.sport != b.sport:
-        frm = f":{b.sport}" if a.src == b.src else _endpoint(b.src, b.sport)
-        words.append(f"SNAT←{frm}")
-    text = " ".join(words) or _STEP_WORD[kinds[0]]
-    return ("un-" + text) if kinds[0].is_reply else text
+    for part in hop.step.parts:
+        change = part.change()
+        if change is None:
+            continue
+        _before, after = change
+        arrow = "⇒" if isinstance(after, Flow) else "→"
+        words.append(f"{_STEP_WORD[part.kind]}{arrow}{after}")
+    return " ".join(words) or None
 
 
-def seen_words(hop: Hop, prev: Hop | None) -> tuple[str, str]:
+def seen_words(hop: Hop) -> tuple[str, str]:
     """(tunnel tag, what the NIC saw) for a cell: (``VX``, ``ICMP req 1``), or the NAT
     words where the packet was rewritten on its way here."""
     ident: Identity | None = hop.ident
-    what = nat_words(hop, prev) if prev is not None else None
+    what = nat_words(hop)
     if what is None:
         what = compact_summary(ident, dst=False) if ident is not None else "?"
     tag = ""
@@ -453,7 +442,7 @@ class JourneyGrid(ScrollView, can_focus=True):
             assert hop is not None and first is not None
             if width >= CELL_TIMED:  # narrower: what was seen matters more than when
                 text.append(f"{(hop.corrected_time_ns - first.corrected_time_ns) / 1e6:.3f} ", style=p.muted)
-            tag, what = seen_words(hop, cell.prev)
+            tag, what = seen_words(hop)
             kinds = {part.kind for part in hop.step.parts}
             style: Style | str = ""
             if any(k.is_nat for k in kinds):
