@@ -219,3 +219,27 @@ async def test_the_topology_of_sixteen_thousand_nics_counts_them_with_commas(man
         beside = diagram.render_line(diagram.nic_lines[other.id] - round(diagram.scroll_y))
         style = next(seg.style for seg in line if nic.name in seg.text)
         assert other.name in beside.text and style != next(seg.style for seg in beside if other.name in seg.text)
+
+
+async def test_ctrl_p_offers_only_the_nics_spelled_as_typed_when_there_are_some(many):
+    """``veth7 @ node31`` typed: the hits are NICs whose words hold it as typed
+    (veth7 on node31 and node310-319), none of the NICs that match it only letter by
+    letter (``veth0 @ node371``: v-e-t-h-... scattered); letters no NIC spells as
+    typed still get the fuzzy hits."""
+    from tracer.ui.commands import NicCommands
+
+    app = ui_app(FileSource.of(str(many)), view="columns")
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot)
+        provider = NicCommands(app.screen)
+        hits = [hit async for hit in provider.search("veth7 @ node31")]
+        shown = sorted(str(hit.text) for hit in hits)
+        expected = sorted(
+            f"Go to NIC veth7 @ {nic.host} (veth)"
+            for nic in app.store.nics
+            if nic.name == "veth7" and nic.host.startswith("node31")
+        )
+        assert shown == expected and len(expected) == 11
+        best = max(hits, key=lambda h: h.score)
+        assert str(best.text) == "Go to NIC veth7 @ node31 (veth)"  # the shortest, as spelled
+        assert [hit async for hit in provider.search("vth7 nd31")]  # no NIC spelled so: fuzzy

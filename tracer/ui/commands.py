@@ -42,6 +42,25 @@ def nic_words(nic: Nic) -> str:
     return words
 
 
+# A hit's score is its tier times this plus the fuzzy matcher's own score (which is
+# well under it): what was typed as it is spelled comes first.
+TIER = 1000.0
+
+
+def tier(typed: str, nic: Nic, words: str) -> int:
+    """3: the NIC's own name; 2: a name holding what was typed; 1: its words holding
+    it (``veth7 @ node3``); 0: a fuzzy match only (``veth2718`` matches ``veth0927 @
+    node271 8`` letter by letter)."""
+    name = safe(nic.name).lower()
+    if typed == name:
+        return 3
+    if typed and typed in name:
+        return 2
+    if typed and typed in words.lower():
+        return 1
+    return 0
+
+
 class NicCommands(Provider):
     """``Go to NIC``: one hit per NIC whose words match what was typed."""
 
@@ -52,17 +71,22 @@ class NicCommands(Provider):
         columns: NicColumns = app  # type: ignore[assignment]
         store = columns.store
         matcher = self.matcher(query)
+        typed = query.strip().lower()
         wanted = {c for c in query.lower() if not c.isspace()}
         found: list[tuple[float, int, str]] = []
         for k, nic in enumerate(list(store.nics)):
             if k and not k % YIELD_EVERY:
                 await asyncio.sleep(0)  # a newer key cancels this search here
-            text = f"Go to NIC {nic_words(nic)}"
+            words = nic_words(nic)
+            text = f"Go to NIC {words}"
             if not wanted <= set(text.lower()):
                 continue  # cheap: a letter typed is not in its words at all
             score = matcher.match(text)
             if score > 0:
-                found.append((score, -nic.id, text))
+                found.append((tier(typed, nic, words) * TIER + score, -nic.id, text))
+        if any(score >= TIER for score, _, _ in found):
+            # some NIC is spelled as typed: letter-by-letter matches would only be noise
+            found = [hit for hit in found if hit[0] >= TIER]
         # the best few: the palette sorts and draws every hit it is given
         for score, minus_id, text in heapq.nlargest(MAX_HITS, found):
             count = len(store.per_nic[-minus_id])
