@@ -231,6 +231,45 @@ def test_w_is_opened_as_the_user_never_through_a_link_as_root(lab, tmp_path, nob
 
 @requires_root
 @needs_tools
+def test_live_ring_keeps_the_newest_files_made_as_the_user(lab, nobody_dir):
+    """``-w ring.pcapng --ring 3x4kB`` while A pings C 24 times: at most three files,
+    ring_0000N_<time>.pcapng, consecutive, made by SUDO_UID (the next files open after
+    root is given up), each a capture tshark reads alone, the last holding the last
+    echo and none the first."""
+    hostx = lab.ns("hostx")
+    out = nobody_dir / "ring.pcapng"
+    live = Live(hostx, "--print", "--json", "-w", str(out), "--ring", "3x4kB", env={"SUDO_UID": "65534"})
+    try:
+        wait_for(
+            lambda: (live.agent_pid() is not None and any(nobody_dir.glob("ring_*"))) or live.proc.poll() is not None,
+            20,
+            "tracer live to start",
+        )
+        assert live.proc.poll() is None, live.proc.communicate()[1].decode()
+        time.sleep(0.3)
+        assert ping(lab, "A", "C", 24) == 24
+        time.sleep(0.5)
+    finally:
+        rc, stdout, err = live.stop()
+    assert rc == 0, err
+    assert not out.exists()  # the ring's files carry numbers, like dumpcap's
+    files = sorted(nobody_dir.glob("ring_*.pcapng"))
+    numbers = [int(p.name.split("_")[1]) for p in files]
+    assert len(files) == 3 and numbers == list(range(numbers[0], numbers[0] + 3)) and numbers[0] > 1, files
+    assert all(p.stat().st_uid == 65534 for p in files)
+    printed = [json.loads(line) for line in stdout.splitlines()]
+    rows = []
+    for p in files:
+        got = tshark_rows(p, "frame.interface_name", "icmp.seq", "icmp.type")
+        assert got, p
+        rows += got
+    seqs = [int(r[1].split(",")[-1]) for r in rows if r[1] and r[2] in ("0", "8")]
+    assert seqs and max(seqs) == 24 and min(seqs) > 1  # the newest pings; the first ones went
+    assert len(rows) < len(printed)
+
+
+@requires_root
+@needs_tools
 def test_bpf_filter_keeps_only_matching_frames_on_every_nic(lab, tmp_path, nobody_dir):
     out = nobody_dir / "icmp.pcapng"
     live = Live(lab.ns("hostx"), "--print", "--json", "-w", str(out), "icmp")

@@ -104,6 +104,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--ssh-config", metavar="FILE", help="ssh -F FILE for the ssh:// hosts (default: ~/.ssh/config)")
     p.add_argument("-w", "--write", metavar="FILE.pcapng", help="also save the stream as pcapng")
     p.add_argument(
+        "--ring",
+        type=_ring,
+        metavar="FILESxSIZE",
+        help="with -w FILE: keep the newest FILES files of about SIZE each, like dumpcap's ring buffer "
+        "(5x100MB: FILE_00001_<time>.pcapng, ...; the oldest goes as the next one opens); each "
+        "file starts with every NIC's description, so it opens alone",
+    )
+    p.add_argument(
         "-Z", "--user", metavar="USER", help="user to become once the agent runs (default: SUDO_UID, else nobody)"
     )
     p.add_argument(
@@ -192,6 +200,8 @@ def _live(args: argparse.Namespace) -> int:
     from tracer.cli.output import check_limits
 
     check_limits(args, bool(args.print_ or args.journeys))
+    if args.ring is not None and not args.write:
+        return _err("--ring goes with -w FILE (the files it keeps are FILE_00001_..., FILE_00002_...)", 2)
     args.print_ = "journeys" if args.journeys else args.print_
     remotes = [h for h in args.host if is_remote_arg(h)]
     names = [h for h in args.host if not is_remote_arg(h)]
@@ -252,6 +262,17 @@ def _display_filter(args: argparse.Namespace) -> None:
 def _limits(args: argparse.Namespace) -> dict[str, int | None]:
     """``--max-frames`` / ``--max-size`` for the UI."""
     return {"max_frames": args.max_frames, "max_bytes": args.max_bytes}
+
+
+def _ring(text: str) -> tuple[int, int]:
+    """``--ring 5x100MB`` (argparse type)."""
+    from tracer.cli.output import parse_size
+    from tracer.pcapng.ring import parse_ring
+
+    try:
+        return parse_ring(text, parse_size)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _capture_options(args: argparse.Namespace) -> dict[str, Any]:

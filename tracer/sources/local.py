@@ -36,9 +36,9 @@ from typing import BinaryIO
 from tracer.errors import CaptureError, InputError
 from tracer.events import CaptureEvent, EventKind
 from tracer.model import FrameStore
-from tracer.net.privileges import drop_privileges, has_cap_net_raw, open_output, target_user
+from tracer.net.privileges import drop_privileges, has_cap_net_raw, target_user
 from tracer.pcapng.reader import Capture, SourceSpec, open_capture
-from tracer.sources.session import CaptureOptions, EventSink, Session, ask_to_stop
+from tracer.sources.session import CaptureOptions, EventSink, Session, ask_to_stop, open_write
 
 CAP_NET_RAW = 13
 START_TIMEOUT = 30.0  # seconds for the agent to open its sockets
@@ -151,7 +151,7 @@ class LiveSession(Session):
             raise CaptureError("capturing needs root (CAP_NET_RAW); run it with sudo: sudo tracer live ...")
         who = target_user(self.opts.user)
         if self.opts.write:
-            self.wfile = open_output(self.opts.write, who)
+            self.wfile = open_write(self.opts, who)
         try:
             self._spawn()
             self._wait_running()

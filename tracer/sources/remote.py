@@ -49,7 +49,7 @@ from tracer import nicfacts
 from tracer.errors import CaptureError, InputError
 from tracer.events import CaptureEvent, EventKind
 from tracer.model import FrameStore
-from tracer.net.privileges import drop_privileges, open_output, target_user
+from tracer.net.privileges import drop_privileges, target_user
 from tracer.pcapng import blocks
 from tracer.pcapng.blocks import BlockReader, PcapReader, StreamDamage, StreamTruncated, read_exactly
 from tracer.pcapng.reader import Capture, SourceSpec, open_capture
@@ -67,7 +67,7 @@ from tracer.sources.hosts import (
     over_ssh,
     parse_probe,
 )
-from tracer.sources.session import CaptureOptions, EventSink, Session, ask_to_stop
+from tracer.sources.session import CaptureOptions, EventSink, Session, ask_to_stop, open_write
 
 START_TIMEOUT = 30.0  # seconds for every host to be capturing (or to have failed)
 PROBE_TIMEOUT = 25.0
@@ -386,7 +386,7 @@ class RemoteSession(Session):
     def start(self) -> None:
         who = target_user(self.opts.user) if os.geteuid() == 0 else None
         if self.opts.write:
-            self.wfile = open_output(self.opts.write, who)
+            self.wfile = open_write(self.opts, who)
         self._rfd, self._wfd = os.pipe()
         os.set_inheritable(self._rfd, False)
         os.set_inheritable(self._wfd, False)

@@ -9,9 +9,11 @@ they hear (``on_event``, ``events``), ``request_stop`` and ``stop``.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from tracer.events import CaptureEvent
 from tracer.model import FrameStore
@@ -43,6 +45,7 @@ class CaptureOptions:
     duration: float = 0
     filter: list[str] = field(default_factory=list)
     write: str | None = None
+    ring: tuple[int, int] | None = None  # --ring FILESxSIZE: -w FILE as a ring of files (count, bytes)
     user: str | None = None
     no_drops: bool = False  # do not record the kernel's dropped packets (skb:kfree_skb)
 
@@ -95,10 +98,12 @@ class Session:
         capture = getattr(self, "capture", None)
         if capture is None:
             return
+        from tracer.pcapng.ring import RingFile
+
         wfile = getattr(self, "wfile", None)
         opts = getattr(self, "opts", None)
         spill = None
-        if wfile is not None:
+        if wfile is not None and not isinstance(wfile, RingFile):  # a ring's files go: not a spill
             spill = file_spill(wfile.fileno(), getattr(opts, "write", None) or "the -w file")
         if spill is None:
             try:
@@ -133,3 +138,21 @@ class Session:
             return False
 
         return check
+
+
+def open_write(opts: CaptureOptions, who: tuple[int, int, str | None] | None) -> BinaryIO:
+    """``-w FILE`` (with ``--ring``: the first of its files), opened with the rights of
+    the user the capture becomes (:func:`tracer.net.privileges.open_output`)."""
+    from tracer.net.privileges import open_output
+    from tracer.pcapng.ring import RingFile
+
+    assert opts.write is not None
+    if opts.ring is None:
+        return open_output(opts.write, who)
+
+    def opener(path: str) -> BinaryIO:
+        # the first file as root (for the user to be); the next ones as that user already
+        return open_output(path, who if os.geteuid() == 0 else None)
+
+    files, size = opts.ring
+    return RingFile(opts.write, files, size, opener)  # type: ignore[return-value]

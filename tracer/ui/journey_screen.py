@@ -240,8 +240,9 @@ class JourneyScreen(Screen[int | None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
         Binding("enter,t", "layers", "Layers", key_display="⏎"),
-        Binding("e", "expand_all", "Expand all"),
-        Binding("c", "collapse_all", "Collapse all"),
+        # in the help, not the footer: at 80 cells the footer then keeps T and ? in view
+        Binding("e", "expand_all", "Expand all", show=False),
+        Binding("c", "collapse_all", "Collapse all", show=False),
     ]
 
     class HopChosen(Message):
