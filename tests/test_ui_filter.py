@@ -451,3 +451,46 @@ async def test_a_big_capture_is_filtered_first_chunk_at_once_then_the_rest():
         want = tshark_per_interface(BUNDLED, "icmp.type == 8")
         assert await shown_per_nic(pilot) == {nic.id: want.get(nic.id, 0) * times for nic in app._order}
         assert "filtering" not in screen_text(app)
+
+
+async def test_find_marks_the_grid_cells_it_matches():
+    """Ctrl+F in the grid: the cells of the packets it matches are drawn marked, the
+    others not (the lists marked them; the grid showed nothing)."""
+    from tracer.filter import compile_filter
+
+    app = app_on(view="grid")
+    async with app.run_test(size=(200, 50)) as pilot:
+        await settle(pilot)
+        grid = app.query_one("#grid", JourneyGrid)
+        await type_filter(pilot, "icmp.seq == 2", key="ctrl+f")
+        await pilot.press("escape")
+        await settle(pilot)
+        match = compile_filter("icmp.seq == 2").matcher(app.store)
+        marked_style = grid.get_component_rich_style("journey-grid--match")
+        head, cell_w, fit = grid.widths()
+        seen = {True: 0, False: 0}
+        for r in range(len(grid.rows)):
+            if r == grid.row:
+                continue  # the cursor's row has its own colours
+            grid.scroll_to(y=r, animate=False, immediate=True)
+            strip = grid.render_line(r - round(grid.scroll_y))
+            cells = grid.cells(grid.journey_at(r))
+            for c in range(grid.first_col, min(len(grid.columns), grid.first_col + fit)):
+                cell = cells.get(c)
+                if cell is None or cell.hop is None:
+                    continue
+                x = head + (c - grid.first_col) * cell_w
+                style = style_at(strip, x)
+                hit = bool(match(cell.hop.frame))
+                assert (style.bgcolor == marked_style.bgcolor) == hit, (r, c, hit)
+                seen[hit] += 1
+        assert seen[True] >= 8 and seen[False] >= 8  # both kinds were looked at
+
+
+def style_at(strip, x: int):
+    at = 0
+    for seg in strip:
+        if at <= x < at + seg.cell_length:
+            return seg.style
+        at += seg.cell_length
+    raise AssertionError(f"no cell at {x}")

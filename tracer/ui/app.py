@@ -1604,6 +1604,7 @@ class TracerApp(App[None]):
         for packets in [c.packets for c in self._columns] + [self.query_one("#merged-list", PacketList)]:
             packets.search = mark
             packets.refresh()
+        self.query_one("#grid", JourneyGrid).set_search(mark)
         self._update_status()
 
     def _search_hit(self, frame: int) -> bool:

@@ -147,7 +147,7 @@ class Cell:
 class JourneyGrid(ScrollView, can_focus=True):
     """One row per journey of two hops or more, one column per NIC in path order."""
 
-    COMPONENT_CLASSES: ClassVar[set[str]] = {"journey-grid--cursor", "journey-grid--row"}
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"journey-grid--cursor", "journey-grid--row", "journey-grid--match"}
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up,k", "move(-1, 0)", "Up", show=False),
@@ -201,6 +201,8 @@ class JourneyGrid(ScrollView, can_focus=True):
         self._cache: LRUCache[tuple, Strip] = LRUCache(512)
         # a display filter: the journeys any of whose hops it keeps (None: every journey)
         self.keep: Callable[[Journey], bool] | None = None
+        # Ctrl+F: the cells whose frame the search matches are drawn marked (nothing hidden)
+        self.search: Callable[[int], bool] | None = None
 
     # -- data --------------------------------------------------------------
     @property
@@ -259,6 +261,12 @@ class JourneyGrid(ScrollView, can_focus=True):
         elif redraw:
             self.refresh()
         return changed
+
+    def set_search(self, search: Callable[[int], bool] | None) -> None:
+        """Mark the cells ``search`` matches (None: no marks)."""
+        self.search = search
+        self._cache.clear()
+        self.refresh()
 
     def restart(self) -> None:
         """The tracker matches again from scratch (the store forgot its oldest frames):
@@ -477,7 +485,15 @@ class JourneyGrid(ScrollView, can_focus=True):
             return Strip.blank(width, base)
         head, cell_w, fit = self.widths()
         on_row = row == self.row
-        key = (journey.id, len(journey.frames), journey.corrected, width, self._id_width(), self.first_col)
+        key = (
+            journey.id,
+            len(journey.frames),
+            journey.corrected,
+            width,
+            self._id_width(),
+            self.first_col,
+            id(self.search),
+        )
         strip = self._cache.get(key) if not on_row else None
         if strip is None:
             p = Palette.of(self)
@@ -485,15 +501,19 @@ class JourneyGrid(ScrollView, can_focus=True):
             first = journey.hops[0] if journey.hops else None
             line = Text(no_wrap=True, end="")
             line.append_text(self.heading(journey, head))
+            search = self.search
             for c in range(self.first_col, min(len(self.columns), self.first_col + fit)):
-                t = self.cell_text(cells.get(c), first, cell_w, p)
+                cell = cells.get(c)
+                t = self.cell_text(cell, first, cell_w, p)
                 if on_row and c == self.col:
                     t.stylize(role_style(self, "journey-grid--cursor"))
+                elif search is not None and cell is not None and cell.hop is not None and search(cell.hop.frame):
+                    t.stylize(role_style(self, "journey-grid--match"), 0, cell_w - 1)
                 line.append_text(t)
             if on_row:
                 line.stylize(role_style(self, "journey-grid--row"))
             strip = Strip(Segment.apply_style(list(line.render(self.app.console)), base))
-            if not on_row:
+            if not on_row and self.search is None:  # (a search's matches grow as it runs)
                 self._cache[key] = strip
         return strip.crop_extend(0, width, base).apply_offsets(0, row)
 
