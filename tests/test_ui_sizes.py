@@ -193,3 +193,29 @@ async def test_at_80_columns_the_status_line_keeps_the_journeys_hop():
         k = journey.hop_of(app.selected_frame)
         line = next(t for t in screen_text(app).splitlines() if "NICs" in t and "frames" in t)
         assert f"journey {journey.id}: hop {k + 1}/{len(journey.hops)}, {journey.end}" in line, line
+
+
+async def test_rows_beside_a_scrollbar_are_never_cut_mid_number():
+    """An AWS traffic-mirror capture (public, 100 frames) at 100x30: the list has a
+    scrollbar, and rows were laid out for the width under it, so the screen showed
+    ``len 139`` for a 1392-byte segment.  Every row on screen is now the whole row
+    laid out for the cells beside the scrollbar, and a row too long ends in ``…``."""
+    path = REPO / "tests" / "data" / "pcaps" / "vxlan" / "suricata_vxlan_aws_traffic_mirror.pcap"
+    app = ui_app(FileSource.of(SourceSpec(str(path))), view="columns")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        packets = app._columns[0].packets
+        room = packets.scrollable_content_region.width
+        assert room < packets.size.width  # a scrollbar
+        screen = screen_text(app)
+        plain = Palette.plain()
+        shown = 0
+        for row in range(packets.count):
+            text = format_row(app.store, packets.frame_at(row), plain, time_width=packets.time_width, width=room).plain
+            assert len(text) <= room
+            if row < packets.scrollable_content_region.height:
+                assert text in screen, text
+                shown += 1
+        assert shown > 10
+        lens = [line for line in screen.splitlines() if " len " in line]
+        assert any("len 1392" in line for line in lens), lens

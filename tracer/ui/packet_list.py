@@ -162,6 +162,8 @@ def format_row(
     row.append(inner)
     if outer:
         row.append("  ⟨" + outer + "⟩", style=palette.outer)
+    if width is not None and row.cell_len > width:
+        row.truncate(width, overflow="ellipsis")  # a cut row says so: "ack 25185…", never "ack 2518"
     return row
 
 
@@ -417,7 +419,8 @@ class PacketList(ScrollView, can_focus=True):
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
         row = scroll_y + y
-        width = self.size.width
+        # rows fit beside the scrollbar (one comes once the rows outgrow the pane)
+        width = self.scrollable_content_region.width or self.size.width
         base = self.rich_style
         if row >= self._count:
             notes = self._empty_notes(width) if self._count == 0 and self.nic_id is not None else []
