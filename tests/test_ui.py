@@ -297,6 +297,23 @@ async def test_merged_timeline_toggles_and_keeps_the_packet():
         assert app.focused.nic_id == app.store.nic_of[moved]
 
 
+async def test_the_merged_timeline_opens_on_the_selected_packet_in_view():
+    """G (the last frame of a NIC) then m at 80x24: the merged timeline's cursor row
+    is on screen (it once opened at the top, the selected packet sixty rows below)."""
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("l", "l", "l", "G")  # Host X's eth0, its last frame
+        await settle(pilot)
+        frame = app.selected_frame
+        await pilot.press("m")
+        await settle(pilot)
+        merged = app.query_one("#merged-list", PacketList)
+        assert merged.frame == frame and merged.cursor > merged.scrollable_content_region.height
+        top = round(merged.scroll_y)
+        assert top <= merged.cursor < top + merged.scrollable_content_region.height
+
+
 async def test_expand_and_collapse_all():
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:

@@ -472,6 +472,11 @@ class PacketList(ScrollView, can_focus=True):
         if self.frame is not None:
             self.post_message(self.Highlighted(self, self.frame))
 
+    def on_resize(self, event: events.Resize) -> None:
+        # shown again (the merged timeline after m, a column paged in) or resized: the
+        # cursor moved while the list had no height, so it is scrolled to now
+        self.call_after_refresh(self._scroll_cursor_into_view)
+
     def _scroll_cursor_into_view(self) -> None:
         top = round(self.scroll_y)
         height = self.scrollable_content_region.height or self.size.height
