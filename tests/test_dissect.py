@@ -609,3 +609,25 @@ def test_garbage_never_raises():
         lt = rng.choice((1, 1, 1, 101, 113, 276, 0, 108, 12))
         assert isinstance(identify(data, lt).summary, str)
         assert len(classify(data, 0, len(data), lt)) == 2
+
+
+@needs_tshark
+@pytest.mark.parametrize(
+    "rel", ["sll/suricata_sll2_tcp.pcap", "sll/pcpp_sll_mixed_pkttypes.pcap", "sll/zeek_sll_arp_broadcast.pcap"]
+)
+def test_a_cooked_capture_shows_its_link_address_as_tshark_does(rel):
+    """``tcpdump -i any`` (SLL, SLL2): the layer tree's ``src`` is the address tshark
+    shows (``aa:76:30:71:b0:e7``), not scapy's bytes (``b'\\xaav0q\\xb0\\xe7'``)."""
+    path = REPO / "tests" / "data" / "pcaps" / rel
+    want = tshark(path, "sll.src.eth")
+    frames = read_frames(path)
+    assert frames and len(want) == len(frames)
+    checked = 0
+    for (data, linktype), (eth,) in zip(frames, want, strict=True):
+        cooked = dissect(data, linktype)[0]
+        src = next(f.value for f in cooked.fields if f.name == "src")
+        assert "b'" not in src
+        if eth:
+            assert src == eth
+            checked += 1
+    assert checked

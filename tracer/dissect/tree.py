@@ -96,8 +96,20 @@ def _first_class(data: bytes, linktype: int):
     return conf.l2types.num2layer.get(linktype)
 
 
+def _link_address(pkt: Packet) -> str:
+    """A cooked capture's (SLL, SLL2: ``tcpdump -i any``) link-layer address, as
+    tcpdump and Wireshark write it: its ``lladdrlen`` bytes, ``aa:76:30:71:b0:e7``
+    (scapy keeps the 8-byte field as bytes: ``b'\xaav0q\xb0\xe7'``)."""
+    raw = bytes(pkt.getfieldval("src"))
+    n = pkt.getfieldval("lladdrlen")
+    n = n if isinstance(n, int) and 0 <= n <= len(raw) else len(raw)
+    return ":".join(f"{b:02x}" for b in raw[:n]) or "(none)"
+
+
 def _value(pkt: Packet, fld) -> str:
     try:
+        if fld.name == "src" and isinstance(pkt, (l2.CookedLinux, l2.CookedLinuxV2)):
+            return _link_address(pkt)
         text = fld.i2repr(pkt, pkt.getfieldval(fld.name))
     except Exception as exc:  # noqa: BLE001 - a field that cannot render says so
         text = f"<{type(exc).__name__}>"
