@@ -440,3 +440,24 @@ def test_a_vni_no_vxlan_could_have_in_a_description_is_no_vni(tmp_path, vni):
         assert b"Traceback" not in r.stderr
     journeys = [json.loads(line) for line in r.stdout.splitlines()]
     assert sum(len(j["hops"]) == 8 and j["end"] == "delivered" for j in journeys) == 6  # 3 echoes, 3 replies
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["replay", "--bogus"],
+        ["replay", "--max-frames", "0"],
+        ["replay", "--max-size", "lots"],
+        ["live", "-w", "/tmp/never.pcapng", "--ring", "3"],
+        ["lab", "up"],
+        ["frobnicate"],
+    ],
+    ids=["unknown-option", "max-frames-0", "bad-size", "bad-ring", "missing-arg", "unknown-command"],
+)
+def test_a_command_line_mistake_is_one_line(argv):
+    """argparse's usage block (three to nine lines) above its error made a mistake hard
+    to spot; like every other error of tracer, it is one line, exit 2."""
+    r = subprocess.run([sys.executable, "-m", "tracer", *argv], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("tracer") and "usage:" not in r.stderr, r.stderr
+    assert "--help" in r.stderr and r.stdout == ""

@@ -62,8 +62,17 @@ def _commands():
     return {"replay": replay, "live": live, "topology": live, "lab": lab}
 
 
+class Parser(argparse.ArgumentParser):
+    """A mistake on the command line is one line, as every other tracer error: what is
+    wrong and where the options are, not the whole usage (``--help`` has it).  Its
+    subcommands' parsers are of this class too (argparse makes them of the parent's)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=PROG,
         description=(
             "Terminal packet tracer for container overlay networks: captures from "
