@@ -177,6 +177,8 @@ ROWS: list[str | tuple[str, str]] = [
     "frame.len == {flen}",
     "frame.len > {flen}",
     "frame.len <= 60",
+    "frame.number <= 5",
+    "frame.number > 3 and ip",
     "ip.ttl",
     "tcp.flags.syn",
     "icmp.seq",

@@ -101,6 +101,7 @@ FIELDS: dict[str, FieldSpec] = {
         _f("vxlan.vni", "vxlan", "uint", [(4, 3)], what="VXLAN network identifier"),
         _f("geneve.vni", "geneve", "uint", [(4, 3)], what="Geneve network identifier"),
         _f("frame.len", "frame", "uint", what="frame length on the wire"),
+        _f("frame.number", "frame", "uint", what="the frame's number in its file, from 1 (tshark's)"),
         _f("nic", "nic", "str", what="NIC name (or host/[container/]name)"),
         _f("host", "nic", "str", what="host of the NIC"),
         _f("container", "nic", "str", what="container of the NIC"),

@@ -362,6 +362,8 @@ class _Gen:
     def values(self, f: Field) -> list[tuple[str, str | None]]:
         """(expression, guard or None) of each value ``f`` has in this layout."""
         spec = f.spec
+        if spec.name == "frame.number":  # its number in its file, as tshark numbers it there
+            return [("FN(i)", "FN(i) is not None")]
         if spec.proto == "frame":
             return [("L[i]", None)]
         if spec.proto == "journey":
@@ -596,7 +598,7 @@ class Matcher:
         # False: every frame takes the walk, no lane, no memo (the tests hold them to it)
         self.fast_lane = fast_lane
         self.store = store
-        self._env: dict[str, object] = {"L": store.origlen}
+        self._env: dict[str, object] = {"L": store.origlen, "FN": store.frame_number}
         if journeys is not None:
             self._env["JH"] = journeys.hops
             self._env["JD"] = journeys.delivered
@@ -629,7 +631,7 @@ class Matcher:
             return node.value
         code, env = self.code_for, self._env
         # the frame's own facts alone (frame.len, journey.*): no layout needed
-        if not (fields_used(node) - {"frame.len", "journey.hops", "journey.delivered"}):
+        if not (fields_used(node) - {"frame.len", "frame.number", "journey.hops", "journey.delivered"}):
             return code(node, (), env)
         slow_cache: dict[Layout, Pred] = {}
         find: Callable[[Any, int, int], Layout]

@@ -403,7 +403,8 @@ class TopologyScreen(Screen[None]):
         source = "the capture's NIC facts" if has_facts(self.store) else "the journeys (no NIC facts)"
         title = Text(no_wrap=True, overflow="ellipsis")
         title.append("Topology", style="bold")
-        title.append(f"  ·  {len(self.store.nics):,} NICs  ·  from {source}", style=p.muted)
+        n = len(self.store.nics)
+        title.append(f"  ·  {n:,} NIC{'s' if n != 1 else ''}  ·  from {source}", style=p.muted)
         return title
 
     def on_mount(self) -> None:
