@@ -219,3 +219,21 @@ async def test_rows_beside_a_scrollbar_are_never_cut_mid_number():
         assert shown > 10
         lens = [line for line in screen.splitlines() if " len " in line]
         assert any("len 1392" in line for line in lens), lens
+
+
+def test_a_narrow_tcp_row_keeps_its_source_before_its_sequence_numbers():
+    """``tcpdump -i any`` of an HTTP exchange (public, SLL2) in 60 cells: each TCP row
+    keeps who sent it (tshark's ip.src); the ten-digit seq/ack go first (they made the
+    rows drop the source: ``→ 192.168.1.21 TCP [P.] seq … ack … len 82``)."""
+    path = REPO / "tests" / "data" / "pcaps" / "sll" / "suricata_sll2_tcp.pcap"
+    store = store_of(path)
+    plain = Palette.plain()
+    checked = 0
+    for i in range(len(store)):
+        ident = identify(store.data(i), store.linktype(i))
+        if ident.proto != 6:
+            continue
+        row = format_row(store, i, plain, time_width=8, width=60).plain
+        assert len(row) <= 60 and ident.src in row and ident.dst in row and "TCP" in row, row
+        checked += 1
+    assert checked == len(store) == 5

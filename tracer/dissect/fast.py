@@ -407,8 +407,9 @@ def _summary(ident: Identity) -> str:
 
 def short_summary(ident: Identity, *, ports: bool = True, src: bool = True) -> str:
     """The innermost packet's summary with less in it, for a narrow column: without
-    ports (and ICMP ids), then without the source too (``→ 10.244.2.2 ICMP echo
-    request seq 1``).  The destination and the protocol always stay."""
+    ports (and ICMP ids, TCP sequence numbers), then without the source too (``→
+    10.244.2.2 ICMP echo request seq 1``).  The destination and the protocol always
+    stay."""
     return _inner_summary(ident, ports=ports, src=src)
 
 
@@ -473,9 +474,11 @@ def _inner_summary(i: Identity, *, ports: bool = True, src: bool = True) -> str:
     if not src:
         head = head[head.index("→") :]
     if p == 6 and i.tcp_flags is not None:
-        s = f"{head} TCP [{TCP_FLAGS[i.tcp_flags]}] seq {i.tcp_seq}"
-        if i.tcp_flags & 0x10:
-            s += f" ack {i.tcp_ack}"
+        s = f"{head} TCP [{TCP_FLAGS[i.tcp_flags]}]"
+        if ports:  # the shorter forms leave the ten-digit numbers out before the source
+            s += f" seq {i.tcp_seq}"
+            if i.tcp_flags & 0x10:
+                s += f" ack {i.tcp_ack}"
         if i.payload_len:
             s += f" len {i.payload_len}"
     elif p == 17 and i.sport is not None:
