@@ -767,3 +767,37 @@ def test_no_hard_coded_colour_in_the_ui():
         if hex_colour.search(value):
             found.append(f"tracer.tcss: {name}: {value.strip()}")
     assert not found, "colours not from the theme:\n" + "\n".join(found)
+
+
+async def test_packet_comments_show_in_the_layer_tree():
+    """ptcpdump writes the process of each packet as a pcapng packet comment (``PID:
+    122868``, ``Cmd: /usr/bin/curl``); the layer tree shows them, line by line, the
+    same as tshark's frame.comment (a public capture)."""
+    import subprocess
+
+    from tests.conftest import REPO
+
+    path = REPO / "tests" / "data" / "pcaps" / "pcapng_multi_if" / "ptcpdump_linux_host_10_ifaces.pcapng"
+    r = subprocess.run(
+        ["tshark", "-r", str(path), "-T", "fields", "-e", "frame.number", "-e", "frame.comment"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    want = {int(n): c for n, c in (line.split("\t") for line in r.stdout.splitlines()) if c}
+    assert len(want) == 10
+    app = make_app(str(path))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        tree = app.query_one(LayerTree)
+        for i in range(len(app.store)):
+            number = app.store.frame_number(i)
+            comment = app.store.comment(i)
+            assert (comment is not None) == (number in want)
+            if comment is None:
+                continue
+            # tshark: "\n" for a newline, "," between two comments
+            assert comment.replace("\n", "|") == want[number].replace("\\n", "|").replace(",", "|")
+            tree.show_frame(i)
+            await pilot.pause()
+            notes = [str(n.label) for n in tree.root.children if str(n.label).startswith("Comment")]
+            assert [n.removeprefix("Comment  ") for n in notes] == comment.splitlines()
+            assert any("Cmd: /usr/bin/curl" in n for n in notes)

@@ -321,6 +321,9 @@ class FrameStore:
         self.max_held: int | None = None
         self.on_full: Callable[[], None] | None = None  # called when an append starts to wait
         self.dropped = 0  # frames dropped from the front so far
+        # packet comments (pcapng EPB option 1), by frame counted from the first ever read
+        # (dropped + index: forgetting the oldest frames leaves the keys as they are)
+        self.comments: dict[int, str] = {}
         self.nic_dropped: list[int] = []  # per NIC: its frames dropped so far
         self._freed = 0  # buffers below this id were let go
         self._advised_buf = -1  # the map of the first frame left (drop_front) ...
@@ -469,6 +472,8 @@ class FrameStore:
                 for k in range(len(self.run_start)):
                     self.run_start[k] -= n
             self.dropped += n
+            if self.comments:
+                self.comments = {k: c for k, c in self.comments.items() if k >= self.dropped}
             # buffers are filled in frame order: those before the first frame left go (the
             # last one, which the reader may be filling, stays)
             keep = self.buf_of[0] if self.buf_of else len(self.buffers) - 1
@@ -510,6 +515,10 @@ class FrameStore:
         if r < 0 or self.run_source[r] == NO_SOURCE:
             return None
         return self.run_number[r] + i - self.run_start[r]
+
+    def comment(self, i: int) -> str | None:
+        """Frame ``i``'s packet comment, as the capture wrote it (not made safe)."""
+        return self.comments.get(self.dropped + i) if self.comments else None
 
     def source_of(self, i: int) -> str | None:
         """The file (``-``: stdin, or a live stream) frame ``i`` was read from, if known."""

@@ -259,6 +259,7 @@ class _Sink:
         self.pending_batch: list[int] = []
         self.pending_global: list[int] = []
         self.last_ts: int | None = None
+        self.comments: list[tuple[int, str]] = []  # (place in the batch, the packet's comment)
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -343,6 +344,10 @@ class _Sink:
         if mn is not None and (st.first_ts_ns is None or mn < st.first_ts_ns):
             st.first_ts_ns = mn
         st.note_source(self.source, base, n)
+        if self.comments:
+            for k, text in self.comments:
+                st.comments[st.dropped + base + k] = text
+            self.comments.clear()
         per_nic = st.per_nic
         nic_index = st.nic_index
         nic_dropped = st.nic_dropped  # (the #N on a NIC counts its frames dropped too)
@@ -704,6 +709,8 @@ class _PcapngParser(_Base):
                     off_app(pos + 28)
                     cap_app(caplen)
                     orig_app(orig)
+                    if blen > 32 + ((caplen + 3) & ~3):  # options after the data: a comment?
+                        self._epb_comment(buf, pos, blen, caplen)
                     if nic < 0:
                         itf = ifaces[ifid]
                         nic = self.sll2_nic(itf.sll2, buf, pos + 28, caplen, itf.nic)
@@ -731,6 +738,14 @@ class _PcapngParser(_Base):
                 nic_app = sink.nic.append
             pos += blen
         return pos
+
+    def _epb_comment(self, buf, pos: int, blen: int, caplen: int) -> None:
+        """The packet's comments (option 1: ptcpdump's ``PID: 122868 Cmd: curl ...``,
+        Wireshark's own notes), kept for the frame just added."""
+        start = pos + 28 + ((caplen + 3) & ~3)
+        texts = [self._text(v) for code, v in self._options(buf, start, pos + blen - 4, "packet", pos) if code == 1]
+        if texts:
+            self.sink.comments.append((len(self.sink.ts) - 1, "\n".join(texts)))
 
     def _bad_trailer(self, buf, pos: int, blen: int) -> None:
         (trail,) = self.u32(buf, pos + blen - 4)

@@ -109,6 +109,13 @@ class LayerTree(Tree[Range | None]):
         palette = Palette.of(self)
         root.set_label(self._frame_label(frame, palette))
         root.data = (0, self.store.caplen[frame])
+        comment = self.store.comment(frame)
+        if comment is not None:  # the capture's notes on this packet (ptcpdump: the process)
+            for line in comment.splitlines():
+                note = Text(no_wrap=True, overflow="ellipsis")
+                note.append("Comment  ", style=palette.kind + BOLD)
+                note.append(safe(line))
+                root.add_leaf(note, data=None)
         layers = self.layers_of(frame)
         if isinstance(layers, Exception):
             root.add_leaf(self._failure_label(layers, palette), data=None)
