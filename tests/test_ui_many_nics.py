@@ -243,3 +243,23 @@ async def test_ctrl_p_offers_only_the_nics_spelled_as_typed_when_there_are_some(
         best = max(hits, key=lambda h: h.score)
         assert str(best.text) == "Go to NIC veth7 @ node31 (veth)"  # the shortest, as spelled
         assert [hit async for hit in provider.search("vth7 nd31")]  # no NIC spelled so: fuzzy
+
+
+@pytest.mark.parametrize(
+    "rel", ["pcpp_95_idbs_one_packet.pcapng", "ptcpdump_linux_host_10_ifaces.pcapng"], ids=["95-idbs", "ptcpdump"]
+)
+async def test_a_file_whose_first_nics_are_empty_opens_on_one_with_packets(rel):
+    """Public captures: 95 interfaces and one packet (on the 82nd), and ptcpdump's ten
+    NICs whose first are dummy0 and lo: the columns open on the first NIC with packets,
+    its first packet selected, not on a page of 'no packets on this NIC'."""
+    from tests.conftest import REPO
+
+    path = REPO / "tests" / "data" / "pcaps" / "pcapng_multi_if" / rel
+    app = ui_app(FileSource.of(str(path)), view="columns")
+    async with app.run_test(size=(120, 30)) as pilot:
+        await settle(pilot)
+        store = app.store
+        assert not store.per_nic[app._order[0].id]  # the file's first NIC is empty
+        first = next(nic for nic in app._order if store.per_nic[nic.id])
+        assert await focused_nic(pilot) == first.id
+        assert app.selected_frame == store.per_nic[first.id][0]

@@ -417,9 +417,23 @@ class TracerApp(App[None]):
         if not self.is_running:
             return  # the stream ended while the app is being quit: its widgets are going
         self.sync_from_store()
+        self._off_empty_nics()
         if len(self.store) - self.tracker.matched <= self.tracker.chunk:
             self._match_step()  # what is left fits one tick: the screen is final at once
         self._start_matching()
+
+    def _off_empty_nics(self) -> None:
+        """A file whose first NICs saw nothing (95 interfaces, one packet on the 82nd; a
+        ptcpdump file opening on dummy0 and lo): the columns open on the first NIC that
+        has packets, unless the list in use has some."""
+        if self.view != "columns" or not len(self.store):
+            return
+        current = self.active_list
+        if current is not None and current.count:
+            return
+        first = next((nic for nic in self._order if self.store.per_nic[nic.id]), None)
+        if first is not None:
+            self._go_to_nic(first.id, self.store.per_nic[first.id][0])
 
     # -- journeys ----------------------------------------------------------
     def _start_matching(self) -> None:
@@ -1002,7 +1016,9 @@ class TracerApp(App[None]):
     def _focus_first_list(self) -> None:
         if self.view == "grid":
             return
-        if self.active_list is None and self._columns:
+        if self.loading_done:  # the NICs came last (a busy machine): now that all is read
+            self._off_empty_nics()
+        if self.active_list is None and self._columns and self._goal is None:  # (a goal focuses its own)
             self._columns[0].packets.focus()
 
     def _lists(self) -> list[PacketList]:
