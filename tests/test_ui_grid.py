@@ -375,3 +375,24 @@ async def test_a_nat_cell_says_what_the_journeys_step_rewrote(scenario, kinds):
                 assert after == side.get(part.kind, flow.dst if not both else flow)
                 seen.add(part.kind)
         assert seen == kinds
+
+
+async def test_tab_in_the_grid_goes_along_the_path_then_into_the_layers():
+    """Tab in the grid once jumped into the layer tree; like ← → it now goes to the
+    next NIC's cell, and only after the last into the tree (as in the columns)."""
+    from tracer.ui.detail import LayerTree as Tree
+
+    app = app_on(BUNDLED, view="grid")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        grid = app.query_one("#grid", JourneyGrid)
+        r = row_of_journey(grid, lambda j: len(j.hops) == 8)
+        await pilot.press(*["down"] * r)
+        for k in range(1, len(grid.columns)):
+            await pilot.press("tab")
+            assert app.focused is grid and grid.col == k
+            assert app.selected_frame == grid.frame
+        await pilot.press("shift+tab")
+        assert grid.col == len(grid.columns) - 2
+        await pilot.press("tab", "tab")
+        assert isinstance(app.focused, Tree)

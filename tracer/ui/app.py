@@ -1036,14 +1036,25 @@ class TracerApp(App[None]):
                 self.call_after_refresh(self._page_to_current)
 
     def action_focus_next(self) -> None:
-        if not self._page_on(1):
-            self.screen.focus_next()
-            self._onto_same_packet(self.focused)
+        if self._grid_tab(1) or self._page_on(1):
+            return
+        self.screen.focus_next()
+        self._onto_same_packet(self.focused)
 
     def action_focus_previous(self) -> None:
-        if not self._page_on(-1):
-            self.screen.focus_previous()
-            self._onto_same_packet(self.focused)
+        if self._grid_tab(-1) or self._page_on(-1):
+            return
+        self.screen.focus_previous()
+        self._onto_same_packet(self.focused)
+
+    def _grid_tab(self, delta: int) -> bool:
+        """Tab in the grid: the next NIC's cell, as in the columns; past the last (before
+        the first, Shift+Tab) it goes on into the layer tree as the focus chain does."""
+        grid = self.query_one("#grid", JourneyGrid)
+        if self.view != "grid" or self.focused is not grid or not 0 <= grid.col + delta < len(grid.columns):
+            return False
+        grid.action_move(0, delta)
+        return True
 
     def _page_on(self, delta: int) -> bool:
         """Tab on the page's last column (Shift+Tab on its first) goes on to the next NIC

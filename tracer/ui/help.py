@@ -54,6 +54,7 @@ KEYS: list[tuple[str, list[tuple[str, str]]]] = [
         [
             ("v", "journey grid: a row per packet, a column per NIC in path order  ⇄  NIC columns"),
             ("↑ ↓ ← →  k j h l", "move between packets and the NICs they crossed"),
+            ("Tab  Shift+Tab", "next / previous NIC's cell; past the last, the layer tree"),
             ("Enter", "the packet's journey, on the hop under the cursor"),
             ("✘", "where a packet that was not delivered was next expected"),
             ("◀ 2  ▶ 3", "(in its header) NICs out of view to the left and right: ← → go on to them"),
