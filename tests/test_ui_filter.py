@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import BUNDLED, REPO, shared_pcap
 from tests.helpers import LoadSource, every_column, ui_app
 from tests.test_filter import DECODE, TRACER
-from tests.test_ui import screen_text, settle
+from tests.test_ui import screen_text, settle, static_text
 from tracer.model import FrameStore
 from tracer.pcapng.reader import SourceSpec, open_capture
 from tracer.sources.files import FileSource
@@ -341,6 +341,21 @@ async def test_search_moves_the_cursor_and_hides_nothing():
         await pilot.press("shift+f3")
         await pilot.pause()
         assert app.selected_frame == hits[1]
+        status = static_text(app.query_one("#status"))
+        assert f"{len(hits)} matches" in status, status  # how many the find found
+        # past the last match: round to the first, saying so (less and Wireshark wrap too)
+        for _ in hits:
+            if app.selected_frame == hits[-1]:
+                break
+            await pilot.press("f3")
+            await pilot.pause()
+        assert app.selected_frame == hits[-1]
+        await pilot.press("f3")
+        await pilot.pause()
+        assert app.selected_frame == hits[0]
+        await pilot.press("shift+f3")
+        await pilot.pause()
+        assert app.selected_frame == hits[-1]
 
 
 # -- the command line ---------------------------------------------------------------------------

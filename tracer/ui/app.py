@@ -988,6 +988,11 @@ class TracerApp(App[None]):
         if self.search is not None:
             text.append("   ⌕ ", style=p.muted)
             text.append(safe(self.search.text), style=p.muted)
+            found = self._search_run
+            if found is not None:  # how many it found so far (it runs on in a worker)
+                hits = len(found.matched)
+                more = "" if found.done else "+"
+                text.append(f" · {hits:,}{more} match{'es' if hits != 1 else ''}", style=p.muted)
             if not narrow:
                 text.append(" (^n/^b, F3)", style=p.muted)
         journey = self.journey
@@ -1468,6 +1473,13 @@ class TracerApp(App[None]):
         if self._filter_timer is None:
             self._filter_timer = self.set_interval(FILTER_TICK, self._filter_tick)
 
+    @work(thread=True, exclusive=True, group="search", exit_on_error=False, name="search")
+    def _search_worker(self, run: FilterRun) -> None:
+        while not run.cancelled and not run.done:
+            run.step(CHUNK)
+        if not run.cancelled:
+            self.call_from_thread(self._update_status)
+
     @work(thread=True, exclusive=True, group="filter", exit_on_error=False, name="filter")
     def _filter_worker(self, run: FilterRun) -> None:
         while not run.cancelled and not run.done:
@@ -1625,7 +1637,14 @@ class TracerApp(App[None]):
             self._lists()[0].focus()
 
     def _set_search(self, run: FilterRun | None) -> None:
+        old = self._search_run
+        if old is not None:
+            old.cancelled = True
         self._search_run = run
+        if run is not None:  # counted (the status line says how many it found): the first
+            run.step(FIRST_CHUNK)  # frames at once, as a display filter's, the rest in a worker
+            if not run.done:
+                self._search_worker(run)
         self.search = run.filter if run is not None else None
         mark = self._search_hit if run is not None else None
         for packets in [c.packets for c in self._columns] + [self.query_one("#merged-list", PacketList)]:
@@ -1673,19 +1692,23 @@ class TracerApp(App[None]):
             return None
         frame = self.selected_frame
         shown = self.filter_run
+        wrapped = "search wrapped to the first match" if direction > 0 else "search wrapped to the last match"
         if self.view == "grid":
             grid = self.query_one("#grid", JourneyGrid)
             rows = grid.rows
-            k = grid.row + direction
-            while 0 <= k < len(rows):
-                journey = self.tracker.corr.journeys[rows[k]]
-                frames = [f for f in journey.frames if shown is None or shown.shows(f)]
-                hits = run.matcher.select([f for f in frames if f < run.limit()])
-                if hits and grid.select_frame(hits[0]):
-                    self._show_frame(hits[0])
-                    return None
-                k += direction
-            return "no further match" if direction > 0 else "no earlier match"
+            # on from the cursor's row, then (as less and Wireshark do) round from the other end
+            starts = [grid.row + direction, 0 if direction > 0 else len(rows) - 1]
+            for lap, start in enumerate(starts):
+                k = start
+                while 0 <= k < len(rows):
+                    journey = self.tracker.corr.journeys[rows[k]]
+                    frames = [f for f in journey.frames if shown is None or shown.shows(f)]
+                    hits = run.matcher.select([f for f in frames if f < run.limit()])
+                    if hits and grid.select_frame(hits[0]):
+                        self._show_frame(hits[0])
+                        return wrapped if lap else None
+                    k += direction
+            return "no match"
         order: Sequence[int]
         if self.view == "merged":
             merged = self.query_one("#merged-list", PacketList)
@@ -1696,10 +1719,14 @@ class TracerApp(App[None]):
             order = self._timeline_order()
             start = self._place_in_time(frame) + direction if frame is not None else 0
         hit = run.next_match(order, start, direction, shown)
-        if hit is None:
-            return "no further match" if direction > 0 else "no earlier match"
+        note = None
+        if hit is None:  # round from the other end
+            hit = run.next_match(order, 0 if direction > 0 else len(order) - 1, direction, shown)
+            if hit is None:
+                return "no match"
+            note = wrapped
         self.select_frame(hit)
-        return None
+        return note
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         if screen is not self.default_screen:
