@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, shared_pcap
+from tests.conftest import BUNDLED, REPO, shared_pcap
 from tracer.correlate import (
     Correlation,
     Endpoint,
@@ -1184,3 +1184,21 @@ def test_a_plain_pcap_that_lost_a_packets_last_sighting_does_not_call_it_deliver
             assert (last.nic.host, last.nic.name) == ("y", "sw") and j.end == "not seen after y/sw"
         else:
             assert (last.nic.host, last.nic.name) == ("y", "pod-c") and j.end == "delivered"
+
+
+def test_an_arp_is_not_called_lost_where_its_copies_are_only_not_joined():
+    """The underlay ARP of the bundled capture crosses the wire (Host X's eth0, then
+    Host Y's): weak identities are never joined across hosts, so each sighting is a
+    journey of its own, which once ended 'not seen after hostx/eth0' although tshark
+    shows the same frame on hosty/eth0. It now says it was not followed, and why."""
+    store = FrameStore()
+    open_capture(SourceSpec(str(BUNDLED))).read_into(store)
+    corr = correlate(store)
+    arps = [j for j in corr.journeys if j.hops[0].ident.arp is not None and len({h.nic.host for h in j.hops}) == 1]
+    underlay = [j for j in arps if j.hops[-1].nic.name == "eth0" and j.end != "delivered"]
+    assert underlay
+    for j in underlay:
+        assert j.end.startswith("not followed after") and "not seen" not in j.end, j.end
+    # and packets that can be followed keep their word
+    strong = [j for j in corr.journeys if j.hops[0].ident.arp is None and j.end != "delivered"]
+    assert all(j.end.startswith("not seen after") for j in strong)

@@ -600,6 +600,11 @@ class Correlation:
         if arrived:
             j._end = "delivered"
             j._stop = None
+        elif is_weak(first):
+            # ARP, IGMP, multicast, no IP ID: its copies elsewhere (the same ARP on the
+            # other host's uplink) are never joined to it, so "not seen after" would lie
+            j._end = f"not followed after {items[-1].nic.label} (nothing in it tells its copies apart)"
+            j._stop = None
         else:
             j._end = f"not seen after {items[-1].nic.label}"
             self._judge(j, items)
