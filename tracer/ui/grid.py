@@ -350,7 +350,8 @@ class JourneyGrid(ScrollView, can_focus=True):
                 out[c] = Cell(h, hops[k - 1] if k else None, k=k)
             if k == len(hops) - 1:
                 last_col = c
-        if journey.end != "delivered" and last_col >= 0:
+        # (a weak identity's journey is not followed past where it ends: no loss shown)
+        if journey.end.startswith("not seen after") and last_col >= 0:
             nxt = last_col + (-1 if backward else 1)
             if 0 <= nxt < len(self.columns) and nxt not in out:
                 out[nxt] = Cell(lost=True)
