@@ -137,6 +137,13 @@ async def nothing(pilot) -> None:
     pass
 
 
+async def first_lost(pilot) -> None:
+    # the cursor on the first packet that was not delivered: its row and the ✘ in view
+    grid = pilot.app.query_one("#grid")
+    lost = next((r for r in range(len(grid.rows)) if grid.journey_at(r).end.startswith("not seen")), 0)
+    await pilot.press(*["down"] * lost)
+
+
 async def filtered(pilot) -> None:
     # the display filter bar: echo requests to C, outer or inner (the VXLAN-wrapped ones too)
     await pilot.press("slash", "ctrl+u", *("space" if c == " " else c for c in "icmp.type == 8"), "enter")
@@ -174,7 +181,7 @@ async def shoot(path: Path, name: str, drive, view: str | None, size: tuple[int,
 # shots of another capture than the one given, or at another size
 OTHER_SHOTS: dict[str, tuple[Path, Callable[[object], Awaitable[None]], str | None, tuple[int, int]]] = {
     "hosts": (HOSTS, hosts, "columns", SIZE),
-    "grid-lost": (BRIDGE, nothing, None, (120, 30)),
+    "grid-lost": (BRIDGE, first_lost, None, (120, 30)),
     "grid-80x24": (BUNDLED, grid, None, (80, 24)),
     "stopped": (WRONG_VNI, stopped, "columns", (160, 40)),
 }
