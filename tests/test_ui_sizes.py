@@ -237,3 +237,27 @@ def test_a_narrow_tcp_row_keeps_its_source_before_its_sequence_numbers():
         assert len(row) <= 60 and ident.src in row and ident.dst in row and "TCP" in row, row
         checked += 1
     assert checked == len(store) == 5
+
+
+@pytest.mark.parametrize("rel", ["suricata_sll2_tcp.pcap", "pcpp_sll_mixed_pkttypes.pcap"])
+def test_a_tcpdump_any_row_says_in_or_out_as_tcpdump_does(rel):
+    """``tcpdump -i any`` files (public, SLL and SLL2): each row says which way the
+    packet went, in tcpdump's words, from the packet type tshark reads (sll.pkttype:
+    0 In, 1 B, 2 M, 3 P, 4 Out); other link types say nothing of it."""
+    import subprocess
+
+    path = REPO / "tests" / "data" / "pcaps" / "sll" / rel
+    r = subprocess.run(
+        ["tshark", "-r", str(path), "-T", "fields", "-e", "sll.pkttype"], capture_output=True, text=True, timeout=60
+    )
+    words = {"0": "In", "1": "B", "2": "M", "3": "P", "4": "Out"}
+    want = [words[v] for v in r.stdout.split()]
+    store = store_of(path)
+    assert len(want) == len(store)
+    plain = Palette.plain()
+    for i, word in enumerate(want):
+        for width in (None, 80, 40):
+            row = format_row(store, i, plain, time_width=8, width=width).plain
+            assert row.split()[1] == word, (width, row)
+    bundled = store_of(BUNDLED)
+    assert all(format_row(bundled, i, plain).plain.split()[1] not in ("In", "Out") for i in range(len(bundled)))

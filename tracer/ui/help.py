@@ -97,6 +97,12 @@ def legend() -> list[tuple[str, Callable[[Palette], Style], str]]:
         ("◆", attrgetter("journey"), "the selected packet, seen at this NIC too (marked row, offset in header)"),
         *((t.tag, t.role, t.what) for t in ENCAP_TAGS.values()),
         ("V2", attrgetter("tag_vxlan"), "tunnels nested that deep (the outer tag's letter, then the depth)"),
+        (
+            "In Out",
+            attrgetter("kind"),
+            "tcpdump -i any: received or sent by the host (B, M, P: broadcast, multicast, "
+            "for another host), in tcpdump's words",
+        ),
     ]
 
 

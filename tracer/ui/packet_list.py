@@ -27,7 +27,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tracer.dissect.fast import compact_summary, identify, short_summary
+from tracer.dissect.fast import compact_summary, cooked_header, identify, short_summary
 from tracer.model import FrameStore, Nic, linktype_name
 from tracer.text import safe, squeeze
 from tracer.ui.palette import BOLD, ITALIC, Painted, Palette, follow_theme
@@ -67,6 +67,20 @@ def encap_tag(encap: Sequence[str], palette: Palette) -> Text:
     if len(encap) > 1:  # nested tunnels: show the depth instead of the second letter
         tag = tag[0] + str(min(len(encap), 9))
     return Text(tag, style=role(palette) + BOLD)
+
+
+# A cooked capture's (tcpdump -i any) packet type, in tcpdump's words: received for
+# this host, broadcast, multicast, for another host (promiscuous), sent by this host
+DIRECTIONS = {0: "In", 1: "B", 2: "M", 3: "P", 4: "Out"}
+
+
+def direction(store: FrameStore, i: int) -> str:
+    """``In`` / ``Out`` (``B``, ``M``, ``P``) for a frame of a ``tcpdump -i any``
+    capture (SLL, SLL2), as tcpdump prints them; "" for any other link type."""
+    linktype = store.linktype(i)
+    if linktype not in (113, 276):
+        return ""
+    return DIRECTIONS.get(cooked_header(store.data(i), linktype)[0], "")
 
 
 def frame_summary(store: FrameStore, i: int) -> tuple[str, tuple[str, ...]]:
@@ -130,6 +144,8 @@ def format_row(
     """
     forms, encap = row_forms(store, i)
     nic = nic_width + 1 if with_nic else 0
+    way = direction(store, i)
+    nic += 4 if way else 0  # "Out " before the words, as tcpdump -i any writes it
     # the time's decimals (-1: no time) by the width alone, the same on every row
     if width is None or width - nic - (time_width + 1) >= ROOMY_WORDS:
         decimals = 6
@@ -156,6 +172,8 @@ def format_row(
     if with_nic:
         label = squeeze(safe(store.nic(i).label), nic_width)
         row.append(label.ljust(nic_width) + " ", style=palette.nic)
+    if way:
+        row.append(way.ljust(3) + " ", style=palette.kind)
     if tag:
         row.append_text(encap_tag(encap, palette))
         row.append(" ")
