@@ -903,7 +903,8 @@ class TracerApp(App[None]):
         store = self.store
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append("merged timeline", style="bold")
-        text.append(f"  ·  {len(store.nics)} NICs · {len(store):,} frames", style="")
+        nics, frames = len(store.nics), len(store)
+        text.append(f"  ·  {nics:,} NIC{'s' * (nics != 1)} · {frames:,} frame{'s' * (frames != 1)}", style="")
         if self.filter_run is not None:
             merged = self.query_one("#merged-list", PacketList)
             text.append(f" · {merged.count:,} match the filter", style=p.progress + BOLD)
