@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BUNDLED, SHARED_PCAPS, shared_pcap
+from tests.conftest import BUNDLED, REPO, SHARED_PCAPS, shared_pcap
 
 TRACER = [sys.executable, "-m", "tracer"]
 
@@ -461,3 +461,23 @@ def test_a_command_line_mistake_is_one_line(argv):
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("tracer") and "usage:" not in r.stderr, r.stderr
     assert "--help" in r.stderr and r.stdout == ""
+
+
+def test_print_says_in_or_out_for_tcpdump_any_frames_as_tcpdump_does():
+    """``--print`` of a ``tcpdump -i any`` (SLL2) capture: each line has tcpdump's
+    direction word after the NIC (``Out 192.168.1.253:56478 → …``), the same as tcpdump
+    prints for that frame; other link types' lines do not change."""
+    import shutil
+
+    if shutil.which("tcpdump") is None:
+        pytest.skip("needs tcpdump")
+    path = REPO / "tests" / "data" / "pcaps" / "sll" / "suricata_sll2_tcp.pcap"
+    dump = subprocess.run(["tcpdump", "-nn", "-r", str(path)], capture_output=True, text=True, timeout=60)
+    want = [line.split()[2] for line in dump.stdout.splitlines()]
+    assert want and set(want) <= {"In", "Out", "B", "M", "P"}
+    r = subprocess.run([*TRACER, "replay", str(path), "--print"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    got = [line.split()[4] for line in r.stdout.splitlines()]
+    assert got == want
+    plain = subprocess.run([*TRACER, "replay", str(BUNDLED), "--print"], capture_output=True, text=True, timeout=60)
+    assert not any(line.split()[4] in ("In", "Out") for line in plain.stdout.splitlines())

@@ -860,6 +860,20 @@ def cooked_header(data, linktype: int) -> tuple[int, int]:
     return -1, -1
 
 
+# A cooked capture's (tcpdump -i any) packet type, in tcpdump's words: received for
+# this host, broadcast, multicast, for another host (promiscuous), sent by this host
+DIRECTIONS = {0: "In", 1: "B", 2: "M", 3: "P", 4: "Out"}
+COOKED_LINKTYPES = frozenset({113, 276})
+
+
+def direction_word(data, linktype: int) -> str:
+    """``In`` / ``Out`` (``B``, ``M``, ``P``) for a frame of a ``tcpdump -i any`` capture
+    (SLL, SLL2), as tcpdump prints it; "" for other link types or an unknown type."""
+    if linktype not in COOKED_LINKTYPES:
+        return ""
+    return DIRECTIONS.get(cooked_header(data, linktype)[0], "")
+
+
 # IP protocols whose packets repeat byte for byte (routers and hosts announcing
 # themselves): IGMP, OSPF, PIM, VRRP, CARP.
 _WEAK_PROTOS = frozenset({2, 89, 103, 112})

@@ -27,7 +27,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tracer.dissect.fast import compact_summary, cooked_header, identify, short_summary
+from tracer.dissect.fast import COOKED_LINKTYPES, compact_summary, direction_word, identify, short_summary
 from tracer.model import FrameStore, Nic, linktype_name
 from tracer.text import safe, squeeze
 from tracer.ui.palette import BOLD, ITALIC, Painted, Palette, follow_theme
@@ -69,18 +69,11 @@ def encap_tag(encap: Sequence[str], palette: Palette) -> Text:
     return Text(tag, style=role(palette) + BOLD)
 
 
-# A cooked capture's (tcpdump -i any) packet type, in tcpdump's words: received for
-# this host, broadcast, multicast, for another host (promiscuous), sent by this host
-DIRECTIONS = {0: "In", 1: "B", 2: "M", 3: "P", 4: "Out"}
-
-
 def direction(store: FrameStore, i: int) -> str:
     """``In`` / ``Out`` (``B``, ``M``, ``P``) for a frame of a ``tcpdump -i any``
     capture (SLL, SLL2), as tcpdump prints them; "" for any other link type."""
     linktype = store.linktype(i)
-    if linktype not in (113, 276):
-        return ""
-    return DIRECTIONS.get(cooked_header(store.data(i), linktype)[0], "")
+    return direction_word(store.data(i), linktype) if linktype in COOKED_LINKTYPES else ""
 
 
 def frame_summary(store: FrameStore, i: int) -> tuple[str, tuple[str, ...]]:
