@@ -484,7 +484,7 @@ def test_vxlan_layer_spans():
         ("Raw", 92, len(data)),
     ]
     vx = dissect(data, 1)[3]
-    assert dict(vx.fields)["vni"] in ("100", "0x64")
+    assert dict(vx.fields)["vni"] == "100 (0x64)"  # the number, as tshark and the rows say it; the hex after
     assert dict(dissect(data, 1)[0].fields)["type"] == "IPv4"
 
 
@@ -631,3 +631,21 @@ def test_a_cooked_capture_shows_its_link_address_as_tshark_does(rel):
             assert src == eth
             checked += 1
     assert checked
+
+
+@needs_tshark
+def test_the_layer_tree_writes_ids_and_vnis_as_numbers_as_tshark_does():
+    """The tree wrote an echo's id and seq and a VNI in hex only (id=0x4d61, vni=0x1)
+    where the rows and tshark say 19809, 1: now the number, the hex after it."""
+    path = REPO / "scenarios" / "flannel-vxlan" / "capture.pcapng"
+    want = tshark(path, "icmp.ident", "icmp.seq", "vxlan.vni", extra=("-d", "udp.port==8472,vxlan"))
+    checked = 0
+    for (data, linktype), (ident, seq, vni) in zip(read_frames(path), want, strict=True):
+        fields = {(layer.name, f.name): f.value for layer in dissect(data, linktype) for f in layer.fields}
+        if vni:
+            assert fields[("VXLAN", "vni")].split()[0] == last(vni)
+        if ident and ("ICMP", "id") in fields:
+            assert fields[("ICMP", "id")].split()[0] == last(ident).split()[0]
+            assert fields[("ICMP", "seq")].split()[0] == last(seq).split()[0]
+            checked += 1
+    assert checked > 10

@@ -29,6 +29,7 @@ import functools
 from typing import NamedTuple
 
 from scapy.config import conf
+from scapy.fields import ShortEnumField, X3BytesField, XByteField, XIntField, XShortEnumField, XShortField
 from scapy.layers import inet, inet6, l2, vxlan  # noqa: F401  (registers bindings)
 from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
@@ -106,11 +107,32 @@ def _link_address(pkt: Packet) -> str:
     return ":".join(f"{b:02x}" for b in raw[:n]) or "(none)"
 
 
+# Numbers scapy writes in hex only (an ICMP id 0x4d61, a VNI 0x25): written as the
+# rows and tshark write them, with the hex after (``19809 (0x4d61)``), except those
+# read as hex (checksums, the DS field)
+_HEX_FIELDS = (XShortField, XByteField, XIntField, X3BytesField)
+_HEX_ONLY = ("chksum", "cksum", "checksum", "tos")
+
+
+def _number(fld, value: object, text: str) -> str:
+    inner = getattr(fld, "fld", fld)  # a ConditionalField's own field
+    if not isinstance(value, int) or isinstance(value, bool):
+        return text
+    if isinstance(inner, XShortEnumField):  # an EtherType: IPv4 (0x0800), as Wireshark
+        return f"{text} ({value:#06x})" if text != hex(value) else f"{value:#06x}"
+    if isinstance(inner, _HEX_FIELDS) and not any(h in fld.name for h in _HEX_ONLY):
+        return str(value) if fld.name.startswith("reserved") else f"{value} ({text})"
+    if isinstance(inner, ShortEnumField) and text != str(value):  # a port: 80 (http)
+        return f"{value} ({text})"
+    return text
+
+
 def _value(pkt: Packet, fld) -> str:
     try:
         if fld.name == "src" and isinstance(pkt, (l2.CookedLinux, l2.CookedLinuxV2)):
             return _link_address(pkt)
-        text = fld.i2repr(pkt, pkt.getfieldval(fld.name))
+        value = pkt.getfieldval(fld.name)
+        text = _number(fld, value, fld.i2repr(pkt, value))
     except Exception as exc:  # noqa: BLE001 - a field that cannot render says so
         text = f"<{type(exc).__name__}>"
     text = safe(text)
