@@ -485,7 +485,7 @@ def test_vxlan_layer_spans():
     ]
     vx = dissect(data, 1)[3]
     assert dict(vx.fields)["vni"] == "100 (0x64)"  # the number, as tshark and the rows say it; the hex after
-    assert dict(dissect(data, 1)[0].fields)["type"] == "IPv4"
+    assert dict(dissect(data, 1)[0].fields)["type"] == "IPv4 (0x0800)"  # as Wireshark writes an EtherType
 
 
 def test_layer_spans_tile_every_frame():
