@@ -139,7 +139,6 @@ class Cell:
     was not delivered was next expected."""
 
     hop: Hop | None = None
-    prev: Hop | None = None
     lost: bool = False
     k: int = -1  # the hop's place in its journey
 
@@ -347,7 +346,7 @@ class JourneyGrid(ScrollView, can_focus=True):
             used[h.nic.id] = n + 1
             c = cols[min(n, len(cols) - 1)]
             if c not in out:
-                out[c] = Cell(h, hops[k - 1] if k else None, k=k)
+                out[c] = Cell(h, k=k)
             if k == len(hops) - 1:
                 last_col = c
         # (a weak identity's journey is not followed past where it ends: no loss shown)
