@@ -502,8 +502,14 @@ def test_the_drop_reader_records_a_drop_and_leaves_no_tracefs_instance_even_when
         assert stale.name not in _instances()  # the stale one is gone
         ours = _instances_of(agent.proc.pid)
         assert len(ours) == 1, (ours, _instances())
-        udp(a, "10.199.0.2", b"to-no-socket")
-        time.sleep(1.0)
+        # the reader looks every 0.1 s, the agent every 0.25 s; a loaded machine (CI runs
+        # tests in parallel, some of them flooding the machine-wide tracepoint) takes
+        # longer or loses trace events, so wait for the record, sending again now and then
+        for _ in range(6):
+            udp(a, "10.199.0.2", b"to-no-socket")
+            with contextlib.suppress(AssertionError):
+                wait_for(lambda: b"reason=NO_SOCKET" in out.read_bytes(), 3, "the drop to reach the agent's output")
+                break
         agent.proc.send_signal(signal.SIGKILL)
         agent.stop(terminate=False)
         wait_for(lambda: not (ours & _instances()), 5, "the drop reader to remove its tracefs instance")
