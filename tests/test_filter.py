@@ -51,9 +51,9 @@ def load(path: Path) -> FrameStore | None:
     return store
 
 
-def tshark_counts(path: Path, filters: list[str]) -> dict[str, int]:
+def tshark_counts(path: Path, filters: list[str], options: tuple[str, ...] = ()) -> dict[str, int]:
     """Frames each display filter keeps, from one tshark pass (io,phs per filter)."""
-    argv = ["tshark", "-q", "-n", "-r", str(path), *DECODE]
+    argv = ["tshark", "-q", "-n", "-r", str(path), *DECODE, *options]
     for f in filters:
         argv += ["-z", f"io,phs,{f}"]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
@@ -95,6 +95,7 @@ VALUE_FIELDS = {
     "iseq": ("icmp.seq", "1"),
     "vni": ("vxlan.vni", "1"),
     "flen": ("frame.len", "98"),
+    "tlen": ("tcp.len", "100"),
 }
 
 
@@ -116,12 +117,16 @@ def values_of(path: Path) -> dict[str, str]:
     out["ip13"] = f"{int(a[0])}.{int(a[1]) & 0xF8}.0.0"
     out["itype"] = str(int(out["itype"]))
     out["vni"] = str(int(out["vni"], 0))
+    # the same values as bytes, for contains
+    out["iphex"] = ":".join(f"{int(x):02x}" for x in a)
+    out["uporthex"] = int(out["uport"]).to_bytes(2, "big").hex(":")
+    out["machex"] = out["mac"].replace(":", "-")
     return out
 
 
 # tracer's filter, and tshark's when it is written differently
 ROWS: list[str | tuple[str, str]] = [
-    *["eth", "arp", "ip", "ipv6", "tcp", "udp", "icmp", "icmpv6", "vxlan", "geneve", "gre", "dns"],
+    *["frame", "eth", "arp", "ip", "ipv6", "tcp", "udp", "icmp", "icmpv6", "vxlan", "geneve", "gre", "dns"],
     "ip.addr == {ip}",
     "ip.src == {ip_src}",
     "ip.dst == {ip}",
@@ -147,6 +152,10 @@ ROWS: list[str | tuple[str, str]] = [
     "tcp.dstport <= 1023",
     "tcp.port in {{80, 443, 8000..8999}}",
     "tcp.flags.syn == 1",
+    "tcp.len == {tlen}",
+    "tcp.len > 0",
+    "tcp.len == 0 and tcp.flags.ack == 1",
+    "tcp.len >= 1000",
     "tcp.flags.ack == 0",
     "tcp.flags.fin == 1",
     ("tcp.flags.rst == 1", "tcp.flags.reset == 1"),
@@ -178,6 +187,21 @@ ROWS: list[str | tuple[str, str]] = [
     "frame.len > {flen}",
     "frame.len <= 60",
     "frame.number <= 5",
+    'frame contains "HTTP/1."',
+    'frame contains "\\x47ET " or frame contains 50.4f.53.54',
+    'tcp contains "GET "',
+    "tcp contains 00:00:00:00",
+    "ip contains {iphex}",
+    "udp contains {uporthex}",
+    "eth contains {machex}",
+    "eth contains 00:00:00:00:00:00:00:00:00:00",
+    "ip contains 00:00:00:00:00:00:00:00:00:00",
+    "arp contains 00:00:00:00:00:00",
+    "icmp contains 00:00:00:00",
+    "icmpv6 contains ff:02",
+    "vxlan contains 08:00",
+    "gre contains 08:00",
+    "udp contains 00:01:00:01",
     "frame.number > 3 and ip",
     "ip.ttl",
     "tcp.flags.syn",
@@ -323,6 +347,69 @@ def test_match_counts_equal_tshark(path):
     assert any(got.values()), "no row keeps a frame"
 
 
+# HTTP/1, each segment alone: tshark with TCP reassembly and sequence analysis off says
+# the same (with them on, tshark shows HTTP on the segment that ends a message, and
+# calls the copies of a segment on other NICs retransmissions, which it does not
+# dissect again: on a multi-NIC capture it hides most of them)
+NO_REASSEMBLY = ("-o", "tcp.desegment_tcp_streams:FALSE", "-o", "tcp.analyze_sequence_numbers:FALSE")
+# Files where tshark's heuristic found HTTP on a port of its own and then calls the rest
+# of that connection HTTP (continuations): a segment alone cannot say so, so the rows
+# that count continuations differ there and only there.
+HTTP_CONVERSATION = {
+    "tests/data/pcaps/other/formats/pcpp_nanosec_bigendian.pcap": "HTTP on 8000",
+    "tests/data/pcaps/pcapng_multi_if/ptcpdump_lo_each_packet_at_egress_and_ingress.pcapng": "HTTP on 8000",
+    "scenarios/kube-nodeport/capture.pcapng": "HTTP on NodePort 30080",
+}
+CONTINUATION_ROWS = ("http", "http and tcp.len > 500", "http and not http.request and not http.response")
+HTTP_ROWS = [
+    "http",
+    "http.request",
+    "http.response",
+    'http.request.method == "GET"',
+    'http.request.method != "GET"',
+    "http.response.code == 200",
+    "http.response.code >= 300",
+    "http.host",
+    'http.host == "{host}"',
+    'http.host contains "{hostpart}"',
+    'http.request.uri == "{uri}"',
+    "http.user_agent",
+    "http and tcp.len > 500",
+    "http and not http.request and not http.response",
+]
+
+
+HOST_URI = ("-T", "fields", "-E", "occurrence=f", "-e", "http.host", "-e", "http.request.uri")
+
+
+def _has_http(path: Path) -> bool:
+    return b"HTTP/1." in path.read_bytes()
+
+
+@needs_tshark
+@pytest.mark.parametrize("path", [p for p in captures() if not _outside(p) and _has_http(p)], ids=_rel)
+def test_http_counts_equal_tshark_without_reassembly(path):
+    store = load(path)
+    assert store is not None
+    r = subprocess.run(
+        [*("tshark", "-n", "-r", str(path), *DECODE, *NO_REASSEMBLY, "-Y", "http.request"), *HOST_URI],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    first = next((line.split("\t") for line in r.stdout.splitlines() if line.split("\t")[0]), ["none", "/"])
+    values = {"host": first[0], "hostpart": first[0][1:4] or "x", "uri": first[1]}
+    rows = [row.format(**values) for row in HTTP_ROWS]
+    want = tshark_counts(path, rows, NO_REASSEMBLY)
+    got = {row: len(compile_filter(row).matcher(store).select(range(len(store)))) for row in rows}
+    if _rel(path) in HTTP_CONVERSATION:
+        assert got["http"] < want["http"], "tracer now agrees: take it out of HTTP_CONVERSATION"
+        for row in CONTINUATION_ROWS:
+            del got[row], want[row]
+    assert got == want
+    assert any(got.values())
+
+
 @needs_tshark
 @pytest.mark.parametrize("path", [p for p in captures() if _outside(p)], ids=_rel)
 def test_files_outside_the_table_differ_as_said(path):
@@ -427,6 +514,34 @@ def test_journey_fields_say_what_the_scenario_did():
     assert len(matcher_of(compile_filter("icmp and journey.delivered"), store).select(range(len(store)))) == icmp
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        REPO / "scenarios" / "bridge" / "capture.pcapng",
+        REPO / "tests" / "data" / "pcaps" / "pcapng_multi_if" / "pcpp_linux_enp0s3_any_mixed_linktypes.pcapng",
+        REPO / "tests" / "data" / "pcaps" / "sll" / "pcpp_sll_mixed_pkttypes.pcap",
+    ],
+    ids=lambda p: p.name,
+)
+def test_journey_delivered_finds_the_frames_of_the_journeys_listed(path):
+    """``journey.delivered == false`` keeps the frames of the journeys ``--journeys``
+    lists as not delivered, and no frame seen on one NIC only (such a packet is not
+    listed, nothing followed it; ``journey.hops == 1`` finds those)."""
+    r = tracer("replay", str(path), "--journeys", "--json")
+    assert r.returncode == 0, r.stderr
+    listed = [json.loads(line) for line in r.stdout.splitlines()]
+    for value in (False, True):
+        want = sorted((h["label"], h["index"]) for j in listed if j["delivered"] is value for h in j["hops"])
+        r = tracer("replay", str(path), "--print", "--json", "-Y", f"journey.delivered == {str(value).lower()}")
+        assert r.returncode == 0, r.stderr
+        got = [json.loads(line) for line in r.stdout.splitlines()]
+        assert sorted((f["label"], f["index"]) for f in got) == want, value
+    r = tracer("replay", str(path), "--journeys", "--json", "--all")
+    lone = sum(1 for line in r.stdout.splitlines() if len(json.loads(line)["hops"]) == 1)
+    r = tracer("replay", str(path), "--print", "-Y", "journey.hops == 1")
+    assert len(r.stdout.splitlines()) == lone > 0
+
+
 # -- batch output ------------------------------------------------------------------------------
 
 
@@ -488,6 +603,11 @@ def test_replay_y_print_json_stats_journeys():
         ("", "empty filter at 1"),
         ('nic == "eth0', "an unterminated string at 8"),
         ("ip.addr == 1.2.3.4 $", "unexpected '$' at 20"),
+        ("tcp contains GET", 'expected a string ("...") or bytes (47:45:54) after contains at 14'),
+        ('frame contains ""', "nothing to look for at 16"),
+        ('dns contains "x"', "'dns' has no bytes of its own to search: use udp or tcp contains at 5"),
+        ('ip.ttl contains "x"', "ip.ttl is not text: contains goes with a protocol or a text field at 8"),
+        ('frame contains "\\777"', "\\777 at 17 is more than a byte"),
     ],
 )
 def test_bad_filter_is_one_line_with_the_column(flt, message):
@@ -507,6 +627,32 @@ def test_y_without_batch_output_opens_the_ui_and_live_journeys_need_replay():
     assert r.returncode == 2 and "journey.hops" in r.stderr and len(r.stderr.splitlines()) == 1
     r = tracer("live", "--print", "-Y", "ip.ttl >")
     assert r.returncode == 2 and r.stderr.startswith("tracer: filter: expected a value for ip.ttl at 9")
+
+
+def test_contains_reads_strings_escapes_and_bytes_as_wireshark():
+    """The needle's forms (what tshark accepts, tests above hold the counts): C escapes
+    in strings, hex bytes with any of Wireshark's separators; the nic fields hold text."""
+    from tracer.filter.lang import Contains
+
+    def needle(text: str) -> bytes:
+        node = parse(text)
+        assert isinstance(node, Contains)
+        return node.needle
+
+    assert needle('frame contains "GET /\\r\\n"') == b"GET /\r\n"
+    assert needle('frame contains "\\x47\\105T \\"q\\""') == b'GET "q"'
+    assert needle('frame contains "caf\u00e9"') == "caf\u00e9".encode()
+    assert needle("frame contains 47:45:54") == needle("frame contains 47-45-54") == needle("frame contains 47.45.54")
+    assert needle("udp contains 0a") == b"\n"
+    store = load(BUNDLED)
+    assert store is not None
+
+    def count(flt: str) -> int:
+        return len(compile_filter(flt).matcher(store).select(range(len(store))))
+
+    assert count('nic contains "flannel"') == count("nic == flannel0") > 0
+    assert count('nic contains "annel0" and host contains "x"') == count("nic == flannel0 and host == hostx") > 0
+    assert count('nic contains "nothing-like-it"') == 0
 
 
 def test_ast_is_typed_and_precedence_is_wiresharks():
@@ -628,6 +774,7 @@ def test_fast_lane_agrees_with_the_walk_on_real_and_damaged_frames():
     filters = [r if isinstance(r, str) else r[0] for r in ROWS] + [m for m, _t in PINNED_ROWS]
     values = {name: default for name, (_f, default) in VALUE_FIELDS.items()}
     values.update(ip24="10.244.2.0", ip16="10.244.0.0", ip13="10.240.0.0")
+    values.update(iphex="0a:f4:02:02", uporthex="00:35", machex="02-42-ac-11-00-02")
     kept = 0
     for text in filters:
         flt = compile_filter(text.format(**values))

@@ -39,7 +39,26 @@ from tracer.errors import FilterError
 # -- what there is ------------------------------------------------------------------
 
 # Protocols: the word, and the header it asks for (None: tracer decides otherwise).
-PROTOCOLS = ("eth", "arp", "ip", "ipv6", "tcp", "udp", "icmp", "icmpv6", "vxlan", "geneve", "gre", "dns")
+PROTOCOLS = (
+    "frame",
+    "eth",
+    "arp",
+    "ip",
+    "ipv6",
+    "tcp",
+    "udp",
+    "icmp",
+    "icmpv6",
+    "vxlan",
+    "geneve",
+    "gre",
+    "dns",
+    "http",
+)
+# ``PROTO contains BYTES`` searches a protocol's bytes as Wireshark does: from its header
+# to the end of the IP packet it is in (the frame's end for ``frame`` and ``eth``, the
+# ARP body for ``arp``); DNS has no such extent of its own here
+CONTAINS_PROTOCOLS = tuple(p for p in PROTOCOLS if p not in ("dns", "http"))
 
 ValueType = Literal["ipv4", "ipv6", "mac", "uint", "bool", "str"]
 
@@ -83,6 +102,9 @@ FIELDS: dict[str, FieldSpec] = {
         _f("tcp.srcport", "tcp", "uint", [(0, 2)], what="TCP source port"),
         _f("tcp.dstport", "tcp", "uint", [(2, 2)], what="TCP destination port"),
         _f("tcp.port", "tcp", "uint", [(0, 2), (2, 2)], what="either TCP port"),
+        # computed, not read: the IP packet's length less the IP and TCP headers (tshark's
+        # tcp.len); its slot is the data offset byte it reads
+        _f("tcp.len", "tcp", "uint", [(12, 1)], what="TCP payload length"),
         _f("tcp.flags.fin", "tcp", "bool", [(13, 1)], 0, "TCP FIN flag"),
         _f("tcp.flags.syn", "tcp", "bool", [(13, 1)], 1, "TCP SYN flag"),
         _f("tcp.flags.reset", "tcp", "bool", [(13, 1)], 2, "TCP RST flag"),
@@ -100,6 +122,15 @@ FIELDS: dict[str, FieldSpec] = {
         _f("icmpv6.code", "icmpv6", "uint", [(1, 1)], what="ICMPv6 code"),
         _f("vxlan.vni", "vxlan", "uint", [(4, 3)], what="VXLAN network identifier"),
         _f("geneve.vni", "geneve", "uint", [(4, 3)], what="Geneve network identifier"),
+        # HTTP/1 in one TCP segment (no reassembly): read from the text, not at offsets;
+        # the slot only says they are packet fields (inner./outer. pin them)
+        _f("http.request", "http", "bool", [(0, 0)], what="an HTTP request starts in this segment"),
+        _f("http.response", "http", "bool", [(0, 0)], what="an HTTP response starts in this segment"),
+        _f("http.request.method", "http", "str", [(0, 0)], what="HTTP request method (GET, POST...)"),
+        _f("http.request.uri", "http", "str", [(0, 0)], what="HTTP request target (/path?query)"),
+        _f("http.response.code", "http", "uint", [(0, 0)], what="HTTP status code"),
+        _f("http.host", "http", "str", [(0, 0)], what="HTTP Host header"),
+        _f("http.user_agent", "http", "str", [(0, 0)], what="HTTP User-Agent header"),
         _f("frame.len", "frame", "uint", what="frame length on the wire"),
         _f("frame.number", "frame", "uint", what="the frame's number in its file, from 1 (tshark's)"),
         _f("nic", "nic", "str", what="NIC name (or host/[container/]name)"),
@@ -123,7 +154,7 @@ Pin = Literal["inner", "outer"] | None
 def completions() -> list[str]:
     """Every name a filter may start a test with: protocols, fields, pinned forms."""
     names = sorted(set(PROTOCOLS) | set(FIELDS))
-    pinned = [f"{p}.{n}" for p in PINS for n in names if n in PROTOCOLS or FIELDS[n].slots]
+    pinned = [f"{p}.{n}" for p in PINS for n in names if (n != "frame" if n in PROTOCOLS else FIELDS[n].slots)]
     return names + pinned
 
 
@@ -176,6 +207,15 @@ Op = Literal["==", "!=", "<", ">", "<=", ">="]
 
 
 @dataclass(frozen=True)
+class Contains:
+    """``PROTO contains BYTES`` (the bytes anywhere in that protocol's extent), or a text
+    field (``nic contains "veth"``) holding the text."""
+
+    subject: Proto | Field
+    needle: bytes
+
+
+@dataclass(frozen=True)
 class Compare:
     field: Field
     op: Op
@@ -208,7 +248,7 @@ class Const:
     value: bool
 
 
-Node = Proto | Exists | Compare | In | Not | And | Or | Const
+Node = Proto | Exists | Compare | In | Contains | Not | And | Or | Const
 
 
 # -- the lexer ----------------------------------------------------------------------------
@@ -336,9 +376,17 @@ class _Parser:
             if low.startswith(p + "."):
                 pin, base = p, low[len(p) + 1 :]  # type: ignore[assignment]
         if base in PROTOCOLS:
+            if pin and base == "frame":
+                raise FilterError(f"'{name}' at {t.col}: {pin}. goes with packet headers, not the frame")
             if self._comparison_follows():
                 raise self.fail(f"{name!r} is a protocol, not a field: compare one of its fields")
-            return Proto(base, pin, t.col)
+            proto = Proto(base, pin, t.col)
+            if self.at("contains"):
+                if base not in CONTAINS_PROTOCOLS:
+                    raise self.fail(f"{name!r} has no bytes of its own to search: use udp or tcp contains")
+                self.take()
+                return Contains(proto, self.needle())
+            return proto
         spec = FIELDS.get(base)
         if spec is None:
             raise FilterError(_unknown(name, t.col, pin))
@@ -353,7 +401,28 @@ class _Parser:
         if self.at("in"):
             self.take()
             return In(field, self.set_(spec))
+        if self.at("contains"):
+            if spec.vtype != "str":
+                raise self.fail(f"{spec.name} is not text: contains goes with a protocol or a text field")
+            self.take()
+            return Contains(field, self.needle())
         return Exists(field)
+
+    def needle(self) -> bytes:
+        """What ``contains`` looks for: a string (``"GET /"``, C escapes as in Wireshark:
+        ``\\x41``, ``\\101``, ``\\n``) or bytes in hex (``47:45:54``, ``47-45-54``, ``47.45.54``)."""
+        t = self.tok
+        if t.kind == "str":
+            self.take()
+            value = _unescape(t.text, t.col)
+        elif t.kind == "word" and _BYTES.match(t.text):
+            self.take()
+            value = bytes.fromhex(re.sub(r"[:.\-]", "", t.text))
+        else:
+            raise self.fail('expected a string ("...") or bytes (47:45:54) after contains')
+        if not value:
+            raise FilterError(f"nothing to look for at {t.col}")
+        return value
 
     def _comparison_follows(self) -> bool:
         t = self.tok
@@ -406,6 +475,33 @@ def _unquote(s: str) -> str:
     return re.sub(r"\\(.)", r"\1", s[1:-1])
 
 
+_BYTES = re.compile(r"^[0-9a-fA-F]{2}(?:([:.\-])[0-9a-fA-F]{2}(?:\1[0-9a-fA-F]{2})*)?$")
+_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)", re.DOTALL)
+_SIMPLE_ESCAPES = {"n": 10, "r": 13, "t": 9, "a": 7, "b": 8, "f": 12, "v": 11}
+
+
+def _unescape(s: str, col: int) -> bytes:
+    """A quoted string's bytes (UTF-8), its C escapes decoded as Wireshark does."""
+    out = bytearray()
+    body = s[1:-1]
+    pos = 0
+    for m in _ESCAPE.finditer(body):
+        out += body[pos : m.start()].encode()
+        e = m.group(1)
+        if e[0] == "x":
+            out.append(int(e[1:], 16))
+        elif e[0] in "01234567":
+            v = int(e, 8)
+            if v > 0xFF:
+                raise FilterError(f"\\{e} at {col + 1 + m.start()} is more than a byte")
+            out.append(v)
+        else:
+            out += bytes([_SIMPLE_ESCAPES[e]]) if e in _SIMPLE_ESCAPES else e.encode()
+        pos = m.end()
+    out += body[pos:].encode()
+    return bytes(out)
+
+
 _UINT_MAX = {"ip.ttl": 0xFF, "ip.proto": 0xFF, "ipv6.hlim": 0xFF, "icmp.type": 0xFF, "icmp.code": 0xFF}
 
 
@@ -418,6 +514,10 @@ def _uint(text: str, spec: FieldSpec, col: int) -> int:
     top = (1 << (8 * width)) - 1 if spec.slots else (1 << 32) - 1
     if spec.name.endswith(".vni"):
         top = (1 << 24) - 1
+    elif spec.name == "tcp.len":  # computed from a 16-bit length, not read from its slot
+        top = 0xFFFF
+    elif spec.name == "http.response.code":
+        top = 999
     if not 0 <= v <= top:
         raise FilterError(f"{text!r} at {col} is out of range for {spec.name} (0..{top})")
     return v
@@ -459,6 +559,9 @@ def fields_used(node: Node) -> set[str]:
         return {node.name}
     if isinstance(node, Exists | Compare | In):
         return {node.field.spec.name}
+    if isinstance(node, Contains):
+        sub = node.subject
+        return {sub.name} if isinstance(sub, Proto) else {sub.spec.name}
     if isinstance(node, Not):
         return fields_used(node.item)
     if isinstance(node, And | Or):

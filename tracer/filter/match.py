@@ -30,6 +30,7 @@ from tracer.filter.lang import (
     And,
     Compare,
     Const,
+    Contains,
     Exists,
     Field,
     In,
@@ -338,6 +339,75 @@ _PLAN_LAYOUTS = {(vx, kind): _plan_layout(vx, kind) for vx in (False, True) for 
 _LANE_LEN = max(fast._PICK_LEN, *(need for _lay, need, _at in _PLAN_LAYOUTS.values()))
 
 
+# -- HTTP/1 in one segment -------------------------------------------------------------------
+
+# TCP ports tshark 4.0 decodes as HTTP whatever the payload (tshark -G decodes)
+HTTP_PORTS = frozenset({80, 631, 1900, 2710, 2869, 3128, 3132, 3689, 5985, 8080, 8088, 11371})
+HTTP_METHODS = frozenset(
+    b"GET HEAD POST PUT DELETE OPTIONS PATCH CONNECT TRACE PROPFIND PROPPATCH MKCOL COPY MOVE LOCK UNLOCK".split()
+)
+# what each http field is in :func:`http_field`'s answer
+HTTP_PARTS = {
+    "http": 0,
+    "http.request": 1,
+    "http.response": 2,
+    "http.request.method": 3,
+    "http.request.uri": 4,
+    "http.response.code": 5,
+    "http.host": 6,
+    "http.user_agent": 7,
+}
+_HEAD_MAX = 8192  # bytes of a segment read for the start line and headers
+
+
+def http_field(d: Any, a: int, b: int, end: int, sport: int, dport: int, part: int) -> object:
+    """One field of the HTTP/1 message in the TCP payload ``d[a:b]`` (``b``: where its
+    IP packet ends; ``end``: where the captured frame ends), or None.
+
+    Each segment alone, as tshark with TCP reassembly off reads it: a segment that
+    starts with a request line (a known method, a space) or a status line
+    (``HTTP/1.x NNN``) starts a message, its headers read up to the end of the
+    segment; on another port it counts only if the line ends in ``HTTP/1.x`` (tshark's
+    heuristic); any other payload on an HTTP port is ``http`` (a continuation) and has
+    no fields, unless the snap length cut it or it is a keep-alive's one byte.
+    (tshark also calls the rest of a connection HTTP once its heuristic matched one
+    segment on another port: a segment alone cannot say that.)"""
+    whole = b <= end
+    b = min(b, end)
+    if b <= a:
+        return None
+    head = bytes(d[a : min(b, a + _HEAD_MAX)])
+    eol = head.find(b"\n")
+    line = (head if eol < 0 else head[:eol]).rstrip(b"\r")
+    known = sport in HTTP_PORTS or dport in HTTP_PORTS
+    words = line.split(b" ", 2)
+    request = response = False
+    if line.startswith(b"HTTP/1.") and len(words) >= 2 and len(words[1]) == 3 and words[1].isdigit():
+        response = True
+    elif len(words) >= 2 and words[0] in HTTP_METHODS:
+        request = known or (len(words) == 3 and words[2].startswith(b"HTTP/1."))
+    if not (request or response):
+        return True if part == 0 and known and whole and b - a > 1 else None
+    if part == 0:
+        return True
+    if part in (1, 2):
+        return True if (request if part == 1 else response) else None
+    if part == 3:
+        return words[0].decode("latin-1") if request else None
+    if part == 4:
+        return words[1].decode("latin-1") if request else None
+    if part == 5:
+        return int(words[1]) if response else None
+    want = b"host:" if part == 6 else b"user-agent:"
+    for raw in head[eol + 1 :].split(b"\n") if eol >= 0 else ():
+        h = raw.rstrip(b"\r")
+        if not h:
+            break
+        if h[: len(want)].lower() == want:
+            return h[len(want) :].strip(b" \t").decode("latin-1")
+    return None
+
+
 # -- code generation ------------------------------------------------------------------------
 
 
@@ -369,6 +439,10 @@ class _Gen:
         if spec.proto == "journey":
             col = "JH" if spec.name == "journey.hops" else "JD"
             return [(f"{col}[i]", f"{col}[i] >= 0")]
+        if spec.name == "tcp.len":
+            return self.tcp_len(f.pin)
+        if spec.proto == "http":
+            return [(e, f"{e} is not None") for e in self.http(HTTP_PARTS[spec.name], f.pin)]
         out = []
         for _kind, off, avail, _lvl in self.headers(spec.proto, f.pin):
             guard = None
@@ -389,6 +463,74 @@ class _Gen:
                 out.append((e, guard))
         return out
 
+    def ip_end(self, h: Header) -> str | None:
+        """Where the IP packet of header ``h`` (an ip/ipv6 one) ends by its own length
+        field (an expression), or None when that field was not captured."""
+        kind, off, avail, _lvl = h
+        if kind == "ip" and avail >= 4:
+            return f"o+{off}+(d[o+{off + 2}]<<8|d[o+{off + 3}])"
+        if kind == "ipv6" and avail >= 6:
+            return f"o+{off + 40}+(d[o+{off + 4}]<<8|d[o+{off + 5}])"
+        return None
+
+    def extent_end(self, k: int, captured: bool = True) -> str:
+        """Where the bytes of the ``k``-th header's protocol end (an expression): at the
+        end of every IP packet it is in (tshark's tvb: the IP length, past which is the
+        Ethernet trailer) and of the captured bytes; an ARP body at its own length."""
+        ends = ["o+n"] if captured else []
+        for h in self.lay[: k + 1]:
+            e = self.ip_end(h)
+            if e is not None:
+                ends.append(e)
+        kind, off, avail, _lvl = self.lay[k]
+        if kind == "arp" and avail >= 6:
+            ends.append(f"o+{off}+8+2*d[o+{off + 4}]+2*d[o+{off + 5}]")
+        if not ends:
+            return "o+n"
+        return ends[0] if len(ends) == 1 else "min(" + ", ".join(ends) + ")"
+
+    def tcp_len(self, pin: str | None) -> list[tuple[str, str | None]]:
+        """tcp.len of each TCP header with its fixed part captured: the length its IP
+        packet says, less the IP and TCP headers (so a frame cut short by the snap
+        length still has it, as in tshark)."""
+        out: list[tuple[str, str | None]] = []
+        for k, h in enumerate(self.lay):
+            kind, off, avail, _lvl = h
+            if kind != "tcp" or avail < 20 or h not in self.headers("tcp", pin):
+                continue
+            ip = next((g for g in reversed(self.lay[:k]) if g[0] in ("ip", "ipv6")), None)
+            end = None if ip is None else self.ip_end(ip)
+            if end is not None:
+                out.append((f"({end}-o-{off}-(d[o+{off + 12}]>>4)*4)", None))
+        return out
+
+    def http(self, part: int, pin: str | None) -> list[str]:
+        """An expression for HTTP field ``part`` (:data:`HTTP_PARTS`) of each TCP
+        segment of this layout with its header captured (None where there is none)."""
+        out = []
+        for k, h in enumerate(self.lay):
+            kind, off, avail, _lvl = h
+            if kind != "tcp" or avail < 20 or h not in self.headers("tcp", pin):
+                continue
+            start = f"o+{off}+(d[o+{off + 12}]>>4)*4"
+            ports = f"(d[o+{off}]<<8|d[o+{off + 1}]), (d[o+{off + 2}]<<8|d[o+{off + 3}])"
+            out.append(f"HF(d, {start}, {self.extent_end(k, captured=False)}, o+n, {ports}, {part})")
+        return out
+
+    def contains(self, n: Contains) -> str:
+        sub = n.subject
+        if isinstance(sub, Field):  # a text field in the packet (the NIC's are folded first)
+            c = self.const(n.needle.decode(errors="surrogateescape"))
+            return _any([f"({g} and {c} in {e})" for e, g in self.values(sub)])
+        c = self.const(n.needle)
+        if sub.name == "frame":
+            return f"d.find({c}, o, o+n) >= 0"
+        tests = []
+        for k, h in enumerate(self.lay):
+            if h[0] == sub.name and h in self.headers(sub.name, sub.pin):
+                tests.append(f"d.find({c}, o+{h[1]}, {self.extent_end(k)}) >= 0")
+        return _any(tests)
+
     def node(self, n: Node) -> str:
         if isinstance(n, Const):
             return "True" if n.value else "False"
@@ -407,6 +549,8 @@ class _Gen:
             return parts[0] if len(parts) == 1 else "(" + word.join(parts) + ")"
         if isinstance(n, Proto):
             return self.proto(n)
+        if isinstance(n, Contains):
+            return self.contains(n)
         if isinstance(n, Exists):
             vals = self.values(n.field)
             return _any([g or "True" for _e, g in vals])
@@ -428,6 +572,10 @@ class _Gen:
         raise AssertionError(n)  # pragma: no cover
 
     def proto(self, p: Proto) -> str:
+        if p.name == "frame":
+            return "True"
+        if p.name == "http":
+            return _any([f"{e} is not None" for e in self.http(HTTP_PARTS["http"], p.pin)])
         if p.name != "dns":
             return "True" if self.headers(p.name, p.pin) else "False"
         # DNS: UDP or TCP on port 53 with a payload (the quoted headers of an ICMP error are not)
@@ -525,6 +673,14 @@ def fold(node: Node, nic: Nic | None) -> Node:
         return kept[0] if len(kept) == 1 else type(node)(tuple(kept))
     if isinstance(node, Exists | Compare | In) and node.field.spec.proto == "nic" and nic is not None:
         return Const(_nic_test(node, nic))
+    if (
+        isinstance(node, Contains)
+        and isinstance(node.subject, Field)
+        and node.subject.spec.proto == "nic"
+        and nic is not None
+    ):
+        text = node.needle.decode(errors="surrogateescape")
+        return Const(any(text in v for v in _nic_values(node.subject.spec.name, nic)))
     return node
 
 
@@ -598,7 +754,7 @@ class Matcher:
         # False: every frame takes the walk, no lane, no memo (the tests hold them to it)
         self.fast_lane = fast_lane
         self.store = store
-        self._env: dict[str, object] = {"L": store.origlen, "FN": store.frame_number}
+        self._env: dict[str, object] = {"L": store.origlen, "FN": store.frame_number, "HF": http_field}
         if journeys is not None:
             self._env["JH"] = journeys.hops
             self._env["JD"] = journeys.delivered
@@ -631,7 +787,7 @@ class Matcher:
             return node.value
         code, env = self.code_for, self._env
         # the frame's own facts alone (frame.len, journey.*): no layout needed
-        if not (fields_used(node) - {"frame.len", "frame.number", "journey.hops", "journey.delivered"}):
+        if not (fields_used(node) - {"frame", "frame.len", "frame.number", "journey.hops", "journey.delivered"}):
             return code(node, (), env)
         slow_cache: dict[Layout, Pred] = {}
         find: Callable[[Any, int, int], Layout]
@@ -779,11 +935,15 @@ class Matcher:
 
 def journey_facts(journey_of: Sequence[int], journeys: Sequence[Any], delivered: bool) -> JourneyFacts:
     """:class:`JourneyFacts` from a correlation's ``journey_of`` (per frame: journey id or -1)
-    and its journeys (``frames``, and ``end`` read only when ``delivered`` is asked)."""
+    and its journeys (``frames``, and ``end`` read only when ``delivered`` is asked).
+
+    A packet seen on one NIC only has ``journey.hops == 1`` and no ``journey.delivered``:
+    the grid and ``--journeys`` do not list such a journey (nothing followed it), so
+    ``journey.delivered == false`` finds the journeys they show as not delivered."""
     hops_j = array("i", (len(j.frames) for j in journeys))
     hops = array("i", (hops_j[k] if k >= 0 else -1 for k in journey_of))
     if delivered:
-        deliv_j = array("b", ((1 if j.end == "delivered" else 0) for j in journeys))
+        deliv_j = array("b", ((-1 if len(j.frames) < 2 else 1 if j.end == "delivered" else 0) for j in journeys))
         deliv = array("b", (deliv_j[k] if k >= 0 else -1 for k in journey_of))
     else:
         deliv = array("b", [-1]) * len(journey_of)
