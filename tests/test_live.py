@@ -266,6 +266,21 @@ def test_live_ring_keeps_the_newest_files_made_as_the_user(lab, nobody_dir):
     seqs = [int(r[1].split(",")[-1]) for r in rows if r[1] and r[2] in ("0", "8")]
     assert seqs and max(seqs) == 24 and min(seqs) > 1  # the newest pings; the first ones went
     assert len(rows) < len(printed)
+    # replayed together, the files are one capture: each NIC once, as mergecap makes of them
+    merged = nobody_dir / "merged.pcapng"
+    subprocess.run(["mergecap", "-w", str(merged), *map(str, files)], check=True, capture_output=True, timeout=60)
+
+    def per_nic(*paths: Path) -> dict[str, tuple[int, int]]:
+        r = subprocess.run(
+            [sys.executable, "-m", "tracer", "replay", *map(str, paths), "--stats", "--json"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        return {s["label"]: (s["frames"], s["bytes"]) for s in map(json.loads, r.stdout.splitlines())}
+
+    together = per_nic(*files)
+    assert together == per_nic(merged) and len(together) == len(set(idb_names(files[-1])))
+    assert sum(n for n, _b in together.values()) == len(rows)
 
 
 @requires_root

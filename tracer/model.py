@@ -93,7 +93,7 @@ class Nic:
     kind: str | None = None  # veth, bridge, vxlan, tun, physical, ...
     description: str | None = None
     facts: dict[str, Any] = field(default_factory=dict)
-    source: str = ""  # the file (or "-") it was read from; FrameStore.sources has it too
+    source: str = ""  # the file (or "-") it was read from (a ring's: its first); FrameStore.sources has it too
     snaplen: int = 0
     # Kernel counters from the newest Interface Statistics Block, if any.
     received: int | None = None

@@ -19,6 +19,8 @@ examples:
       every pcapng interface becomes a column (host from its description)
   tracer replay hostx/eth0=x.pcap hosty/eth0=y.pcap
       name each plain pcap's NIC (and host): HOST/NIC=PATH or NIC=PATH
+  tracer replay cap_*.pcapng
+      a ring's files (tracer live --ring, dumpcap -b): one capture, each NIC once
   tcpdump -U -w - -i eth0 | tracer replay -
       read a capture from stdin; frames appear as they arrive
   tracer replay hostx/any=x.pcap --links hostx=x-links.json

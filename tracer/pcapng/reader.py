@@ -70,6 +70,7 @@ __all__ = [
     "MAX_CAPLEN",
     "Capture",
     "InputError",
+    "Ring",
     "SourceSpec",
     "open_capture",
     "parse_source_spec",
@@ -118,11 +119,32 @@ class _Damage(Exception):
 IfLink = tuple[str, str | None, dict[str, str]]
 
 
+@dataclass(eq=False)
+class Ring:
+    """Files that are pieces of one capture, read together: a ring's files
+    (``tracer live -w cap.pcapng --ring``, dumpcap's ``-b``; :func:`tracer.pcapng.ring.ring_piece`
+    tells them by name).  Each piece repeats the capture's interface descriptions so that
+    it opens alone; read together, an interface is one NIC, not one per piece.
+
+    An interface of a piece is the NIC an earlier piece made of the interface at the same
+    place in its section, described byte for byte the same (name, description with its
+    NIC facts, link type, snaplen, time resolution and offset): what the ring's writer
+    copied.  One rule for all of it, no guessing from names: an interface a piece
+    describes otherwise, or that a later piece adds (a NIC that came up), is a NIC of
+    its own.  For a pcap piece the file header is its one interface (link type,
+    snaplen, FCS bits).  Files that are not pieces of one ring are never joined this
+    way, however alike: two hosts' ``eth0`` captures are two NICs."""
+
+    stem: str  # the name the pieces share (``cap``): the NICs' name when the capture gives none
+    ifaces: dict[tuple, typing.Any] = field(default_factory=dict)  # description -> what the first piece made
+
+
 @dataclass
 class SourceSpec:
     path: str  # "-" means stdin
     nic_name: str | None = None
     host: str | None = None
+    ring: Ring | None = None  # a piece of this ring (read with the others: its NICs are theirs)
     # SLL2 interface indexes -> what they are (``tracer replay --links``), one table per
     # host of the capture's NIC; key None: NICs with no host, and every NIC whose host
     # has no table of its own when ``links_any_host``.
@@ -167,6 +189,12 @@ def _stem(path: str) -> str:
     if path == "-":
         return "stdin"
     return Path(path).stem or path
+
+
+def _name_of(spec: SourceSpec) -> str:
+    """What a NIC of ``spec`` is called when nothing names it: the file's stem, or the
+    ring's (``cap``, not ``cap_00002_20261202131500``: the same NIC in every piece)."""
+    return spec.ring.stem if spec.ring is not None else _stem(spec.path)
 
 
 def _describe_magic(head: bytes) -> str:
@@ -512,22 +540,28 @@ class _PcapParser(_Base):
         self.snaplen = info["snaplen"]
         self.linktype = info["linktype"]
         self.swapped = info["lengths_maybe_swapped"]
-        name = cap.spec.nic_name or _stem(cap.spec.path)
-        nic = Nic(
-            name=name,
-            linktype=self.linktype,
-            host=cap.spec.host,
-            source=cap.spec.path,
-            snaplen=self.snaplen,
-        )
-        if info.get("fcs_len"):
-            nic.facts["fcs_len"] = info["fcs_len"]
         self.sll2 = self.linktype == LINKTYPE_LINUX_SLL2
-        self.proto = nic
-        self.sll2_table: dict = {}
-        if not self.sll2:
-            sink.const_nic = store.add_nic(nic)
-            cap.nics.append(nic)
+        ring = cap.spec.ring
+        key = ("pcap", self.linktype, self.snaplen, info.get("fcs_len"))  # (Ring: the header is the interface)
+        if ring is not None and key in ring.ifaces:  # an earlier piece's NIC
+            self.proto, sink.const_nic, self.sll2_table = ring.ifaces[key]
+        else:
+            nic = Nic(
+                name=cap.spec.nic_name or _name_of(cap.spec),
+                linktype=self.linktype,
+                host=cap.spec.host,
+                source=cap.spec.path,
+                snaplen=self.snaplen,
+            )
+            if info.get("fcs_len"):
+                nic.facts["fcs_len"] = info["fcs_len"]
+            self.proto = nic
+            self.sll2_table = {}
+            if not self.sll2:
+                sink.const_nic = store.add_nic(nic)
+                cap.nics.append(nic)
+            if ring is not None:
+                ring.ifaces[key] = (nic, sink.const_nic, self.sll2_table)
         # Records with caplen above this take the slow path (warn or damage).
         self.fast_cap = self.snaplen if 0 < self.snaplen < MAX_CAPLEN else MAX_CAPLEN
 
@@ -829,6 +863,17 @@ class _PcapngParser(_Base):
     def _idb(self, buf, pos: int, blen: int) -> None:
         if blen < 20:
             raise _Damage(f"interface description block at offset {self.base + pos} is too short ({blen} bytes)")
+        ring = self.spec.ring
+        if ring is not None:
+            # the interface at this place of the section, described the same: the NIC an
+            # earlier piece of the ring made of it (see Ring)
+            key = (len(self.ifaces), self.e, bytes(buf[pos + 8 : pos + blen - 4]))
+            same = ring.ifaces.get(key)
+            if same is not None:
+                self.idb_count += 1
+                self.ifaces.append(same)
+                self.fast.append((same.mul, same.div, same.off, same.snap, same.nic_id))
+                return
         linktype, _res, snaplen = struct.unpack_from(self.e + "HHI", buf, pos + 8)
         name = desc = None
         tsresol = 6
@@ -845,7 +890,7 @@ class _PcapngParser(_Base):
         index = self.idb_count
         self.idb_count += 1
         nic = Nic(
-            name=name if name else f"{_stem(self.spec.path)}#{index}",
+            name=name if name else f"{_name_of(self.spec)}#{index}",
             linktype=linktype,
             description=desc,
             source=self.spec.path,
@@ -884,6 +929,8 @@ class _PcapngParser(_Base):
                 nic.name = self.spec.nic_name
         self.ifaces.append(itf)
         self.fast.append((itf.mul, itf.div, itf.off, itf.snap, itf.nic_id))
+        if ring is not None:
+            ring.ifaces[key] = itf
 
     def _spb(self, buf, pos: int, blen: int) -> None:
         if not self.ifaces:

@@ -10,14 +10,19 @@ next file only before a packet block, so every file is a whole pcapng: it starts
 with the section header and every interface description seen so far (the NIC
 facts in their descriptions included), so each opens alone in Wireshark, tshark
 or ``tracer replay``.
+
+:func:`ring_piece` reads such a name back: ``tracer replay cap_*.pcapng`` reads the
+files of one ring as one capture (see :class:`tracer.pcapng.reader.Ring`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import struct
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -122,7 +127,7 @@ class RingFile:
             self._out.close()
         self._count += 1
         stamp = time.strftime("%Y%m%d%H%M%S")
-        name = f"{self._stem}_{self._count:05d}_{stamp}{self._suffix}"
+        name = f"{self._stem}_{self._count:05d}_{stamp}{self._suffix}"  # (ring_piece reads it back)
         self._out = self.opener(name)
         self.names.append(name)
         self._written = 0
@@ -147,3 +152,29 @@ def parse_ring(text: str, parse_size: Callable[[str], int]) -> tuple[int, int]:
     if not sep or not count.strip().isdigit() or int(count) < 1:
         raise ValueError(f"--ring {text!r}: expected FILESxSIZE, such as 5x100MB")
     return int(count), parse_size(size.strip())
+
+
+# A ring file's name as RingFile (and dumpcap's ``-b``) writes it: STEM_NNNNN_YYYYMMDDHHMMSS.EXT
+# (the number has five digits or more: it goes on past 99999)
+_PIECE = re.compile(r"(?P<stem>.+)_(?P<number>\d{5,})_(?P<stamp>\d{14})(?P<suffix>\.[^.]+)")
+
+
+@dataclass(frozen=True)
+class Piece:
+    """What a ring file's name says: which ring it is a piece of and where in it."""
+
+    ring: str  # the ring: its directory, stem and suffix (``/dir/cap_*.pcapng``), the same for every piece
+    stem: str  # ``cap``: what ``-w cap.pcapng`` named the capture
+    number: int  # 1, 2, ...: the order the files were opened in
+    stamp: str  # YYYYMMDDHHMMSS, when the file was opened (local time)
+
+
+def ring_piece(path: str) -> Piece | None:
+    """The ring ``path`` is a piece of, by its name (``cap_00002_20261202131500.pcapng``),
+    or None when the name is not a ring file's."""
+    m = _PIECE.fullmatch(os.path.basename(path))
+    if m is None:
+        return None
+    where = os.path.realpath(os.path.dirname(path) or ".")
+    stem, suffix = m["stem"], m["suffix"]
+    return Piece(os.path.join(where, f"{stem}_*{suffix}"), stem, int(m["number"]), m["stamp"])

@@ -11,6 +11,10 @@ capture splits into by interface index: FILE is what ``ip [-d] -j link`` or
 ``ip [-d] -j addr`` printed on that host, turned into names, kinds, roles and
 facts by :func:`tracer.net.discovery.links_from_ip` and handed to the reader as
 plain tables on each :class:`~tracer.pcapng.reader.SourceSpec`.
+
+Files named as a ring's (``cap_00001_20261202131500.pcapng``, ``cap_00002_…``: ``tracer
+live -w cap.pcapng --ring``, dumpcap's ``-b``) given together are the pieces of one
+capture (:func:`join_rings`): read in the ring's order, each interface one NIC.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from typing import BinaryIO
 
 from tracer.errors import UsageError
 from tracer.model import FrameStore
-from tracer.pcapng.reader import Capture, IfLink, SourceSpec, open_capture, parse_source_spec
+from tracer.pcapng.reader import Capture, IfLink, Ring, SourceSpec, open_capture, parse_source_spec
+from tracer.pcapng.ring import ring_piece
 from tracer.scenarios import BUNDLED_CAPTURE
 from tracer.sources import Progress
 
@@ -100,6 +105,40 @@ def read_links(word: str) -> LinksFile:
     return LinksFile(word, host, table)
 
 
+def join_rings(specs: list[SourceSpec]) -> list[SourceSpec]:
+    """The files among ``specs`` that are pieces of one ring (the same directory, stem and
+    suffix, the same ``HOST/NIC=`` if any; two of them or more) share a
+    :class:`~tracer.pcapng.reader.Ring`, so the reader makes each interface one NIC over
+    all of them, and are read in the ring's order (when each was opened, then its
+    number: a shell's glob sorts ``cap_100000_…`` before ``cap_99999_…``, and two runs of
+    one ``-w`` before each other's files), in the places they had among ``specs``.
+
+    The name is what tells the pieces of a ring: a ring's files describe their
+    interfaces the same, but so do captures that have nothing to do with each other
+    (two hosts' ``tcpdump -w eth0.pcapng``), which must stay apart."""
+    rings: dict[tuple, list[int]] = {}
+    pieces = {}
+    for k, spec in enumerate(specs):
+        piece = ring_piece(spec.path) if spec.path != "-" else None
+        if piece is not None:
+            pieces[k] = piece
+            rings.setdefault((piece.ring, spec.host, spec.nic_name), []).append(k)
+    out = list(specs)
+    for places in rings.values():
+        if len(places) < 2:
+            continue  # one file of a ring reads as itself
+        ring = Ring(pieces[places[0]].stem)
+        # (the stamp first: two runs of one ``-w`` in a directory each number from 1; it is
+        # local time to the second, so a clock put back, as at the end of summer time,
+        # would misorder pieces within that hour: their frames are all read, a NIC's
+        # column then shows them in that order)
+        ordered = sorted(places, key=lambda k: (pieces[k].stamp, pieces[k].number))
+        for at, k in zip(places, ordered):
+            specs[k].ring = ring
+            out[at] = specs[k]
+    return out
+
+
 def _links_notes(captures: list[Capture], files: list[LinksFile]) -> list[str]:
     """After reading: the interface indexes a capture had that its ``--links`` file does
     not list (they stay ``if<N>``), and the files that named no NIC at all."""
@@ -144,7 +183,8 @@ class FileSource:
         """The SOURCE words of ``tracer replay`` (none: the bundled capture) and its
         ``--links [HOST=]FILE`` words.  A links file with HOST= names the SLL2 NICs of
         that host's captures; one without, those of captures with no host, or every
-        capture's when there is one SOURCE (which one file with HOST= also names)."""
+        capture's when there is one SOURCE or the SOURCEs are one ring's files (which one
+        file with HOST= also names)."""
         if not args:
             if not BUNDLED_CAPTURE.exists():
                 raise UsageError(
@@ -160,9 +200,11 @@ class FileSource:
         for h in hosts:
             if hosts.count(h) > 1:
                 raise UsageError(f"--links: two files for {f'host {h}' if h else 'NICs with no host'}")
+        specs = join_rings(specs)
+        one = len({id(s.ring) if s.ring is not None else id(s) for s in specs}) == 1  # (a ring is one capture)
         for spec in specs:
             spec.links = {f.host: f.table for f in files}
-            if len(specs) == 1:
+            if one:
                 # one capture: a file without HOST= is for all its NICs; the only file,
                 # with HOST=, also for NICs that say no host (they take that host)
                 spec.links_any_host = None in spec.links
@@ -173,7 +215,7 @@ class FileSource:
     @classmethod
     def of(cls, *paths: SourceSpec | Path | str) -> FileSource:
         """Files by path (tests, benchmarks, screenshots): ``open`` without the words."""
-        specs = [p if isinstance(p, SourceSpec) else SourceSpec(str(p)) for p in paths]
+        specs = join_rings([p if isinstance(p, SourceSpec) else SourceSpec(str(p)) for p in paths])
         return cls([open_capture(s) for s in specs])
 
     @property
