@@ -14,7 +14,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tracer.cli.main import EXIT_SIGNALS, die, die_of_crash, warn
@@ -365,23 +366,32 @@ def _print(
 
 
 def _journeys(
-    session: LiveSession | RemoteSession, store: FrameStore, as_json: bool, stop_flag: threading.Event
+    session: LiveSession | RemoteSession,
+    store: FrameStore,
+    as_json: bool,
+    stop_flag: threading.Event,
+    clock: Callable[[], float] = time.monotonic,
 ) -> int:
     """Journeys as they settle: one that has gained no frame for :data:`SETTLE_S` (longer
     than the matching window and the wait for a kernel drop) is printed and never again;
-    the rest when the capture ends.  Journeys seen on one NIC only are left out."""
-    import time
+    the rest when the capture ends.  Journeys seen on one NIC only are left out.
 
-    from tracer.cli.output import print_as_read, write_journeys
+    Memory stays bounded however long the capture: once the frames before the oldest
+    unsettled journey are many (:data:`tracer.cli.output.DROP_AT`), they are dropped from
+    the store and a new :class:`Correlation` matches what is left (the unsettled window:
+    little), its journeys numbered on from the old one's; a journey there holding a
+    frame of one already printed (a printed journey's late tail) is not printed again.
+    (Settling goes by ``clock``, not by capture time: hosts' clocks may disagree.)"""
+    from tracer.cli.output import DROP_AT, print_as_read, write_journeys
     from tracer.correlate import Correlation
 
     out = sys.stdout
     corr = Correlation(store)
     printed: set[int] = set()
-    last_change: dict[int, float] = {}
+    last_change: dict[int, float] = {}  # journey id -> when it last gained a frame
 
     def flush(everything: bool) -> None:
-        now = time.monotonic()
+        now = clock()
         ready = [
             j
             for j in corr.journeys
@@ -393,13 +403,52 @@ def _journeys(
             printed.update(j.id for j in ready)
 
     def emit(frames: Sequence[int]) -> None:
-        now = time.monotonic()
+        now = clock()
         for j in corr.update():
             last_change[j.id] = now
         flush(False)
 
+    def keep_from() -> int:
+        """The first frame an unsettled journey holds (or the first not matched yet)."""
+        low = corr.frames
+        if low < DROP_AT:
+            return 0
+        now = clock()
+        for jid, t in last_change.items():
+            if now - t < SETTLE_S:
+                low = min(low, corr.journeys[jid].frames[0])
+        return low
+
+    def dropped(n: int) -> None:
+        nonlocal corr, printed, last_change
+        old, now = corr, clock()
+        # per frame kept (by its new index): did a printed journey hold it; when did
+        # its journey last change
+        was_printed: set[int] = set()
+        when: dict[int, float] = {}
+        for f in range(n, old.frames):
+            jid = old.journey_of[f]
+            if jid >= 0:
+                if jid in printed:
+                    was_printed.add(f - n)
+                when[f - n] = last_change[jid]
+        corr = Correlation(store, id_base=old.id_base + len(old.journeys))
+        corr.update()
+        printed = {j.id for j in corr.journeys if not was_printed.isdisjoint(j.frames)}
+        last_change = {j.id: max((when[f] for f in j.frames if f in when), default=now) for j in corr.journeys}
+
     # (window 0: the journeys are matched on the whole store, not on the frames handed over)
-    error = print_as_read(session, store, emit, stop_flag, session.request_stop, idle=lambda: flush(False), window=0)
+    error = print_as_read(
+        session,
+        store,
+        emit,
+        stop_flag,
+        session.request_stop,
+        idle=lambda: flush(False),
+        window=0,
+        keep_from=keep_from,
+        dropped=dropped,
+    )
     corr.update()
     flush(True)
     if error is not None:

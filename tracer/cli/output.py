@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 REORDER_SECONDS = 0.5
 # --print of a stream: the most frames held for printing; the reader waits past it
 HOLD_FRAMES = 1 << 16
+# frames the caller of print_as_read(keep_from=...) has done with before they go
+DROP_AT = 1 << 16
 # --stats: frames counted at a time from a file (a stream: what came in 0.1 s)
 STATS_SEGMENT = 1 << 19
 # Below this many journeys a second process costs more than it saves.
@@ -294,6 +296,8 @@ def print_as_read(
     idle: Callable[[], None] | None = None,
     window: float = REORDER_SECONDS,
     forget: bool = False,
+    keep_from: Callable[[], int] | None = None,
+    dropped: Callable[[int], None] | None = None,
 ) -> BaseException | None:
     """Read ``source`` in a thread and ``emit`` the frames that arrived, every 0.1 s, in
     time order within a reorder window: each frame is held ``window`` seconds after it
@@ -305,7 +309,10 @@ def print_as_read(
     nothing new came.  With ``forget``, frames printed are dropped from the store (bytes
     and index: :meth:`FrameStore.drop_front`) and the reader waits while
     :data:`HOLD_FRAMES` are held, so memory stays flat however long the stream; ``emit``
-    must not keep the indices it is given.  Returns what ended the reading with an
+    must not keep the indices it is given.  With ``keep_from`` instead (what the caller
+    still needs: frames from this index on), once :data:`DROP_AT` frames before it
+    are printed they are dropped and ``dropped(n)`` says how many (frame ``n`` became
+    frame 0); the reader is never held up.  Returns what ended the reading with an
     error, or None."""
     done, wake = threading.Event(), threading.Event()
     if forget:
@@ -352,10 +359,16 @@ def print_as_read(
             runs = kept
             if parts:
                 emit(parts[0] if len(parts) == 1 else list(heapq.merge(*parts, key=key)))
-        if forget:
+        if forget or keep_from is not None:
             # what comes before the first frame still held is printed: gone
             low = min((r.start if isinstance(r, range) else min(r) for r in runs), default=read)
+            if keep_from is not None:
+                low = min(low, keep_from())
+                if low < DROP_AT or over:  # (dropping costs a pass over what is kept)
+                    low = 0
             if store.drop_front(low):
+                if dropped is not None:
+                    dropped(low)
                 read -= low
                 runs = [
                     range(r.start - low, r.stop - low) if isinstance(r, range) else [k - low for k in r] for r in runs

@@ -227,7 +227,7 @@ def journey_json(j: Journey) -> dict:
             "offset": round((h.corrected_time_ns - t0) / 1e9, 9),
             "index": store.nic_index[h.frame],  # 0-based within its NIC
             "number": store.nic_index[h.frame] + 1,  # the same from 1, as people read it
-            "frame": h.frame,
+            "frame": h.frame + store.dropped,  # its index since the capture began
             "encap": list(h.encap),
             "step": str(h.step),
         }
@@ -235,7 +235,7 @@ def journey_json(j: Journey) -> dict:
             d["corrected_time"] = round(h.corrected_time_ns / 1e9, 9)
         out_hops.append(d)
     return {
-        "id": j.id,
+        "id": j.id + j._corr.id_base,
         "inner": dict(j.inner),
         "hops": out_hops,
         "end": j.end,

@@ -109,8 +109,13 @@ class Correlation:
         store: FrameStore,
         window_ns: int = DEFAULT_WINDOW_NS,
         hairpin_ns: int = DEFAULT_HAIRPIN_NS,
+        id_base: int = 0,
     ) -> None:
         self.store = store
+        # what a journey's id reads as in output: its index here, past the journeys of
+        # the correlations before this one (a long live capture starts a new one on
+        # what it keeps, see tracer.cli.live)
+        self.id_base = id_base
         # Frames first, then NICs: a frame counted here only names NICs added
         # before it (a reader thread may be appending while we look).
         self._n = len(store)

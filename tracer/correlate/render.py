@@ -194,7 +194,7 @@ class JsonLines(_Shapes):
                 f"{self.nic_head[nid]}{round(t / 1e9, 9)!r}, "
                 f'"time_ns": {t}, "offset": {round((ct - t0) / 1e9, 9)!r}, "index": {nic_index[f]}, '
                 f'"number": {nic_index[f] + 1}, '
-                f'"frame": {f}, "encap": {enc}, "step": {step}'
+                f'"frame": {f + store.dropped}, "encap": {enc}, "step": {step}'
             )
             if corrected:
                 hop += f', "corrected_time": {round(ct / 1e9, 9)!r}'
@@ -202,7 +202,7 @@ class JsonLines(_Shapes):
             prev_t = ct
         stop_json = self.stop_of(j, plan)[0]
         return (
-            f'{{"id": {j.id}, "inner": {inner}, "hops": [{", ".join(parts)}], '
+            f'{{"id": {j.id + corr.id_base}, "inner": {inner}, "hops": [{", ".join(parts)}], '
             f'"end": {plan.end}{stop_json}, "clock_corrected": {"true" if corrected else "false"}}}'
         )
 
@@ -228,7 +228,7 @@ class TextBlocks(_Shapes):
         what = " ".join(f"{k} {v}" for k, v in inner.items() if k not in ("src", "dst", "proto") and v is not None)
         corrected = corr.corrected
         out = [
-            f"journey {j.id}: {safe(str(inner.get('src')))} → {safe(str(inner.get('dst')))} "
+            f"journey {j.id + corr.id_base}: {safe(str(inner.get('src')))} → {safe(str(inner.get('dst')))} "
             f"{inner.get('proto')} {safe(what)} — {len(frames)} hop{'' if len(frames) == 1 else 's'}, {plan.end_text}"
             f"{' (clocks corrected)' if corrected else ''}\n"
         ]
