@@ -372,93 +372,13 @@ def _journeys(
     stop_flag: threading.Event,
     clock: Callable[[], float] = time.monotonic,
 ) -> int:
-    """Journeys as they settle: one that has gained no frame for :data:`SETTLE_S` (longer
-    than the matching window and the wait for a kernel drop) is printed and never again;
-    the rest when the capture ends.  Journeys seen on one NIC only are left out.
+    """Journeys as they settle (:func:`tracer.cli.output.journeys_as_read`), no UI."""
+    from tracer.cli.output import journeys_as_read
 
-    Memory stays bounded however long the capture: once the frames before the oldest
-    unsettled journey are many (:data:`tracer.cli.output.DROP_AT`), they are dropped from
-    the store and a new :class:`Correlation` matches what is left (the unsettled window:
-    little), its journeys numbered on from the old one's; a journey there holding a
-    frame of one already printed (a printed journey's late tail) is not printed again.
-    (Settling goes by ``clock``, not by capture time: hosts' clocks may disagree.)"""
-    from tracer.cli.output import DROP_AT, print_as_read, write_journeys
-    from tracer.correlate import Correlation
-
-    out = sys.stdout
-    corr = Correlation(store)
-    printed: set[int] = set()
-    last_change: dict[int, float] = {}  # journey id -> when it last gained a frame
-
-    def flush(everything: bool) -> None:
-        now = clock()
-        ready = [
-            j
-            for j in corr.journeys
-            if j.id not in printed and len(j.frames) > 1 and (everything or now - last_change[j.id] >= SETTLE_S)
-        ]
-        if ready:
-            write_journeys(corr, ready, out, as_json)
-            out.flush()
-            printed.update(j.id for j in ready)
-
-    def emit(frames: Sequence[int]) -> None:
-        now = clock()
-        for j in corr.update():
-            last_change[j.id] = now
-        flush(False)
-
-    def keep_from() -> int:
-        """The first frame an unsettled journey holds (or the first not matched yet)."""
-        low = corr.frames
-        if low < DROP_AT:
-            return 0
-        now = clock()
-        for jid, t in last_change.items():
-            if now - t < SETTLE_S:
-                low = min(low, corr.journeys[jid].frames[0])
-        return low
-
-    def dropped(n: int) -> None:
-        nonlocal corr, printed, last_change
-        old, now = corr, clock()
-        # per frame kept (by its new index): did a printed journey hold it; when did
-        # its journey last change
-        was_printed: set[int] = set()
-        when: dict[int, float] = {}
-        for f in range(n, old.frames):
-            jid = old.journey_of[f]
-            if jid >= 0:
-                if jid in printed:
-                    was_printed.add(f - n)
-                when[f - n] = last_change[jid]
-        corr = Correlation(store, id_base=old.id_base + len(old.journeys))
-        corr.update()
-        printed = {j.id for j in corr.journeys if not was_printed.isdisjoint(j.frames)}
-        last_change = {j.id: max((when[f] for f in j.frames if f in when), default=now) for j in corr.journeys}
-
-    # (window 0: the journeys are matched on the whole store, not on the frames handed over)
-    error = print_as_read(
-        session,
-        store,
-        emit,
-        stop_flag,
-        session.request_stop,
-        idle=lambda: flush(False),
-        window=0,
-        keep_from=keep_from,
-        dropped=dropped,
-    )
-    corr.update()
-    flush(True)
+    error = journeys_as_read(session, store, sys.stdout, as_json, stop_flag, session.request_stop, clock=clock)
     if error is not None:
         return _err(error)
     return warn(store.warnings, "live: ")
-
-
-# A journey that gained no frame for this long is printed: past the matching window (1 s)
-# and the longest a kernel drop follows a packet's last sighting (ARP gives up after 3 s)
-SETTLE_S = 4.0
 
 
 def _make_app(

@@ -378,6 +378,119 @@ def print_as_read(
     return errors[0] if errors else None
 
 
+# A journey that gained no frame for this long is printed: past the matching window (1 s)
+# and the longest a kernel drop follows a packet's last sighting (ARP gives up after 3 s)
+SETTLE_S = 4.0
+
+
+def journeys_as_read(
+    source: Source,
+    store: FrameStore,
+    out: TextIO,
+    as_json: bool,
+    stop: threading.Event | None = None,
+    request_stop: Callable[[], None] | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    every: bool = False,
+    match: Callable[[int], bool] | None = None,
+) -> BaseException | None:
+    """Journeys of a stream as they settle (``tracer live --journeys``, ``tracer replay -
+    --journeys``): one that has gained no frame for :data:`SETTLE_S` is printed and never
+    again; the rest when the stream ends.  Journeys seen on one NIC only are left out
+    (``every``: not); with ``match``, only journeys one of whose frames it keeps.  The
+    text ends with the line ``--journeys`` ends with.
+
+    Memory stays bounded however long the stream: once the frames before the oldest
+    unsettled journey are many (:data:`DROP_AT`), they are dropped from the store and a
+    new :class:`Correlation` matches what is left (the unsettled window: little), its
+    journeys numbered on from the old one's; a journey there holding a frame of one
+    already printed (a printed journey's late tail) is not printed again.  Settling goes
+    by ``clock``, not by capture time: hosts' clocks may disagree.  Returns what ended
+    the reading with an error, or None."""
+    from tracer.correlate import Correlation
+
+    corr = Correlation(store)
+    done: set[int] = set()  # journeys printed, or left out for good
+    last_change: dict[int, float] = {}  # journey id -> when it last gained a frame
+    counts = [0, 0]  # journeys printed; frames seen on one NIC only (of the journeys kept)
+
+    def wanted(j: Journey) -> bool:
+        return match is None or any(match(f) for f in j.frames)
+
+    def flush(everything: bool) -> None:
+        now = clock()
+        ready = [j for j in corr.journeys if j.id not in done and (everything or now - last_change[j.id] >= SETTLE_S)]
+        done.update(j.id for j in ready)
+        ready = [j for j in ready if wanted(j)]
+        lone = sum(1 for j in ready if len(j.frames) == 1)
+        counts[1] += lone
+        if not every:
+            ready = [j for j in ready if len(j.frames) > 1]
+        if ready:
+            counts[0] += len(ready)
+            write_journeys(corr, ready, out, as_json)
+            out.flush()
+
+    def emit(frames: Sequence[int]) -> None:
+        now = clock()
+        for j in corr.update():
+            last_change[j.id] = now
+        flush(False)
+
+    def keep_from() -> int:
+        """The first frame an unsettled journey holds (or the first not matched yet)."""
+        low = corr.frames
+        if low < DROP_AT:
+            return 0
+        now = clock()
+        for jid, t in last_change.items():
+            if now - t < SETTLE_S:
+                low = min(low, corr.journeys[jid].frames[0])
+        return low
+
+    def dropped(n: int) -> None:
+        nonlocal corr, done, last_change
+        old, now = corr, clock()
+        # per frame kept (by its new index): was its journey done with; when did it last change
+        was_done: set[int] = set()
+        when: dict[int, float] = {}
+        for f in range(n, old.frames):
+            jid = old.journey_of[f]
+            if jid >= 0:
+                if jid in done:
+                    was_done.add(f - n)
+                when[f - n] = last_change[jid]
+        corr = Correlation(store, id_base=old.id_base + len(old.journeys))
+        corr.update()
+        done = {j.id for j in corr.journeys if not was_done.isdisjoint(j.frames)}
+        last_change = {j.id: max((when[f] for f in j.frames if f in when), default=now) for j in corr.journeys}
+
+    # (window 0: the journeys are matched on the whole store, not on the frames handed over)
+    error = print_as_read(
+        source,
+        store,
+        emit,
+        stop,
+        request_stop,
+        idle=lambda: flush(False),
+        window=0,
+        keep_from=keep_from,
+        dropped=dropped,
+    )
+    corr.update()
+    flush(True)
+    if not as_json:
+        shown, lone = counts
+        hidden = "" if every or not lone else " (--all lists them)"
+        out.write(
+            f"{shown} journey{'s' if shown != 1 else ''}; {lone} frame{'s' if lone != 1 else ''} seen on one NIC only"
+            f"{hidden}\n"
+        )
+        out.flush()
+    return error
+
+
 def _read_in_thread(source: Source, store: FrameStore, done: threading.Event, wake: threading.Event) -> list:
     """``source.load(store)`` in a thread; ``done`` and ``wake`` are set when it ends.
     Returns the list that gets what ended it with an error."""

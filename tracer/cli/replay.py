@@ -136,6 +136,12 @@ def run(args: argparse.Namespace) -> int:
             error = output.print_as_read(source, store, emit, forget=True)
             if error is not None:
                 raise error
+        elif args.journeys and source.streaming and (flt is None or not flt.needs_journeys):
+            # a stream (stdin, a FIFO) may not end: journeys as they settle, memory bounded
+            match = None if flt is None else flt.matcher(store)
+            error = output.journeys_as_read(source, store, out, args.json, every=args.all_journeys, match=match)
+            if error is not None:
+                raise error
         elif args.stats:
             stats = output.count_as_read(source, store, flt)
             output.print_stats(store, out, args.json, stats=stats)

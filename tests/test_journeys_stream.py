@@ -1,18 +1,21 @@
-"""``tracer live --journeys`` over hours: settled journeys' frames are dropped, and what
-it prints is what ``tracer replay --journeys`` finds in the whole capture.
+"""Journeys of a stream: ``tracer live --journeys`` over hours drops the frames of
+settled journeys, and prints what ``tracer replay --journeys`` finds in the whole
+capture.
 
 The capture is the bundled lab recording repeated 60 times, 10 s apart (editcap,
 mergecap), streamed through a FIFO into the very function ``tracer live --journeys``
 runs, paced so that the stream never runs ahead of what it has matched.  Its clock is
 the frames read (10 ms a frame), so "settled" does not depend on how fast this machine
 is; ``DROP_AT`` is made small so that the store is dropped and the matching started
-over many times in 3,600 frames."""
+over many times in 3,600 frames.  ``tracer replay -`` takes the same path: a stream
+may not end, so its journeys print as they settle too."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import select
 import shutil
 import struct
 import subprocess
@@ -23,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BUNDLED
+from tests.conftest import BUNDLED, REPO
 from tracer.cli import live, output
 from tracer.model import FrameStore
 from tracer.sources.files import FileSource
@@ -142,3 +145,72 @@ def test_live_journeys_drop_settled_frames_and_print_what_replay_finds(tmp_path,
     assert sorted(map(shape, got)) == sorted(map(shape, want))
     ids = [j["id"] for j in got]
     assert len(set(ids)) == len(ids)  # numbered on across the restarts, never twice
+
+
+def shapes(lines: str) -> list[str]:
+    """Each journey's hops (NIC, number there, step), sorted: what a stream and a file
+    must agree on (ids differ: a stream numbers journeys as they come)."""
+    return sorted(
+        json.dumps([(h["label"], h["number"], h["step"]) for h in json.loads(line)["hops"]])
+        for line in lines.splitlines()
+    )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        REPO / "scenarios" / "kube-nodeport" / "capture.pcapng",
+        REPO / "tests" / "data" / "pcaps" / "sll" / "zeek_sll2_ifindex_1_and_26.pcap",
+        REPO / "tests" / "data" / "pcaps" / "pcapng_multi_if" / "ptcpdump_lo_each_packet_at_egress_and_ingress.pcapng",
+    ],
+    ids=lambda p: p.name,
+)
+def test_replay_stdin_journeys_are_the_files(path):
+    """``cat F | tracer replay - --journeys`` (the streaming path: as they settle) finds
+    the journeys ``tracer replay F --journeys`` finds, and ends with the same count line."""
+    tracer = [sys.executable, "-m", "tracer", "replay"]
+    whole = subprocess.run([*tracer, str(path), "--journeys", "--json", "--all"], capture_output=True, text=True)
+    streamed = subprocess.run(
+        [*tracer, "-", "--journeys", "--json", "--all"], input=path.read_bytes(), capture_output=True, timeout=120
+    )
+    assert whole.returncode == streamed.returncode == 0, streamed.stderr
+    assert shapes(streamed.stdout.decode()) == shapes(whole.stdout) != []
+    text = subprocess.run([*tracer, "-", "--journeys"], input=path.read_bytes(), capture_output=True, timeout=120)
+    plain = subprocess.run([*tracer, str(path), "--journeys"], capture_output=True, text=True)
+    assert text.stdout.decode().splitlines()[-1] == plain.stdout.splitlines()[-1]
+
+
+def test_replay_stdin_journeys_print_while_the_stream_stays_open():
+    """A stream that does not end (``tcpdump -U -w - | tracer replay - --journeys``):
+    the journeys come out as they settle, before the writer closes the pipe."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tracer", "replay", "-", "--journeys", "--json"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(BUNDLED.read_bytes())
+        proc.stdin.flush()  # and the pipe stays open
+        # a journey settles 4 s after its last frame: it prints then, the pipe still open
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready, "no journey printed while the stream stayed open"
+        first = proc.stdout.readline()
+        assert json.loads(first)["hops"], first
+        assert proc.poll() is None  # still reading
+        proc.stdin.close()
+        rest = proc.stdout.read()
+        assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""
+        got = [first.decode(), *rest.decode().splitlines(keepends=True)]
+        assert shapes("".join(got)) == shapes(
+            subprocess.run(
+                [sys.executable, "-m", "tracer", "replay", str(BUNDLED), "--journeys", "--json"],
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
