@@ -372,6 +372,8 @@ HTTP_ROWS = [
     "http.host",
     'http.host == "{host}"',
     'http.host contains "{hostpart}"',
+    "http.host contains {hostword}",
+    "http.request.method in {{GET POST}}",
     'http.request.uri == "{uri}"',
     "http.user_agent",
     "http and tcp.len > 500",
@@ -398,7 +400,13 @@ def test_http_counts_equal_tshark_without_reassembly(path):
         timeout=120,
     )
     first = next((line.split("\t") for line in r.stdout.splitlines() if line.split("\t")[0]), ["none", "/"])
-    values = {"host": first[0], "hostpart": first[0][1:4] or "x", "uri": first[1]}
+    word = re.search("[A-Za-z]{3,}", first[0])  # unquoted, as a bare word tshark takes
+    values = {
+        "host": first[0],
+        "hostpart": first[0][1:4] or "x",
+        "hostword": word[0] if word else "none",
+        "uri": first[1],
+    }
     rows = [row.format(**values) for row in HTTP_ROWS]
     want = tshark_counts(path, rows, NO_REASSEMBLY)
     got = {row: len(compile_filter(row).matcher(store).select(range(len(store)))) for row in rows}
@@ -603,7 +611,8 @@ def test_replay_y_print_json_stats_journeys():
         ("", "empty filter at 1"),
         ('nic == "eth0', "an unterminated string at 8"),
         ("ip.addr == 1.2.3.4 $", "unexpected '$' at 20"),
-        ("tcp contains GET", 'expected a string ("...") or bytes (47:45:54) after contains at 14'),
+        ("tcp contains GET", """'GET' at 14 is not bytes: quote text ("GET") or write hex (47:45:54)"""),
+        ("tcp contains", 'expected a string ("...") or bytes (47:45:54) after contains at 13'),
         ('frame contains ""', "nothing to look for at 16"),
         ('dns contains "x"', "'dns' has no bytes of its own to search: use udp or tcp contains at 5"),
         ('ip.ttl contains "x"', "ip.ttl is not text: contains goes with a protocol or a text field at 8"),
@@ -643,7 +652,9 @@ def test_contains_reads_strings_escapes_and_bytes_as_wireshark():
     assert needle('frame contains "\\x47\\105T \\"q\\""') == b'GET "q"'
     assert needle('frame contains "caf\u00e9"') == "caf\u00e9".encode()
     assert needle("frame contains 47:45:54") == needle("frame contains 47-45-54") == needle("frame contains 47.45.54")
-    assert needle("udp contains 0a") == b"\n"
+    assert needle("udp contains 0a") == b"\n" and needle("tcp contains 474554") == b"GET"
+    assert needle("http.host contains example") == b"example"  # a text field's bare word is text
+    assert needle("http.host contains 65:75") == b"65:75"
     store = load(BUNDLED)
     assert store is not None
 

@@ -385,7 +385,7 @@ class _Parser:
                 if base not in CONTAINS_PROTOCOLS:
                     raise self.fail(f"{name!r} has no bytes of its own to search: use udp or tcp contains")
                 self.take()
-                return Contains(proto, self.needle())
+                return Contains(proto, self.needle(text=False))
             return proto
         spec = FIELDS.get(base)
         if spec is None:
@@ -405,19 +405,26 @@ class _Parser:
             if spec.vtype != "str":
                 raise self.fail(f"{spec.name} is not text: contains goes with a protocol or a text field")
             self.take()
-            return Contains(field, self.needle())
+            return Contains(field, self.needle(text=True))
         return Exists(field)
 
-    def needle(self) -> bytes:
+    def needle(self, text: bool) -> bytes:
         """What ``contains`` looks for: a string (``"GET /"``, C escapes as in Wireshark:
-        ``\\x41``, ``\\101``, ``\\n``) or bytes in hex (``47:45:54``, ``47-45-54``, ``47.45.54``)."""
+        ``\\x41``, ``\\101``, ``\\n``); unquoted, bytes in hex after a protocol
+        (``47:45:54``, ``47-45-54``, ``47.45.54``, ``474554``), text after a text field
+        (``http.host contains example``), as tshark reads them."""
         t = self.tok
         if t.kind == "str":
             self.take()
             value = _unescape(t.text, t.col)
+        elif t.kind == "word" and text:
+            self.take()
+            value = t.text.encode()
         elif t.kind == "word" and _BYTES.match(t.text):
             self.take()
             value = bytes.fromhex(re.sub(r"[:.\-]", "", t.text))
+        elif t.kind == "word":
+            raise FilterError(f'{t.text!r} at {t.col} is not bytes: quote text ("{t.text}") or write hex (47:45:54)')
         else:
             raise self.fail('expected a string ("...") or bytes (47:45:54) after contains')
         if not value:
@@ -475,7 +482,7 @@ def _unquote(s: str) -> str:
     return re.sub(r"\\(.)", r"\1", s[1:-1])
 
 
-_BYTES = re.compile(r"^[0-9a-fA-F]{2}(?:([:.\-])[0-9a-fA-F]{2}(?:\1[0-9a-fA-F]{2})*)?$")
+_BYTES = re.compile(r"^(?:[0-9a-fA-F]{2}(?:([:.\-])[0-9a-fA-F]{2}(?:\1[0-9a-fA-F]{2})*)?|(?:[0-9a-fA-F]{2})+)$")
 _ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)", re.DOTALL)
 _SIMPLE_ESCAPES = {"n": 10, "r": 13, "t": 9, "a": 7, "b": 8, "f": 12, "v": 11}
 
