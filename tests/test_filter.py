@@ -373,7 +373,7 @@ HTTP_ROWS = [
     'http.host == "{host}"',
     'http.host contains "{hostpart}"',
     "http.host contains {hostword}",
-    "http.request.method in {{GET POST}}",
+    'http.request.method in {{"GET", "POST"}}',
     'http.request.uri == "{uri}"',
     "http.user_agent",
     "http and tcp.len > 500",
