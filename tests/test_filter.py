@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BUNDLED, REPO, SHARED_PCAPS
+from tests.conftest import BUNDLED, REPO, SHARED_PCAPS, requires_root
 from tracer.errors import FilterError
 from tracer.filter import compile_filter, parse
 from tracer.model import FrameStore
@@ -152,6 +152,11 @@ ROWS: list[str | tuple[str, str]] = [
     "tcp.dstport <= 1023",
     "tcp.port in {{80, 443, 8000..8999}}",
     "tcp.flags.syn == 1",
+    "tcp.stream == 0",
+    "tcp.stream == 1",
+    "tcp.stream >= 3",
+    "tcp.stream in {{2, 5..7}}",
+    "tcp.stream and tcp.flags.syn == 1",
     "tcp.len == {tlen}",
     "tcp.len > 0",
     "tcp.len == 0 and tcp.flags.ack == 1",
@@ -796,3 +801,55 @@ def test_fast_lane_agrees_with_the_walk_on_real_and_damaged_frames():
         assert [i for i in range(0, n, 7) if one(i)] == [i for i in fast if i % 7 == 0], text
         kept += bool(fast)
     assert kept > len(filters) // 2
+
+
+@needs_tshark
+@requires_root
+def test_tcp_stream_numbers_a_reused_port_as_tshark(tmp_path):
+    """Real kernel TCP between two namespaces, captured by tcpdump: three connections
+    from the same client port (each ended by an RST, so the port is free at once) and
+    one from another port.  tcp.stream numbers them as tshark does: a SYN with a new
+    sequence number on a known pair is a new conversation."""
+    import os
+    import socket
+    import struct
+    import time
+
+    from tests.helpers import netns_pair
+    from tracer.net.afpacket import run_in_netns
+
+    pcap = tmp_path / "reuse.pcap"
+    with netns_pair(f"ts{os.getpid()}", "10.197.0") as (a, b):
+        tcpdump = subprocess.Popen(
+            ["ip", "netns", "exec", b, "tcpdump", "-U", "-n", "-i", "vb", "-w", str(pcap), "tcp"],
+            stderr=subprocess.PIPE,
+        )
+        try:
+            time.sleep(1.0)  # tcpdump opens its socket
+            server = run_in_netns(b, lambda: socket.create_server(("10.197.0.2", 8080)))
+            with server:
+                for sport in (40001, 40001, 40001, 40002):
+                    c = run_in_netns(a, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                    c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    c.bind(("10.197.0.1", sport))
+                    c.settimeout(5)
+                    c.connect(("10.197.0.2", 8080))
+                    conn, _ = server.accept()
+                    c.sendall(b"hello")
+                    conn.recv(16)
+                    # close with an RST (linger 0): no TIME_WAIT, the port is free at once
+                    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    c.close()
+                    conn.close()
+                    time.sleep(0.2)
+            time.sleep(0.5)
+        finally:
+            tcpdump.terminate()
+            tcpdump.wait(10)
+    store = load(pcap)
+    assert store is not None and len(store) > 12
+    rows = [f"tcp.stream == {k}" for k in range(5)] + ["tcp.stream", "tcp.stream >= 3"]
+    want = tshark_counts(pcap, rows)
+    got = {r: len(compile_filter(r).matcher(store).select(range(len(store)))) for r in rows}
+    assert got == want
+    assert all(want[f"tcp.stream == {k}"] > 0 for k in range(4)) and want["tcp.stream == 4"] == 0

@@ -105,6 +105,9 @@ FIELDS: dict[str, FieldSpec] = {
         # computed, not read: the IP packet's length less the IP and TCP headers (tshark's
         # tcp.len); its slot is the data offset byte it reads
         _f("tcp.len", "tcp", "uint", [(12, 1)], what="TCP payload length"),
+        # the innermost TCP segment's conversation, numbered as tshark numbers them
+        # (in frame order; a SYN with a new sequence number on a known pair starts another)
+        _f("tcp.stream", "tcp", "uint", what="TCP conversation index, from 0 (tshark's)"),
         _f("tcp.flags.fin", "tcp", "bool", [(13, 1)], 0, "TCP FIN flag"),
         _f("tcp.flags.syn", "tcp", "bool", [(13, 1)], 1, "TCP SYN flag"),
         _f("tcp.flags.reset", "tcp", "bool", [(13, 1)], 2, "TCP RST flag"),
@@ -523,6 +526,8 @@ def _uint(text: str, spec: FieldSpec, col: int) -> int:
         top = (1 << 24) - 1
     elif spec.name == "tcp.len":  # computed from a 16-bit length, not read from its slot
         top = 0xFFFF
+    elif spec.name == "tcp.stream":
+        top = (1 << 31) - 1
     elif spec.name == "http.response.code":
         top = 999
     if not 0 <= v <= top:

@@ -18,6 +18,7 @@ same dispatch tables.  No scapy, no per-frame objects.
 from __future__ import annotations
 
 import struct
+import threading
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -434,6 +435,8 @@ class _Gen:
         spec = f.spec
         if spec.name == "frame.number":  # its number in its file, as tshark numbers it there
             return [("FN(i)", "FN(i) is not None")]
+        if spec.name == "tcp.stream":
+            return [("TS(i)", "TS(i) >= 0")]
         if spec.proto == "frame":
             return [("L[i]", None)]
         if spec.proto == "journey":
@@ -715,6 +718,63 @@ class JourneyFacts:
 
 
 _CACHE_MAX = 4096
+JOURNEY_FIELDS = ("journey.hops", "journey.delivered")
+
+
+class TcpStreams:
+    """``tcp.stream`` of each frame, worked out in frame order as far as asked
+    (``ts(i)``; -1: no TCP segment): tshark's conversation index.  The innermost TCP
+    segment's address and port pair is a conversation, numbered from 0 as first seen,
+    whatever NIC it is on (a segment's copies on other NICs are the same conversation;
+    NAT makes another); a SYN whose sequence number is not the one the conversation
+    began with in that direction starts a new one (a port reused).  Frames dropped from
+    the store's front (a long stream) are forgotten."""
+
+    def __init__(self, store: FrameStore) -> None:
+        self.store = store
+        self.col = array("i")
+        self.base = 0  # the frame (counted since the capture began) col[0] is
+        self.convs: dict[tuple, list] = {}  # pair -> [index, base seq one way, the other]
+        self.count = 0
+        self.lock = threading.Lock()  # the UI's filter worker and its own thread both ask
+
+    def __call__(self, i: int) -> int:
+        with self.lock:
+            return self._at(i)
+
+    def _at(self, i: int) -> int:
+        st = self.store
+        if st.dropped > self.base:
+            del self.col[: st.dropped - self.base]
+            self.base = st.dropped
+        k = i + st.dropped - self.base
+        if k < 0:
+            return -1
+        while len(self.col) <= k:
+            self.col.append(self._stream(len(self.col) + self.base - st.dropped))
+        return self.col[k]
+
+    def _stream(self, j: int) -> int:
+        st = self.store
+        ident = fast.identify(st.data(j), st.nics[st.nic_of[j]].linktype)
+        if ident.proto != 6 or ident.sport is None or ident.dport is None or ident.flags & fast.FRAGMENT:
+            return -1  # (tshark dissects TCP of a fragmented packet once reassembled, in its last piece)
+        a, b = (ident.src_raw, ident.sport), (ident.dst_raw, ident.dport)
+        way = 1 if a > b else 0
+        pair = (b, a) if way else (a, b)
+        conv = self.convs.get(pair)
+        seq, flags = ident.tcp_seq, ident.tcp_flags or 0
+        syn = flags & 0x12 == 0x02
+        if conv is not None and syn and conv[1 + way] is not None and seq != conv[1 + way]:
+            conv = None  # a port reused: a new conversation on the same pair
+        if conv is None:
+            conv = self.convs[pair] = [self.count, None, None]
+            self.count += 1
+        if conv[1 + way] is None and seq is not None:
+            # the sequence number it began with that way (a conversation caught under way:
+            # one before its first segment's, as tshark takes it)
+            conv[1 + way] = seq if syn else (seq - 1) & 0xFFFFFFFF
+        return conv[0]
 
 
 class Filter:
@@ -755,6 +815,8 @@ class Matcher:
         self.fast_lane = fast_lane
         self.store = store
         self._env: dict[str, object] = {"L": store.origlen, "FN": store.frame_number, "HF": http_field}
+        if "tcp.stream" in fields_used(flt.ast):
+            self._env["TS"] = TcpStreams(store)
         if journeys is not None:
             self._env["JH"] = journeys.hops
             self._env["JD"] = journeys.delivered
@@ -787,7 +849,7 @@ class Matcher:
             return node.value
         code, env = self.code_for, self._env
         # the frame's own facts alone (frame.len, journey.*): no layout needed
-        if not (fields_used(node) - {"frame", "frame.len", "frame.number", "journey.hops", "journey.delivered"}):
+        if not (fields_used(node) - {"frame", "frame.len", "frame.number", "tcp.stream", *JOURNEY_FIELDS}):
             return code(node, (), env)
         slow_cache: dict[Layout, Pred] = {}
         find: Callable[[Any, int, int], Layout]
