@@ -50,12 +50,12 @@ def frame_line(store: FrameStore, i: int, summary: str, width: int) -> str:
     the frame's number in its file (tshark's ``frame.number``; ``-`` when not known),
     the time, the NIC and the frame's number on that NIC (the UI's ``#3 on NIC``), both
     from 1."""
-    from tracer.dissect.fast import COOKED_LINKTYPES, direction_word
+    from tracer.dissect.fast import direction_of
 
     number = store.frame_number(i)
-    linktype = store.linktype(i)
-    if linktype in COOKED_LINKTYPES:  # tcpdump -i any: which way, as tcpdump says it
-        summary = f"{direction_word(store.data(i), linktype):<3} {summary}"
+    way = direction_of(store, i)
+    if way is not None:  # tcpdump -i any: which way, as tcpdump says it
+        summary = f"{way:<3} {summary}"
     return (
         f"{number if number is not None else '-':>6} {store.rel_time(i):12.6f} "
         f"{safe(store.nic(i).label):<{width}}  #{store.nic_index[i] + 1:<5} {summary}"
@@ -145,23 +145,19 @@ def _emit_range(store: FrameStore, order: Sequence[int], out: TextIO, as_json: b
 
 def _line_chunk(store: FrameStore, idx: Sequence[int], parts: Iterable, numbers, state: dict) -> str:
     """The ``--print`` lines of frames ``idx`` (``parts``: their summary_parts)."""
-    from tracer.dissect.fast import COOKED_LINKTYPES, direction_word, identify
+    from tracer.dissect.fast import identify
 
     if not state:
         width = max((len(n.label) for n in store.nics), default=4)
         state["width"] = width
-        # a tcpdump -i any NIC's lines say which way (frame_line): one more field
-        state["cooked"] = {nic.id for nic in store.nics if nic.linktype in COOKED_LINKTYPES}
+        # Only Ethernet frames have parts (_emit_range): a tcpdump -i any (SLL/SLL2) frame,
+        # whose line says which way it went, is frame_line's, never a template's.
         state["cells"] = [
-            "%6s %12.6f "
-            + f"{safe(nic.label):<{width}}".replace("%", "%%")
-            + "  #%-5d "
-            + ("%-3s " if nic.linktype in COOKED_LINKTYPES else "")
-            for nic in store.nics
+            "%6s %12.6f " + f"{safe(nic.label):<{width}}".replace("%", "%%") + "  #%-5d " for nic in store.nics
         ]
         state["templates"] = [{} for _ in store.nics]
 
-    width, cells, templates, cooked = state["width"], state["cells"], state["templates"], state["cooked"]
+    width, cells, templates = state["width"], state["cells"], state["templates"]
     gets = [t.get for t in templates]
     nic_of, ts, nic_index = store.nic_of, store.ts_ns, store.nic_index
     first = store.first_ts_ns or 0
@@ -179,10 +175,7 @@ def _line_chunk(store: FrameStore, idx: Sequence[int], parts: Iterable, numbers,
                 templates[nic].clear()
             tmpl = templates[nic][p[0]] = cells[nic] + safe(p[0]) + "\n"
         number = numbers(i)
-        head: tuple = ("-" if number is None else number, (t - first) / 1e9, k + 1)
-        if cooked and nic in cooked:
-            head += (direction_word(store.data(i), store.nics[nic].linktype),)
-        append(tmpl % (head + p[1]))
+        append(tmpl % (("-" if number is None else number, (t - first) / 1e9, k + 1) + p[1]))
     return "".join(lines)
 
 
