@@ -63,7 +63,7 @@ def frame_line(store: FrameStore, i: int, summary: str, width: int) -> str:
 
 
 def frame_json(store: FrameStore, i: int) -> str:
-    from tracer.dissect.fast import identify
+    from tracer.dissect.fast import direction_of, identify
     from tracer.dissect.tree import layer_names
 
     nic = store.nic(i)
@@ -82,6 +82,7 @@ def frame_json(store: FrameStore, i: int) -> str:
         "time": store.ts_ns[i] / 1e9,
         "length": store.origlen[i],
         "caplen": store.caplen[i],
+        "direction": direction_of(store, i) or None,  # tcpdump -i any's In/Out/B/M/P; else null
         "layers": layer_names(data, nic.linktype),
         "encap": list(ident.encap),
         "summary": ident.summary,
@@ -196,7 +197,9 @@ def _json_chunk(store: FrameStore, idx: Sequence[int], parts: Iterable, numbers,
                     "label": nic.label,
                 }
             )[:-1].replace("%", "%%")
-            + ', "index": %d, "number": %d, "frame_number": %s, "time": %r, "length": %d, "caplen": %d, "layers": '
+            # only Ethernet frames come here (_emit_range): direction_of says None
+            + ', "index": %d, "number": %d, "frame_number": %s, "time": %r, "length": %d, "caplen": %d, '
+            '"direction": null, "layers": '
             for nic in store.nics
         ]
         state["templates"] = [{} for _ in store.nics]
