@@ -481,3 +481,33 @@ def test_print_says_in_or_out_for_tcpdump_any_frames_as_tcpdump_does():
     assert got == want
     plain = subprocess.run([*TRACER, "replay", str(BUNDLED), "--print"], capture_output=True, text=True, timeout=60)
     assert not any(line.split()[4] in ("In", "Out") for line in plain.stdout.splitlines())
+
+
+# tshark's sll.pkttype (SLL and SLL2) in tcpdump's words (linux/if_packet.h)
+PKTTYPE_WORDS = {"0": "In", "1": "B", "2": "M", "3": "P", "4": "Out"}
+SLL_CAPTURES = sorted((REPO / "tests" / "data" / "pcaps" / "sll").glob("*.pcap*"))
+
+
+@pytest.mark.parametrize("path", SLL_CAPTURES, ids=lambda p: p.name)
+def test_json_says_in_or_out_for_tcpdump_any_frames_as_tshark_reads_the_packet_type(path):
+    """``--print --json`` of a ``tcpdump -i any`` (SLL, SLL2) capture: each frame's
+    ``direction`` is its packet type in tcpdump's words, the one ``--print`` shows
+    (tshark's ``sll.pkttype``: 0 In, 1 B, 2 M, 3 P, 4 Out; anything else null)."""
+    import shutil
+
+    if shutil.which("tshark") is None:
+        pytest.skip("needs tshark")
+    want = {int(n): PKTTYPE_WORDS.get(t) for n, t in tshark_fields(path, "frame.number", "sll.pkttype")}
+    assert want and any(want.values())
+    r = tracer("replay", str(path), "--print", "--json")
+    assert r.returncode == 0, r.stderr
+    got = {obj["frame_number"]: obj["direction"] for obj in map(json.loads, r.stdout.splitlines())}
+    assert got == want
+
+
+def test_json_direction_is_null_where_the_link_type_does_not_say():
+    """Ethernet frames (the fast lane and the general path alike) have ``direction``: null."""
+    r = tracer("replay", str(BUNDLED), "--print", "--json")
+    assert r.returncode == 0, r.stderr
+    objs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert objs and all("direction" in obj and obj["direction"] is None for obj in objs)

@@ -468,6 +468,39 @@ async def test_a_big_capture_is_filtered_first_chunk_at_once_then_the_rest():
         assert "filtering" not in screen_text(app)
 
 
+async def test_a_search_and_a_filter_over_a_big_capture_each_run_to_their_end():
+    """Ctrl+F on more frames than the first chunk: the rest goes on in a worker and the
+    status line then counts every match (no "+": it is through).  A search and a
+    filter at once: each in a worker of its own, neither stops the other, and each
+    NIC's header counts every frame the filter shows."""
+    from tracer.filter import compile_filter
+    from tracer.ui.filtering import FIRST_CHUNK
+
+    times = FIRST_CHUNK // 60 + 200  # ~32,000 frames
+    store = repeated_store(times)
+    assert len(store) > FIRST_CHUNK
+    every = range(len(store))
+    found = {text: compile_filter(text).matcher(store).select(every) for text in ("icmp.seq == 2", "icmp.seq == 3")}
+    kept = Counter(store.nic_of[f] for f in compile_filter("icmp.type == 8").matcher(store).select(every))
+    app = ui_app(store=store)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        for text, with_filter in (("icmp.seq == 2", False), ("icmp.seq == 3", True)):
+            app._set_search(app._filter_of(text))
+            if with_filter:
+                assert app.apply_filter("icmp.type == 8") is None
+            search, run = app._search_run, app.filter_run
+            assert search is not None and search.scanned == FIRST_CHUNK  # the rest: in a worker
+            await finish_filter(pilot)
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert search.done and not search.cancelled and list(search.matched) == found[text]
+            status = static_text(app.query_one("#status"))
+            assert f"{len(found[text]):,} matches" in status, status
+        assert run is not None and run.done and not run.cancelled
+        assert {c.nic.id: c.header.shown for c in app._columns} == {c.nic.id: kept[c.nic.id] for c in app._columns}
+
+
 async def test_find_marks_the_grid_cells_it_matches():
     """Ctrl+F in the grid: the cells of the packets it matches are drawn marked, the
     others not (the lists marked them; the grid showed nothing)."""

@@ -255,6 +255,35 @@ async def test_journey_screen_opens_on_enter_and_J():
         assert app.screen.diagram.cursor == 3
 
 
+async def test_the_topology_scrolls_to_the_nic_once_and_then_stays_where_it_was_scrolled():
+    """T opens the diagram on the selected packet's NIC; scrolled away from it, the
+    diagram stays there when it is laid out again (the terminal resized, a new theme),
+    where it used to jump back to the NIC each time."""
+    app = make_app()
+    async with app.run_test(size=(100, 20)) as pilot:
+        await settle(pilot)
+        nic = app.store.nics[-1]
+        await select_frame(pilot, app.store.per_nic[nic.id][0])
+        await pilot.press("T")
+        await settle(pilot)
+        assert isinstance(app.screen, TopologyScreen)
+        diagram = app.screen.query_one("#topology-diagram")
+        y = diagram.nic_lines[nic.id]
+        top, height = diagram.scroll_y, diagram.scrollable_content_region.height
+        assert 0 < top <= y < top + height  # the NIC in view: scrolled to it
+        await pilot.press(*["k"] * 20)  # up, past the top
+        await pilot.pause()
+        assert diagram.scroll_y == 0
+        await pilot.resize_terminal(90, 20)  # another width: laid out anew
+        await settle(pilot)
+        await pilot.pause()
+        assert diagram.size.width < 100 and diagram.scroll_y == 0
+        app.theme = "textual-light"  # another theme: laid out anew in its colours
+        await settle(pilot)
+        await pilot.pause()
+        assert diagram.scroll_y == 0
+
+
 async def test_esc_once_leaves_and_T_shows_the_topology_from_the_journey_screen():
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:

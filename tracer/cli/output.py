@@ -52,12 +52,12 @@ def frame_line(store: FrameStore, i: int, summary: str, width: int) -> str:
     the frame's number in its file (tshark's ``frame.number``; ``-`` when not known),
     the time, the NIC and the frame's number on that NIC (the UI's ``#3 on NIC``), both
     from 1."""
-    from tracer.dissect.fast import COOKED_LINKTYPES, direction_word
+    from tracer.dissect.fast import direction_of
 
     number = store.frame_number(i)
-    linktype = store.linktype(i)
-    if linktype in COOKED_LINKTYPES:  # tcpdump -i any: which way, as tcpdump says it
-        summary = f"{direction_word(store.data(i), linktype):<3} {summary}"
+    way = direction_of(store, i)
+    if way is not None:  # tcpdump -i any: which way, as tcpdump says it
+        summary = f"{way:<3} {summary}"
     return (
         f"{number if number is not None else '-':>6} {store.rel_time(i):12.6f} "
         f"{safe(store.nic(i).label):<{width}}  #{store.nic_index[i] + 1:<5} {summary}"
@@ -65,7 +65,7 @@ def frame_line(store: FrameStore, i: int, summary: str, width: int) -> str:
 
 
 def frame_json(store: FrameStore, i: int) -> str:
-    from tracer.dissect.fast import identify
+    from tracer.dissect.fast import direction_of, identify
     from tracer.dissect.tree import layer_names
 
     nic = store.nic(i)
@@ -84,6 +84,7 @@ def frame_json(store: FrameStore, i: int) -> str:
         "time": store.ts_ns[i] / 1e9,
         "length": store.origlen[i],
         "caplen": store.caplen[i],
+        "direction": direction_of(store, i) or None,  # tcpdump -i any's In/Out/B/M/P; else null
         "layers": layer_names(data, nic.linktype),
         "encap": list(ident.encap),
         "summary": ident.summary,
@@ -147,23 +148,19 @@ def _emit_range(store: FrameStore, order: Sequence[int], out: TextIO, as_json: b
 
 def _line_chunk(store: FrameStore, idx: Sequence[int], parts: Iterable, numbers, state: dict) -> str:
     """The ``--print`` lines of frames ``idx`` (``parts``: their summary_parts)."""
-    from tracer.dissect.fast import COOKED_LINKTYPES, direction_word, identify
+    from tracer.dissect.fast import identify
 
     if not state:
         width = max((len(n.label) for n in store.nics), default=4)
         state["width"] = width
-        # a tcpdump -i any NIC's lines say which way (frame_line): one more field
-        state["cooked"] = {nic.id for nic in store.nics if nic.linktype in COOKED_LINKTYPES}
+        # Only Ethernet frames have parts (_emit_range): a tcpdump -i any (SLL/SLL2) frame,
+        # whose line says which way it went, is frame_line's, never a template's.
         state["cells"] = [
-            "%6s %12.6f "
-            + f"{safe(nic.label):<{width}}".replace("%", "%%")
-            + "  #%-5d "
-            + ("%-3s " if nic.linktype in COOKED_LINKTYPES else "")
-            for nic in store.nics
+            "%6s %12.6f " + f"{safe(nic.label):<{width}}".replace("%", "%%") + "  #%-5d " for nic in store.nics
         ]
         state["templates"] = [{} for _ in store.nics]
 
-    width, cells, templates, cooked = state["width"], state["cells"], state["templates"], state["cooked"]
+    width, cells, templates = state["width"], state["cells"], state["templates"]
     gets = [t.get for t in templates]
     nic_of, ts, nic_index = store.nic_of, store.ts_ns, store.nic_index
     first = store.first_ts_ns or 0
@@ -181,10 +178,7 @@ def _line_chunk(store: FrameStore, idx: Sequence[int], parts: Iterable, numbers,
                 templates[nic].clear()
             tmpl = templates[nic][p[0]] = cells[nic] + safe(p[0]) + "\n"
         number = numbers(i)
-        head: tuple = ("-" if number is None else number, (t - first) / 1e9, k + 1)
-        if cooked and nic in cooked:
-            head += (direction_word(store.data(i), store.nics[nic].linktype),)
-        append(tmpl % (head + p[1]))
+        append(tmpl % (("-" if number is None else number, (t - first) / 1e9, k + 1) + p[1]))
     return "".join(lines)
 
 
@@ -205,7 +199,9 @@ def _json_chunk(store: FrameStore, idx: Sequence[int], parts: Iterable, numbers,
                     "label": nic.label,
                 }
             )[:-1].replace("%", "%%")
-            + ', "index": %d, "number": %d, "frame_number": %s, "time": %r, "length": %d, "caplen": %d, "layers": '
+            # only Ethernet frames come here (_emit_range): direction_of says None
+            + ', "index": %d, "number": %d, "frame_number": %s, "time": %r, "length": %d, "caplen": %d, '
+            '"direction": null, "layers": '
             for nic in store.nics
         ]
         state["templates"] = [{} for _ in store.nics]

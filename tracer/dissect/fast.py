@@ -29,8 +29,11 @@ import struct
 from collections.abc import Callable
 from operator import itemgetter
 from socket import AF_INET, AF_INET6, inet_ntop
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 from zlib import crc32
+
+if TYPE_CHECKING:
+    from tracer.model import FrameStore
 
 # -- flags -------------------------------------------------------------------
 TRUNCATED = 1  # the frame ended inside a header
@@ -872,6 +875,19 @@ def direction_word(data, linktype: int) -> str:
     if linktype not in COOKED_LINKTYPES:
         return ""
     return DIRECTIONS.get(cooked_header(data, linktype)[0], "")
+
+
+def direction_of(store: FrameStore, i: int) -> str | None:
+    """Which way frame ``i`` of ``store`` went, as ``tcpdump -i any`` prints it: the one
+    rule behind the UI's rows, ``--print`` and ``--print --json``.
+
+    None when its NIC's link type does not say (anything but SLL/SLL2): nothing to
+    show, no room kept for it.  For a cooked frame, :func:`direction_word` ("" for a
+    packet type tcpdump has no word for: room kept, nothing in it)."""
+    linktype = store.linktype(i)
+    if linktype not in COOKED_LINKTYPES:
+        return None
+    return direction_word(store.data(i), linktype)
 
 
 # IP protocols whose packets repeat byte for byte (routers and hosts announcing

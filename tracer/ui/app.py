@@ -1470,21 +1470,31 @@ class TracerApp(App[None]):
             run.step(FIRST_CHUNK // 4)
             return
         self._filter_working = True
-        self._filter_job = self._filter_worker(run)
+        self._filter_job = self._run_to_end(run, "filter")
         if self._filter_timer is None:
             self._filter_timer = self.set_interval(FILTER_TICK, self._filter_tick)
 
-    @work(thread=True, exclusive=True, group="search", exit_on_error=False, name="search")
-    def _search_worker(self, run: FilterRun) -> None:
-        while not run.cancelled and not run.done:
-            run.step(CHUNK)
-        if not run.cancelled:
-            self.call_from_thread(self._update_status)
+    def _run_to_end(self, run: FilterRun, name: str, then: Callable[[], object] | None = None) -> Worker:
+        """Step ``run`` over the frames left, in a thread: the display filter's ("filter":
+        a timer puts its matches on screen, on_worker_state_changed hears it end) or the
+        search's ("search": ``then`` once it is through, the status line's count).  One
+        worker per name: a new one replaces the last, whose run was cancelled."""
 
-    @work(thread=True, exclusive=True, group="filter", exit_on_error=False, name="filter")
-    def _filter_worker(self, run: FilterRun) -> None:
-        while not run.cancelled and not run.done:
-            run.step(CHUNK)
+        def steps() -> None:
+            while not run.cancelled and not run.done:
+                run.step(CHUNK)
+            if then is not None and not run.cancelled:
+                self.call_from_thread(then)
+
+        return self.run_worker(
+            steps,
+            name=name,
+            group=name,
+            description=f"{name} {run!r}",
+            exclusive=True,
+            thread=True,
+            exit_on_error=False,
+        )
 
     def _filter_tick(self) -> None:
         """The worker's matches so far onto the screen; the timer ends with the worker."""
@@ -1645,7 +1655,7 @@ class TracerApp(App[None]):
         if run is not None:  # counted (the status line says how many it found): the first
             run.step(FIRST_CHUNK)  # frames at once, as a display filter's, the rest in a worker
             if not run.done:
-                self._search_worker(run)
+                self._run_to_end(run, "search", then=self._update_status)
         self.search = run.filter if run is not None else None
         mark = self._search_hit if run is not None else None
         for packets in [c.packets for c in self._columns] + [self.query_one("#merged-list", PacketList)]:

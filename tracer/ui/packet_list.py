@@ -27,7 +27,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tracer.dissect.fast import COOKED_LINKTYPES, compact_summary, direction_word, identify, short_summary
+from tracer.dissect.fast import compact_summary, direction_of, identify, short_summary
 from tracer.model import FrameStore, Nic, linktype_name
 from tracer.text import safe, squeeze
 from tracer.ui.palette import BOLD, ITALIC, Painted, Palette, follow_theme
@@ -67,13 +67,6 @@ def encap_tag(encap: Sequence[str], palette: Palette) -> Text:
     if len(encap) > 1:  # nested tunnels: show the depth instead of the second letter
         tag = tag[0] + str(min(len(encap), 9))
     return Text(tag, style=role(palette) + BOLD)
-
-
-def direction(store: FrameStore, i: int) -> str:
-    """``In`` / ``Out`` (``B``, ``M``, ``P``) for a frame of a ``tcpdump -i any``
-    capture (SLL, SLL2), as tcpdump prints them; "" for any other link type."""
-    linktype = store.linktype(i)
-    return direction_word(store.data(i), linktype) if linktype in COOKED_LINKTYPES else ""
 
 
 def frame_summary(store: FrameStore, i: int) -> tuple[str, tuple[str, ...]]:
@@ -137,7 +130,7 @@ def format_row(
     """
     forms, encap = row_forms(store, i)
     nic = nic_width + 1 if with_nic else 0
-    way = direction(store, i)
+    way = direction_of(store, i) or ""  # no word, no room (--print keeps the room)
     nic += 4 if way else 0  # "Out " before the words, as tcpdump -i any writes it
     # the time's decimals (-1: no time) by the width alone, the same on every row
     if width is None or width - nic - (time_width + 1) >= ROOMY_WORDS:

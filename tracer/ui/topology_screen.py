@@ -276,7 +276,8 @@ class TopologyDiagram(ScrollView, can_focus=True):
         super().__init__(**kwargs)
         self.store = store
         self.corr = corr
-        self.nic = nic  # the selected packet's NIC: marked, and scrolled to when laid out
+        self.nic = nic  # the selected packet's NIC: marked, and scrolled to when first laid out
+        self._reveal = nic is not None  # not scrolled to it yet
         self.nic_lines: dict[int, int] = {}  # NIC id -> its line in the drawing
         self._lines: list[Text] = []
         self._laid_width = -1  # the width _lines were laid out for (-1: not yet, or a new theme)
@@ -299,14 +300,18 @@ class TopologyDiagram(ScrollView, can_focus=True):
         self._lines = self.lines(max(width, 40))
         self.virtual_size = Size(width, len(self._lines))
         self.refresh()
-        self.call_after_refresh(self._reveal_nic)  # once the new size is laid out
+        if self._reveal:
+            self.call_after_refresh(self._reveal_nic)  # once the new size is laid out
 
     def _reveal_nic(self) -> None:
-        """The selected packet's NIC in view, a third of the way down."""
+        """The selected packet's NIC in view, a third of the way down: once, as the screen
+        opens.  A later layout (a resize, a new theme) leaves the diagram where the user
+        scrolled it."""
         y = self.nic_lines.get(self.nic) if self.nic is not None else None
         if y is not None:
             height = self.scrollable_content_region.height or self.size.height
             self.scroll_to(y=max(0, y - height // 3), animate=False, immediate=True)
+        self._reveal = False
 
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
