@@ -445,6 +445,91 @@ def test_two_hosts_over_ssh_eight_hops(lab, keys, sshd, tmp_path, nobody_dir):
 
 @requires_root
 @needs_tools
+def test_a_ring_over_ssh_keeps_the_newest_files_each_with_every_hosts_nics(lab, keys, sshd, nobody_dir):
+    """``tracer live --host x=… --host y=… -w ring.pcapng --ring 3x6kB`` over real sshd
+    while A pings C 24 times: at most three files kept, consecutive and past the first,
+    made as the user the capture becomes; each opens alone in tshark and describes both
+    hosts' NICs (their facts in the IDBs); the newest pings are in them and the first
+    went; replayed together they are one capture, each NIC once, counted per NIC as
+    ``mergecap`` of them counts."""
+    from tests.conftest import NOBODY
+    from tests.helpers import hosts_capturing, idb_facts
+    from tests.test_live import tshark_rows
+
+    sshd("hostx")
+    sshd("hosty")
+    out = nobody_dir / "ring.pcapng"
+
+    def pieces() -> list[Path]:
+        return sorted(nobody_dir.glob("ring_*.pcapng"))
+
+    live = Live(
+        lab,
+        keys,
+        "--host",
+        f"x=ssh://root@{ADDR['hostx']}",
+        "--host",
+        f"y=ssh://root@{ADDR['hosty']}",
+        "--print",
+        "--json",
+        "-w",
+        str(out),
+        "--ring",
+        "3x6kB",
+        "icmp or udp port 8472",
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (pieces() and hosts_capturing(pieces()[-1]) >= {"x", "y"}):
+            assert live.proc.poll() is None, live.stop(False)[2]
+            assert time.monotonic() < deadline, "hosts did not start capturing: " + live.stop()[2]
+            time.sleep(0.1)
+        time.sleep(0.5)
+        assert ping(lab, 24) == 24
+        time.sleep(0.5)
+    finally:
+        rc, stdout, err = live.stop()
+    assert rc == 0, err
+    assert not out.exists()  # the ring's files carry numbers, like dumpcap's
+    files = pieces()
+    numbers = [int(p.name.split("_")[1]) for p in files]
+    assert len(files) == 3 and numbers == list(range(numbers[0], numbers[0] + 3)) and numbers[0] > 1, files
+    assert all(p.stat().st_uid == NOBODY for p in files)  # root gave up: the user's files
+    want = {("x", n) for n in HOSTX_NICS} | {("y", n) for n in ["veth-c", "docker0", "flannel0", "eth0"]}
+    rows = []
+    for p in files:
+        # alone: tshark reads it (tshark_rows fails on an error) and it names every host's NICs
+        got = tshark_rows(p, "frame.interface_name", "frame.interface_description", "icmp.seq", "icmp.type")
+        assert got, p
+        assert {(r[1].split()[0].removeprefix("host="), r[0]) for r in got} <= want
+        assert {(f.get("host"), f["name"]) for f in idb_facts(p)} == want, p
+        assert {f.get("kind") for f in idb_facts(p) if f["name"] == "flannel0"} == {"vxlan"}
+        rows += got
+    seqs = [int(r[2].split(",")[-1]) for r in rows if r[2] and r[3] in ("0", "8")]
+    assert seqs and max(seqs) == 24 and min(seqs) > 1  # the newest pings; the first ones went
+    printed = [json.loads(line) for line in stdout.splitlines()]
+    assert len(rows) < len(printed)
+    # replayed together: one capture, each NIC once, as mergecap makes of them
+    merged = nobody_dir / "merged.pcapng"
+    subprocess.run(["mergecap", "-w", str(merged), *map(str, files)], check=True, capture_output=True, timeout=60)
+
+    def per_nic(*paths: Path) -> dict[str, tuple[int, int]]:
+        r = subprocess.run(
+            [PY, "-m", "tracer", "replay", *map(str, paths), "--stats", "--json"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        stats = [json.loads(line) for line in r.stdout.splitlines()]
+        assert len({s["label"] for s in stats}) == len(stats)
+        return {s["label"]: (s["frames"], s["bytes"]) for s in stats}
+
+    together = per_nic(*files)
+    assert together == per_nic(merged) and len(together) == len(want)
+    assert sum(n for n, _b in together.values()) == len(rows)
+
+
+@requires_root
+@needs_tools
 def test_through_sudo_ssh_runs_as_the_invoking_user(lab, keys, sshd, nobody_dir):
     """sudo tracer live --host ...: ssh runs as SUDO_UID with that user's key and
     known_hosts (here copies owned by uid 65534), never as root; the -w file is the user's."""

@@ -82,13 +82,12 @@ class RingFile:
                 return n
             if end - at < length:
                 break
-            block = bytes(buf[at : at + length])
             if kind == SHB:
                 self._emit(buf, span, at)
                 span = at
-                self._shb, self._headers = block, []
+                self._shb, self._headers = bytes(buf[at : at + length]), []
             elif kind in _HEADER_KINDS:
-                self._headers.append(block)
+                self._headers.append(bytes(buf[at : at + length]))
             elif kind in _PACKET_KINDS:
                 if self._holds_packets and self._written + at - span >= self.size:
                     self._emit(buf, span, at)  # this file is full: a new one for the packet
@@ -119,7 +118,7 @@ class RingFile:
     # -- rotating ------------------------------------------------------------------
     def _emit(self, buf: bytearray, start: int, stop: int) -> None:
         if stop > start and self._out is not None:
-            self._out.write(bytes(buf[start:stop]))
+            self._out.write(buf[start:stop])  # (a copy: buf changes after)
             self._written += stop - start
 
     def _open_next(self) -> None:
