@@ -48,3 +48,19 @@ def test_import_layers():
     r = run(tool("lint-imports"), "--no-cache")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "broken" not in r.stdout.lower().replace("0 broken", "")
+
+
+def test_no_test_imports_scapy_all():
+    """``scapy.all`` binds every scapy layer in the process that imports it (DNS on UDP 53,
+    and more), so a test importing it changes the layer names every later test in that
+    pytest worker sees, while a fresh ``tracer`` process sees tracer's own bindings only:
+    tests comparing the two then pass or fail by the order xdist runs them in."""
+    import re
+
+    offenders = [
+        f"{p.relative_to(REPO)}:{n}"
+        for p in sorted((REPO / "tests").rglob("*.py"))
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if re.match(r"\s*(from scapy\.all import|import scapy\.all)", line)
+    ]
+    assert not offenders, offenders

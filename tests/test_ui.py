@@ -361,7 +361,11 @@ async def test_selecting_a_layer_moves_the_hex_highlight():
 
 
 async def test_rows_render_lazily_on_a_large_store():
-    from scapy.all import IP, UDP, Ether, raw
+    # (not scapy.all: it binds every layer in this process, DNS on 53 too, and the
+    # layer names other tests compare with a fresh tracer process would differ)
+    from scapy.compat import raw
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
 
     frame = raw(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=2) / (b"x" * 20))
     n = 200_000
@@ -494,7 +498,9 @@ def hostile_pcapng(path: Path, frames: list[bytes]) -> Path:
 
 
 def hostile_frames() -> list[bytes]:
-    from scapy.all import ICMP, IP, UDP, Ether, raw
+    from scapy.compat import raw
+    from scapy.layers.inet import ICMP, IP, UDP
+    from scapy.layers.l2 import Ether
     from scapy.layers.vxlan import VXLAN
 
     payload = HOSTILE.encode()
@@ -509,7 +515,7 @@ def hostile_app(tmp_path: Path, monkeypatch, host: str | None = None) -> TracerA
     """The hostile frames as a pcap (its NIC named with markup and escapes, on ``host``)
     and a pcapng (hostile IDB), and a dissector that appends markup to every summary:
     whatever one lets through, the screens must not interpret it."""
-    from scapy.all import wrpcap
+    from scapy.utils import wrpcap
 
     frames = hostile_frames()
     pcap = tmp_path / "hostile.pcap"

@@ -436,7 +436,9 @@ async def test_topology_screen_shows_hosts_and_tunnels():
 
 async def test_topology_is_inferred_from_journeys_without_facts(tmp_path):
     """Plain pcaps, one per NIC: no facts, so the hand-offs come from the journeys."""
-    from scapy.all import ICMP, IP, Ether, wrpcap
+    from scapy.layers.inet import ICMP, IP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
 
     def pkt(ttl):
         return Ether() / IP(src="10.1.0.2", dst="10.2.0.2", id=7, ttl=ttl) / ICMP(id=1, seq=1) / (b"x" * 8)
