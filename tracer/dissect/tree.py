@@ -21,6 +21,8 @@ here, on top of scapy's own:
   parser's stack.  Its span is empty (``start == end``).
 * Geneve (``scapy.contrib.geneve``, UDP 6081) and MPLS (``scapy.contrib.mpls``)
   are loaded too; both are cheap.
+* DNS (``scapy.layers.dns``: UDP and TCP 53, mDNS 5353, LLMNR 5355): a cluster's
+  name lookups (kube-dns, CoreDNS) are what people look into first; 4 ms to import.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import NamedTuple
 
 from scapy.config import conf
 from scapy.fields import ShortEnumField, X3BytesField, XByteField, XIntField, XShortEnumField, XShortField
-from scapy.layers import inet, inet6, l2, vxlan  # noqa: F401  (registers bindings)
+from scapy.layers import dns, inet, inet6, l2, vxlan  # noqa: F401  (registers bindings)
 from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.packet import NoPayload, Packet, bind_layers
