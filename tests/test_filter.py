@@ -622,6 +622,7 @@ def test_replay_y_print_json_stats_journeys():
         ('dns contains "x"', "'dns' has no bytes of its own to search: use udp or tcp contains at 5"),
         ('ip.ttl contains "x"', "ip.ttl is not text: contains goes with a protocol or a text field at 8"),
         ('frame contains "\\777"', "\\777 at 17 is more than a byte"),
+        ('tcp contains "\\xzz"', "\\x at 15 needs hex digits"),
     ],
 )
 def test_bad_filter_is_one_line_with_the_column(flt, message):
@@ -638,6 +639,8 @@ def test_y_without_batch_output_opens_the_ui_and_live_journeys_need_replay():
     r = tracer("replay", str(BUNDLED), "-Y", "icmp")  # the UI, filtered: here no terminal for it
     assert r.returncode == 2 and "the UI needs a terminal" in r.stderr and len(r.stderr.splitlines()) == 1
     r = tracer("live", "--print", "-Y", "journey.hops > 2")
+    assert r.returncode == 2 and "journey.hops" in r.stderr and len(r.stderr.splitlines()) == 1
+    r = tracer("live", "--journeys", "-Y", "journey.hops > 2")  # -Y reaches --journeys too
     assert r.returncode == 2 and "journey.hops" in r.stderr and len(r.stderr.splitlines()) == 1
     r = tracer("live", "--print", "-Y", "ip.ttl >")
     assert r.returncode == 2 and r.stderr.startswith("tracer: filter: expected a value for ip.ttl at 9")
@@ -853,3 +856,41 @@ def test_tcp_stream_numbers_a_reused_port_as_tshark(tmp_path):
     got = {r: len(compile_filter(r).matcher(store).select(range(len(store)))) for r in rows}
     assert got == want
     assert all(want[f"tcp.stream == {k}"] > 0 for k in range(4)) and want["tcp.stream == 4"] == 0
+
+
+@needs_tshark
+def test_odd_tcp_segments_read_as_tshark_reads_them(tmp_path):
+    """Segments tshark reads in its own way, made here and held to tshark: a request an
+    ICMP error quotes (HTTP, but no tcp.len), a request with a UTF-8 Host, a bogus TCP
+    header length (tcp.len, no HTTP), an IP length shorter than the headers (no tcp.len)."""
+    from scapy.layers.inet import ICMP, IP, TCP
+    from scapy.layers.l2 import Ether
+    from scapy.packet import Raw
+    from scapy.utils import wrpcap
+
+    get = b"GET /x HTTP/1.1\r\nHost: h\xc3\xa9st\r\nUser-Agent: ua\r\n\r\n"
+    inner = IP(src="10.0.0.1", dst="10.0.0.2", id=7) / TCP(sport=40000, dport=80, flags="PA") / Raw(get)
+    frames = [
+        Ether() / IP(src="10.0.0.9", dst="10.0.0.1") / ICMP(type=3, code=4) / Raw(bytes(inner)[:80]),
+        Ether() / inner,
+    ]
+    tcp = TCP(sport=40000, dport=80, flags="PA")
+    plain = Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / tcp / Raw(b"GET / HTTP/1.1\r\n\r\n")
+    bogus = bytearray(bytes(plain))
+    bogus[14 + 20 + 12] = 0x00  # data offset 0
+    short = bytearray(bytes(plain))
+    short[16:18] = (30).to_bytes(2, "big")  # IP total length 30: less than IP + TCP headers
+    frames += [Ether(bytes(bogus)), Ether(bytes(short))]
+    path = tmp_path / "odd.pcap"
+    wrpcap(str(path), frames)
+    rows = [
+        "tcp.len", "tcp.len > 0", "tcp.len == 48", "tcp.len == 38", "tcp.len < 10",
+        "http", "http.request", "http.request.method", 'http.host == "h\ufffd\ufffdst"', 'http.user_agent == "ua"',
+        'http.request.uri == "/x"',
+    ]  # fmt: skip
+    store = load(path)
+    assert store is not None and len(store) == 4
+    want = tshark_counts(path, rows, NO_REASSEMBLY)  # (HTTP: each segment alone, as everywhere)
+    got = {r: len(compile_filter(r).matcher(store).select(range(len(store)))) for r in rows}
+    assert got == want
+    assert want["http"] == 2 and want["tcp.len"] == 2 and want["http.request"] == 1

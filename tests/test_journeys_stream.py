@@ -116,17 +116,34 @@ def replay_journeys(path: Path) -> list[dict]:
     return [json.loads(line) for line in r.stdout.splitlines()]
 
 
+class SlowOut(io.StringIO):
+    """A stdout that blocks ``stall`` seconds of the clock at each write (a pager, ssh, a
+    full pipe): journeys settle meanwhile, between printing and deciding what to drop."""
+
+    def __init__(self, stall: float) -> None:
+        super().__init__()
+        self.stall = stall
+        self.stalled = 0.0
+
+    def write(self, s: str) -> int:
+        self.stalled += self.stall
+        return super().write(s)
+
+
 @needs_tools
-def test_live_journeys_drop_settled_frames_and_print_what_replay_finds(tmp_path, monkeypatch):
+@pytest.mark.parametrize("stall", [0.0, 5.0], ids=["stdout-ready", "stdout-slow"])
+def test_live_journeys_drop_settled_frames_and_print_what_replay_finds(tmp_path, monkeypatch, stall):
     path = long_capture(tmp_path)
     fifo = tmp_path / "stream"
     os.mkfifo(fifo)
     monkeypatch.setattr(output, "DROP_AT", 500)
     store = FrameStore()
     source = Paced(path, fifo, store)
-    printed = io.StringIO()
+    printed = SlowOut(stall)
     with redirect_stdout(printed):
-        rc = live._journeys(source, store, True, threading.Event(), clock=source.clock)  # type: ignore[arg-type]
+        rc = live._journeys(  # type: ignore[arg-type]
+            source, store, True, threading.Event(), clock=lambda: source.clock() + printed.stalled
+        )
     source.writer.join(10)
     assert rc == 0 and not source.failed
     total = source.sent

@@ -254,7 +254,7 @@ def _display_filter(args: argparse.Namespace) -> None:
     args.flt = filter_of(args.display_filter)
     if args.flt is None:
         return
-    if not args.print_:
+    if not (args.print_ or args.journeys):
         return  # the UI opens with it applied (journey.* there too: it reads the journeys so far)
     if args.flt.needs_journeys:
         raise UsageError("live: journey.hops and journey.delivered need the whole capture (-w it, then replay -Y)")
@@ -324,7 +324,7 @@ def _run_session(
         except CaptureError as e:
             return _err(e, e.code)
         if printing == "journeys":
-            rc = _journeys(session, store, as_json, stop_flag)
+            rc = _journeys(session, store, as_json, stop_flag, flt=flt)
         elif app is None:
             rc = _print(session, store, as_json, stop_flag, flt)
         else:
@@ -371,11 +371,16 @@ def _journeys(
     as_json: bool,
     stop_flag: threading.Event,
     clock: Callable[[], float] = time.monotonic,
+    flt: Filter | None = None,
 ) -> int:
-    """Journeys as they settle (:func:`tracer.cli.output.journeys_as_read`), no UI."""
+    """Journeys as they settle (:func:`tracer.cli.output.journeys_as_read`), no UI; with
+    ``flt``, the journeys any of whose frames match it."""
     from tracer.cli.output import journeys_as_read
 
-    error = journeys_as_read(session, store, sys.stdout, as_json, stop_flag, session.request_stop, clock=clock)
+    match = None if flt is None else flt.matcher(store)
+    error = journeys_as_read(
+        session, store, sys.stdout, as_json, stop_flag, session.request_stop, clock=clock, match=match
+    )
     if error is not None:
         return _err(error)
     return warn(store.warnings, "live: ")

@@ -360,7 +360,10 @@ def print_as_read(
             low = min((r.start if isinstance(r, range) else min(r) for r in runs), default=read)
             if keep_from is not None:
                 low = min(low, keep_from())
-                if low < DROP_AT or over:  # (dropping costs a pass over what is kept)
+                # the caller matches what is kept anew after a drop: only when at least
+                # as much goes as stays, so that costs one match per frame dropped at most
+                # (at a high rate the open window is large)
+                if low < DROP_AT or low < len(store) - low or over:
                     low = 0
             if store.drop_front(low):
                 if dropped is not None:
@@ -435,14 +438,16 @@ def journeys_as_read(
         flush(False)
 
     def keep_from() -> int:
-        """The first frame an unsettled journey holds (or the first not matched yet)."""
+        """The first frame a journey not yet printed (or left out) holds, or the first not
+        matched yet.  Not by the clock: one that settled since the last flush is not
+        printed yet.  (A journey's frames are in capture-time order, not index order: a
+        NIC read late puts an early sighting at a higher index.)"""
         low = corr.frames
         if low < DROP_AT:
             return 0
-        now = clock()
-        for jid, t in last_change.items():
-            if now - t < SETTLE_S:
-                low = min(low, corr.journeys[jid].frames[0])
+        for jid in last_change:
+            if jid not in done:
+                low = min(low, *corr.journeys[jid].frames)
         return low
 
     def dropped(n: int) -> None:

@@ -469,7 +469,8 @@ class _Parser:
         if t.kind not in ("word", "str"):
             raise self.fail(f"expected a value for {spec.name}")
         self.take()
-        text = _unquote(t.text) if t.kind == "str" else t.text
+        # a quoted value's escapes read as contains reads them (Wireshark's C escapes)
+        text = _unescape(t.text, t.col).decode(errors="surrogateescape") if t.kind == "str" else t.text
         return _value(text, spec, t.col)
 
 
@@ -479,10 +480,6 @@ def _unknown(name: str, col: int, pin: Pin) -> str:
     near = get_close_matches(base, known, n=1, cutoff=0.6)
     hint = f" (did you mean {pin + '.' if pin else ''}{near[0]}?)" if near else ""
     return f"unknown field {name!r} at {col}{hint}"
-
-
-def _unquote(s: str) -> str:
-    return re.sub(r"\\(.)", r"\1", s[1:-1])
 
 
 _BYTES = re.compile(r"^(?:[0-9a-fA-F]{2}(?:([:.\-])[0-9a-fA-F]{2}(?:\1[0-9a-fA-F]{2})*)?|(?:[0-9a-fA-F]{2})+)$")
@@ -498,6 +495,8 @@ def _unescape(s: str, col: int) -> bytes:
     for m in _ESCAPE.finditer(body):
         out += body[pos : m.start()].encode()
         e = m.group(1)
+        if e == "x":
+            raise FilterError(f"\\x at {col + 1 + m.start()} needs hex digits (\\x41)")
         if e[0] == "x":
             out.append(int(e[1:], 16))
         elif e[0] in "01234567":

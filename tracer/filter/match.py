@@ -361,9 +361,11 @@ HTTP_PARTS = {
 _HEAD_MAX = 8192  # bytes of a segment read for the start line and headers
 
 
-def http_field(d: Any, a: int, b: int, end: int, sport: int, dport: int, part: int) -> object:
+def http_field(d: Any, a: int, b: int, end: int, sport: int, dport: int, part: int, quoted: bool = False) -> object:
     """One field of the HTTP/1 message in the TCP payload ``d[a:b]`` (``b``: where its
-    IP packet ends; ``end``: where the captured frame ends), or None.
+    IP packet ends; ``end``: where the captured frame ends), or None.  Text is ASCII,
+    any other byte U+FFFD, as tshark has it; a segment an ICMP error quotes (``quoted``)
+    has the message's fields but is neither http.request nor http.response (tshark).
 
     Each segment alone, as tshark with TCP reassembly off reads it: a segment that
     starts with a request line (a known method, a space) or a status line
@@ -392,11 +394,11 @@ def http_field(d: Any, a: int, b: int, end: int, sport: int, dport: int, part: i
     if part == 0:
         return True
     if part in (1, 2):
-        return True if (request if part == 1 else response) else None
+        return True if (request if part == 1 else response) and not quoted else None
     if part == 3:
-        return words[0].decode("latin-1") if request else None
+        return words[0].decode("ascii", errors="replace") if request else None
     if part == 4:
-        return words[1].decode("latin-1") if request else None
+        return words[1].decode("ascii", errors="replace") if request else None
     if part == 5:
         return int(words[1]) if response else None
     want = b"host:" if part == 6 else b"user-agent:"
@@ -405,7 +407,7 @@ def http_field(d: Any, a: int, b: int, end: int, sport: int, dport: int, part: i
         if not h:
             break
         if h[: len(want)].lower() == want:
-            return h[len(want) :].strip(b" \t").decode("latin-1")
+            return h[len(want) :].strip(b" \t").decode("ascii", errors="replace")
     return None
 
 
@@ -492,32 +494,43 @@ class _Gen:
             return "o+n"
         return ends[0] if len(ends) == 1 else "min(" + ", ".join(ends) + ")"
 
-    def tcp_len(self, pin: str | None) -> list[tuple[str, str | None]]:
-        """tcp.len of each TCP header with its fixed part captured: the length its IP
-        packet says, less the IP and TCP headers (so a frame cut short by the snap
-        length still has it, as in tshark)."""
-        out: list[tuple[str, str | None]] = []
+    def segments(self, pin: str | None, quoted: bool) -> list[tuple[int, Header]]:
+        """The TCP headers (index in the layout, header) with their fixed part captured;
+        those an ICMP error quotes too when ``quoted`` (tshark reads HTTP in them, but
+        gives them no tcp.len)."""
+        out = []
         for k, h in enumerate(self.lay):
-            kind, off, avail, _lvl = h
-            if kind != "tcp" or avail < 20 or h not in self.headers("tcp", pin):
+            if h[0] != "tcp" or h[2] < 20 or h not in self.headers("tcp", pin):
                 continue
+            if not quoted and any(g[0] in ("icmp", "icmpv6") for g in self.lay[:k]):
+                continue
+            out.append((k, h))
+        return out
+
+    def tcp_len(self, pin: str | None) -> list[tuple[str, str | None]]:
+        """tcp.len of each TCP segment (:meth:`segments`): the length its IP packet says,
+        less the IP and TCP headers (so a frame cut short by the snap length still has
+        it, as in tshark, and so does a bogus header length); none where the IP length
+        is shorter than the headers."""
+        out: list[tuple[str, str | None]] = []
+        for k, (_kind, off, _avail, _lvl) in self.segments(pin, quoted=False):
             ip = next((g for g in reversed(self.lay[:k]) if g[0] in ("ip", "ipv6")), None)
             end = None if ip is None else self.ip_end(ip)
             if end is not None:
-                out.append((f"({end}-o-{off}-(d[o+{off + 12}]>>4)*4)", None))
+                e = f"({end}-o-{off}-(d[o+{off + 12}]>>4)*4)"
+                out.append((e, f"{e} >= 0"))
         return out
 
     def http(self, part: int, pin: str | None) -> list[str]:
         """An expression for HTTP field ``part`` (:data:`HTTP_PARTS`) of each TCP
         segment of this layout with its header captured (None where there is none)."""
         out = []
-        for k, h in enumerate(self.lay):
-            kind, off, avail, _lvl = h
-            if kind != "tcp" or avail < 20 or h not in self.headers("tcp", pin):
-                continue
+        for k, (_kind, off, _avail, _lvl) in self.segments(pin, quoted=True):
             start = f"o+{off}+(d[o+{off + 12}]>>4)*4"
             ports = f"(d[o+{off}]<<8|d[o+{off + 1}]), (d[o+{off + 2}]<<8|d[o+{off + 3}])"
-            out.append(f"HF(d, {start}, {self.extent_end(k, captured=False)}, o+n, {ports}, {part})")
+            quoted = any(g[0] in ("icmp", "icmpv6") for g in self.lay[:k])
+            call = f"HF(d, {start}, {self.extent_end(k, captured=False)}, o+n, {ports}, {part}, {quoted})"
+            out.append(f"({call} if d[o+{off + 12}]>>4 >= 5 else None)")  # (a bogus header length: none)
         return out
 
     def contains(self, n: Contains) -> str:
@@ -610,6 +623,8 @@ class _Gen:
             return f"{e} {op} {self.const(v.raw)}"
         if isinstance(v, bool):
             return f"{e} {op} {int(v)}"
+        if isinstance(v, str):  # text from the filter: a constant, never source
+            return f"{e} {op} {self.const(v)}"
         return f"{e} {op} {v!r}"
 
     def member(self, e: str, items: Sequence[object]) -> str:
