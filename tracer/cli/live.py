@@ -377,10 +377,7 @@ def _journeys(
     ``flt``, the journeys any of whose frames match it."""
     from tracer.cli.output import journeys_as_read
 
-    match = None if flt is None else flt.matcher(store)
-    error = journeys_as_read(
-        session, store, sys.stdout, as_json, stop_flag, session.request_stop, clock=clock, match=match
-    )
+    error = journeys_as_read(session, store, sys.stdout, as_json, stop_flag, session.request_stop, clock=clock, flt=flt)
     if error is not None:
         return _err(error)
     return warn(store.warnings, "live: ")

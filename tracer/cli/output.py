@@ -392,26 +392,27 @@ def journeys_as_read(
     *,
     clock: Callable[[], float] = time.monotonic,
     every: bool = False,
-    match: Callable[[int], bool] | None = None,
+    flt: Filter | None = None,
 ) -> BaseException | None:
     """Journeys of a stream as they settle (``tracer live --journeys``, ``tracer replay -
     --journeys``): one that has gained no frame for :data:`SETTLE_S` is printed and never
     again; the rest when the stream ends.  Journeys seen on one NIC only are left out
-    (``every``: not); with ``match``, only journeys one of whose frames it keeps.  The
+    (``every``: not); with ``flt``, only journeys one of whose frames it keeps.  The
     text ends with the line ``--journeys`` ends with.
 
     Memory stays bounded however long the stream: once the frames before the oldest
-    unsettled journey are many (:data:`DROP_AT`), they are dropped from the store and a
-    new :class:`Correlation` matches what is left (the unsettled window: little), its
-    journeys numbered on from the old one's; a journey there holding a frame of one
-    already printed (a printed journey's late tail) is not printed again.  Settling goes
-    by ``clock``, not by capture time: hosts' clocks may disagree.  Returns what ended
-    the reading with an error, or None."""
+    journey not yet printed are many (:data:`DROP_AT`, and at least as many as stay),
+    they are dropped from the store and a new :class:`Correlation` matches what is left
+    (the unsettled window: little), its journeys numbered on from the old one's; a
+    journey there holding a frame of one already printed (a printed journey's late
+    tail) is not printed again.  Settling goes by ``clock``, not by capture time: hosts'
+    clocks may disagree.  Returns what ended the reading with an error, or None."""
     from tracer.correlate import Correlation
 
+    match = None if flt is None else flt.matcher(store)
     corr = Correlation(store)
     done: set[int] = set()  # journeys printed, or left out for good
-    last_change: dict[int, float] = {}  # journey id -> when it last gained a frame
+    pending: dict[int, float] = {}  # the others: journey id -> when it last gained a frame
     counts = [0, 0]  # journeys printed; frames seen on one NIC only (of the journeys kept)
 
     def wanted(j: Journey) -> bool:
@@ -419,9 +420,11 @@ def journeys_as_read(
 
     def flush(everything: bool) -> None:
         now = clock()
-        ready = [j for j in corr.journeys if j.id not in done and (everything or now - last_change[j.id] >= SETTLE_S)]
-        done.update(j.id for j in ready)
-        ready = [j for j in ready if wanted(j)]
+        ids = sorted(jid for jid, t in pending.items() if everything or now - t >= SETTLE_S)
+        for jid in ids:
+            del pending[jid]
+        done.update(ids)
+        ready = [j for j in (corr.journeys[jid] for jid in ids) if wanted(j)]
         lone = sum(1 for j in ready if len(j.frames) == 1)
         counts[1] += lone
         if not every:
@@ -434,7 +437,8 @@ def journeys_as_read(
     def emit(frames: Sequence[int]) -> None:
         now = clock()
         for j in corr.update():
-            last_change[j.id] = now
+            if j.id not in done:  # (a tail after it settled is not printed again)
+                pending[j.id] = now
         flush(False)
 
     def keep_from() -> int:
@@ -445,27 +449,28 @@ def journeys_as_read(
         low = corr.frames
         if low < DROP_AT:
             return 0
-        for jid in last_change:
-            if jid not in done:
-                low = min(low, *corr.journeys[jid].frames)
+        for jid in pending:
+            low = min(low, *corr.journeys[jid].frames)
         return low
 
     def dropped(n: int) -> None:
-        nonlocal corr, done, last_change
+        nonlocal corr, done, pending
         old, now = corr, clock()
-        # per frame kept (by its new index): was its journey done with; when did it last change
+        # per frame kept (by its new index): was its journey done with, else when it last changed
         was_done: set[int] = set()
         when: dict[int, float] = {}
         for f in range(n, old.frames):
             jid = old.journey_of[f]
-            if jid >= 0:
-                if jid in done:
-                    was_done.add(f - n)
-                when[f - n] = last_change[jid]
+            if jid in done:
+                was_done.add(f - n)
+            elif jid >= 0:
+                when[f - n] = pending[jid]
         corr = Correlation(store, id_base=old.id_base + len(old.journeys))
         corr.update()
         done = {j.id for j in corr.journeys if not was_done.isdisjoint(j.frames)}
-        last_change = {j.id: max((when[f] for f in j.frames if f in when), default=now) for j in corr.journeys}
+        pending = {
+            j.id: max((when[f] for f in j.frames if f in when), default=now) for j in corr.journeys if j.id not in done
+        }
 
     # (window 0: the journeys are matched on the whole store, not on the frames handed over)
     error = print_as_read(
@@ -482,12 +487,7 @@ def journeys_as_read(
     corr.update()
     flush(True)
     if not as_json:
-        shown, lone = counts
-        hidden = "" if every or not lone else " (--all lists them)"
-        out.write(
-            f"{shown} journey{'s' if shown != 1 else ''}; {lone} frame{'s' if lone != 1 else ''} seen on one NIC only"
-            f"{hidden}\n"
-        )
+        out.write(_count_line(counts[0], counts[1], every))
         out.flush()
     return error
 
@@ -682,12 +682,14 @@ def print_journeys(
     write_journeys(corr, journeys, out, as_json)
     if not as_json:
         lone = sum(1 for j in candidates if len(j.frames) == 1)
-        shown = len(candidates) - (0 if every else lone)
-        hidden = "" if every or not lone else " (--all lists them)"
-        out.write(
-            f"{shown} journey{'s' if shown != 1 else ''}; {lone} frame{'s' if lone != 1 else ''} seen on one NIC only"
-            f"{hidden}\n"
-        )
+        out.write(_count_line(len(candidates) - (0 if every else lone), lone, every))
+
+
+def _count_line(shown: int, lone: int, every: bool) -> str:
+    """The line ``--journeys`` text ends with: journeys shown, frames seen on one NIC only."""
+    hidden = "" if every or not lone else " (--all lists them)"
+    journeys, frames = f"journey{'s' if shown != 1 else ''}", f"frame{'s' if lone != 1 else ''}"
+    return f"{shown} {journeys}; {lone} {frames} seen on one NIC only{hidden}\n"
 
 
 def write_journeys(corr: Correlation, journeys: list[Journey], out: TextIO, as_json: bool) -> None:

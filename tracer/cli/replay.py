@@ -138,8 +138,7 @@ def run(args: argparse.Namespace) -> int:
                 raise error
         elif args.journeys and source.streaming and (flt is None or not flt.needs_journeys):
             # a stream (stdin, a FIFO) may not end: journeys as they settle, memory bounded
-            match = None if flt is None else flt.matcher(store)
-            error = output.journeys_as_read(source, store, out, args.json, every=args.all_journeys, match=match)
+            error = output.journeys_as_read(source, store, out, args.json, every=args.all_journeys, flt=flt)
             if error is not None:
                 raise error
         elif args.stats:
