@@ -494,17 +494,13 @@ class _Gen:
             return "o+n"
         return ends[0] if len(ends) == 1 else "min(" + ", ".join(ends) + ")"
 
-    def segments(self, pin: str | None, quoted: bool) -> list[tuple[int, Header]]:
-        """The TCP headers (index in the layout, header) with their fixed part captured;
-        those an ICMP error quotes too when ``quoted`` (tshark reads HTTP in them, but
-        gives them no tcp.len)."""
+    def segments(self, pin: str | None) -> list[tuple[int, Header, bool]]:
+        """The TCP headers with their fixed part captured: (index in the layout, header,
+        whether an ICMP error quotes it: tshark reads HTTP there, but gives no tcp.len)."""
         out = []
         for k, h in enumerate(self.lay):
-            if h[0] != "tcp" or h[2] < 20 or h not in self.headers("tcp", pin):
-                continue
-            if not quoted and any(g[0] in ("icmp", "icmpv6") for g in self.lay[:k]):
-                continue
-            out.append((k, h))
+            if h[0] == "tcp" and h[2] >= 20 and h in self.headers("tcp", pin):
+                out.append((k, h, any(g[0] in ("icmp", "icmpv6") for g in self.lay[:k])))
         return out
 
     def tcp_len(self, pin: str | None) -> list[tuple[str, str | None]]:
@@ -513,7 +509,9 @@ class _Gen:
         it, as in tshark, and so does a bogus header length); none where the IP length
         is shorter than the headers."""
         out: list[tuple[str, str | None]] = []
-        for k, (_kind, off, _avail, _lvl) in self.segments(pin, quoted=False):
+        for k, (_kind, off, _avail, _lvl), quoted in self.segments(pin):
+            if quoted:
+                continue
             ip = next((g for g in reversed(self.lay[:k]) if g[0] in ("ip", "ipv6")), None)
             end = None if ip is None else self.ip_end(ip)
             if end is not None:
@@ -525,10 +523,9 @@ class _Gen:
         """An expression for HTTP field ``part`` (:data:`HTTP_PARTS`) of each TCP
         segment of this layout with its header captured (None where there is none)."""
         out = []
-        for k, (_kind, off, _avail, _lvl) in self.segments(pin, quoted=True):
+        for k, (_kind, off, _avail, _lvl), quoted in self.segments(pin):
             start = f"o+{off}+(d[o+{off + 12}]>>4)*4"
             ports = f"(d[o+{off}]<<8|d[o+{off + 1}]), (d[o+{off + 2}]<<8|d[o+{off + 3}])"
-            quoted = any(g[0] in ("icmp", "icmpv6") for g in self.lay[:k])
             call = f"HF(d, {start}, {self.extent_end(k, captured=False)}, o+n, {ports}, {part}, {quoted})"
             out.append(f"({call} if d[o+{off + 12}]>>4 >= 5 else None)")  # (a bogus header length: none)
         return out
@@ -689,16 +686,10 @@ def fold(node: Node, nic: Nic | None) -> Node:
         if not kept:
             return Const(not stop)
         return kept[0] if len(kept) == 1 else type(node)(tuple(kept))
-    if isinstance(node, Exists | Compare | In) and node.field.spec.proto == "nic" and nic is not None:
-        return Const(_nic_test(node, nic))
-    if (
-        isinstance(node, Contains)
-        and isinstance(node.subject, Field)
-        and node.subject.spec.proto == "nic"
-        and nic is not None
-    ):
-        text = node.needle.decode(errors="surrogateescape")
-        return Const(any(text in v for v in _nic_values(node.subject.spec.name, nic)))
+    if isinstance(node, Exists | Compare | In | Contains) and nic is not None:
+        field = node.subject if isinstance(node, Contains) else node.field
+        if isinstance(field, Field) and field.spec.proto == "nic":
+            return Const(_nic_test(node, field, nic))
     return node
 
 
@@ -709,8 +700,11 @@ def _nic_values(name: str, nic: Nic) -> list[str]:
     return [] if value is None else [value]
 
 
-def _nic_test(node: Exists | Compare | In, nic: Nic) -> bool:
-    have = _nic_values(node.field.spec.name, nic)
+def _nic_test(node: Exists | Compare | In | Contains, field: Field, nic: Nic) -> bool:
+    have = _nic_values(field.spec.name, nic)
+    if isinstance(node, Contains):
+        text = node.needle.decode(errors="surrogateescape")
+        return any(text in v for v in have)
     if isinstance(node, Exists):
         return bool(have)
     if isinstance(node, In):
