@@ -48,6 +48,8 @@ needs_tools = pytest.mark.skipif(
 )
 HOSTX_NICS = ["veth-a", "docker0", "flannel0", "eth0"]
 ADDR = {"hostx": "192.168.0.1", "hosty": "192.168.0.2"}
+# `tracer live` on both lab hosts over their sshd
+BOTH_HOSTS = ("--host", f"x=ssh://root@{ADDR['hostx']}", "--host", f"y=ssh://root@{ADDR['hosty']}")
 
 
 # -- no root: what the user typed ---------------------------------------------------------
@@ -406,10 +408,7 @@ def test_two_hosts_over_ssh_eight_hops(lab, keys, sshd, tmp_path, nobody_dir):
         lab,
         keys,
         out,
-        "--host",
-        f"x=ssh://root@{ADDR['hostx']}",
-        "--host",
-        f"y=ssh://root@{ADDR['hosty']}",
+        *BOTH_HOSTS,
         "--print",
         "--json",
         "-w",
@@ -466,10 +465,7 @@ def test_a_ring_over_ssh_keeps_the_newest_files_each_with_every_hosts_nics(lab, 
     live = Live(
         lab,
         keys,
-        "--host",
-        f"x=ssh://root@{ADDR['hostx']}",
-        "--host",
-        f"y=ssh://root@{ADDR['hosty']}",
+        *BOTH_HOSTS,
         "--print",
         "--json",
         "-w",
@@ -631,10 +627,7 @@ def test_sshd_stopped_mid_capture_is_reported_and_the_rest_goes_on(lab, keys, ss
     live = Live(
         lab,
         keys,
-        "--host",
-        f"x=ssh://root@{ADDR['hostx']}",
-        "--host",
-        f"y=ssh://root@{ADDR['hosty']}",
+        *BOTH_HOSTS,
         "--print",
         "--json",
         "-w",
@@ -683,10 +676,7 @@ def test_host_key_mismatch_is_refused(lab, keys, sshd, tmp_path, nobody_dir):
     live = Live(
         lab,
         keys,
-        "--host",
-        f"x=ssh://root@{ADDR['hostx']}",
-        "--host",
-        f"y=ssh://root@{ADDR['hosty']}",
+        *BOTH_HOSTS,
         "--print",
         "--json",
         "--duration",
@@ -1011,10 +1001,7 @@ def test_a_capture_over_ssh_leaves_out_its_own_connection(lab, keys, sshd, nobod
         lab,
         keys,
         out,
-        "--host",
-        f"x=ssh://root@{ADDR['hostx']}",
-        "--host",
-        f"y=ssh://root@{ADDR['hosty']}",
+        *BOTH_HOSTS,
         "-i",
         "mgmt",
         "-i",
@@ -1083,10 +1070,7 @@ def test_a_host_with_an_older_tracer_is_captured_with_tcpdump_not_refused(lab, k
         lab,
         keys,
         out,
-        "--host",
-        f"x=ssh://root@{ADDR['hostx']}",
-        "--host",
-        f"y=ssh://root@{ADDR['hosty']}",
+        *BOTH_HOSTS,
         "--print",
         "--json",
         "-w",
