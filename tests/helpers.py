@@ -90,6 +90,21 @@ def netns_pair(tag: str, net: str, devices: tuple[str, str] = ("va", "vb")) -> I
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
 
 
+def replay_journeys(path: Path, *args: str, timeout: float = 120) -> list[dict]:
+    """``tracer replay PATH --journeys --json [ARGS]``, its journeys (it must exit 0)."""
+    import json
+    import subprocess
+
+    r = subprocess.run(
+        [sys.executable, "-m", "tracer", "replay", str(path), "--journeys", "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert r.returncode == 0, r.stderr
+    return [json.loads(line) for line in r.stdout.splitlines()]
+
+
 def wait_for(cond, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

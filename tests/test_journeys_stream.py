@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BUNDLED, REPO
+from tests.helpers import replay_journeys
 from tracer.cli import live, output
 from tracer.model import FrameStore
 from tracer.sources.files import FileSource
@@ -105,17 +106,6 @@ class Paced:
         pass
 
 
-def replay_journeys(path: Path) -> list[dict]:
-    r = subprocess.run(
-        [sys.executable, "-m", "tracer", "replay", str(path), "--journeys", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 0, r.stderr
-    return [json.loads(line) for line in r.stdout.splitlines()]
-
-
 class SlowOut(io.StringIO):
     """A stdout that blocks ``stall`` seconds of the clock at each write (a pager, ssh, a
     full pipe): journeys settle meanwhile, between printing and deciding what to drop."""
@@ -153,7 +143,7 @@ def test_live_journeys_drop_settled_frames_and_print_what_replay_finds(tmp_path,
     assert source.most < total // 3, source.most
 
     got = [json.loads(line) for line in printed.getvalue().splitlines()]
-    want = replay_journeys(path)
+    want = replay_journeys(path, timeout=300)
     assert len(want) == len(replay_journeys(BUNDLED)) * REPEATS  # the bundled capture's, each time
 
     def shape(j: dict) -> tuple:
@@ -164,13 +154,14 @@ def test_live_journeys_drop_settled_frames_and_print_what_replay_finds(tmp_path,
     assert len(set(ids)) == len(ids)  # numbered on across the restarts, never twice
 
 
-def shapes(lines: str) -> list[str]:
+def shapes(journeys: list[dict]) -> list[str]:
     """Each journey's hops (NIC, number there, step), sorted: what a stream and a file
     must agree on (ids differ: a stream numbers journeys as they come)."""
-    return sorted(
-        json.dumps([(h["label"], h["number"], h["step"]) for h in json.loads(line)["hops"]])
-        for line in lines.splitlines()
-    )
+    return sorted(json.dumps([(h["label"], h["number"], h["step"]) for h in j["hops"]]) for j in journeys)
+
+
+def json_lines(text: str | bytes) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines()]
 
 
 @pytest.mark.parametrize(
@@ -186,12 +177,11 @@ def test_replay_stdin_journeys_are_the_files(path):
     """``cat F | tracer replay - --journeys`` (the streaming path: as they settle) finds
     the journeys ``tracer replay F --journeys`` finds, and ends with the same count line."""
     tracer = [sys.executable, "-m", "tracer", "replay"]
-    whole = subprocess.run([*tracer, str(path), "--journeys", "--json", "--all"], capture_output=True, text=True)
     streamed = subprocess.run(
         [*tracer, "-", "--journeys", "--json", "--all"], input=path.read_bytes(), capture_output=True, timeout=120
     )
-    assert whole.returncode == streamed.returncode == 0, streamed.stderr
-    assert shapes(streamed.stdout.decode()) == shapes(whole.stdout) != []
+    assert streamed.returncode == 0, streamed.stderr
+    assert shapes(json_lines(streamed.stdout)) == shapes(replay_journeys(path, "--all")) != []
     text = subprocess.run([*tracer, "-", "--journeys"], input=path.read_bytes(), capture_output=True, timeout=120)
     plain = subprocess.run([*tracer, str(path), "--journeys"], capture_output=True, text=True)
     assert text.stdout.decode().splitlines()[-1] == plain.stdout.splitlines()[-1]
@@ -219,14 +209,7 @@ def test_replay_stdin_journeys_print_while_the_stream_stays_open():
         proc.stdin.close()
         rest = proc.stdout.read()
         assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""
-        got = [first.decode(), *rest.decode().splitlines(keepends=True)]
-        assert shapes("".join(got)) == shapes(
-            subprocess.run(
-                [sys.executable, "-m", "tracer", "replay", str(BUNDLED), "--journeys", "--json"],
-                capture_output=True,
-                text=True,
-            ).stdout
-        )
+        assert shapes(json_lines(first + rest)) == shapes(replay_journeys(BUNDLED))
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import requires_root
-from tests.helpers import root_lab
+from tests.helpers import replay_journeys, root_lab
 from tracer.errors import CaptureError
 from tracer.net.discovery import links_from_ip
 from tracer.sources.hosts import HostSpec, explain_failure, host_argv, parse_host
@@ -377,11 +377,7 @@ def ping(lab, n: int = 3) -> int:
 
 
 def journeys(path: Path) -> list[dict]:
-    r = subprocess.run(
-        [PY, "-m", "tracer", "replay", str(path), "--journeys", "--json"], capture_output=True, text=True, timeout=60
-    )
-    assert r.returncode == 0, r.stderr
-    return [json.loads(line) for line in r.stdout.splitlines()]
+    return replay_journeys(path, timeout=60)
 
 
 def a_to_c(js: list[dict]) -> list[dict]:

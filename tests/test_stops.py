@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BUNDLED, requires_root
-from tests.helpers import hosts_capturing, netns_pair, root_lab, tracer_env
+from tests.helpers import hosts_capturing, netns_pair, replay_journeys, root_lab, tracer_env
 
 TAG = f"s{os.getpid() % 10000}"
 A, C = "10.244.1.2", "10.244.2.2"  # the scenario's containers
@@ -122,13 +122,7 @@ def test_a_broken_lab_says_where_and_why_the_packet_stopped(lab, tmp_path, fault
         assert any(STATE_SAYS[fault] in line for line in stop["evidence"]), stop
         assert j["hops"][-1]["host"] == host and j["hops"][-1]["nic"] == nic
     # the drops are in the saved capture too: replay tells the same story
-    r = subprocess.run(
-        [PY, "-m", "tracer", "replay", str(saved), "--journeys", "--json"], capture_output=True, text=True, timeout=120
-    )
-    assert r.returncode == 0, r.stderr
-    again = {
-        (j["inner"]["seq"], j["stopped"]["drop_reason"]) for j in a_to_c([json.loads(x) for x in r.stdout.splitlines()])
-    }
+    again = {(j["inner"]["seq"], j["stopped"]["drop_reason"]) for j in a_to_c(replay_journeys(saved))}
     assert again == {(j["inner"]["seq"], reason) for j in sent}
     # and fixed, the same pings get through
     assert ping(lab, 2, size) == 2
@@ -163,11 +157,7 @@ def test_from_a_capture_alone_an_icmp_error_says_why(lab, tmp_path, fault, size,
         record(lab, out, snaplen=262144, size=size)  # the scenario's 3 pings: none gets through
     finally:
         faults.fix(lab)
-    r = subprocess.run(
-        [PY, "-m", "tracer", "replay", str(out), "--journeys", "--json"], capture_output=True, text=True, timeout=120
-    )
-    assert r.returncode == 0, r.stderr
-    sent = a_to_c([json.loads(x) for x in r.stdout.splitlines()])
+    sent = a_to_c(replay_journeys(out))
     # tshark reads the errors and the packets they quote (the quoted ICMP sequence
     # numbers); the kernel rate-limits its errors, so not every packet got one
     t = subprocess.run(

@@ -8,11 +8,10 @@ Host Y, ``VXLAN_VNI_NOT_FOUND`` in ``vxlan_rcv``, are in it as ISB comments.
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 from pathlib import Path
 
+from tests.helpers import replay_journeys
 from tests.test_ui import SIZE, make_app, screen_text, select_frame, settle
 from tracer.correlate import correlate
 from tracer.model import FrameStore
@@ -32,14 +31,7 @@ def load() -> FrameStore:
 
 
 def test_replay_names_the_kernels_reason_for_every_lost_echo():
-    r = subprocess.run(
-        [sys.executable, "-m", "tracer", "replay", str(WRONG_VNI), "--journeys", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert r.returncode == 0, r.stderr
-    journeys = [json.loads(line) for line in r.stdout.splitlines()]
+    journeys = replay_journeys(WRONG_VNI, timeout=60)
     requests = [j for j in journeys if j["inner"].get("type") == 8]
     # tshark counts the echo requests A sent (on Host X's veth)
     t = subprocess.run(
