@@ -604,13 +604,20 @@ def count_as_read(source: Source, store: FrameStore, flt: Filter | None = None) 
     from a file) and drops it; the reader waits while that many frames are held.
     A filter that reads ``journey.*`` needs the whole capture: read at once, as before.
     Raises what ended the reading with an error."""
-    from tracer.cli.stats import NicCounts, nic_stats
+    from tracer.cli.stats import CountSplit, NicCounts, nic_stats
+    from tracer.sources.files import FileSource
 
     if flt is not None and flt.needs_journeys:
         source.load(store)
         return nic_stats(store, matcher_of(flt, store))
     counts = NicCounts(None if flt is None else flt.matcher(store))
     streaming = bool(getattr(source, "streaming", True))
+    if isinstance(source, FileSource) and not streaming and flt is None:
+        # files: counted as read in this thread, a large one in two processes at once
+        split = CountSplit(counts, STATS_SEGMENT)
+        source.load(store, split=split)
+        split.rest(store)
+        return counts.stats(store)
     done, wake = threading.Event(), threading.Event()
     store.max_held, store.on_full = (HOLD_FRAMES if streaming else STATS_SEGMENT), wake.set
     errors = _read_in_thread(source, store, done, wake)

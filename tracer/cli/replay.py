@@ -145,7 +145,9 @@ def run(args: argparse.Namespace) -> int:
             stats = output.count_as_read(source, store, flt)
             output.print_stats(store, out, args.json, stats=stats)
         else:
-            source.load(store)
+            from tracer.pcapng.reader import Split
+
+            source.load(store, split=Split())
             if args.print_:
                 order = store.timeline()
                 if flt is not None:

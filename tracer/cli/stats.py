@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from tracer.dissect.fast import classify
 from tracer.model import FrameStore, linktype_name
+from tracer.pcapng.reader import Split
 
 if TYPE_CHECKING:
     from tracer.filter import Matcher
@@ -148,6 +149,16 @@ class NicCounts:
                     self.last[nic] = max(v, self.last.get(nic, v))
         self.kinds.update({k: v for k, v in kept.items() if isinstance(k[1], tuple)})
 
+    def merge(self, other: NicCounts) -> None:
+        """Add what ``other`` counted (another part of the same capture)."""
+        self.kinds.update(other.kinds)
+        self.frames.update(other.frames)
+        self.bytes.update(other.bytes)
+        for nic, t in other.first.items():
+            self.first[nic] = min(t, self.first.get(nic, t))
+        for nic, t in other.last.items():
+            self.last[nic] = max(t, self.last.get(nic, t))
+
     def _times(self, nic: int, frames: int, nbytes: int, ts, mine) -> None:
         self.frames[nic] += frames
         self.bytes[nic] += nbytes
@@ -192,3 +203,43 @@ def nic_stats(store: FrameStore, match: Matcher | None = None) -> list[dict[str,
     counts = NicCounts(match)
     counts.add(store, len(store))
     return counts.stats(store)
+
+
+class CountSplit(Split):
+    """``--stats`` of a file, counted a ``segment`` of frames at a time as read (then
+    dropped: constant memory), a large file in two processes at once
+    (:class:`~tracer.pcapng.reader.Split`): each counts what it reads, the child's
+    counts come back.  Not with a filter (a match may depend on the frames before)."""
+
+    keep_frames = False
+
+    def __init__(self, counts: NicCounts, segment: int) -> None:
+        self.counts = counts
+        self.segment = segment
+
+    def forked(self, store: FrameStore) -> None:
+        store.drop_front(len(store))  # this process's frames, counted there
+        self.counts = NicCounts()
+
+    def window(self, store: FrameStore) -> None:
+        n = len(store)
+        if n >= self.segment:
+            self.counts.add(store, n)
+            store.drop_front(n)
+
+    def rest(self, store: FrameStore) -> None:
+        """Count the frames ``store`` still holds (the last segment)."""
+        if len(store):
+            self.counts.add(store, len(store))
+            store.drop_front(len(store))
+
+    def result(self, store: FrameStore) -> NicCounts:
+        self.rest(store)
+        return self.counts
+
+    def reached(self, store: FrameStore) -> None:
+        self.rest(store)  # meanwhile the child counts its own
+
+    def merge(self, result: object) -> None:
+        assert isinstance(result, NicCounts)
+        self.counts.merge(result)

@@ -36,7 +36,9 @@ from __future__ import annotations
 
 import mmap
 import os
+import pickle
 import select
+import signal
 import stat
 import struct
 import time
@@ -72,6 +74,7 @@ __all__ = [
     "InputError",
     "Ring",
     "SourceSpec",
+    "Split",
     "open_capture",
     "parse_source_spec",
 ]
@@ -79,6 +82,12 @@ __all__ = [
 MAX_CAPLEN = 262144  # libpcap's MAXIMUM_SNAPLEN: anything larger is damage
 MAX_BLOCK = 64 << 20  # a pcapng block larger than this is damage
 WINDOW = 4 << 20  # bytes parsed between flushes / progress / cancel checks
+# Split: a file with at least this many bytes after its first window is read in two processes
+SPLIT_MIN_BYTES = 32 << 20
+SYNC_SPAN = 1 << 20  # Split: how far past the middle a record start is looked for
+SYNC_SPAN_PCAP = 1 << 18  # ... in a pcap, byte by byte (a record is at most MAX_CAPLEN + 16)
+SYNC_CHAIN = 8  # Split: records in a row that must look right from a place taken for a record start
+SYNC_SECONDS = 30 * 86400  # Split (pcap): a record start's time is this close to the last one read
 CHUNK = 4 << 20  # stream chunk buffer size
 PROGRESS_INTERVAL = 0.1
 CANCEL_POLL_MS = 100  # a silent stream: how often a reader waiting for bytes asks whether to stop
@@ -137,6 +146,57 @@ class Ring:
 
     stem: str  # the name the pieces share (``cap``): the NICs' name when the capture gives none
     ifaces: dict[tuple, typing.Any] = field(default_factory=dict)  # description -> what the first piece made
+
+
+class Split:
+    """How a batch reads a large regular file in two processes at once (2 CPUs, no
+    other thread running: the process forks).
+
+    A forked child reads the second part of the file: from a record start found near
+    the middle (the parser's ``sync``), the records the parser takes without a word
+    (``plain``: packets of the interfaces known, nothing to warn of) up to the first
+    other one.
+    Meanwhile this process reads the first part.  The child's part counts only if this
+    process's own reading ends exactly where the child began, the interfaces
+    unchanged: then the child read what this process would have read from there, and
+    reading goes on after the child's part.  Else the child's work is thrown away and
+    the file is read on as usual (and what is left of it may be split again).  Either
+    way the result is the same as one process reading it all; only the time differs.
+
+    This base class keeps the child's frames: their index columns come back through a
+    pipe and reach the store as if this process had read them.  A subclass that
+    counts instead (``keep_frames = False``, :class:`tracer.cli.stats.CountSplit`) has
+    the child count its frames as read (:meth:`window`) and send the counts back
+    (:meth:`result`, :meth:`merge`)."""
+
+    keep_frames = True
+
+    def forked(self, store: FrameStore) -> None:
+        """In the child, first: the frames ``store`` holds are this process's."""
+
+    def window(self, store: FrameStore) -> None:
+        """In both processes, after each window of frames reached ``store``
+        (in the child only when not :attr:`keep_frames`)."""
+
+    def result(self, store: FrameStore) -> object:
+        """In the child, once its part is read: what goes back to :meth:`merge`."""
+        return None
+
+    def reached(self, store: FrameStore) -> None:
+        """In this process, its part read, before it waits for the child's."""
+
+    def merge(self, result: object) -> None:
+        """In this process: the child's :meth:`result`, where its part belongs."""
+
+
+@dataclass
+class _Child:
+    """A child reading the second part of a file (:class:`Split`)."""
+
+    pid: int
+    fd: int  # the pipe its result comes through
+    start: int  # where it began reading
+    state: tuple  # the parser's interface state it began with
 
 
 @dataclass
@@ -398,6 +458,22 @@ class _Sink:
         del self.orig[:]
         del self.nic[:]
 
+    def take(self, cols: tuple[array, array, array, array, array], comments: list[tuple[int, str]]) -> None:
+        """Frames another process read (:class:`Split`): their (ts, offset, caplen,
+        origlen, nic) columns and comments, as its sink collected them, after this batch's."""
+        ts, off, cap, orig, nic = cols
+        base = len(self.ts)
+        self.comments.extend((base + k, text) for k, text in comments)
+        self.ts.extend(ts)
+        self.off.extend(off)
+        self.cap.extend(cap)
+        self.orig.extend(orig)
+        if self.const_nic is None:
+            if nic.typecode != self.nic.typecode:
+                self.nic = array(WIDE_ID, self.nic)
+                nic = array(WIDE_ID, nic)
+            self.nic.extend(nic)
+
     def skip_number(self) -> None:
         """A record tshark numbers that is no frame here: the frames before it go to the
         store with their numbers, the next ones number on after it."""
@@ -430,6 +506,26 @@ class _Base:
 
     def frames(self) -> int:
         return self.sink.count + len(self.sink)
+
+    # -- Split: reading a file's second part in another process -----------
+    def state(self) -> tuple | None:
+        """What reading a record depends on besides its bytes (the interfaces): a
+        :class:`Split` child's part counts only if this is the same where it began.
+        None: this capture is not split (NICs made as frames come: LINUX_SLL2)."""
+        return None
+
+    def plain(self, buf, pos: int, stop: int, end: int) -> int:
+        """The records from ``pos`` that :meth:`parse` takes without a word (packets of
+        the interfaces known, nothing to warn of, no other block), until ``stop``:
+        appended to the sink (with their comments).
+        Returns where the first other record begins, or where reading stopped."""
+        return pos
+
+    def sync(self, buf, lo: int, hi: int, end: int) -> int | None:
+        """A place in [lo, hi) where a record seems to begin: the records from there,
+        :data:`SYNC_CHAIN` in a row (or up to ``end``), are ones :meth:`plain` takes.
+        A guess only: :class:`Split` checks it."""
+        return None
 
     def warn_once(self, kind: str, text: str) -> None:
         if kind in self.warned:
@@ -597,6 +693,62 @@ class _PcapParser(_Base):
             pos = nxt
         return pos
 
+    def state(self) -> tuple | None:
+        return None if self.sll2 else ()
+
+    def plain(self, buf, pos: int, stop: int, end: int) -> int:
+        unpack = self.rec
+        sink = self.sink
+        ts_app = sink.ts.append
+        off_app = sink.off.append
+        cap_app = sink.cap.append
+        orig_app = sink.orig.append
+        fast_cap = self.fast_cap
+        frac_mul = self.frac_mul
+        while pos < stop and pos + 16 <= end:
+            sec, frac, caplen, orig = unpack(buf, pos)
+            nxt = pos + 16 + caplen
+            if caplen > fast_cap or caplen > orig or nxt > end:
+                break
+            ts_app(sec * NS + frac * frac_mul)
+            off_app(pos + 16)
+            cap_app(caplen)
+            orig_app(orig)
+            pos = nxt
+        return pos
+
+    def sync(self, buf, lo: int, hi: int, end: int) -> int | None:
+        # pcap records are not aligned and carry no mark: a record header is taken for
+        # one when SYNC_CHAIN headers in a row hold sane lengths and times near the
+        # last frame read (any byte may begin one, and zeros look like empty records)
+        if self.sink.last_ts is None:
+            return None
+        ref = self.sink.last_ts // NS
+        frac_max = NS if self.frac_mul == 1 else 1_000_000
+        unpack = self.rec
+        for p in range(lo, min(hi, lo + SYNC_SPAN_PCAP)):
+            q = p
+            for _ in range(SYNC_CHAIN):
+                if q == end:
+                    return p
+                if q + 16 > end:
+                    break
+                sec, frac, caplen, orig = unpack(buf, q)
+                if (
+                    caplen < 14
+                    or caplen > self.fast_cap
+                    or caplen > orig
+                    or orig > MAX_CAPLEN
+                    or frac >= frac_max
+                    or abs(sec - ref) > SYNC_SECONDS
+                    or q + 16 + caplen > end
+                ):
+                    break
+                q += 16 + caplen
+            else:
+                return p
+        return None
+
     def _parse_sll2(self, buf, pos, stop, end, final) -> int:
         unpack = self.rec
         ifindex_at = _U32_BE.unpack_from
@@ -682,6 +834,7 @@ class _PcapngParser(_Base):
         self.hdr2 = struct.Struct(e + "II").unpack_from
         self.epb = struct.Struct(e + "IIIIIII").unpack_from
         self.u32 = struct.Struct(e + "I").unpack_from
+        self.u16x2 = struct.Struct(e + "HH").unpack_from
 
     # -- the loop --------------------------------------------------------
     def parse(self, buf, pos: int, stop: int, end: int, final: bool) -> int:
@@ -696,6 +849,94 @@ class _PcapngParser(_Base):
             if pos < 0:
                 return -pos - 1
         return pos
+
+    def state(self) -> tuple | None:
+        return (self.section, len(self.fast), self.e, self.skipping)
+
+    def plain(self, buf, pos: int, stop: int, end: int) -> int:
+        # _parse_run's enhanced packet blocks, less every case it warns of or
+        # looks further into: options, an SLL2 interface, odd lengths and times
+        if self.skipping:
+            return pos
+        epb = self.epb
+        u32 = self.u32
+        fast = self.fast
+        known = len(fast)
+        sink = self.sink
+        nic_max = NARROW_ID_MAX if sink.nic.typecode != WIDE_ID else 0xFFFFFFFF
+        ts_app = sink.ts.append
+        off_app = sink.off.append
+        cap_app = sink.cap.append
+        orig_app = sink.orig.append
+        nic_app = sink.nic.append
+        while pos < stop and pos + 28 <= end:
+            btype, blen, ifid, hi, lo, caplen, orig = epb(buf, pos)
+            data_end = 32 + ((caplen + 3) & ~3)
+            if (
+                btype != BT_EPB
+                or ifid >= known
+                or blen < data_end
+                or blen > end - pos
+                or blen & 3
+                or u32(buf, pos + blen - 4)[0] != blen
+            ):
+                break
+            mul, div, off, snap, nic = fast[ifid]
+            if nic < 0 or nic > nic_max or caplen > snap or caplen > orig:
+                break
+            t = ((hi << 32) | lo) * mul // div + off
+            if not TS_MIN <= t <= TS_MAX:
+                break
+            texts = None
+            if blen > data_end:  # options (flags, a comment): kept as _epb_comment keeps them
+                opts, bad = self._option_list(buf, pos + data_end - 4, pos + blen - 4)
+                if bad is not None:
+                    break
+                texts = [self._text(v) for code, v in opts if code == 1]
+            ts_app(t)
+            off_app(pos + 28)
+            cap_app(caplen)
+            orig_app(orig)
+            nic_app(nic)
+            if texts:
+                sink.comments.append((len(sink.ts) - 1, "\n".join(texts)))
+            pos += blen
+        return pos
+
+    def sync(self, buf, lo: int, hi: int, end: int) -> int | None:
+        # every block begins 4-aligned; a packet block starts with its type word
+        mark = struct.pack(self.e + "I", BT_EPB)
+        epb, u32, known = self.epb, self.u32, len(self.fast)
+        p = lo + (-lo & 3)
+        while p < hi:
+            p = buf.find(mark, p, hi)
+            if p < 0:
+                return None
+            if p & 3:
+                p += -p & 3
+                continue
+            q = p
+            for _ in range(SYNC_CHAIN):
+                if q == end:
+                    return p
+                if q + 28 > end:
+                    break
+                btype, blen, ifid, _hi, _lo, caplen, orig = epb(buf, q)
+                if (
+                    btype != BT_EPB
+                    or ifid >= known
+                    or blen < 32 + ((caplen + 3) & ~3)
+                    or blen & 3
+                    or blen > end - q
+                    or u32(buf, q + blen - 4)[0] != blen
+                    or caplen > orig
+                ):
+                    break
+                q += blen
+            else:
+                return p
+            p += 4
+        return None
 
     def _incomplete(self, pos: int, end: int, final: bool, need: int) -> int:
         if final:
@@ -822,23 +1063,30 @@ class _PcapngParser(_Base):
     # -- other blocks -----------------------------------------------------
     def _options(self, buf, p: int, stop: int, what: str, blockpos: int) -> list[tuple[int, bytes]]:
         """Options in [p, stop).  A bad option: warn once, keep what came before."""
-        out = []
-        u16x2 = struct.Struct(self.e + "HH").unpack_from
+        out, bad = self._option_list(buf, p, stop)
+        if bad is not None:
+            code, length = bad
+            self.warn_once(
+                "option",
+                f"{what} block at offset {self.base + blockpos}: option {code} of length {length}"
+                f" runs past the end of the block (rest of its options ignored)",
+            )
+        return out
+
+    def _option_list(self, buf, p: int, stop: int) -> tuple[list[tuple[int, bytes]], tuple[int, int] | None]:
+        """(the options in [p, stop) up to a bad one, (code, length) of the bad one or None)."""
+        out: list[tuple[int, bytes]] = []
+        u16x2 = self.u16x2
         while p + 4 <= stop:
             code, length = u16x2(buf, p)
             if code == 0:
                 break
             value_end = p + 4 + length
             if value_end > stop:
-                self.warn_once(
-                    "option",
-                    f"{what} block at offset {self.base + blockpos}: option {code} of length {length}"
-                    f" runs past the end of the block (rest of its options ignored)",
-                )
-                break
+                return out, (code, length)
             out.append((code, bytes(buf[p + 4 : value_end])))
             p = value_end + (-length & 3)
-        return out
+        return out, None
 
     @staticmethod
     def _text(value: bytes) -> str:
@@ -1116,11 +1364,14 @@ class Capture:
         cancelled: Callable[[], bool] | None = None,
         progress: Callable[[int, int | None], None] | None = None,
         on_event: Callable[[CaptureEvent], None] | None = None,
+        split: Split | None = None,
     ) -> int:
         """Append this capture's NICs and frames to ``store``; return frames added.
 
         ``on_event`` hears what the capture says happened to its NICs (gone, down,
-        up: statistics comments the live agent writes), as it is read."""
+        up: statistics comments the live agent writes), as it is read.  ``split``: a
+        large regular file is read in two processes at once (:class:`Split`; only
+        from a process with no other thread running)."""
         if self._done:
             return 0
         self._done = True
@@ -1131,7 +1382,7 @@ class Capture:
         parser = cls(self, store, sink, self._info)
         try:
             if self._mm is not None:
-                self._read_file(parser, sink, store, cancelled, progress)
+                self._read_file(parser, sink, store, cancelled, progress, split)
             else:
                 self._read_stream(parser, sink, store, cancelled, progress)
         except _Damage as exc:
@@ -1147,25 +1398,108 @@ class Capture:
             progress(self._bytes_read, self.size)
         return sink.count
 
-    def _read_file(self, parser, sink, store, cancelled, progress) -> None:
+    def _read_file(self, parser, sink, store, cancelled, progress, split: Split | None = None) -> None:
         mm = self._mm
         assert mm is not None
         end = len(mm)
         sink.buf_id = store.add_buffer(mm)
         pos = 24 if self.format == "pcap" else 0
         last = 0.0
+        first = True
+        forkable = split is not None  # until no child can be started
+        child: _Child | None = None
+        try:
+            while pos < end:
+                if forkable and not first and child is None and parser.state() is not None:
+                    assert split is not None
+                    child = self._fork_reader(parser, sink, store, split, pos, end)
+                    forkable = child is not None  # one whose part is thrown away: try again from there
+                first = False
+                stop = min(pos + WINDOW, end if child is None else child.start)
+                pos = parser.parse(mm, pos, stop, end, True)
+                sink.flush()
+                if split is not None:
+                    split.window(store)
+                if child is not None and pos >= child.start:
+                    assert split is not None
+                    pos = self._join(child, parser, sink, store, split, pos)
+                    child = None
+                if progress is not None:
+                    now = time.monotonic()
+                    if now - last >= PROGRESS_INTERVAL:
+                        last = now
+                        progress(pos, end)
+                if cancelled is not None and cancelled():
+                    self._bytes_read = pos
+                    return
+        finally:
+            if child is not None:  # damage or an interrupt before the child's part was reached
+                _end_child(child)
+
+    def _fork_reader(self, parser, sink, store, split: Split, pos: int, end: int) -> _Child | None:
+        """A child reading the second part of the file (:class:`Split`), or None (too small,
+        one CPU, no record start found near the middle)."""
+        mm = self._mm
+        if end - pos < SPLIT_MIN_BYTES or (os.cpu_count() or 1) < 2 or not hasattr(os, "fork"):
+            return None
+        mid = pos + (end - pos) // 2
+        start = parser.sync(mm, mid, min(mid + SYNC_SPAN, end), end)
+        if start is None:
+            return None
+        state = parser.state()
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: its part, the result into the pipe, out without cleanup
+            code = 1
+            try:
+                os.close(r)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends it at once
+                result = self._read_part(parser, sink, store, split, start, end)
+                with os.fdopen(w, "wb") as f:
+                    pickle.dump(result, f, pickle.HIGHEST_PROTOCOL)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(w)
+        return _Child(pid, r, start, state)
+
+    def _read_part(self, parser, sink, store, split: Split, pos: int, end: int) -> tuple:
+        """In a :class:`Split` child: the plain records from ``pos``.  Returns (where they
+        end, their columns when the split keeps frames, ``split.result``)."""
+        mm = self._mm
+        split.forked(store)
         while pos < end:
             stop = min(pos + WINDOW, end)
-            pos = parser.parse(mm, pos, stop, end, True)
+            pos = parser.plain(mm, pos, stop, end)
+            if not split.keep_frames:
+                sink.flush()
+                split.window(store)
+            if pos < stop:
+                break
+        cols = (sink.ts, sink.off, sink.cap, sink.orig, sink.nic) if split.keep_frames else None
+        return pos, cols, sink.comments, split.result(store)
+
+    def _join(self, child: _Child, parser, sink, store, split: Split, pos: int) -> int:
+        """This process's reading reached ``pos`` at or past where ``child`` began:
+        its part counts when that is exactly its start, the interfaces unchanged.
+        Returns where reading goes on."""
+        got = None
+        if pos == child.start and parser.state() == child.state:
+            split.reached(store)
+            try:
+                with os.fdopen(child.fd, "rb", closefd=False) as f:
+                    got = pickle.load(f)
+            except (OSError, EOFError, pickle.UnpicklingError):
+                got = None
+        if not _end_child(child, kill=got is None) or got is None:
+            return pos
+        end, cols, comments, result = got
+        if cols is not None:
+            sink.take(cols, comments)
             sink.flush()
-            if progress is not None:
-                now = time.monotonic()
-                if now - last >= PROGRESS_INTERVAL:
-                    last = now
-                    progress(pos, end)
-            if cancelled is not None and cancelled():
-                self._bytes_read = pos
-                return
+        split.merge(result)
+        split.window(store)
+        return end
 
     def _read_chunk(self, view: memoryview) -> int:
         """One read of whatever is available (never waits for a full buffer)."""
@@ -1294,6 +1628,19 @@ class Capture:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _end_child(child: _Child, kill: bool = True) -> bool:
+    """Wait for a :class:`Split` child (killed first with ``kill``); whether it did its
+    part (exit status 0)."""
+    if kill:
+        try:
+            os.kill(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    os.close(child.fd)
+    _, status = os.waitpid(child.pid, 0)
+    return not kill and os.waitstatus_to_exitcode(status) == 0
 
 
 def _wait_readable(fd: int, cancelled: Callable[[], bool]) -> bool:

@@ -28,7 +28,7 @@ from typing import BinaryIO
 
 from tracer.errors import UsageError
 from tracer.model import FrameStore
-from tracer.pcapng.reader import Capture, IfLink, Ring, SourceSpec, open_capture, parse_source_spec
+from tracer.pcapng.reader import Capture, IfLink, Ring, SourceSpec, Split, open_capture, parse_source_spec
 from tracer.pcapng.ring import ring_piece
 from tracer.scenarios import BUNDLED_CAPTURE
 from tracer.sources import Progress
@@ -253,7 +253,11 @@ class FileSource:
         store: FrameStore,
         cancelled: Callable[[], bool] | None = None,
         progress: Progress | None = None,
+        split: Split | None = None,
     ) -> None:
+        """Read every capture into ``store``, one after the other.  ``split`` (a batch,
+        no other thread running): large files are read in two processes at once
+        (:class:`~tracer.pcapng.reader.Split`)."""
         total = sum(c.size or 0 for c in self.captures) or None
         done_before = 0
         for cap in self.captures:
@@ -263,7 +267,7 @@ class FileSource:
                 if progress is not None:
                     progress(base + done, total)
 
-            cap.read_into(store, cancelled=cancelled, progress=prog)
+            cap.read_into(store, cancelled=cancelled, progress=prog, split=split)
             done_before += cap.size or 0
             cap.close()
             if cancelled is not None and cancelled():
