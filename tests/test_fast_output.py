@@ -124,6 +124,14 @@ def _variants(frame: bytes, rnd: random.Random) -> list[bytes]:
                 b = bytearray(frame)
                 b[at] = v
                 out.append(bytes(b))
+    # ports some scapy layer is bound to (DNS, VXLAN, OpenFlow, HTTP), outer and inner: a
+    # flow's ports are left out of the key only where no layer is bound to them
+    for at in (34, 36, 84, 86) if vx else (34, 36):
+        for port in (53, 80, 4789, 5353, 6633, 8472):
+            if at + 2 <= len(frame):
+                b = bytearray(frame)
+                b[at : at + 2] = port.to_bytes(2)
+                out.append(bytes(b))
     if vx:  # VXLAN-GPE: the flags say a next-protocol byte follows, and what it is
         for flags, nxt in ((0x0C, 1), (0x0C, 2), (0x0C, 3), (0x04, 1), (0x08, 1)):
             b = bytearray(frame)

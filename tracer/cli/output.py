@@ -184,7 +184,7 @@ def _line_chunk(store: FrameStore, idx: Sequence[int], parts: Iterable, numbers,
 
 def _json_chunk(store: FrameStore, idx: Sequence[int], parts: Iterable, numbers, state: dict) -> str:
     """The ``--print --json`` lines of frames ``idx`` (``parts``: their summary_parts)."""
-    from tracer.dissect.fast import layers_key
+    from tracer.dissect.fast import layers_key, layers_names_key
     from tracer.dissect.tree import layer_names_at  # scapy: imported for JSON only
 
     if not state:
@@ -222,7 +222,8 @@ def _json_chunk(store: FrameStore, idx: Sequence[int], parts: Iterable, numbers,
         tmpl = templates[nic].get(lk[0])
         if tmpl is None:
             ports = p[2][4] if p[2][0] != _ICMP_KIND else None
-            names, constant = layer_names_at(lk[0], lk[1], ports, store.data(i), 1)
+            key, sport = layers_names_key(p, lk[0])
+            names, constant = layer_names_at(key, lk[1], ports, store.data(i), 1, sport)
             if not constant:
                 append(frame_json(store, i) + "\n")
                 continue

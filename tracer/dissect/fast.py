@@ -1481,3 +1481,19 @@ def layers_key(
     else:
         extra = ()
     return (template, k, lens, extra), plan[3]
+
+
+def layers_names_key(parts: tuple[str, tuple, tuple, tuple, tuple], key: tuple) -> tuple[tuple, int | None]:
+    """(:func:`layers_key`'s ``key`` less what no layer choice reads but the summary
+    shows (addresses, VNI, TCP flags) and less the ports that vary from flow to flow,
+    the outer UDP source port of a VXLAN frame (or None)).  ``tree.layer_names_at``
+    adds the ports back where a layer is bound to them: frames of flows that differ
+    only in those share one scapy dissection."""
+    skey = parts[2]
+    kind = skey[0]
+    _template, k, lens, extra = key
+    sport = None
+    if parts[4][0]:  # VXLAN: lens[3] is the outer UDP source port (_VX_HEAD)
+        sport = lens[3]
+        lens = lens[:3] + lens[4:]
+    return (kind, skey[4:6] if kind == _L4_ICMP else None, k, lens, extra), sport

@@ -226,6 +226,13 @@ _names_at: dict[tuple, tuple[str, ...] | None] = {}
 _NAMES_AT_MAX = 1 << 16
 
 
+@functools.cache
+def _udp_sports_bound() -> frozenset[int]:
+    """The UDP source ports some scapy layer is bound to (DNS 53, VXLAN 4789, ...)."""
+    return frozenset(fields["sport"] for fields, _cls in UDP.payload_guess if "sport" in fields)
+
+
+@functools.lru_cache(maxsize=4096)
 def _payload_is_raw(stack: tuple[str, ...], ports: bytes) -> bool:
     """Whether scapy takes whatever follows this frame's L4 header as Raw, whatever
     its bytes: TCP/UDP with ports no layer is bound to (the payload class is chosen
@@ -239,19 +246,23 @@ def _payload_is_raw(stack: tuple[str, ...], ports: bytes) -> bool:
 
 
 def layer_names_at(
-    key: tuple, stack: tuple[str, ...], ports: bytes | None, data: bytes, linktype: int
+    key: tuple, stack: tuple[str, ...], ports: bytes | None, data: bytes, linktype: int, sport: int | None = None
 ) -> tuple[list[str], bool]:
     """(:func:`layer_names` of ``data``, whether every frame with ``key`` has them).
 
-    ``key`` is from ``fast.layers_key`` (``ports``: the frame's inner TCP/UDP ports,
-    as they are on the wire); the names are remembered under it when
-    scapy's answer is the fast lane's ``stack`` and what follows the L4 header is Raw
-    whatever it holds."""
+    ``key`` and ``sport`` (a VXLAN frame's outer UDP source port) are from
+    ``fast.layers_names_key``; ``ports``: the frame's inner TCP/UDP ports, as they are
+    on the wire.  Ports count only where a layer is bound to them.  The names are
+    remembered when scapy's answer is the fast lane's ``stack`` and what follows the
+    L4 header is Raw whatever it holds."""
+    raw = _payload_is_raw(stack, ports or b"")
+    # ports no layer is bound to: any ports
+    key = (key, None if raw else ports, sport if sport in _udp_sports_bound() else None)
     if key not in _names_at:
         found = layer_names(data, linktype)
         if len(_names_at) >= _NAMES_AT_MAX:
             _names_at.clear()
-        fixed = tuple(found) if tuple(found) == stack and _payload_is_raw(stack, ports or b"") else None
+        fixed = tuple(found) if tuple(found) == stack and raw else None
         _names_at[key] = fixed
         return found, fixed is not None
     names = _names_at[key]
