@@ -8,8 +8,9 @@ the best CPU time (user+sys of the command and its children) are kept.  Prints t
 ratios the issue asks for: --print / tcpdump (goal <= 1.0), --json / --print (goal
 <= 1.5).  Never used as a test assertion.
 
-With ``--before DIR`` (a directory holding an older ``tracer`` package, e.g.
-``git archive REV tracer | tar -x -C DIR``) each tracer command is also timed with
+With ``--before DIR`` (a directory holding an older ``tracer`` package and its
+scenarios, e.g. ``git archive REV tracer scenarios | tar -x -C DIR && mv
+DIR/scenarios DIR/tracer/``: the package maps scenarios/ into it) each tracer command is also timed with
 that code, in the same run, and the table shows before, after, tcpdump and the
 ratio; ``--skip-before-json`` leaves out the old ``--print --json`` (minutes).
 

@@ -6,8 +6,9 @@ The capture is the bundled lab recording repeated 60 times, 10 s apart (editcap,
 mergecap), streamed through a FIFO into the very function ``tracer live --journeys``
 runs, paced so that the stream never runs ahead of what it has matched.  Its clock is
 the frames read (10 ms a frame), so "settled" does not depend on how fast this machine
-is; ``DROP_AT`` is made small so that the store is dropped and the matching started
-over many times in 3,600 frames.  ``tracer replay -`` takes the same path: a stream
+is; ``DROP_AT`` (and ``LATE_S``, how long a settled journey's frames stay for late ones)
+is made small so that the store is dropped and the matching started over many times in
+3,600 frames.  ``tracer replay -`` takes the same path: a stream
 may not end, so its journeys print as they settle too."""
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -38,9 +40,9 @@ needs_tools = pytest.mark.skipif(
 REPEATS = 60
 
 
-def long_capture(tmp: Path) -> Path:
+def long_capture(tmp: Path, repeats: int = REPEATS) -> Path:
     parts = []
-    for k in range(REPEATS):
+    for k in range(repeats):
         part = tmp / f"part{k:03d}.pcapng"
         subprocess.run(["editcap", "-t", str(10 * k), str(BUNDLED), str(part)], check=True, capture_output=True)
         parts.append(str(part))
@@ -127,6 +129,7 @@ def test_live_journeys_drop_settled_frames_and_print_what_replay_finds(tmp_path,
     fifo = tmp_path / "stream"
     os.mkfifo(fifo)
     monkeypatch.setattr(output, "DROP_AT", 500)
+    monkeypatch.setattr(output, "LATE_S", 0.5)  # (50 frames: this clock is 100 frames a second)
     store = FrameStore()
     source = Paced(path, fifo, store)
     printed = SlowOut(stall)
@@ -214,3 +217,124 @@ def test_replay_stdin_journeys_print_while_the_stream_stays_open():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+class LateHost:
+    """A capture as two hosts' streams merged, Host Y's read late.  ``repeats``: the
+    capture is that many copies of the bundled one, 10 s apart (long_capture).  Copy k's
+    Host X packets go with copy k-1's Host Y packets; once the consumer has seen them,
+    its clock moves on 10 s (what came settles and prints, Host Y's hops not there yet:
+    they come with the next step)."""
+
+    def __init__(self, path: Path, fifo: Path, store: FrameStore, repeats: int = 1) -> None:
+        from tests.helpers import blocks as pcapng_blocks
+        from tests.helpers import idb_facts
+
+        hosts = [f.get("host") for f in idb_facts(path)]
+        assert set(hosts) == {"hostx", "hosty"}, hosts
+        found = pcapng_blocks(path)
+        raw = [struct.pack("<II", t, 12 + len(b)) + b + struct.pack("<I", 12 + len(b)) for t, b in found]
+        first = next(k for k, (t, _) in enumerate(found) if t == 6)
+        t0 = None
+        self.head, self.tail = b"".join(raw[:first]), b""
+        self.x: list[list[bytes]] = [[] for _ in range(repeats)]
+        self.y: list[list[bytes]] = [[] for _ in range(repeats)]
+        for (t, body), block in zip(found[first:], raw[first:]):
+            if t != 6:
+                self.tail += block
+                continue
+            ifid, hi, lo = struct.unpack_from("<III", body, 0)
+            ts = (hi << 32 | lo) / 1e9  # (the lab records nanoseconds; editcap keeps them)
+            t0 = ts if t0 is None else t0
+            (self.x if hosts[ifid] == "hostx" else self.y)[int((ts - t0) // 10)].append(block)
+        self.fifo = fifo
+        self.store = store
+        self.late = 0.0
+        self.seen = 0  # frames the store held when the consumer last read its clock
+        self.failed: list[str] = []
+        self.writer = threading.Thread(target=self._write, daemon=True)
+
+    def clock(self) -> float:
+        self.seen = self.store.dropped + len(self.store)  # (it reads the clock as it matches them)
+        return self.late + 0.01 * self.seen
+
+    def _write(self) -> None:
+        n = len(self.x)
+        with open(self.fifo, "wb") as f:
+            f.write(self.head)
+            sent = 0
+            for k in range(n + 1):
+                step = (self.x[k] if k < n else []) + (self.y[k - 1] if k else [])
+                f.write(b"".join(step))
+                f.flush()
+                sent += len(step)
+                deadline = time.monotonic() + 60
+                while self.seen < sent:
+                    if time.monotonic() > deadline:
+                        self.failed.append(f"the consumer never saw {sent} frames")
+                        return
+                    time.sleep(0.02)
+                self.late += 10.0  # what came has settled ...
+                time.sleep(0.5)  # ... and prints at the consumer's idle ticks (0.1 s)
+                self.late += 1.0  # time goes on while nothing comes: the store may be cut
+                time.sleep(0.3)
+            f.write(self.tail)
+
+    def load(self, store: FrameStore) -> None:
+        self.writer.start()
+        FileSource.open([str(self.fifo)], []).load(store)
+
+    def request_stop(self) -> None:
+        pass
+
+
+def late_journeys(path: Path, tmp: Path, as_json: bool, repeats: int = 1) -> tuple[str, FrameStore]:
+    fifo = tmp / f"stream-{as_json}"
+    os.mkfifo(fifo)
+    store = FrameStore()
+    source = LateHost(path, fifo, store, repeats)
+    out = io.StringIO()
+    error = output.journeys_as_read(source, store, out, as_json, clock=source.clock)  # type: ignore[arg-type]
+    source.writer.join(10)
+    assert error is None and not source.failed
+    return out.getvalue(), store
+
+
+def check_printed_again(got: list[dict], want: list[dict]) -> None:
+    """Each journey across both hosts printed first with Host X's hops, then again,
+    whole, under the same id; the last line of each id is the journey the file has."""
+    crossing = [j for j in want if {h["host"] for h in j["hops"]} == {"hostx", "hosty"}]
+    assert crossing
+    again = [j for j in got if j.get("again")]
+    assert len(again) == len(crossing)
+    last = {j["id"]: j for j in got}
+    assert shapes(list(last.values())) == shapes(want)
+    for j in again:
+        first = next(g for g in got if g["id"] == j["id"])
+        assert not first.get("again") and {h["host"] for h in first["hops"]} == {"hostx"}
+        assert {h["host"] for h in j["hops"]} == {"hostx", "hosty"}
+
+
+def test_a_journey_joined_by_frames_read_late_is_printed_again(tmp_path):
+    """A journey printed when it settled, then joined by another host's frames read late,
+    is printed again, whole, under its id and marked.  The text says it and counts it."""
+    want = replay_journeys(BUNDLED)
+    text, _ = late_journeys(BUNDLED, tmp_path, False)
+    crossing = sum(1 for j in want if {h["host"] for h in j["hops"]} == {"hostx", "hosty"})
+    assert text.count(" again: ") == crossing, text
+    assert text.splitlines()[-1].endswith(f"; {crossing} printed again as frames read late joined them")
+    got, _ = late_journeys(BUNDLED, tmp_path, True)
+    check_printed_again(json_lines(got), want)
+
+
+@needs_tools
+def test_late_frames_join_journeys_across_drops(tmp_path, monkeypatch):
+    """Hours of it: Host Y's stream 10 s behind, the store cut again and again.  The frames
+    of journeys settled in the last LATE_S stay, so late ones still join them, and a
+    journey printed before a cut is printed again under the id it had."""
+    repeats = 12
+    path = long_capture(tmp_path, repeats)
+    monkeypatch.setattr(output, "DROP_AT", 50)
+    got, store = late_journeys(path, tmp_path, True, repeats)
+    assert store.dropped > 60 * repeats // 2, store.dropped
+    check_printed_again(json_lines(got), replay_journeys(path, timeout=300))

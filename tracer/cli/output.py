@@ -381,6 +381,11 @@ def print_as_read(
 # A journey that gained no frame for this long is printed: past the matching window (1 s)
 # and the longest a kernel drop follows a packet's last sighting (ARP gives up after 3 s)
 SETTLE_S = 4.0
+# ... and its frames are kept this long after, for frames read late to join it (a host's
+# stream behind the others): it is printed again then.  Never more than LATE_FRAMES of them
+# (at 100,000 frames/s: 2.6 s), memory first.
+LATE_S = 30.0
+LATE_FRAMES = 1 << 18
 
 
 def journeys_as_read(
@@ -396,82 +401,120 @@ def journeys_as_read(
     flt: Filter | None = None,
 ) -> BaseException | None:
     """Journeys of a stream as they settle (``tracer live --journeys``, ``tracer replay -
-    --journeys``): one that has gained no frame for :data:`SETTLE_S` is printed and never
-    again; the rest when the stream ends.  Journeys seen on one NIC only are left out
-    (``every``: not); with ``flt``, only journeys one of whose frames it keeps.  The
-    text ends with the line ``--journeys`` ends with.
+    --journeys``): one that has gained no frame for :data:`SETTLE_S` is printed; the rest
+    when the stream ends.  One that gains frames after it was printed (a host's stream
+    read up to :data:`LATE_S` late) is printed again once it settles again, whole,
+    marked: text ``journey N again:``, JSON ``"again": true`` (the last line of an id is
+    the journey).  Journeys
+    seen on one NIC only are left out (``every``: not); with ``flt``, only journeys one
+    of whose frames it keeps.  The text ends with the line ``--journeys`` ends with.
 
     Memory stays bounded however long the stream: once the frames before the oldest
-    journey not yet printed are many (:data:`DROP_AT`, and at least as many as stay),
+    journey not yet settled, nor settled in the last :data:`LATE_S` (and
+    :data:`LATE_FRAMES`), are many
+    (:data:`DROP_AT`, and at least as many as stay),
     they are dropped from the store and a new :class:`Correlation` matches what is left
-    (the unsettled window: little), its journeys numbered on from the old one's; a
-    journey there holding a frame of one already printed (a printed journey's late
-    tail) is not printed again.  Settling goes by ``clock``, not by capture time: hosts'
-    clocks may disagree.  Returns what ended the reading with an error, or None."""
+    (the unsettled window: little), its journeys numbered on from the old one's; one
+    holding frames of a journey printed keeps that journey's id.  Settling goes by
+    ``clock``, not by capture time: hosts' clocks may disagree.  Returns what ended the
+    reading with an error, or None."""
     from tracer.correlate import Correlation
 
     match = None if flt is None else flt.matcher(store)
     corr = Correlation(store)
-    done: set[int] = set()  # journeys printed, or left out for good
-    pending: dict[int, float] = {}  # the others: journey id -> when it last gained a frame
-    counts = [0, 0]  # journeys printed; frames seen on one NIC only (of the journeys kept)
-
-    def wanted(j: Journey) -> bool:
-        return match is None or any(match(f) for f in j.frames)
+    pending: dict[int, float] = {}  # journeys not settled: id -> when it last gained a frame
+    done: set[int] = set()  # settled: printed, counted as seen on one NIC, or left out
+    printed: dict[int, int] = {}  # journeys printed -> the id they were printed with
+    lone: set[int] = set()  # settled journeys counted as seen on one NIC only
+    # (when, first frame) of journeys that settled in the last LATE_S, a frame a later one
+    # would join kept: the first frames rise from left to right (a sliding minimum)
+    recent: deque[tuple[float, int]] = deque()
+    counts = [0, 0, 0]  # journeys printed; frames seen on one NIC only; journeys printed again
 
     def flush(everything: bool) -> None:
         now = clock()
         ids = sorted(jid for jid, t in pending.items() if everything or now - t >= SETTLE_S)
+        first: list[Journey] = []
+        again: list[Journey] = []
         for jid in ids:
             del pending[jid]
-        done.update(ids)
-        ready = [j for j in (corr.journeys[jid] for jid in ids) if wanted(j)]
-        lone = sum(1 for j in ready if len(j.frames) == 1)
-        counts[1] += lone
-        if not every:
-            ready = [j for j in ready if len(j.frames) > 1]
-        if ready:
-            counts[0] += len(ready)
-            write_journeys(corr, ready, out, as_json)
+            done.add(jid)
+            j = corr.journeys[jid]
+            low = min(j.frames)
+            while recent and recent[-1][1] >= low:
+                recent.pop()
+            recent.append((now, low))
+            if match is not None and not any(match(f) for f in j.frames):
+                continue
+            if len(j.frames) == 1:
+                if jid not in lone:
+                    lone.add(jid)
+                    counts[1] += 1
+                if not every:
+                    continue
+            elif jid in lone:  # seen on one NIC when it settled, on more since
+                lone.discard(jid)
+                counts[1] -= 1
+            (again if jid in printed else first).append(j)
+        for j in first:
+            printed[j.id] = j.id + corr.id_base
+        counts[0] += len(first)
+        counts[2] += len(again)
+        if first:
+            write_journeys(corr, first, out, as_json)
+        for j in again:
+            _write_again(corr, j, printed[j.id], out, as_json)
+        if first or again:
             out.flush()
 
     def emit(frames: Sequence[int]) -> None:
         now = clock()
         for j in corr.update():
-            if j.id not in done:  # (a tail after it settled is not printed again)
-                pending[j.id] = now
+            pending[j.id] = now
+            done.discard(j.id)
         flush(False)
 
     def keep_from() -> int:
-        """The first frame a journey not yet printed (or left out) holds, or the first not
-        matched yet.  Not by the clock: one that settled since the last flush is not
-        printed yet.  (A journey's frames are in capture-time order, not index order: a
-        NIC read late puts an early sighting at a higher index.)"""
+        """The first frame a journey not settled yet holds, or the first not matched yet.
+        Not by the clock: one that settled since the last flush is not printed yet.  (A
+        journey's frames are in capture-time order, not index order: a NIC read late
+        puts an early sighting at a higher index.)"""
         low = corr.frames
         if low < DROP_AT:
             return 0
+        now = clock()
+        while recent and (now - recent[0][0] > LATE_S or low - recent[0][1] > LATE_FRAMES):
+            recent.popleft()
+        if recent:
+            low = min(low, recent[0][1])
         for jid in pending:
             low = min(low, *corr.journeys[jid].frames)
         return low
 
     def dropped(n: int) -> None:
-        nonlocal corr, done, pending
+        nonlocal corr, pending, done, printed, lone, recent
         old, now = corr, clock()
-        # per frame kept (by its new index): was its journey done with, else when it last changed
-        was_done: set[int] = set()
-        when: dict[int, float] = {}
-        for f in range(n, old.frames):
-            jid = old.journey_of[f]
-            if jid in done:
-                was_done.add(f - n)
-            elif jid >= 0:
-                when[f - n] = pending[jid]
+        recent = deque((t, f - n) for t, f in recent)
         corr = Correlation(store, id_base=old.id_base + len(old.journeys))
         corr.update()
-        done = {j.id for j in corr.journeys if not was_done.isdisjoint(j.frames)}
-        pending = {
-            j.id: max((when[f] for f in j.frames if f in when), default=now) for j in corr.journeys if j.id not in done
-        }
+        new_pending: dict[int, float] = {}
+        new_done: set[int] = set()
+        new_printed: dict[int, int] = {}
+        new_lone: set[int] = set()
+        for j in corr.journeys:
+            # the old journeys of its frames (-1: a frame the old one had not matched yet)
+            was = [old.journey_of[f + n] if f + n < old.frames else -1 for f in j.frames]
+            times = [pending[w] for w in was if w in pending]
+            if times or not all(w in done for w in was):  # unsettled, or frames not matched before
+                new_pending[j.id] = max(times, default=now)
+            else:
+                new_done.add(j.id)
+            shown = [printed[w] for w in was if w in printed]
+            if shown:
+                new_printed[j.id] = shown[0]
+            if any(w in lone for w in was) and j.id in new_done:
+                new_lone.add(j.id)
+        pending, done, printed, lone = new_pending, new_done, new_printed, new_lone
 
     # (window 0: the journeys are matched on the whole store, not on the frames handed over)
     error = print_as_read(
@@ -488,9 +531,25 @@ def journeys_as_read(
     corr.update()
     flush(True)
     if not as_json:
-        out.write(_count_line(counts[0], counts[1], every))
+        out.write(_count_line(counts[0], counts[1], every, again=counts[2]))
         out.flush()
     return error
+
+
+def _write_again(corr: Correlation, j: Journey, jid: int, out: TextIO, as_json: bool) -> None:
+    """Journey ``j`` printed again, whole, under ``jid``, the id it was first printed with:
+    it gained frames since (:func:`journeys_as_read`)."""
+    from tracer.correlate.render import JsonLines, TextBlocks
+
+    if as_json:
+        line = JsonLines(corr).line(j)
+        obj = json.loads(line)
+        obj["id"], obj["again"] = jid, True
+        out.write(json.dumps(obj) + "\n")
+        return
+    block = TextBlocks(corr).block(j)
+    rest = block.partition(": ")[2]
+    out.write(f"journey {jid} again: {rest}")
 
 
 def _read_in_thread(source: Source, store: FrameStore, done: threading.Event, wake: threading.Event) -> list:
@@ -693,11 +752,13 @@ def print_journeys(
         out.write(_count_line(len(candidates) - (0 if every else lone), lone, every))
 
 
-def _count_line(shown: int, lone: int, every: bool) -> str:
-    """The line ``--journeys`` text ends with: journeys shown, frames seen on one NIC only."""
+def _count_line(shown: int, lone: int, every: bool, again: int = 0) -> str:
+    """The line ``--journeys`` text ends with: journeys shown, frames seen on one NIC only
+    (and, from a stream, how many were printed again as late frames joined them)."""
     hidden = "" if every or not lone else " (--all lists them)"
     journeys, frames = f"journey{'s' if shown != 1 else ''}", f"frame{'s' if lone != 1 else ''}"
-    return f"{shown} {journeys}; {lone} {frames} seen on one NIC only{hidden}\n"
+    late = f"; {again} printed again as frames read late joined them" if again else ""
+    return f"{shown} {journeys}; {lone} {frames} seen on one NIC only{hidden}{late}\n"
 
 
 def write_journeys(corr: Correlation, journeys: list[Journey], out: TextIO, as_json: bool) -> None:
