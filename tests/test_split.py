@@ -10,6 +10,8 @@ interface added after the child began, damage on either side.
 
 from __future__ import annotations
 
+import errno
+import os
 import struct
 from pathlib import Path
 
@@ -177,3 +179,87 @@ def test_stats_counted_in_two_processes_are_the_whole_file_stats(path, monkeypat
     store = FrameStore()
     got = output.count_as_read(FileSource.open([str(path)], []), store)
     assert got == nic_stats(whole)
+    assert store.warnings == whole.warnings
+
+
+def stats_both_ways(path: Path, monkeypatch) -> tuple[tuple, tuple]:
+    """(--stats and warnings read by one process, the same split)."""
+    monkeypatch.setattr(output, "STATS_SEGMENT", 50)
+    out = []
+    for least in (1 << 40, 0):
+        monkeypatch.setattr(reader, "SPLIT_MIN_BYTES", least)
+        store = FrameStore()
+        out.append((output.count_as_read(FileSource.open([str(path)], []), store), store.warnings))
+    return out[0], out[1]
+
+
+def test_stats_warnings_after_the_child_part_count_its_frames(tmp_path, monkeypatch):
+    """The child counted its frames itself: a warning or damage after its part still says
+    the frame's number in the file (review: they said 205 for 363)."""
+    records = [(1000 + k, frame(bytes(100 + k % 50))) for k in range(400)]
+    data = bytearray(pcap(records))
+    pos, k = 24, 0
+    while pos < len(data) * 0.9:
+        pos += 16 + len(records[k][1])
+        k += 1
+    struct.pack_into("<I", data, pos + 12, 10)  # original length below caplen: warned, kept
+    path = tmp_path / "odd.pcap"
+    path.write_bytes(bytes(data[:-30]))  # and the last record cut short: damage
+    alone, split = stats_both_ways(path, monkeypatch)
+    assert len(alone[1]) == 2 and "record 363 " in alone[1][0] and "after 399 frames" in alone[1][1]
+    assert split == alone
+
+
+def test_stats_a_packet_without_a_time_after_the_child_part_takes_the_last_time(tmp_path, monkeypatch):
+    """A simple packet block has no time: it takes the previous frame's, which the
+    child read (review: it took the last time before the child's part)."""
+    path = tmp_path / "spb.pcapng"
+    with open(path, "wb") as f:
+        w = PcapngWriter(f)
+        w.add_interface("spb0", 1)
+        eth1 = w.add_interface("eth1", 1)
+        for k in range(300):
+            w.write_packet(eth1, 1_000_000_000_000_000_000 + k * 1_000_000_000, frame(bytes(200)))
+        pkt = frame(bytes(60))
+        body = struct.pack("<I", len(pkt)) + pkt + bytes(-len(pkt) & 3)
+        f.write(struct.pack("<II", 3, 12 + len(body)) + body + struct.pack("<I", 12 + len(body)))
+    alone, split = stats_both_ways(path, monkeypatch)
+    assert alone[0][0]["first"] == 1_000_000_299.0
+    assert split == alone
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_no_process_to_fork_reads_in_one(tmp_path, monkeypatch):
+    """fork() fails (a process limit): the file is read by this process, whole, and no
+    pipe is left open (review: the rest of the file was lost as a read error)."""
+    path = next(p for p in CAPTURES if p.suffix == ".pcap" and p.stat().st_size > 20_000)
+    alone = index(path, None)
+    before = open_fds()
+
+    def no_fork() -> int:
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    assert index(path, Counted()) == alone
+    assert open_fds() == before
+
+
+class Interrupted(Counted):
+    def merge(self, result: object) -> None:
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_the_child_part_is_taken_is_not_swallowed(tmp_path):
+    """Ctrl-C as the child's part is merged: the interrupt goes on up, the child was
+    waited for once and its pipe closed (review: a second close turned it into a read
+    error warning)."""
+    path = next(p for p in CAPTURES if p.suffix == ".pcap" and p.stat().st_size > 20_000)
+    before = open_fds()
+    with pytest.raises(KeyboardInterrupt):
+        FileSource.open([str(path)], []).load(FrameStore(), split=Interrupted())
+    assert open_fds() == before
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # no child left behind

@@ -197,6 +197,19 @@ class _Child:
     fd: int  # the pipe its result comes through
     start: int  # where it began reading
     state: tuple  # the parser's interface state it began with
+    ended: bool = False  # waited for (and its pipe closed)
+
+
+@dataclass
+class _Part:
+    """What a :class:`Split` child read, sent back through its pipe."""
+
+    end: int  # where its part ends: reading goes on from there
+    frames: int  # how many
+    last_ts: int | None  # the last one's time (what a packet without one gets next)
+    columns: tuple[array, array, array, array, array] | None  # (ts, offset, caplen, origlen, nic): keep_frames
+    comments: list[tuple[int, str]]  # (place in its part, the packet's comment): keep_frames
+    result: object  # Split.result
 
 
 @dataclass
@@ -527,6 +540,24 @@ class _Base:
         A guess only: :class:`Split` checks it."""
         return None
 
+    def _chain(self, buf, p: int, end: int) -> bool:
+        """Whether the records from ``p``, :data:`SYNC_CHAIN` in a row (or up to ``end``),
+        are ones :meth:`plain` takes (read into a scratch sink, one at a time)."""
+        sink = self.sink
+        self.sink = _Sink(self.store)
+        self.sink.nic = array(sink.nic.typecode)
+        try:
+            for _ in range(SYNC_CHAIN):
+                if p == end:
+                    return True
+                nxt = self.plain(buf, p, p + 1, end)
+                if nxt == p:
+                    return False
+                p = nxt
+            return True
+        finally:
+            self.sink = sink
+
     def warn_once(self, kind: str, text: str) -> None:
         if kind in self.warned:
             return
@@ -718,34 +749,22 @@ class _PcapParser(_Base):
         return pos
 
     def sync(self, buf, lo: int, hi: int, end: int) -> int | None:
-        # pcap records are not aligned and carry no mark: a record header is taken for
-        # one when SYNC_CHAIN headers in a row hold sane lengths and times near the
-        # last frame read (any byte may begin one, and zeros look like empty records)
+        # pcap records are not aligned and carry no mark: a place is tried where a record
+        # header holds sane lengths and a time near the last frame read (any byte may
+        # begin one, and zeros look like empty records)
         if self.sink.last_ts is None:
             return None
         ref = self.sink.last_ts // NS
         frac_max = NS if self.frac_mul == 1 else 1_000_000
         unpack = self.rec
-        for p in range(lo, min(hi, lo + SYNC_SPAN_PCAP)):
-            q = p
-            for _ in range(SYNC_CHAIN):
-                if q == end:
-                    return p
-                if q + 16 > end:
-                    break
-                sec, frac, caplen, orig = unpack(buf, q)
-                if (
-                    caplen < 14
-                    or caplen > self.fast_cap
-                    or caplen > orig
-                    or orig > MAX_CAPLEN
-                    or frac >= frac_max
-                    or abs(sec - ref) > SYNC_SECONDS
-                    or q + 16 + caplen > end
-                ):
-                    break
-                q += 16 + caplen
-            else:
+        for p in range(lo, min(hi, lo + SYNC_SPAN_PCAP, end - 16)):
+            sec, frac, caplen, orig = unpack(buf, p)
+            if (
+                14 <= caplen <= orig <= MAX_CAPLEN
+                and frac < frac_max
+                and abs(sec - ref) <= SYNC_SECONDS
+                and self._chain(buf, p, end)
+            ):
                 return p
         return None
 
@@ -906,7 +925,6 @@ class _PcapngParser(_Base):
     def sync(self, buf, lo: int, hi: int, end: int) -> int | None:
         # every block begins 4-aligned; a packet block starts with its type word
         mark = struct.pack(self.e + "I", BT_EPB)
-        epb, u32, known = self.epb, self.u32, len(self.fast)
         p = lo + (-lo & 3)
         while p < hi:
             p = buf.find(mark, p, hi)
@@ -915,25 +933,7 @@ class _PcapngParser(_Base):
             if p & 3:
                 p += -p & 3
                 continue
-            q = p
-            for _ in range(SYNC_CHAIN):
-                if q == end:
-                    return p
-                if q + 28 > end:
-                    break
-                btype, blen, ifid, _hi, _lo, caplen, orig = epb(buf, q)
-                if (
-                    btype != BT_EPB
-                    or ifid >= known
-                    or blen < 32 + ((caplen + 3) & ~3)
-                    or blen & 3
-                    or blen > end - q
-                    or u32(buf, q + blen - 4)[0] != blen
-                    or caplen > orig
-                ):
-                    break
-                q += blen
-            else:
+            if self._chain(buf, p, end):
                 return p
             p += 4
         return None
@@ -1410,10 +1410,13 @@ class Capture:
         child: _Child | None = None
         try:
             while pos < end:
-                if forkable and not first and child is None and parser.state() is not None:
+                # (not before a frame with a time was read: then the interfaces are known,
+                # and packets without a time do not wait for the next one's)
+                ready = sink.last_ts is not None and not sink.pending_global and parser.state() is not None
+                if forkable and not first and child is None and ready:
                     assert split is not None
                     child = self._fork_reader(parser, sink, store, split, pos, end)
-                    forkable = child is not None  # one whose part is thrown away: try again from there
+                    forkable = child is not None  # (none could start: do not look again)
                 first = False
                 stop = min(pos + WINDOW, end if child is None else child.start)
                 pos = parser.parse(mm, pos, stop, end, True)
@@ -1422,8 +1425,12 @@ class Capture:
                     split.window(store)
                 if child is not None and pos >= child.start:
                     assert split is not None
-                    pos = self._join(child, parser, sink, store, split, pos)
-                    child = None
+                    joined, child = child, None
+                    start = joined.start
+                    pos = self._join(joined, parser, sink, store, split, pos)
+                    # a part that came back empty (a packet block plain() leaves at once
+                    # began it): no use trying again; one thrown away: again from here
+                    forkable = pos != start
                 if progress is not None:
                     now = time.monotonic()
                     if now - last >= PROGRESS_INTERVAL:
@@ -1440,15 +1447,23 @@ class Capture:
         """A child reading the second part of the file (:class:`Split`), or None (too small,
         one CPU, no record start found near the middle)."""
         mm = self._mm
-        if end - pos < SPLIT_MIN_BYTES or (os.cpu_count() or 1) < 2 or not hasattr(os, "fork"):
+        if end - pos < SPLIT_MIN_BYTES or _cpus() < 2 or not hasattr(os, "fork"):
             return None
         mid = pos + (end - pos) // 2
         start = parser.sync(mm, mid, min(mid + SYNC_SPAN, end), end)
         if start is None:
             return None
         state = parser.state()
-        r, w = os.pipe()
-        pid = os.fork()
+        try:
+            r, w = os.pipe()
+        except OSError:
+            return None
+        try:
+            pid = os.fork()
+        except OSError:  # no process to be had (EAGAIN, ENOMEM): one process reads on
+            os.close(r)
+            os.close(w)
+            return None
         if pid == 0:  # the child: its part, the result into the pipe, out without cleanup
             code = 1
             try:
@@ -1460,14 +1475,19 @@ class Capture:
                 code = 0
             finally:
                 os._exit(code)
-        os.close(w)
-        return _Child(pid, r, start, state)
+        child = _Child(pid, r, start, state)
+        try:
+            os.close(w)
+        except BaseException:
+            _end_child(child)
+            raise
+        return child
 
-    def _read_part(self, parser, sink, store, split: Split, pos: int, end: int) -> tuple:
-        """In a :class:`Split` child: the plain records from ``pos``.  Returns (where they
-        end, their columns when the split keeps frames, ``split.result``)."""
+    def _read_part(self, parser, sink, store, split: Split, pos: int, end: int) -> _Part:
+        """In a :class:`Split` child: the plain records from ``pos``."""
         mm = self._mm
         split.forked(store)
+        count = sink.count
         while pos < end:
             stop = min(pos + WINDOW, end)
             pos = parser.plain(mm, pos, stop, end)
@@ -1476,30 +1496,39 @@ class Capture:
                 split.window(store)
             if pos < stop:
                 break
-        cols = (sink.ts, sink.off, sink.cap, sink.orig, sink.nic) if split.keep_frames else None
-        return pos, cols, sink.comments, split.result(store)
+        if split.keep_frames:
+            last = sink.ts[-1] if len(sink.ts) else sink.last_ts
+            cols = (sink.ts, sink.off, sink.cap, sink.orig, sink.nic)
+            return _Part(pos, len(sink.ts), last, cols, sink.comments, split.result(store))
+        return _Part(pos, sink.count - count, sink.last_ts, None, [], split.result(store))
 
     def _join(self, child: _Child, parser, sink, store, split: Split, pos: int) -> int:
         """This process's reading reached ``pos`` at or past where ``child`` began:
         its part counts when that is exactly its start, the interfaces unchanged.
         Returns where reading goes on."""
         got = None
-        if pos == child.start and parser.state() == child.state:
-            split.reached(store)
-            try:
-                with os.fdopen(child.fd, "rb", closefd=False) as f:
-                    got = pickle.load(f)
-            except (OSError, EOFError, pickle.UnpicklingError):
-                got = None
-        if not _end_child(child, kill=got is None) or got is None:
+        try:
+            if pos == child.start and parser.state() == child.state:
+                split.reached(store)
+                try:
+                    with os.fdopen(child.fd, "rb", closefd=False) as f:
+                        got = pickle.load(f)
+                except (OSError, EOFError, pickle.UnpicklingError):
+                    got = None
+        finally:
+            ok = _end_child(child, kill=got is None)
+        if not ok or not isinstance(got, _Part):
             return pos
-        end, cols, comments, result = got
-        if cols is not None:
-            sink.take(cols, comments)
+        if got.columns is not None:
+            sink.take(got.columns, got.comments)
             sink.flush()
-        split.merge(result)
+        else:  # counted there: this side's count and clock go on after them
+            sink.count += got.frames
+            if got.last_ts is not None:
+                sink.last_ts = got.last_ts
+        split.merge(got.result)
         split.window(store)
-        return end
+        return got.end
 
     def _read_chunk(self, view: memoryview) -> int:
         """One read of whatever is available (never waits for a full buffer)."""
@@ -1631,8 +1660,11 @@ class Capture:
 
 
 def _end_child(child: _Child, kill: bool = True) -> bool:
-    """Wait for a :class:`Split` child (killed first with ``kill``); whether it did its
-    part (exit status 0)."""
+    """Wait for a :class:`Split` child (killed first with ``kill``), once; whether it did
+    its part (exit status 0)."""
+    if child.ended:
+        return False
+    child.ended = True
     if kill:
         try:
             os.kill(child.pid, signal.SIGKILL)
@@ -1641,6 +1673,14 @@ def _end_child(child: _Child, kill: bool = True) -> bool:
     os.close(child.fd)
     _, status = os.waitpid(child.pid, 0)
     return not kill and os.waitstatus_to_exitcode(status) == 0
+
+
+def _cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _wait_readable(fd: int, cancelled: Callable[[], bool]) -> bool:
