@@ -338,3 +338,9 @@ def test_late_frames_join_journeys_across_drops(tmp_path, monkeypatch):
     got, store = late_journeys(path, tmp_path, True, repeats)
     assert store.dropped > 60 * repeats // 2, store.dropped
     check_printed_again(json_lines(got), replay_journeys(path, timeout=300))
+    # the count line counts each journey once, and a frame seen on one NIC when it
+    # settled, then joined, is not one seen on one NIC only
+    text, _ = late_journeys(path, tmp_path, False, repeats)
+    plain = subprocess.run([sys.executable, "-m", "tracer", "replay", str(path), "--journeys"], capture_output=True)
+    head = plain.stdout.decode().splitlines()[-1]
+    assert text.splitlines()[-1].startswith(head.split(" (--all")[0]), (text.splitlines()[-1], head)

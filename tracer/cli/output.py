@@ -512,7 +512,7 @@ def journeys_as_read(
             shown = [printed[w] for w in was if w in printed]
             if shown:
                 new_printed[j.id] = shown[0]
-            if any(w in lone for w in was) and j.id in new_done:
+            if any(w in lone for w in was):  # (counted when it settled: uncounted if it grows)
                 new_lone.add(j.id)
         pending, done, printed, lone = new_pending, new_done, new_printed, new_lone
 
@@ -541,15 +541,7 @@ def _write_again(corr: Correlation, j: Journey, jid: int, out: TextIO, as_json: 
     it gained frames since (:func:`journeys_as_read`)."""
     from tracer.correlate.render import JsonLines, TextBlocks
 
-    if as_json:
-        line = JsonLines(corr).line(j)
-        obj = json.loads(line)
-        obj["id"], obj["again"] = jid, True
-        out.write(json.dumps(obj) + "\n")
-        return
-    block = TextBlocks(corr).block(j)
-    rest = block.partition(": ")[2]
-    out.write(f"journey {jid} again: {rest}")
+    out.write(JsonLines(corr).line(j, jid) + "\n" if as_json else TextBlocks(corr).block(j, jid))
 
 
 def _read_in_thread(source: Source, store: FrameStore, done: threading.Event, wake: threading.Event) -> list:

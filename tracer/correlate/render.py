@@ -165,7 +165,9 @@ class JsonLines(_Shapes):
         ]
         self.encap_json: dict[int, str] = {}
 
-    def line(self, j: Journey) -> str:
+    def line(self, j: Journey, again_as: int | None = None) -> str:
+        """``again_as``: the journey printed again (a stream's late frames joined it),
+        under the id it was first printed with: ``"again": true``."""
         corr = self.corr
         store = corr.store
         plan, ident, t0 = self.start(j)
@@ -201,8 +203,9 @@ class JsonLines(_Shapes):
             parts.append(hop + "}")
             prev_t = ct
         stop_json = self.stop_of(j, plan)[0]
+        head = f'{{"id": {j.id + corr.id_base}' if again_as is None else f'{{"id": {again_as}, "again": true'
         return (
-            f'{{"id": {j.id + corr.id_base}, "inner": {inner}, "hops": [{", ".join(parts)}], '
+            f'{head}, "inner": {inner}, "hops": [{", ".join(parts)}], '
             f'"end": {plan.end}{stop_json}, "clock_corrected": {"true" if corrected else "false"}}}'
         )
 
@@ -217,7 +220,9 @@ class TextBlocks(_Shapes):
         labels = [n.label for n in corr.store.nics]
         self.label = [(len(text), safe(text)) for text in labels]
 
-    def block(self, j: Journey) -> str:
+    def block(self, j: Journey, again_as: int | None = None) -> str:
+        """``again_as``: the journey printed again (a stream's late frames joined it),
+        under the id it was first printed with: ``journey N again:``."""
         corr = self.corr
         store = corr.store
         plan, ident, t0 = self.start(j)
@@ -227,8 +232,9 @@ class TextBlocks(_Shapes):
         inner = inner_of(ident)
         what = " ".join(f"{k} {v}" for k, v in inner.items() if k not in ("src", "dst", "proto") and v is not None)
         corrected = corr.corrected
+        title = f"{j.id + corr.id_base}" if again_as is None else f"{again_as} again"
         out = [
-            f"journey {j.id + corr.id_base}: {safe(str(inner.get('src')))} → {safe(str(inner.get('dst')))} "
+            f"journey {title}: {safe(str(inner.get('src')))} → {safe(str(inner.get('dst')))} "
             f"{inner.get('proto')} {safe(what)} — {len(frames)} hop{'' if len(frames) == 1 else 's'}, {plan.end_text}"
             f"{' (clocks corrected)' if corrected else ''}\n"
         ]

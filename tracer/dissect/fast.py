@@ -1491,9 +1491,10 @@ def layers_names_key(parts: tuple[str, tuple, tuple, tuple, tuple], key: tuple) 
     only in those share one scapy dissection."""
     skey = parts[2]
     kind = skey[0]
-    _template, k, lens, extra = key
+    _, k, lens, extra = key
     sport = None
     if parts[4][0]:  # VXLAN: lens[3] is the outer UDP source port (_VX_HEAD)
         sport = lens[3]
         lens = lens[:3] + lens[4:]
-    return (kind, skey[4:6] if kind == _L4_ICMP else None, k, lens, extra), sport
+    names_key = (kind, skey[4:6] if kind == _L4_ICMP else None, k, lens, extra)
+    return names_key, sport
