@@ -64,6 +64,17 @@ def frame_line(store: FrameStore, i: int, summary: str, width: int) -> str:
     )
 
 
+_NS = 1_000_000_000
+
+
+def epoch_text(ns: int) -> str:
+    """Epoch nanoseconds as JSON's ``"time"`` says them: seconds with all nine decimals,
+    exact, as tshark's ``frame.time_epoch`` (a float would round a nanosecond capture
+    to ~0.2 us)."""
+    sec, frac = divmod(abs(ns), _NS)
+    return f"{'-' if ns < 0 else ''}{sec}.{frac:09d}"
+
+
 def frame_json(store: FrameStore, i: int) -> str:
     from tracer.dissect.fast import direction_of, identify
     from tracer.dissect.tree import layer_names
@@ -81,7 +92,7 @@ def frame_json(store: FrameStore, i: int) -> str:
         "index": store.nic_index[i],  # 0-based within its NIC
         "number": store.nic_index[i] + 1,  # the same from 1, as the text and the UI
         "frame_number": store.frame_number(i),  # in its file, as tshark's frame.number
-        "time": store.ts_ns[i] / 1e9,
+        "time": None,  # (epoch_text, put in below: json.dumps writes a float's repr)
         "length": store.origlen[i],
         "caplen": store.caplen[i],
         "direction": direction_of(store, i) or None,  # tcpdump -i any's In/Out/B/M/P; else null
@@ -89,7 +100,8 @@ def frame_json(store: FrameStore, i: int) -> str:
         "encap": list(ident.encap),
         "summary": ident.summary,
     }
-    return json.dumps(obj)
+    # the first '"time": null' is the key's: one inside a string value has its quotes escaped
+    return json.dumps(obj).replace('"time": null', f'"time": {epoch_text(store.ts_ns[i])}', 1)
 
 
 def emit_frames(store: FrameStore, order: Sequence[int], out: TextIO, as_json: bool, parallel: bool = False) -> None:
@@ -200,7 +212,7 @@ def _json_chunk(store: FrameStore, idx: Sequence[int], parts: Iterable, numbers,
                 }
             )[:-1].replace("%", "%%")
             # only Ethernet frames come here (_emit_range): direction_of says None
-            + ', "index": %d, "number": %d, "frame_number": %s, "time": %r, "length": %d, "caplen": %d, '
+            + ', "index": %d, "number": %d, "frame_number": %s, "time": %d.%09d, "length": %d, "caplen": %d, '
             '"direction": null, "layers": '
             for nic in store.nics
         ]
@@ -211,7 +223,8 @@ def _json_chunk(store: FrameStore, idx: Sequence[int], parts: Iterable, numbers,
     lines: list[str] = []
     append = lines.append
     for i, p in zip(idx, parts):
-        if p is None:
+        t = ts[i]
+        if p is None or t < 0:  # (before 1970: epoch_text's sign)
             append(frame_json(store, i) + "\n")
             continue
         nic = nic_of[i]
@@ -235,7 +248,8 @@ def _json_chunk(store: FrameStore, idx: Sequence[int], parts: Iterable, numbers,
             )
         k = nic_index[i]
         number = numbers(i)
-        append(tmpl % ((k, k + 1, "null" if number is None else number, ts[i] / 1e9, origlen[i], caplen[i]) + p[1]))
+        sec, frac = divmod(t, _NS)
+        append(tmpl % ((k, k + 1, "null" if number is None else number, sec, frac, origlen[i], caplen[i]) + p[1]))
     return "".join(lines)
 
 
