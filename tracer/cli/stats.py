@@ -155,14 +155,15 @@ class NicCounts:
         self.frames.update(other.frames)
         self.bytes.update(other.bytes)
         for nic, t in other.first.items():
-            self.first[nic] = min(t, self.first.get(nic, t))
-        for nic, t in other.last.items():
-            self.last[nic] = max(t, self.last.get(nic, t))
+            self._span(nic, t, other.last[nic])
 
     def _times(self, nic: int, frames: int, nbytes: int, ts, mine) -> None:
         self.frames[nic] += frames
         self.bytes[nic] += nbytes
-        lo, hi = min(map(ts.__getitem__, mine)), max(map(ts.__getitem__, mine))
+        self._span(nic, min(map(ts.__getitem__, mine)), max(map(ts.__getitem__, mine)))
+
+    def _span(self, nic: int, lo: int, hi: int) -> None:
+        """NIC ``nic`` had frames from ``lo`` to ``hi`` (ns) too."""
         self.first[nic] = min(lo, self.first.get(nic, lo))
         self.last[nic] = max(hi, self.last.get(nic, hi))
 
@@ -222,10 +223,8 @@ class CountSplit(Split):
         self.counts = NicCounts()
 
     def window(self, store: FrameStore) -> None:
-        n = len(store)
-        if n >= self.segment:
-            self.counts.add(store, n)
-            store.drop_front(n)
+        if len(store) >= self.segment:
+            self.rest(store)
 
     def rest(self, store: FrameStore) -> None:
         """Count the frames ``store`` still holds (the last segment)."""
