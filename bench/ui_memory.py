@@ -5,7 +5,11 @@ file as replay does (or, ``--no-spill``, kept in memory as before), until loadin
 done and the journeys are matched; the growth of anonymous RSS over N is the cost per frame (the spill file's pages
 the UI touched count as file-backed RSS: page cache, which the kernel reclaims).
 
-    python bench/ui_memory.py --frames 500000 [--no-spill] [--max-frames N]
+    python bench/ui_memory.py --frames 500000 [--no-spill] [--max-frames N] [--distinct]
+
+``--distinct``: every frame a packet of its own (its number in the payload), as real
+traffic is, where the default stream repeats 100 packets; each is then a journey whose
+open state the matcher holds until no frame can join it any more.
 
 With ``--max-frames N`` the app forgets the oldest frames past N (as ``tracer replay
 --max-frames``): RSS should then stay flat however many frames the stream brings, and
@@ -40,16 +44,22 @@ def rss() -> tuple[int, int]:
     return got["RssAnon"], got["RssFile"]
 
 
-def stream(n: int) -> bytes:
+def distinct(k: int) -> bytes:
+    """Frame ``k % 100`` of the soak with ``k`` in its payload: a packet of its own."""
+    d = FRAMES[k % len(FRAMES)]
+    return d[:42] + k.to_bytes(4, "big") + d[46:]
+
+
+def stream(n: int, all_distinct: bool = False) -> bytes:
     out = [HEADER]
     for k in range(n):
-        d = FRAMES[k % len(FRAMES)]
+        d = distinct(k) if all_distinct else FRAMES[k % len(FRAMES)]
         out.append(REC.pack(1_700_000_000 + k // 20_000, (k % 20_000) * 50, len(d), len(d)))
         out.append(d)
     return b"".join(out)
 
 
-async def run(n: int, spill: bool, max_frames: int | None = None) -> None:
+async def run(n: int, spill: bool, max_frames: int | None = None, all_distinct: bool = False) -> None:
     from tracer.model import FrameStore
     from tracer.sources.files import FileSource
     from tracer.ui import make_app
@@ -57,7 +67,7 @@ async def run(n: int, spill: bool, max_frames: int | None = None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tracer-uimem-"))
     fifo = tmp / "stream"
     os.mkfifo(fifo)
-    data = stream(n)
+    data = stream(n, all_distinct)
 
     def feed() -> None:
         with open(fifo, "wb") as f:
@@ -95,8 +105,9 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=500_000)
     ap.add_argument("--no-spill", action="store_true")
     ap.add_argument("--max-frames", type=int)
+    ap.add_argument("--distinct", action="store_true", help="every frame a packet of its own, as real traffic")
     args = ap.parse_args()
-    asyncio.run(run(args.frames, not args.no_spill, args.max_frames))
+    asyncio.run(run(args.frames, not args.no_spill, args.max_frames, args.distinct))
     return 0
 
 

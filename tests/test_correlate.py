@@ -700,6 +700,56 @@ def test_update_with_a_limit_repeatedly_gives_the_same_journeys_as_one_update(so
         assert all(corr.journey(f) is j for f in j.frames)
 
 
+def chained(names: list[str], gap_ns: int) -> FrameStore:
+    """The scenarios' recordings one after another, ``gap_ns`` apart, each on NICs of its
+    own: a long capture whose packets are all different."""
+    out = FrameStore()
+    start = 0
+    for name in names:
+        store = recording(name)
+        ids = {
+            nic.id: out.add_nic(
+                Nic(nic.name, nic.linktype, nic.host, nic.netns, nic.kind, nic.description, dict(nic.facts))
+            )
+            for nic in store.nics
+        }
+        bufs = {k: out.add_buffer(b) for k, b in enumerate(store.buffers)}
+        order = store.timeline()
+        shift = start - store.ts_ns[order[0]]
+        for i in order:
+            out.append(
+                ids[store.nic_of[i]],
+                store.ts_ns[i] + shift,
+                bufs[store.buf_of[i]],
+                store.offset[i],
+                store.caplen[i],
+                store.origlen[i],
+            )
+        start = store.ts_ns[order[-1]] + shift + gap_ns
+    return out
+
+
+def test_a_long_capture_forgets_open_journeys_no_frame_can_join():
+    """Incremental matching kept every packet identity's open state as long as the capture
+    ran (~1.4 KB each, the UI's biggest growth on a stream of distinct packets); a bucket
+    untouched for sweep_frames frames whose journeys all began more than the window before
+    the newest frame is forgotten, and the journeys stay what one pass finds."""
+    store = chained([p.parent.name for p in sorted(SCENARIOS.glob("*/capture.pcapng"))], gap_ns=2_000_000_000)
+    sweep = 32
+    swept, kept = Correlation(store, sweep_frames=sweep), Correlation(store, sweep_frames=10**9)
+    for corr in (swept, kept):
+        while corr.pending:
+            corr.update(limit=7)
+    assert _journeys_by_frames(swept) == _journeys_by_frames(kept) == _journeys_by_frames(correlate(store))
+    newest = max(store.ts_ns)
+    n = len(store)
+    for key, states in swept._open.items():  # what is left could still be joined
+        assert swept._touched[key] > n - sweep - 7 or max(J[1] for J in states) >= newest - swept.window_ns
+    first_round = {store.timeline()[0]}
+    assert any(J[0][0] in first_round for states in kept._open.values() for J in states)
+    assert len(swept._open) < len(kept._open) / 4
+
+
 def test_update_limit_zero_matches_nothing_and_negative_is_refused():
     store = recording("flannel-vxlan")
     corr = Correlation(store)

@@ -67,7 +67,7 @@ import gc
 import ipaddress
 from array import array
 from bisect import bisect_left, bisect_right
-from collections import Counter
+from collections import Counter, deque
 from itertools import islice
 
 from tracer.correlate.clocks import Clocks
@@ -99,6 +99,12 @@ DEFAULT_HAIRPIN_NS = 5_000_000
 MAX_REPEATS_LOOKED_AT = 4
 # First word of a weak identity's bucket key (with the host and the exact endpoints)
 WEAK = "weak"
+# Incremental matching forgets a bucket's open journeys once no frame of that bucket came
+# in this many frames and they all began more than the window before the newest frame
+# matched: no frame in time order could join them, and a frame read this late (a host's
+# stream lagging by 65,536 frames) starts a journey of its own.  Without it every packet
+# identity seen once kept its open state (~1.4 KB) for as long as the capture ran.
+SWEEP_FRAMES = 65_536
 
 
 class Correlation:
@@ -110,8 +116,10 @@ class Correlation:
         window_ns: int = DEFAULT_WINDOW_NS,
         hairpin_ns: int = DEFAULT_HAIRPIN_NS,
         id_base: int = 0,
+        sweep_frames: int = SWEEP_FRAMES,
     ) -> None:
         self.store = store
+        self.sweep_frames = sweep_frames
         # what a journey's id reads as in output: its index here, past the journeys of
         # the correlations before this one (a long live capture starts a new one on
         # what it keeps, see tracer.cli.live)
@@ -365,8 +373,12 @@ class Correlation:
                 jv = J[2]
                 if v >= 0 and jv >= 0 and v != jv:
                     continue
-                if J[8].get(lvl, lt) != lt:
-                    continue  # at this point of its way on another link layer: a copy (lo0 and en0)
+                at = J[8]
+                if at.__class__ is tuple:
+                    if at[0] == lvl and at[1] != lt:
+                        continue  # at this point of its way on another link layer: a copy (lo0 and en0)
+                elif at.get(lvl, lt) != lt:
+                    continue
                 if sig in J[3] and (t - J[1] > hairpin or sig in J[7]):
                     # this very frame on this NIC again, later: a new packet.  Identical
                     # repeats (a flood of one frame) all say so: looking further back
@@ -387,8 +399,13 @@ class Correlation:
             if best is None:
                 g = [i]
                 gappend(g)
-                opened.append([g, t, v, {sig}, {ex}, {ss}, {ds}, set(), {lvl: lt}])
+                # one frame's state in tuples (a set or dict each, once another frame joins):
+                # most journeys of a stream never get a second frame, and a state of sets
+                # cost 1.4 KB where this costs 0.4 KB
+                opened.append([g, t, v, (sig,), (ex,), (ss,), (ds,), (), (lvl, lt)])
             else:
+                if best[8].__class__ is tuple:
+                    best[3:9] = [set(best[3]), set(best[4]), set(best[5]), set(best[6]), set(best[7]), dict((best[8],))]
                 best[0].append(i)
                 if best[2] < 0:
                     best[2] = v
@@ -426,6 +443,9 @@ class Correlation:
         self._ss_of = array("I")
         self._ds_of = array("I")
         self._open: dict = {}  # incremental mode: key -> open journey states
+        self._touched: dict = {}  # key -> frames matched when a frame of it last came
+        self._touches: deque = deque()  # (frames matched, key), oldest first: what _sweep looks at
+        self._newest_ns = 0  # the latest time of a frame matched so far
         self._errors: list[int] = []  # ICMP error frames (they quote the packet they are about)
         self._linked: dict[int, list[int]] = {}  # journey id -> ICMP errors about its packet
         self._linked_upto = 0  # errors linked so far
@@ -536,13 +556,24 @@ class Correlation:
             journey_of = self.journey_of
             journey_of.extend(array("i", [-1]) * (n - start))
             known = {}
+            touched, touches = self._touched, self._touches
+            newest = self._newest_ns
             for key, frames in buckets.items():
                 frames.sort(key=tsget)
                 opened = self._open.get(key)
                 if opened:
                     for J in opened:
                         known[id(J[0])] = len(J[0])
-                self._open[key] = self._prune(self._split(frames, opened, groups, key[0] != WEAK), tsget(frames[-1]))
+                last = tsget(frames[-1])
+                newest = max(newest, last)
+                kept = self._prune(self._split(frames, opened, groups, key[0] != WEAK), last)
+                if kept:
+                    self._open[key] = kept
+                    touched[key] = n
+                    touches.append((n, key))
+                elif opened is not None:
+                    del self._open[key]
+                    touched.pop(key, None)
                 if opened:
                     for J in opened:
                         g = J[0]
@@ -558,6 +589,8 @@ class Correlation:
                 for f in g:
                     journey_of[f] = j.id
                 grown[j.id] = j
+            self._newest_ns = newest
+            self._sweep(n)
             self.frames = n
             self._n = n
             before = dict(self.offsets)
@@ -569,6 +602,25 @@ class Correlation:
         finally:
             if enabled:
                 gc.enable()
+
+    def _sweep(self, n: int) -> None:
+        """Forget the open journeys of buckets no frame came to in ``sweep_frames`` frames
+        (up to ``n``) that began more than the window before the newest frame (see
+        SWEEP_FRAMES): oldest touch first, so each update looks at what it forgets and one
+        more."""
+        horizon = n - self.sweep_frames
+        oldest = self._newest_ns - self.window_ns
+        touches, touched, opened = self._touches, self._touched, self._open
+        while touches and touches[0][0] <= horizon:
+            at, key = touches[0]
+            if touched.get(key) != at:  # touched again since (or gone): a later entry speaks for it
+                touches.popleft()
+                continue
+            if max(J[1] for J in opened[key]) >= oldest:
+                break  # a fast capture: 65,536 frames inside the window, wait for time to pass
+            touches.popleft()
+            del opened[key]
+            del touched[key]
 
     def _prune(self, opened: list[list], now: int) -> list[list]:
         """Drop open journeys no later frame can join (older than the window)."""
