@@ -750,6 +750,35 @@ def test_a_long_capture_forgets_open_journeys_no_frame_can_join():
     assert len(swept._open) < len(kept._open) / 4
 
 
+def test_settled_one_frame_journeys_are_folded_and_come_back_whole():
+    """A swept journey of one frame is kept as its frame index (no Journey, no list);
+    asked for, it is a Journey again with the same frames, hops and end, and the same
+    object every time after.  One a screen holds is never folded."""
+    store = chained([p.parent.name for p in sorted(SCENARIOS.glob("*/capture.pcapng"))], gap_ns=2_000_000_000)
+    whole = correlate(store)
+    corr = Correlation(store, sweep_frames=32)
+    held = None
+    while corr.pending:
+        corr.update(limit=7)
+        if held is None:
+            held = next((j for j in corr.journeys.held() if len(j.frames) == 1), None)
+    folded = [k for k, x in enumerate(list.__iter__(corr.journeys)) if x.__class__ is int]
+    singles = [j.id for j in whole.journeys if len(j.frames) == 1]
+    assert len(folded) > len(singles) / 2  # all but the last stretch's
+    assert held is not None and held.id not in folded and corr.journeys[held.id] is held
+    for k in folded:
+        f = list.__getitem__(corr.journeys, k)
+        assert corr.journey_of[f] == k
+        j = corr.journey(f)
+        ref = whole.journey(f)
+        assert j.id == k and j.frames == ref.frames == [f]
+        assert [h.frame for h in j.hops] == [h.frame for h in ref.hops] and j.end == ref.end
+        assert corr.journeys[k] is j and corr.journey(f) is j
+    assert _journeys_by_frames(corr) == _journeys_by_frames(whole)
+    assert corr.journeys[-1] is corr.journeys[len(corr.journeys) - 1]
+    assert [j.id for j in corr.journeys[3:9]] == list(range(3, 9))
+
+
 def test_update_limit_zero_matches_nothing_and_negative_is_refused():
     store = recording("flannel-vxlan")
     corr = Correlation(store)

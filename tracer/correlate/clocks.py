@@ -116,7 +116,7 @@ class Clocks:
         if journeys is None:
             self.learn_samples = {}
             self.learn_seen = set()
-            journeys = self.corr.journeys
+            journeys = list(self.corr._held())  # one-frame journeys say nothing of clocks: folded ones stay
             fresh = True
         else:
             fresh = False
@@ -124,7 +124,7 @@ class Clocks:
             # senders (re)known: count every journey's pairs again
             self.deltas = {}
             self.pairs_seen = set()
-            journeys = self.corr.journeys
+            journeys = list(self.corr._held())  # one-frame journeys say nothing of clocks: folded ones stay
         store = self.corr.store
         ts, nic_of, hosts = store.ts_ns, store.nic_of, self.corr._hosts
         deltas = self.deltas

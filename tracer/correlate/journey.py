@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, SupportsIndex, overload
 
 from tracer.correlate.steps import Step
 from tracer.dissect.fast import Identity
@@ -121,6 +123,74 @@ class Journey:
             if h.frame == frame:
                 return k
         raise ValueError(frame)
+
+
+def _refs_when_only_listed() -> int:
+    """What sys.getrefcount says of an object only a list holds, read as Journeys.fold
+    reads it (the count for one reference differs between Python versions)."""
+    probe = [object()]
+    x = list.__getitem__(probe, 0)
+    return sys.getrefcount(x)
+
+
+ONLY_LISTED = _refs_when_only_listed()
+
+
+class Journeys(list[Journey]):
+    """A correlation's journeys by id, for a stream that runs for hours.
+
+    A settled journey of one frame that nothing else holds is folded to its frame
+    index (:meth:`fold`): 28 bytes where a Journey and its frames list take ~190, and
+    most of a stream's journeys are one frame (the grid lists none of them).  Asked
+    for, by index, slice or iteration, it is a Journey again, kept in its place, so
+    ``journeys[k] is journeys[k]`` always holds."""
+
+    __slots__ = ("_corr",)
+
+    def __init__(self, corr: Correlation) -> None:
+        super().__init__()
+        self._corr = corr
+
+    def _unfold(self, k: int, frame: int) -> Journey:
+        j = Journey(k, [frame], self._corr)
+        list.__setitem__(self, k, j)
+        return j
+
+    @overload
+    def __getitem__(self, k: SupportsIndex) -> Journey: ...
+    @overload
+    def __getitem__(self, k: slice) -> list[Journey]: ...
+    def __getitem__(self, k: SupportsIndex | slice) -> Journey | list[Journey]:
+        if isinstance(k, slice):
+            got = list.__getitem__(self, k)
+            if any(x.__class__ is int for x in got):
+                return [self[i] for i in range(*k.indices(len(self)))]
+            return got
+        x = list.__getitem__(self, k)
+        if x.__class__ is int:
+            i = k.__index__()
+            return self._unfold(i if i >= 0 else len(self) + i, x)
+        return x
+
+    def __iter__(self) -> Iterator[Journey]:
+        for k, x in enumerate(list.__iter__(self)):
+            yield self._unfold(k, x) if x.__class__ is int else x
+
+    def held(self) -> Iterator[Journey]:
+        """The journeys that are Journey objects now (folded ones left folded): what a
+        pass over every journey's built state (hops) needs to see."""
+        for x in list.__iter__(self):
+            if x.__class__ is not int:
+                yield x
+
+    def fold(self, k: int) -> bool:
+        """Fold journey ``k`` to its frame index if it is one frame and nothing but this
+        list holds it (a screen showing it keeps it whole).  True when folded."""
+        j = list.__getitem__(self, k)
+        if j.__class__ is int or len(j.frames) != 1 or sys.getrefcount(j) > ONLY_LISTED:
+            return False
+        list.__setitem__(self, k, j.frames[0])  # type: ignore[misc]
+        return True
 
 
 def src_raw(ident: Identity | None):

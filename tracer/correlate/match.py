@@ -71,7 +71,7 @@ from collections import Counter, deque
 from itertools import islice
 
 from tracer.correlate.clocks import Clocks
-from tracer.correlate.journey import Hop, Journey, inner_of, journey_json
+from tracer.correlate.journey import Hop, Journey, Journeys, inner_of, journey_json
 from tracer.correlate.nics import nic_addresses, nic_networks, nic_role, nic_vni, raw_address
 from tracer.correlate.order import delivered, order_hops
 from tracer.correlate.steps import SENT, narrate
@@ -129,7 +129,8 @@ class Correlation:
         self._n = len(store)
         self.window_ns = window_ns
         self.hairpin_ns = hairpin_ns
-        self.journeys: list[Journey] = []
+        # a stream's settled one-frame journeys folded (Journeys.fold): see _sweep
+        self.journeys: list[Journey] = Journeys(self)
         self.journey_of = array("i")  # per frame: journey id, -1 for none
         self.clocks = Clocks(self)
         self.frames = 0  # frames looked at
@@ -596,7 +597,7 @@ class Correlation:
             before = dict(self.offsets)
             self.clocks.estimate([grown[k] for k in sorted(grown)])
             if self.offsets != before:  # times changed: every built journey is stale
-                for j in self.journeys:
+                for j in self._held():
                     j._hops = None
             return [grown[k] for k in sorted(grown)]
         finally:
@@ -611,6 +612,8 @@ class Correlation:
         horizon = n - self.sweep_frames
         oldest = self._newest_ns - self.window_ns
         touches, touched, opened = self._touches, self._touched, self._open
+        journey_of = self.journey_of
+        fold = self.journeys.fold if isinstance(self.journeys, Journeys) else None
         while touches and touches[0][0] <= horizon:
             at, key = touches[0]
             if touched.get(key) != at:  # touched again since (or gone): a later entry speaks for it
@@ -619,8 +622,18 @@ class Correlation:
             if max(J[1] for J in opened[key]) >= oldest:
                 break  # a fast capture: 65,536 frames inside the window, wait for time to pass
             touches.popleft()
+            if fold is not None:  # settled: one-frame journeys need no object of their own
+                for J in opened[key]:
+                    g = J[0]
+                    if len(g) == 1:
+                        fold(journey_of[g[0]])
             del opened[key]
             del touched[key]
+
+    def _held(self):
+        """Every journey that is an object now (folded ones stay folded)."""
+        journeys = self.journeys
+        return journeys.held() if isinstance(journeys, Journeys) else iter(journeys)
 
     def _prune(self, opened: list[list], now: int) -> list[list]:
         """Drop open journeys no later frame can join (older than the window)."""
