@@ -252,14 +252,26 @@ class Interrupted(Counted):
         raise KeyboardInterrupt
 
 
-def test_ctrl_c_while_the_child_part_is_taken_is_not_swallowed(tmp_path):
+def test_ctrl_c_while_the_child_part_is_taken_is_not_swallowed(tmp_path, monkeypatch):
     """Ctrl-C as the child's part is merged: the interrupt goes on up, the child was
     waited for once and its pipe closed (review: a second close turned it into a read
     error warning)."""
     path = next(p for p in CAPTURES if p.suffix == ".pcap" and p.stat().st_size > 20_000)
+    forked = []
+    fork = os.fork
+
+    def recorded_fork() -> int:
+        pid = fork()
+        if pid:
+            forked.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", recorded_fork)
     before = open_fds()
     with pytest.raises(KeyboardInterrupt):
         FileSource.open([str(path)], []).load(FrameStore(), split=Interrupted())
     assert open_fds() == before
+    assert len(forked) == 1
+    # this child only: another test in this worker may have children of its own running
     with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)  # no child left behind
+        os.waitpid(forked[0], os.WNOHANG)  # waited for already: no child left behind
