@@ -33,6 +33,7 @@ from tracer.correlate import (
     nic_role,
 )
 from tracer.dissect.fast import identify
+from tracer.filter import journey_facts
 from tracer.model import FrameStore, Nic
 from tracer.pcapng.reader import SourceSpec, open_capture
 from tracer.text import safe
@@ -765,6 +766,11 @@ def test_settled_one_frame_journeys_are_folded_and_come_back_whole():
     folded = [k for k, x in enumerate(list.__iter__(corr.journeys)) if x.__class__ is int]
     singles = [j.id for j in whole.journeys if len(j.frames) == 1]
     assert len(folded) > len(singles) / 2  # all but the last stretch's
+    # journey.* filters read every journey's size and end without unfolding one
+    facts = journey_facts(corr.journey_of, corr.light(), True)
+    ref_facts = journey_facts(whole.journey_of, whole.journeys, True)
+    assert facts.hops == ref_facts.hops and facts.delivered == ref_facts.delivered
+    assert folded == [k for k, x in enumerate(list.__iter__(corr.journeys)) if x.__class__ is int]
     assert held is not None and held.id not in folded and corr.journeys[held.id] is held
     for k in folded:
         f = list.__getitem__(corr.journeys, k)

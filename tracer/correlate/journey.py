@@ -12,7 +12,7 @@ import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, SupportsIndex, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex, overload
 
 from tracer.correlate.steps import Step
 from tracer.dissect.fast import Identity
@@ -125,6 +125,12 @@ class Journey:
         raise ValueError(frame)
 
 
+class Lone(NamedTuple):
+    """A folded journey as a pass that reads only sizes sees it (Journeys.light)."""
+
+    frames: tuple[int]
+
+
 def _refs_when_only_listed() -> int:
     """What sys.getrefcount says of an object only a list holds, read as Journeys.fold
     reads it (the count for one reference differs between Python versions)."""
@@ -182,6 +188,12 @@ class Journeys(list[Journey]):
         for x in list.__iter__(self):
             if x.__class__ is not int:
                 yield x
+
+    def light(self) -> Iterator[Journey | Lone]:
+        """Every journey in id order, a folded one as a :class:`Lone` (its frame) left
+        folded: for a pass that reads only how many frames (``journey_facts``)."""
+        for x in list.__iter__(self):
+            yield Lone((x,)) if x.__class__ is int else x
 
     def fold(self, k: int) -> bool:
         """Fold journey ``k`` to its frame index if it is one frame and nothing but this

@@ -630,6 +630,12 @@ class Correlation:
             del opened[key]
             del touched[key]
 
+    def light(self):
+        """Every journey in id order, folded ones as :class:`~tracer.correlate.journey.Lone`
+        (left folded): what ``journey_facts`` reads."""
+        journeys = self.journeys
+        return journeys.light() if isinstance(journeys, Journeys) else iter(journeys)
+
     def _held(self):
         """Every journey that is an object now (folded ones stay folded)."""
         journeys = self.journeys

@@ -1004,17 +1004,23 @@ class Matcher:
         return counts
 
 
-def journey_facts(journey_of: Sequence[int], journeys: Sequence[Any], delivered: bool) -> JourneyFacts:
+def journey_facts(journey_of: Sequence[int], journeys: Iterable[Any], delivered: bool) -> JourneyFacts:
     """:class:`JourneyFacts` from a correlation's ``journey_of`` (per frame: journey id or -1)
-    and its journeys (``frames``, and ``end`` read only when ``delivered`` is asked).
+    and its journeys in id order, read once (``frames``, and ``end`` read only when
+    ``delivered`` is asked and there are two frames or more).
 
     A packet seen on one NIC only has ``journey.hops == 1`` and no ``journey.delivered``:
     the grid and ``--journeys`` do not list such a journey (nothing followed it), so
     ``journey.delivered == false`` finds the journeys they show as not delivered."""
-    hops_j = array("i", (len(j.frames) for j in journeys))
+    hops_j = array("i")
+    deliv_j = array("b")
+    for j in journeys:
+        n = len(j.frames)
+        hops_j.append(n)
+        if delivered:
+            deliv_j.append(-1 if n < 2 else 1 if j.end == "delivered" else 0)
     hops = array("i", (hops_j[k] if k >= 0 else -1 for k in journey_of))
     if delivered:
-        deliv_j = array("b", ((-1 if len(j.frames) < 2 else 1 if j.end == "delivered" else 0) for j in journeys))
         deliv = array("b", (deliv_j[k] if k >= 0 else -1 for k in journey_of))
     else:
         deliv = array("b", [-1]) * len(journey_of)
