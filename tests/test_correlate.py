@@ -120,13 +120,7 @@ def copy_store(
     """The same recorded frames re-indexed: some NICs left out, some clocks shifted,
     or everything sent a second time ``again_after_ns`` later on the same NICs."""
     out = FrameStore()
-    ids = {}
-    for nic in store.nics:
-        if keep(nic):
-            ids[nic.id] = out.add_nic(
-                Nic(nic.name, nic.linktype, nic.host, nic.netns, nic.kind, nic.description, dict(nic.facts))
-            )
-    bufs = {k: out.add_buffer(b) for k, b in enumerate(store.buffers)}
+    ids, bufs = take_nics_and_buffers(out, store, keep)
     rounds = [0] if again_after_ns is None else [0, again_after_ns]
     for extra in rounds:
         for i in store.timeline():
@@ -141,6 +135,19 @@ def copy_store(
                     store.origlen[i],
                 )
     return out
+
+
+def take_nics_and_buffers(out: FrameStore, store: FrameStore, keep=lambda nic: True) -> tuple[dict, dict]:
+    """``store``'s NICs (those kept) and buffers added to ``out``: its NIC ids and buffer
+    ids there, by their ids in ``store``."""
+    ids = {
+        nic.id: out.add_nic(
+            Nic(nic.name, nic.linktype, nic.host, nic.netns, nic.kind, nic.description, dict(nic.facts))
+        )
+        for nic in store.nics
+        if keep(nic)
+    }
+    return ids, {k: out.add_buffer(b) for k, b in enumerate(store.buffers)}
 
 
 def hop_key(h):
@@ -593,9 +600,7 @@ def test_fed_in_pieces_as_a_live_capture_gives_the_same_journeys(name):
     store = recording(name)
     whole = correlate(store)
     live = FrameStore()
-    for nic in store.nics:
-        live.add_nic(Nic(nic.name, nic.linktype, nic.host, nic.netns, nic.kind, nic.description, dict(nic.facts)))
-    buf = {k: live.add_buffer(b) for k, b in enumerate(store.buffers)}
+    _, buf = take_nics_and_buffers(live, store)
     corr = Correlation(live)
     assert corr.update() == []
     touched = set()
@@ -708,13 +713,7 @@ def chained(names: list[str], gap_ns: int) -> FrameStore:
     start = 0
     for name in names:
         store = recording(name)
-        ids = {
-            nic.id: out.add_nic(
-                Nic(nic.name, nic.linktype, nic.host, nic.netns, nic.kind, nic.description, dict(nic.facts))
-            )
-            for nic in store.nics
-        }
-        bufs = {k: out.add_buffer(b) for k, b in enumerate(store.buffers)}
+        ids, bufs = take_nics_and_buffers(out, store)
         order = store.timeline()
         shift = start - store.ts_ns[order[0]]
         for i in order:
@@ -766,8 +765,9 @@ def test_settled_one_frame_journeys_are_folded_and_come_back_whole():
     folded = [k for k, x in enumerate(list.__iter__(corr.journeys)) if x.__class__ is int]
     singles = [j.id for j in whole.journeys if len(j.frames) == 1]
     assert len(folded) > len(singles) / 2  # all but the last stretch's
+    assert corr.journeys.folded == len(folded)
     # journey.* filters read every journey's size and end without unfolding one
-    facts = journey_facts(corr.journey_of, corr.light(), True)
+    facts = journey_facts(corr.journey_of, corr.journeys.light(), True)
     ref_facts = journey_facts(whole.journey_of, whole.journeys, True)
     assert facts.hops == ref_facts.hops and facts.delivered == ref_facts.delivered
     assert folded == [k for k, x in enumerate(list.__iter__(corr.journeys)) if x.__class__ is int]
@@ -781,6 +781,7 @@ def test_settled_one_frame_journeys_are_folded_and_come_back_whole():
         assert [h.frame for h in j.hops] == [h.frame for h in ref.hops] and j.end == ref.end
         assert corr.journeys[k] is j and corr.journey(f) is j
     assert _journeys_by_frames(corr) == _journeys_by_frames(whole)
+    assert corr.journeys.folded == 0  # every one asked for, every one whole again
     assert corr.journeys[-1] is corr.journeys[len(corr.journeys) - 1]
     assert [j.id for j in corr.journeys[3:9]] == list(range(3, 9))
 

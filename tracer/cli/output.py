@@ -661,7 +661,7 @@ def matcher_of(flt: Filter, store: FrameStore) -> Matcher:
     from tracer.filter import journey_facts
 
     corr = correlate(store)
-    return flt.matcher(store, journey_facts(corr.journey_of, corr.light(), flt.needs_delivered))
+    return flt.matcher(store, journey_facts(corr.journey_of, corr.journeys.light(), flt.needs_delivered))
 
 
 def count_as_read(source: Source, store: FrameStore, flt: Filter | None = None) -> list[dict]:
@@ -739,11 +739,13 @@ def print_journeys(
     from tracer.correlate import correlate
 
     corr = correlate(store)
-    candidates = corr.journeys
+    candidates: list[Journey] = corr.journeys
     if flt is not None:
         from tracer.filter import journey_facts
 
-        facts = journey_facts(corr.journey_of, corr.light(), flt.needs_delivered) if flt.needs_journeys else None
+        facts = (
+            journey_facts(corr.journey_of, corr.journeys.light(), flt.needs_delivered) if flt.needs_journeys else None
+        )
         match = flt.matcher(store, facts)
         keep = bytearray(len(corr.journeys))
         journey_of = corr.journey_of

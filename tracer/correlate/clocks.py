@@ -116,7 +116,7 @@ class Clocks:
         if journeys is None:
             self.learn_samples = {}
             self.learn_seen = set()
-            journeys = list(self.corr._held())  # one-frame journeys say nothing of clocks: folded ones stay
+            journeys = list(self.corr.journeys.held())  # a folded journey (one frame) says nothing of clocks
             fresh = True
         else:
             fresh = False
@@ -124,7 +124,7 @@ class Clocks:
             # senders (re)known: count every journey's pairs again
             self.deltas = {}
             self.pairs_seen = set()
-            journeys = list(self.corr._held())  # one-frame journeys say nothing of clocks: folded ones stay
+            journeys = list(self.corr.journeys.held())  # a folded journey (one frame) says nothing of clocks
         store = self.corr.store
         ts, nic_of, hosts = store.ts_ns, store.nic_of, self.corr._hosts
         deltas = self.deltas

@@ -151,15 +151,17 @@ class Journeys(list[Journey]):
     for, by index, slice or iteration, it is a Journey again, kept in its place, so
     ``journeys[k] is journeys[k]`` always holds."""
 
-    __slots__ = ("_corr",)
+    __slots__ = ("_corr", "folded")
 
     def __init__(self, corr: Correlation) -> None:
         super().__init__()
         self._corr = corr
+        self.folded = 0  # entries that are a frame index now: none, and a pass is the list's own
 
     def _unfold(self, k: int, frame: int) -> Journey:
         j = Journey(k, [frame], self._corr)
         list.__setitem__(self, k, j)
+        self.folded -= 1
         return j
 
     @overload
@@ -169,7 +171,7 @@ class Journeys(list[Journey]):
     def __getitem__(self, k: SupportsIndex | slice) -> Journey | list[Journey]:
         if isinstance(k, slice):
             got = list.__getitem__(self, k)
-            if any(x.__class__ is int for x in got):
+            if self.folded and any(x.__class__ is int for x in got):
                 return [self[i] for i in range(*k.indices(len(self)))]
             return got
         x = list.__getitem__(self, k)
@@ -179,21 +181,27 @@ class Journeys(list[Journey]):
         return x
 
     def __iter__(self) -> Iterator[Journey]:
+        if not self.folded:  # a file's journeys, or a stream's before its first sweep
+            return list.__iter__(self)
+        return self._unfolding()
+
+    def _unfolding(self) -> Iterator[Journey]:
         for k, x in enumerate(list.__iter__(self)):
             yield self._unfold(k, x) if x.__class__ is int else x
 
     def held(self) -> Iterator[Journey]:
         """The journeys that are Journey objects now (folded ones left folded): what a
         pass over every journey's built state (hops) needs to see."""
-        for x in list.__iter__(self):
-            if x.__class__ is not int:
-                yield x
+        if not self.folded:
+            return list.__iter__(self)
+        return (x for x in list.__iter__(self) if x.__class__ is not int)
 
     def light(self) -> Iterator[Journey | Lone]:
         """Every journey in id order, a folded one as a :class:`Lone` (its frame) left
         folded: for a pass that reads only how many frames (``journey_facts``)."""
-        for x in list.__iter__(self):
-            yield Lone((x,)) if x.__class__ is int else x
+        if not self.folded:
+            return list.__iter__(self)
+        return (Lone((x,)) if x.__class__ is int else x for x in list.__iter__(self))
 
     def fold(self, k: int) -> bool:
         """Fold journey ``k`` to its frame index if it is one frame and nothing but this
@@ -202,6 +210,7 @@ class Journeys(list[Journey]):
         if j.__class__ is int or len(j.frames) != 1 or sys.getrefcount(j) > ONLY_LISTED:
             return False
         list.__setitem__(self, k, j.frames[0])  # type: ignore[misc]
+        self.folded += 1
         return True
 
 

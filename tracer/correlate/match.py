@@ -130,7 +130,7 @@ class Correlation:
         self.window_ns = window_ns
         self.hairpin_ns = hairpin_ns
         # a stream's settled one-frame journeys folded (Journeys.fold): see _sweep
-        self.journeys: list[Journey] = Journeys(self)
+        self.journeys = Journeys(self)
         self.journey_of = array("i")  # per frame: journey id, -1 for none
         self.clocks = Clocks(self)
         self.frames = 0  # frames looked at
@@ -500,7 +500,7 @@ class Correlation:
         # journeys numbered by their first frame's time (then frame index)
         groups.sort(key=lambda g: (ts[g[0]], g[0]))
         journey_of = array("i", [-1]) * n
-        journeys: list[Journey] = []
+        journeys = Journeys(self)
         jappend = journeys.append
         for jid, g in enumerate(groups):
             jappend(Journey(jid, g, self))
@@ -574,7 +574,7 @@ class Correlation:
                     touches.append((n, key))
                 elif opened is not None:
                     del self._open[key]
-                    touched.pop(key, None)
+                    del touched[key]
                 if opened:
                     for J in opened:
                         g = J[0]
@@ -597,7 +597,7 @@ class Correlation:
             before = dict(self.offsets)
             self.clocks.estimate([grown[k] for k in sorted(grown)])
             if self.offsets != before:  # times changed: every built journey is stale
-                for j in self._held():
+                for j in self.journeys.held():
                     j._hops = None
             return [grown[k] for k in sorted(grown)]
         finally:
@@ -613,33 +613,21 @@ class Correlation:
         oldest = self._newest_ns - self.window_ns
         touches, touched, opened = self._touches, self._touched, self._open
         journey_of = self.journey_of
-        fold = self.journeys.fold if isinstance(self.journeys, Journeys) else None
+        fold = self.journeys.fold
         while touches and touches[0][0] <= horizon:
             at, key = touches[0]
             if touched.get(key) != at:  # touched again since (or gone): a later entry speaks for it
                 touches.popleft()
                 continue
-            if max(J[1] for J in opened[key]) >= oldest:
+            if max(J[1] for J in opened[key]) >= oldest:  # (a late frame's state may begin before the last)
                 break  # a fast capture: 65,536 frames inside the window, wait for time to pass
             touches.popleft()
-            if fold is not None:  # settled: one-frame journeys need no object of their own
-                for J in opened[key]:
-                    g = J[0]
-                    if len(g) == 1:
-                        fold(journey_of[g[0]])
+            for J in opened[key]:  # settled: one-frame journeys need no object of their own
+                g = J[0]
+                if len(g) == 1:
+                    fold(journey_of[g[0]])
             del opened[key]
             del touched[key]
-
-    def light(self):
-        """Every journey in id order, folded ones as :class:`~tracer.correlate.journey.Lone`
-        (left folded): what ``journey_facts`` reads."""
-        journeys = self.journeys
-        return journeys.light() if isinstance(journeys, Journeys) else iter(journeys)
-
-    def _held(self):
-        """Every journey that is an object now (folded ones stay folded)."""
-        journeys = self.journeys
-        return journeys.held() if isinstance(journeys, Journeys) else iter(journeys)
 
     def _prune(self, opened: list[list], now: int) -> list[list]:
         """Drop open journeys no later frame can join (older than the window)."""

@@ -1414,7 +1414,7 @@ class TracerApp(App[None]):
         facts = None
         if flt.needs_journeys:
             corr = self.tracker.corr
-            facts = journey_facts(corr.journey_of, corr.light(), flt.needs_delivered)
+            facts = journey_facts(corr.journey_of, corr.journeys.light(), flt.needs_delivered)
         return FilterRun(flt, self.store, facts)
 
     def apply_filter(self, text: str) -> str | None:
